@@ -1,0 +1,49 @@
+// The subcommand registry and helpers shared by commands.
+#include "command.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <vector>
+
+#include "registry.h"
+
+namespace isoflop::cli {
+
+std::vector<RegisteredCommand>& Registry() {
+  static std::vector<RegisteredCommand> commands;
+  return commands;
+}
+
+bool RegisterCommand(const std::string& name, int order, CommandAdder adder) {
+  Registry().push_back({name, order, std::move(adder)});
+  return true;
+}
+
+Result<std::string> FindTrainBinary(const Context& ctx) {
+  namespace fs = std::filesystem;
+  if (const char* env = std::getenv("ISOFLOP_TRAIN"); env && *env) {
+    if (::access(env, X_OK) == 0) return std::string(env);
+    return Status::NotFound(std::string("ISOFLOP_TRAIN=") + env + ": not an executable file");
+  }
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) self = fs::absolute(ctx.argv0, ec);
+  fs::path beside = self.parent_path() / "isoflop-train";
+  if (::access(beside.c_str(), X_OK) == 0) return beside.string();
+  if (const char* path = std::getenv("PATH")) {
+    std::string p = path;
+    size_t start = 0;
+    while (start <= p.size()) {
+      size_t end = p.find(':', start);
+      if (end == std::string::npos) end = p.size();
+      fs::path cand = fs::path(p.substr(start, end - start)) / "isoflop-train";
+      if (end > start && ::access(cand.c_str(), X_OK) == 0) return cand.string();
+      start = end + 1;
+    }
+  }
+  return Status::NotFound("cannot find the isoflop-train binary beside " + self.string() +
+                          " or on PATH (build it with `make build`, or set ISOFLOP_TRAIN)");
+}
+
+}  // namespace isoflop::cli

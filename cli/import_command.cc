@@ -1,0 +1,57 @@
+// `isoflop import FILE.csv --name NAME`: (N, D or C, loss) points from papers or other
+// tools, stored as an observation set that `isoflop fit --observations NAME` can fit.
+#include <iostream>
+
+#include "command.h"
+#include "isoflop/store/observations_csv.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop::cli {
+namespace {
+
+struct ImportArgs {
+  std::string file, name;
+  store::CsvColumns columns;
+  bool replace = false;
+};
+
+Status RunImport(const Context& ctx, const ImportArgs& args) {
+  // Parse everything before touching the store: a bad line imports nothing.
+  ISOFLOP_ASSIGN_OR_RETURN(auto points, store::ReadObservationsCsv(args.file, args.columns));
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
+  ISOFLOP_ASSIGN_OR_RETURN(int64_t id,
+                           db->ImportObservations(args.name, args.file, points, args.replace));
+  double min_loss = points[0].loss, max_loss = points[0].loss;
+  for (const auto& p : points) {
+    min_loss = std::min(min_loss, p.loss);
+    max_loss = std::max(max_loss, p.loss);
+  }
+  std::cout << "imported " << points.size() << " observations from " << args.file << " as set '"
+            << args.name << "' (id " << id << ") into " << db->path() << "; loss " << min_loss
+            << " .. " << max_loss << "\n";
+  return Status::Ok();
+}
+
+void AddImportCommand(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<ImportArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "import", "Import (N, D or C, loss) observations from a CSV file as a named set");
+  cmd->add_option("file", args->file, "CSV file with a header line")->required();
+  cmd->add_option("--name", args->name, "Name of the observation set")->required();
+  cmd->add_option("--n-column", args->columns.n, "Column holding N (parameters)");
+  cmd->add_option("--d-column", args->columns.d, "Column holding D (training tokens)");
+  cmd->add_option("--c-column", args->columns.c,
+                  "Column holding C (training FLOPs); D = C / (k N) when there is no D column");
+  cmd->add_option("--loss-column", args->columns.loss, "Column holding the final loss");
+  cmd->add_option("--flops-per-param-token", args->columns.flops_per_param_token,
+                  "k in C = k N D used to derive D from C")
+      ->capture_default_str();
+  cmd->add_flag("--replace", args->replace, "Replace an existing set of the same name");
+  cmd->callback([&ctx, args] { ctx.status = RunImport(ctx, *args); });
+}
+
+}  // namespace
+
+ISOFLOP_REGISTER_COMMAND("import", 60, AddImportCommand);
+
+}  // namespace isoflop::cli

@@ -1,0 +1,53 @@
+// `isoflop`: the user-facing command line. Parses arguments (CLI11), runs the one subcommand
+// chosen, and is the only place that turns a Status into a message and an exit code:
+// 0 ok, 1 runtime error, 2 usage error.
+#include <algorithm>
+#include <cstdlib>
+#include <iostream>
+
+#include "command.h"
+#include "isoflop/common/version.h"
+#include "registry.h"
+
+int main(int argc, char** argv) {
+  using isoflop::cli::Context;
+  Context ctx;
+  ctx.argv0 = argc > 0 ? argv[0] : "isoflop";
+
+  CLI::App app{
+      "isoflop: scaling-law sweeps, fits and compute-optimal answers.\n"
+      "Plans and runs sweeps of small LibTorch training runs, stores every loss in SQLite,\n"
+      "fits L(N,D) = E + A/N^alpha + B/D^beta and says how big a model to train on how much\n"
+      "data for a compute budget.",
+      "isoflop"};
+  app.set_version_flag("--version", std::string("isoflop ") + ISOFLOP_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  const char* env_db = std::getenv("ISOFLOP_DB");
+  ctx.db_path = env_db && *env_db ? env_db : "isoflop.db";
+  app.add_option("--db", ctx.db_path, "SQLite store file (default ./isoflop.db, or $ISOFLOP_DB)");
+
+  auto& commands = isoflop::cli::Registry();
+  std::stable_sort(commands.begin(), commands.end(), [](const auto& a, const auto& b) {
+    return a.order != b.order ? a.order < b.order : a.name < b.name;
+  });
+  for (auto& c : commands) c.adder(app, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  if (!ctx.status.ok()) {
+    std::cerr << "isoflop: error: " << ctx.status.message() << "\n";
+    return ctx.usage_error ? 2 : 1;
+  }
+  return ctx.usage_error ? 2 : 0;
+}

@@ -1,0 +1,189 @@
+// `isoflop runs` (one line per run, for people) and `isoflop export` (runs or an observation
+// set with every N and C convention, for programs).
+#include <iostream>
+#include <map>
+
+#include "command.h"
+#include "isoflop/store/store.h"
+#include "output.h"
+
+namespace isoflop::cli {
+namespace {
+
+nlohmann::json Opt(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json();
+}
+
+Result<std::unique_ptr<store::Store>> OpenForReading(const Context& ctx) {
+  store::OpenOptions opts;
+  opts.create_if_missing = false;
+  return store::Store::Open(ctx.db_path, opts);
+}
+
+Result<std::vector<store::RunRecord>> LoadRuns(store::Store& db, const std::string& sweep,
+                                               const std::string& status,
+                                               std::map<int64_t, std::string>* sweep_names) {
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweeps, db.ListSweeps());
+  for (const auto& s : sweeps) (*sweep_names)[s.id] = s.name;
+  store::RunFilter filter;
+  if (!sweep.empty()) {
+    ISOFLOP_ASSIGN_OR_RETURN(auto found, db.GetSweep(sweep));
+    if (!found) return Status::NotFound("no sweep named '" + sweep + "' in " + db.path());
+    filter.sweep_name = sweep;
+  }
+  if (!status.empty()) filter.status = status;
+  return db.ListRuns(filter);
+}
+
+struct RunsArgs {
+  std::string sweep, status, format = "table";
+};
+
+Status RunRuns(const Context& ctx, const RunsArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenForReading(ctx));
+  std::map<int64_t, std::string> names;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, LoadRuns(*db, args.sweep, args.status, &names));
+  Table t;
+  t.columns = {{"id", ""},
+               {"sweep", ""},
+               {"cell", ""},
+               {"status", ""},
+               {"budget_flops", "%.3g"},
+               {"shape", ""},
+               {"n_total", ""},
+               {"tokens", ""},
+               {"tokens_per_param", "%.1f"},
+               {"progress", "%.0f%%"},
+               {"val_loss", "%.4f"},
+               {"attempts", ""}};
+  for (const auto& r : runs) {
+    std::string shape = std::to_string(r.n_layer) + "x" + std::to_string(r.d_model);
+    if (r.n_experts > 0) shape += " e" + std::to_string(r.n_experts);
+    double progress = r.target_tokens > 0 ? 100.0 * r.tokens_done / r.target_tokens : 0.0;
+    t.rows.push_back(
+        {r.id, names[r.sweep_id], r.cell_key, r.status, r.budget_flops, shape, r.n_total,
+         r.target_tokens,
+         r.n_total > 0 ? nlohmann::json(double(r.target_tokens) / r.n_total) : nlohmann::json(),
+         progress, Opt(r.final_val_loss), r.attempts});
+  }
+  Print(std::cout, t, format);
+  return Status::Ok();
+}
+
+struct ExportArgs {
+  std::string sweep, observations, status, format = "csv";
+};
+
+Status RunExport(const Context& ctx, const ExportArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenForReading(ctx));
+  Table t;
+  if (!args.observations.empty()) {
+    ISOFLOP_ASSIGN_OR_RETURN(auto points, db->GetObservations(args.observations));
+    t.columns = {{"n", "%.6g"}, {"d", "%.6g"}, {"c", "%.6g"}, {"loss", "%.6g"}, {"line", ""}};
+    for (const auto& p : points) t.rows.push_back({p.n, p.d, p.c, p.loss, p.line});
+    Print(std::cout, t, format);
+    return Status::Ok();
+  }
+  std::map<int64_t, std::string> names;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, LoadRuns(*db, args.sweep, args.status, &names));
+  t.columns = {{"run_id", ""},
+               {"sweep", ""},
+               {"cell_key", ""},
+               {"status", ""},
+               {"family", ""},
+               {"n_layer", ""},
+               {"d_model", ""},
+               {"n_head", ""},
+               {"d_ff", ""},
+               {"vocab_size", ""},
+               {"seq_len", ""},
+               {"n_experts", ""},
+               {"top_k", ""},
+               {"n_total", ""},
+               {"n_non_embedding", ""},
+               {"n_active", ""},
+               {"flops_per_token_6n", "%.6g"},
+               {"flops_per_token_6n_attn", "%.6g"},
+               {"flops_per_token_chinchilla", "%.6g"},
+               {"budget_flops", "%.6g"},
+               {"tokens", ""},
+               {"c_6n", "%.6g"},
+               {"c_6n_attn", "%.6g"},
+               {"c_chinchilla", "%.6g"},
+               {"seed", ""},
+               {"final_val_loss", "%.6g"},
+               {"final_train_loss", "%.6g"},
+               {"data_entropy", "%.6g"},
+               {"attempts", ""},
+               {"exit_code", ""},
+               {"reason", ""},
+               {"run_dir", ""}};
+  for (const auto& r : runs) {
+    double d = static_cast<double>(r.target_tokens);
+    t.rows.push_back({r.id,
+                      names[r.sweep_id],
+                      r.cell_key,
+                      r.status,
+                      r.family,
+                      r.n_layer,
+                      r.d_model,
+                      r.n_head,
+                      r.d_ff,
+                      r.vocab_size,
+                      r.seq_len,
+                      r.n_experts,
+                      r.top_k,
+                      r.n_total,
+                      r.n_non_embedding,
+                      r.n_active,
+                      r.flops_per_token_6n,
+                      r.flops_per_token_6n_attn,
+                      r.flops_per_token_chinchilla,
+                      r.budget_flops,
+                      r.target_tokens,
+                      r.flops_per_token_6n * d,
+                      r.flops_per_token_6n_attn * d,
+                      r.flops_per_token_chinchilla * d,
+                      r.seed,
+                      Opt(r.final_val_loss),
+                      Opt(r.final_train_loss),
+                      Opt(r.data_entropy),
+                      r.attempts,
+                      r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(),
+                      r.reason,
+                      r.run_dir});
+  }
+  Print(std::cout, t, format);
+  return Status::Ok();
+}
+
+void AddRunsCommand(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<RunsArgs>();
+  CLI::App* cmd = app.add_subcommand("runs", "List training runs (one line each)");
+  cmd->add_option("--sweep", args->sweep, "Only runs of this sweep");
+  cmd->add_option("--status", args->status, "Only runs with this status (finished, failed, ...)");
+  cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
+  cmd->callback([&ctx, args] { ctx.status = RunRuns(ctx, *args); });
+}
+
+void AddExportCommand(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<ExportArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "export", "Export runs (final losses, every N and C convention) or an observation set");
+  auto* sweep = cmd->add_option("--sweep", args->sweep, "Only runs of this sweep");
+  cmd->add_option("--observations", args->observations,
+                  "Export this imported observation set instead of runs (columns n,d,c,loss)")
+      ->excludes(sweep);
+  cmd->add_option("--status", args->status, "Only runs with this status");
+  cmd->add_option("--format", args->format, "csv | json | table")->capture_default_str();
+  cmd->callback([&ctx, args] { ctx.status = RunExport(ctx, *args); });
+}
+
+}  // namespace
+
+ISOFLOP_REGISTER_COMMAND("runs", 30, AddRunsCommand);
+ISOFLOP_REGISTER_COMMAND("export", 70, AddExportCommand);
+
+}  // namespace isoflop::cli

@@ -1,0 +1,31 @@
+// Reads (N, D, loss) observations from a CSV file, for `isoflop import` and `isoflop fit
+// --csv`. Columns are found by name (given, or recognised headers); D may be derived from
+// a compute column as D = C / (6N) (Hoffmann et al. 2022 convention).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop::store {
+
+struct CsvColumns {
+  // Column names; empty = recognise from the header (case-insensitive):
+  //   N: "n", "params", "parameters", "model size", "model_size", "n_params"
+  //   D: "d", "tokens", "training tokens", "n_tokens", "data"
+  //   C: "c", "flops", "compute", "training flop", "training flops", "training_flops"
+  //   loss: "loss", "final_loss", "val_loss", "final loss"
+  std::string n, d, c, loss;
+  // FLOPs per parameter per token used to derive D from C (C = k·N·D).
+  double flops_per_param_token = 6.0;
+};
+
+// Returns every data row as an Observation (n, d, c, loss, line). Errors name the file, the
+// line and the column: NotFound (missing file), InvalidArgument (no usable header, a missing
+// or non-numeric or non-positive value, neither D nor C present). Never returns a partial set.
+Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
+                                                     const CsvColumns& columns = {});
+
+}  // namespace isoflop::store

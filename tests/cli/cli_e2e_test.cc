@@ -1,0 +1,150 @@
+// End-to-end tests of `isoflop` through the real binary: import the Chinchilla CSV and
+// export it back, db info, listing formats, and one-line errors with the right exit codes.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "e2e_util.h"
+
+namespace isoflop::testing {
+namespace {
+
+const std::string kChinchilla =
+    std::string(ISOFLOP_SHARED_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+
+std::vector<std::vector<std::string>> ParseCsv(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    std::string cell;
+    while (std::getline(ls, cell, ',')) f.push_back(cell);
+    rows.push_back(f);
+  }
+  return rows;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir("cli");
+    db_ = dir_ + "/store.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  CommandResult Isoflop(std::vector<std::string> args) {
+    args.insert(args.begin(), {Binary("isoflop"), "--db", db_});
+    return RunCommand(args);
+  }
+  std::string dir_, db_;
+};
+
+TEST_F(CliTest, ImportChinchillaThenExportMatchesTheSource) {
+  auto imp = Isoflop({"import", kChinchilla, "--name", "chinchilla"});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_NE(imp.out.find("imported 245 observations"), std::string::npos) << imp.out;
+
+  auto exp = Isoflop({"export", "--observations", "chinchilla", "--format", "csv"});
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  auto rows = ParseCsv(exp.out);
+  ASSERT_EQ(rows.size(), 246u);
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"n", "d", "c", "loss", "line"}));
+
+  auto src = ParseCsv([&] {
+    std::ifstream f(kChinchilla);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }());
+  ASSERT_EQ(src.size(), 246u);
+  for (size_t i = 1; i < src.size(); ++i) {
+    double n = std::stod(src[i][3]), c = std::stod(src[i][4]), loss = std::stod(src[i][6]);
+    EXPECT_EQ(std::stod(rows[i][0]), n) << "row " << i;  // exact: full precision round trip
+    EXPECT_EQ(std::stod(rows[i][2]), c) << "row " << i;
+    EXPECT_EQ(std::stod(rows[i][3]), loss) << "row " << i;
+    EXPECT_DOUBLE_EQ(std::stod(rows[i][1]), c / (6 * n)) << "row " << i;
+    EXPECT_EQ(rows[i][4], std::to_string(i + 1));
+  }
+
+  auto json = Isoflop({"export", "--observations", "chinchilla", "--format", "json"});
+  ASSERT_EQ(json.exit_code, 0);
+  EXPECT_NE(json.out.find("\"loss\": 5.005581996196243"), std::string::npos);
+
+  auto info = Isoflop({"db", "info"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("observations      245"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("schema_version"), std::string::npos);
+
+  // Importing the same name again is refused; nothing changes.
+  auto dup = Isoflop({"import", kChinchilla, "--name", "chinchilla"});
+  EXPECT_EQ(dup.exit_code, 1);
+  EXPECT_NE(dup.err.find("already exists"), std::string::npos) << dup.err;
+}
+
+TEST_F(CliTest, BadCsvImportsNothingAndNamesTheLine) {
+  std::string path = dir_ + "/bad.csv";
+  {
+    std::ofstream f(path);
+    f << "Model Size,Training FLOP,loss\n";
+    for (int line = 2; line < 37; ++line) f << "1e8,1e18,3.0\n";
+    f << "1e8,1e18,three\n";
+  }
+  auto r = Isoflop({"import", path, "--name", "bad"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "isoflop: error: " + path + ":37: column 'loss': 'three' is not a number\n");
+  EXPECT_FALSE(std::filesystem::exists(db_)) << "a failed import must not create the store";
+
+  std::string hdr = dir_ + "/hdr.csv";
+  std::ofstream(hdr) << "a,b,c\n1,2,3\n";
+  auto h = Isoflop({"import", hdr, "--name", "h"});
+  EXPECT_EQ(h.exit_code, 1);
+  EXPECT_NE(h.err.find(hdr + ":1: no recognised N (parameters) column in header [a, b, c]"),
+            std::string::npos)
+      << h.err;
+  auto named = Isoflop(
+      {"import", hdr, "--name", "h", "--n-column", "a", "--d-column", "b", "--loss-column", "c"});
+  EXPECT_EQ(named.exit_code, 0) << named.err;
+}
+
+TEST_F(CliTest, MissingAndCorruptStoresAreOneLineErrors) {
+  auto missing = Isoflop({"runs"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find(db_ + ": no such database"), std::string::npos) << missing.err;
+  EXPECT_EQ(std::count(missing.err.begin(), missing.err.end(), '\n'), 1);
+
+  std::ofstream(db_) << std::string(4096, 'x');
+  auto corrupt = Isoflop({"db", "info"});
+  EXPECT_EQ(corrupt.exit_code, 1);
+  EXPECT_NE(corrupt.err.find("not a readable isoflop database"), std::string::npos) << corrupt.err;
+  EXPECT_EQ(std::count(corrupt.err.begin(), corrupt.err.end(), '\n'), 1);
+}
+
+TEST_F(CliTest, UsageErrorsExitWithTwoAndHelpWithZero) {
+  EXPECT_EQ(Isoflop({"no-such-command"}).exit_code, 2);
+  EXPECT_EQ(Isoflop({"runs", "--format"}).exit_code, 2);
+  auto help = RunCommand({Binary("isoflop"), "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* cmd : {"import", "export", "runs", "db", "train"}) {
+    EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
+  }
+  auto version = RunCommand({Binary("isoflop"), "--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out.rfind("isoflop ", 0), 0u) << version.out;
+}
+
+TEST_F(CliTest, EnvironmentSelectsTheStore) {
+  std::string other = dir_ + "/env.db";
+  auto r = RunCommand({Binary("isoflop"), "import", kChinchilla, "--name", "c"},
+                      {"ISOFLOP_DB=" + other});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(other));
+  auto runs = RunCommand({Binary("isoflop"), "runs", "--format", "csv"}, {"ISOFLOP_DB=" + other});
+  EXPECT_EQ(runs.exit_code, 0) << runs.err;
+  EXPECT_EQ(runs.out.rfind("id,sweep,cell,status", 0), 0u) << runs.out;
+}
+
+}  // namespace
+}  // namespace isoflop::testing
