@@ -5,6 +5,7 @@
 #include "command.h"
 #include "isoflop/store/observations_csv.h"
 #include "isoflop/store/store.h"
+#include "output.h"
 
 namespace isoflop::cli {
 namespace {
@@ -50,8 +51,30 @@ void AddImportCommand(CLI::App& app, Context& ctx) {
   cmd->callback([&ctx, args] { ctx.status = RunImport(ctx, *args); });
 }
 
+Status RunListObservations(const Context& ctx, const std::string& format_name) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(format_name));
+  store::OpenOptions opts;
+  opts.create_if_missing = false;
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
+  ISOFLOP_ASSIGN_OR_RETURN(auto sets, db->ListObservationSets());
+  Table t;
+  t.columns = {{"id", ""}, {"name", ""}, {"points", ""}, {"source_file", ""}, {"created_at", ""}};
+  for (const auto& s : sets)
+    t.rows.push_back({s.id, s.name, s.n_points, s.source_file, s.created_at});
+  Print(std::cout, t, format);
+  return Status::Ok();
+}
+
+void AddObservationsCommand(CLI::App& app, Context& ctx) {
+  auto format = std::make_shared<std::string>("table");
+  CLI::App* cmd = app.add_subcommand("observations", "List imported observation sets");
+  cmd->add_option("--format", *format, "table | csv | json")->capture_default_str();
+  cmd->callback([&ctx, format] { ctx.status = RunListObservations(ctx, *format); });
+}
+
 }  // namespace
 
 ISOFLOP_REGISTER_COMMAND("import", 60, AddImportCommand);
+ISOFLOP_REGISTER_COMMAND("observations", 61, AddObservationsCommand);
 
 }  // namespace isoflop::cli

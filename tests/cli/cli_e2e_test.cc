@@ -78,6 +78,10 @@ TEST_F(CliTest, ImportChinchillaThenExportMatchesTheSource) {
   EXPECT_NE(info.out.find("observations      245"), std::string::npos) << info.out;
   EXPECT_NE(info.out.find("schema_version"), std::string::npos);
 
+  auto sets = Isoflop({"observations", "--format", "csv"});
+  ASSERT_EQ(sets.exit_code, 0) << sets.err;
+  EXPECT_NE(sets.out.find(",chinchilla,245," + kChinchilla + ","), std::string::npos) << sets.out;
+
   // Importing the same name again is refused; nothing changes.
   auto dup = Isoflop({"import", kChinchilla, "--name", "chinchilla"});
   EXPECT_EQ(dup.exit_code, 1);
