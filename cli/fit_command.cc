@@ -1,0 +1,276 @@
+// `isoflop fit` (read observations from a sweep, an imported set or a CSV; run the fit library;
+// store the fit) and `isoflop fits` (list stored fits).
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+
+#include "command.h"
+#include "isoflop/fit/run_fit.h"
+#include "isoflop/store/observations_csv.h"
+#include "isoflop/store/store.h"
+#include "output.h"
+
+namespace isoflop::cli {
+namespace {
+
+struct FitArgs {
+  std::string sweep, observations, csv;
+  std::string method = "parametric", form = "chinchilla", convention = "total";
+  std::string format = "table";
+  int bootstrap = 0, exclude_top_loss = 0, threads = 0;
+  double budget_tol = 0.05;
+  uint64_t seed = 0;
+  std::vector<std::string> fix;
+  bool no_store = false;
+};
+
+// Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options.
+Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions* opt) {
+  for (const std::string& f : fixes) {
+    const auto eq = f.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == f.size())
+      return Status::InvalidArgument("--fix '" + f + "': expected NAME=VALUE or NAME=OTHER");
+    const std::string name = f.substr(0, eq), value = f.substr(eq + 1);
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    if (end == value.c_str() + value.size())
+      opt->fixed[name] = v;
+    else
+      opt->ties.emplace_back(value, name);
+  }
+  return Status::Ok();
+}
+
+double ParamsOf(const store::RunRecord& r, const std::string& convention) {
+  if (convention == "non_embedding") return static_cast<double>(r.n_non_embedding);
+  if (convention == "active") return static_cast<double>(r.n_active);
+  return static_cast<double>(r.n_total);
+}
+
+// Observations (and curves) of a sweep's finished runs; budget ids from the sweep's budgets.
+Status LoadSweep(store::Store& db, const std::string& sweep, const std::string& convention,
+                 std::vector<fit::Observation>* obs, std::vector<fit::Curve>* curves) {
+  ISOFLOP_ASSIGN_OR_RETURN(auto found, db.GetSweep(sweep));
+  if (!found) return Status::NotFound("no sweep named '" + sweep + "' in " + db.path());
+  store::RunFilter filter;
+  filter.sweep_name = sweep;
+  filter.status = "finished";
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(filter));
+  std::map<double, int64_t> budget_ids;
+  for (const auto& r : runs) budget_ids.emplace(r.budget_flops, 0);
+  int64_t next = 0;
+  for (auto& [c, id] : budget_ids) id = next++;
+  for (const auto& r : runs) {
+    const auto loss = r.final_val_loss ? r.final_val_loss : r.final_train_loss;
+    if (!loss) continue;
+    fit::Observation o;
+    o.n = ParamsOf(r, convention);
+    o.d = static_cast<double>(r.tokens_done > 0 ? r.tokens_done : r.target_tokens);
+    o.loss = *loss;
+    o.c = r.flops_per_token_6n * o.d;
+    if (r.budget_flops > 0) o.budget_id = budget_ids[r.budget_flops];
+    obs->push_back(o);
+    ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));
+    fit::Curve curve;
+    curve.n = o.n;
+    for (const auto& m : metrics) {
+      const auto l = m.val_loss ? m.val_loss : m.train_loss;
+      if (l && m.flops > 0 && *l > 0) curve.points.emplace_back(m.flops, *l);
+    }
+    if (!curve.points.empty()) curves->push_back(std::move(curve));
+  }
+  if (obs->empty())
+    return Status::FailedPrecondition("sweep '" + sweep +
+                                      "' has no finished runs with a final "
+                                      "loss yet; run `isoflop sweep status " +
+                                      sweep + "`");
+  return Status::Ok();
+}
+
+void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
+  if (format == Format::kJson) {
+    nlohmann::json j = fit::ToJson(r);
+    j["id"] = id;
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::cout << "fit " << id << ": " << r.method << (r.form.empty() ? "" : " " + r.form) << ", "
+            << r.n_points << " points, N convention " << r.convention << ", FLOPs "
+            << r.flops_convention;
+  if (std::isfinite(r.objective)) std::cout << ", summed Huber objective " << r.objective;
+  std::cout << "\n";
+  if (r.result.contains("parametric")) {
+    const auto& p = r.result["parametric"];
+    std::cout << "starts: " << p["starts_total"] << " total, " << p["starts_converged"]
+              << " converged, " << p["starts_at_best"] << " at the best, " << p["starts_pruned"]
+              << " pruned\n";
+  }
+  Table t;
+  t.columns = {{"quantity", ""}, {"value", "%.6g"}, {"ci_lo", "%.6g"}, {"ci_hi", "%.6g"}};
+  for (const auto& [k, v] : r.params) {
+    auto it = r.ci.find(k);
+    t.rows.push_back({k, v, it != r.ci.end() ? nlohmann::json(it->second.lo) : nlohmann::json(),
+                      it != r.ci.end() ? nlohmann::json(it->second.hi) : nlohmann::json()});
+  }
+  for (const auto& [k, v] : r.ci)
+    if (!r.params.count(k)) t.rows.push_back({k, nlohmann::json(), v.lo, v.hi});
+  Print(std::cout, t, format);
+  if (r.result.contains("extrapolation") && r.result["extrapolation"].contains("held_out_c")) {
+    const auto& e = r.result["extrapolation"];
+    std::cout << "extrapolation to C=" << Human(e["held_out_c"].get<double>())
+              << ": mean |loss error| " << Human(100 * e["mean_abs_rel_error"].get<double>(), 3)
+              << "%\n";
+  }
+  if (r.result.contains("isoflop"))
+    for (const auto& b : r.result["isoflop"]["budgets"])
+      if (!b["note"].get<std::string>().empty())
+        std::cout << "budget C=" << Human(b["c"].get<double>()) << ": "
+                  << b["note"].get<std::string>() << "\n";
+}
+
+Status RunFitCommand(const Context& ctx, const FitArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  const int sources = !args.sweep.empty() + !args.observations.empty() + !args.csv.empty();
+  if (sources != 1)
+    return Status::InvalidArgument("give exactly one of --sweep, --observations or --csv");
+  fit::FitConfig cfg;
+  cfg.convention = args.convention;
+  cfg.exclude_top_loss = args.exclude_top_loss;
+  cfg.parametric.form = args.form;
+  cfg.parametric.num_threads = args.threads;
+  ISOFLOP_RETURN_IF_ERROR(ParseFixes(args.fix, &cfg.parametric));
+  cfg.isoflop.budget_rel_tol = args.budget_tol;
+  cfg.bootstrap.resamples = args.bootstrap;
+  cfg.bootstrap.seed = args.seed;
+  cfg.bootstrap.num_threads = args.threads;
+  cfg.bootstrap.derived_at_compute = {1e19, 1e21, 1e23};
+  ISOFLOP_RETURN_IF_ERROR(cfg.Validate());
+
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
+  std::vector<fit::Observation> obs;
+  std::vector<fit::Curve> curves;
+  std::string kind, name;
+  if (!args.sweep.empty()) {
+    kind = "sweep", name = args.sweep;
+    ISOFLOP_RETURN_IF_ERROR(LoadSweep(*db, args.sweep, args.convention, &obs, &curves));
+  } else {
+    std::vector<store::Observation> points;
+    if (!args.csv.empty()) {
+      kind = "csv", name = args.csv;
+      ISOFLOP_ASSIGN_OR_RETURN(points, store::ReadObservationsCsv(args.csv));
+    } else {
+      kind = "observations", name = args.observations;
+      ISOFLOP_ASSIGN_OR_RETURN(points, db->GetObservations(args.observations));
+    }
+    for (const auto& p : points) obs.push_back({p.n, p.d, p.loss, p.c, 1, -1});
+  }
+
+  std::vector<std::string> methods = {args.method};
+  if (args.method == "all") {
+    methods = {"parametric", "isoflop"};
+    if (!curves.empty()) methods.push_back("envelope");
+  }
+  for (const std::string& method : methods) {
+    cfg.method = method;
+    ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, curves, cfg));
+    store::FitRecord row;
+    row.source_kind = kind;
+    row.source_name = name;
+    row.method = rec.method;
+    row.form = rec.form;
+    row.convention = rec.convention;
+    row.flops_convention = rec.flops_convention;
+    row.params_json = rec.ParamsJson().dump();
+    row.ci_json = rec.CiJson().dump();
+    if (std::isfinite(rec.objective)) row.objective = rec.objective;
+    row.n_points = rec.n_points;
+    row.result_json = rec.result.dump();
+    row.options_json = nlohmann::json{
+        {"bootstrap", args.bootstrap},
+        {"seed", args.seed},
+        {"exclude_top_loss", args.exclude_top_loss},
+        {"fix", args.fix}}.dump();
+    int64_t id = 0;
+    if (!args.no_store) {
+      ISOFLOP_ASSIGN_OR_RETURN(id, db->InsertFit(row));
+    }
+    PrintRecord(rec, id, format);
+  }
+  return Status::Ok();
+}
+
+struct FitsArgs {
+  std::string format = "table";
+};
+
+Status RunFits(const Context& ctx, const FitsArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  store::OpenOptions opts;
+  opts.create_if_missing = false;
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
+  ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
+  Table t;
+  t.columns = {{"id", ""},       {"created_at", ""},    {"source", ""},
+               {"method", ""},   {"form", ""},          {"convention", ""},
+               {"n_points", ""}, {"objective", "%.6g"}, {"params", ""}};
+  for (const auto& f : fits) {
+    std::string params;
+    auto p = nlohmann::json::parse(f.params_json, nullptr, false);
+    if (p.is_object())
+      for (const auto& [k, v] : p.items())
+        params += (params.empty() ? "" : " ") + k + "=" +
+                  (v.is_number() ? Human(v.get<double>(), 4) : "-");
+    t.rows.push_back({f.id, f.created_at, f.source_kind + ":" + f.source_name, f.method, f.form,
+                      f.convention, f.n_points,
+                      f.objective ? nlohmann::json(*f.objective) : nlohmann::json(), params});
+  }
+  Print(std::cout, t, format);
+  return Status::Ok();
+}
+
+void AddFitCommand(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<FitArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "fit", "Fit a scaling law to a sweep, an imported observation set or a CSV; store it");
+  cmd->add_option("--sweep", args->sweep, "Fit the finished runs of this sweep");
+  cmd->add_option("--observations", args->observations, "Fit this imported observation set");
+  cmd->add_option("--csv", args->csv, "Fit the observations in this CSV file (N, D or C, loss)");
+  cmd->add_option("--method", args->method, "parametric | isoflop | envelope | all")
+      ->capture_default_str();
+  cmd->add_option("--form", args->form, "chinchilla | kaplan | moe (parametric)")
+      ->capture_default_str();
+  cmd->add_option("--bootstrap", args->bootstrap, "Bootstrap resamples for intervals (0 = none)")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Bootstrap seed")->capture_default_str();
+  cmd->add_option("--exclude-top-loss", args->exclude_top_loss,
+                  "Drop the K highest-loss observations first (the Chinchilla replication: 5)")
+      ->capture_default_str();
+  cmd->add_option("--fix", args->fix,
+                  "Hold a parameter: NAME=VALUE (e.g. E=1.7) or tie NAME=OTHER (beta=alpha)");
+  cmd->add_option("--convention", args->convention,
+                  "Parameter count of sweep runs: total | non_embedding | active")
+      ->capture_default_str();
+  cmd->add_option("--budget-tol", args->budget_tol,
+                  "isoFLOP grouping: runs without a budget id whose C differ by at most this "
+                  "relative amount share a budget")
+      ->capture_default_str();
+  cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
+  cmd->add_flag("--no-store", args->no_store, "Print the fit without storing it");
+  cmd->add_option("--format", args->format, "table | json")->capture_default_str();
+  cmd->callback([&ctx, args] { ctx.status = RunFitCommand(ctx, *args); });
+}
+
+void AddFitsCommand(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<FitsArgs>();
+  CLI::App* cmd = app.add_subcommand("fits", "List stored fits");
+  cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
+  cmd->callback([&ctx, args] { ctx.status = RunFits(ctx, *args); });
+}
+
+}  // namespace
+
+ISOFLOP_REGISTER_COMMAND("fit", 40, AddFitCommand);
+ISOFLOP_REGISTER_COMMAND("fits", 41, AddFitsCommand);
+
+}  // namespace isoflop::cli

@@ -1,0 +1,179 @@
+// `isoflop optimal`: compute-optimal N and D (with bootstrap intervals) from the latest stored
+// parametric fit, a chosen fit (--fit ID) or given parameters (--given E=..,A=..,...).
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+#include "command.h"
+#include "isoflop/fit/run_fit.h"
+#include "isoflop/store/store.h"
+#include "output.h"
+
+namespace isoflop::cli {
+namespace {
+
+struct OptimalArgs {
+  std::string compute, compute_range, given, format = "table";
+  double params = 0, loss = 0, inference_tokens = 0;
+  int64_t fit_id = 0;
+};
+
+Result<double> ParseNumber(const std::string& s, const std::string& flag) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !(v > 0))
+    return Status::InvalidArgument(flag + ": '" + s + "' is not a positive number");
+  return v;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) out.push_back(item);
+  return out;
+}
+
+// Budgets from --compute a,b,c or --compute-range lo:hi:count (log-spaced).
+Result<std::vector<double>> Budgets(const OptimalArgs& args) {
+  std::vector<double> cs;
+  if (!args.compute.empty())
+    for (const auto& s : Split(args.compute, ',')) {
+      ISOFLOP_ASSIGN_OR_RETURN(double c, ParseNumber(s, "--compute"));
+      cs.push_back(c);
+    }
+  if (!args.compute_range.empty()) {
+    const auto parts = Split(args.compute_range, ':');
+    if (parts.size() != 3)
+      return Status::InvalidArgument("--compute-range: expected LO:HI:COUNT, e.g. 1e19:1e23:5");
+    ISOFLOP_ASSIGN_OR_RETURN(double lo, ParseNumber(parts[0], "--compute-range"));
+    ISOFLOP_ASSIGN_OR_RETURN(double hi, ParseNumber(parts[1], "--compute-range"));
+    ISOFLOP_ASSIGN_OR_RETURN(double count, ParseNumber(parts[2], "--compute-range"));
+    const int k = static_cast<int>(count);
+    for (int i = 0; i < k; ++i)
+      cs.push_back(k == 1 ? lo
+                          : std::exp(std::log(lo) + (std::log(hi) - std::log(lo)) * i / (k - 1)));
+  }
+  return cs;
+}
+
+Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args) {
+  if (!args.given.empty()) {
+    std::map<std::string, double> named;
+    for (const auto& kv : Split(args.given, ',')) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos)
+        return Status::InvalidArgument("--given: '" + kv + "' is not NAME=VALUE");
+      ISOFLOP_ASSIGN_OR_RETURN(named[kv.substr(0, eq)],
+                               ParseNumber(kv.substr(eq + 1), "--given " + kv.substr(0, eq)));
+    }
+    ISOFLOP_ASSIGN_OR_RETURN(fit::ScalingLaw law, fit::ChinchillaLaw(named));
+    return fit::RecordLaw{law, {}, 0.95};
+  }
+  store::OpenOptions opts;
+  opts.create_if_missing = false;
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
+  std::optional<store::FitRecord> row;
+  if (args.fit_id > 0) {
+    ISOFLOP_ASSIGN_OR_RETURN(row, db->GetFit(args.fit_id));
+    if (!row) return Status::NotFound("no fit with id " + std::to_string(args.fit_id));
+  } else {
+    ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
+    for (const auto& f : fits)
+      if (f.method == "parametric" && (!row || f.id > row->id)) row = f;
+    if (!row)
+      return Status::NotFound("no parametric fit stored in " + ctx.db_path +
+                              "; run `isoflop fit` first or pass --given E=..,A=..,B=..,alpha=..,"
+                              "beta=..");
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(
+      fit::FitRecord rec,
+      fit::FitRecord::FromColumns(row->method, row->form, row->convention, row->flops_convention,
+                                  row->params_json, row->ci_json, row->objective.value_or(NAN),
+                                  row->n_points, row->result_json));
+  return fit::LawFromRecord(rec);
+}
+
+nlohmann::json Ci(const fit::Answer& a, const char* key, bool lo) {
+  auto it = a.ci.find(key);
+  if (it == a.ci.end()) return nullptr;
+  return lo ? it->second.lo : it->second.hi;
+}
+
+Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  ISOFLOP_ASSIGN_OR_RETURN(std::vector<double> budgets, Budgets(args));
+  std::vector<fit::Query> queries;
+  using Kind = fit::Query::Kind;
+  for (double c : budgets)
+    queries.push_back(
+        {args.inference_tokens > 0 ? Kind::kInference : Kind::kCompute, c, args.inference_tokens});
+  if (args.params > 0) queries.push_back({Kind::kParams, args.params, 0});
+  if (args.loss > 0) queries.push_back({Kind::kLoss, args.loss, 0});
+  if (queries.empty())
+    return Status::InvalidArgument("give --compute, --compute-range, --params or --loss");
+  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, LoadLaw(ctx, args));
+  Table t;
+  t.columns = {{"query", ""},    {"compute", "%.4g"}, {"n_opt", "%.4g"},
+               {"n_lo", "%.4g"}, {"n_hi", "%.4g"},    {"d_opt", "%.4g"},
+               {"d_lo", "%.4g"}, {"d_hi", "%.4g"},    {"tokens_per_param", "%.2f"},
+               {"loss", "%.4f"}, {"loss_lo", "%.4f"}, {"loss_hi", "%.4f"}};
+  const bool inference = args.inference_tokens > 0;
+  if (inference)
+    t.columns.insert(t.columns.end(),
+                     {{"n_inference", "%.4g"}, {"d_inference", "%.4g"}, {"total_flops", "%.4g"}});
+  for (const auto& q : queries) {
+    ISOFLOP_ASSIGN_OR_RETURN(fit::Answer a, fit::AnswerQuery(law.law, q, law.draws, law.ci_level));
+    const char* name = q.kind == Kind::kParams ? "params"
+                       : q.kind == Kind::kLoss ? "loss"
+                                               : "compute";
+    // A budget the user gave is echoed exactly, not recomputed as 6·N·D.
+    const bool budget_query = q.kind == Kind::kCompute || q.kind == Kind::kInference;
+    std::vector<nlohmann::json> row = {name,
+                                       budget_query ? q.value : a.point.c,
+                                       a.point.n,
+                                       Ci(a, "n", true),
+                                       Ci(a, "n", false),
+                                       a.point.d,
+                                       Ci(a, "d", true),
+                                       Ci(a, "d", false),
+                                       a.point.tokens_per_param,
+                                       a.point.loss,
+                                       Ci(a, "loss", true),
+                                       Ci(a, "loss", false)};
+    if (inference) {
+      if (q.kind == Kind::kInference) {
+        row.insert(row.end(),
+                   {a.inference.chosen.n, a.inference.chosen.d, a.inference.total_flops});
+      } else {
+        row.insert(row.end(), {nullptr, nullptr, nullptr});
+      }
+    }
+    t.rows.push_back(row);
+  }
+  Print(std::cout, t, format);
+  return Status::Ok();
+}
+
+void AddOptimalCommand(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<OptimalArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "optimal", "Compute-optimal N and D (with bootstrap intervals) from a stored fit");
+  cmd->add_option("--compute", args->compute, "Budget(s) in FLOPs, comma-separated: 1e21,1e22");
+  cmd->add_option("--compute-range", args->compute_range, "LO:HI:COUNT log-spaced budgets");
+  cmd->add_option("--params", args->params, "Best D (and budget) for a model of N parameters");
+  cmd->add_option("--loss", args->loss, "Least compute (and N, D) reaching this loss");
+  cmd->add_option("--inference-tokens", args->inference_tokens,
+                  "Also size for T inference tokens (Sardana 2023: minimise 6ND + 2NT)");
+  cmd->add_option("--fit", args->fit_id, "Use this stored fit id (default: latest parametric)");
+  cmd->add_option("--given", args->given, "Use these parameters: E=..,A=..,B=..,alpha=..,beta=..");
+  cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
+  cmd->callback([&ctx, args] { ctx.status = RunOptimal(ctx, *args); });
+}
+
+}  // namespace
+
+ISOFLOP_REGISTER_COMMAND("optimal", 42, AddOptimalCommand);
+
+}  // namespace isoflop::cli

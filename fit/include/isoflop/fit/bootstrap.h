@@ -1,0 +1,74 @@
+// Bootstrap intervals: resample observations with replacement (seeded), refit, and take
+// percentile intervals of parameters and derived quantities (exponents a, b of N_opt ∝ C^a,
+// D_opt ∝ C^b; N_opt, D_opt, tokens per parameter and loss at chosen budgets). Also the
+// extrapolation check: fit on all budgets but the largest and predict it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+#include "isoflop/fit/isoflop_profile.h"
+#include "isoflop/fit/observation.h"
+#include "isoflop/fit/parametric.h"
+#include "isoflop/fit/power_law.h"
+
+namespace isoflop::fit {
+
+struct BootstrapOptions {
+  int resamples = 1000;  // number of refits; 0 = no bootstrap
+  uint64_t seed = 0;     // resample i draws from mt19937_64(seed + i): thread-independent
+  double level = 0.95;   // central interval level
+  int num_threads = 0;   // 0 = hardware concurrency
+  int keep_draws = 200;  // parameter draws kept in the result (for plotting bands)
+  // Refits start from this many of the full fit's distinct local optima (best first): a
+  // resample's optimum lies near the full data's, so the 4,500-start grid is not repeated.
+  int starts_per_resample = 4;
+  // Budgets at which N_opt, D_opt, tokens/param and loss get intervals (names "N_opt@<C>").
+  std::vector<double> derived_at_compute;
+  FlopsConvention flops;  // for the derived quantities (C = k·N·D by default)
+  Status Validate() const;
+};
+
+struct ParametricBootstrap {
+  int resamples = 0, failed = 0;
+  double seconds = 0;
+  std::vector<std::vector<double>> draws;      // reported parameters, up to keep_draws (first ones)
+  std::vector<std::vector<double>> all_draws;  // every successful refit (not serialised)
+  std::map<std::string, Interval> intervals;   // parameters and derived quantities
+};
+
+// Bootstraps a parametric fit. `full` is the fit on all of `obs` with `options`.
+// Errors: InvalidArgument for bad options; those of FitParametric are counted in `failed`.
+Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& obs,
+                                                const ParametricOptions& options,
+                                                const ParametricFit& full,
+                                                const BootstrapOptions& bootstrap);
+
+// Bootstraps isoFLOP profiles by resampling within each budget; fills `fit`'s power-law
+// intervals (k_ci, a_ci) and returns named intervals ("a", "b", "k_n", "k_d").
+Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Observation>& obs,
+                                                         const IsoflopOptions& options,
+                                                         const BootstrapOptions& bootstrap,
+                                                         IsoflopFit* fit);
+
+struct ExtrapolationCheck {
+  double held_out_c = 0;  // the largest budget
+  int n_train = 0, n_test = 0;
+  std::vector<double> test_loss, predicted_loss;  // per held-out point
+  double mean_abs_rel_error = 0;                  // mean |L̂ − L| / L over held-out points
+  double max_abs_rel_error = 0;
+  double n_opt_predicted = 0;  // from the law fitted without the held-out budget
+  double n_opt_observed = 0;   // the held-out budget's parabola minimum (0 when none)
+  double n_opt_rel_error = 0;  // (predicted − observed) / observed; NaN without a minimum
+};
+
+// Fits on every budget but the largest (grouping as `grouping`), predicts the largest's
+// losses and N_opt. InvalidArgument with fewer than two budgets; fit errors pass through.
+Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
+                                              const ParametricOptions& options,
+                                              const IsoflopOptions& grouping);
+
+}  // namespace isoflop::fit

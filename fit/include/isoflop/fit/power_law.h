@@ -1,0 +1,37 @@
+// Small shared result pieces: percentile intervals and the power laws N_opt = k·C^a that
+// approaches 1 and 2 end with (Hoffmann et al. 2022, Table 2).
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "isoflop/common/status.h"
+
+namespace isoflop::fit {
+
+// A two-sided percentile interval. NaN bounds mean "not computed".
+struct Interval {
+  double lo = std::numeric_limits<double>::quiet_NaN();
+  double hi = std::numeric_limits<double>::quiet_NaN();
+  double level = 0.95;
+};
+
+// Percentile interval of `values` (NaNs/infinities skipped) at `level` (e.g. 0.95 -> 2.5%,
+// 97.5%, linear interpolation). Returns NaN bounds when no finite value is left.
+Interval PercentileInterval(std::vector<double> values, double level);
+
+// y = k·C^a fitted by least squares in log-log space over `n_budgets` points.
+struct PowerLaw {
+  double k = std::numeric_limits<double>::quiet_NaN();
+  double a = std::numeric_limits<double>::quiet_NaN();
+  int n_budgets = 0;
+  Interval k_ci, a_ci;  // filled by a bootstrap when one ran
+  double Eval(double c) const { return k * std::pow(c, a); }
+};
+
+// Least-squares fit of log y = log k + a·log c. InvalidArgument when fewer than two distinct
+// c values or a non-positive value is given.
+Result<PowerLaw> FitPowerLaw(const std::vector<double>& c, const std::vector<double>& y);
+
+}  // namespace isoflop::fit

@@ -1,0 +1,228 @@
+// Bootstrap intervals (resample with replacement, refit, percentiles) for parametric fits and
+// isoFLOP power laws, and the hold-out-the-largest-budget extrapolation check.
+#include "isoflop/fit/bootstrap.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "isoflop/fit/query.h"
+
+namespace isoflop::fit {
+namespace {
+
+int Threads(int requested) {
+  return requested > 0 ? requested : std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Runs work(i) for i in [0, count) on `threads` threads.
+template <typename Work>
+void ParallelFor(int count, int threads, Work work) {
+  std::atomic<int> next{0};
+  auto body = [&] {
+    for (int i = next++; i < count; i = next++) work(i);
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::min(threads, count); ++t) pool.emplace_back(body);
+  body();
+  for (auto& t : pool) t.join();
+}
+
+std::string AtC(const char* name, double c) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s@%g", name, c);
+  return buf;
+}
+
+// Exponents of N_opt ∝ C^a and D_opt ∝ C^b: closed form for chinchilla (Hoffmann 2022,
+// eq. 4), else the log-log slope between 1e20 and 1e22 FLOPs.
+void Exponents(const ScalingLaw& law, double* a, double* b) {
+  if (law.form == "chinchilla") {
+    const double s = law.params[3] + law.params[4];
+    *a = law.params[4] / s;
+    *b = law.params[3] / s;
+    return;
+  }
+  auto lo = ComputeOptimal(law, 1e20), hi = ComputeOptimal(law, 1e22);
+  if (!lo.ok() || !hi.ok()) {
+    *a = *b = NAN;
+    return;
+  }
+  *a = std::log(hi->n / lo->n) / std::log(100.0);
+  *b = std::log(hi->d / lo->d) / std::log(100.0);
+}
+
+}  // namespace
+
+Status BootstrapOptions::Validate() const {
+  if (resamples < 0) return Status::InvalidArgument("bootstrap resamples must be >= 0");
+  if (!(level > 0 && level < 1)) return Status::InvalidArgument("interval level must be in (0,1)");
+  if (num_threads < 0) return Status::InvalidArgument("num_threads must be >= 0");
+  if (keep_draws < 0 || starts_per_resample < 1)
+    return Status::InvalidArgument("keep_draws must be >= 0 and starts_per_resample >= 1");
+  for (double c : derived_at_compute)
+    if (!(c > 0)) return Status::InvalidArgument("derived_at_compute budgets must be > 0");
+  return Status::Ok();
+}
+
+Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& obs,
+                                                const ParametricOptions& options,
+                                                const ParametricFit& full,
+                                                const BootstrapOptions& bootstrap) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
+  ISOFLOP_RETURN_IF_ERROR(options.Validate());
+  ParametricOptions refit = options;
+  refit.starts.assign(
+      full.optima.begin(),
+      full.optima.begin() + std::min<size_t>(full.optima.size(), bootstrap.starts_per_resample));
+  refit.num_threads = 1;  // parallel over resamples instead
+  refit.prune_after = 0;
+  refit.keep_optima = 1;
+
+  std::vector<std::vector<double>> draws(bootstrap.resamples);
+  std::vector<char> ok(bootstrap.resamples, 0);
+  ParallelFor(bootstrap.resamples, Threads(bootstrap.num_threads), [&](int i) {
+    std::mt19937_64 rng(bootstrap.seed + static_cast<uint64_t>(i));
+    std::uniform_int_distribution<size_t> pick(0, obs.size() - 1);
+    std::vector<Observation> sample(obs.size());
+    for (auto& o : sample) o = obs[pick(rng)];
+    auto fit = FitParametric(sample, refit);
+    if (!fit.ok()) return;
+    draws[i] = fit->params;
+    ok[i] = 1;
+  });
+
+  ParametricBootstrap out;
+  out.resamples = bootstrap.resamples;
+  for (int i = 0; i < bootstrap.resamples; ++i) {
+    if (!ok[i]) {
+      ++out.failed;
+      continue;
+    }
+    out.all_draws.push_back(draws[i]);
+    if (static_cast<int>(out.draws.size()) < bootstrap.keep_draws) out.draws.push_back(draws[i]);
+  }
+  // Intervals of every parameter and of the derived quantities.
+  std::map<std::string, std::vector<double>> samples;
+  for (const auto& d : out.all_draws) {
+    for (size_t j = 0; j < d.size(); ++j) samples[full.param_names[j]].push_back(d[j]);
+    ScalingLaw law;
+    law.form = full.form;
+    law.params = d;
+    law.flops = bootstrap.flops;
+    double a, b;
+    Exponents(law, &a, &b);
+    samples["a"].push_back(a);
+    samples["b"].push_back(b);
+    for (double c : bootstrap.derived_at_compute) {
+      auto alloc = ComputeOptimal(law, c);
+      if (!alloc.ok()) continue;
+      samples[AtC("N_opt", c)].push_back(alloc->n);
+      samples[AtC("D_opt", c)].push_back(alloc->d);
+      samples[AtC("tokens_per_param", c)].push_back(alloc->tokens_per_param);
+      samples[AtC("loss", c)].push_back(alloc->loss);
+    }
+  }
+  for (auto& [name, xs] : samples)
+    out.intervals[name] = PercentileInterval(std::move(xs), bootstrap.level);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Observation>& obs,
+                                                         const IsoflopOptions& options,
+                                                         const BootstrapOptions& bootstrap,
+                                                         IsoflopFit* fit) {
+  ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
+  const auto groups = GroupByBudget(obs, options.budget_rel_tol, options.flops);
+  std::vector<std::array<double, 4>> results(bootstrap.resamples);
+  std::vector<char> ok(bootstrap.resamples, 0);
+  ParallelFor(bootstrap.resamples, Threads(bootstrap.num_threads), [&](int i) {
+    std::mt19937_64 rng(bootstrap.seed + static_cast<uint64_t>(i));
+    std::vector<Observation> sample;
+    for (const auto& g : groups) {  // stratified: each budget keeps its size
+      std::uniform_int_distribution<size_t> pick(0, g.size() - 1);
+      for (size_t k = 0; k < g.size(); ++k) {
+        Observation o = obs[g[pick(rng)]];
+        if (o.budget_id < 0 && o.c == 0) o.c = ComputeOf(o, options.flops);
+        sample.push_back(o);
+      }
+    }
+    auto f = FitIsoflop(sample, options);
+    if (!f.ok()) return;
+    results[i] = {f->n_opt.a, f->d_opt.a, f->n_opt.k, f->d_opt.k};
+    ok[i] = 1;
+  });
+  std::vector<double> a, b, kn, kd;
+  for (int i = 0; i < bootstrap.resamples; ++i) {
+    if (!ok[i]) continue;
+    a.push_back(results[i][0]);
+    b.push_back(results[i][1]);
+    kn.push_back(results[i][2]);
+    kd.push_back(results[i][3]);
+  }
+  std::map<std::string, Interval> out;
+  out["a"] = PercentileInterval(a, bootstrap.level);
+  out["b"] = PercentileInterval(b, bootstrap.level);
+  out["k_n"] = PercentileInterval(kn, bootstrap.level);
+  out["k_d"] = PercentileInterval(kd, bootstrap.level);
+  if (fit) {
+    fit->n_opt.a_ci = out["a"];
+    fit->d_opt.a_ci = out["b"];
+    fit->n_opt.k_ci = out["k_n"];
+    fit->d_opt.k_ci = out["k_d"];
+  }
+  return out;
+}
+
+Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
+                                              const ParametricOptions& options,
+                                              const IsoflopOptions& grouping) {
+  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
+  const auto groups = GroupByBudget(obs, grouping.budget_rel_tol, grouping.flops);
+  if (groups.size() < 2)
+    return Status::InvalidArgument(
+        "the extrapolation check needs at least two budgets; the "
+        "data form " +
+        std::to_string(groups.size()));
+  std::vector<Observation> train, test;
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i : groups[g]) (g + 1 == groups.size() ? test : train).push_back(obs[i]);
+  ISOFLOP_ASSIGN_OR_RETURN(ParametricFit fit, FitParametric(train, options));
+  ExtrapolationCheck out;
+  out.n_train = static_cast<int>(train.size());
+  out.n_test = static_cast<int>(test.size());
+  ScalingLaw law;
+  law.form = fit.form;
+  law.params = fit.params;
+  law.flops = grouping.flops;
+  double log_c = 0;
+  for (const Observation& o : test) {
+    log_c += std::log(ComputeOf(o, grouping.flops)) / test.size();
+    // Predict at the point's own G (MoE) through the form.
+    ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(fit.form));
+    const double pred = form->Predict(fit.params, o.n, o.d, o.g);
+    out.test_loss.push_back(o.loss);
+    out.predicted_loss.push_back(pred);
+    const double rel = std::abs(pred - o.loss) / o.loss;
+    out.mean_abs_rel_error += rel / test.size();
+    out.max_abs_rel_error = std::max(out.max_abs_rel_error, rel);
+  }
+  out.held_out_c = std::exp(log_c);
+  auto alloc = ComputeOptimal(law, out.held_out_c);
+  out.n_opt_predicted = alloc.ok() ? alloc->n : NAN;
+  out.n_opt_rel_error = NAN;
+  auto iso = FitIsoflop(obs, grouping);
+  if (iso.ok() && iso->budgets.back().usable) {
+    out.n_opt_observed = iso->budgets.back().n_opt;
+    out.n_opt_rel_error = (out.n_opt_predicted - out.n_opt_observed) / out.n_opt_observed;
+  }
+  return out;
+}
+
+}  // namespace isoflop::fit

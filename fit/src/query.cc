@@ -1,0 +1,255 @@
+// Compute-optimal queries on a fitted law: the Chinchilla closed form, and bracketed 1-D
+// searches (golden section over log N, bisection over log D or log C) where no closed form
+// exists (other forms, non-linear FLOPs conventions, loss targets, inference-aware sizing).
+#include "isoflop/fit/query.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+
+namespace isoflop::fit {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kLogMax = 92.1;  // ln(1e40): no query goes beyond 1e40 N, D or FLOPs
+
+// Minimises f over [lo, hi]: a 200-point scan, then golden section around the best cell.
+double MinimiseOnInterval(const std::function<double(double)>& f, double lo, double hi) {
+  const int kScan = 200;
+  int best = 0;
+  double best_v = HUGE_VAL;
+  for (int i = 0; i <= kScan; ++i) {
+    const double v = f(lo + (hi - lo) * i / kScan);
+    if (v < best_v) best_v = v, best = i;
+  }
+  double a = lo + (hi - lo) * std::max(0, best - 1) / kScan;
+  double b = lo + (hi - lo) * std::min(kScan, best + 1) / kScan;
+  const double r = (std::sqrt(5.0) - 1) / 2;
+  double x1 = b - r * (b - a), x2 = a + r * (b - a);
+  double f1 = f(x1), f2 = f(x2);
+  for (int it = 0; it < 100 && b - a > 1e-12 * (1 + std::abs(a)); ++it) {
+    if (f1 < f2) {
+      b = x2, x2 = x1, f2 = f1, x1 = b - r * (b - a), f1 = f(x1);
+    } else {
+      a = x1, x1 = x2, f1 = f2, x2 = a + r * (b - a), f2 = f(x2);
+    }
+  }
+  return 0.5 * (a + b);
+}
+
+// Root of an increasing function g on [lo, hi] by bisection (g(lo) < 0 < g(hi) assumed).
+double Bisect(const std::function<double(double)>& g, double lo, double hi) {
+  for (int it = 0; it < 200 && hi - lo > 1e-13 * (1 + std::abs(lo)); ++it) {
+    const double m = 0.5 * (lo + hi);
+    (g(m) < 0 ? lo : hi) = m;
+  }
+  return 0.5 * (lo + hi);
+}
+
+// D with flops(N, D) = c.
+double TokensFor(const FlopsConvention& flops, double n, double c) {
+  if (flops.IsLinear()) return c / (flops.k * n);
+  return std::exp(
+      Bisect([&](double x) { return flops.Flops(n, std::exp(x)) - c; }, -kLogMax, kLogMax));
+}
+
+Allocation Make(const ScalingLaw& law, double n, double d) {
+  Allocation a;
+  a.n = n;
+  a.d = d;
+  a.c = law.flops.Flops(n, d);
+  a.tokens_per_param = d / n;
+  a.loss = law.Loss(n, d);
+  return a;
+}
+
+double Irreducible(const ScalingLaw& law) {
+  auto form = GetForm(law.form);
+  return form.ok() ? (*form)->Irreducible(law.params) : kNaN;
+}
+
+Status CheckLaw(const ScalingLaw& law) {
+  ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(law.form));
+  if (static_cast<int>(law.params.size()) != form->NumParams())
+    return Status::InvalidArgument("form '" + law.form + "' needs " +
+                                   std::to_string(form->NumParams()) + " parameters, got " +
+                                   std::to_string(law.params.size()));
+  for (double p : law.params)
+    if (!std::isfinite(p)) return Status::InvalidArgument("law parameters must be finite");
+  return Status::Ok();
+}
+
+}  // namespace
+
+double ScalingLaw::Loss(double n, double d) const {
+  if (form == "chinchilla" && params.size() == 5)
+    return params[0] + params[1] / std::pow(n, params[3]) + params[2] / std::pow(d, params[4]);
+  auto f = GetForm(form);
+  if (!f.ok()) return kNaN;
+  return (*f)->Predict(params, n, d, g);
+}
+
+Result<ScalingLaw> ChinchillaLaw(const std::map<std::string, double>& named) {
+  ScalingLaw law;
+  for (const char* key : {"E", "A", "B", "alpha", "beta"}) {
+    auto it = named.find(key);
+    if (it == named.end())
+      return Status::InvalidArgument(std::string("missing parameter '") + key +
+                                     "': give E, A, B, alpha and beta");
+    if (!(it->second > 0) || !std::isfinite(it->second))
+      return Status::InvalidArgument(std::string("parameter '") + key + "' must be > 0");
+    law.params.push_back(it->second);
+  }
+  return law;
+}
+
+Result<Allocation> ChinchillaClosedForm(const ScalingLaw& law, double c) {
+  ISOFLOP_RETURN_IF_ERROR(CheckLaw(law));
+  if (law.form != "chinchilla" || !law.flops.IsLinear())
+    return Status::InvalidArgument("the closed form needs the chinchilla form and C = k·N·D");
+  if (!(c > 0)) return Status::InvalidArgument("compute budget must be > 0");
+  const double a = law.params[1], b = law.params[2], alpha = law.params[3], beta = law.params[4];
+  const double s = alpha + beta;
+  const double g = std::pow(alpha * a / (beta * b), 1 / s);  // Hoffmann 2022, eq. 4
+  const double ck = c / law.flops.k;
+  return Make(law, g * std::pow(ck, beta / s), std::pow(ck, alpha / s) / g);
+}
+
+Result<Allocation> ComputeOptimal(const ScalingLaw& law, double c, bool numeric_only) {
+  ISOFLOP_RETURN_IF_ERROR(CheckLaw(law));
+  if (!(c > 0) || !std::isfinite(c)) return Status::InvalidArgument("compute budget must be > 0");
+  if (!numeric_only && law.form == "chinchilla" && law.flops.IsLinear())
+    return ChinchillaClosedForm(law, c);
+  // N from 1 to the size that leaves one token: loss along the isoFLOP curve, in log N.
+  const double hi = std::log(std::max(1.0, c / law.flops.Flops(1.0, 1.0)));
+  auto loss = [&](double x) {
+    const double n = std::exp(x);
+    return law.Loss(n, TokensFor(law.flops, n, c));
+  };
+  const double x = MinimiseOnInterval(loss, 0.0, std::max(hi, 1e-9));
+  const double n = std::exp(x);
+  return Make(law, n, TokensFor(law.flops, n, c));
+}
+
+Result<Allocation> BestDataForParams(const ScalingLaw& law, double n) {
+  ISOFLOP_RETURN_IF_ERROR(CheckLaw(law));
+  if (!(n > 0)) return Status::InvalidArgument("model size must be > 0");
+  Status err;
+  auto gap = [&](double log_c) {
+    auto a = ComputeOptimal(law, std::exp(log_c));
+    return a.ok() ? std::log(a->n) - std::log(n) : HUGE_VAL;
+  };
+  if (gap(0) > 0 || gap(kLogMax) < 0)
+    return Status::FailedPrecondition("no budget up to 1e40 FLOPs makes a model of " +
+                                      std::to_string(n) + " parameters compute-optimal");
+  return ComputeOptimal(law, std::exp(Bisect(gap, 0, kLogMax)));
+}
+
+Result<Allocation> LeastComputeForLoss(const ScalingLaw& law, double loss) {
+  ISOFLOP_RETURN_IF_ERROR(CheckLaw(law));
+  const double floor = Irreducible(law);
+  if (!(loss > floor))
+    return Status::InvalidArgument("target loss " + std::to_string(loss) +
+                                   " is not above the irreducible loss " + std::to_string(floor) +
+                                   ": no budget reaches it");
+  auto gap = [&](double log_c) {  // increasing in log C
+    auto a = ComputeOptimal(law, std::exp(log_c));
+    return a.ok() ? loss - a->loss : -HUGE_VAL;
+  };
+  if (gap(kLogMax) < 0)
+    return Status::FailedPrecondition("target loss " + std::to_string(loss) +
+                                      " needs more than 1e40 FLOPs");
+  if (gap(0) > 0) return ComputeOptimal(law, 1.0);
+  return ComputeOptimal(law, std::exp(Bisect(gap, 0, kLogMax)));
+}
+
+Result<InferenceAllocation> InferenceAware(const ScalingLaw& law, double c,
+                                           double inference_tokens) {
+  if (!(inference_tokens >= 0)) return Status::InvalidArgument("inference tokens must be >= 0");
+  ISOFLOP_ASSIGN_OR_RETURN(Allocation ref, ComputeOptimal(law, c));
+  const double target = ref.loss;
+  // Tokens a model of size e^x needs to reach `target` (loss decreases in D); +inf if never.
+  auto tokens = [&](double x) {
+    const double n = std::exp(x);
+    if (law.Loss(n, std::exp(kLogMax)) >= target) return HUGE_VAL;
+    return std::exp(
+        Bisect([&](double y) { return target - law.Loss(n, std::exp(y)); }, -kLogMax, kLogMax));
+  };
+  // Smallest feasible size: the loss floor at infinite data must be below the target.
+  const double x_ref = std::log(ref.n);
+  const double x_lo =
+      Bisect([&](double x) { return target - law.Loss(std::exp(x), std::exp(kLogMax)); }, 0, x_ref);
+  auto total = [&](double x) {
+    const double d = tokens(x);
+    if (!std::isfinite(d)) return HUGE_VAL;
+    const double n = std::exp(x);
+    return law.flops.Flops(n, d) + 2 * n * inference_tokens;
+  };
+  const double x = MinimiseOnInterval(total, x_lo + 1e-9 * (1 + std::abs(x_lo)), x_ref + 0.5);
+  InferenceAllocation out;
+  out.compute_optimal = ref;
+  out.chosen = Make(law, std::exp(x), tokens(x));
+  out.inference_tokens = inference_tokens;
+  out.inference_flops = 2 * out.chosen.n * inference_tokens;
+  out.total_flops = out.chosen.c + out.inference_flops;
+  return out;
+}
+
+Result<Answer> AnswerQuery(const ScalingLaw& law, const Query& q,
+                           const std::vector<std::vector<double>>& draws, double level) {
+  // Answers one law; fills `values` with the named quantities.
+  auto one = [&](const ScalingLaw& l, Answer* ans,
+                 std::map<std::string, double>* values) -> Status {
+    Allocation a;
+    switch (q.kind) {
+      case Query::Kind::kCompute: {
+        ISOFLOP_ASSIGN_OR_RETURN(a, ComputeOptimal(l, q.value));
+        break;
+      }
+      case Query::Kind::kParams: {
+        ISOFLOP_ASSIGN_OR_RETURN(a, BestDataForParams(l, q.value));
+        break;
+      }
+      case Query::Kind::kLoss: {
+        ISOFLOP_ASSIGN_OR_RETURN(a, LeastComputeForLoss(l, q.value));
+        break;
+      }
+      case Query::Kind::kInference: {
+        ISOFLOP_ASSIGN_OR_RETURN(InferenceAllocation inf,
+                                 InferenceAware(l, q.value, q.inference_tokens));
+        a = inf.compute_optimal;
+        if (ans) ans->inference = inf;
+        (*values)["n_inference"] = inf.chosen.n;
+        (*values)["d_inference"] = inf.chosen.d;
+        (*values)["total_flops"] = inf.total_flops;
+        break;
+      }
+    }
+    if (ans) ans->point = a;
+    (*values)["n"] = a.n;
+    (*values)["d"] = a.d;
+    (*values)["c"] = a.c;
+    (*values)["tokens_per_param"] = a.tokens_per_param;
+    (*values)["loss"] = a.loss;
+    return Status::Ok();
+  };
+  Answer ans;
+  ans.query = q;
+  std::map<std::string, double> point;
+  ISOFLOP_RETURN_IF_ERROR(one(law, &ans, &point));
+  if (draws.empty()) return ans;
+  std::map<std::string, std::vector<double>> samples;
+  for (const auto& d : draws) {
+    ScalingLaw l = law;
+    l.params = d;
+    std::map<std::string, double> v;
+    if (!one(l, nullptr, &v).ok()) continue;
+    ++ans.ci_draws_used;
+    for (const auto& [k, x] : v) samples[k].push_back(x);
+  }
+  for (auto& [k, xs] : samples) ans.ci[k] = PercentileInterval(std::move(xs), level);
+  return ans;
+}
+
+}  // namespace isoflop::fit

@@ -1,0 +1,152 @@
+// RunFit: the single entry point that runs a configured method over observations and packs
+// the outcome as a FitRecord (one row of the fits table); LawFromRecord turns a stored
+// parametric record back into a queryable law.
+#include "isoflop/fit/run_fit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace isoflop::fit {
+namespace {
+
+// N_opt = k·C^a and D_opt = k'·C^b implied by a parametric law, read off its optimum at 1e18
+// and 1e24 FLOPs (exact for chinchilla with C = k·N·D, where both are power laws).
+void ImpliedPowerLaws(const ScalingLaw& law, PowerLaw* n_law, PowerLaw* d_law) {
+  auto lo = ComputeOptimal(law, 1e18), hi = ComputeOptimal(law, 1e24);
+  if (!lo.ok() || !hi.ok()) return;
+  auto n = FitPowerLaw({1e18, 1e24}, {lo->n, hi->n});
+  auto d = FitPowerLaw({1e18, 1e24}, {lo->d, hi->d});
+  if (n.ok()) *n_law = *n;
+  if (d.ok()) *d_law = *d;
+}
+
+void PutPowerLaws(const PowerLaw& n, const PowerLaw& d, FitRecord* r) {
+  r->params["n_opt_k"] = n.k;
+  r->params["n_opt_a"] = n.a;
+  r->params["d_opt_k"] = d.k;
+  r->params["d_opt_b"] = d.a;
+}
+
+Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitConfig& cfg) {
+  ISOFLOP_ASSIGN_OR_RETURN(ParametricFit fit, FitParametric(obs, cfg.parametric));
+  FitRecord r;
+  r.method = "parametric";
+  r.form = fit.form;
+  r.objective = fit.objective;
+  r.n_points = fit.n_points;
+  for (size_t i = 0; i < fit.params.size(); ++i) r.params[fit.param_names[i]] = fit.params[i];
+  r.result["parametric"] = ToJson(fit);
+
+  ScalingLaw law;
+  law.form = fit.form;
+  law.params = fit.params;
+  law.flops = cfg.flops;
+  PowerLaw n_law, d_law;
+  ImpliedPowerLaws(law, &n_law, &d_law);
+  if (cfg.bootstrap.resamples > 0) {
+    BootstrapOptions b = cfg.bootstrap;
+    b.flops = cfg.flops;
+    ISOFLOP_ASSIGN_OR_RETURN(ParametricBootstrap boot,
+                             BootstrapParametric(obs, cfg.parametric, fit, b));
+    r.ci = boot.intervals;
+    if (r.ci.count("a")) n_law.a_ci = r.ci["a"];
+    if (r.ci.count("b")) d_law.a_ci = r.ci["b"];
+    r.result["bootstrap"] = ToJson(boot);
+  }
+  r.result["n_opt"] = ToJson(n_law);
+  r.result["d_opt"] = ToJson(d_law);
+  if (cfg.extrapolation_check) {
+    auto check = CheckExtrapolation(obs, cfg.parametric, cfg.isoflop);
+    r.result["extrapolation"] =
+        check.ok() ? ToJson(*check) : nlohmann::json{{"skipped", check.status().message()}};
+  }
+  return r;
+}
+
+}  // namespace
+
+Status FitConfig::Validate() const {
+  if (method != "parametric" && method != "isoflop" && method != "envelope")
+    return Status::InvalidArgument("unknown fit method '" + method +
+                                   "': expected parametric, isoflop or envelope");
+  if (exclude_top_loss < 0) return Status::InvalidArgument("exclude_top_loss must be >= 0");
+  ISOFLOP_RETURN_IF_ERROR(parametric.Validate());
+  ISOFLOP_RETURN_IF_ERROR(isoflop.Validate());
+  ISOFLOP_RETURN_IF_ERROR(envelope.Validate());
+  return bootstrap.Validate();
+}
+
+std::vector<Observation> ExcludeTopLoss(const std::vector<Observation>& obs, int k) {
+  if (k <= 0) return obs;
+  std::vector<size_t> order(obs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return obs[a].loss > obs[b].loss; });
+  std::vector<bool> drop(obs.size(), false);
+  for (size_t i = 0; i < order.size() && i < static_cast<size_t>(k); ++i) drop[order[i]] = true;
+  std::vector<Observation> out;
+  for (size_t i = 0; i < obs.size(); ++i)
+    if (!drop[i]) out.push_back(obs[i]);
+  return out;
+}
+
+Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<Curve>& curves,
+                         const FitConfig& input) {
+  ISOFLOP_RETURN_IF_ERROR(input.Validate());
+  FitConfig cfg = input;
+  cfg.isoflop.flops = cfg.flops;  // one convention for the whole fit
+  cfg.envelope.flops = cfg.flops;
+  const std::vector<Observation> obs = ExcludeTopLoss(all, cfg.exclude_top_loss);
+  FitRecord r;
+  if (cfg.method == "parametric") {
+    ISOFLOP_ASSIGN_OR_RETURN(r, RunParametric(obs, cfg));
+  } else if (cfg.method == "isoflop") {
+    ISOFLOP_ASSIGN_OR_RETURN(IsoflopFit fit, FitIsoflop(obs, cfg.isoflop));
+    if (cfg.bootstrap.resamples > 0) {
+      ISOFLOP_ASSIGN_OR_RETURN(r.ci, BootstrapIsoflop(obs, cfg.isoflop, cfg.bootstrap, &fit));
+    }
+    r.method = "isoflop";
+    r.n_points = fit.n_points;
+    PutPowerLaws(fit.n_opt, fit.d_opt, &r);
+    r.result["isoflop"] = ToJson(fit);
+  } else {
+    ISOFLOP_ASSIGN_OR_RETURN(EnvelopeFit fit, FitEnvelope(curves, cfg.envelope));
+    r.method = "envelope";
+    r.n_points = fit.n_curves;
+    PutPowerLaws(fit.n_opt, fit.d_opt, &r);
+    r.result["envelope"] = ToJson(fit);
+  }
+  r.convention = cfg.convention;
+  r.flops_convention = cfg.flops.name;
+  r.result["excluded_top_loss"] = cfg.exclude_top_loss;
+  return r;
+}
+
+Result<RecordLaw> LawFromRecord(const FitRecord& record) {
+  if (record.method != "parametric")
+    return Status::FailedPrecondition("fit is a '" + record.method +
+                                      "' fit; queries need a parametric fit");
+  ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(record.form));
+  RecordLaw out;
+  out.law.form = record.form;
+  for (const ParamSpec& p : form->params()) {
+    auto it = record.params.find(p.name);
+    if (it == record.params.end() || !std::isfinite(it->second))
+      return Status::InvalidArgument("stored fit lacks parameter '" + p.name + "'");
+    out.law.params.push_back(it->second);
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(out.law.flops, FlopsConvention::FromName(record.flops_convention));
+  if (record.result.contains("bootstrap")) {
+    ParametricBootstrap boot;
+    ISOFLOP_RETURN_IF_ERROR(FromJson(record.result.at("bootstrap"), &boot));
+    out.draws = boot.draws;
+    for (const auto& [k, v] : boot.intervals) {
+      out.ci_level = v.level;
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace isoflop::fit

@@ -1,0 +1,104 @@
+// Bootstrap intervals (coverage of the truth, seeding, derived quantities) and the
+// extrapolation check.
+#include "isoflop/fit/bootstrap.h"
+
+#include <gtest/gtest.h>
+
+#include "test_data.h"
+
+namespace isoflop::fit {
+namespace {
+
+using testing::Synthetic;
+
+TEST(BootstrapTest, IntervalsCoverTheTruthAndAreSeeded) {
+  const auto obs = Synthetic(1.69, 406.4, 410.7, 0.34, 0.28, 0.01, 21);
+  ParametricOptions opt;
+  auto full = FitParametric(obs, opt);
+  ASSERT_TRUE(full.ok());
+  BootstrapOptions b;
+  b.resamples = 200;
+  b.seed = 9;
+  b.derived_at_compute = {1e21};
+  auto boot = BootstrapParametric(obs, opt, *full, b);
+  ASSERT_TRUE(boot.ok()) << boot.status().message();
+  EXPECT_EQ(boot->resamples, 200);
+  EXPECT_LE(boot->failed, 2);
+  EXPECT_EQ(boot->draws.size(), std::min<size_t>(200, b.keep_draws) - boot->failed);
+  // 95% intervals of E, alpha and beta should contain the truth (1% noise, 64 points).
+  const std::map<std::string, double> truth = {{"E", 1.69}, {"alpha", 0.34}, {"beta", 0.28}};
+  for (const auto& [name, value] : truth) {
+    const Interval& iv = boot->intervals.at(name);
+    EXPECT_LT(iv.lo, value) << name;
+    EXPECT_GT(iv.hi, value) << name;
+    EXPECT_DOUBLE_EQ(iv.level, 0.95);
+  }
+  // Derived quantities exist and bracket the point estimate.
+  const Interval& n = boot->intervals.at("N_opt@1e+21");
+  ScalingLaw law;
+  law.params = full->params;
+  auto opt_alloc = ComputeOptimal(law, 1e21);
+  EXPECT_LT(n.lo, opt_alloc->n);
+  EXPECT_GT(n.hi, opt_alloc->n);
+  EXPECT_TRUE(boot->intervals.count("a") && boot->intervals.count("tokens_per_param@1e+21"));
+  // Same seed, same draws.
+  auto again = BootstrapParametric(obs, opt, *full, b);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->draws, boot->draws);
+}
+
+TEST(BootstrapTest, IsoflopPowerLawIntervals) {
+  std::vector<Observation> obs;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> z(0, 0.002);
+  for (double c : {1e18, 1e19, 1e20, 1e21}) {
+    const double xs = std::log(0.1 * std::sqrt(c));
+    for (int i = -3; i <= 3; ++i) {
+      Observation o;
+      o.n = std::exp(xs + 0.5 * i);
+      o.c = c;
+      o.d = c / (6 * o.n);
+      o.loss = 2 + 0.1 * 0.25 * i * i + z(rng);
+      obs.push_back(o);
+    }
+  }
+  IsoflopOptions iso;
+  auto fit = FitIsoflop(obs, iso);
+  ASSERT_TRUE(fit.ok());
+  BootstrapOptions b;
+  b.resamples = 200;
+  auto ci = BootstrapIsoflop(obs, iso, b, &*fit);
+  ASSERT_TRUE(ci.ok());
+  EXPECT_LT(ci->at("a").lo, 0.5);
+  EXPECT_GT(ci->at("a").hi, 0.5);
+  EXPECT_DOUBLE_EQ(fit->n_opt.a_ci.lo, ci->at("a").lo);
+}
+
+TEST(BootstrapTest, ExtrapolationCheckPredictsTheLargestBudget) {
+  // Isoflop-style sampling from a known chinchilla law: prediction error is the noise level.
+  std::vector<Observation> obs;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> z(0, 0.003);
+  for (double c : {1e17, 1e18, 1e19, 1e20, 1e21}) {
+    for (int i = -4; i <= 4; ++i) {
+      Observation o;
+      o.c = c;
+      o.n = 0.3 * std::pow(c, 0.5) * std::exp(0.4 * i);
+      o.d = c / (6 * o.n);
+      o.loss =
+          (1.69 + 406.4 / std::pow(o.n, 0.34) + 410.7 / std::pow(o.d, 0.28)) * std::exp(z(rng));
+      obs.push_back(o);
+    }
+  }
+  auto check = CheckExtrapolation(obs, ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(check.ok()) << check.status().message();
+  EXPECT_EQ(check->n_test, 9);
+  EXPECT_EQ(check->n_train, 36);
+  EXPECT_NEAR(check->held_out_c, 1e21, 1e15);
+  EXPECT_LT(check->mean_abs_rel_error, 0.01);
+  EXPECT_GT(check->n_opt_observed, 0);
+  EXPECT_LT(std::abs(check->n_opt_rel_error), 0.5);
+}
+
+}  // namespace
+}  // namespace isoflop::fit

@@ -1,0 +1,129 @@
+// Compute-optimal queries: closed form against the numerical optimum, the FLOPs convention,
+// inverse queries and inference-aware sizing.
+#include "isoflop/fit/query.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace isoflop::fit {
+namespace {
+
+ScalingLaw Hoffmann() {
+  ScalingLaw law;
+  law.params = {1.69, 406.4, 410.7, 0.34, 0.28};
+  return law;
+}
+
+TEST(QueryTest, ClosedFormMatchesNumericalOptimum) {
+  for (double c : {1e18, 1e21, 5.88e23, 1e26}) {
+    auto closed = ComputeOptimal(Hoffmann(), c);
+    auto numeric = ComputeOptimal(Hoffmann(), c, /*numeric_only=*/true);
+    ASSERT_TRUE(closed.ok() && numeric.ok());
+    EXPECT_NEAR(numeric->n / closed->n, 1, 1e-6) << c;
+    EXPECT_NEAR(numeric->d / closed->d, 1, 1e-6) << c;
+    EXPECT_NEAR(closed->c, c, 1e-9 * c);  // 6·N·D is the budget
+    EXPECT_LE(closed->loss, numeric->loss + 1e-12);
+  }
+}
+
+// Hoffmann's rounded law at Chinchilla's own budget, C = 5.88e23: the closed form gives
+// N_opt ≈ 3.25e10, D_opt ≈ 3.02e12 (Chinchilla is 70e9 params on 1.4e12 tokens: the rounded law is
+// known to give a smaller, data-heavier optimum; Besiroglu et al. 2024, §4).
+TEST(QueryTest, HoffmannRoundedLawAtChinchillaBudget) {
+  auto a = ChinchillaClosedForm(Hoffmann(), 5.88e23);
+  ASSERT_TRUE(a.ok());
+  const double s = 0.34 + 0.28;
+  const double g = std::pow(0.34 * 406.4 / (0.28 * 410.7), 1 / s);
+  EXPECT_NEAR(a->n, g * std::pow(5.88e23 / 6, 0.28 / s), 1e-6 * a->n);
+  EXPECT_NEAR(a->d, std::pow(5.88e23 / 6, 0.34 / s) / g, 1e-6 * a->d);
+  EXPECT_GT(a->n, 2e10);
+  EXPECT_LT(a->n, 5e10);
+}
+
+TEST(QueryTest, FlopsConventionIsHonoured) {
+  ScalingLaw six = Hoffmann(), eight = Hoffmann();
+  eight.flops.k = 8;
+  auto a = ComputeOptimal(six, 1e21), b = ComputeOptimal(eight, 1e21);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NEAR(b->c, 1e21, 1e12);
+  EXPECT_NEAR(8 * b->n * b->d, 1e21, 1e12);
+  EXPECT_LT(b->n, a->n);  // more FLOPs per token: smaller model and fewer tokens
+
+  // A non-linear convention (6ND plus an attention-like 1e3·D term) is solved numerically.
+  ScalingLaw custom = Hoffmann();
+  custom.flops.name = "custom";
+  custom.flops.custom = [](double n, double d) { return 6 * n * d + 1e3 * d; };
+  auto c = ComputeOptimal(custom, 1e21);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NEAR(6 * c->n * c->d + 1e3 * c->d, 1e21, 1e-6 * 1e21);
+  EXPECT_NEAR(c->n / a->n, 1, 0.01);  // the extra term is small at this size
+}
+
+TEST(QueryTest, KaplanFormIsSolvedNumerically) {
+  ScalingLaw law;
+  law.form = "kaplan";
+  law.params = {8.8e13, 5.4e13, 0.076, 0.095};
+  // Kaplan's law has no interior optimum without E... its loss still has one along C = 6ND.
+  auto a = ComputeOptimal(law, 1e21);
+  ASSERT_TRUE(a.ok());
+  auto lower = law.Loss(a->n * 1.5, 1e21 / (6 * a->n * 1.5));
+  auto higher = law.Loss(a->n / 1.5, 1e21 / (6 * a->n / 1.5));
+  EXPECT_LE(a->loss, lower);
+  EXPECT_LE(a->loss, higher);
+}
+
+TEST(QueryTest, BestDataForParamsInvertsTheOptimum) {
+  auto opt = ComputeOptimal(Hoffmann(), 1e22);
+  ASSERT_TRUE(opt.ok());
+  auto back = BestDataForParams(Hoffmann(), opt->n);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_NEAR(back->d / opt->d, 1, 1e-6);
+  EXPECT_NEAR(back->c / 1e22, 1, 1e-6);
+}
+
+TEST(QueryTest, LeastComputeForLossInvertsTheOptimalLoss) {
+  auto opt = ComputeOptimal(Hoffmann(), 1e22);
+  ASSERT_TRUE(opt.ok());
+  auto back = LeastComputeForLoss(Hoffmann(), opt->loss);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_NEAR(back->c / 1e22, 1, 1e-6);
+  auto impossible = LeastComputeForLoss(Hoffmann(), 1.69);
+  ASSERT_FALSE(impossible.ok());
+  EXPECT_EQ(impossible.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(impossible.status().message().find("irreducible"), std::string::npos);
+}
+
+TEST(QueryTest, InferenceAwareShrinksTheModelAndKeepsTheLoss) {
+  const double c = 1e22;
+  auto none = InferenceAware(Hoffmann(), c, 0);
+  auto lots = InferenceAware(Hoffmann(), c, 1e13);
+  ASSERT_TRUE(none.ok() && lots.ok()) << lots.status().message();
+  EXPECT_NEAR(none->chosen.n / none->compute_optimal.n, 1, 1e-3);  // no inference: same model
+  EXPECT_LT(lots->chosen.n, lots->compute_optimal.n);
+  EXPECT_GT(lots->chosen.d, lots->compute_optimal.d);
+  EXPECT_NEAR(lots->chosen.loss, lots->compute_optimal.loss, 1e-9);
+  const double ref_total = c + 2 * lots->compute_optimal.n * 1e13;
+  EXPECT_LT(lots->total_flops, ref_total);
+}
+
+TEST(QueryTest, IntervalsFromDraws) {
+  std::vector<std::vector<double>> draws;
+  for (int i = 0; i < 50; ++i) draws.push_back({1.69, 406.4, 410.7, 0.34 + 0.002 * (i - 25), 0.28});
+  Query q{Query::Kind::kCompute, 1e21, 0};
+  auto ans = AnswerQuery(Hoffmann(), q, draws, 0.9);
+  ASSERT_TRUE(ans.ok());
+  EXPECT_EQ(ans->ci_draws_used, 50);
+  EXPECT_LT(ans->ci.at("n").lo, ans->point.n);
+  EXPECT_GT(ans->ci.at("n").hi, ans->point.n);
+  EXPECT_DOUBLE_EQ(ans->ci.at("n").level, 0.9);
+}
+
+TEST(QueryTest, ChinchillaLawNamesTheMissingParameter) {
+  auto law = ChinchillaLaw({{"E", 1.69}, {"A", 406.4}, {"B", 410.7}, {"alpha", 0.34}});
+  ASSERT_FALSE(law.ok());
+  EXPECT_NE(law.status().message().find("'beta'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace isoflop::fit

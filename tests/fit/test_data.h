@@ -1,0 +1,61 @@
+// Shared fixtures of the fit tests: synthetic observations from a known law with seeded
+// noise, and the real Chinchilla points (Besiroglu et al. 2024 extraction).
+#pragma once
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "isoflop/fit/observation.h"
+#include "isoflop/fit/run_fit.h"
+
+namespace isoflop::fit::testing {
+
+// Chinchilla-form losses on an 8×8 grid of N ∈ [1e7, 1e10] and D ∈ [1e8, 1e11] (log-spaced),
+// each multiplied by exp(σ·z), z ~ N(0,1) from mt19937_64(seed).
+inline std::vector<Observation> Synthetic(double e, double a, double b, double alpha, double beta,
+                                          double sigma, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> z(0, 1);
+  std::vector<Observation> obs;
+  for (int i = 0; i < 8; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      Observation o;
+      o.n = std::pow(10.0, 7 + 3.0 * i / 7);
+      o.d = std::pow(10.0, 8 + 3.0 * j / 7);
+      o.loss = (e + a / std::pow(o.n, alpha) + b / std::pow(o.d, beta)) * std::exp(sigma * z(rng));
+      obs.push_back(o);
+    }
+  }
+  return obs;
+}
+
+// The 245 Chinchilla runs (N, C, loss; D = C/(6N)), in file order.
+inline std::vector<Observation> ChinchillaAll() {
+  std::ifstream in(ISOFLOP_SHARED_DATA_DIR "/chinchilla/svg_extracted_data.csv");
+  std::string line;
+  std::getline(in, line);  // header: x,y,color,Model Size,Training FLOP,hex_color,loss
+  std::vector<Observation> obs;
+  while (std::getline(in, line)) {
+    std::stringstream ss(line);
+    std::vector<std::string> f;
+    std::string cell;
+    while (std::getline(ss, cell, ',')) f.push_back(cell);
+    if (f.size() < 7) continue;
+    Observation o;
+    o.n = std::stod(f[3]);
+    o.c = std::stod(f[4]);
+    o.loss = std::stod(f[6]);
+    o.d = o.c / (6 * o.n);
+    obs.push_back(o);
+  }
+  return obs;
+}
+
+// The replication's 240 points: the five highest losses dropped.
+inline std::vector<Observation> Chinchilla240() { return ExcludeTopLoss(ChinchillaAll(), 5); }
+
+}  // namespace isoflop::fit::testing
