@@ -58,12 +58,12 @@ TEST(IsoflopTest, GroupsByIdWhenEveryObservationHasOne) {
 
 TEST(IsoflopTest, FlagsMinimaOutsideTheSampledRange) {
   auto obs = Parabolas({1e18, 1e19, 1e20}, /*shift=*/2.5);  // all sampled N above N*
-  auto fit = FitIsoflop(obs, IsoflopOptions{});
+  IsoflopOptions keep;
+  keep.drop_outside_range = false;
+  auto fit = FitIsoflop(obs, keep);
   ASSERT_TRUE(fit.ok());
   for (const auto& b : fit->budgets) EXPECT_TRUE(b.outside_range);
-  IsoflopOptions drop;
-  drop.drop_outside_range = true;
-  auto dropped = FitIsoflop(obs, drop);
+  auto dropped = FitIsoflop(obs, IsoflopOptions{});  // the default leaves them out
   ASSERT_FALSE(dropped.ok());
   EXPECT_NE(dropped.status().message().find("outside the sampled range"), std::string::npos);
 }

@@ -20,8 +20,10 @@ struct IsoflopOptions {
   // figure) lists budgets up to a few % apart; exact sweep budgets should carry ids.
   double budget_rel_tol = 0.05;
   int min_points_per_budget = 3;    // a parabola needs 3 distinct N
-  bool drop_outside_range = false;  // true: leave budgets whose minimum is extrapolated out of
-                                    // the power-law fits (they are always flagged)
+  // true: budgets whose minimum is extrapolated beyond the sampled sizes stay out of the
+  // power-law fits (they are always flagged). An extrapolated minimum of a flat parabola can
+  // sit decades away (Chinchilla's C=2.3e20 budget: D_opt=1.7e28) and drag the exponent.
+  bool drop_outside_range = true;
   FlopsConvention flops;            // derives C when an observation has none
 
   Status Validate() const;

@@ -1,0 +1,274 @@
+// End-to-end tests of `isoflop plot` through the real binary and Debian's Python: stores built
+// with `isoflop import` (the Chinchilla data) and `isoflop fit`, and a synthetic sweep; every
+// expected figure must exist, be a valid PNG/SVG, not be blank, and be linked from report.html.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include "e2e_util.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kChinchilla =
+    std::string(ISOFLOP_SHARED_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+const std::string kPython = "/usr/bin/python3";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Checks figures with matplotlib: a PNG must decode and have pixel variance and enough
+// non-background pixels; an SVG must parse as XML with an <svg> root and drawn paths. Prints
+// one "ok <file>" or "bad <file>: why" line per file.
+const char kCheckFigures[] = R"PY(
+import sys, xml.etree.ElementTree as ET
+import numpy as np
+import matplotlib.image as mpimg
+for path in sys.argv[1:]:
+    try:
+        if path.endswith(".png"):
+            with open(path, "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n", "no PNG signature"
+            img = mpimg.imread(path)[..., :3]
+            assert img.shape[0] > 200 and img.shape[1] > 200, f"tiny image {img.shape}"
+            var = float(img.var())
+            inked = float((img.min(axis=2) < 0.9).mean())
+            assert var > 1e-3, f"blank: pixel variance {var:.2e}"
+            assert inked > 0.01, f"blank: only {inked:.2%} non-white pixels"
+        elif path.endswith(".svg"):
+            root = ET.parse(path).getroot()
+            assert root.tag.endswith("svg"), f"root element is {root.tag}"
+            paths = [e for e in root.iter() if e.tag.endswith("path") or e.tag.endswith("use")]
+            assert len(paths) > 20, f"only {len(paths)} drawn elements"
+        print("ok", path)
+    except Exception as e:
+        print("bad", path + ":", e)
+)PY";
+
+class PlotTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir("plot");
+    db_ = dir_ + "/store.db";
+    out_ = dir_ + "/plots";
+  }
+  void TearDown() override {
+    if (!HasFailure() && !std::getenv("ISOFLOP_TEST_KEEP")) fs::remove_all(dir_);
+    else std::cerr << "kept test files in " << dir_ << "\n";
+  }
+  CommandResult Isoflop(std::vector<std::string> args, std::vector<std::string> env = {}) {
+    args.insert(args.begin(), {Binary("isoflop"), "--db", db_});
+    return RunCommand(args, env);
+  }
+
+  // Asserts every <stem>.<format> exists and passes the figure check, and report.html links
+  // each of them.
+  void ExpectFigures(const std::vector<std::string>& stems, const std::vector<std::string>& formats) {
+    std::vector<std::string> argv = {kPython, "-c", kCheckFigures};
+    std::string report = ReadFile(out_ + "/report.html");
+    ASSERT_FALSE(report.empty()) << "no report.html in " << out_;
+    for (const auto& stem : stems) {
+      for (const auto& fmt : formats) {
+        std::string file = out_ + "/" + stem + "." + fmt;
+        ASSERT_TRUE(fs::is_regular_file(file)) << "missing " << file;
+        argv.push_back(file);
+        EXPECT_NE(report.find("\"" + stem + "." + fmt + "\""), std::string::npos)
+            << "report.html does not reference " << stem << "." << fmt;
+      }
+      std::string png = out_ + "/" + stem + ".png";
+      if (fs::exists(png)) {
+        EXPECT_EQ(ReadFile(png).substr(0, 8), "\x89PNG\r\n\x1a\n") << png;
+      }
+    }
+    auto check = RunCommand(argv);
+    ASSERT_EQ(check.exit_code, 0) << check.err;
+    std::istringstream lines(check.out);
+    int ok = 0;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("ok ", 0) == 0) ++ok;
+      else ADD_FAILURE() << line;
+    }
+    EXPECT_EQ(ok, static_cast<int>(stems.size() * formats.size())) << check.out;
+  }
+
+  std::string dir_, db_, out_;
+};
+
+// Fits every method with the real binary, as a user would.
+void FitAll(const std::function<CommandResult(std::vector<std::string>)>& isoflop,
+            std::vector<std::string> source) {
+  std::vector<std::string> args = {"fit", "--method", "all", "--bootstrap", "60", "--seed", "7"};
+  args.insert(args.end(), source.begin(), source.end());
+  auto r = isoflop(args);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
+TEST_F(PlotTest, ChinchillaObservationsDrawEveryApplicableFigure) {
+  auto imp = Isoflop({"import", kChinchilla, "--name", "chinchilla"});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  // The replication drops the five highest losses (README of the data).
+  FitAll([&](std::vector<std::string> a) { return Isoflop(a); },
+         {"--observations", "chinchilla", "--exclude-top-loss", "5"});
+  if (HasFailure()) return;
+
+  auto r = Isoflop({"plot", "--observations", "chinchilla", "--out", out_, "--format", "png,svg"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ExpectFigures({"isoflop_curves", "optimal_n_d", "loss_contours", "residuals", "extrapolation"},
+                {"png", "svg"});
+  // Figures that need training curves or MoE runs are skipped, and said so.
+  EXPECT_NE(r.out.find("skipped training_curves"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipped moe"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out_ + "/training_curves.png"));
+  std::string report = ReadFile(out_ + "/report.html");
+  EXPECT_NE(report.find("Figures not drawn"), std::string::npos);
+  EXPECT_NE(r.out.find("report " + out_ + "/report.html"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("wrote " + out_ + "/optimal_n_d.svg"), std::string::npos) << r.out;
+}
+
+TEST_F(PlotTest, WithoutAFitDrawsTheDataAndNamesTheMissingFit) {
+  ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chinchilla"}).exit_code, 0);
+  // The only source in the store is chosen without --observations.
+  auto r = Isoflop({"plot", "--out", out_});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ExpectFigures({"isoflop_curves"}, {"png"});
+  EXPECT_NE(r.out.find("isoflop fit --observations chinchilla --method parametric"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(out_ + "/loss_contours.png"));
+}
+
+// A sweep-like store written through the store API (NOT a real `isoflop sweep run`: the
+// losses follow a known law L = E + A/N^α + B/D^β with 0.5% noise, seed 11), with dense and
+// MoE runs and per-step training curves. `isoflop fit` then fits it like a real sweep.
+void BuildSyntheticSweep(const std::string& db_path, const std::string& sweep) {
+  auto db_or = store::Store::Open(db_path);
+  ASSERT_TRUE(db_or.ok()) << db_or.status().message();
+  auto& db = **db_or;
+  store::SweepRecord s;
+  s.name = sweep;
+  s.status = "finished";
+  s.config_text = "synthetic sweep written by plot_e2e_test";
+  auto sweep_id = db.UpsertSweep(s);
+  ASSERT_TRUE(sweep_id.ok()) << sweep_id.status().message();
+  // A small-model law; its compute-optimal N (Hoffmann et al. 2022, App. D.2) centres each
+  // budget's sizes.
+  const double E = 1.7, A = 60, B = 300, alpha = 0.34, beta = 0.29;
+  auto law = [&](double n, double d) { return E + A / std::pow(n, alpha) + B / std::pow(d, beta); };
+  const double G = std::pow(alpha * A / (beta * B), 1 / (alpha + beta));
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0.0, 0.005);
+  const std::vector<double> budgets = {1e15, 3e15, 1e16, 3e16};
+  int cell = 0;
+  for (size_t b = 0; b < budgets.size(); ++b) {
+    const double c = budgets[b];
+    const double n_mid = G * std::pow(c / 6, beta / (alpha + beta));
+    for (int experts : {0, 4, 8}) {
+      const int sizes = experts == 0 ? 6 : 3;
+      for (int i = 0; i < sizes; ++i) {
+        const double n = n_mid * std::pow(2.0, i - (sizes - 1) / 2.0) * (experts ? 0.7 : 1.0);
+        const double d = c / (6 * n);
+        store::RunRecord run;
+        run.sweep_id = *sweep_id;
+        run.cell_key = "cell" + std::to_string(cell++);
+        run.status = "finished";
+        run.family = experts ? "moe" : "dense";
+        run.n_experts = experts;
+        run.top_k = experts ? 2 : 0;
+        run.n_active = static_cast<int64_t>(n);
+        run.n_total = static_cast<int64_t>(experts ? n * experts / 2.0 : n);
+        run.n_non_embedding = static_cast<int64_t>(0.8 * n);
+        run.flops_per_token_6n = 6 * n;
+        run.flops_per_token_6n_attn = 6.3 * n;
+        run.flops_per_token_chinchilla = 6.2 * n;
+        run.budget_flops = c;
+        run.target_tokens = static_cast<int64_t>(d);
+        run.target_flops = c;
+        // MoE: a little better per active parameter (what the figure should show).
+        const double gain = experts ? 0.97 - 0.005 * experts : 1.0;
+        const double final_loss = law(n, d) * gain * (1 + noise(rng));
+        run.final_val_loss = final_loss;
+        run.final_train_loss = final_loss - 0.01;
+        run.tokens_done = run.target_tokens;
+        auto run_id = db.UpsertRun(run);
+        ASSERT_TRUE(run_id.ok()) << run_id.status().message();
+        std::vector<store::MetricRow> rows;
+        for (int step = 1; step <= 40; ++step) {
+          store::MetricRow m;
+          m.step = step * 10;
+          m.tokens = static_cast<int64_t>(d * step / 40.0);
+          m.flops = 6 * n * m.tokens;
+          m.val_loss = law(n, m.tokens) * gain * (1 + noise(rng));
+          m.train_loss = *m.val_loss + 0.02;
+          if (experts) m.extra = {{"router_aux_loss", 0.01}};
+          rows.push_back(m);
+        }
+        ASSERT_TRUE(db.UpsertMetrics(*run_id, rows).ok());
+      }
+    }
+  }
+}
+
+TEST_F(PlotTest, SyntheticSweepWithMoeDrawsAllSevenFigures) {
+  BuildSyntheticSweep(db_, "synthetic");
+  if (HasFailure()) return;
+  // MoE runs enter the fit by active parameters, as the dense law would count them.
+  FitAll([&](std::vector<std::string> a) { return Isoflop(a); },
+         {"--sweep", "synthetic", "--convention", "active"});
+  if (HasFailure()) return;
+  auto r = Isoflop({"plot", "--sweep", "synthetic", "--out", out_});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ExpectFigures({"isoflop_curves", "optimal_n_d", "loss_contours", "training_curves", "residuals",
+                 "extrapolation", "moe"},
+                {"png"});
+  EXPECT_EQ(r.out.find("skipped"), std::string::npos) << r.out;
+}
+
+TEST_F(PlotTest, MissingPythonPackagesNameTheAptPackages) {
+  ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chinchilla"}).exit_code, 0);
+  // A matplotlib that fails to import, first on the path: what a missing package looks like.
+  fs::create_directories(dir_ + "/shim/matplotlib");
+  std::ofstream(dir_ + "/shim/matplotlib/__init__.py") << "raise ImportError('shim')\n";
+  auto r = Isoflop({"plot", "--out", out_}, {"PYTHONPATH=" + dir_ + "/shim"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("apt-get install python3-matplotlib"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out_ + "/report.html"));
+
+  auto none = Isoflop({"plot", "--out", out_}, {"ISOFLOP_PYTHON=" + dir_ + "/no-such-python"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("apt-get install python3 "), std::string::npos) << none.err;
+}
+
+TEST_F(PlotTest, BadArgumentsGiveOneLineErrors) {
+  ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chinchilla"}).exit_code, 0);
+  auto unknown = Isoflop({"plot", "--sweep", "nope", "--out", out_});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("no sweep named 'nope'"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("chinchilla"), std::string::npos) << unknown.err;  // lists sets
+
+  auto format = Isoflop({"plot", "--format", "gif", "--out", out_});
+  EXPECT_EQ(format.exit_code, 2);
+  EXPECT_NE(format.err.find("'gif'"), std::string::npos) << format.err;
+
+  auto both = Isoflop({"plot", "--sweep", "a", "--observations", "b"});
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+
+  auto no_db = RunCommand({Binary("isoflop"), "--db", dir_ + "/absent.db", "plot"});
+  EXPECT_EQ(no_db.exit_code, 1);
+  EXPECT_NE(no_db.err.find("absent.db"), std::string::npos) << no_db.err;
+}
+
+}  // namespace
+}  // namespace isoflop::testing
