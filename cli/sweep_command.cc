@@ -1,0 +1,572 @@
+// `isoflop sweep plan|run|status|retry|cancel` and `isoflop sweeps`: sweep files in, runs and
+// a compute-optimal answer out. The work is in sweep/ (planning, scheduling, ingestion) and
+// fit/ (the fit at the end); this file wires them to the store and prints.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "command.h"
+#include "isoflop/fit/run_fit.h"
+#include "isoflop/store/store.h"
+#include "isoflop/sweep/config.h"
+#include "isoflop/sweep/local_executor.h"
+#include "isoflop/sweep/manager.h"
+#include "isoflop/sweep/planner.h"
+#include "output.h"
+#include "plot.h"
+
+namespace isoflop::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string Fmt(const char* fmt, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
+
+std::string Bytes(double b) {
+  if (b >= double(1LL << 30)) return Fmt("%.1f GiB", b / double(1LL << 30));
+  return Fmt("%.0f MiB", b / double(1 << 20));
+}
+
+std::string Seconds(double s) {
+  if (s >= 3600) return Fmt("%.1fh", s / 3600);
+  if (s >= 60) return Fmt("%.1fm", s / 60);
+  return Fmt("%.0fs", s);
+}
+
+sweep::PlanEnvironment EnvFor(const sweep::Resources& res) {
+  sweep::PlanEnvironment env;
+  env.gpu = res.gpu;
+  env.threads_per_run = res.threads_per_run;
+  if (res.gpu) {
+    for (const auto& d : res.devices)
+      env.device_memory_bytes = std::max<double>(env.device_memory_bytes, d.memory_bytes);
+  } else {
+    env.device_memory_bytes = res.host_memory_bytes;
+  }
+  return env;
+}
+
+struct Loaded {
+  sweep::SweepConfig config;
+  sweep::Resources resources;
+  sweep::Plan plan;
+};
+
+Result<Loaded> LoadAndPlan(const std::string& file, const std::vector<std::string>& sets) {
+  Loaded l;
+  ISOFLOP_ASSIGN_OR_RETURN(l.config, sweep::LoadSweepConfig(file, sets));
+  Result<sweep::Resources> res = sweep::DetectResources(l.config.executor);
+  std::string note;
+  if (!res.ok() && l.config.executor.device == "cuda") {
+    // Planning a GPU sweep on a machine without one: estimate for one GPU as configured.
+    sweep::Resources assumed;
+    assumed.gpu = true;
+    const double gib =
+        l.config.executor.device_memory_gib > 0 ? l.config.executor.device_memory_gib : 80;
+    assumed.devices.push_back({0, static_cast<int64_t>(gib * double(1LL << 30))});
+    res = assumed;
+    note = "no GPU is visible here: estimates assume one GPU with " + Fmt("%.0f", gib) + " GiB";
+  }
+  if (!res.ok()) return res.status();
+  l.resources = *res;
+  ISOFLOP_ASSIGN_OR_RETURN(l.plan, sweep::PlanSweep(l.config, EnvFor(l.resources)));
+  if (!note.empty()) l.plan.warnings.insert(l.plan.warnings.begin(), note);
+  return l;
+}
+
+// ---- sweep plan ----------------------------------------------------------------------------
+
+struct PlanArgs {
+  std::string file, format = "table";
+  std::vector<std::string> sets;
+};
+
+Status RunPlanCommand(const PlanArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  ISOFLOP_ASSIGN_OR_RETURN(Loaded l, LoadAndPlan(args.file, args.sets));
+  const sweep::Plan& plan = l.plan;
+  Table t;
+  t.columns = {{"key", ""},
+               {"budget", "%.3g"},
+               {"shape", ""},
+               {"n_total", ""},
+               {"n_non_emb", ""},
+               {"flops/tok_6n", "%.3g"},
+               {"flops/tok_attn", "%.3g"},
+               {"flops/tok_chin", "%.3g"},
+               {"tokens", ""},
+               {"c_6nd", "%.3g"},
+               {"tok/param", "%.1f"},
+               {"steps", ""},
+               {"seed", ""},
+               {"memory", ""},
+               {"est_time", ""}};
+  for (const auto& a : l.config.parameters) t.columns.push_back({a.path, "%.4g"});
+  for (const auto& c : plan.cells) {
+    std::vector<json> row = {
+        c.key,
+        c.budget_flops,
+        c.ShapeString(),
+        c.n_total,
+        c.n_non_embedding,
+        c.flops_per_token_6n,
+        c.flops_per_token_6n_attn,
+        c.flops_per_token_chinchilla,
+        c.tokens,
+        c.flops_per_token_6n * double(c.tokens),
+        c.tokens_per_param(),
+        c.steps,
+        c.seed,
+        format == Format::kTable ? json(Bytes(c.memory.total)) : json(c.memory.total),
+        format == Format::kTable ? json(Seconds(c.est_seconds)) : json(c.est_seconds)};
+    for (const auto& a : l.config.parameters) {
+      auto it = c.axes.find(a.path);
+      row.push_back(it == c.axes.end() ? json() : it->second);
+    }
+    t.rows.push_back(std::move(row));
+  }
+  Print(std::cout, t, format);
+  if (format != Format::kTable) {
+    for (const auto& w : plan.warnings) std::cerr << "warning: " << w << "\n";
+    return Status::Ok();
+  }
+  int64_t max_mem = 0;
+  for (const auto& c : plan.cells) max_mem = std::max(max_mem, c.memory.total);
+  const int slots =
+      l.resources.gpu ? std::max<int>(1, l.resources.devices.size()) : l.resources.cpu_slots;
+  std::cout << "\nsweep " << l.config.name << ": " << plan.cells.size() << " cells, "
+            << l.config.budgets.size() << " budgets, " << l.config.ladder.size()
+            << " ladder sizes, " << l.config.seeds.size() << " seed(s)\n"
+            << "total compute " << Fmt("%.3g", plan.total_flops) << " FLOPs (6ND), largest run "
+            << Bytes(max_mem) << ", estimated time " << Seconds(plan.total_est_seconds)
+            << " serial, ~" << Seconds(plan.total_est_seconds / slots) << " on "
+            << (l.resources.gpu ? std::to_string(slots) + " GPU(s)"
+                                : std::to_string(slots) + " CPU slot(s) x " +
+                                      std::to_string(l.resources.threads_per_run) + " thread(s)")
+            << "\nruns in " << l.config.output_dir << "\n";
+  for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
+  return Status::Ok();
+}
+
+// ---- the fit and the answer at the end of `sweep run` ---------------------------------------
+
+std::string Ci(const fit::FitRecord& r, const std::string& name, const char* fmt = "%.3g") {
+  auto it = r.ci.find(name);
+  if (it == r.ci.end() || !std::isfinite(it->second.lo)) return "";
+  return " [" + Fmt(fmt, it->second.lo) + ", " + Fmt(fmt, it->second.hi) + "]";
+}
+
+std::string AnsCi(const fit::Answer& a, const std::string& name) {
+  auto it = a.ci.find(name);
+  if (it == a.ci.end() || !std::isfinite(it->second.lo)) return "";
+  return " [" + Fmt("%.3g", it->second.lo) + ", " + Fmt("%.3g", it->second.hi) + "]";
+}
+
+Result<int64_t> StoreFit(store::Store& db, const std::string& sweep_name, const fit::FitRecord& rec,
+                         const json& options) {
+  store::FitRecord row;
+  row.source_kind = "sweep";
+  row.source_name = sweep_name;
+  row.method = rec.method;
+  row.form = rec.form;
+  row.convention = rec.convention;
+  row.flops_convention = rec.flops_convention;
+  row.params_json = rec.ParamsJson().dump();
+  row.ci_json = rec.CiJson().dump();
+  if (std::isfinite(rec.objective)) row.objective = rec.objective;
+  row.n_points = rec.n_points;
+  row.result_json = rec.result.dump();
+  row.options_json = options.dump();
+  return db.InsertFit(row);
+}
+
+void PrintLaw(const fit::FitRecord& r) {
+  auto p = [&](const char* k) { return r.params.count(k) ? r.params.at(k) : NAN; };
+  std::cout << "  L(N, D) = " << Fmt("%.4g", p("E")) << " + " << Fmt("%.4g", p("A")) << " / N^"
+            << Fmt("%.3f", p("alpha")) << " + " << Fmt("%.4g", p("B")) << " / D^"
+            << Fmt("%.3f", p("beta")) << "\n";
+  std::cout << "  alpha = " << Fmt("%.3f", p("alpha")) << Ci(r, "alpha", "%.3f")
+            << "   beta = " << Fmt("%.3f", p("beta")) << Ci(r, "beta", "%.3f");
+  if (r.ci.count("a"))
+    std::cout << "   N_opt ~ C^" << Fmt("%.3f", p("beta") / (p("alpha") + p("beta")))
+              << Ci(r, "a", "%.3f");
+  std::cout << "\n";
+}
+
+Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep::Plan& plan) {
+  store::RunFilter f;
+  f.sweep_name = cfg.name;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
+  std::set<std::string> keys;
+  for (const auto& c : plan.cells) keys.insert(c.key);
+  std::vector<fit::Observation> obs;
+  std::vector<std::string> excluded;
+  std::optional<double> entropy;
+  for (const auto& r : runs) {
+    if (!keys.count(r.cell_key)) continue;
+    if (r.data_entropy) entropy = r.data_entropy;
+    const bool usable =
+        r.status == "finished" || (cfg.fit.include_diverged && r.status == "diverged");
+    if (r.status == "diverged" && !cfg.fit.include_diverged) {
+      excluded.push_back(r.cell_key + " (" + std::to_string(r.n_layer) + "x" +
+                         std::to_string(r.d_model) + ", C=" + Fmt("%.3g", r.budget_flops) +
+                         "): " + r.reason);
+    }
+    if (!usable || !r.final_val_loss || !(*r.final_val_loss > 0) ||
+        !std::isfinite(*r.final_val_loss))
+      continue;
+    fit::Observation o;
+    o.n = double(cfg.fit.convention == "non_embedding" ? r.n_non_embedding : r.n_total);
+    o.d = double(r.target_tokens);
+    o.loss = *r.final_val_loss;
+    o.c = r.flops_per_token_6n * double(r.target_tokens);
+    int bi = 0;
+    for (size_t i = 0; i < cfg.budgets.size(); ++i)
+      if (cfg.budgets[i] == r.budget_flops) bi = static_cast<int>(i);
+    o.budget_id = bi;
+    obs.push_back(o);
+  }
+  if (!excluded.empty()) {
+    std::cout << "\nexcluded from the fit (diverged; set fit.include_diverged to keep them):\n";
+    for (const auto& e : excluded) std::cout << "  " << e << "\n";
+  }
+  if (obs.size() < 5) {
+    return Status::FailedPrecondition("only " + std::to_string(obs.size()) +
+                                      " finished runs with a final loss; a fit needs at least 5");
+  }
+  fit::FitConfig fc;
+  fc.method = cfg.fit.method;
+  fc.convention = cfg.fit.convention;
+  fc.parametric.form = cfg.fit.form;
+  fc.bootstrap.resamples = cfg.fit.bootstrap;
+  fc.bootstrap.derived_at_compute = cfg.report_budgets;
+  ISOFLOP_RETURN_IF_ERROR(fc.Validate());
+  ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, {}, fc));
+  const json base_opts = {{"bootstrap", cfg.fit.bootstrap}, {"from", "sweep run"}};
+  ISOFLOP_ASSIGN_OR_RETURN(int64_t fit_id, StoreFit(db, cfg.name, rec, base_opts));
+  std::cout << "\nfit #" << fit_id << ": " << rec.method << " " << rec.form << " on " << obs.size()
+            << " runs (N = " << cfg.fit.convention << " parameters, C = 6ND)\n";
+  if (rec.method != "parametric") {
+    std::cout << "  " << rec.ParamsJson().dump() << "\n";
+    return Status::Ok();
+  }
+  PrintLaw(rec);
+  std::cout << "  fitted E = " << Fmt("%.4f", rec.params["E"]) << Ci(rec, "E", "%.4f");
+  if (entropy) std::cout << "   true data entropy = " << Fmt("%.4f", *entropy) << " nats/token";
+  std::cout << "\n";
+  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, fit::LawFromRecord(rec));
+
+  std::optional<fit::RecordLaw> fixed_law;
+  if (cfg.fit.fixed_entropy && entropy) {
+    fit::FitConfig fe = fc;
+    fe.parametric.fixed["E"] = *entropy;
+    fe.extrapolation_check = false;
+    Result<fit::FitRecord> fixed = fit::RunFit(obs, {}, fe);
+    if (fixed.ok()) {
+      json o = base_opts;
+      o["fix"] = {{"E", *entropy}};
+      ISOFLOP_ASSIGN_OR_RETURN(int64_t id2, StoreFit(db, cfg.name, *fixed, o));
+      std::cout << "\nfit #" << id2 << " with E held at the true entropy " << Fmt("%.4f", *entropy)
+                << ":\n";
+      PrintLaw(*fixed);
+      Result<fit::RecordLaw> fl = fit::LawFromRecord(*fixed);
+      if (fl.ok()) fixed_law = *fl;
+    } else {
+      std::cout << "\n(fit with E held at the true entropy failed: " << fixed.status().message()
+                << ")\n";
+    }
+  }
+
+  std::cout << "\ncompute-optimal allocation (95% bootstrap intervals):\n";
+  for (double c : cfg.report_budgets) {
+    Result<fit::Answer> a =
+        fit::AnswerQuery(law.law, {fit::Query::Kind::kCompute, c}, law.draws, law.ci_level);
+    if (!a.ok()) {
+      std::cout << "  C = " << Fmt("%.3g", c) << ": " << a.status().message() << "\n";
+      continue;
+    }
+    std::cout << "  for budget C = " << Fmt("%.3g", c)
+              << " FLOPs: train N = " << Fmt("%.3g", a->point.n) << AnsCi(*a, "n")
+              << " parameters on D = " << Fmt("%.3g", a->point.d) << AnsCi(*a, "d") << " tokens ("
+              << Fmt("%.0f", a->point.tokens_per_param) << " tokens/param"
+              << AnsCi(*a, "tokens_per_param") << "), predicted loss " << Fmt("%.4f", a->point.loss)
+              << "\n";
+    if (fixed_law) {
+      Result<fit::Answer> b = fit::AnswerQuery(fixed_law->law, {fit::Query::Kind::kCompute, c},
+                                               fixed_law->draws, fixed_law->ci_level);
+      if (b.ok()) {
+        std::cout << "    (E held at the entropy: N = " << Fmt("%.3g", b->point.n) << AnsCi(*b, "n")
+                  << ", D = " << Fmt("%.3g", b->point.d) << AnsCi(*b, "d") << ")\n";
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// ---- sweep run / retry ---------------------------------------------------------------------
+
+struct RunArgs {
+  std::string file, name;
+  std::vector<std::string> sets;
+  bool no_fit = false, no_plot = false, failed_only = false;
+  int max_parallel = -1;
+};
+
+Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& plot_dir_hint,
+               const RunArgs& args) {
+  if (args.max_parallel >= 0) cfg.executor.max_parallel = args.max_parallel;
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::Resources res, sweep::DetectResources(cfg.executor));
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::Plan plan, sweep::PlanSweep(cfg, EnvFor(res)));
+  for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
+  ISOFLOP_ASSIGN_OR_RETURN(std::string train, FindTrainBinary(ctx));
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
+  sweep::ManagerOptions mo;
+  mo.train_binary = train;
+  mo.out = &std::cout;
+  mo.live =
+      isatty(STDOUT_FILENO) && std::getenv("TERM") && std::string(std::getenv("TERM")) != "dumb";
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepOutcome o, sweep::RunSweep(*db, cfg, plan, res, mo));
+  if (o.file_changed && !o.diff.removed.empty()) {
+    std::cout << "cells no longer in the sweep file (kept in the store, not fitted):";
+    for (const auto& k : o.diff.removed) std::cout << " " << k;
+    std::cout << "\n";
+  }
+  std::cout << "\nsweep " << cfg.name << ": " << o.finished << " finished, " << o.failed
+            << " failed, " << o.diverged << " diverged, " << o.pending << " not finished ("
+            << o.launched << " launches this time)\n";
+  for (const auto& p : o.problems) std::cout << "  " << p << "\n";
+  if (o.cancelled) {
+    std::cout << "cancelled: unfinished cells are marked cancelled; `isoflop sweep run "
+              << cfg.file_path << "` resumes them\n";
+    return Status::Ok();
+  }
+  if (o.interrupted) {
+    std::cout << "interrupted: runs stopped at a checkpoint; run the same command again to "
+                 "resume\n";
+    return Status::FailedPrecondition("sweep interrupted before it finished");
+  }
+  if (!args.no_fit) {
+    Status st = FitAndReport(*db, cfg, plan);
+    if (!st.ok()) return st.WithPrefix("fit");
+  }
+  if (!args.no_plot) {
+    PlotOptions po;
+    po.db_path = ctx.db_path;
+    po.sweep = cfg.name;
+    po.quiet = true;
+    if (Status dep = CheckPlotDependencies(po); !dep.ok()) {
+      std::cout << "\nplots skipped: " << dep.message() << "\n";
+    } else if (Status st = RunPlot(po); !st.ok()) {
+      std::cout << "\nplots failed: " << st.message() << "\n";
+    }
+  }
+  (void)plot_dir_hint;
+  if (o.failed > 0) {
+    return Status::FailedPrecondition(std::to_string(o.failed) +
+                                      " cell(s) failed (see above; `isoflop sweep retry " +
+                                      cfg.name + "` runs them again)");
+  }
+  return Status::Ok();
+}
+
+Status RunRunCommand(const Context& ctx, const RunArgs& args) {
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg, sweep::LoadSweepConfig(args.file, args.sets));
+  return Execute(ctx, std::move(cfg), "", args);
+}
+
+// Splits the stored config text back into the file text and its --set overrides.
+void SplitStoredText(const std::string& stored, std::string* text, std::vector<std::string>* sets) {
+  const std::string marker = "\n# --set ";
+  // Collect trailing "# --set" lines.
+  std::vector<std::string> found;
+  std::string t = stored;
+  while (true) {
+    size_t at = t.rfind(marker);
+    if (at == std::string::npos || t.find('\n', at + 1) != std::string::npos) break;
+    found.insert(found.begin(), t.substr(at + marker.size()));
+    t = t.substr(0, at);
+  }
+  *text = t;
+  *sets = found;
+}
+
+Status RunRetryCommand(const Context& ctx, const RunArgs& args) {
+  store::OpenOptions oo;
+  oo.create_if_missing = false;
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, oo));
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(args.name));
+  if (!sweep) return Status::NotFound("no sweep named '" + args.name + "' in " + ctx.db_path);
+  ISOFLOP_ASSIGN_OR_RETURN(int n, sweep::ResetCells(*db, args.name, args.failed_only));
+  std::cout << "retrying " << n << " cell(s) of " << args.name << "\n";
+  std::string text;
+  std::vector<std::string> sets;
+  SplitStoredText(sweep->config_text, &text, &sets);
+  std::error_code ec;
+  ISOFLOP_ASSIGN_OR_RETURN(
+      sweep::SweepConfig cfg,
+      sweep::ParseSweepConfig(text, sweep->file_path, sets, fs::current_path(ec).string()));
+  // Keep the run folders where they are, whatever the current directory.
+  store::RunFilter f;
+  f.sweep_name = args.name;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db->ListRuns(f));
+  if (!runs.empty() && !runs.front().run_dir.empty()) {
+    cfg.output_dir = fs::path(runs.front().run_dir).parent_path().string();
+  }
+  db.reset();
+  return Execute(ctx, std::move(cfg), "", args);
+}
+
+// ---- status, sweeps, cancel ----------------------------------------------------------------
+
+Result<std::unique_ptr<store::Store>> OpenRead(const Context& ctx) {
+  store::OpenOptions o;
+  o.create_if_missing = false;
+  return store::Store::Open(ctx.db_path, o);
+}
+
+Status ListSweeps(const Context& ctx, const std::string& format_name) {
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(format_name));
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenRead(ctx));
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweeps, db->ListSweeps());
+  Table t;
+  t.columns = {{"name", ""},   {"status", ""},   {"cells", ""}, {"finished", ""}, {"running", ""},
+               {"failed", ""}, {"diverged", ""}, {"other", ""}, {"file", ""},     {"updated", ""}};
+  for (const auto& s : sweeps) {
+    store::RunFilter f;
+    f.sweep_name = s.name;
+    ISOFLOP_ASSIGN_OR_RETURN(auto runs, db->ListRuns(f));
+    std::map<std::string, int> n;
+    for (const auto& r : runs) n[r.status]++;
+    const int other =
+        static_cast<int>(runs.size()) - n["finished"] - n["running"] - n["failed"] - n["diverged"];
+    t.rows.push_back({s.name, s.status, runs.size(), n["finished"], n["running"], n["failed"],
+                      n["diverged"], other, s.file_path, s.updated_at});
+  }
+  Print(std::cout, t, format);
+  return Status::Ok();
+}
+
+Status SweepStatus(const Context& ctx, const std::string& name, const std::string& format_name) {
+  if (name.empty()) return ListSweeps(ctx, format_name);
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(format_name));
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenRead(ctx));
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(name));
+  if (!sweep) return Status::NotFound("no sweep named '" + name + "' in " + ctx.db_path);
+  store::RunFilter f;
+  f.sweep_name = name;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db->ListRuns(f));
+  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) {
+    return a.budget_flops != b.budget_flops ? a.budget_flops < b.budget_flops
+                                            : a.n_total < b.n_total;
+  });
+  Table t;
+  t.columns = {{"cell", ""},     {"budget", "%.3g"}, {"shape", ""},          {"n_total", ""},
+               {"tokens", ""},   {"status", ""},     {"progress", "%.0f%%"}, {"val_loss", "%.4f"},
+               {"attempts", ""}, {"reason", ""}};
+  std::map<std::string, int> counts;
+  for (const auto& r : runs) {
+    counts[r.status]++;
+    t.rows.push_back({r.cell_key, r.budget_flops,
+                      std::to_string(r.n_layer) + "x" + std::to_string(r.d_model) + "h" +
+                          std::to_string(r.n_head),
+                      r.n_total, r.target_tokens, r.status,
+                      r.target_tokens > 0 ? 100.0 * r.tokens_done / r.target_tokens : 0.0,
+                      r.final_val_loss ? json(*r.final_val_loss) : json(), r.attempts, r.reason});
+  }
+  Print(std::cout, t, format);
+  if (format == Format::kTable) {
+    std::cout << "\nsweep " << name << " (" << sweep->status << "): " << runs.size() << " cells";
+    for (const auto& [s, n] : counts) std::cout << ", " << n << " " << s;
+    std::cout << "\n";
+  }
+  return Status::Ok();
+}
+
+Status CancelCommand(const Context& ctx, const std::string& name) {
+  store::OpenOptions o;
+  o.create_if_missing = false;
+  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, o));
+  ISOFLOP_ASSIGN_OR_RETURN(int pid, sweep::CancelSweep(*db, name));
+  if (pid > 0) {
+    std::cout << "asked the running manager (pid " << pid << ") to stop sweep " << name
+              << "; its runs stop at a checkpoint\n";
+  } else {
+    std::cout << "sweep " << name << " cancelled (no manager was running it)\n";
+  }
+  return Status::Ok();
+}
+
+void AddSweepCommand(CLI::App& app, Context& ctx) {
+  CLI::App* sweep = app.add_subcommand(
+      "sweep", "Plan and run scaling-law sweeps from sweep files (docs/sweep-files.md)");
+  sweep->require_subcommand(1);
+
+  auto plan = std::make_shared<PlanArgs>();
+  CLI::App* p = sweep->add_subcommand(
+      "plan", "Show the cells a sweep file expands to, with N, D, C, memory and time estimates");
+  p->add_option("file", plan->file, "Sweep file (.yaml)")->required();
+  p->add_option("--set", plan->sets, "Override a key: --set train.lr=1e-3 (repeatable)");
+  p->add_option("--format", plan->format, "table | csv | json")->capture_default_str();
+  p->callback([&ctx, plan] { ctx.status = RunPlanCommand(*plan); });
+
+  auto run = std::make_shared<RunArgs>();
+  CLI::App* r = sweep->add_subcommand(
+      "run",
+      "Run every unfinished cell of a sweep file, ingest results, fit and print the "
+      "compute-optimal answer. Safe to re-run: finished cells are skipped, interrupted ones "
+      "resume from their checkpoints.");
+  r->add_option("file", run->file, "Sweep file (.yaml)")->required();
+  r->add_option("--set", run->sets, "Override a key: --set train.lr=1e-3 (repeatable)");
+  r->add_option("--max-parallel", run->max_parallel, "Most runs at once (overrides the file)");
+  r->add_flag("--no-fit", run->no_fit, "Do not fit at the end");
+  r->add_flag("--no-plot", run->no_plot, "Do not draw plots at the end");
+  r->callback([&ctx, run] { ctx.status = RunRunCommand(ctx, *run); });
+
+  auto status = std::make_shared<std::pair<std::string, std::string>>("", "table");
+  CLI::App* s =
+      sweep->add_subcommand("status", "Cells of a sweep and their state (all sweeps without NAME)");
+  s->add_option("name", status->first, "Sweep name");
+  s->add_option("--format", status->second, "table | csv | json")->capture_default_str();
+  s->callback([&ctx, status] { ctx.status = SweepStatus(ctx, status->first, status->second); });
+
+  auto retry = std::make_shared<RunArgs>();
+  CLI::App* rt = sweep->add_subcommand(
+      "retry", "Run a stored sweep's failed, diverged and cancelled cells again");
+  rt->add_option("name", retry->name, "Sweep name")->required();
+  rt->add_flag("--failed", retry->failed_only, "Only failed cells (not diverged or cancelled)");
+  rt->add_option("--max-parallel", retry->max_parallel, "Most runs at once");
+  rt->add_flag("--no-fit", retry->no_fit, "Do not fit at the end");
+  rt->add_flag("--no-plot", retry->no_plot, "Do not draw plots at the end");
+  rt->callback([&ctx, retry] { ctx.status = RunRetryCommand(ctx, *retry); });
+
+  auto cancel = std::make_shared<std::string>();
+  CLI::App* c = sweep->add_subcommand(
+      "cancel", "Stop a running sweep at a checkpoint and mark its unfinished cells cancelled");
+  c->add_option("name", *cancel, "Sweep name")->required();
+  c->callback([&ctx, cancel] { ctx.status = CancelCommand(ctx, *cancel); });
+}
+
+void AddSweepsCommand(CLI::App& app, Context& ctx) {
+  auto format = std::make_shared<std::string>("table");
+  CLI::App* cmd = app.add_subcommand("sweeps", "List sweeps with their cell counts");
+  cmd->add_option("--format", *format, "table | csv | json")->capture_default_str();
+  cmd->callback([&ctx, format] { ctx.status = ListSweeps(ctx, *format); });
+}
+
+}  // namespace
+
+ISOFLOP_REGISTER_COMMAND("sweep", 10, AddSweepCommand);
+ISOFLOP_REGISTER_COMMAND("sweeps", 11, AddSweepsCommand);
+
+}  // namespace isoflop::cli

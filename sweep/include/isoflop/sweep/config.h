@@ -1,0 +1,113 @@
+// Sweep files (sweeps/*.yaml): the parsed, validated description of a scaling-law sweep. Parsed
+// once, here, from YAML text plus `--set key.path=value` overrides; the planner and scheduler
+// never see YAML. The file format is documented in docs/sweep-files.md.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+#include "isoflop/trainer/accounting.h"
+
+namespace isoflop::sweep {
+
+// How the sizes trained at each budget are chosen from the ladder. Plain value.
+struct SizeSelection {
+  enum class Mode { kWindow, kPoints };
+  Mode mode = Mode::kWindow;
+  // kWindow: every ladder size whose tokens per parameter D/N at the budget lies in
+  // [min_tokens_per_param, max_tokens_per_param] (D = C / (6 N_total)).
+  double min_tokens_per_param = 0;
+  double max_tokens_per_param = std::numeric_limits<double>::infinity();
+  // kPoints: `points_per_budget` consecutive ladder sizes centred on the size nearest the guess
+  // N = sqrt(C / (6 * guess_tokens_per_param)), moved `shift` ladder steps (negative = smaller).
+  int points_per_budget = 5;
+  double guess_tokens_per_param = 20;  // Hoffmann et al. 2022: ~20 at scale
+  int shift = 0;
+};
+
+// Per-size hyperparameter rule: field = field(base) * (per / reference)^exponent, e.g. lr
+// proportional to 1/width with {field: lr, per: d_model, exponent: -1, reference: 64}. Scaling
+// lr also scales min_lr, keeping their ratio.
+struct TrainRule {
+  std::string field;  // a numeric train field ("lr", "weight_decay", ...)
+  std::string per;    // "d_model" | "n_layer" | "n_total" | "n_non_embedding"
+  double exponent = 0;
+  double reference = 1;  // the value of `per` at which the base value applies; > 0
+};
+
+// One extra grid axis from the W&B-style `parameters:` block. Every combination of every axis
+// is a separate cell.
+struct ParameterAxis {
+  std::string path;                    // "train.lr", "data.lambda", ...
+  std::vector<nlohmann::json> values;  // resolved values (min/max/count/q expanded)
+};
+
+// The `executor:` section. Plain value.
+struct ExecutorConfig {
+  std::string kind = "local";    // "local" (slurm later)
+  std::string device = "auto";   // "auto" (GPUs when present) | "cpu" | "cuda"
+  int cpus_per_run = 0;          // threads per run; 0 = all cores (one run at a time on CPU)
+  std::vector<int> gpus;         // restrict to these GPU indices; empty = all visible
+  int max_parallel = 0;          // most runs at once; 0 = as many as devices/slots allow
+  int max_retries = 1;           // relaunches of a crashed run (not diverged, not bad config)
+  double device_memory_gib = 0;  // per-device memory for packing/warnings; 0 = detect
+  // Memory-estimate assumptions about the trainer (they do not change run.json).
+  bool mixed_precision = false;           // bf16 compute with fp32 master weights (GPU)
+  bool activation_checkpointing = false;  // recompute activations per block
+  bool fused_attention = false;           // no (B, heads, T, T) matrix kept
+  double throughput_gflops = 0;           // achieved FLOP/s per run for time estimates; 0 = model
+};
+
+// The `fit:` section: what runs after the sweep. Plain value.
+struct FitSection {
+  std::string method = "parametric";  // parametric | isoflop | envelope
+  std::string form = "chinchilla";
+  std::string convention = "total";  // total | non_embedding: which N the fit sees
+  int bootstrap = 200;               // resamples for intervals; 0 = none
+  bool fixed_entropy = true;         // also fit with E held at the data's true entropy
+  bool include_diverged = false;     // diverged runs are excluded by default
+};
+
+// A parsed sweep file. Plain value; thread-compatible.
+struct SweepConfig {
+  std::string name;                    // [A-Za-z0-9._-]+, unique in the store
+  std::string file_path;               // as given ("<text>" when parsed from a string)
+  std::string text;                    // the file's text (overrides not applied)
+  std::vector<std::string> overrides;  // the --set arguments, in order
+  std::string hash;                    // hex SHA-256 of text plus overrides
+  nlohmann::json data;                 // run.json "data" object, paths made absolute
+  std::string family = "dense";
+  accounting::Shape base;  // fixed model fields (vocab, seq_len, norm, pos, mlp, ...)
+  std::vector<accounting::Shape> ladder;  // sizes, ascending by N_total, distinct
+  std::vector<double> budgets;            // FLOPs (C = 6 N_total D), ascending
+  SizeSelection sizes;
+  nlohmann::json train;  // run.json "train" object without "tokens" (defaults filled)
+  std::vector<TrainRule> rules;
+  std::vector<uint64_t> seeds = {0};
+  std::vector<ParameterAxis> parameters;
+  ExecutorConfig executor;
+  FitSection fit;
+  std::vector<double> report_budgets;  // budgets to answer for; default: next budget up
+  std::string output_dir;              // absolute; run dirs are output_dir/<cell key>
+};
+
+// Parses sweep-file `text` (named `file_path` in messages) with `overrides` ("a.b=value", the
+// value parsed as YAML) applied first. `cwd` resolves relative data paths and `output`.
+// Errors: InvalidArgument "FILE:LINE:COL: key.path: what was expected" for YAML syntax, unknown
+// keys, wrong types and impossible values ("--set a.b=v: ..." for an override's value).
+Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string& file_path,
+                                     const std::vector<std::string>& overrides,
+                                     const std::string& cwd);
+
+// Reads `path` and parses it against the current directory. NotFound when unreadable.
+Result<SweepConfig> LoadSweepConfig(const std::string& path,
+                                    const std::vector<std::string>& overrides = {});
+
+// Lowercase hex SHA-256 of `bytes` (FIPS 180-4); the same on every machine.
+std::string Sha256Hex(const std::string& bytes);
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,61 @@
+// Ingestion of a run directory (docs/run-protocol.md) into the store: metrics.jsonl from the
+// byte offset already ingested, info.json (parameter counts, data entropy) and status.json
+// (final state). The sweep manager is the store's only writer; these functions are how it writes
+// what runs produced.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop::sweep {
+
+// The parts of metrics.jsonl lines the progress display needs. Plain value.
+struct IngestProgress {
+  int64_t new_rows = 0;  // lines ingested by this call
+  int64_t step = 0, tokens = 0;
+  std::optional<double> train_loss, val_loss, tokens_per_s;
+};
+
+// Parses complete lines of metrics.jsonl text (a torn last line is left unparsed). Returns the
+// rows and sets *consumed to the bytes of the complete lines. Corrupt names the 1-based line
+// (counted from the start of `text`) that is not a valid metrics object.
+Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text, int64_t* consumed);
+
+// Reads run->run_dir/metrics.jsonl from run->ingest_offset and, in ONE transaction, upserts the
+// new rows and stores the advanced offset, tokens_done and last train loss in the run record
+// (so a crash never duplicates or drops rows). *run is updated to what was stored. When the
+// file shrank (the trainer truncates after a resume) or the offset no longer starts a line, it
+// re-reads from the beginning: rows are upserted by step, so nothing is duplicated. A missing
+// file is not an error (nothing to ingest). `run` must already exist in the store (id > 0).
+Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run);
+
+// info.json, as written by the trainer at start. NotFound when absent; Corrupt when unreadable.
+struct RunInfo {
+  int64_t n_total = 0, n_non_embedding = 0;
+  std::optional<double> data_entropy_nats;
+  std::string device, host;
+  int threads = 0;
+};
+Result<RunInfo> ReadRunInfo(const std::string& run_dir);
+
+// status.json, as written by the trainer at exit. nullopt when absent (still running, or
+// killed by SIGKILL); Corrupt when present but unreadable.
+struct RunStatusFile {
+  std::string state;  // finished | diverged | failed | preempted
+  std::string reason;
+  int64_t step = 0, tokens = 0;
+  std::optional<double> final_val_loss;
+  std::optional<int> exit_code;
+  double wall_s = 0;
+};
+Result<std::optional<RunStatusFile>> ReadRunStatus(const std::string& run_dir);
+
+// Last few lines of DIR/train.log (the child's stdout and stderr), for failure reasons.
+std::string TailOfLog(const std::string& run_dir, size_t max_bytes = 400);
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,62 @@
+// The sweep manager: records a planned sweep in the store, runs every unfinished cell through
+// the local scheduler, ingests results as they arrive, and classifies failures. Re-running is
+// safe: finished cells are skipped, interrupted ones resume from their checkpoints (the trainer
+// resumes by itself), failed ones are retried up to executor.max_retries.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+#include "isoflop/store/store.h"
+#include "isoflop/sweep/config.h"
+#include "isoflop/sweep/local_executor.h"
+#include "isoflop/sweep/planner.h"
+
+namespace isoflop::sweep {
+
+struct ManagerOptions {
+  std::string train_binary;     // absolute path of isoflop-train
+  std::ostream* out = nullptr;  // progress and event lines (required)
+  bool live = false;            // redraw a live display (out is a terminal)
+  double poll_seconds = 0.25;   // child polling and ingestion cadence
+};
+
+// What a RunSweep call did. Plain value.
+struct SweepOutcome {
+  int cells = 0;
+  int already_finished = 0;                                 // skipped
+  int launched = 0;                                         // launches, retries included
+  int finished = 0, failed = 0, diverged = 0, pending = 0;  // states at the end
+  bool interrupted = false;           // SIGINT/SIGTERM: runs were stopped at a checkpoint
+  bool cancelled = false;             // `isoflop sweep cancel` asked this manager to stop
+  bool file_changed = false;          // the stored sweep had another file hash
+  PlanDiff diff;                      // cell keys kept/added/removed relative to the stored sweep
+  std::vector<std::string> problems;  // "key shape C: class: reason" per failed/diverged cell
+};
+
+// Runs the plan. The store must be open for writing and not used by another writer. Holds an
+// exclusive lock on OUTPUT_DIR/.manager.lock (FailedPrecondition when another manager holds
+// it). Errors: store and I/O errors; individual run failures are outcomes, not errors.
+Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& config, const Plan& plan,
+                              const Resources& resources, const ManagerOptions& options);
+
+// Failure class of a run from its exit (see docs/run-protocol.md): "finished", "diverged"
+// (exit 3), "bad config" (exit 2), "out of memory" (reason says so), "preempted" (stopped by
+// the manager), "failed" (exit 1 with a reason), "crashed" (any other code or signal). Exposed for
+// tests.
+std::string ClassifyExit(int exit_code, int signal, const std::string& reason, bool stop_requested);
+
+// Marks cells of `sweep_name` for another attempt: their status becomes planned and attempts 0.
+// `failed_only`: only failed cells; else failed, diverged and cancelled. Returns how many.
+Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool failed_only);
+
+// Cancels a sweep: when a manager holds its lock, writes OUTPUT_DIR/.cancel and sends it
+// SIGTERM (it stops its runs at a checkpoint and marks the rest cancelled); otherwise marks the
+// sweep and its unfinished cells cancelled itself. The output folder is found from the runs'
+// folders. Returns the manager pid signalled, or 0. NotFound for an unknown sweep.
+Result<int> CancelSweep(store::Store& db, const std::string& sweep_name);
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,43 @@
+// Resource estimates for one training run, from its shape and batch alone (no LibTorch): the
+// device memory it needs (the scheduler packs runs by it and refuses runs that cannot fit) and
+// a rough wall time for `sweep plan`.
+#pragma once
+
+#include <cstdint>
+
+#include "isoflop/trainer/accounting.h"
+
+namespace isoflop::sweep {
+
+// What the trainer does that changes memory. Plain value.
+struct MemoryOptions {
+  int micro_batch = 16;                   // sequences per forward pass
+  bool mixed_precision = false;           // 16-bit activations/weights + fp32 master copies
+  bool activation_checkpointing = false;  // keep only block inputs; recompute one block
+  bool fused_attention = false;           // no (B, heads, T, T) attention matrix kept
+};
+
+// Bytes, by part. Plain value.
+struct MemoryEstimate {
+  int64_t weights = 0;  // parameters (plus fp32 master copies under mixed precision)
+  int64_t gradients = 0;
+  int64_t optimizer = 0;    // AdamW first and second moments, fp32
+  int64_t activations = 0;  // saved for backward, all layers
+  int64_t attention = 0;    // the (B, heads, T, T) scores and probabilities, all layers kept
+  int64_t logits = 0;       // (B, T, vocab) logits and their gradient
+  int64_t overhead = 0;     // allocator slack and workspace (10%, at least 64 MiB)
+  int64_t total = 0;
+};
+
+// Estimates peak training memory for `shape` under `opts`. Korthikanti et al. 2022 ("Reducing
+// activation recomputation") for the per-layer activation terms, adapted to this model (no
+// dropout, SwiGLU or GELU MLP). Never fails; the shape is assumed valid.
+MemoryEstimate EstimateMemory(const accounting::Shape& shape, const MemoryOptions& opts);
+
+// Achieved training throughput in FLOP/s for a model of `n_total` parameters. On CPU it
+// interpolates measured figures for this project's trainer (8 GFLOP/s at 12k parameters, 45 at
+// 800k, with 2 threads; scaled linearly by `threads`); on GPU it assumes 35% of a 400 TFLOP/s
+// bf16 device for large models, less for small ones. `override_gflops` > 0 replaces the model.
+double EstimateFlopsPerSecond(int64_t n_total, bool gpu, int threads, double override_gflops);
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,72 @@
+// The planner: a SweepConfig -> the deterministic list of cells (one training run each) with
+// every N and FLOP convention, the run.json each cell gets, resource estimates and warnings.
+// Same file, same cells and keys, on any machine.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+#include "isoflop/sweep/config.h"
+#include "isoflop/sweep/memory_estimate.h"
+#include "isoflop/trainer/accounting.h"
+
+namespace isoflop::sweep {
+
+// One training run of the sweep. Plain value.
+struct Cell {
+  std::string key;          // first 16 hex digits of SHA-256(canonical JSON of `config`)
+  int budget_index = 0;     // index into SweepConfig::budgets
+  double budget_flops = 0;  // C
+  accounting::Shape shape;
+  uint64_t seed = 0;
+  std::map<std::string, nlohmann::json> axes;  // parameters-block values of this cell
+  int64_t n_total = 0, n_non_embedding = 0;
+  double flops_per_token_6n = 0, flops_per_token_6n_attn = 0, flops_per_token_chinchilla = 0;
+  int64_t tokens = 0;         // D = round(C / flops_per_token_6n)
+  int64_t steps = 0;          // optimizer steps: ceil(D / batch_tokens)
+  int64_t warmup_tokens = 0;  // as the trainer will compute it
+  // The resolved run config (run.json without "name" and the machine-specific train.threads
+  // and train.device): what the key hashes.
+  nlohmann::json config;
+  MemoryEstimate memory;
+  double est_seconds = 0;  // at the estimated throughput of one run
+
+  double tokens_per_param() const { return n_total > 0 ? double(tokens) / n_total : 0; }
+  std::string ShapeString() const;  // "2x64h4"
+};
+
+struct Plan {
+  std::vector<Cell> cells;            // by budget, then size, then seed, then axes
+  std::vector<std::string> warnings;  // for people; planning still succeeded
+  bool gpu = false;                   // estimates assume GPUs (else CPU threads)
+  double device_memory_bytes = 0;     // memory of one device used for the fit warning
+  double total_flops = 0;             // sum of D * flops_per_token_6n
+  double total_est_seconds = 0;       // serial sum of the estimates
+};
+
+// Machine facts the plan's estimates and warnings depend on (not the keys). Plain value.
+struct PlanEnvironment {
+  bool gpu = false;                // runs will use GPUs
+  double device_memory_bytes = 0;  // one GPU's memory, or the host's RAM on CPU; 0 = unknown
+  int threads_per_run = 2;         // CPU threads one run gets
+};
+
+// Expands `config` into cells. InvalidArgument when a cell cannot be built (the message names
+// the budget and shape); an empty selection is a warning, not an error.
+Result<Plan> PlanSweep(const SweepConfig& config, const PlanEnvironment& env);
+
+// The run.json text for `cell` as the manager writes it: config plus name, threads, device.
+std::string RunJson(const Cell& cell, const std::string& name, int threads,
+                    const std::string& device);
+
+// Cell-key differences between an old and a new plan (for a changed sweep file).
+struct PlanDiff {
+  std::vector<std::string> kept, added, removed;
+};
+PlanDiff DiffKeys(const std::vector<std::string>& old_keys, const std::vector<Cell>& cells);
+
+}  // namespace isoflop::sweep

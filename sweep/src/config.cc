@@ -1,0 +1,1006 @@
+// Parsing and validation of sweep files: YAML (yaml-cpp) -> SweepConfig. Every error names the
+// file, line, column and dotted key, and what was expected. yaml-cpp exceptions stop here.
+#include "isoflop/sweep/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+namespace isoflop::sweep {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string Join(const std::vector<std::string>& v, const std::string& sep = ", ") {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
+  return out;
+}
+
+// Parsing context: where the document came from, for messages.
+class Parser {
+ public:
+  Parser(std::string file, std::map<std::string, std::string> overrides)
+      : file_(std::move(file)), overrides_(std::move(overrides)) {}
+
+  // "FILE:LINE:COL: path: msg", or "--set k=v: path: msg" when `path` came from an override.
+  Status Error(const YAML::Node& node, const std::string& path, const std::string& msg) const {
+    for (const auto& [key, value] : overrides_) {
+      if (path == key || path.rfind(key + ".", 0) == 0 || path.rfind(key + "[", 0) == 0) {
+        return Status::InvalidArgument("--set " + key + "=" + value + ": " + path + ": " + msg);
+      }
+    }
+    std::string where = file_;
+    if (node.IsDefined() && node.Mark().line >= 0) {
+      where +=
+          ":" + std::to_string(node.Mark().line + 1) + ":" + std::to_string(node.Mark().column + 1);
+    }
+    return Status::InvalidArgument(where + ": " + path + ": " + msg);
+  }
+
+  // Unknown keys of a map are errors that list the accepted ones.
+  Status CheckKeys(const YAML::Node& map, const std::string& path,
+                   const std::vector<std::string>& allowed) const {
+    if (!map.IsMap()) return Error(map, path, "expected a mapping (key: value lines)");
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const std::string key = it->first.as<std::string>();
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        return Error(it->first, Sub(path, key),
+                     "unknown key (expected one of: " + Join(allowed) + ")");
+      }
+    }
+    return Status::Ok();
+  }
+
+  static std::string Sub(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+
+  Result<double> Number(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsScalar()) return Error(n, path, "expected a number");
+    const std::string s = n.Scalar();
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE || !std::isfinite(v)) {
+      return Error(n, path, "expected a number, got '" + s + "'");
+    }
+    return v;
+  }
+
+  Result<int64_t> Integer(const YAML::Node& n, const std::string& path) const {
+    ISOFLOP_ASSIGN_OR_RETURN(double v, Number(n, path));
+    if (v != std::floor(v) || std::abs(v) > 9.0e15) {
+      return Error(n, path, "expected an integer, got '" + n.Scalar() + "'");
+    }
+    return static_cast<int64_t>(v);
+  }
+
+  Result<bool> Bool(const YAML::Node& n, const std::string& path) const {
+    if (n.IsScalar()) {
+      const std::string s = n.Scalar();
+      if (s == "true" || s == "yes" || s == "on") return true;
+      if (s == "false" || s == "no" || s == "off") return false;
+    }
+    return Error(n, path, "expected true or false");
+  }
+
+  Result<std::string> String(const YAML::Node& n, const std::string& path) const {
+    if (!n.IsScalar()) return Error(n, path, "expected a string");
+    return n.Scalar();
+  }
+
+  // A positive number; `what` describes the bound in the message.
+  Result<double> Positive(const YAML::Node& n, const std::string& path) const {
+    ISOFLOP_ASSIGN_OR_RETURN(double v, Number(n, path));
+    if (!(v > 0)) return Error(n, path, "must be > 0, got " + n.Scalar());
+    return v;
+  }
+
+  Result<int> IntInRange(const YAML::Node& n, const std::string& path, int64_t lo,
+                         int64_t hi) const {
+    ISOFLOP_ASSIGN_OR_RETURN(int64_t v, Integer(n, path));
+    if (v < lo || v > hi) {
+      return Error(
+          n, path,
+          "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + n.Scalar());
+    }
+    return static_cast<int>(v);
+  }
+
+  // A scalar converted to JSON: number when it parses as one, bool for true/false, else string.
+  static json ScalarJson(const YAML::Node& n) {
+    const std::string s = n.Scalar();
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(v)) {
+      if (v == std::floor(v) && std::abs(v) < 9.0e15 && s.find_first_of(".eE") == std::string::npos)
+        return static_cast<int64_t>(v);
+      return v;
+    }
+    if (s == "true") return true;
+    if (s == "false") return false;
+    return s;
+  }
+
+  const std::string& file() const { return file_; }
+
+ private:
+  std::string file_;
+  std::map<std::string, std::string> overrides_;
+};
+
+YAML::Node Child(const YAML::Node& map, const std::string& key) {
+  const YAML::Node& m = map;
+  return m[key];
+}
+
+// ---- data ----------------------------------------------------------------------------------
+
+const std::map<std::string, std::vector<std::string>>& DataKeys() {
+  static const std::map<std::string, std::vector<std::string>> keys = {
+      {"synthetic",
+       {"source", "vocab", "build_seed", "train_seed", "val_seed", "k1", "k2", "lambda", "zipf"}},
+      {"text", {"source", "paths", "val_fraction"}},
+      {"bin", {"source", "train", "val"}},
+      {"llmc", {"source", "train", "val"}},
+  };
+  return keys;
+}
+
+bool IsPathField(const std::string& source, const std::string& key) {
+  return (source == "text" && key == "paths") ||
+         ((source == "bin" || source == "llmc") && (key == "train" || key == "val"));
+}
+
+std::string Absolute(const std::string& cwd, const std::string& p) {
+  fs::path path(p);
+  if (path.is_absolute()) return path.lexically_normal().string();
+  return (fs::path(cwd) / path).lexically_normal().string();
+}
+
+// Makes the path fields of a resolved run.json data object absolute (the trainer resolves
+// relative paths against its own cwd; the manager always writes absolute ones).
+void AbsolutizeDataPaths(json& data, const std::string& cwd) {
+  const std::string source = data.value("source", "");
+  for (auto& [key, value] : data.items()) {
+    if (!IsPathField(source, key)) continue;
+    if (value.is_string()) value = Absolute(cwd, value.get<std::string>());
+    if (value.is_array()) {
+      for (auto& v : value)
+        if (v.is_string()) v = Absolute(cwd, v.get<std::string>());
+    }
+  }
+}
+
+Status ParseData(const Parser& p, const YAML::Node& n, const std::string& cwd, SweepConfig* c) {
+  if (!n.IsDefined() || n.IsNull()) {
+    return p.Error(n, "data", "required section is missing (e.g. data: {source: synthetic})");
+  }
+  if (!n.IsMap()) return p.Error(n, "data", "expected a mapping");
+  const YAML::Node src = Child(n, "source");
+  if (!src.IsDefined()) return p.Error(n, "data.source", "required key is missing");
+  ISOFLOP_ASSIGN_OR_RETURN(std::string source, p.String(src, "data.source"));
+  auto keys = DataKeys().find(source);
+  if (keys == DataKeys().end()) {
+    return p.Error(src, "data.source",
+                   "unknown source '" + source + "' (expected synthetic, text, bin or llmc)");
+  }
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "data", keys->second));
+  json data = json::object();
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string path = "data." + key;
+    const YAML::Node& v = it->second;
+    if (key == "source") {
+      data[key] = source;
+    } else if (key == "vocab" || key == "k1" || key == "k2") {
+      ISOFLOP_ASSIGN_OR_RETURN(int x, p.IntInRange(v, path, 1, 1 << 20));
+      data[key] = x;
+    } else if (key == "build_seed" || key == "train_seed" || key == "val_seed") {
+      ISOFLOP_ASSIGN_OR_RETURN(int64_t x, p.Integer(v, path));
+      if (x < 0) return p.Error(v, path, "must be >= 0");
+      data[key] = x;
+    } else if (key == "lambda" || key == "val_fraction") {
+      ISOFLOP_ASSIGN_OR_RETURN(double x, p.Number(v, path));
+      if (!(x >= 0 && x <= 1)) return p.Error(v, path, "must be in [0, 1], got " + v.Scalar());
+      data[key] = x;
+    } else if (key == "zipf") {
+      ISOFLOP_ASSIGN_OR_RETURN(double x, p.Number(v, path));
+      if (x < 0) return p.Error(v, path, "must be >= 0");
+      data[key] = x;
+    } else if (key == "paths" || (source == "llmc" && (key == "train" || key == "val"))) {
+      std::vector<std::string> paths;
+      if (v.IsScalar()) {
+        paths.push_back(v.Scalar());
+      } else if (v.IsSequence() && v.size() > 0) {
+        for (size_t i = 0; i < v.size(); ++i) {
+          ISOFLOP_ASSIGN_OR_RETURN(std::string s,
+                                   p.String(v[i], path + "[" + std::to_string(i) + "]"));
+          paths.push_back(s);
+        }
+      } else {
+        return p.Error(v, path, "expected a path or a non-empty list of paths");
+      }
+      data[key] = paths;
+    } else {  // bin train / val
+      ISOFLOP_ASSIGN_OR_RETURN(std::string s, p.String(v, path));
+      data[key] = s;
+    }
+  }
+  if (source == "text" && !data.contains("paths")) {
+    return p.Error(n, "data.paths", "required for source 'text'");
+  }
+  if ((source == "bin" || source == "llmc") && (!data.contains("train") || !data.contains("val"))) {
+    return p.Error(n, "data.train", "source '" + source + "' needs both train and val");
+  }
+  AbsolutizeDataPaths(data, cwd);
+  c->data = std::move(data);
+  return Status::Ok();
+}
+
+// ---- model ---------------------------------------------------------------------------------
+
+Status ParseShapeFields(const Parser& p, const YAML::Node& n, const std::string& path,
+                        accounting::Shape* s) {
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string kp = path + "." + key;
+    const YAML::Node& v = it->second;
+    if (key == "n_layer") {
+      ISOFLOP_ASSIGN_OR_RETURN(s->n_layer, p.IntInRange(v, kp, 1, 4096));
+    } else if (key == "d_model") {
+      ISOFLOP_ASSIGN_OR_RETURN(s->d_model, p.IntInRange(v, kp, 1, 1 << 20));
+    } else if (key == "n_head") {
+      ISOFLOP_ASSIGN_OR_RETURN(s->n_head, p.IntInRange(v, kp, 1, 1 << 16));
+    } else if (key == "d_ff") {
+      ISOFLOP_ASSIGN_OR_RETURN(s->d_ff, p.IntInRange(v, kp, 0, 1 << 22));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ParseLadder(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  const std::string path = "model.ladder";
+  std::vector<accounting::Shape> shapes;
+  auto check = [&](const accounting::Shape& s, const YAML::Node& at,
+                   const std::string& where) -> Status {
+    Status st = s.Validate();
+    if (!st.ok()) {
+      std::string msg = st.message();
+      if (msg.rfind("field '", 0) == 0) {  // "field 'model.x': why" -> "why (model.x)"
+        const size_t close = msg.find("': ");
+        if (close != std::string::npos) msg = msg.substr(close + 3);
+      }
+      return p.Error(at, where, "invalid shape: " + msg);
+    }
+    return Status::Ok();
+  };
+  if (n.IsSequence()) {
+    if (n.size() == 0) return p.Error(n, path, "the ladder is empty");
+    for (size_t i = 0; i < n.size(); ++i) {
+      const std::string ip = path + "[" + std::to_string(i) + "]";
+      ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n[i], ip, {"n_layer", "d_model", "n_head", "d_ff"}));
+      for (const char* req : {"n_layer", "d_model", "n_head"}) {
+        if (!Child(n[i], req).IsDefined())
+          return p.Error(n[i], ip + "." + req, "required key is missing");
+      }
+      accounting::Shape s = c->base;
+      ISOFLOP_RETURN_IF_ERROR(ParseShapeFields(p, n[i], ip, &s));
+      ISOFLOP_RETURN_IF_ERROR(check(s, n[i], ip));
+      shapes.push_back(s);
+    }
+  } else if (n.IsMap()) {
+    ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, path, {"params", "aspect"}));
+    const YAML::Node params = Child(n, "params");
+    if (!params.IsDefined() || !params.IsSequence() || params.size() == 0) {
+      return p.Error(params.IsDefined() ? params : n, path + ".params",
+                     "expected a non-empty list of target parameter counts (e.g. [1e5, 2e5])");
+    }
+    accounting::AspectRule rule;
+    const YAML::Node aspect = Child(n, "aspect");
+    if (aspect.IsDefined()) {
+      const std::string ap = path + ".aspect";
+      ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(
+          aspect, ap,
+          {"d_model_per_layer", "head_dim", "d_model_multiple", "min_layers", "max_layers"}));
+      for (auto it = aspect.begin(); it != aspect.end(); ++it) {
+        const std::string key = it->first.as<std::string>();
+        const std::string kp = ap + "." + key;
+        if (key == "d_model_per_layer") {
+          ISOFLOP_ASSIGN_OR_RETURN(rule.d_model_per_layer, p.Positive(it->second, kp));
+        } else if (key == "head_dim") {
+          ISOFLOP_ASSIGN_OR_RETURN(rule.head_dim, p.IntInRange(it->second, kp, 1, 1 << 14));
+        } else if (key == "d_model_multiple") {
+          ISOFLOP_ASSIGN_OR_RETURN(rule.d_model_multiple, p.IntInRange(it->second, kp, 1, 1 << 14));
+        } else if (key == "min_layers") {
+          ISOFLOP_ASSIGN_OR_RETURN(rule.min_layers, p.IntInRange(it->second, kp, 1, 4096));
+        } else if (key == "max_layers") {
+          ISOFLOP_ASSIGN_OR_RETURN(rule.max_layers, p.IntInRange(it->second, kp, 1, 4096));
+        }
+      }
+      if (rule.max_layers < rule.min_layers) {
+        return p.Error(aspect, ap + ".max_layers", "must be >= min_layers");
+      }
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string ip = path + ".params[" + std::to_string(i) + "]";
+      ISOFLOP_ASSIGN_OR_RETURN(double target, p.Positive(params[i], ip));
+      Result<accounting::Shape> s = accounting::SolveShape(target, rule, c->base);
+      if (!s.ok()) return p.Error(params[i], ip, "no shape for this size: " + s.status().message());
+      shapes.push_back(*s);
+    }
+  } else {
+    return p.Error(n, path,
+                   "expected a list of shapes ({n_layer, d_model, n_head}) or "
+                   "{params: [...], aspect: {...}}");
+  }
+  std::stable_sort(shapes.begin(), shapes.end(), [](const auto& a, const auto& b) {
+    return accounting::TotalParams(a) < accounting::TotalParams(b);
+  });
+  c->ladder.clear();
+  for (const auto& s : shapes) {
+    bool dup = false;
+    for (const auto& t : c->ladder) {
+      dup |= t.n_layer == s.n_layer && t.d_model == s.d_model && t.n_head == s.n_head &&
+             accounting::EffectiveDff(t) == accounting::EffectiveDff(s);
+    }
+    if (!dup) c->ladder.push_back(s);
+  }
+  return Status::Ok();
+}
+
+Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  if (!n.IsDefined()) return p.Error(n, "model", "required section is missing");
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "model",
+                                      {"family", "vocab_size", "seq_len", "norm", "pos", "mlp",
+                                       "tie_embeddings", "bias", "d_ff", "ladder"}));
+  accounting::Shape& b = c->base;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string kp = "model." + key;
+    const YAML::Node& v = it->second;
+    if (key == "family") {
+      ISOFLOP_ASSIGN_OR_RETURN(c->family, p.String(v, kp));
+      if (c->family == "moe") {
+        return p.Error(v, kp, "family 'moe' is not supported by the sweep manager yet (use dense)");
+      }
+      if (c->family != "dense") return p.Error(v, kp, "expected 'dense', got '" + c->family + "'");
+    } else if (key == "vocab_size") {
+      ISOFLOP_ASSIGN_OR_RETURN(b.vocab_size, p.IntInRange(v, kp, 2, 1 << 22));
+    } else if (key == "seq_len") {
+      ISOFLOP_ASSIGN_OR_RETURN(b.seq_len, p.IntInRange(v, kp, 1, 1 << 20));
+    } else if (key == "d_ff") {
+      ISOFLOP_ASSIGN_OR_RETURN(b.d_ff, p.IntInRange(v, kp, 0, 1 << 22));
+    } else if (key == "tie_embeddings") {
+      ISOFLOP_ASSIGN_OR_RETURN(b.tie_embeddings, p.Bool(v, kp));
+    } else if (key == "bias") {
+      ISOFLOP_ASSIGN_OR_RETURN(b.bias, p.Bool(v, kp));
+    } else if (key == "norm" || key == "pos" || key == "mlp") {
+      ISOFLOP_ASSIGN_OR_RETURN(std::string s, p.String(v, kp));
+      Status st;
+      if (key == "norm") {
+        auto r = accounting::ParseNorm(s);
+        if (r.ok())
+          b.norm = *r;
+        else
+          st = r.status();
+      } else if (key == "pos") {
+        auto r = accounting::ParsePosEmbedding(s);
+        if (r.ok())
+          b.pos = *r;
+        else
+          st = r.status();
+      } else {
+        auto r = accounting::ParseMlp(s);
+        if (r.ok())
+          b.mlp = *r;
+        else
+          st = r.status();
+      }
+      if (!st.ok()) return p.Error(v, kp, st.message());
+    }
+  }
+  const YAML::Node ladder = Child(n, "ladder");
+  if (!ladder.IsDefined()) {
+    return p.Error(n, "model.ladder",
+                   "required key is missing (a list of shapes or {params: [...]})");
+  }
+  return ParseLadder(p, ladder, c);
+}
+
+// ---- budgets, sizes, seeds ----------------------------------------------------------------
+
+Result<std::vector<double>> ParseBudgetList(const Parser& p, const YAML::Node& n,
+                                            const std::string& path) {
+  std::vector<double> out;
+  if (n.IsSequence() && n.size() > 0) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      ISOFLOP_ASSIGN_OR_RETURN(double v, p.Positive(n[i], path + "[" + std::to_string(i) + "]"));
+      out.push_back(v);
+    }
+  } else if (n.IsMap()) {  // {min, max, count}: log-spaced, both ends included
+    ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, path, {"min", "max", "count"}));
+    for (const char* k : {"min", "max", "count"}) {
+      if (!Child(n, k).IsDefined()) return p.Error(n, path + "." + k, "required key is missing");
+    }
+    ISOFLOP_ASSIGN_OR_RETURN(double lo, p.Positive(Child(n, "min"), path + ".min"));
+    ISOFLOP_ASSIGN_OR_RETURN(double hi, p.Positive(Child(n, "max"), path + ".max"));
+    ISOFLOP_ASSIGN_OR_RETURN(int count, p.IntInRange(Child(n, "count"), path + ".count", 1, 1000));
+    if (hi < lo) return p.Error(Child(n, "max"), path + ".max", "must be >= min");
+    for (int i = 0; i < count; ++i) {
+      const double t = count == 1 ? 0.0 : static_cast<double>(i) / (count - 1);
+      out.push_back(std::exp(std::log(lo) + t * (std::log(hi) - std::log(lo))));
+    }
+  } else {
+    return Status(p.Error(n, path, "expected a non-empty list of FLOPs (e.g. [1e15, 4e15])"));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+Status ParseSizes(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  if (!n.IsDefined()) return Status::Ok();
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(
+      n, "sizes", {"tokens_per_param", "points_per_budget", "guess_tokens_per_param", "shift"}));
+  SizeSelection& s = c->sizes;
+  const YAML::Node window = Child(n, "tokens_per_param");
+  const YAML::Node points = Child(n, "points_per_budget");
+  if (window.IsDefined() && points.IsDefined()) {
+    return p.Error(points, "sizes.points_per_budget",
+                   "give either tokens_per_param (a window) or points_per_budget, not both");
+  }
+  if (window.IsDefined()) {
+    s.mode = SizeSelection::Mode::kWindow;
+    if (!window.IsSequence() || window.size() != 2) {
+      return p.Error(window, "sizes.tokens_per_param", "expected [min, max] (e.g. [5, 500])");
+    }
+    ISOFLOP_ASSIGN_OR_RETURN(s.min_tokens_per_param,
+                             p.Number(window[0], "sizes.tokens_per_param[0]"));
+    ISOFLOP_ASSIGN_OR_RETURN(s.max_tokens_per_param,
+                             p.Number(window[1], "sizes.tokens_per_param[1]"));
+    if (s.min_tokens_per_param < 0 || s.max_tokens_per_param <= s.min_tokens_per_param) {
+      return p.Error(window, "sizes.tokens_per_param", "need 0 <= min < max");
+    }
+    for (const char* k : {"guess_tokens_per_param", "shift"}) {
+      if (Child(n, k).IsDefined()) {
+        return p.Error(Child(n, k), std::string("sizes.") + k,
+                       "only applies with points_per_budget");
+      }
+    }
+  }
+  if (points.IsDefined()) {
+    s.mode = SizeSelection::Mode::kPoints;
+    ISOFLOP_ASSIGN_OR_RETURN(s.points_per_budget,
+                             p.IntInRange(points, "sizes.points_per_budget", 1, 1000));
+    if (YAML::Node g = Child(n, "guess_tokens_per_param"); g.IsDefined()) {
+      ISOFLOP_ASSIGN_OR_RETURN(s.guess_tokens_per_param,
+                               p.Positive(g, "sizes.guess_tokens_per_param"));
+    }
+    if (YAML::Node sh = Child(n, "shift"); sh.IsDefined()) {
+      ISOFLOP_ASSIGN_OR_RETURN(s.shift, p.IntInRange(sh, "sizes.shift", -1000, 1000));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ParseSeeds(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  if (!n.IsDefined()) return Status::Ok();
+  c->seeds.clear();
+  if (n.IsScalar()) {
+    ISOFLOP_ASSIGN_OR_RETURN(int64_t v, p.Integer(n, "seeds"));
+    if (v < 0) return p.Error(n, "seeds", "must be >= 0");
+    c->seeds.push_back(static_cast<uint64_t>(v));
+    return Status::Ok();
+  }
+  if (!n.IsSequence() || n.size() == 0) {
+    return p.Error(n, "seeds", "expected a seed or a non-empty list of seeds");
+  }
+  for (size_t i = 0; i < n.size(); ++i) {
+    const std::string ip = "seeds[" + std::to_string(i) + "]";
+    ISOFLOP_ASSIGN_OR_RETURN(int64_t v, p.Integer(n[i], ip));
+    if (v < 0) return p.Error(n[i], ip, "must be >= 0");
+    if (std::find(c->seeds.begin(), c->seeds.end(), static_cast<uint64_t>(v)) != c->seeds.end()) {
+      return p.Error(n[i], ip, "duplicate seed " + std::to_string(v));
+    }
+    c->seeds.push_back(static_cast<uint64_t>(v));
+  }
+  return Status::Ok();
+}
+
+// ---- train ---------------------------------------------------------------------------------
+
+// Defaults of docs/run-protocol.md, so the resolved cell config (and its key) is complete.
+json TrainDefaults() {
+  return json{{"batch_tokens", 1024},
+              {"micro_batch", 16},
+              {"lr", 3e-3},
+              {"min_lr", 3e-4},
+              {"schedule", "cosine"},
+              {"warmup_frac", 0.1},
+              {"warmup_tokens", 0},
+              {"decay_frac", 0.2},
+              {"weight_decay", 0.1},
+              {"beta1", 0.9},
+              {"beta2", 0.95},
+              {"eps", 1e-8},
+              {"grad_clip", 1.0},
+              {"eval_interval_steps", 50},
+              {"eval_tokens", 65536},
+              {"log_interval_steps", 10},
+              {"ckpt_interval_steps", 200}};
+}
+
+const std::set<std::string>& IntegerTrainFields() {
+  static const std::set<std::string> f = {
+      "batch_tokens", "micro_batch",        "warmup_tokens",      "eval_interval_steps",
+      "eval_tokens",  "log_interval_steps", "ckpt_interval_steps"};
+  return f;
+}
+
+// Checks one train field's value (shared by the train section and parameters axes).
+Status CheckTrainValue(const Parser& p, const YAML::Node& at, const std::string& path,
+                       const std::string& key, const json& v) {
+  if (key == "schedule") {
+    if (!v.is_string() || (v != "cosine" && v != "wsd" && v != "constant")) {
+      return p.Error(at, path, "expected cosine, wsd or constant");
+    }
+    return Status::Ok();
+  }
+  if (!v.is_number()) return p.Error(at, path, "expected a number");
+  const double x = v.get<double>();
+  if (IntegerTrainFields().count(key) && x != std::floor(x)) {
+    return p.Error(at, path, "expected an integer");
+  }
+  auto bad = [&](const std::string& why) { return p.Error(at, path, why + ", got " + v.dump()); };
+  if ((key == "batch_tokens" || key == "micro_batch" || key == "lr" || key == "eps" ||
+       key == "eval_interval_steps" || key == "eval_tokens" || key == "log_interval_steps" ||
+       key == "ckpt_interval_steps") &&
+      !(x > 0)) {
+    return bad("must be > 0");
+  }
+  if ((key == "min_lr" || key == "warmup_tokens" || key == "weight_decay") && x < 0) {
+    return bad("must be >= 0");
+  }
+  if (key == "warmup_frac" && !(x >= 0 && x < 1)) return bad("must be in [0, 1)");
+  if (key == "decay_frac" && !(x > 0 && x <= 1)) return bad("must be in (0, 1]");
+  if ((key == "beta1" || key == "beta2") && !(x >= 0 && x < 1)) return bad("must be in [0, 1)");
+  return Status::Ok();
+}
+
+Status ParseTrain(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  c->train = TrainDefaults();
+  if (!n.IsDefined()) return Status::Ok();
+  std::vector<std::string> allowed;
+  for (const auto& [k, v] : c->train.items()) allowed.push_back(k);
+  allowed.push_back("rules");
+  if (n.IsMap() && Child(n, "tokens").IsDefined()) {
+    return p.Error(Child(n, "tokens"), "train.tokens",
+                   "set by the planner from each budget (C = 6 N D); remove it");
+  }
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "train", allowed));
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string kp = "train." + key;
+    if (key == "rules") continue;
+    json v = it->second.IsScalar() ? Parser::ScalarJson(it->second) : json();
+    if (key != "schedule" && v.is_string()) return p.Error(it->second, kp, "expected a number");
+    ISOFLOP_RETURN_IF_ERROR(CheckTrainValue(p, it->second, kp, key, v));
+    if (IntegerTrainFields().count(key))
+      v = static_cast<int64_t>(v.get<double>());
+    else if (key != "schedule")
+      v = v.get<double>();
+    c->train[key] = v;
+  }
+  if (c->train["min_lr"].get<double>() > c->train["lr"].get<double>()) {
+    return p.Error(Child(n, "min_lr"), "train.min_lr", "must be <= train.lr");
+  }
+  const int64_t bt = c->train["batch_tokens"].get<int64_t>();
+  if (bt % c->base.seq_len != 0) {
+    return p.Error(Child(n, "batch_tokens").IsDefined() ? Child(n, "batch_tokens") : n,
+                   "train.batch_tokens",
+                   "must be a multiple of model.seq_len (" + std::to_string(c->base.seq_len) +
+                       "), got " + std::to_string(bt));
+  }
+  const YAML::Node rules = Child(n, "rules");
+  if (rules.IsDefined()) {
+    if (!rules.IsSequence()) return p.Error(rules, "train.rules", "expected a list of rules");
+    for (size_t i = 0; i < rules.size(); ++i) {
+      const std::string rp = "train.rules[" + std::to_string(i) + "]";
+      const YAML::Node r = rules[i];
+      ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(r, rp, {"field", "per", "exponent", "reference"}));
+      for (const char* k : {"field", "per", "exponent"}) {
+        if (!Child(r, k).IsDefined()) return p.Error(r, rp + "." + k, "required key is missing");
+      }
+      TrainRule rule;
+      ISOFLOP_ASSIGN_OR_RETURN(rule.field, p.String(Child(r, "field"), rp + ".field"));
+      if (!c->train.contains(rule.field) || rule.field == "schedule" ||
+          IntegerTrainFields().count(rule.field)) {
+        return p.Error(Child(r, "field"), rp + ".field",
+                       "expected a real-valued train field such as lr or weight_decay, got '" +
+                           rule.field + "'");
+      }
+      ISOFLOP_ASSIGN_OR_RETURN(rule.per, p.String(Child(r, "per"), rp + ".per"));
+      if (rule.per != "d_model" && rule.per != "n_layer" && rule.per != "n_total" &&
+          rule.per != "n_non_embedding") {
+        return p.Error(Child(r, "per"), rp + ".per",
+                       "expected d_model, n_layer, n_total or n_non_embedding");
+      }
+      ISOFLOP_ASSIGN_OR_RETURN(rule.exponent, p.Number(Child(r, "exponent"), rp + ".exponent"));
+      if (YAML::Node ref = Child(r, "reference"); ref.IsDefined()) {
+        ISOFLOP_ASSIGN_OR_RETURN(rule.reference, p.Positive(ref, rp + ".reference"));
+      }
+      c->rules.push_back(rule);
+    }
+  }
+  return Status::Ok();
+}
+
+// ---- parameters (W&B-style grid axes) -------------------------------------------------------
+
+Status ParseParameters(const Parser& p, const YAML::Node& n, const std::string& cwd,
+                       SweepConfig* c) {
+  if (!n.IsDefined()) return Status::Ok();
+  if (!n.IsMap()) return p.Error(n, "parameters", "expected a mapping of 'train.lr: {...}' axes");
+  const std::string source = c->data.value("source", "");
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string axis = it->first.as<std::string>();
+    const std::string ap = "parameters." + axis;
+    const YAML::Node spec = it->second;
+    const size_t dot = axis.find('.');
+    const std::string section = axis.substr(0, dot);
+    const std::string field = dot == std::string::npos ? "" : axis.substr(dot + 1);
+    bool known = false;
+    if (section == "train") known = c->train.contains(field);
+    if (section == "data") {
+      const auto& keys = DataKeys().at(source);
+      known = field != "source" && std::find(keys.begin(), keys.end(), field) != keys.end();
+    }
+    if (!known) {
+      return p.Error(it->first, ap,
+                     "unknown axis: expected train.<field> or data.<field> of this source "
+                     "(e.g. train.lr)");
+    }
+    ISOFLOP_RETURN_IF_ERROR(
+        p.CheckKeys(spec, ap, {"values", "value", "min", "max", "distribution", "count", "q"}));
+    ParameterAxis ax;
+    ax.path = axis;
+    auto to_json = [](const YAML::Node& v) -> json {
+      if (v.IsScalar()) return Parser::ScalarJson(v);
+      json arr = json::array();
+      if (v.IsSequence())
+        for (size_t i = 0; i < v.size(); ++i) arr.push_back(Parser::ScalarJson(v[i]));
+      return arr;
+    };
+    if (YAML::Node values = Child(spec, "values"); values.IsDefined()) {
+      if (!values.IsSequence() || values.size() == 0) {
+        return p.Error(values, ap + ".values", "expected a non-empty list");
+      }
+      for (size_t i = 0; i < values.size(); ++i) ax.values.push_back(to_json(values[i]));
+    } else if (YAML::Node value = Child(spec, "value"); value.IsDefined()) {
+      ax.values.push_back(to_json(value));
+    } else {
+      for (const char* k : {"min", "max"}) {
+        if (!Child(spec, k).IsDefined()) {
+          return p.Error(spec, ap + "." + k, "required: give values, value, or min and max");
+        }
+      }
+      ISOFLOP_ASSIGN_OR_RETURN(double lo, p.Number(Child(spec, "min"), ap + ".min"));
+      ISOFLOP_ASSIGN_OR_RETURN(double hi, p.Number(Child(spec, "max"), ap + ".max"));
+      if (hi < lo) return p.Error(Child(spec, "max"), ap + ".max", "must be >= min");
+      std::string dist = "uniform";
+      if (YAML::Node d = Child(spec, "distribution"); d.IsDefined()) {
+        ISOFLOP_ASSIGN_OR_RETURN(dist, p.String(d, ap + ".distribution"));
+      }
+      const bool log = dist == "log_uniform_values" || dist == "q_log_uniform_values";
+      if (!log && dist != "uniform" && dist != "q_uniform" && dist != "int_uniform") {
+        return p.Error(Child(spec, "distribution"), ap + ".distribution",
+                       "expected uniform, log_uniform_values, q_uniform, q_log_uniform_values or "
+                       "int_uniform");
+      }
+      if (log && !(lo > 0)) {
+        return p.Error(Child(spec, "min"), ap + ".min", "must be > 0 for " + dist);
+      }
+      int count = 3;
+      if (YAML::Node cn = Child(spec, "count"); cn.IsDefined()) {
+        ISOFLOP_ASSIGN_OR_RETURN(count, p.IntInRange(cn, ap + ".count", 1, 1000));
+      }
+      double q = dist == "int_uniform" ? 1.0 : 0.0;
+      if (YAML::Node qn = Child(spec, "q"); qn.IsDefined()) {
+        ISOFLOP_ASSIGN_OR_RETURN(q, p.Positive(qn, ap + ".q"));
+      }
+      // A grid, not random draws: `count` points evenly spaced (in log space for log_*), both
+      // ends included, each rounded to a multiple of q when q is set.
+      for (int i = 0; i < count; ++i) {
+        const double t = count == 1 ? 0.5 : static_cast<double>(i) / (count - 1);
+        double v =
+            log ? std::exp(std::log(lo) + t * (std::log(hi) - std::log(lo))) : lo + t * (hi - lo);
+        if (q > 0) v = std::round(v / q) * q;
+        json jv = (q > 0 && q == std::floor(q)) ? json(static_cast<int64_t>(v)) : json(v);
+        if (std::find(ax.values.begin(), ax.values.end(), jv) == ax.values.end())
+          ax.values.push_back(jv);
+      }
+    }
+    if (section == "train") {
+      for (auto& v : ax.values) {
+        ISOFLOP_RETURN_IF_ERROR(CheckTrainValue(p, spec, ap, field, v));
+        if (IntegerTrainFields().count(field)) v = static_cast<int64_t>(v.get<double>());
+      }
+    }
+    if (section == "data" && IsPathField(source, field)) {
+      for (auto& v : ax.values) {
+        json d = {{"source", source}, {field, v}};
+        AbsolutizeDataPaths(d, cwd);
+        v = d[field];
+      }
+    }
+    c->parameters.push_back(std::move(ax));
+  }
+  return Status::Ok();
+}
+
+// ---- executor, fit, report -----------------------------------------------------------------
+
+Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  if (!n.IsDefined()) return Status::Ok();
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(
+      n, "executor",
+      {"kind", "device", "cpus_per_run", "gpus", "max_parallel", "max_retries", "device_memory_gib",
+       "mixed_precision", "activation_checkpointing", "fused_attention", "throughput_gflops"}));
+  ExecutorConfig& e = c->executor;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string kp = "executor." + key;
+    const YAML::Node& v = it->second;
+    if (key == "kind") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.kind, p.String(v, kp));
+      if (e.kind == "slurm") {
+        return p.Error(v, kp, "the slurm executor is not available yet; use kind: local");
+      }
+      if (e.kind != "local") return p.Error(v, kp, "expected local, got '" + e.kind + "'");
+    } else if (key == "device") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.device, p.String(v, kp));
+      if (e.device != "auto" && e.device != "cpu" && e.device != "cuda") {
+        return p.Error(v, kp, "expected auto, cpu or cuda, got '" + e.device + "'");
+      }
+    } else if (key == "cpus_per_run") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.cpus_per_run, p.IntInRange(v, kp, 0, 4096));
+    } else if (key == "gpus") {
+      if (v.IsScalar() && v.Scalar() == "all") continue;
+      if (!v.IsSequence()) return p.Error(v, kp, "expected 'all' or a list of GPU indices");
+      for (size_t i = 0; i < v.size(); ++i) {
+        ISOFLOP_ASSIGN_OR_RETURN(int g,
+                                 p.IntInRange(v[i], kp + "[" + std::to_string(i) + "]", 0, 1023));
+        e.gpus.push_back(g);
+      }
+    } else if (key == "max_parallel") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.max_parallel, p.IntInRange(v, kp, 0, 4096));
+    } else if (key == "max_retries") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.max_retries, p.IntInRange(v, kp, 0, 100));
+    } else if (key == "device_memory_gib") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.device_memory_gib, p.Positive(v, kp));
+    } else if (key == "throughput_gflops") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.throughput_gflops, p.Positive(v, kp));
+    } else if (key == "mixed_precision") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.mixed_precision, p.Bool(v, kp));
+    } else if (key == "activation_checkpointing") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.activation_checkpointing, p.Bool(v, kp));
+    } else if (key == "fused_attention") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.fused_attention, p.Bool(v, kp));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ParseFit(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  c->fit.fixed_entropy = c->data.value("source", "") == "synthetic";
+  if (!n.IsDefined()) return Status::Ok();
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(
+      n, "fit",
+      {"method", "form", "convention", "bootstrap", "fixed_entropy", "include_diverged"}));
+  FitSection& f = c->fit;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    const std::string kp = "fit." + key;
+    const YAML::Node& v = it->second;
+    if (key == "method") {
+      ISOFLOP_ASSIGN_OR_RETURN(f.method, p.String(v, kp));
+      if (f.method != "parametric" && f.method != "isoflop" && f.method != "envelope") {
+        return p.Error(v, kp, "expected parametric, isoflop or envelope, got '" + f.method + "'");
+      }
+    } else if (key == "form") {
+      ISOFLOP_ASSIGN_OR_RETURN(f.form, p.String(v, kp));
+      if (f.form != "chinchilla") {
+        return p.Error(v, kp, "expected chinchilla for dense sweeps, got '" + f.form + "'");
+      }
+    } else if (key == "convention") {
+      ISOFLOP_ASSIGN_OR_RETURN(f.convention, p.String(v, kp));
+      if (f.convention != "total" && f.convention != "non_embedding") {
+        return p.Error(v, kp, "expected total or non_embedding, got '" + f.convention + "'");
+      }
+    } else if (key == "bootstrap") {
+      ISOFLOP_ASSIGN_OR_RETURN(f.bootstrap, p.IntInRange(v, kp, 0, 100000));
+    } else if (key == "fixed_entropy") {
+      ISOFLOP_ASSIGN_OR_RETURN(f.fixed_entropy, p.Bool(v, kp));
+    } else if (key == "include_diverged") {
+      ISOFLOP_ASSIGN_OR_RETURN(f.include_diverged, p.Bool(v, kp));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ParseReport(const Parser& p, const YAML::Node& n, SweepConfig* c) {
+  if (n.IsDefined()) {
+    ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "report", {"budgets"}));
+    if (YAML::Node b = Child(n, "budgets"); b.IsDefined()) {
+      ISOFLOP_ASSIGN_OR_RETURN(c->report_budgets, ParseBudgetList(p, b, "report.budgets"));
+    }
+  }
+  if (c->report_budgets.empty() && !c->budgets.empty()) {
+    // The next budget up: the largest one times the sweep's budget ratio (4x by default).
+    const size_t k = c->budgets.size();
+    const double ratio = k >= 2 ? c->budgets[k - 1] / c->budgets[k - 2] : 4.0;
+    c->report_budgets.push_back(c->budgets.back() * ratio);
+  }
+  return Status::Ok();
+}
+
+// ---- overrides -----------------------------------------------------------------------------
+
+Status ApplyOverride(YAML::Node& root, const std::string& arg,
+                     std::map<std::string, std::string>* seen) {
+  const size_t eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status::InvalidArgument("--set " + arg + ": expected key.path=value");
+  }
+  const std::string key = arg.substr(0, eq);
+  const std::string value = arg.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) {
+    if (part.empty()) return Status::InvalidArgument("--set " + arg + ": empty key component");
+    parts.push_back(part);
+  }
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument("--set " + arg + ": value is not valid YAML: " + e.msg);
+  }
+  YAML::Node cur = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (!cur.IsMap()) {
+      return Status::InvalidArgument("--set " + arg + ": '" + parts[i - 1] + "' is not a mapping");
+    }
+    YAML::Node next = cur[parts[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next = cur[parts[i]];
+    }
+    cur.reset(next);
+  }
+  if (!cur.IsMap()) {
+    return Status::InvalidArgument("--set " + arg + ": the parent of '" + parts.back() +
+                                   "' is not a mapping");
+  }
+  cur[parts.back()] = parsed;
+  (*seen)[key] = value;
+  return Status::Ok();
+}
+
+bool SafeRelative(const std::string& p) {
+  fs::path path(p);
+  if (p.empty() || path.is_absolute()) return false;
+  for (const auto& part : path) {
+    if (part == "..") return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string& file_path,
+                                     const std::vector<std::string>& overrides,
+                                     const std::string& cwd) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    return Status::InvalidArgument(file_path + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                   std::to_string(e.mark.column + 1) + ": " + e.msg);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(file_path + ": " + e.msg);
+  }
+  if (!root.IsMap()) {
+    return Status::InvalidArgument(file_path +
+                                   ": expected a mapping of sections (name:, data:, "
+                                   "model:, budgets:, ...)");
+  }
+  std::map<std::string, std::string> seen;
+  for (const auto& o : overrides) ISOFLOP_RETURN_IF_ERROR(ApplyOverride(root, o, &seen));
+  Parser p(file_path, seen);
+  SweepConfig c;
+  c.file_path = file_path;
+  c.text = text;
+  c.overrides = overrides;
+  std::string hashed = text;
+  for (const auto& o : overrides) hashed += "\n#--set " + o;
+  c.hash = Sha256Hex(hashed);
+
+  try {
+    ISOFLOP_RETURN_IF_ERROR(
+        p.CheckKeys(root, "",
+                    {"name", "description", "data", "model", "budgets", "sizes", "train", "seeds",
+                     "parameters", "executor", "fit", "report", "output"}));
+    const YAML::Node name = Child(root, "name");
+    if (!name.IsDefined()) return p.Error(root, "name", "required key is missing");
+    ISOFLOP_ASSIGN_OR_RETURN(c.name, p.String(name, "name"));
+    if (!std::regex_match(c.name, std::regex("[A-Za-z0-9][A-Za-z0-9._-]*"))) {
+      return p.Error(name, "name",
+                     "expected letters, digits, '.', '_' or '-' (it names the run folder), got '" +
+                         c.name + "'");
+    }
+    if (YAML::Node d = Child(root, "description"); d.IsDefined()) {
+      ISOFLOP_RETURN_IF_ERROR(p.String(d, "description").status());
+    }
+    ISOFLOP_RETURN_IF_ERROR(ParseData(p, Child(root, "data"), cwd, &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseModel(p, Child(root, "model"), &c));
+    if (c.data.value("source", "") == "synthetic") {
+      if (!c.data.contains("vocab")) c.data["vocab"] = c.base.vocab_size;
+      if (c.data["vocab"].get<int>() != c.base.vocab_size) {
+        return p.Error(Child(Child(root, "data"), "vocab"), "data.vocab",
+                       "must equal model.vocab_size (" + std::to_string(c.base.vocab_size) + ")");
+      }
+    }
+    const YAML::Node budgets = Child(root, "budgets");
+    if (!budgets.IsDefined()) {
+      return p.Error(root, "budgets", "required key is missing (a list of FLOPs, e.g. [1e15])");
+    }
+    ISOFLOP_ASSIGN_OR_RETURN(c.budgets, ParseBudgetList(p, budgets, "budgets"));
+    ISOFLOP_RETURN_IF_ERROR(ParseSizes(p, Child(root, "sizes"), &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseTrain(p, Child(root, "train"), &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseSeeds(p, Child(root, "seeds"), &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseParameters(p, Child(root, "parameters"), cwd, &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseExecutor(p, Child(root, "executor"), &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseFit(p, Child(root, "fit"), &c));
+    ISOFLOP_RETURN_IF_ERROR(ParseReport(p, Child(root, "report"), &c));
+    std::string output = "runs/" + c.name;
+    if (YAML::Node o = Child(root, "output"); o.IsDefined()) {
+      ISOFLOP_ASSIGN_OR_RETURN(output, p.String(o, "output"));
+      if (!SafeRelative(output)) {
+        return p.Error(o, "output",
+                       "expected a relative folder without '..' (run folders stay under the "
+                       "current directory), got '" +
+                           output + "'");
+      }
+    }
+    c.output_dir = Absolute(cwd, output);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(file_path + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                   std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  return c;
+}
+
+Result<SweepConfig> LoadSweepConfig(const std::string& path,
+                                    const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound(path + ": cannot read the sweep file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::error_code ec;
+  const std::string cwd = fs::current_path(ec).string();
+  return ParseSweepConfig(ss.str(), path, overrides, cwd);
+}
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,483 @@
+// The sweep manager loop: store bookkeeping around the local scheduler, ingestion as runs
+// progress, failure classification, retries, and the cancel/retry commands' store updates.
+#include "isoflop/sweep/manager.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "isoflop/sweep/ingest.h"
+#include "isoflop/sweep/progress.h"
+
+namespace isoflop::sweep {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Fmt(const char* fmt, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof(buf) - 1);
+  return buf;
+}
+
+// Writes `text` to `path` atomically (temp file, fsync, rename).
+Status WriteFileAtomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IoError(tmp + ": cannot create");
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      close(fd);
+      return Status::IoError(tmp + ": write failed");
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  fsync(fd);
+  close(fd);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return Status::IoError(path + ": rename failed");
+  return Status::Ok();
+}
+
+// An exclusive flock on OUTPUT_DIR/.manager.lock holding this process's pid. Released (by the
+// kernel, too, on SIGKILL) when the object goes away.
+class ManagerLock {
+ public:
+  static Result<std::unique_ptr<ManagerLock>> Acquire(const std::string& dir) {
+    const std::string path = dir + "/.manager.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::IoError(path + ": cannot open");
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {0};
+      (void)!pread(fd, buf, sizeof(buf) - 1, 0);
+      close(fd);
+      return Status::FailedPrecondition("another `isoflop sweep run` (pid " +
+                                        std::string(buf[0] ? buf : "?") +
+                                        ") is running this sweep (" + path + ")");
+    }
+    (void)!ftruncate(fd, 0);
+    const std::string pid = std::to_string(getpid());
+    (void)!pwrite(fd, pid.data(), pid.size(), 0);
+    return std::unique_ptr<ManagerLock>(new ManagerLock(fd));
+  }
+  ~ManagerLock() { close(fd_); }
+
+ private:
+  explicit ManagerLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+// The pid holding OUTPUT_DIR/.manager.lock, or 0 when no manager runs there.
+int LockHolder(const std::string& dir) {
+  const std::string path = dir + "/.manager.lock";
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  int pid = 0;
+  if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    (void)!pread(fd, buf, sizeof(buf) - 1, 0);
+    pid = std::atoi(buf);
+  } else {
+    flock(fd, LOCK_UN);
+  }
+  close(fd);
+  return pid;
+}
+
+bool Terminal(const std::string& status) { return status == "finished" || status == "diverged"; }
+
+double NowSeconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string ClassifyExit(int exit_code, int signal, const std::string& reason,
+                         bool stop_requested) {
+  if (exit_code == 0) return "finished";
+  if (exit_code == 2) return "bad config";
+  if (exit_code == 3) return "diverged";
+  if (reason.find("out of memory") != std::string::npos) return "out of memory";
+  if (stop_requested && (signal != 0 || exit_code >= 128)) return "preempted";
+  if (exit_code == 1) return "failed";
+  return "crashed";
+}
+
+Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Plan& plan,
+                              const Resources& res, const ManagerOptions& opts) {
+  std::ostream& out = *opts.out;
+  SweepOutcome outcome;
+  outcome.cells = static_cast<int>(plan.cells.size());
+  std::error_code ec;
+  fs::create_directories(cfg.output_dir, ec);
+  if (ec) return Status::IoError(cfg.output_dir + ": cannot create: " + ec.message());
+  ISOFLOP_ASSIGN_OR_RETURN(auto lock, ManagerLock::Acquire(cfg.output_dir));
+  fs::remove(cfg.output_dir + "/.cancel", ec);
+
+  // Record the sweep; show what changed when the file did.
+  ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::SweepRecord> old, db.GetSweep(cfg.name));
+  std::map<std::string, store::RunRecord> existing;
+  if (old) {
+    store::RunFilter f;
+    f.sweep_name = cfg.name;
+    ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
+    std::vector<std::string> old_keys;
+    for (auto& r : runs) {
+      old_keys.push_back(r.cell_key);
+      existing[r.cell_key] = std::move(r);
+    }
+    if (old->config_hash != cfg.hash) {
+      outcome.file_changed = true;
+      outcome.diff = DiffKeys(old_keys, plan.cells);
+    }
+  }
+  store::SweepRecord sweep;
+  sweep.name = cfg.name;
+  sweep.file_path = cfg.file_path;
+  sweep.config_text = cfg.text;
+  for (const auto& o : cfg.overrides) sweep.config_text += "\n# --set " + o;
+  sweep.config_hash = cfg.hash;
+  sweep.status = "running";
+  ISOFLOP_ASSIGN_OR_RETURN(const int64_t sweep_id, db.UpsertSweep(sweep));
+
+  // One record per cell; recover what an earlier (possibly killed) manager left behind.
+  std::map<std::string, store::RunRecord> records;
+  std::map<std::string, const Cell*> cells;
+  std::vector<Job> jobs;
+  for (const Cell& cell : plan.cells) {
+    cells[cell.key] = &cell;
+    store::RunRecord r;
+    auto it = existing.find(cell.key);
+    if (it != existing.end()) r = it->second;
+    r.sweep_id = sweep_id;
+    r.cell_key = cell.key;
+    r.family = cfg.family;
+    r.n_layer = cell.shape.n_layer;
+    r.d_model = cell.shape.d_model;
+    r.n_head = cell.shape.n_head;
+    r.d_ff = accounting::EffectiveDff(cell.shape);
+    r.vocab_size = cell.shape.vocab_size;
+    r.seq_len = cell.shape.seq_len;
+    r.n_total = cell.n_total;
+    r.n_non_embedding = cell.n_non_embedding;
+    r.n_active = cell.n_total;
+    r.flops_per_token_6n = cell.flops_per_token_6n;
+    r.flops_per_token_6n_attn = cell.flops_per_token_6n_attn;
+    r.flops_per_token_chinchilla = cell.flops_per_token_chinchilla;
+    r.budget_flops = cell.budget_flops;
+    r.target_tokens = cell.tokens;
+    r.target_flops = cell.flops_per_token_6n * double(cell.tokens);
+    r.seed = static_cast<int64_t>(cell.seed);
+    r.config_json = cell.config.dump();
+    r.run_dir = cfg.output_dir + "/" + cell.key;
+    ISOFLOP_ASSIGN_OR_RETURN(r.id, db.UpsertRun(r));
+    if (it != existing.end()) {
+      // Rows written after the last ingestion (e.g. the manager was SIGKILLed) come in now.
+      ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db, &r).status());
+      if (r.status == "running") {
+        ISOFLOP_ASSIGN_OR_RETURN(auto st, ReadRunStatus(r.run_dir));
+        r.status = (st && st->state == "finished") ? "finished" : "preempted";
+        if (st && st->state == "finished") r.final_val_loss = st->final_val_loss;
+        ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
+      }
+    }
+    records[cell.key] = r;
+    bool run = false;
+    if (r.status == "planned" || r.status == "preempted" || r.status == "cancelled") run = true;
+    if (r.status == "failed") {
+      const bool retryable =
+          r.reason.rfind("bad config", 0) != 0 && r.reason.rfind("out of memory", 0) != 0;
+      run = retryable && r.attempts <= cfg.executor.max_retries;
+    }
+    if (Terminal(r.status)) ++outcome.already_finished;
+    if (run) jobs.push_back({cell.key, r.run_dir, cell.memory.total, cell.est_seconds});
+  }
+
+  ProgressDisplay display(out, opts.live);
+  if (outcome.file_changed) {
+    display.Event(
+        "sweep file changed since the last run: " + std::to_string(outcome.diff.kept.size()) +
+        " cells kept, " + std::to_string(outcome.diff.added.size()) + " added, " +
+        std::to_string(outcome.diff.removed.size()) +
+        " no longer in the file (left in the store, not fitted)");
+  }
+  display.Event("sweep " + cfg.name + ": " + std::to_string(plan.cells.size()) + " cells, " +
+                std::to_string(outcome.already_finished) + " already done, " +
+                std::to_string(jobs.size()) + " to run on " +
+                (res.gpu ? std::to_string(res.devices.size()) + " GPU(s)"
+                         : std::to_string(res.cpu_slots) + " CPU slot(s) x " +
+                               std::to_string(res.threads_per_run) + " thread(s)"));
+
+  std::map<std::string, IngestProgress> live;  // active runs' latest progress
+  std::set<std::string> active;
+  double calibration = 1.0;  // measured / estimated seconds, from runs finished this session
+  double measured = 0, estimated = 0;
+  std::map<std::string, double> started_at;
+  int done_count = outcome.already_finished;
+  const std::string host = HostName();
+  Status callback_error;
+  auto keep_error = [&](const Status& st) {
+    if (!st.ok() && callback_error.ok()) callback_error = st;
+  };
+
+  LocalExecutor::Callbacks cb;
+  cb.before_launch = [&](const Job& job, const Placement& pl) -> Status {
+    store::RunRecord& r = records[job.key];
+    const Cell& cell = *cells[job.key];
+    std::error_code e;
+    fs::create_directories(r.run_dir, e);
+    if (e) return Status::IoError(r.run_dir + ": cannot create: " + e.message());
+    ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic(
+        r.run_dir + "/run.json", RunJson(cell, cfg.name + "/" + cell.key, pl.threads, pl.device)));
+    fs::remove(r.run_dir + "/status.json", e);  // a stale status must not decide this attempt
+    r.status = "running";
+    r.attempts += 1;
+    r.exit_code.reset();
+    r.reason.clear();
+    r.host = host;
+    r.devices = pl.devices.empty() ? "cpu" : "cuda:" + pl.devices;
+    r.started_at = store::NowIso8601();
+    r.finished_at.clear();
+    return db.UpsertRun(r).status();
+  };
+  cb.on_start = [&](const Job& job, const Placement& pl, pid_t pid) {
+    ++outcome.launched;
+    active.insert(job.key);
+    started_at[job.key] = NowSeconds();
+    const Cell& cell = *cells[job.key];
+    display.Event("start  " + job.key + "  C=" + Fmt("%.3g", cell.budget_flops) + "  " +
+                  cell.ShapeString() + "  N=" + Fmt("%.3g", double(cell.n_total)) +
+                  "  D=" + Fmt("%.3g", double(cell.tokens)) + "  on " + records[job.key].devices +
+                  (records[job.key].attempts > 1
+                       ? "  (attempt " + std::to_string(records[job.key].attempts) + ")"
+                       : ""));
+  };
+  cb.on_exit = [&](const Job& job, const ExitInfo& info) -> bool {
+    store::RunRecord& r = records[job.key];
+    const Cell& cell = *cells[job.key];
+    active.erase(job.key);
+    live.erase(job.key);
+    keep_error(IngestMetrics(db, &r).status());
+    if (Result<RunInfo> ri = ReadRunInfo(r.run_dir); ri.ok() && ri->data_entropy_nats) {
+      r.data_entropy = ri->data_entropy_nats;
+    }
+    Result<std::optional<RunStatusFile>> sf = ReadRunStatus(r.run_dir);
+    std::optional<RunStatusFile> st = sf.ok() ? *sf : std::nullopt;
+    std::string reason = st ? st->reason : "";
+    std::string cls;
+    if (!info.refused.empty()) {
+      cls = info.refused.rfind("out of memory", 0) == 0 ? "out of memory" : "crashed";
+      reason = info.refused;
+      r.attempts = std::max(r.attempts, 1);
+    } else {
+      cls = ClassifyExit(info.exit_code, info.signal, reason, info.stop_requested);
+      r.exit_code = info.signal ? 128 + info.signal : info.exit_code;
+      if (info.exit_code == 127 && reason.empty()) reason = "cannot execute the trainer";
+    }
+    if (reason.empty() && cls != "finished" && cls != "preempted") reason = TailOfLog(r.run_dir);
+    bool retry = false;
+    if (cls == "finished") {
+      r.status = "finished";
+      if (st && st->final_val_loss) r.final_val_loss = st->final_val_loss;
+      if (!r.final_val_loss) {
+        if (auto rows = db.GetMetrics(r.id); rows.ok()) {
+          for (const auto& m : *rows)
+            if (m.val_loss) r.final_val_loss = m.val_loss;
+        }
+      }
+      if (st && st->tokens > 0) r.tokens_done = st->tokens;
+      r.reason.clear();
+      ++done_count;
+      if (started_at.count(job.key)) {
+        measured += NowSeconds() - started_at[job.key];
+        estimated += cell.est_seconds;
+        if (estimated > 0) calibration = measured / estimated;
+      }
+    } else if (cls == "preempted") {
+      r.status = "preempted";
+      r.reason = "stopped by the manager at a checkpoint; the next run resumes it";
+      r.attempts -= 1;  // a stop is not a failed attempt: it must not use up retries
+    } else if (cls == "diverged") {
+      r.status = "diverged";
+      r.reason = "diverged: " + reason;
+      ++done_count;
+    } else {
+      r.status = "failed";
+      if ((cls == "crashed" || cls == "failed") && info.refused.empty()) {
+        const std::string how = info.signal ? "killed by signal " + std::to_string(info.signal)
+                                            : "exit code " + std::to_string(info.exit_code);
+        r.reason = cls + " (" + how + ")" + (reason.empty() ? "" : ": " + reason);
+      } else if (cls == "crashed") {
+        r.reason = reason;
+      } else {
+        r.reason = cls + ": " + reason;
+      }
+      retry = (cls == "crashed" || cls == "failed") && info.refused.empty() &&
+              r.attempts <= cfg.executor.max_retries;
+    }
+    r.finished_at = store::NowIso8601();
+    keep_error(db.UpsertRun(r).status());
+    std::string line = (r.status == "finished"    ? "done   "
+                        : r.status == "preempted" ? "stop   "
+                                                  : "FAIL   ") +
+                       job.key + "  C=" + Fmt("%.3g", cell.budget_flops) + "  " +
+                       cell.ShapeString();
+    if (r.status == "finished" && r.final_val_loss)
+      line += "  val_loss " + Fmt("%.4f", *r.final_val_loss);
+    if (r.status != "finished" && r.status != "preempted")
+      line += "  " + r.status + ": " + r.reason;
+    if (retry) line += "  (retrying)";
+    display.Event(line);
+    return retry;
+  };
+  double last_ingest = 0;
+  cb.on_tick = [&] {
+    const double now = NowSeconds();
+    if (now - last_ingest >= 1.0) {
+      last_ingest = now;
+      for (const auto& key : active) {
+        Result<IngestProgress> p = IngestMetrics(db, &records[key]);
+        keep_error(p.status());
+        if (p.ok() && p->new_rows > 0) live[key] = *p;
+      }
+    }
+    std::vector<RunView> views;
+    double remaining = 0;
+    for (const auto& key : active) {
+      const Cell& cell = *cells[key];
+      RunView v;
+      v.key = key;
+      v.shape = cell.ShapeString();
+      v.budget = cell.budget_flops;
+      v.tokens_target = cell.tokens;
+      v.tokens_done = records[key].tokens_done;
+      if (auto it = live.find(key); it != live.end()) {
+        v.loss = it->second.train_loss;
+        v.tokens_per_s = it->second.tokens_per_s;
+      }
+      remaining += (v.tokens_per_s && *v.tokens_per_s > 0)
+                       ? (v.tokens_target - v.tokens_done) / *v.tokens_per_s
+                       : cell.est_seconds * calibration;
+      views.push_back(std::move(v));
+    }
+    for (const auto& [key, r] : records) {
+      if (!active.count(key) &&
+          (r.status == "planned" || r.status == "preempted" || r.status == "cancelled")) {
+        remaining += cells[key]->est_seconds * calibration;
+      }
+    }
+    const int slots = res.gpu ? std::max<int>(1, res.devices.size()) : res.cpu_slots;
+    display.Update(views, done_count, outcome.cells, remaining / slots);
+  };
+
+  LocalExecutor executor(opts.train_binary, res);
+  executor.set_poll_interval(opts.poll_seconds);
+  bool interrupted = false;
+  Status run_status = executor.Run(std::move(jobs), cb, &interrupted);
+  display.Close();
+  ISOFLOP_RETURN_IF_ERROR(run_status);
+  ISOFLOP_RETURN_IF_ERROR(callback_error);
+  outcome.interrupted = interrupted;
+  outcome.cancelled = fs::exists(cfg.output_dir + "/.cancel", ec);
+
+  for (auto& [key, r] : records) {
+    if (outcome.cancelled && !Terminal(r.status) && r.status != "failed") {
+      r.status = "cancelled";
+      r.reason = "cancelled by `isoflop sweep cancel`";
+      ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
+    }
+    if (r.status == "finished")
+      ++outcome.finished;
+    else if (r.status == "failed")
+      ++outcome.failed;
+    else if (r.status == "diverged")
+      ++outcome.diverged;
+    else
+      ++outcome.pending;
+    if (r.status == "failed" || r.status == "diverged") {
+      const Cell& c = *cells[key];
+      outcome.problems.push_back(key + "  C=" + Fmt("%.3g", c.budget_flops) + "  " +
+                                 c.ShapeString() + "  " + r.status + ": " + r.reason);
+    }
+  }
+  std::string final_status = outcome.cancelled     ? "cancelled"
+                             : outcome.pending > 0 ? "planned"
+                             : outcome.failed > 0  ? "failed"
+                                                   : "finished";
+  ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep_id, final_status));
+  if (outcome.cancelled) fs::remove(cfg.output_dir + "/.cancel", ec);
+  return outcome;
+}
+
+Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool failed_only) {
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db.GetSweep(sweep_name));
+  if (!sweep) return Status::NotFound("no sweep named '" + sweep_name + "' in " + db.path());
+  store::RunFilter f;
+  f.sweep_name = sweep_name;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
+  int n = 0;
+  ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
+  for (auto& r : runs) {
+    const bool pick = r.status == "failed" ||
+                      (!failed_only && (r.status == "diverged" || r.status == "cancelled"));
+    if (!pick) continue;
+    r.status = "planned";
+    r.attempts = 0;
+    r.reason.clear();
+    ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
+    ++n;
+  }
+  ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+  return n;
+}
+
+Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db.GetSweep(sweep_name));
+  if (!sweep) return Status::NotFound("no sweep named '" + sweep_name + "' in " + db.path());
+  store::RunFilter f;
+  f.sweep_name = sweep_name;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
+  std::set<std::string> dirs;
+  for (const auto& r : runs)
+    if (!r.run_dir.empty()) dirs.insert(fs::path(r.run_dir).parent_path().string());
+  for (const auto& dir : dirs) {
+    if (int pid = LockHolder(dir); pid > 0) {
+      // The running manager is the store's writer: ask it to stop and mark the cells.
+      std::ofstream(dir + "/.cancel") << "cancel\n";
+      if (kill(pid, SIGTERM) != 0)
+        return Status::IoError("cannot signal manager pid " + std::to_string(pid));
+      return pid;
+    }
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
+  for (auto& r : runs) {
+    if (Terminal(r.status) || r.status == "failed") continue;
+    r.status = "cancelled";
+    r.reason = "cancelled by `isoflop sweep cancel`";
+    ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
+  }
+  ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep->id, "cancelled"));
+  ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+  return 0;
+}
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,245 @@
+// The planner: budgets x selected ladder sizes x seeds x parameter axes -> cells with resolved
+// run configs, stable keys, every N/FLOP convention and resource estimates.
+#include "isoflop/sweep/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+namespace isoflop::sweep {
+namespace {
+
+using nlohmann::json;
+
+std::string Fmt(const char* fmt, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
+
+// Ladder indices trained at budget C.
+std::vector<size_t> SelectSizes(const SweepConfig& c, double budget) {
+  std::vector<size_t> out;
+  const auto& ladder = c.ladder;
+  if (c.sizes.mode == SizeSelection::Mode::kWindow) {
+    for (size_t i = 0; i < ladder.size(); ++i) {
+      const double tpp =
+          budget / accounting::FlopsPerToken6N(ladder[i]) / accounting::TotalParams(ladder[i]);
+      if (tpp >= c.sizes.min_tokens_per_param && tpp <= c.sizes.max_tokens_per_param) {
+        out.push_back(i);
+      }
+    }
+    return out;
+  }
+  // Points around the guess N* = sqrt(C / (6 g)) (from C = 6 N D with D = g N).
+  const double guess = std::sqrt(budget / (6.0 * c.sizes.guess_tokens_per_param));
+  size_t best = 0;
+  double best_err = INFINITY;
+  for (size_t i = 0; i < ladder.size(); ++i) {
+    const double err =
+        std::abs(std::log(double(accounting::TotalParams(ladder[i]))) - std::log(guess));
+    if (err < best_err) best_err = err, best = i;
+  }
+  const int k = std::min<int>(c.sizes.points_per_budget, ladder.size());
+  int start = static_cast<int>(best) + c.sizes.shift - (k - 1) / 2;
+  start = std::clamp(start, 0, static_cast<int>(ladder.size()) - k);
+  for (int i = 0; i < k; ++i) out.push_back(start + i);
+  return out;
+}
+
+double RuleBase(const TrainRule& r, const accounting::Shape& s) {
+  if (r.per == "d_model") return s.d_model;
+  if (r.per == "n_layer") return s.n_layer;
+  if (r.per == "n_total") return double(accounting::TotalParams(s));
+  return double(accounting::NonEmbeddingParams(s));
+}
+
+json ModelJson(const std::string& family, const accounting::Shape& s) {
+  return json{{"family", family},
+              {"n_layer", s.n_layer},
+              {"d_model", s.d_model},
+              {"n_head", s.n_head},
+              {"d_ff", s.d_ff},
+              {"vocab_size", s.vocab_size},
+              {"seq_len", s.seq_len},
+              {"norm", accounting::ToString(s.norm)},
+              {"pos", accounting::ToString(s.pos)},
+              {"mlp", accounting::ToString(s.mlp)},
+              {"tie_embeddings", s.tie_embeddings},
+              {"bias", s.bias}};
+}
+
+// Every combination of the parameter axes, first axis slowest.
+std::vector<std::map<std::string, json>> AxisGrid(const std::vector<ParameterAxis>& axes) {
+  std::vector<std::map<std::string, json>> grid = {{}};
+  for (const auto& ax : axes) {
+    std::vector<std::map<std::string, json>> next;
+    for (const auto& g : grid) {
+      for (const auto& v : ax.values) {
+        auto m = g;
+        m[ax.path] = v;
+        next.push_back(std::move(m));
+      }
+    }
+    grid = std::move(next);
+  }
+  return grid;
+}
+
+}  // namespace
+
+std::string Cell::ShapeString() const {
+  return std::to_string(shape.n_layer) + "x" + std::to_string(shape.d_model) + "h" +
+         std::to_string(shape.n_head);
+}
+
+Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
+  Plan plan;
+  plan.gpu = env.gpu;
+  plan.device_memory_bytes = env.device_memory_bytes;
+  std::set<std::string> keys;
+  const auto grid = AxisGrid(c.parameters);
+  MemoryOptions mem_opts;
+  mem_opts.mixed_precision = c.executor.mixed_precision;
+  mem_opts.activation_checkpointing = c.executor.activation_checkpointing;
+  mem_opts.fused_attention = c.executor.fused_attention;
+  bool warned_memory = false;
+
+  for (size_t bi = 0; bi < c.budgets.size(); ++bi) {
+    const double budget = c.budgets[bi];
+    const std::vector<size_t> sizes = SelectSizes(c, budget);
+    if (sizes.empty()) {
+      plan.warnings.push_back(
+          "budget " + Fmt("%.3g", budget) +
+          ": no ladder size has tokens per parameter inside sizes.tokens_per_param; "
+          "widen the window or extend the ladder");
+    } else if (sizes.size() < 3) {
+      plan.warnings.push_back("budget " + Fmt("%.3g", budget) + ": only " +
+                              std::to_string(sizes.size()) +
+                              " size(s), which cannot bracket an isoFLOP minimum (need >= 3)");
+    }
+    for (size_t si : sizes) {
+      const accounting::Shape& shape = c.ladder[si];
+      for (uint64_t seed : c.seeds) {
+        for (const auto& axes : grid) {
+          Cell cell;
+          cell.budget_index = static_cast<int>(bi);
+          cell.budget_flops = budget;
+          cell.shape = shape;
+          cell.seed = seed;
+          cell.axes = axes;
+          cell.n_total = accounting::TotalParams(shape);
+          cell.n_non_embedding = accounting::NonEmbeddingParams(shape);
+          cell.flops_per_token_6n = accounting::FlopsPerToken6N(shape);
+          cell.flops_per_token_6n_attn = accounting::FlopsPerToken6NAttention(shape);
+          cell.flops_per_token_chinchilla = accounting::FlopsPerTokenChinchilla(shape);
+          cell.tokens = std::llround(budget / cell.flops_per_token_6n);
+
+          json data = c.data;
+          json train = c.train;
+          for (const auto& [path, value] : axes) {
+            const std::string field = path.substr(path.find('.') + 1);
+            (path.rfind("train.", 0) == 0 ? train : data)[field] = value;
+          }
+          for (const TrainRule& r : c.rules) {
+            const double factor = std::pow(RuleBase(r, shape) / r.reference, r.exponent);
+            train[r.field] = train[r.field].get<double>() * factor;
+            if (r.field == "lr") train["min_lr"] = train["min_lr"].get<double>() * factor;
+          }
+          train["tokens"] = cell.tokens;
+          cell.config = json{{"schema", 1},
+                             {"seed", seed},
+                             {"model", ModelJson(c.family, shape)},
+                             {"data", data},
+                             {"train", train}};
+          cell.key = Sha256Hex(cell.config.dump()).substr(0, 16);
+          if (!keys.insert(cell.key).second) continue;  // identical run already planned
+
+          const int64_t batch_tokens = train["batch_tokens"].get<int64_t>();
+          cell.steps = (cell.tokens + batch_tokens - 1) / batch_tokens;
+          const int64_t wt = train["warmup_tokens"].get<int64_t>();
+          cell.warmup_tokens =
+              wt > 0 ? wt : std::llround(train["warmup_frac"].get<double>() * cell.tokens);
+          mem_opts.micro_batch = train["micro_batch"].get<int>();
+          cell.memory = EstimateMemory(shape, mem_opts);
+          const double flops = cell.flops_per_token_6n * double(cell.tokens);
+          cell.est_seconds =
+              flops / EstimateFlopsPerSecond(cell.n_total, env.gpu, env.threads_per_run,
+                                             c.executor.throughput_gflops);
+          const std::string tag = "cell " + cell.key + " (budget " + Fmt("%.3g", budget) + ", " +
+                                  cell.ShapeString() + ")";
+          if (cell.tokens < batch_tokens) {
+            plan.warnings.push_back(tag + ": " + std::to_string(cell.tokens) +
+                                    " tokens is less than one batch (" +
+                                    std::to_string(batch_tokens) +
+                                    "); the trainer will refuse it: raise the budget or drop "
+                                    "the size");
+          } else if (cell.warmup_tokens >= cell.tokens) {
+            plan.warnings.push_back(tag + ": the run (" + std::to_string(cell.tokens) +
+                                    " tokens) is shorter than its warmup (" +
+                                    std::to_string(cell.warmup_tokens) + " tokens)");
+          } else if (cell.steps < 20) {
+            plan.warnings.push_back(tag + ": only " + std::to_string(cell.steps) +
+                                    " optimizer steps; the loss will be far from converged");
+          }
+          if (env.device_memory_bytes > 0 && cell.memory.total > env.device_memory_bytes &&
+              !warned_memory) {
+            plan.warnings.push_back(tag + ": needs about " +
+                                    Fmt("%.1f", cell.memory.total / double(1 << 30)) +
+                                    " GiB, more than one device has (" +
+                                    Fmt("%.1f", env.device_memory_bytes / double(1 << 30)) +
+                                    " GiB); it will be refused (lower train.micro_batch or enable "
+                                    "activation_checkpointing)");
+            warned_memory = true;
+          }
+          plan.total_flops += flops;
+          plan.total_est_seconds += cell.est_seconds;
+          plan.cells.push_back(std::move(cell));
+        }
+      }
+    }
+  }
+  // Data files that do not exist (warned, not refused: the runs that use them fail alone).
+  std::set<std::string> missing;
+  for (const Cell& cell : plan.cells) {
+    const json& d = cell.config["data"];
+    for (const char* k : {"paths", "train", "val"}) {
+      if (!d.contains(k)) continue;
+      json list = d[k].is_array() ? d[k] : json::array({d[k]});
+      for (const auto& f : list) {
+        std::error_code ec;
+        if (f.is_string() && !std::filesystem::exists(f.get<std::string>(), ec)) {
+          missing.insert(f.get<std::string>());
+        }
+      }
+    }
+  }
+  for (const auto& f : missing) plan.warnings.push_back("data file does not exist: " + f);
+  if (plan.cells.empty()) plan.warnings.push_back("the plan has no cells");
+  return plan;
+}
+
+std::string RunJson(const Cell& cell, const std::string& name, int threads,
+                    const std::string& device) {
+  json j = cell.config;
+  j["name"] = name;
+  j["train"]["threads"] = threads;
+  j["train"]["device"] = device;
+  return j.dump(2) + "\n";
+}
+
+PlanDiff DiffKeys(const std::vector<std::string>& old_keys, const std::vector<Cell>& cells) {
+  PlanDiff d;
+  std::set<std::string> old_set(old_keys.begin(), old_keys.end()), new_set;
+  for (const Cell& c : cells) {
+    new_set.insert(c.key);
+    (old_set.count(c.key) ? d.kept : d.added).push_back(c.key);
+  }
+  for (const auto& k : old_keys)
+    if (!new_set.count(k)) d.removed.push_back(k);
+  return d;
+}
+
+}  // namespace isoflop::sweep

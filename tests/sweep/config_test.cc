@@ -1,0 +1,178 @@
+// Sweep-file parsing: a table of malformed files and the exact messages they produce, plus
+// overrides, defaults and hashing.
+#include "isoflop/sweep/config.h"
+
+#include <gtest/gtest.h>
+
+namespace isoflop::sweep {
+namespace {
+
+// A valid file; cases below edit it.
+const char* kBase = R"(name: t
+data:
+  source: synthetic
+model:
+  vocab_size: 32
+  seq_len: 32
+  pos: alibi
+  ladder:
+    - {n_layer: 1, d_model: 16, n_head: 2}
+    - {n_layer: 1, d_model: 32, n_head: 4}
+budgets: [1e9, 4e9]
+train:
+  batch_tokens: 256
+)";
+
+Result<SweepConfig> Parse(const std::string& text, const std::vector<std::string>& sets = {}) {
+  return ParseSweepConfig(text, "s.yaml", sets, "/work");
+}
+
+TEST(SweepConfigTest, ParsesTheBaseFile) {
+  Result<SweepConfig> c = Parse(kBase);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->name, "t");
+  EXPECT_EQ(c->ladder.size(), 2u);
+  EXPECT_EQ(c->budgets, (std::vector<double>{1e9, 4e9}));
+  EXPECT_EQ(c->train["batch_tokens"], 256);
+  EXPECT_EQ(c->train["lr"], 3e-3);  // protocol default filled in
+  EXPECT_EQ(c->data["vocab"], 32);  // synthetic vocab follows the model
+  EXPECT_EQ(c->output_dir, "/work/runs/t");
+  EXPECT_EQ(c->report_budgets, (std::vector<double>{1.6e10}));  // next budget up
+  EXPECT_TRUE(c->fit.fixed_entropy);
+}
+
+struct ErrorCase {
+  std::string label, text, message;
+};
+
+TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
+  const std::string base = kBase;
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string s = base;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  const std::vector<ErrorCase> cases = {
+      {"unknown top-level key", base + "budget: [1]\n",
+       "s.yaml:14:1: budget: unknown key (expected one of: name, description, data, model, "
+       "budgets, sizes, train, seeds, parameters, executor, fit, report, output)"},
+      {"unknown train key", base + "  learning_rate: 1e-3\n",
+       "s.yaml:14:3: train.learning_rate: unknown key (expected one of: batch_tokens, "
+       "beta1, beta2, ckpt_interval_steps, decay_frac, eps, eval_interval_steps, eval_tokens, "
+       "grad_clip, log_interval_steps, lr, micro_batch, min_lr, schedule, warmup_frac, "
+       "warmup_tokens, weight_decay, rules)"},
+      {"wrong type", base + "  lr: fast\n", "s.yaml:14:7: train.lr: expected a number"},
+      {"negative budget", replace("[1e9, 4e9]", "[1e9, -4e9]"),
+       "s.yaml:11:16: budgets[1]: must be > 0, got -4e9"},
+      {"budget not a number", replace("[1e9, 4e9]", "[1e9, lots]"),
+       "s.yaml:11:16: budgets[1]: expected a number, got 'lots'"},
+      {"missing data", replace("data:\n  source: synthetic\n", ""),
+       "s.yaml: data: required section is missing (e.g. data: {source: synthetic})"},
+      {"unknown source", replace("source: synthetic", "source: web"),
+       "s.yaml:3:11: data.source: unknown source 'web' (expected synthetic, text, bin or llmc)"},
+      {"shape not divisible", replace("d_model: 32, n_head: 4", "d_model: 30, n_head: 4"),
+       "s.yaml:10:7: model.ladder[1]: invalid shape: d_model 30 is not divisible by n_head 4"},
+      {"ladder missing a field",
+       replace("{n_layer: 1, d_model: 32, n_head: 4}", "{n_layer: 1, d_model: 32}"),
+       "s.yaml:10:7: model.ladder[1].n_head: required key is missing"},
+      {"batch not a multiple of seq_len", replace("batch_tokens: 256", "batch_tokens: 250"),
+       "s.yaml:13:17: train.batch_tokens: must be a multiple of model.seq_len (32), got 250"},
+      {"tokens are planned", base + "  tokens: 1000\n",
+       "s.yaml:14:11: train.tokens: set by the planner from each budget (C = 6 N D); remove it"},
+      {"output escapes", base + "output: ../elsewhere\n",
+       "s.yaml:14:9: output: expected a relative folder without '..' (run folders stay under "
+       "the current directory), got '../elsewhere'"},
+      {"absolute output", base + "output: /tmp/x\n",
+       "s.yaml:14:9: output: expected a relative folder without '..' (run folders stay under "
+       "the current directory), got '/tmp/x'"},
+      {"bad name", replace("name: t", "name: a/b"),
+       "s.yaml:1:7: name: expected letters, digits, '.', '_' or '-' (it names the run folder), "
+       "got 'a/b'"},
+      {"moe not yet", replace("  vocab_size: 32", "  family: moe\n  vocab_size: 32"),
+       "s.yaml:5:11: model.family: family 'moe' is not supported by the sweep manager yet (use "
+       "dense)"},
+      {"window and points", base + "sizes: {tokens_per_param: [1, 2], points_per_budget: 3}\n",
+       "s.yaml:14:54: sizes.points_per_budget: give either tokens_per_param (a window) or "
+       "points_per_budget, not both"},
+      {"yaml syntax", base + "  lr: [1, 2\n", "s.yaml:15:1: end of sequence flow not found"},
+      {"slurm later", base + "executor: {kind: slurm}\n",
+       "s.yaml:14:18: executor.kind: the slurm executor is not available yet; use kind: local"},
+      {"log uniform needs positive min",
+       base + "parameters:\n  train.lr: {min: 0, max: 1, distribution: log_uniform_values}\n",
+       "s.yaml:15:19: parameters.train.lr.min: must be > 0 for log_uniform_values"},
+      {"unknown axis", base + "parameters:\n  model.d_model: {values: [1]}\n",
+       "s.yaml:15:3: parameters.model.d_model: unknown axis: expected train.<field> or "
+       "data.<field> of this source (e.g. train.lr)"},
+      {"min_lr above lr", base + "  lr: 1e-3\n  min_lr: 1e-2\n",
+       "s.yaml:15:11: train.min_lr: must be <= train.lr"},
+      {"vocab mismatch", replace("source: synthetic", "source: synthetic\n  vocab: 48"),
+       "s.yaml:4:10: data.vocab: must equal model.vocab_size (32)"},
+  };
+  for (const auto& c : cases) {
+    Result<SweepConfig> r = Parse(c.text);
+    ASSERT_FALSE(r.ok()) << c.label;
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << c.label;
+    EXPECT_EQ(r.status().message(), c.message) << c.label;
+  }
+}
+
+TEST(SweepConfigTest, SetOverridesApplyAndNameThemselvesInErrors) {
+  Result<SweepConfig> c =
+      Parse(kBase, {"train.lr=1e-3", "budgets=[2e9]", "executor.max_retries=3"});
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train["lr"], 1e-3);
+  EXPECT_EQ(c->budgets, (std::vector<double>{2e9}));
+  EXPECT_EQ(c->executor.max_retries, 3);
+  EXPECT_NE(c->hash, Parse(kBase)->hash);  // overrides change the sweep's identity
+
+  Result<SweepConfig> bad = Parse(kBase, {"train.lr=-1"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "--set train.lr=-1: train.lr: must be > 0, got -1");
+  Result<SweepConfig> typo = Parse(kBase, {"train.lrr=1"});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_EQ(typo.status().message().rfind("--set train.lrr=1: train.lrr: unknown key", 0), 0u)
+      << typo.status().message();
+  EXPECT_FALSE(Parse(kBase, {"novalue"}).ok());
+}
+
+TEST(SweepConfigTest, ParameterAxesExpandLikeWandb) {
+  Result<SweepConfig> c =
+      Parse(std::string(kBase) +
+            "parameters:\n"
+            "  train.lr: {min: 1e-4, max: 1e-2, distribution: log_uniform_values, count: 3}\n"
+            "  train.micro_batch: {values: [4, 8]}\n"
+            "  train.weight_decay: {min: 0, max: 0.2, count: 3, q: 0.1}\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->parameters.size(), 3u);
+  ASSERT_EQ(c->parameters[0].values.size(), 3u);
+  EXPECT_NEAR(c->parameters[0].values[1].get<double>(), 1e-3, 1e-12);
+  EXPECT_EQ(c->parameters[1].values, (std::vector<nlohmann::json>{4, 8}));
+  ASSERT_EQ(c->parameters[2].values.size(), 3u);
+  EXPECT_NEAR(c->parameters[2].values[2].get<double>(), 0.2, 1e-12);
+}
+
+TEST(SweepConfigTest, LadderFromTargetParamsUsesTheAspectRule) {
+  std::string text = kBase;
+  const std::string from =
+      "  ladder:\n    - {n_layer: 1, d_model: 16, n_head: 2}\n    - {n_layer: 1, d_model: 32, "
+      "n_head: 4}\n";
+  text.replace(text.find(from), from.size(),
+               "  ladder:\n    params: [2e4, 1e5, 5e5]\n    aspect: {d_model_per_layer: 32, "
+               "head_dim: 16}\n");
+  Result<SweepConfig> c = Parse(text);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->ladder.size(), 3u);
+  for (size_t i = 1; i < c->ladder.size(); ++i) {
+    EXPECT_LT(accounting::TotalParams(c->ladder[i - 1]), accounting::TotalParams(c->ladder[i]));
+  }
+  EXPECT_EQ(c->ladder[0].pos, accounting::PosEmbedding::kAlibi);  // fixed fields carried over
+}
+
+TEST(SweepConfigTest, Sha256MatchesTheStandardVectors) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex(std::string(1000, 'a')).substr(0, 16), "41edece42d63e8d9");
+}
+
+}  // namespace
+}  // namespace isoflop::sweep

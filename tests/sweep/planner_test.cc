@@ -1,0 +1,179 @@
+// Planning: determinism of cells and keys, size selection, per-size rules, warnings, memory
+// estimates, and the committed GPU ladder.
+#include "isoflop/sweep/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "isoflop/sweep/config.h"
+#include "isoflop/sweep/memory_estimate.h"
+
+namespace isoflop::sweep {
+namespace {
+
+const char* kSweep = R"(name: p
+data: {source: synthetic}
+model:
+  vocab_size: 32
+  seq_len: 32
+  pos: alibi
+  ladder:
+    - {n_layer: 1, d_model: 16, n_head: 2}
+    - {n_layer: 1, d_model: 24, n_head: 3}
+    - {n_layer: 1, d_model: 32, n_head: 4}
+    - {n_layer: 1, d_model: 48, n_head: 6}
+budgets: [1e9, 4e9]
+train:
+  batch_tokens: 256
+  rules:
+    - {field: lr, per: d_model, exponent: -1, reference: 32}
+seeds: [0, 1]
+)";
+
+Plan MustPlan(const std::string& text, const std::string& cwd = "/a") {
+  Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, cwd);
+  EXPECT_TRUE(c.ok()) << c.status().message();
+  Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+  EXPECT_TRUE(p.ok()) << p.status().message();
+  return *p;
+}
+
+TEST(PlannerTest, SameFileSameCellsAndKeysAnywhere) {
+  Plan a = MustPlan(kSweep, "/a"), b = MustPlan(kSweep, "/somewhere/else");
+  ASSERT_EQ(a.cells.size(), 2u * 4u * 2u);  // budgets x sizes x seeds
+  ASSERT_EQ(a.cells.size(), b.cells.size());
+  std::set<std::string> keys;
+  for (size_t i = 0; i < a.cells.size(); ++i) {
+    EXPECT_EQ(a.cells[i].key, b.cells[i].key);
+    EXPECT_EQ(a.cells[i].key.size(), 16u);
+    keys.insert(a.cells[i].key);
+  }
+  EXPECT_EQ(keys.size(), a.cells.size());  // all distinct
+  // A change to one hyperparameter changes every key; an unrelated comment changes none.
+  Plan c = MustPlan(std::string(kSweep) + "# a comment\n");
+  EXPECT_EQ(c.cells[0].key, a.cells[0].key);
+  std::string changed = kSweep;
+  changed.replace(changed.find("batch_tokens: 256"), 17, "batch_tokens: 512");
+  Plan d = MustPlan(changed);
+  EXPECT_NE(d.cells[0].key, a.cells[0].key);
+}
+
+TEST(PlannerTest, TokensFollowTheBudgetAndRulesScaleLr) {
+  Plan p = MustPlan(kSweep);
+  for (const Cell& c : p.cells) {
+    EXPECT_NEAR(c.flops_per_token_6n * double(c.tokens) / c.budget_flops, 1.0, 1e-3);
+    EXPECT_DOUBLE_EQ(c.flops_per_token_6n, 6.0 * double(c.n_total));
+    const double lr = c.config["train"]["lr"].get<double>();
+    EXPECT_NEAR(lr, 3e-3 * 32.0 / c.shape.d_model, 1e-12);
+    EXPECT_NEAR(c.config["train"]["min_lr"].get<double>() / lr, 0.1, 1e-12);
+    EXPECT_EQ(c.config["train"]["tokens"].get<int64_t>(), c.tokens);
+  }
+}
+
+TEST(PlannerTest, WindowAndPointsSelectSizes) {
+  // Window: only sizes with 50 <= D/N <= 500 at each budget.
+  Plan w = MustPlan(std::string(kSweep) + "sizes: {tokens_per_param: [50, 500]}\n");
+  for (const Cell& c : w.cells) {
+    EXPECT_GE(c.tokens_per_param(), 50);
+    EXPECT_LE(c.tokens_per_param(), 500);
+  }
+  // Points: 3 consecutive sizes per budget.
+  std::string one_seed = kSweep;
+  one_seed.replace(one_seed.find("seeds: [0, 1]"), 13, "seeds: 0");
+  Plan p = MustPlan(one_seed + "sizes: {points_per_budget: 3, guess_tokens_per_param: 100}\n");
+  ASSERT_EQ(p.cells.size(), 6u);
+  // Too few sizes to bracket a minimum is a warning.
+  Plan few = MustPlan(std::string(kSweep) + "sizes: {points_per_budget: 2}\n");
+  bool warned = false;
+  for (const auto& wr : few.warnings) warned |= wr.find("cannot bracket") != std::string::npos;
+  EXPECT_TRUE(warned);
+}
+
+TEST(PlannerTest, WarnsAboutShortRunsAndMemory) {
+  std::string text = kSweep;
+  text.replace(text.find("budgets: [1e9, 4e9]"), 19, "budgets: [2e7]");
+  text.replace(text.find("  rules:"), 0, "  warmup_tokens: 100000\n");
+  Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, "/a");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  PlanEnvironment env;
+  env.device_memory_bytes = 1024;  // nothing fits in a kilobyte
+  Result<Plan> p = PlanSweep(*c, env);
+  ASSERT_TRUE(p.ok());
+  bool warmup = false, memory = false;
+  for (const auto& w : p->warnings) {
+    warmup |= w.find("shorter than its warmup") != std::string::npos ||
+              w.find("less than one batch") != std::string::npos;
+    memory |= w.find("it will be refused") != std::string::npos;
+  }
+  EXPECT_TRUE(warmup);
+  EXPECT_TRUE(memory);
+}
+
+TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
+  accounting::Shape s;
+  s.n_layer = 12;
+  s.d_model = 768;
+  s.n_head = 12;
+  s.vocab_size = 50304;
+  s.seq_len = 1024;
+  MemoryOptions o;
+  o.micro_batch = 8;
+  const MemoryEstimate m = EstimateMemory(s, o);
+  const int64_t n = accounting::TotalParams(s);
+  EXPECT_EQ(m.weights + m.gradients + m.optimizer, 16 * n);  // fp32 AdamW: 4 + 4 + 8 bytes
+  // Attention matrix, not fused: 2 (scores, probs) x B x heads x T x T x 4 bytes x layers.
+  EXPECT_EQ(m.attention, int64_t{2} * 8 * 12 * 1024 * 1024 * 4 * 12);
+  EXPECT_EQ(m.total, m.weights + m.gradients + m.optimizer + m.activations + m.attention +
+                         m.logits + m.overhead);
+  // GPT-2 small at batch 8 x 1024 in fp32 lands in the known 10-20 GiB range.
+  EXPECT_GT(m.total, int64_t{8} << 30);
+  EXPECT_LT(m.total, int64_t{24} << 30);
+
+  MemoryOptions fused = o;
+  fused.fused_attention = true;
+  EXPECT_EQ(EstimateMemory(s, fused).attention, 0);
+  MemoryOptions ckpt = o;
+  ckpt.activation_checkpointing = true;
+  EXPECT_LT(EstimateMemory(s, ckpt).activations * 4, m.activations);
+  MemoryOptions mixed = o;
+  mixed.mixed_precision = true;
+  const MemoryEstimate mm = EstimateMemory(s, mixed);
+  EXPECT_EQ(mm.weights + mm.gradients + mm.optimizer, 16 * n);  // 2+2 + 4 master + 8 Adam
+  EXPECT_EQ(mm.activations * 2, m.activations);
+  MemoryOptions twice = o;
+  twice.micro_batch = 16;
+  EXPECT_EQ(EstimateMemory(s, twice).activations, 2 * m.activations);
+}
+
+TEST(PlannerTest, CommittedGpuLadderPlans) {
+  Result<SweepConfig> c =
+      LoadSweepConfig(std::string(ISOFLOP_SOURCE_DIR) + "/sweeps/dense_gpu_ladder.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->budgets.front(), 1e17);
+  EXPECT_EQ(c->budgets.back(), 1e19);
+  PlanEnvironment env;
+  env.gpu = true;
+  env.device_memory_bytes = 80.0 * (1LL << 30);
+  Result<Plan> p = PlanSweep(*c, env);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->cells.size(), c->budgets.size() * 5);
+  for (const Cell& cell : p->cells) {
+    EXPECT_LT(cell.memory.total, env.device_memory_bytes) << cell.ShapeString();
+    EXPECT_GT(cell.steps, 100);
+  }
+  for (const auto& w : p->warnings) {
+    EXPECT_EQ(w.find("cannot bracket"), std::string::npos) << w;
+    EXPECT_EQ(w.find("refused"), std::string::npos) << w;
+  }
+  Result<SweepConfig> q =
+      LoadSweepConfig(std::string(ISOFLOP_SOURCE_DIR) + "/sweeps/quickstart.yaml");
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  Result<Plan> qp = PlanSweep(*q, PlanEnvironment{});
+  ASSERT_TRUE(qp.ok());
+  EXPECT_EQ(qp->cells.size(), 15u);
+}
+
+}  // namespace
+}  // namespace isoflop::sweep

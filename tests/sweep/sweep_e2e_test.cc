@@ -1,0 +1,269 @@
+// End to end through the real `isoflop` and `isoflop-train` binaries on a tiny CPU sweep
+// (tests/sweep/testdata/tiny.yaml): the fit lands in the store; a SIGKILLed manager's sweep,
+// re-run, has exactly the metric rows of an uninterrupted one; a cell with a bad data path fails
+// alone with its reason; SIGINT leaves resumable checkpoints.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "e2e_util.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Binary;
+using testing::TempDir;
+
+const std::string kTiny = std::string(ISOFLOP_SOURCE_DIR) + "/tests/sweep/testdata/tiny.yaml";
+
+// Starts `argv` in `cwd` with stdout+stderr to `log`; returns the pid (no shell).
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (chdir(cwd.c_str()) != 0) _exit(126);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int WaitExit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Polls until `pred` holds or `seconds` pass.
+template <typename F>
+bool WaitFor(F pred, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// A run folder of `runs_dir` that has a complete checkpoint and no status.json (still running).
+std::string RunningWithCheckpoint(const std::string& runs_dir) {
+  std::error_code ec;
+  for (const auto& run : fs::directory_iterator(runs_dir, ec)) {
+    if (!run.is_directory() || fs::exists(run.path() / "status.json")) continue;
+    for (const auto& ck : fs::directory_iterator(run.path() / "ckpt", ec)) {
+      if (fs::exists(ck.path() / "DONE")) return run.path().string();
+    }
+  }
+  return "";
+}
+
+// Every run folder that was launched has ended (status.json written at exit).
+bool AllLaunchedEnded(const std::string& runs_dir) {
+  std::error_code ec;
+  for (const auto& run : fs::directory_iterator(runs_dir, ec)) {
+    if (fs::exists(run.path() / "run.json") && !fs::exists(run.path() / "status.json"))
+      return false;
+  }
+  return true;
+}
+
+std::vector<std::string> SweepRun(const std::string& db, const std::string& file,
+                                  std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {Binary("isoflop"), "--db", db, "sweep", "run", file,
+                                   "--no-plot"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+// cell key -> (step -> train loss) for every run of `sweep` in the store at `db`.
+std::map<std::string, std::map<int64_t, double>> MetricRows(const std::string& db,
+                                                            const std::string& sweep) {
+  std::map<std::string, std::map<int64_t, double>> out;
+  auto s = store::Store::Open(db);
+  EXPECT_TRUE(s.ok());
+  store::RunFilter f;
+  f.sweep_name = sweep;
+  auto runs = (*s)->ListRuns(f);
+  EXPECT_TRUE(runs.ok());
+  for (const auto& r : *runs) {
+    auto rows = (*s)->GetMetrics(r.id);
+    EXPECT_TRUE(rows.ok());
+    auto& m = out[r.cell_key];
+    for (const auto& row : *rows) {
+      EXPECT_EQ(m.count(row.step), 0u) << "duplicate step " << row.step;
+      m[row.step] = row.train_loss.value_or(-1);
+    }
+  }
+  return out;
+}
+
+std::vector<store::RunRecord> Runs(const std::string& db, const std::string& sweep) {
+  auto s = store::Store::Open(db);
+  store::RunFilter f;
+  f.sweep_name = sweep;
+  return *(*s)->ListRuns(f);
+}
+
+TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
+  const std::string dir = TempDir("sweep_e2e");
+  const std::string db = dir + "/s.db";
+  auto r = testing::RunCommand(SweepRun(db, kTiny), {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("for budget C = 8e+09 FLOPs: train N = "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("true data entropy"), std::string::npos) << r.out;
+  for (const auto& run : Runs(db, "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    EXPECT_TRUE(run.final_val_loss.has_value());
+    EXPECT_TRUE(run.data_entropy.has_value());
+    EXPECT_EQ(run.attempts, 1);
+    EXPECT_EQ(run.tokens_done, run.target_tokens);
+    EXPECT_TRUE(fs::exists(run.run_dir + "/run.json"));
+    EXPECT_EQ(fs::path(run.run_dir).parent_path(), fs::path(dir) / "runs" / "tiny");
+  }
+  {
+    auto s = store::Store::Open(db);
+    auto fit = (*s)->LatestFit("sweep", "tiny", "parametric");
+    ASSERT_TRUE(fit.ok() && fit->has_value());
+    EXPECT_EQ((*fit)->n_points, 6);
+  }
+  // Re-running launches nothing and fits again.
+  auto again = testing::RunCommand(SweepRun(db, kTiny), {}, dir);
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("6 already done, 0 to run"), std::string::npos) << again.out;
+  // A changed file keeps matching cells and shows the difference.
+  auto changed =
+      testing::RunCommand(SweepRun(db, kTiny, {"--set", "budgets=[1e9]", "--no-fit"}), {}, dir);
+  ASSERT_EQ(changed.exit_code, 0) << changed.out << changed.err;
+  EXPECT_NE(changed.out.find("3 cells kept, 0 added, 3 no longer in the file"), std::string::npos)
+      << changed.out;
+  auto status =
+      testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "status", "tiny"}, {}, dir);
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_NE(status.out.find("6 finished"), std::string::npos) << status.out;
+  auto list = testing::RunCommand({Binary("isoflop"), "--db", db, "sweeps"}, {}, dir);
+  EXPECT_NE(list.out.find("tiny"), std::string::npos) << list.out;
+}
+
+TEST(SweepE2ETest, SigkillMidSweepThenRerunGivesExactlyTheUninterruptedRows) {
+  const std::string ref_dir = TempDir("sweep_ref");
+  auto ref = testing::RunCommand(SweepRun(ref_dir + "/s.db", kTiny, {"--no-fit"}), {}, ref_dir);
+  ASSERT_EQ(ref.exit_code, 0) << ref.out << ref.err;
+  const auto expected = MetricRows(ref_dir + "/s.db", "tiny");
+
+  const std::string dir = TempDir("sweep_kill");
+  const std::string runs = dir + "/runs/tiny";
+  pid_t manager = Spawn(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), dir, dir + "/log1");
+  ASSERT_TRUE(WaitFor([&] { return !RunningWithCheckpoint(runs).empty(); }, 60))
+      << Slurp(dir + "/log1");
+  kill(manager, SIGKILL);
+  WaitExit(manager);
+  // The children get SIGTERM from the kernel (parent-death signal), checkpoint and exit.
+  ASSERT_TRUE(WaitFor([&] { return AllLaunchedEnded(runs); }, 60));
+  auto rerun = testing::RunCommand(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), {}, dir);
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.out << rerun.err;
+  const auto got = MetricRows(dir + "/s.db", "tiny");
+  ASSERT_EQ(got.size(), expected.size());
+  for (const auto& [key, rows] : expected) {
+    ASSERT_TRUE(got.count(key)) << key;
+    ASSERT_EQ(got.at(key).size(), rows.size()) << key;
+    for (const auto& [step, loss] : rows) {
+      ASSERT_TRUE(got.at(key).count(step)) << key << " step " << step;
+      EXPECT_NEAR(got.at(key).at(step), loss, 1e-4) << key << " step " << step;
+    }
+  }
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
+}
+
+TEST(SweepE2ETest, BadDataPathFailsThatCellWithItsReasonWhileOthersFinish) {
+  const std::string dir = TempDir("sweep_bad");
+  {
+    std::ofstream text(dir + "/good.txt");
+    for (int i = 0; i < 4000; ++i)
+      text << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  std::ofstream(dir + "/bad.yaml") << R"(name: bad
+data:
+  source: text
+  paths: [good.txt]
+model:
+  vocab_size: 256
+  seq_len: 32
+  pos: alibi
+  ladder:
+    - {n_layer: 1, d_model: 16, n_head: 2}
+    - {n_layer: 1, d_model: 24, n_head: 3}
+budgets: [1e9]
+parameters:
+  data.paths: {values: [[good.txt], [missing.txt]]}
+train: {batch_tokens: 256, micro_batch: 8, eval_tokens: 2048}
+executor: {cpus_per_run: 1, max_retries: 0}
+)";
+  auto r = testing::RunCommand(SweepRun(dir + "/s.db", "bad.yaml", {"--no-fit"}), {}, dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("data file does not exist: " + dir + "/missing.txt"), std::string::npos)
+      << r.out;
+  int finished = 0, failed = 0;
+  for (const auto& run : Runs(dir + "/s.db", "bad")) {
+    if (run.config_json.find("missing.txt") != std::string::npos) {
+      EXPECT_EQ(run.status, "failed");
+      EXPECT_NE(run.reason.find("missing.txt"), std::string::npos) << run.reason;
+      ++failed;
+    } else {
+      EXPECT_EQ(run.status, "finished") << run.reason;
+      ++finished;
+    }
+  }
+  EXPECT_EQ(finished, 2);
+  EXPECT_EQ(failed, 2);
+}
+
+TEST(SweepE2ETest, SigintLeavesResumableCheckpoints) {
+  const std::string dir = TempDir("sweep_int");
+  const std::string runs = dir + "/runs/tiny";
+  pid_t manager = Spawn(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), dir, dir + "/log1");
+  std::string stopped;
+  ASSERT_TRUE(WaitFor([&] { return !(stopped = RunningWithCheckpoint(runs)).empty(); }, 60))
+      << Slurp(dir + "/log1");
+  kill(manager, SIGINT);
+  EXPECT_NE(WaitExit(manager), 0);
+  const std::string log = Slurp(dir + "/log1");
+  EXPECT_NE(log.find("interrupted: runs stopped at a checkpoint"), std::string::npos) << log;
+  EXPECT_TRUE(AllLaunchedEnded(runs));  // no child outlives the manager
+  EXPECT_NE(Slurp(stopped + "/status.json").find("preempted"), std::string::npos);
+  const std::string key = fs::path(stopped).filename();
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    if (run.cell_key == key) {
+      EXPECT_EQ(run.status, "preempted");
+      EXPECT_GT(run.tokens_done, 0);
+    }
+  }
+  auto rerun = testing::RunCommand(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), {}, dir);
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.out << rerun.err;
+  EXPECT_NE(Slurp(stopped + "/train.log").find("resum"), std::string::npos)
+      << Slurp(stopped + "/train.log");
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
+  MetricRows(dir + "/s.db", "tiny");  // asserts no duplicate steps
+}
+
+}  // namespace
+}  // namespace isoflop
