@@ -1,0 +1,233 @@
+// End-to-end tests through the real isoflop-train binary: exact resume after SIGKILL, SIGTERM
+// preemption (exit 143, checkpoint, resumable), divergence (exit 3), bad run.json (exit 2),
+// and the standalone --out form. Tiny models so the whole file runs in seconds.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "isoflop/trainer/run_dir.h"
+
+namespace isoflop::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const std::string kTrain = std::string(ISOFLOP_BINARY_DIR) + "/isoflop-train";
+
+std::string Slurp(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Starts isoflop-train with args; stderr goes to DIR/stderr.log. Returns the pid.
+pid_t Start(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    std::vector<char*> argv{const_cast<char*>(kTrain.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(kTrain.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits for pid; returns the exit code, or 128 + signal when killed by one.
+int Wait(pid_t pid) {
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int RunDir(const std::string& dir) {
+  return Wait(Start({"--run-dir", dir, "--quiet"}, dir + "/stderr.log"));
+}
+
+class BinaryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = (fs::temp_directory_path() /
+             ("isoflop_train_bin_" + std::to_string(::getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                .string();
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(root_);
+  }
+
+  // A tiny run: 1 layer, d 32, ~80 steps of 256 tokens, threads 1 (bitwise determinism).
+  static json TinyRun() {
+    return json::parse(R"({
+      "schema": 1, "seed": 3,
+      "model": {"n_layer": 1, "d_model": 32, "n_head": 2, "vocab_size": 32, "seq_len": 32},
+      "data": {"source": "synthetic"},
+      "train": {"tokens": 20000, "batch_tokens": 256, "micro_batch": 4, "eval_interval_steps": 20,
+                "eval_tokens": 2048, "log_interval_steps": 5, "ckpt_interval_steps": 10,
+                "threads": 1}})");
+  }
+
+  std::string MakeRun(const std::string& name, const json& run) {
+    const std::string dir = root_ + "/" + name;
+    fs::create_directories(dir);
+    std::ofstream(dir + "/run.json") << run.dump(2);
+    return dir;
+  }
+
+  static json Status(const std::string& dir) { return json::parse(Slurp(dir + "/status.json")); }
+
+  std::string root_;
+};
+
+// Waits until dir/ckpt has a complete checkpoint at or beyond `step`.
+bool WaitForCheckpoint(const std::string& dir, int64_t step, double timeout_s) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < timeout_s) {
+    const auto list = ListCheckpoints(dir + "/ckpt");
+    if (!list.empty() && list.back().step >= step) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+TEST_F(BinaryTest, FinishesExactBudgetWithPartialLastStep) {
+  const std::string dir = MakeRun("run", TinyRun());
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  const json st = Status(dir);
+  EXPECT_EQ(st["state"], "finished");
+  EXPECT_EQ(st["tokens"], 20000);
+  EXPECT_EQ(st["step"], 79);  // 78 full steps of 256 + one of 32
+  const json info = json::parse(Slurp(dir + "/info.json"));
+  EXPECT_GT(info["data_entropy_nats"].get<double>(), 1.0);
+  EXPECT_GT(info["n_total"].get<int64_t>(), 0);
+  // Every metrics line parses, steps increase, the last has the final val_loss and min_lr.
+  std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
+  std::string line;
+  json last;
+  int64_t prev = 0;
+  while (std::getline(lines, line)) {
+    last = json::parse(line);
+    EXPECT_GT(last["step"].get<int64_t>(), prev);
+    prev = last["step"];
+  }
+  EXPECT_EQ(last["step"], 79);
+  EXPECT_EQ(last["tokens"], 20000);
+  EXPECT_DOUBLE_EQ(last["val_loss"].get<double>(), st["final_val_loss"].get<double>());
+  EXPECT_DOUBLE_EQ(last["lr"].get<double>(), 3e-4);
+  EXPECT_DOUBLE_EQ(last["flops"].get<double>(), 20000 * info["flops_per_token_6n"].get<double>());
+}
+
+TEST_F(BinaryTest, ResumeAfterSigkillIsExact) {
+  const std::string ref = MakeRun("ref", TinyRun());
+  ASSERT_EQ(RunDir(ref), 0) << Slurp(ref + "/stderr.log");
+  const double ref_loss = Status(ref)["final_val_loss"];
+
+  const std::string dir = MakeRun("killed", TinyRun());
+  const pid_t pid = Start({"--run-dir", dir, "--quiet"}, dir + "/stderr.log");
+  ASSERT_TRUE(WaitForCheckpoint(dir, 20, 60));
+  ::kill(pid, SIGKILL);
+  ASSERT_EQ(Wait(pid), 128 + SIGKILL);
+  ASSERT_FALSE(fs::exists(dir + "/status.json"));  // SIGKILL writes nothing
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  const double loss = Status(dir)["final_val_loss"];
+  EXPECT_NEAR(loss, ref_loss, 1e-6 * ref_loss);
+  // metrics.jsonl after resume: unique, increasing steps, same final line values.
+  std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
+  std::string line;
+  int64_t prev = 0;
+  while (std::getline(lines, line)) {
+    const int64_t step = json::parse(line)["step"];
+    EXPECT_GT(step, prev) << "duplicate or out-of-order step after resume";
+    prev = step;
+  }
+  EXPECT_LE(ListCheckpoints(dir + "/ckpt").size(), 2u);
+}
+
+TEST_F(BinaryTest, SigtermCheckpointsExits143AndResumes) {
+  const std::string ref = MakeRun("ref", TinyRun());
+  ASSERT_EQ(RunDir(ref), 0);
+  const double ref_loss = Status(ref)["final_val_loss"];
+
+  const std::string dir = MakeRun("term", TinyRun());
+  const pid_t pid = Start({"--run-dir", dir, "--quiet"}, dir + "/stderr.log");
+  ASSERT_TRUE(WaitForCheckpoint(dir, 10, 60));
+  ::kill(pid, SIGTERM);
+  const int rc = Wait(pid);
+  if (rc == 0) GTEST_SKIP() << "run finished before the signal arrived";
+  ASSERT_EQ(rc, 128 + SIGTERM) << Slurp(dir + "/stderr.log");
+  const json st = Status(dir);
+  EXPECT_EQ(st["state"], "preempted");
+  EXPECT_EQ(st["exit_code"], 143);
+  const auto list = ListCheckpoints(dir + "/ckpt");
+  ASSERT_FALSE(list.empty());
+  EXPECT_EQ(list.back().step, st["step"].get<int64_t>());  // checkpointed where it stopped
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  EXPECT_NEAR(Status(dir)["final_val_loss"].get<double>(), ref_loss, 1e-6 * ref_loss);
+}
+
+TEST_F(BinaryTest, HugeLearningRateDiverges) {
+  json run = TinyRun();
+  run["train"]["lr"] = 1e6;
+  run["train"]["min_lr"] = 1e5;
+  const std::string dir = MakeRun("div", run);
+  ASSERT_EQ(RunDir(dir), 3) << Slurp(dir + "/stderr.log");
+  const json st = Status(dir);
+  EXPECT_EQ(st["state"], "diverged");
+  EXPECT_NE(st["reason"].get<std::string>().find("at step"), std::string::npos);
+}
+
+TEST_F(BinaryTest, BadRunJsonExits2NamingFileAndField) {
+  struct Case {
+    std::function<void(json&)> edit;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {[](json& j) { j["train"].erase("tokens"); }, "field 'train.tokens'"},
+      {[](json& j) { j["model"]["n_head"] = 3; }, "field 'model.d_model'"},
+      {[](json& j) { j["train"]["tokens"] = 100; }, "field 'train.tokens': budget 100"},
+      {[](json& j) { j["model"]["n_layer"] = "two"; }, "field 'model.n_layer'"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    json run = TinyRun();
+    cases[i].edit(run);
+    const std::string dir = MakeRun("bad" + std::to_string(i), run);
+    EXPECT_EQ(RunDir(dir), 2);
+    const std::string err = Slurp(dir + "/stderr.log");
+    EXPECT_NE(err.find(dir + "/run.json: " + cases[i].field), std::string::npos) << err;
+  }
+  EXPECT_EQ(RunDir(root_ + "/nonexistent"), 1);
+}
+
+TEST_F(BinaryTest, StandaloneOutWritesRunJsonAndRuns) {
+  const std::string dir = root_ + "/standalone";
+  const pid_t pid = Start(
+      {"--out",     dir,  "--n-layer",      "1",        "--d-model", "32",  "--n-head",      "2",
+       "--seq-len", "32", "--batch-tokens", "256",      "--tokens",  "2e3", "--eval-tokens", "512",
+       "--threads", "1",  "--data",         "synthetic"},
+      root_ + "/standalone.log");
+  ASSERT_EQ(Wait(pid), 0) << Slurp(root_ + "/standalone.log");
+  const std::string log = Slurp(root_ + "/standalone.log");
+  EXPECT_NE(log.find("tok/s"), std::string::npos);
+  EXPECT_NE(log.find("ETA"), std::string::npos);
+  const json run = json::parse(Slurp(dir + "/run.json"));
+  EXPECT_EQ(run["train"]["tokens"], 2000);
+  EXPECT_EQ(Status(dir)["state"], "finished");
+}
+
+}  // namespace
+}  // namespace isoflop::trainer

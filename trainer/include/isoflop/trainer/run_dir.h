@@ -1,0 +1,61 @@
+// File plumbing of a run directory (docs/run-protocol.md): atomic JSON writes, the metrics log,
+// and checkpoint directories committed with a DONE marker. Torch-free: what goes inside a
+// checkpoint is the training loop's business. Functions are not safe to call concurrently on
+// the same run directory (one trainer process owns it).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "isoflop/common/status.h"
+
+namespace isoflop::trainer {
+
+// Writes `content` to path via a temporary file in the same directory, fsync, rename, fsync of
+// the directory. IoError names the path.
+Status WriteFileAtomic(const std::string& path, const std::string& content);
+
+// fsyncs a file or directory. IoError names the path.
+Status FsyncPath(const std::string& path);
+
+// Appends lines to DIR/metrics.jsonl. Each Append writes one whole line with a single write()
+// so a crash leaves at most one torn last line. Not thread-safe.
+class MetricsLog {
+ public:
+  MetricsLog() = default;
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  Status Open(const std::string& path);
+  // `line` without the trailing newline.
+  Status Append(const std::string& line);
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+// Keeps the lines of a metrics log whose "step" <= max_step, up to the first line that is torn,
+// unparseable or past max_step (the resume rule of the protocol). A missing file is fine.
+Status TruncateMetrics(const std::string& path, int64_t max_step);
+
+// A complete checkpoint: ckpt/step-<8 digits>/ with a DONE file.
+struct CheckpointDir {
+  int64_t step;
+  std::string path;
+};
+
+// Complete checkpoints under ckpt_dir, oldest first. A missing directory gives an empty list.
+std::vector<CheckpointDir> ListCheckpoints(const std::string& ckpt_dir);
+
+// Creates ckpt_dir/tmp-<step>-<pid>/ (removing leftovers of earlier attempts) and returns it.
+Result<std::string> BeginCheckpoint(const std::string& ckpt_dir, int64_t step);
+
+// fsyncs every file in tmp_dir, renames it to ckpt_dir/step-<8 digits>, fsyncs ckpt_dir, writes
+// and fsyncs DONE, then deletes all but the newest `keep` complete checkpoints and any stale
+// tmp-* directories. Returns the committed path.
+Result<std::string> CommitCheckpoint(const std::string& tmp_dir, const std::string& ckpt_dir,
+                                     int64_t step, int keep = 2);
+
+}  // namespace isoflop::trainer

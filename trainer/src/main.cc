@@ -1,0 +1,205 @@
+// isoflop-train: the worker binary. `isoflop-train --run-dir DIR` runs DIR/run.json; the
+// standalone form `isoflop-train --out DIR --n-layer 2 ... --tokens 2e6 --data synthetic`
+// writes DIR/run.json from flags, then runs it. Exit codes: docs/run-protocol.md.
+// This file does not include LibTorch (fast to compile); the loop lives in train_loop.cc.
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "isoflop/trainer/run_config.h"
+#include "isoflop/trainer/run_dir.h"
+#include "isoflop/trainer/train_loop.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using isoflop::Status;
+using namespace isoflop::trainer;
+
+// Flags of the standalone form; each maps onto one run.json field.
+struct StandaloneFlags {
+  std::string name;
+  int64_t seed = 0;
+  int n_layer = 2, d_model = 64, n_head = 4, d_ff = 0, vocab_size = 32, seq_len = 64;
+  std::string norm = "rmsnorm", pos = "rope", mlp = "swiglu";
+  bool untie = false, bias = false;
+  std::string data = "synthetic";
+  std::vector<std::string> data_paths, val_paths;
+  int64_t build_seed = 0;
+  double tokens = 0;
+  int64_t batch_tokens = 1024;
+  int micro_batch = 16;
+  double lr = 3e-3, min_lr = 3e-4, warmup_frac = 0.1, weight_decay = 0.1, grad_clip = 1.0;
+  std::string schedule = "cosine";
+  int eval_interval = 50, log_interval = 10, ckpt_interval = 200, threads = 0;
+  int64_t eval_tokens = 65536;
+  std::string device = "auto";
+};
+
+std::string BuildRunJson(const StandaloneFlags& f) {
+  nlohmann::json data = {{"source", f.data}};
+  if (f.data == "synthetic") {
+    data["vocab"] = f.vocab_size;
+    data["build_seed"] = f.build_seed;
+  } else if (f.data == "text") {
+    data["paths"] = f.data_paths;
+  } else if (f.data == "bin") {
+    data["train"] = f.data_paths.empty() ? "" : f.data_paths[0];
+    data["val"] = f.val_paths.empty() ? "" : f.val_paths[0];
+  } else if (f.data == "llmc") {
+    data["train"] = f.data_paths;
+    data["val"] = f.val_paths;
+  }
+  nlohmann::json j = {{"schema", 1},
+                      {"name", f.name},
+                      {"seed", f.seed},
+                      {"model",
+                       {{"n_layer", f.n_layer},
+                        {"d_model", f.d_model},
+                        {"n_head", f.n_head},
+                        {"d_ff", f.d_ff},
+                        {"vocab_size", f.vocab_size},
+                        {"seq_len", f.seq_len},
+                        {"norm", f.norm},
+                        {"pos", f.pos},
+                        {"mlp", f.mlp},
+                        {"tie_embeddings", !f.untie},
+                        {"bias", f.bias}}},
+                      {"data", data},
+                      {"train",
+                       {{"tokens", f.tokens},
+                        {"batch_tokens", f.batch_tokens},
+                        {"micro_batch", f.micro_batch},
+                        {"lr", f.lr},
+                        {"min_lr", f.min_lr},
+                        {"schedule", f.schedule},
+                        {"warmup_frac", f.warmup_frac},
+                        {"weight_decay", f.weight_decay},
+                        {"grad_clip", f.grad_clip},
+                        {"eval_interval_steps", f.eval_interval},
+                        {"eval_tokens", f.eval_tokens},
+                        {"log_interval_steps", f.log_interval},
+                        {"ckpt_interval_steps", f.ckpt_interval},
+                        {"threads", f.threads},
+                        {"device", f.device}}}};
+  return j.dump();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Makes this process receive SIGTERM when its parent dies (e.g. a SIGKILLed sweep manager), so
+// an orphaned worker checkpoints and stops instead of training on unobserved.
+void StopWithParent() {
+  const pid_t parent = ::getppid();
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != parent) std::raise(SIGTERM);  // the parent died before prctl
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "isoflop-train: one LibTorch training run over a run directory (docs/run-protocol.md).\n"
+      "Exit codes: 0 finished, 1 failed, 2 bad config, 3 diverged, 128+signal preempted."};
+  std::string run_dir, out_dir;
+  bool quiet = false;
+  StandaloneFlags f;
+  auto* run_opt = app.add_option("--run-dir", run_dir, "Run directory holding run.json");
+  auto* out_opt =
+      app.add_option("--out", out_dir, "Standalone: write DIR/run.json from flags, then run it")
+          ->excludes(run_opt);
+  app.add_flag("--quiet", quiet, "No progress lines on stderr");
+  const std::string g = "Standalone run (with --out)";
+  app.add_option("--name", f.name, "Free-text run name")->group(g);
+  app.add_option("--seed", f.seed, "Model init and data RNG seed")->group(g);
+  app.add_option("--n-layer", f.n_layer, "Transformer blocks")->group(g);
+  app.add_option("--d-model", f.d_model, "Residual width")->group(g);
+  app.add_option("--n-head", f.n_head, "Attention heads")->group(g);
+  app.add_option("--d-ff", f.d_ff, "MLP width (0 = default)")->group(g);
+  app.add_option("--vocab-size", f.vocab_size, "Vocabulary (synthetic: its vocab too)")->group(g);
+  app.add_option("--seq-len", f.seq_len, "Context length")->group(g);
+  app.add_option("--norm", f.norm, "rmsnorm | layernorm")->group(g);
+  app.add_option("--pos", f.pos, "rope | alibi | learned")->group(g);
+  app.add_option("--mlp", f.mlp, "swiglu | gelu")->group(g);
+  app.add_flag("--untie", f.untie, "Separate output head")->group(g);
+  app.add_flag("--bias", f.bias, "Biases in linear layers and LayerNorm")->group(g);
+  app.add_option("--data", f.data, "synthetic | text | bin | llmc")->group(g);
+  app.add_option("--data-path", f.data_paths, "text: files; bin: train.bin; llmc: train shards")
+      ->group(g);
+  app.add_option("--val-path", f.val_paths, "bin: val.bin; llmc: validation shards")->group(g);
+  app.add_option("--build-seed", f.build_seed, "synthetic: the language's seed")->group(g);
+  app.add_option("--tokens", f.tokens, "Training tokens D (e.g. 2e6)")->group(g);
+  app.add_option("--batch-tokens", f.batch_tokens, "Tokens per optimizer step")->group(g);
+  app.add_option("--micro-batch", f.micro_batch, "Sequences per forward pass")->group(g);
+  app.add_option("--lr", f.lr, "Peak learning rate")->group(g);
+  app.add_option("--min-lr", f.min_lr, "Final learning rate")->group(g);
+  app.add_option("--schedule", f.schedule, "cosine | wsd | constant")->group(g);
+  app.add_option("--warmup-frac", f.warmup_frac, "Warmup fraction of the budget")->group(g);
+  app.add_option("--weight-decay", f.weight_decay, "AdamW weight decay (matrices)")->group(g);
+  app.add_option("--grad-clip", f.grad_clip, "Gradient norm clip (0 = off)")->group(g);
+  app.add_option("--eval-interval", f.eval_interval, "Steps between evaluations")->group(g);
+  app.add_option("--eval-tokens", f.eval_tokens, "Held-out tokens")->group(g);
+  app.add_option("--log-interval", f.log_interval, "Steps between metrics lines")->group(g);
+  app.add_option("--ckpt-interval", f.ckpt_interval, "Steps between checkpoints")->group(g);
+  app.add_option("--threads", f.threads, "CPU threads (0 = all cores)")->group(g);
+  app.add_option("--device", f.device, "auto | cpu | cuda")->group(g);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitBadConfig;
+  }
+  if (run_dir.empty() && out_dir.empty()) {
+    std::fprintf(stderr, "isoflop-train: give --run-dir DIR, or --out DIR with model flags\n%s",
+                 app.help().c_str());
+    return kExitBadConfig;
+  }
+
+  if (!out_dir.empty()) {
+    (void)out_opt;
+    // Round-trip through the parser so the flags get exactly run.json's validation.
+    auto parsed = ParseRunConfig(BuildRunJson(f));
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "isoflop-train: %s\n", parsed.status().message().c_str());
+      return kExitBadConfig;
+    }
+    const std::string json = RunConfigToJson(*parsed);
+    const std::string path = out_dir + "/run.json";
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (fs::exists(path) && ReadFile(path) != json) {
+      std::fprintf(stderr,
+                   "isoflop-train: %s exists with a different config; resume it with "
+                   "--run-dir %s or choose a new --out\n",
+                   path.c_str(), out_dir.c_str());
+      return kExitBadConfig;
+    }
+    if (Status st = WriteFileAtomic(path, json); !st.ok()) {
+      std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
+      return kExitFailed;
+    }
+    run_dir = out_dir;
+  }
+
+  auto config = LoadRunConfig(run_dir + "/run.json");
+  if (!config.ok()) {
+    std::fprintf(stderr, "isoflop-train: %s\n", config.status().message().c_str());
+    return config.status().code() == Status::Code::kInvalidArgument ? kExitBadConfig : kExitFailed;
+  }
+  InstallStopSignalHandlers();
+  StopWithParent();
+  const RunOutcome outcome = RunTraining(run_dir, *config, TrainOptions{.progress = !quiet});
+  return outcome.exit_code;
+}

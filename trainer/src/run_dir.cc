@@ -1,0 +1,165 @@
+// Run-directory file plumbing: atomic writes, metrics.jsonl, checkpoint commit protocol.
+#include "isoflop/trainer/run_dir.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace isoflop::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+Status Errno(const std::string& what, const std::string& path) {
+  return Status::IoError(path + ": " + what + " failed (" + std::strerror(errno) + ")");
+}
+
+Status WriteFd(int fd, const std::string& s, const std::string& path) {
+  size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write", path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+std::string StepName(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+}  // namespace
+
+Status FsyncPath(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open for fsync", path);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("fsync", path);
+  return Status::Ok();
+}
+
+Status WriteFileAtomic(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create", tmp);
+  Status st = WriteFd(fd, content, tmp);
+  if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
+  ::close(fd);
+  if (!st.ok()) return st;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename", tmp);
+  const std::string dir = fs::path(path).parent_path().string();
+  return FsyncPath(dir.empty() ? "." : dir);
+}
+
+MetricsLog::~MetricsLog() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status MetricsLog::Open(const std::string& path) {
+  path_ = path;
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) return Errno("open", path);
+  return Status::Ok();
+}
+
+Status MetricsLog::Append(const std::string& line) { return WriteFd(fd_, line + "\n", path_); }
+
+Status TruncateMetrics(const std::string& path, int64_t max_step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::Ok();
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  size_t keep = 0, pos = 0;
+  while (pos < text.size()) {
+    const size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) break;  // torn last line
+    const auto j = nlohmann::json::parse(text.substr(pos, nl - pos), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
+        !j["step"].is_number_integer() || j["step"].get<int64_t>() > max_step) {
+      break;
+    }
+    pos = nl + 1;
+    keep = pos;
+  }
+  if (keep == text.size()) return Status::Ok();
+  return WriteFileAtomic(path, text.substr(0, keep));
+}
+
+std::vector<CheckpointDir> ListCheckpoints(const std::string& ckpt_dir) {
+  std::vector<CheckpointDir> out;
+  std::error_code ec;
+  if (!fs::is_directory(ckpt_dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() != 13 || name.rfind("step-", 0) != 0) continue;
+    if (!fs::exists(e.path() / "DONE", ec)) continue;
+    try {
+      out.push_back({std::stoll(name.substr(5)), e.path().string()});
+    } catch (...) {
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CheckpointDir& a, const CheckpointDir& b) { return a.step < b.step; });
+  return out;
+}
+
+Result<std::string> BeginCheckpoint(const std::string& ckpt_dir, int64_t step) {
+  std::error_code ec;
+  fs::create_directories(ckpt_dir, ec);
+  if (ec) return Status::IoError(ckpt_dir + ": cannot create (" + ec.message() + ")");
+  const std::string tmp =
+      (fs::path(ckpt_dir) / ("tmp-" + std::to_string(step) + "-" + std::to_string(::getpid())))
+          .string();
+  fs::remove_all(tmp, ec);
+  fs::create_directory(tmp, ec);
+  if (ec) return Status::IoError(tmp + ": cannot create (" + ec.message() + ")");
+  return tmp;
+}
+
+Result<std::string> CommitCheckpoint(const std::string& tmp_dir, const std::string& ckpt_dir,
+                                     int64_t step, int keep) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(tmp_dir, ec)) {
+    ISOFLOP_RETURN_IF_ERROR(FsyncPath(e.path().string()));
+  }
+  ISOFLOP_RETURN_IF_ERROR(FsyncPath(tmp_dir));
+  const std::string final_dir = (fs::path(ckpt_dir) / StepName(step)).string();
+  fs::remove_all(final_dir, ec);  // an incomplete one (no DONE) from a crashed attempt
+  if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) return Errno("rename", tmp_dir);
+  ISOFLOP_RETURN_IF_ERROR(FsyncPath(ckpt_dir));
+  const std::string done = final_dir + "/DONE";
+  const int fd = ::open(done.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create", done);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("fsync", done);
+  ISOFLOP_RETURN_IF_ERROR(FsyncPath(final_dir));
+
+  const auto complete = ListCheckpoints(ckpt_dir);
+  for (size_t i = 0; i + keep < complete.size(); ++i) fs::remove_all(complete[i].path, ec);
+  for (const auto& e : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool stale_tmp = name.rfind("tmp-", 0) == 0;
+    const bool incomplete = name.rfind("step-", 0) == 0 && !fs::exists(e.path() / "DONE");
+    if (stale_tmp || incomplete) fs::remove_all(e.path(), ec);
+  }
+  return final_dir;
+}
+
+}  // namespace isoflop::trainer

@@ -1,0 +1,490 @@
+// The training loop of isoflop-train: next batch, forward, backward, clip, step, log; plus
+// evaluation, checkpoints and the run-directory protocol. Resume is exact on CPU: the model,
+// the optimizer, the step, the tokens and the data Rng are all restored, and nothing else is
+// random. Shape legend: B batch (sequences), T time, V vocabulary.
+#include "isoflop/trainer/train_loop.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "isoflop/trainer/data.h"
+#include "isoflop/trainer/model.h"
+#include "isoflop/trainer/run_dir.h"
+#include "isoflop/trainer/schedule.h"
+
+namespace isoflop::trainer {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void OnStopSignal(int sig) { g_stop_signal = sig; }
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// bf16 autocast on CUDA for the forward pass; LibTorch 1.13 has no C++ guard, so set the
+// thread-local state directly and restore it on scope exit.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool on_;
+};
+
+int ResolveThreads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "";
+  return buf;
+}
+
+json NumberOrNull(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+// Everything a checkpoint holds besides tensors.
+struct Progress {
+  int64_t step = 0;
+  int64_t tokens = 0;
+  double wall_s = 0;  // training wall time of earlier process lifetimes
+  std::string rng_state;
+};
+
+// One training run's state and its steps. Owns the model, optimizer and data source.
+class Trainer {
+ public:
+  Trainer(std::string run_dir, const RunConfig& config, const TrainOptions& options)
+      : dir_(std::move(run_dir)),
+        config_(config),
+        options_(options),
+        train_(config.train),
+        shape_(config.model) {}
+
+  RunOutcome Run();
+
+ private:
+  Status Setup();
+  Status Resume();
+  Status WriteInfo() const;
+  // Draws the windows of one step into micro-batches of token ids, each (B, T+1).
+  Result<std::vector<torch::Tensor>> NextBatch(int64_t step_tokens);
+  // Forward/backward of one step; returns the mean loss over its tokens.
+  double ForwardBackward(const std::vector<torch::Tensor>& micro_batches, int64_t step_tokens);
+  double Evaluate();
+  Status SaveCheckpoint();
+  Status LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
+                    double tokens_per_s);
+  RunOutcome Finish(std::string state, std::string reason, int exit_code);
+  double WallSeconds() const { return progress_.wall_s + SecondsSince(start_); }
+
+  std::string dir_;
+  RunConfig config_;
+  TrainOptions options_;
+  const TrainConfig& train_;
+  const accounting::Shape& shape_;
+
+  torch::Device device_{torch::kCPU};
+  bool autocast_ = false;
+  int threads_ = 1;
+  Transformer model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<TokenSource> data_;
+  Rng data_rng_;
+  torch::Tensor val_set_;  // (n_val, T+1), fixed for the whole run
+  MetricsLog metrics_;
+  Progress progress_;
+  double last_val_loss_ = NAN;
+  Clock::time_point start_ = Clock::now();
+};
+
+Status Trainer::Setup() {
+  // Device: CUDA when asked or available (the device CUDA_VISIBLE_DEVICES exposes first).
+  const bool cuda = torch::cuda::is_available();
+  if (train_.device == "cuda" && !cuda) {
+    return Status::FailedPrecondition("train.device is 'cuda' but no CUDA device is available");
+  }
+  if (train_.device == "cuda" || (train_.device == "auto" && cuda)) {
+    device_ = torch::Device(torch::kCUDA, 0);
+    autocast_ = true;
+  }
+  threads_ = ResolveThreads(train_.threads);
+  torch::set_num_threads(threads_);  // LibTorch's default in C++ is 1 thread
+
+  torch::manual_seed(config_.seed);
+  model_ = Transformer(shape_);
+  model_->to(device_);
+
+  // AdamW (Loshchilov & Hutter 2019); weight decay on matrices only (dim >= 2), as nanoGPT.
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto options = torch::optim::AdamWOptions(train_.lr)
+                     .betas({train_.beta1, train_.beta2})
+                     .eps(train_.eps)
+                     .weight_decay(train_.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options));
+  auto no_decay_options = options;
+  no_decay_options.weight_decay(0.0);
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(no_decay_options));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(groups, options);
+
+  ISOFLOP_ASSIGN_OR_RETURN(data_,
+                           OpenTokenSource(config_.data, shape_.seq_len + 1, shape_.vocab_size));
+  data_rng_.Seed(config_.data.train_seed.value_or(config_.seed));
+
+  // The fixed held-out set: ceil(eval_tokens / T) windows from the validation stream.
+  const int64_t T = shape_.seq_len;
+  const int64_t n_val = (train_.eval_tokens + T - 1) / T;
+  std::vector<int64_t> buf(n_val * (T + 1));
+  Rng val_rng(config_.data.val_seed);
+  for (int64_t i = 0; i < n_val; ++i) {
+    ISOFLOP_RETURN_IF_ERROR(data_->SampleVal(val_rng, T + 1, &buf[i * (T + 1)]));
+  }
+  val_set_ = torch::from_blob(buf.data(), {n_val, T + 1}, torch::kInt64).clone();
+  return Status::Ok();
+}
+
+Status Trainer::Resume() {
+  const std::string ckpt_dir = dir_ + "/ckpt";
+  const auto checkpoints = ListCheckpoints(ckpt_dir);
+  if (!checkpoints.empty()) {
+    const CheckpointDir& c = checkpoints.back();
+    try {
+      torch::load(model_, c.path + "/model.pt", device_);
+      torch::load(*optimizer_, c.path + "/optimizer.pt", device_);
+    } catch (const std::exception& e) {
+      return Status::Corrupt(c.path + ": cannot load checkpoint: " + e.what());
+    }
+    std::ifstream in(c.path + "/state.json");
+    const auto j = json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.contains("step") || !j.contains("rng")) {
+      return Status::Corrupt(c.path + "/state.json: unreadable");
+    }
+    progress_.step = j["step"].get<int64_t>();
+    progress_.tokens = j["tokens"].get<int64_t>();
+    progress_.wall_s = j["wall_s"].get<double>();
+    ISOFLOP_RETURN_IF_ERROR(data_rng_.FromString(j["rng"].get<std::string>()));
+    if (options_.progress) {
+      std::fprintf(stderr, "isoflop-train: resuming %s from step %lld (%lld tokens)\n",
+                   dir_.c_str(), static_cast<long long>(progress_.step),
+                   static_cast<long long>(progress_.tokens));
+    }
+  }
+  // Lines past the checkpoint will be written again (same values on CPU).
+  ISOFLOP_RETURN_IF_ERROR(TruncateMetrics(dir_ + "/metrics.jsonl", progress_.step));
+  return metrics_.Open(dir_ + "/metrics.jsonl");
+}
+
+Status Trainer::WriteInfo() const {
+  json info = {
+      {"n_total", accounting::TotalParams(shape_)},
+      {"n_non_embedding", accounting::NonEmbeddingParams(shape_)},
+      {"flops_per_token_6n", accounting::FlopsPerToken6N(shape_)},
+      {"flops_per_token_6n_attn", accounting::FlopsPerToken6NAttention(shape_)},
+      {"flops_per_token_chinchilla", accounting::FlopsPerTokenChinchilla(shape_)},
+      {"device", device_.is_cuda() ? "cuda" : "cpu"},
+      {"threads", threads_},
+      {"host", HostName()},
+      {"data_entropy_nats", data_->EntropyNats() ? json(*data_->EntropyNats()) : json(nullptr)},
+      {"torch_version", TORCH_VERSION},
+  };
+  return WriteFileAtomic(dir_ + "/info.json", info.dump() + "\n");
+}
+
+Result<std::vector<torch::Tensor>> Trainer::NextBatch(int64_t step_tokens) {
+  const int64_t T = shape_.seq_len;
+  // Full sequences first; a budget that is not a multiple of T ends with one shorter sequence.
+  std::vector<int64_t> lengths(step_tokens / T, T);
+  if (step_tokens % T != 0) lengths.push_back(step_tokens % T);
+  std::vector<torch::Tensor> micro_batches;
+  for (size_t i = 0; i < lengths.size();) {
+    const int64_t len = lengths[i];
+    size_t j = i;
+    while (j < lengths.size() && lengths[j] == len && int64_t(j - i) < train_.micro_batch) ++j;
+    const int64_t B = static_cast<int64_t>(j - i);
+    std::vector<int64_t> buf(B * (len + 1));
+    for (int64_t b = 0; b < B; ++b) {
+      ISOFLOP_RETURN_IF_ERROR(
+          data_->SampleTrain(data_rng_, static_cast<int>(len + 1), &buf[b * (len + 1)]));
+    }
+    micro_batches.push_back(
+        torch::from_blob(buf.data(), {B, len + 1}, torch::kInt64).to(device_, false, true));
+    i = j;
+  }
+  return micro_batches;
+}
+
+double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
+                                int64_t step_tokens) {
+  const int64_t V = shape_.vocab_size;
+  torch::Tensor loss_sum =
+      torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  for (const auto& tokens : micro_batches) {  // (B, T+1)
+    const int64_t T = tokens.size(1) - 1;
+    const auto x = tokens.narrow(1, 0, T), y = tokens.narrow(1, 1, T);  // (B, T)
+    torch::Tensor logits;
+    {
+      CudaAutocast autocast(autocast_);
+      logits = model_->forward(x);  // (B, T, V)
+    }
+    const auto loss = torch::nn::functional::cross_entropy(
+        logits.reshape({-1, V}).to(torch::kFloat), y.reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    // Each token weighs 1/step_tokens, so accumulation gives the mean over the whole step.
+    (loss / static_cast<double>(step_tokens)).backward();
+    loss_sum += loss.detach().to(torch::kDouble);
+  }
+  return loss_sum.item<double>() / static_cast<double>(step_tokens);
+}
+
+double Trainer::Evaluate() {
+  torch::NoGradGuard no_grad;
+  const int64_t V = shape_.vocab_size;
+  // Targets at position t have t+1 tokens of context; skip those with fewer than the source's
+  // minimum (synthetic: 2, so the floor of this loss is exactly the entropy rate).
+  const int64_t skip = data_->MinValContext() - 1;
+  double sum = 0;
+  int64_t count = 0;
+  const int64_t n = val_set_.size(0), T = val_set_.size(1) - 1;
+  const int64_t chunk = std::max<int64_t>(train_.micro_batch, 1);
+  for (int64_t i = 0; i < n; i += chunk) {
+    const auto tokens = val_set_.narrow(0, i, std::min(chunk, n - i)).to(device_);  // (B, T+1)
+    const auto x = tokens.narrow(1, 0, T), y = tokens.narrow(1, 1, T);
+    torch::Tensor logits;
+    {
+      CudaAutocast autocast(autocast_);
+      logits = model_->forward(x);  // (B, T, V)
+    }
+    auto losses = torch::nn::functional::cross_entropy(
+                      logits.reshape({-1, V}).to(torch::kFloat), y.reshape({-1}),
+                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
+                      .view({-1, T});  // (B, T)
+    losses = losses.narrow(1, skip, T - skip);
+    sum += losses.to(torch::kDouble).sum().item<double>();
+    count += losses.numel();
+  }
+  return sum / static_cast<double>(count);
+}
+
+Status Trainer::SaveCheckpoint() {
+  const std::string ckpt_dir = dir_ + "/ckpt";
+  ISOFLOP_ASSIGN_OR_RETURN(std::string tmp, BeginCheckpoint(ckpt_dir, progress_.step));
+  try {
+    torch::save(model_, tmp + "/model.pt");
+    torch::save(*optimizer_, tmp + "/optimizer.pt");
+  } catch (const std::exception& e) {
+    return Status::IoError(tmp + ": cannot save checkpoint: " + e.what());
+  }
+  json state = {{"step", progress_.step},
+                {"tokens", progress_.tokens},
+                {"wall_s", WallSeconds()},
+                {"rng", data_rng_.ToString()}};
+  std::ofstream out(tmp + "/state.json");
+  out << state.dump() << "\n";
+  out.close();
+  if (!out) return Status::IoError(tmp + "/state.json: write failed");
+  return CommitCheckpoint(tmp, ckpt_dir, progress_.step).status();
+}
+
+Status Trainer::LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
+                           double tokens_per_s) {
+  json line = {
+      {"step", progress_.step},
+      {"tokens", progress_.tokens},
+      {"flops", static_cast<double>(progress_.tokens) * accounting::FlopsPerToken6N(shape_)},
+      {"train_loss", NumberOrNull(train_loss)},
+      {"val_loss", NumberOrNull(val_loss)},
+      {"lr", lr},
+      {"grad_norm", NumberOrNull(grad_norm)},
+      {"tokens_per_s", tokens_per_s},
+      {"wall_s", WallSeconds()},
+      {"extra", json::object()}};
+  return metrics_.Append(line.dump());
+}
+
+RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code) {
+  RunOutcome out{std::move(state), std::move(reason), exit_code};
+  json status = {{"state", out.state},
+                 {"reason", out.reason},
+                 {"step", progress_.step},
+                 {"tokens", progress_.tokens},
+                 {"final_val_loss", NumberOrNull(last_val_loss_)},
+                 {"exit_code", exit_code},
+                 {"wall_s", WallSeconds()}};
+  const Status st = WriteFileAtomic(dir_ + "/status.json", status.dump() + "\n");
+  if (!st.ok()) std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
+  if (options_.progress || exit_code != kExitFinished) {
+    std::fprintf(stderr, "isoflop-train: %s%s%s (step %lld, %lld tokens, val_loss %.6f)\n",
+                 out.state.c_str(), out.reason.empty() ? "" : ": ", out.reason.c_str(),
+                 static_cast<long long>(progress_.step), static_cast<long long>(progress_.tokens),
+                 last_val_loss_);
+  }
+  return out;
+}
+
+RunOutcome Trainer::Run() {
+  if (Status st = Setup(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
+  if (Status st = Resume(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
+  if (Status st = WriteInfo(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
+
+  const int64_t total_steps = (train_.tokens + train_.batch_tokens - 1) / train_.batch_tokens;
+  auto interval_start = Clock::now();
+  int64_t interval_tokens = 0;
+  while (progress_.tokens < train_.tokens) {
+    if (g_stop_signal != 0) break;
+    // Next batch, forward, backward, clip, step, log.
+    const int64_t step_tokens = std::min(train_.batch_tokens, train_.tokens - progress_.tokens);
+    auto batch = NextBatch(step_tokens);
+    if (!batch.ok()) return Finish("failed", batch.status().message(), kExitFailed);
+    optimizer_->zero_grad();
+    const double train_loss = ForwardBackward(*batch, step_tokens);
+    const int64_t step = progress_.step + 1;
+    if (!std::isfinite(train_loss)) {
+      return Finish("diverged",
+                    "loss is " + std::to_string(train_loss) + " at step " + std::to_string(step),
+                    kExitDiverged);
+    }
+    const double grad_norm =
+        train_.grad_clip > 0
+            ? torch::nn::utils::clip_grad_norm_(model_->parameters(), train_.grad_clip)
+            : torch::nn::utils::clip_grad_norm_(model_->parameters(), 1e30);
+    if (!std::isfinite(grad_norm)) {
+      return Finish(
+          "diverged",
+          "gradient norm is " + std::to_string(grad_norm) + " at step " + std::to_string(step),
+          kExitDiverged);
+    }
+    const double lr = LearningRate(train_, progress_.tokens + step_tokens);
+    for (auto& group : optimizer_->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+    optimizer_->step();
+    progress_.step = step;
+    progress_.tokens += step_tokens;
+    interval_tokens += step_tokens;
+
+    const bool last = progress_.tokens == train_.tokens;
+    double val_loss = NAN;
+    if (step % train_.eval_interval_steps == 0 || last) {
+      val_loss = Evaluate();
+      last_val_loss_ = val_loss;
+      if (!std::isfinite(val_loss)) {
+        return Finish(
+            "diverged",
+            "validation loss is " + std::to_string(val_loss) + " at step " + std::to_string(step),
+            kExitDiverged);
+      }
+    }
+    if (step % train_.log_interval_steps == 0 || std::isfinite(val_loss) || last) {
+      const double seconds = SecondsSince(interval_start);
+      const double tokens_per_s = seconds > 0 ? interval_tokens / seconds : 0.0;
+      if (Status st = LogMetrics(train_loss, val_loss, lr, grad_norm, tokens_per_s); !st.ok()) {
+        return Finish("failed", st.message(), kExitFailed);
+      }
+      if (options_.progress) {
+        const double eta = tokens_per_s > 0 ? (train_.tokens - progress_.tokens) / tokens_per_s : 0;
+        std::fprintf(stderr,
+                     "step %lld/%lld | tokens %lld | loss %.4f%s | lr %.2e | %.0f tok/s | "
+                     "ETA %.0fs\n",
+                     static_cast<long long>(step), static_cast<long long>(total_steps),
+                     static_cast<long long>(progress_.tokens), train_loss,
+                     std::isfinite(val_loss) ? (" | val " + std::to_string(val_loss)).c_str() : "",
+                     lr, tokens_per_s, eta);
+      }
+      interval_start = Clock::now();
+      interval_tokens = 0;
+    }
+    if (!last && (step % train_.ckpt_interval_steps == 0 || g_stop_signal != 0)) {
+      if (Status st = SaveCheckpoint(); !st.ok())
+        return Finish("failed", st.message(), kExitFailed);
+    }
+  }
+  if (g_stop_signal != 0 && progress_.tokens < train_.tokens) {
+    // A signal before the first step (or before any checkpoint) still leaves a resumable state.
+    if (ListCheckpoints(dir_ + "/ckpt").empty() ||
+        ListCheckpoints(dir_ + "/ckpt").back().step != progress_.step) {
+      if (Status st = SaveCheckpoint(); !st.ok())
+        return Finish("failed", st.message(), kExitFailed);
+    }
+    const int sig = g_stop_signal;
+    return Finish("preempted",
+                  std::string("signal ") + std::to_string(sig) + " (" + strsignal(sig) +
+                      "); resumable from step " + std::to_string(progress_.step),
+                  128 + sig);
+  }
+  return Finish("finished", "", kExitFinished);
+}
+
+}  // namespace
+
+void InstallStopSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  for (int sig : {SIGTERM, SIGINT, SIGUSR2}) sigaction(sig, &sa, nullptr);
+}
+
+RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
+                       const TrainOptions& options) {
+  Trainer trainer(run_dir, config, options);
+  try {
+    return trainer.Run();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    const std::string reason = what.find("out of memory") != std::string::npos
+                                   ? "out of memory: " + what.substr(0, 300)
+                                   : "LibTorch error: " + what.substr(0, 500);
+    RunOutcome out{"failed", reason, kExitFailed};
+    json status = {{"state", out.state}, {"reason", out.reason},      {"step", nullptr},
+                   {"tokens", nullptr},  {"final_val_loss", nullptr}, {"exit_code", kExitFailed},
+                   {"wall_s", nullptr}};
+    WriteFileAtomic(run_dir + "/status.json", status.dump() + "\n");
+    std::fprintf(stderr, "isoflop-train: failed: %s\n", reason.c_str());
+    return out;
+  }
+}
+
+}  // namespace isoflop::trainer
