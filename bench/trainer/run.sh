@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs the C++ trainer benchmark and the PyTorch reference side by side, then an end-to-end
-# isoflop-train run (tokens/s from its metrics). Usage: bench/trainer/run_bench.sh [BUILD_DIR]
+# isoflop-train run (tokens/s from its metrics). Usage: bench/trainer/run.sh [BUILD_DIR]
 # [THREADS] [STEPS]. Figures drift with machine load: compare lines from the same invocation.
 set -eu
 build=${1:-build}
