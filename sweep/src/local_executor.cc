@@ -222,9 +222,15 @@ Status LocalExecutor::Run(std::vector<Job> jobs, const Callbacks& cb, bool* inte
       dfl.sa_handler = SIG_DFL;
       sigaction(SIGINT, &dfl, nullptr);
       sigaction(SIGTERM, &dfl, nullptr);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
+      // Stop signals stay blocked across exec until isoflop-train has installed its handlers
+      // (it unblocks them then): a signal during LibTorch's start-up is held, not fatal, so
+      // every worker that was told to stop records its state in status.json.
+      sigset_t stop;
+      sigemptyset(&stop);
+      sigaddset(&stop, SIGTERM);
+      sigaddset(&stop, SIGINT);
+      sigaddset(&stop, SIGUSR2);
+      sigprocmask(SIG_SETMASK, &stop, nullptr);
       int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) {
         dup2(fd, 1);

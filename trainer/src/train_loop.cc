@@ -464,7 +464,16 @@ void InstallStopSignalHandlers() {
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;
-  for (int sig : {SIGTERM, SIGINT, SIGUSR2}) sigaction(sig, &sa, nullptr);
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR2}) {
+    sigaction(sig, &sa, nullptr);
+    sigaddset(&stop, sig);
+  }
+  // The sweep manager starts workers with these signals blocked, so one that arrives while
+  // LibTorch loads stays pending instead of killing the process before it can record its
+  // state; now that the handler is in place it is delivered (and sets the flag).
+  sigprocmask(SIG_UNBLOCK, &stop, nullptr);
 }
 
 RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
