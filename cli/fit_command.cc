@@ -6,6 +6,7 @@
 #include <map>
 
 #include "command.h"
+#include "fit_data.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/observations_csv.h"
 #include "isoflop/store/store.h"
@@ -39,52 +40,6 @@ Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions*
     else
       opt->ties.emplace_back(value, name);
   }
-  return Status::Ok();
-}
-
-double ParamsOf(const store::RunRecord& r, const std::string& convention) {
-  if (convention == "non_embedding") return static_cast<double>(r.n_non_embedding);
-  if (convention == "active") return static_cast<double>(r.n_active);
-  return static_cast<double>(r.n_total);
-}
-
-// Observations (and curves) of a sweep's finished runs; budget ids from the sweep's budgets.
-Status LoadSweep(store::Store& db, const std::string& sweep, const std::string& convention,
-                 std::vector<fit::Observation>* obs, std::vector<fit::Curve>* curves) {
-  ISOFLOP_ASSIGN_OR_RETURN(auto found, db.GetSweep(sweep));
-  if (!found) return Status::NotFound("no sweep named '" + sweep + "' in " + db.path());
-  store::RunFilter filter;
-  filter.sweep_name = sweep;
-  filter.status = "finished";
-  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(filter));
-  std::map<double, int64_t> budget_ids;
-  for (const auto& r : runs) budget_ids.emplace(r.budget_flops, 0);
-  int64_t next = 0;
-  for (auto& [c, id] : budget_ids) id = next++;
-  for (const auto& r : runs) {
-    const auto loss = r.final_val_loss ? r.final_val_loss : r.final_train_loss;
-    if (!loss) continue;
-    fit::Observation o;
-    o.n = ParamsOf(r, convention);
-    o.d = static_cast<double>(r.tokens_done > 0 ? r.tokens_done : r.target_tokens);
-    o.loss = *loss;
-    o.c = r.flops_per_token_6n * o.d;
-    if (r.budget_flops > 0) o.budget_id = budget_ids[r.budget_flops];
-    obs->push_back(o);
-    ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));
-    fit::Curve curve;
-    curve.n = o.n;
-    for (const auto& m : metrics) {
-      const auto l = m.val_loss ? m.val_loss : m.train_loss;
-      if (l && m.flops > 0 && *l > 0) curve.points.emplace_back(m.flops, *l);
-    }
-    if (!curve.points.empty()) curves->push_back(std::move(curve));
-  }
-  if (obs->empty())
-    return Status::FailedPrecondition("sweep '" + sweep +
-                                      "' has no finished runs with a final "
-                                      "loss yet; run `isoflop sweep status " +
-                                      sweep + "`");
   return Status::Ok();
 }
 
@@ -153,7 +108,11 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   std::string kind, name;
   if (!args.sweep.empty()) {
     kind = "sweep", name = args.sweep;
-    ISOFLOP_RETURN_IF_ERROR(LoadSweep(*db, args.sweep, args.convention, &obs, &curves));
+    SweepDataOptions opts;
+    opts.convention = args.convention;
+    ISOFLOP_ASSIGN_OR_RETURN(SweepData data, LoadSweepData(*db, args.sweep, opts));
+    obs = std::move(data.obs);
+    curves = std::move(data.curves);
   } else {
     std::vector<store::Observation> points;
     if (!args.csv.empty()) {
@@ -174,26 +133,13 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   for (const std::string& method : methods) {
     cfg.method = method;
     ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, curves, cfg));
-    store::FitRecord row;
-    row.source_kind = kind;
-    row.source_name = name;
-    row.method = rec.method;
-    row.form = rec.form;
-    row.convention = rec.convention;
-    row.flops_convention = rec.flops_convention;
-    row.params_json = rec.ParamsJson().dump();
-    row.ci_json = rec.CiJson().dump();
-    if (std::isfinite(rec.objective)) row.objective = rec.objective;
-    row.n_points = rec.n_points;
-    row.result_json = rec.result.dump();
-    row.options_json = nlohmann::json{
-        {"bootstrap", args.bootstrap},
-        {"seed", args.seed},
-        {"exclude_top_loss", args.exclude_top_loss},
-        {"fix", args.fix}}.dump();
+    const nlohmann::json options = {{"bootstrap", args.bootstrap},
+                                    {"seed", args.seed},
+                                    {"exclude_top_loss", args.exclude_top_loss},
+                                    {"fix", args.fix}};
     int64_t id = 0;
     if (!args.no_store) {
-      ISOFLOP_ASSIGN_OR_RETURN(id, db->InsertFit(row));
+      ISOFLOP_ASSIGN_OR_RETURN(id, StoreFit(*db, kind, name, rec, options));
     }
     PrintRecord(rec, id, format);
   }

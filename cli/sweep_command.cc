@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "fit_data.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
 #include "isoflop/sweep/config.h"
@@ -173,24 +174,6 @@ std::string AnsCi(const fit::Answer& a, const std::string& name) {
   return " [" + Fmt("%.3g", it->second.lo) + ", " + Fmt("%.3g", it->second.hi) + "]";
 }
 
-Result<int64_t> StoreFit(store::Store& db, const std::string& sweep_name, const fit::FitRecord& rec,
-                         const json& options) {
-  store::FitRecord row;
-  row.source_kind = "sweep";
-  row.source_name = sweep_name;
-  row.method = rec.method;
-  row.form = rec.form;
-  row.convention = rec.convention;
-  row.flops_convention = rec.flops_convention;
-  row.params_json = rec.ParamsJson().dump();
-  row.ci_json = rec.CiJson().dump();
-  if (std::isfinite(rec.objective)) row.objective = rec.objective;
-  row.n_points = rec.n_points;
-  row.result_json = rec.result.dump();
-  row.options_json = options.dump();
-  return db.InsertFit(row);
-}
-
 void PrintLaw(const fit::FitRecord& r) {
   auto p = [&](const char* k) { return r.params.count(k) ? r.params.at(k) : NAN; };
   std::cout << "  L(N, D) = " << Fmt("%.4g", p("E")) << " + " << Fmt("%.4g", p("A")) << " / N^"
@@ -204,42 +187,43 @@ void PrintLaw(const fit::FitRecord& r) {
   std::cout << "\n";
 }
 
-Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep::Plan& plan) {
-  store::RunFilter f;
-  f.sweep_name = cfg.name;
-  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
-  std::set<std::string> keys;
-  for (const auto& c : plan.cells) keys.insert(c.key);
-  std::vector<fit::Observation> obs;
-  std::vector<std::string> excluded;
-  std::optional<double> entropy;
-  for (const auto& r : runs) {
-    if (!keys.count(r.cell_key)) continue;
-    if (r.data_entropy) entropy = r.data_entropy;
-    const bool usable =
-        r.status == "finished" || (cfg.fit.include_diverged && r.status == "diverged");
-    if (r.status == "diverged" && !cfg.fit.include_diverged) {
-      excluded.push_back(r.cell_key + " (" + std::to_string(r.n_layer) + "x" +
-                         std::to_string(r.d_model) + ", C=" + Fmt("%.3g", r.budget_flops) +
-                         "): " + r.reason);
-    }
-    if (!usable || !r.final_val_loss || !(*r.final_val_loss > 0) ||
-        !std::isfinite(*r.final_val_loss))
+// Approach 2 (isoFLOP parabolas) and Approach 1 (training-curve envelope) beside the
+// parametric law, stored for `isoflop plot`; a method the data cannot support is a note.
+void FitOtherMethods(store::Store& db, const sweep::SweepConfig& cfg, const SweepData& data) {
+  for (const char* method : {"isoflop", "envelope"}) {
+    fit::FitConfig fc;
+    fc.method = method;
+    fc.convention = cfg.fit.convention;
+    Result<fit::FitRecord> rec = fit::RunFit(data.obs, data.curves, fc);
+    if (!rec.ok()) {
+      std::cout << "  (" << method << " fit: " << rec.status().message() << ")\n";
       continue;
-    fit::Observation o;
-    o.n = double(cfg.fit.convention == "non_embedding" ? r.n_non_embedding : r.n_total);
-    o.d = double(r.target_tokens);
-    o.loss = *r.final_val_loss;
-    o.c = r.flops_per_token_6n * double(r.target_tokens);
-    int bi = 0;
-    for (size_t i = 0; i < cfg.budgets.size(); ++i)
-      if (cfg.budgets[i] == r.budget_flops) bi = static_cast<int>(i);
-    o.budget_id = bi;
-    obs.push_back(o);
+    }
+    Result<int64_t> id = StoreFit(db, "sweep", cfg.name, *rec, json{{"from", "sweep run"}});
+    if (!id.ok()) {
+      std::cout << "  (" << method << " fit not stored: " << id.status().message() << ")\n";
+      continue;
+    }
+    std::cout << "  fit #" << *id << " "
+              << (std::string(method) == "isoflop" ? "isoFLOP profiles (Approach 2)"
+                                                   : "training-curve envelope (Approach 1)")
+              << ": N_opt ~ C^" << Fmt("%.3f", rec->params["n_opt_a"]) << ", D_opt ~ C^"
+              << Fmt("%.3f", rec->params["d_opt_b"]) << "\n";
   }
-  if (!excluded.empty()) {
+}
+
+Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep::Plan& plan) {
+  SweepDataOptions opts;
+  opts.convention = cfg.fit.convention;
+  opts.include_diverged = cfg.fit.include_diverged;
+  opts.only_keys.emplace();
+  for (const auto& c : plan.cells) opts.only_keys->insert(c.key);
+  ISOFLOP_ASSIGN_OR_RETURN(SweepData data, LoadSweepData(db, cfg.name, opts));
+  const std::vector<fit::Observation>& obs = data.obs;
+  const std::optional<double> entropy = data.entropy;
+  if (!data.excluded.empty()) {
     std::cout << "\nexcluded from the fit (diverged; set fit.include_diverged to keep them):\n";
-    for (const auto& e : excluded) std::cout << "  " << e << "\n";
+    for (const auto& e : data.excluded) std::cout << "  " << e << "\n";
   }
   if (obs.size() < 5) {
     return Status::FailedPrecondition("only " + std::to_string(obs.size()) +
@@ -254,38 +238,59 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
   ISOFLOP_RETURN_IF_ERROR(fc.Validate());
   ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, {}, fc));
   const json base_opts = {{"bootstrap", cfg.fit.bootstrap}, {"from", "sweep run"}};
-  ISOFLOP_ASSIGN_OR_RETURN(int64_t fit_id, StoreFit(db, cfg.name, rec, base_opts));
-  std::cout << "\nfit #" << fit_id << ": " << rec.method << " " << rec.form << " on " << obs.size()
-            << " runs (N = " << cfg.fit.convention << " parameters, C = 6ND)\n";
   if (rec.method != "parametric") {
+    ISOFLOP_ASSIGN_OR_RETURN(int64_t fit_id, StoreFit(db, "sweep", cfg.name, rec, base_opts));
+    std::cout << "\nfit #" << fit_id << ": " << rec.method << " on " << obs.size() << " runs\n";
     std::cout << "  " << rec.ParamsJson().dump() << "\n";
     return Status::Ok();
   }
-  PrintLaw(rec);
-  std::cout << "  fitted E = " << Fmt("%.4f", rec.params["E"]) << Ci(rec, "E", "%.4f");
-  if (entropy) std::cout << "   true data entropy = " << Fmt("%.4f", *entropy) << " nats/token";
-  std::cout << "\n";
   ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, fit::LawFromRecord(rec));
 
+  // The fit with E held at the data's entropy is stored first, so the free fit (the general
+  // case, and the one with the extrapolation check) is the latest: `isoflop optimal` and
+  // `isoflop plot` use it unless told otherwise (--fit ID).
+  std::optional<fit::FitRecord> fixed;
   std::optional<fit::RecordLaw> fixed_law;
+  int64_t fixed_id = 0;
+  std::string fixed_error;
   if (cfg.fit.fixed_entropy && entropy) {
     fit::FitConfig fe = fc;
     fe.parametric.fixed["E"] = *entropy;
     fe.extrapolation_check = false;
-    Result<fit::FitRecord> fixed = fit::RunFit(obs, {}, fe);
-    if (fixed.ok()) {
+    Result<fit::FitRecord> r = fit::RunFit(obs, {}, fe);
+    if (r.ok()) {
       json o = base_opts;
       o["fix"] = {{"E", *entropy}};
-      ISOFLOP_ASSIGN_OR_RETURN(int64_t id2, StoreFit(db, cfg.name, *fixed, o));
-      std::cout << "\nfit #" << id2 << " with E held at the true entropy " << Fmt("%.4f", *entropy)
-                << ":\n";
-      PrintLaw(*fixed);
-      Result<fit::RecordLaw> fl = fit::LawFromRecord(*fixed);
+      ISOFLOP_ASSIGN_OR_RETURN(fixed_id, StoreFit(db, "sweep", cfg.name, *r, o));
+      Result<fit::RecordLaw> fl = fit::LawFromRecord(*r);
       if (fl.ok()) fixed_law = *fl;
+      fixed = std::move(r).value();
     } else {
-      std::cout << "\n(fit with E held at the true entropy failed: " << fixed.status().message()
-                << ")\n";
+      fixed_error = r.status().message();
     }
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(int64_t fit_id, StoreFit(db, "sweep", cfg.name, rec, base_opts));
+
+  std::cout << "\nfit #" << fit_id << ": " << rec.method << " " << rec.form << " on " << obs.size()
+            << " runs (N = " << cfg.fit.convention << " parameters, C = 6ND)\n";
+  PrintLaw(rec);
+  std::cout << "  fitted E = " << Fmt("%.4f", rec.params["E"]) << Ci(rec, "E", "%.4f");
+  if (entropy) std::cout << "   true data entropy = " << Fmt("%.4f", *entropy) << " nats/token";
+  std::cout << "\n";
+  if (entropy && std::abs(rec.params["E"] - *entropy) > 0.02 * *entropy) {
+    const auto [lo, hi] = std::minmax_element(cfg.budgets.begin(), cfg.budgets.end());
+    std::cout << "  note: the free E is " << (rec.params["E"] < *entropy ? "below" : "above")
+              << " the entropy: budgets spanning " << Fmt("%.0f", *hi / *lo)
+              << "x cannot separate E from A/N^alpha and B/D^beta (that needs "
+                 ">= 100x); the fit with E held at the entropy is the one to extrapolate\n";
+  }
+  FitOtherMethods(db, cfg, data);
+  if (fixed) {
+    std::cout << "\nfit #" << fixed_id << " with E held at the true entropy "
+              << Fmt("%.4f", *entropy) << ":\n";
+    PrintLaw(*fixed);
+  } else if (!fixed_error.empty()) {
+    std::cout << "\n(fit with E held at the true entropy failed: " << fixed_error << ")\n";
   }
 
   std::cout << "\ncompute-optimal allocation (95% bootstrap intervals):\n";
@@ -307,7 +312,9 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
                                                fixed_law->draws, fixed_law->ci_level);
       if (b.ok()) {
         std::cout << "    (E held at the entropy: N = " << Fmt("%.3g", b->point.n) << AnsCi(*b, "n")
-                  << ", D = " << Fmt("%.3g", b->point.d) << AnsCi(*b, "d") << ")\n";
+                  << ", D = " << Fmt("%.3g", b->point.d) << AnsCi(*b, "d") << ", "
+                  << Fmt("%.0f", b->point.tokens_per_param) << " tokens/param, predicted loss "
+                  << Fmt("%.4f", b->point.loss) << ")\n";
       }
     }
   }
