@@ -146,10 +146,30 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
     ASSERT_TRUE(fit.ok() && fit->has_value());
     EXPECT_EQ((*fit)->n_points, 6);
   }
-  // Re-running launches nothing and fits again.
-  auto again = testing::RunCommand(SweepRun(db, kTiny), {}, dir);
+  // Re-running launches nothing, fits again and (plotting on this time) draws the figures.
+  auto again = testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "run", kTiny}, {}, dir);
   ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
   EXPECT_NE(again.out.find("6 already done, 0 to run"), std::string::npos) << again.out;
+  // The tiny sweep's minima lie outside its 3 sizes, so Approach 2 has no usable budget: the
+  // output says why instead of fitting nonsense.
+  EXPECT_NE(again.out.find("(isoflop fit: an isoFLOP fit needs at least two budgets with a "
+                           "usable minimum"),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("training-curve envelope (Approach 1): N_opt ~ C^"), std::string::npos)
+      << again.out;
+  const fs::path plots = fs::path(dir) / "plots" / "tiny";
+  EXPECT_NE(again.out.find("report " + (plots / "report.html").string()), std::string::npos)
+      << again.out;
+  for (const char* figure : {"isoflop_curves.png", "optimal_n_d.png", "training_curves.png",
+                             "loss_contours.png", "residuals.png"}) {
+    EXPECT_GT(fs::exists(plots / figure) ? fs::file_size(plots / figure) : 0, 1000u) << figure;
+  }
+  {
+    auto s = store::Store::Open(db);
+    auto fit = (*s)->LatestFit("sweep", "tiny", "envelope");
+    EXPECT_TRUE(fit.ok() && fit->has_value());
+  }
   // A changed file keeps matching cells and shows the difference.
   auto changed =
       testing::RunCommand(SweepRun(db, kTiny, {"--set", "budgets=[1e9]", "--no-fit"}), {}, dir);
