@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -774,6 +775,15 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
         return p.Error(v, kp, "expected auto, cpu or cuda, got '" + e.device + "'");
       }
     } else if (key == "cpus_per_run") {
+      if (v.IsScalar() && v.Scalar() == "auto") {
+        e.cpus_per_run = ExecutorConfig::kAutoCpusPerRun;
+        continue;
+      }
+      if (v.IsScalar() && !v.Scalar().empty() && !std::isdigit(uint8_t(v.Scalar()[0])) &&
+          v.Scalar()[0] != '-' && v.Scalar()[0] != '+') {
+        return p.Error(v, kp, "expected auto or a number of threads (0 = all cores), got '" +
+                                  v.Scalar() + "'");
+      }
       ISOFLOP_ASSIGN_OR_RETURN(e.cpus_per_run, p.IntInRange(v, kp, 0, 4096));
     } else if (key == "gpus") {
       if (v.IsScalar() && v.Scalar() == "all") continue;

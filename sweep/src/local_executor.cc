@@ -140,6 +140,57 @@ Result<Resources> DetectResources(const ExecutorConfig& e) {
   return r;
 }
 
+Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& run_dir,
+                           const std::string& cuda_visible_devices) {
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
+  std::vector<std::string> argv_s = {train_binary, "--run-dir", run_dir};
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env_s.push_back(*e);
+  }
+  // On CPU an empty list hides every GPU, so a CPU slot never touches a device by accident.
+  env_s.push_back("CUDA_VISIBLE_DEVICES=" + cuda_visible_devices);
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const std::string log_path = run_dir + "/train.log";
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    setpgid(0, 0);  // the terminal's Ctrl-C reaches the manager only; it forwards
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // a SIGKILLed manager's children checkpoint and end
+    if (getppid() != parent) _exit(128 + SIGTERM);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGINT, &dfl, nullptr);
+    sigaction(SIGTERM, &dfl, nullptr);
+    // Stop signals stay blocked across exec until isoflop-train has installed its handlers
+    // (it unblocks them then): a signal during LibTorch's start-up is held, not fatal, so
+    // every worker that was told to stop records its state in status.json.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGUSR2);
+    sigprocmask(SIG_SETMASK, &stop, nullptr);
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    execve(argv[0], argv.data(), envp.data());
+    const char msg[] = "isoflop sweep: cannot execute isoflop-train\n";
+    (void)!write(2, msg, sizeof(msg) - 1);
+    _exit(127);
+  }
+  setpgid(pid, pid);  // also here: no race with a signal sent right after fork returns
+  return pid;
+}
+
 Status LocalExecutor::Run(std::vector<Job> jobs, const Callbacks& cb, bool* interrupted) {
   *interrupted = false;
   std::stable_sort(jobs.begin(), jobs.end(),
@@ -196,52 +247,7 @@ Status LocalExecutor::Run(std::vector<Job> jobs, const Callbacks& cb, bool* inte
         return Status::Ok();
       }
     }
-    // Everything the child needs is built before fork: after it, only async-signal-safe calls.
-    std::vector<std::string> argv_s = {train_binary_, "--run-dir", job.run_dir};
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_s;
-    for (char** e = environ; *e; ++e) {
-      if (std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env_s.push_back(*e);
-    }
-    // On CPU an empty list hides every GPU, so a CPU slot never touches a device by accident.
-    env_s.push_back("CUDA_VISIBLE_DEVICES=" + pl.devices);
-    std::vector<char*> envp;
-    for (auto& e : env_s) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const std::string log_path = job.run_dir + "/train.log";
-    const pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
-    if (pid == 0) {
-      setpgid(0, 0);  // the terminal's Ctrl-C reaches the manager only; it forwards
-      prctl(PR_SET_PDEATHSIG, SIGTERM);  // a SIGKILLed manager's children checkpoint and end
-      if (getppid() != parent) _exit(128 + SIGTERM);
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      sigaction(SIGINT, &dfl, nullptr);
-      sigaction(SIGTERM, &dfl, nullptr);
-      // Stop signals stay blocked across exec until isoflop-train has installed its handlers
-      // (it unblocks them then): a signal during LibTorch's start-up is held, not fatal, so
-      // every worker that was told to stop records its state in status.json.
-      sigset_t stop;
-      sigemptyset(&stop);
-      sigaddset(&stop, SIGTERM);
-      sigaddset(&stop, SIGINT);
-      sigaddset(&stop, SIGUSR2);
-      sigprocmask(SIG_SETMASK, &stop, nullptr);
-      int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-      execve(argv[0], argv.data(), envp.data());
-      const char msg[] = "isoflop sweep: cannot execute isoflop-train\n";
-      (void)!write(2, msg, sizeof(msg) - 1);
-      _exit(127);
-    }
-    setpgid(pid, pid);
+    ISOFLOP_ASSIGN_OR_RETURN(pid_t pid, StartTrainer(train_binary_, job.run_dir, pl.devices));
     for (int s : slots) gpu_used[s] += job.memory_bytes;
     active.push_back({job, pl, std::move(slots), pid});
     if (cb.on_start) cb.on_start(job, pl, pid);

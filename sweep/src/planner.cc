@@ -95,6 +95,18 @@ std::string Cell::ShapeString() const {
          std::to_string(shape.n_head);
 }
 
+const char* ToString(Cell::EstimateSource source) {
+  switch (source) {
+    case Cell::EstimateSource::kProbed:
+      return "probed";
+    case Cell::EstimateSource::kInterpolated:
+      return "interpolated";
+    case Cell::EstimateSource::kModel:
+      break;
+  }
+  return "model";
+}
+
 Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
   Plan plan;
   plan.gpu = env.gpu;

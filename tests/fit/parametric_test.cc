@@ -45,7 +45,10 @@ TEST_P(RecoveryTest, RecoversKnownParameters) {
 INSTANTIATE_TEST_SUITE_P(Laws, RecoveryTest,
                          ::testing::Values(Truth{"hoffmann", 1.69, 406.4, 410.7, 0.34, 0.28},
                                            Truth{"besiroglu", 1.82, 482.0, 2085.0, 0.348, 0.366},
-                                           Truth{"steep", 2.2, 1500.0, 5000.0, 0.45, 0.5}));
+                                           Truth{"steep", 2.2, 1500.0, 5000.0, 0.45, 0.5}),
+                         [](const ::testing::TestParamInfo<Truth>& info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST(ParametricTest, NoiseFreeDataIsRecoveredExactly) {
   const auto obs = Synthetic(1.69, 406.4, 410.7, 0.34, 0.28, 0.0, 1);

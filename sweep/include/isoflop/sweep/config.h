@@ -50,7 +50,11 @@ struct ParameterAxis {
 struct ExecutorConfig {
   std::string kind = "local";    // "local" (slurm later)
   std::string device = "auto";   // "auto" (GPUs when present) | "cpu" | "cuda"
-  int cpus_per_run = 0;          // threads per run; 0 = all cores (one run at a time on CPU)
+  // Threads per CPU run: 0 = all cores, one run at a time; kAutoCpusPerRun (`auto`) = all cores
+  // for one run, or one-thread runs on every core when a measurement says that is faster
+  // (ChooseCpuLayout in throughput_probe.h); n = n threads per run, cores / n runs at once.
+  static constexpr int kAutoCpusPerRun = -1;
+  int cpus_per_run = 0;
   std::vector<int> gpus;         // restrict to these GPU indices; empty = all visible
   int max_parallel = 0;          // most runs at once; 0 = as many as devices/slots allow
   int max_retries = 1;           // relaunches of a crashed run (not diverged, not bad config)

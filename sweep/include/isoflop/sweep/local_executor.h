@@ -34,7 +34,8 @@ struct Resources {
 };
 
 // Detects GPUs (nvidia-smi, narrowed by $CUDA_VISIBLE_DEVICES and executor.gpus) unless
-// executor.device is cpu, else CPU slots from the core count and cpus_per_run. InvalidArgument
+// executor.device is cpu, else CPU slots from the core count and cpus_per_run (`auto` counts as
+// 0, all cores for one run, until a measurement replaces the layout: ChooseCpuLayout). InvalidArgument
 // when executor.device is cuda and no GPU is found.
 Result<Resources> DetectResources(const ExecutorConfig& executor);
 
@@ -59,6 +60,16 @@ struct ExitInfo {
   bool stop_requested = false;  // the manager was asked to stop and signalled this child
   std::string refused;          // non-empty: never launched, this says why (e.g. cannot fit)
 };
+
+// Starts `train_binary --run-dir RUN_DIR` as a child process with fork/execve and an argv
+// vector (never a shell): the leader of its own process group (a terminal's Ctrl-C reaches only
+// the parent, which forwards), sent SIGTERM when the parent dies, with stop signals blocked until
+// isoflop-train has installed its handlers, stdout and stderr appended to RUN_DIR/train.log, and
+// CUDA_VISIBLE_DEVICES set to `cuda_visible_devices` ("" hides every GPU). Returns the pid; the
+// caller owns the child and must reap it. IoError when fork fails; when exec fails the child
+// writes a line to train.log and exits 127. The sweep scheduler and the throughput probe use it.
+Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& run_dir,
+                           const std::string& cuda_visible_devices);
 
 // Not thread-safe; one Run() at a time per process (it owns SIGINT/SIGTERM while running).
 class LocalExecutor {

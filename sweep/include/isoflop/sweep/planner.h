@@ -34,10 +34,17 @@ struct Cell {
   nlohmann::json config;
   MemoryEstimate memory;
   double est_seconds = 0;  // at the estimated throughput of one run
+  // Where est_seconds comes from: the FLOP/s model (EstimateFlopsPerSecond), a throughput probe
+  // of this cell's shape, or probes of other shapes interpolated in log N (ProbePlan).
+  enum class EstimateSource { kModel, kProbed, kInterpolated };
+  EstimateSource est_source = EstimateSource::kModel;
 
   double tokens_per_param() const { return n_total > 0 ? double(tokens) / n_total : 0; }
   std::string ShapeString() const;  // "2x64h4"
 };
+
+// "model", "probed", "interpolated".
+const char* ToString(Cell::EstimateSource source);
 
 struct Plan {
   std::vector<Cell> cells;            // by budget, then size, then seed, then axes
