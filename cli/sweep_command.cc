@@ -19,6 +19,7 @@
 #include "isoflop/sweep/local_executor.h"
 #include "isoflop/sweep/manager.h"
 #include "isoflop/sweep/planner.h"
+#include "isoflop/sweep/throughput_probe.h"
 #include "output.h"
 #include "plot.h"
 
@@ -86,16 +87,63 @@ Result<Loaded> LoadAndPlan(const std::string& file, const std::vector<std::strin
   return l;
 }
 
+// Replaces the plan's modelled time estimates with ones from a throughput probe (the real
+// isoflop-train, briefly, on a few shapes) when runs go to CPU and isoflop-train is found, and
+// decides the CPU layout for `cpus_per_run: auto`. Never fails: when the probe cannot run, the
+// estimates stay modelled and the lines returned (for people) say why.
+std::vector<std::string> ProbeEstimates(const Context& ctx, const sweep::SweepConfig& cfg,
+                                        sweep::Plan* plan, sweep::Resources* res, bool probe) {
+  const bool auto_cpus = cfg.executor.cpus_per_run == sweep::ExecutorConfig::kAutoCpusPerRun;
+  std::vector<std::string> lines;
+  auto fall_back = [&](const std::string& why) {
+    lines.push_back("est_time from the throughput model, not measured: " + why);
+    if (auto_cpus && !res->gpu) {
+      lines.push_back("cpus_per_run auto: not measured; all " +
+                      std::to_string(res->threads_per_run) + " cores for one run at a time");
+    }
+    return lines;
+  };
+  if (!probe) return fall_back("--no-probe");
+  if (res->gpu) return fall_back("the probe runs on CPU only");
+  Result<std::string> train = FindTrainBinary(ctx);
+  if (!train.ok()) return fall_back(train.status().message());
+  sweep::ProbeOptions po;
+  po.train_binary = *train;
+  Result<sweep::ProbeReport> r = sweep::ProbePlan(plan, res, auto_cpus, po);
+  if (!r.ok()) return fall_back(r.status().message());
+  if (r->layout) lines.push_back("cpus_per_run auto: " + r->layout->explanation);
+  std::string shapes;
+  int interpolated = 0;
+  for (const auto& s : r->shapes) {
+    if (!s.probed) {
+      ++interpolated;
+      continue;
+    }
+    shapes += (shapes.empty() ? "" : ", ") + s.shape + " " + Fmt("%.3g", s.tokens_per_s) + " tok/s";
+  }
+  lines.push_back("est_time probed in " + Fmt("%.1f", r->seconds) + " s with isoflop-train (" +
+                  std::to_string(r->slots) + " run(s) x " + std::to_string(r->threads_per_run) +
+                  " thread(s)): " + shapes +
+                  (interpolated > 0 ? "; " + std::to_string(interpolated) +
+                                          " other shape(s) interpolated in log N"
+                                    : ""));
+  for (const auto& n : r->notes) lines.push_back("probe: " + n);
+  return lines;
+}
+
 // ---- sweep plan ----------------------------------------------------------------------------
 
 struct PlanArgs {
   std::string file, format = "table";
   std::vector<std::string> sets;
+  bool no_probe = false;
 };
 
-Status RunPlanCommand(const PlanArgs& args) {
+Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
   ISOFLOP_ASSIGN_OR_RETURN(Loaded l, LoadAndPlan(args.file, args.sets));
+  const std::vector<std::string> notes =
+      ProbeEstimates(ctx, l.config, &l.plan, &l.resources, !args.no_probe);
   const sweep::Plan& plan = l.plan;
   Table t;
   t.columns = {{"key", ""},
@@ -112,7 +160,8 @@ Status RunPlanCommand(const PlanArgs& args) {
                {"steps", ""},
                {"seed", ""},
                {"memory", ""},
-               {"est_time", ""}};
+               {"est_time", ""},
+               {"est_by", ""}};
   for (const auto& a : l.config.parameters) t.columns.push_back({a.path, "%.4g"});
   for (const auto& c : plan.cells) {
     std::vector<json> row = {
@@ -130,7 +179,8 @@ Status RunPlanCommand(const PlanArgs& args) {
         c.steps,
         c.seed,
         format == Format::kTable ? json(Bytes(c.memory.total)) : json(c.memory.total),
-        format == Format::kTable ? json(Seconds(c.est_seconds)) : json(c.est_seconds)};
+        format == Format::kTable ? json(Seconds(c.est_seconds)) : json(c.est_seconds),
+        sweep::ToString(c.est_source)};
     for (const auto& a : l.config.parameters) {
       auto it = c.axes.find(a.path);
       row.push_back(it == c.axes.end() ? json() : it->second);
@@ -139,6 +189,7 @@ Status RunPlanCommand(const PlanArgs& args) {
   }
   Print(std::cout, t, format);
   if (format != Format::kTable) {
+    for (const auto& n : notes) std::cerr << n << "\n";
     for (const auto& w : plan.warnings) std::cerr << "warning: " << w << "\n";
     return Status::Ok();
   }
@@ -156,6 +207,7 @@ Status RunPlanCommand(const PlanArgs& args) {
                                 : std::to_string(slots) + " CPU slot(s) x " +
                                       std::to_string(l.resources.threads_per_run) + " thread(s)")
             << "\nruns in " << l.config.output_dir << "\n";
+  for (const auto& n : notes) std::cout << n << "\n";
   for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
   return Status::Ok();
 }
@@ -326,7 +378,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
 struct RunArgs {
   std::string file, name;
   std::vector<std::string> sets;
-  bool no_fit = false, no_plot = false, failed_only = false;
+  bool no_fit = false, no_plot = false, failed_only = false, no_probe = false;
   int max_parallel = -1;
 };
 
@@ -338,6 +390,23 @@ Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& pl
   for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
   ISOFLOP_ASSIGN_OR_RETURN(std::string train, FindTrainBinary(ctx));
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
+  if (cfg.executor.cpus_per_run == sweep::ExecutorConfig::kAutoCpusPerRun && !res.gpu) {
+    // `auto` needs the layout measured, and the measurement gives the ETA its estimates; not
+    // worth seconds when every cell is already finished.
+    std::set<std::string> finished;
+    store::RunFilter f;
+    f.sweep_name = cfg.name;
+    if (auto runs = db->ListRuns(f); runs.ok()) {
+      for (const auto& r : *runs)
+        if (r.status == "finished") finished.insert(r.cell_key);
+    }
+    const bool work = std::any_of(plan.cells.begin(), plan.cells.end(),
+                                  [&](const sweep::Cell& c) { return !finished.count(c.key); });
+    if (work) {
+      for (const auto& line : ProbeEstimates(ctx, cfg, &plan, &res, !args.no_probe))
+        std::cout << line << "\n";
+    }
+  }
   sweep::ManagerOptions mo;
   mo.train_binary = train;
   mo.out = &std::cout;
@@ -525,7 +594,10 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
   p->add_option("file", plan->file, "Sweep file (.yaml)")->required();
   p->add_option("--set", plan->sets, "Override a key: --set train.lr=1e-3 (repeatable)");
   p->add_option("--format", plan->format, "table | csv | json")->capture_default_str();
-  p->callback([&ctx, plan] { ctx.status = RunPlanCommand(*plan); });
+  p->add_flag("--no-probe", plan->no_probe,
+              "Estimate time from the throughput model instead of probing isoflop-train (on CPU "
+              "the probe trains a few shapes for a second each)");
+  p->callback([&ctx, plan] { ctx.status = RunPlanCommand(ctx, *plan); });
 
   auto run = std::make_shared<RunArgs>();
   CLI::App* r = sweep->add_subcommand(
@@ -538,6 +610,8 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
   r->add_option("--max-parallel", run->max_parallel, "Most runs at once (overrides the file)");
   r->add_flag("--no-fit", run->no_fit, "Do not fit at the end");
   r->add_flag("--no-plot", run->no_plot, "Do not draw plots at the end");
+  r->add_flag("--no-probe", run->no_probe,
+              "With executor.cpus_per_run: auto, do not measure: all cores for one run");
   r->callback([&ctx, run] { ctx.status = RunRunCommand(ctx, *run); });
 
   auto status = std::make_shared<std::pair<std::string, std::string>>("", "table");
@@ -555,6 +629,8 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
   rt->add_option("--max-parallel", retry->max_parallel, "Most runs at once");
   rt->add_flag("--no-fit", retry->no_fit, "Do not fit at the end");
   rt->add_flag("--no-plot", retry->no_plot, "Do not draw plots at the end");
+  rt->add_flag("--no-probe", retry->no_probe,
+               "With executor.cpus_per_run: auto, do not measure: all cores for one run");
   rt->callback([&ctx, retry] { ctx.status = RunRetryCommand(ctx, *retry); });
 
   auto cancel = std::make_shared<std::string>();

@@ -781,8 +781,9 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       }
       if (v.IsScalar() && !v.Scalar().empty() && !std::isdigit(uint8_t(v.Scalar()[0])) &&
           v.Scalar()[0] != '-' && v.Scalar()[0] != '+') {
-        return p.Error(v, kp, "expected auto or a number of threads (0 = all cores), got '" +
-                                  v.Scalar() + "'");
+        return p.Error(
+            v, kp,
+            "expected auto or a number of threads (0 = all cores), got '" + v.Scalar() + "'");
       }
       ISOFLOP_ASSIGN_OR_RETURN(e.cpus_per_run, p.IntInRange(v, kp, 0, 4096));
     } else if (key == "gpus") {

@@ -97,6 +97,11 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
       {"yaml syntax", base + "  lr: [1, 2\n", "s.yaml:15:1: end of sequence flow not found"},
       {"slurm later", base + "executor: {kind: slurm}\n",
        "s.yaml:14:18: executor.kind: the slurm executor is not available yet; use kind: local"},
+      {"cpus_per_run neither auto nor a number", base + "executor: {cpus_per_run: many}\n",
+       "s.yaml:14:26: executor.cpus_per_run: expected auto or a number of threads (0 = all "
+       "cores), got 'many'"},
+      {"negative cpus_per_run", base + "executor: {cpus_per_run: -1}\n",
+       "s.yaml:14:26: executor.cpus_per_run: must be in [0, 4096], got -1"},
       {"log uniform needs positive min",
        base + "parameters:\n  train.lr: {min: 0, max: 1, distribution: log_uniform_values}\n",
        "s.yaml:15:19: parameters.train.lr.min: must be > 0 for log_uniform_values"},
@@ -114,6 +119,13 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
     EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << c.label;
     EXPECT_EQ(r.status().message(), c.message) << c.label;
   }
+}
+
+TEST(SweepConfigTest, CpusPerRunAcceptsAutoAndNumbers) {
+  EXPECT_EQ(Parse(kBase)->executor.cpus_per_run, 0);  // all cores, one run at a time
+  EXPECT_EQ(Parse(kBase, {"executor.cpus_per_run=auto"})->executor.cpus_per_run,
+            ExecutorConfig::kAutoCpusPerRun);
+  EXPECT_EQ(Parse(kBase, {"executor.cpus_per_run=2"})->executor.cpus_per_run, 2);
 }
 
 TEST(SweepConfigTest, SetOverridesApplyAndNameThemselvesInErrors) {

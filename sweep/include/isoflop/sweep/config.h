@@ -48,8 +48,8 @@ struct ParameterAxis {
 
 // The `executor:` section. Plain value.
 struct ExecutorConfig {
-  std::string kind = "local";    // "local" (slurm later)
-  std::string device = "auto";   // "auto" (GPUs when present) | "cpu" | "cuda"
+  std::string kind = "local";   // "local" (slurm later)
+  std::string device = "auto";  // "auto" (GPUs when present) | "cpu" | "cuda"
   // Threads per CPU run: 0 = all cores, one run at a time; kAutoCpusPerRun (`auto`) = all cores
   // for one run, or one-thread runs on every core when a measurement says that is faster
   // (ChooseCpuLayout in throughput_probe.h); n = n threads per run, cores / n runs at once.

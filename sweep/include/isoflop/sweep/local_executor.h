@@ -35,8 +35,8 @@ struct Resources {
 
 // Detects GPUs (nvidia-smi, narrowed by $CUDA_VISIBLE_DEVICES and executor.gpus) unless
 // executor.device is cpu, else CPU slots from the core count and cpus_per_run (`auto` counts as
-// 0, all cores for one run, until a measurement replaces the layout: ChooseCpuLayout). InvalidArgument
-// when executor.device is cuda and no GPU is found.
+// 0, all cores for one run, until a measurement replaces the layout: ChooseCpuLayout).
+// InvalidArgument when executor.device is cuda and no GPU is found.
 Result<Resources> DetectResources(const ExecutorConfig& executor);
 
 // One run to launch. Plain value.
