@@ -50,9 +50,9 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::cout << "fit " << id << ": " << r.method << (r.form.empty() ? "" : " " + r.form) << ", "
-            << r.n_points << " points, N convention " << r.convention << ", FLOPs "
-            << r.flops_convention;
+  std::cout << (id > 0 ? "fit " + std::to_string(id) : std::string("fit (not stored)")) << ": "
+            << r.method << (r.form.empty() ? "" : " " + r.form) << ", " << r.n_points
+            << " points, N convention " << r.convention << ", FLOPs " << r.flops_convention;
   if (std::isfinite(r.objective)) std::cout << ", summed Huber objective " << r.objective;
   std::cout << "\n";
   if (r.result.contains("parametric")) {
@@ -157,10 +157,24 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
   ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
   Table t;
-  t.columns = {{"id", ""},       {"created_at", ""},    {"source", ""},
-               {"method", ""},   {"form", ""},          {"convention", ""},
-               {"n_points", ""}, {"objective", "%.6g"}, {"params", ""}};
+  t.columns = {{"id", ""},    {"created_at", ""}, {"source", ""},   {"method", ""},
+               {"form", ""},  {"convention", ""}, {"n_points", ""}, {"objective", "%.6g"},
+               {"fixed", ""}, {"params", ""}};
   for (const auto& f : fits) {
+    // Parameters held fixed or tied (--fix, or E at the data's entropy in `sweep run`).
+    std::string fixed;
+    auto o = nlohmann::json::parse(f.options_json, nullptr, false);
+    if (o.is_object() && o.contains("fix")) {
+      const auto& fix = o["fix"];
+      if (fix.is_object()) {
+        for (const auto& [k, v] : fix.items())
+          fixed += (fixed.empty() ? "" : " ") + k + "=" +
+                   (v.is_number() ? Human(v.get<double>(), 5) : v.dump());
+      } else if (fix.is_array()) {
+        for (const auto& v : fix)
+          if (v.is_string()) fixed += (fixed.empty() ? "" : " ") + v.get<std::string>();
+      }
+    }
     std::string params;
     auto p = nlohmann::json::parse(f.params_json, nullptr, false);
     if (p.is_object())
@@ -169,7 +183,8 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
                   (v.is_number() ? Human(v.get<double>(), 4) : "-");
     t.rows.push_back({f.id, f.created_at, f.source_kind + ":" + f.source_name, f.method, f.form,
                       f.convention, f.n_points,
-                      f.objective ? nlohmann::json(*f.objective) : nlohmann::json(), params});
+                      f.objective ? nlohmann::json(*f.objective) : nlohmann::json(),
+                      fixed.empty() ? nlohmann::json() : nlohmann::json(fixed), params});
   }
   Print(std::cout, t, format);
   return Status::Ok();
