@@ -345,7 +345,10 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
     std::cout << "\n(fit with E held at the true entropy failed: " << fixed_error << ")\n";
   }
 
-  std::cout << "\ncompute-optimal allocation (95% bootstrap intervals):\n";
+  std::cout << "\ncompute-optimal allocation"
+            << (cfg.fit.bootstrap > 0 ? " (95% bootstrap intervals)"
+                                      : " (no intervals: set fit.bootstrap for them)")
+            << ":\n";
   for (double c : cfg.report_budgets) {
     Result<fit::Answer> a =
         fit::AnswerQuery(law.law, {fit::Query::Kind::kCompute, c}, law.draws, law.ci_level);
