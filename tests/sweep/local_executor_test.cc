@@ -1,0 +1,197 @@
+// Tests of the local scheduler's placement: GPU runs packed by memory (best fit, never over a
+// device's memory, several small runs on one device), runs that fit nowhere refused with an
+// out-of-memory reason, CPU slots never exceeded, largest runs first, and retries. No GPU is
+// needed: the devices are described to the scheduler, and the worker is a small shell script
+// that records the CUDA_VISIBLE_DEVICES it was given and how long it ran. (The real
+// isoflop-train is exercised by sweep_e2e_test.)
+#include "isoflop/sweep/local_executor.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace isoflop::sweep {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+struct Span {
+  std::string devices;
+  double start = 0, end = 0;
+};
+
+class ExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("isoflop_exec_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // The stand-in worker: records its devices and wall-clock span, runs ~0.3 s, and exits
+    // with the code in RUN_DIR/exit (0 when absent).
+    worker_ = (dir_ / "worker.sh").string();
+    std::ofstream(worker_) << "#!/bin/sh\n"
+                              "d=\"$2\"\n"
+                              "echo \"$CUDA_VISIBLE_DEVICES\" > \"$d/devices\"\n"
+                              "date +%s.%N > \"$d/start\"\n"
+                              "sleep 0.3\n"
+                              "date +%s.%N > \"$d/end\"\n"
+                              "if [ -f \"$d/exit\" ]; then exit $(cat \"$d/exit\"); fi\n";
+    chmod(worker_.c_str(), 0755);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Job MakeJob(const std::string& key, int64_t memory, double cost) {
+    Job j;
+    j.key = key;
+    j.run_dir = (dir_ / key).string();
+    fs::create_directories(j.run_dir);
+    j.memory_bytes = memory;
+    j.cost = cost;
+    return j;
+  }
+
+  Span Read(const Job& j) {
+    auto slurp = [](const fs::path& p) {
+      std::ifstream in(p);
+      std::string s;
+      std::getline(in, s);
+      return s;
+    };
+    Span s;
+    s.devices = slurp(fs::path(j.run_dir) / "devices");
+    s.start = std::stod(slurp(fs::path(j.run_dir) / "start"));
+    s.end = std::stod(slurp(fs::path(j.run_dir) / "end"));
+    return s;
+  }
+
+  fs::path dir_;
+  std::string worker_;
+};
+
+TEST_F(ExecutorTest, PacksGpuRunsByMemoryAndRefusesWhatFitsNowhere) {
+  Resources res;
+  res.gpu = true;
+  res.devices = {{0, 10 * kGiB}, {3, 4 * kGiB}};  // device indices as nvidia-smi numbers them
+  std::vector<Job> jobs = {MakeJob("big", 9 * kGiB, 50), MakeJob("mid", 4 * kGiB, 40),
+                           MakeJob("s1", 3 * kGiB, 30),  MakeJob("s2", 3 * kGiB, 20),
+                           MakeJob("s3", 3 * kGiB, 10),  MakeJob("huge", 11 * kGiB, 99)};
+  std::map<std::string, Job> by_key;
+  for (const auto& j : jobs) by_key[j.key] = j;
+  std::map<std::string, ExitInfo> exits;
+  std::vector<std::string> start_order;
+  LocalExecutor::Callbacks cb;
+  cb.on_start = [&](const Job& j, const Placement& pl, pid_t) {
+    start_order.push_back(j.key);
+    EXPECT_EQ(pl.device, "cuda");
+  };
+  cb.on_exit = [&](const Job& j, const ExitInfo& e) {
+    exits[j.key] = e;
+    return false;
+  };
+  LocalExecutor ex(worker_, res);
+  ex.set_poll_interval(0.02);
+  bool interrupted = false;
+  ASSERT_TRUE(ex.Run(jobs, cb, &interrupted).ok());
+  EXPECT_FALSE(interrupted);
+
+  // 11 GiB fits on no device: refused with the reason, never launched.
+  ASSERT_TRUE(exits.count("huge"));
+  EXPECT_NE(exits["huge"].refused.find("out of memory"), std::string::npos);
+  EXPECT_FALSE(fs::exists(fs::path(by_key["huge"].run_dir) / "start"));
+  // The largest run starts first.
+  ASSERT_FALSE(start_order.empty());
+  EXPECT_EQ(start_order.front(), "big");
+
+  // At every moment, the memory of the runs sharing a device stays within it.
+  std::map<std::string, int64_t> capacity = {{"0", 10 * kGiB}, {"3", 4 * kGiB}};
+  std::vector<std::pair<Span, int64_t>> spans;
+  for (const char* key : {"big", "mid", "s1", "s2", "s3"}) {
+    const Job& j = by_key[key];
+    EXPECT_EQ(exits[key].exit_code, 0) << key;
+    Span s = Read(j);
+    ASSERT_TRUE(capacity.count(s.devices)) << key << " got CUDA_VISIBLE_DEVICES=" << s.devices;
+    spans.push_back({s, j.memory_bytes});
+  }
+  for (const auto& [probe, unused] : spans) {
+    const double t = (probe.start + probe.end) / 2;
+    std::map<std::string, int64_t> used;
+    for (const auto& [s, mem] : spans) {
+      if (s.start <= t && t <= s.end) used[s.devices] += mem;
+    }
+    for (const auto& [dev, mem] : used) EXPECT_LE(mem, capacity[dev]) << "device " << dev;
+  }
+  // 'big' (9 GiB) can only go to device 0; while it runs, 'mid' (4 GiB) fits only device 3.
+  EXPECT_EQ(Read(by_key["big"]).devices, "0");
+  EXPECT_EQ(Read(by_key["mid"]).devices, "3");
+}
+
+TEST_F(ExecutorTest, SeveralSmallRunsShareOneGpu) {
+  Resources res;
+  res.gpu = true;
+  res.devices = {{0, 8 * kGiB}};
+  std::vector<Job> jobs = {MakeJob("a", 2 * kGiB, 3), MakeJob("b", 2 * kGiB, 2),
+                           MakeJob("c", 2 * kGiB, 1)};
+  int max_concurrent = 0, running = 0;
+  LocalExecutor::Callbacks cb;
+  cb.on_start = [&](const Job&, const Placement&, pid_t) {
+    max_concurrent = std::max(max_concurrent, ++running);
+  };
+  cb.on_exit = [&](const Job&, const ExitInfo&) {
+    --running;
+    return false;
+  };
+  LocalExecutor ex(worker_, res);
+  ex.set_poll_interval(0.02);
+  bool interrupted = false;
+  ASSERT_TRUE(ex.Run(jobs, cb, &interrupted).ok());
+  EXPECT_EQ(max_concurrent, 3);  // 3 x 2 GiB fit in 8 GiB at once
+  for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "0");
+}
+
+TEST_F(ExecutorTest, CpuSlotsAreNeverExceededAndFailuresCanRetry) {
+  Resources res;
+  res.gpu = false;
+  res.cpu_slots = 2;
+  res.threads_per_run = 1;
+  std::vector<Job> jobs;
+  for (int i = 0; i < 5; ++i) jobs.push_back(MakeJob("c" + std::to_string(i), kGiB, 5 - i));
+  std::ofstream(fs::path(jobs[4].run_dir) / "exit") << "1";  // fails once, then is retried
+  int running = 0, max_concurrent = 0, attempts_c4 = 0;
+  LocalExecutor::Callbacks cb;
+  cb.before_launch = [&](const Job& j, const Placement& pl) {
+    EXPECT_EQ(pl.device, "cpu");
+    EXPECT_EQ(pl.threads, 1);
+    if (j.key == "c4") ++attempts_c4;
+    return Status::Ok();
+  };
+  cb.on_start = [&](const Job&, const Placement&, pid_t) {
+    max_concurrent = std::max(max_concurrent, ++running);
+  };
+  cb.on_exit = [&](const Job& j, const ExitInfo& e) {
+    --running;
+    if (j.key == "c4" && e.exit_code == 1) {
+      fs::remove(fs::path(j.run_dir) / "exit");
+      return true;  // retry
+    }
+    EXPECT_EQ(e.exit_code, 0) << j.key;
+    return false;
+  };
+  LocalExecutor ex(worker_, res);
+  ex.set_poll_interval(0.02);
+  bool interrupted = false;
+  ASSERT_TRUE(ex.Run(jobs, cb, &interrupted).ok());
+  EXPECT_EQ(max_concurrent, 2);
+  EXPECT_EQ(attempts_c4, 2);
+  for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "") << "a CPU run sees no GPU";
+}
+
+}  // namespace
+}  // namespace isoflop::sweep
