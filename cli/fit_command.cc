@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "command.h"
 #include "fit_data.h"
@@ -39,6 +40,36 @@ Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions*
       opt->fixed[name] = v;
     else
       opt->ties.emplace_back(value, name);
+  }
+  return Status::Ok();
+}
+
+// The moe form (Krajewski et al. 2024) fits how loss falls with granularity G: without a G for
+// every observation, or with one G for all, its γ and g are not identified. Returns
+// FailedPrecondition saying how to supply G, else Ok. `source` names the data in messages.
+Status CheckGranularity(const std::vector<store::Observation>& points, const std::string& source,
+                        const std::string& fix) {
+  size_t missing = 0;
+  std::set<double> values;
+  for (const auto& p : points) {
+    if (p.g)
+      values.insert(*p.g);
+    else
+      ++missing;
+  }
+  if (missing > 0) {
+    return Status::FailedPrecondition(
+        "--form moe needs the MoE granularity G of every observation, but " + source + " has " +
+        (missing == points.size() ? std::string("none")
+                                  : "none for " + std::to_string(missing) + " of " +
+                                        std::to_string(points.size()) + " points") +
+        "; " + fix);
+  }
+  if (values.size() < 2) {
+    return Status::FailedPrecondition(
+        "--form moe needs observations at two or more granularities "
+        "G to fit gamma, but every point of " +
+        source + " has G = " + Human(*values.begin(), 6));
   }
   return Status::Ok();
 }
@@ -106,8 +137,17 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   std::vector<fit::Observation> obs;
   std::vector<fit::Curve> curves;
   std::string kind, name;
+  const bool moe = args.form == "moe" && (args.method == "parametric" || args.method == "all");
   if (!args.sweep.empty()) {
     kind = "sweep", name = args.sweep;
+    if (moe) {
+      return Status::FailedPrecondition(
+          "--form moe needs the MoE granularity G of every observation, and sweep runs do not "
+          "record it; export the runs (`isoflop export --sweep " +
+          args.sweep +
+          " > FILE`), add a g column, `isoflop import FILE --name NAME --g-column g` "
+          "and fit --observations NAME");
+    }
     SweepDataOptions opts;
     opts.convention = args.convention;
     ISOFLOP_ASSIGN_OR_RETURN(SweepData data, LoadSweepData(*db, args.sweep, opts));
@@ -118,11 +158,24 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     if (!args.csv.empty()) {
       kind = "csv", name = args.csv;
       ISOFLOP_ASSIGN_OR_RETURN(points, store::ReadObservationsCsv(args.csv));
+      if (moe) {
+        ISOFLOP_RETURN_IF_ERROR(CheckGranularity(
+            points, "CSV file " + args.csv,
+            "add a column named g or granularity (or import it with `isoflop import " + args.csv +
+                " --g-column NAME`)"));
+      }
     } else {
       kind = "observations", name = args.observations;
       ISOFLOP_ASSIGN_OR_RETURN(points, db->GetObservations(args.observations));
+      if (moe) {
+        ISOFLOP_RETURN_IF_ERROR(
+            CheckGranularity(points, "observation set '" + args.observations + "'",
+                             "re-import it with its G column: `isoflop import FILE --name " +
+                                 args.observations + " --replace --g-column NAME`"));
+      }
     }
-    for (const auto& p : points) obs.push_back({p.n, p.d, p.loss, p.c, 1, -1});
+    // G = 1 (dense) where none was recorded; only the moe form reads it.
+    for (const auto& p : points) obs.push_back({p.n, p.d, p.loss, p.c, p.g.value_or(1.0), -1});
   }
 
   std::vector<std::string> methods = {args.method};
@@ -199,7 +252,9 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--csv", args->csv, "Fit the observations in this CSV file (N, D or C, loss)");
   cmd->add_option("--method", args->method, "parametric | isoflop | envelope | all")
       ->capture_default_str();
-  cmd->add_option("--form", args->form, "chinchilla | kaplan | moe (parametric)")
+  cmd->add_option("--form", args->form,
+                  "chinchilla | kaplan | moe (parametric; moe needs each observation's "
+                  "granularity G: `isoflop import --g-column`)")
       ->capture_default_str();
   cmd->add_option("--bootstrap", args->bootstrap, "Bootstrap resamples for intervals (0 = none)")
       ->capture_default_str();

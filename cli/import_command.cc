@@ -1,5 +1,6 @@
-// `isoflop import FILE.csv --name NAME`: (N, D or C, loss) points from papers or other
+// `isoflop import FILE.csv --name NAME`: (N, D or C, loss[, G]) points from papers or other
 // tools, stored as an observation set that `isoflop fit --observations NAME` can fit.
+#include <algorithm>
 #include <iostream>
 
 #include "command.h"
@@ -29,14 +30,23 @@ Status RunImport(const Context& ctx, const ImportArgs& args) {
   }
   std::cout << "imported " << points.size() << " observations from " << args.file << " as set '"
             << args.name << "' (id " << id << ") into " << db->path() << "; loss " << min_loss
-            << " .. " << max_loss << "\n";
+            << " .. " << max_loss;
+  if (points[0].g) {  // the reader gives every row a G or none
+    double min_g = *points[0].g, max_g = *points[0].g;
+    for (const auto& p : points) {
+      min_g = std::min(min_g, *p.g);
+      max_g = std::max(max_g, *p.g);
+    }
+    std::cout << "; granularity G " << min_g << " .. " << max_g;
+  }
+  std::cout << "\n";
   return Status::Ok();
 }
 
 void AddImportCommand(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<ImportArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "import", "Import (N, D or C, loss) observations from a CSV file as a named set");
+      "import", "Import (N, D or C, loss[, G]) observations from a CSV file as a named set");
   cmd->add_option("file", args->file, "CSV file with a header line")->required();
   cmd->add_option("--name", args->name, "Name of the observation set")->required();
   cmd->add_option("--n-column", args->columns.n, "Column holding N (parameters)");
@@ -44,6 +54,9 @@ void AddImportCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--c-column", args->columns.c,
                   "Column holding C (training FLOPs); D = C / (k N) when there is no D column");
   cmd->add_option("--loss-column", args->columns.loss, "Column holding the final loss");
+  cmd->add_option("--g-column", args->columns.g,
+                  "Column holding the MoE granularity G (optional; recognised: g, granularity); "
+                  "needed by `isoflop fit --form moe`");
   cmd->add_option("--flops-per-param-token", args->columns.flops_per_param_token,
                   "k in C = k N D used to derive D from C")
       ->capture_default_str();

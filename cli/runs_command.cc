@@ -81,8 +81,10 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
   Table t;
   if (!args.observations.empty()) {
     ISOFLOP_ASSIGN_OR_RETURN(auto points, db->GetObservations(args.observations));
-    t.columns = {{"n", "%.6g"}, {"d", "%.6g"}, {"c", "%.6g"}, {"loss", "%.6g"}, {"line", ""}};
-    for (const auto& p : points) t.rows.push_back({p.n, p.d, p.c, p.loss, p.line});
+    // g last, so columns that programs index by position keep their place; empty without G.
+    t.columns = {{"n", "%.6g"},    {"d", "%.6g"}, {"c", "%.6g"},
+                 {"loss", "%.6g"}, {"line", ""},  {"g", "%.6g"}};
+    for (const auto& p : points) t.rows.push_back({p.n, p.d, p.c, p.loss, p.line, Opt(p.g)});
     Print(std::cout, t, format);
     return Status::Ok();
   }
@@ -174,7 +176,8 @@ void AddExportCommand(CLI::App& app, Context& ctx) {
       "export", "Export runs (final losses, every N and C convention) or an observation set");
   auto* sweep = cmd->add_option("--sweep", args->sweep, "Only runs of this sweep");
   cmd->add_option("--observations", args->observations,
-                  "Export this imported observation set instead of runs (columns n,d,c,loss)")
+                  "Export this imported observation set instead of runs (columns n,d,c,loss,"
+                  "line,g; g empty when the set has no granularity)")
       ->excludes(sweep);
   cmd->add_option("--status", args->status, "Only runs with this status");
   cmd->add_option("--format", args->format, "csv | json | table")->capture_default_str();

@@ -1,4 +1,4 @@
-// CSV reader for external (N, D, loss) observations. Handles quoted fields (RFC 4180, no
+// CSV reader for external (N, D, loss[, G]) observations. Handles quoted fields (RFC 4180, no
 // embedded newlines), CRLF line ends and a UTF-8 byte-order mark.
 #include "isoflop/store/observations_csv.h"
 
@@ -99,6 +99,7 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
       FindColumn(header, columns.c,
                  {"c", "flops", "compute", "training flop", "training flops", "training_flops"});
   int loss_col = FindColumn(header, columns.loss, {"loss", "final_loss", "val_loss", "final loss"});
+  int g_col = FindColumn(header, columns.g, {"g", "granularity"});
   std::string header_list;
   for (const auto& h : header) header_list += (header_list.empty() ? "" : ", ") + h;
   auto missing = [&](const std::string& what, const std::string& given, const std::string& flag) {
@@ -114,6 +115,8 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
     if (!columns.c.empty()) return missing("C (compute)", columns.c, "--c-column");
     return missing("D (tokens) or C (compute)", "", "--d-column or --c-column");
   }
+  // G is optional, but a column asked for by name must exist.
+  if (g_col < 0 && !columns.g.empty()) return missing("G (granularity)", columns.g, "--g-column");
   const double k = columns.flops_per_param_token;
 
   std::vector<Observation> out;
@@ -153,6 +156,15 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
     } else {
       ISOFLOP_RETURN_IF_ERROR(value(c_col, &o.c));
       o.d = o.c / (k * o.n);
+    }
+    // An empty G cell means "not recorded" (what `isoflop export` writes for a point without
+    // G), so exported sets import again; anything else must be a positive finite number.
+    const bool g_empty = g_col >= 0 && static_cast<size_t>(g_col) < fields.size() &&
+                         fields[static_cast<size_t>(g_col)].empty();
+    if (g_col >= 0 && !g_empty) {
+      double g = 0;
+      ISOFLOP_RETURN_IF_ERROR(value(g_col, &g));
+      o.g = g;
     }
     out.push_back(o);
   }

@@ -110,7 +110,13 @@ ALTER TABLE fits ADD COLUMN options_json TEXT NOT NULL DEFAULT '{}';
 CREATE INDEX fits_by_source ON fits(source_kind, source_name, method, id);
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2};
+// Version 3: the Mixture-of-Experts granularity G of imported observations (Krajewski et al.
+// 2024), NULL when the source had none, so `isoflop fit --form moe` can fit an imported set.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE observations ADD COLUMN g REAL;
+)sql";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 const char* const kOurTables[] = {"sweeps",           "runs",         "metrics",      "fits",
@@ -770,8 +776,8 @@ Result<int64_t> Store::ImportObservations(const std::string& name, const std::st
     ins->Step();
     ISOFLOP_ASSIGN_OR_RETURN(
         StmtRef q,
-        Prepare("INSERT INTO observations (set_id, idx, n, d, c, loss, line) VALUES (?1, ?2, "
-                "?3, ?4, ?5, ?6, ?7)"));
+        Prepare("INSERT INTO observations (set_id, idx, n, d, c, loss, line, g) VALUES (?1, "
+                "?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
     for (size_t i = 0; i < points.size(); ++i) {
       const Observation& p = points[i];
       q->Reset();
@@ -782,6 +788,7 @@ Result<int64_t> Store::ImportObservations(const std::string& name, const std::st
       q->Bind(5, p.c);
       q->Bind(6, p.loss);
       q->Bind(7, p.line);
+      q->Bind(8, p.g);
       if (q->Step() != SQLITE_DONE) return Error("writing observation " + std::to_string(i));
     }
     return Status::Ok();
@@ -817,11 +824,12 @@ Result<std::vector<Observation>> Store::GetObservations(const std::string& name)
   int64_t id = find->Int(0);
   ISOFLOP_ASSIGN_OR_RETURN(
       StmtRef q,
-      Prepare("SELECT n, d, c, loss, line FROM observations WHERE set_id = ?1 ORDER BY idx"));
+      Prepare("SELECT n, d, c, loss, line, g FROM observations WHERE set_id = ?1 ORDER BY idx"));
   q->Bind(1, id);
   std::vector<Observation> out;
   while ((rc = q->Step()) == SQLITE_ROW) {
-    out.push_back({q->Double(0), q->Double(1), q->Double(2), q->Double(3), q->Int(4)});
+    out.push_back(
+        {q->Double(0), q->Double(1), q->Double(2), q->Double(3), q->Int(4), q->OptDouble(5)});
   }
   if (rc != SQLITE_DONE) return Error("reading observations");
   return out;

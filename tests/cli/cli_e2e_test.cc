@@ -23,6 +23,7 @@ std::vector<std::vector<std::string>> ParseCsv(const std::string& text) {
     std::stringstream ls(line);
     std::string cell;
     while (std::getline(ls, cell, ',')) f.push_back(cell);
+    if (!line.empty() && line.back() == ',') f.push_back("");  // a trailing empty field
     rows.push_back(f);
   }
   return rows;
@@ -51,7 +52,7 @@ TEST_F(CliTest, ImportChinchillaThenExportMatchesTheSource) {
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
   auto rows = ParseCsv(exp.out);
   ASSERT_EQ(rows.size(), 246u);
-  EXPECT_EQ(rows[0], (std::vector<std::string>{"n", "d", "c", "loss", "line"}));
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"n", "d", "c", "loss", "line", "g"}));
 
   auto src = ParseCsv([&] {
     std::ifstream f(kChinchilla);
@@ -67,6 +68,7 @@ TEST_F(CliTest, ImportChinchillaThenExportMatchesTheSource) {
     EXPECT_EQ(std::stod(rows[i][3]), loss) << "row " << i;
     EXPECT_DOUBLE_EQ(std::stod(rows[i][1]), c / (6 * n)) << "row " << i;
     EXPECT_EQ(rows[i][4], std::to_string(i + 1));
+    EXPECT_EQ(rows[i][5], "");  // the Chinchilla data have no MoE granularity
   }
 
   auto json = Isoflop({"export", "--observations", "chinchilla", "--format", "json"});

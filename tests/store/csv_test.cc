@@ -46,6 +46,36 @@ TEST(ObservationsCsv, NamedColumnsAndQuotes) {
   EXPECT_EQ((*r)[1].c, 6 * 2e6 * 4e7);
 }
 
+TEST(ObservationsCsv, GranularityColumnIsOptionalAndRecognised) {
+  // Recognised header "granularity" (any case); every row gets its G.
+  auto path = WriteTemp("gran.csv", "n,d,loss,Granularity\n1e6,2e7,3.5,1\n2e6,4e7,3.25,0.5\n");
+  auto r = ReadObservationsCsv(path);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].g, 1.0);
+  EXPECT_EQ((*r)[1].g, 0.5);
+  // Named with --g-column.
+  auto named = WriteTemp("gnamed.csv", "n,d,loss,experts_split\n1e6,2e7,3.5,8\n");
+  CsvColumns cols;
+  cols.g = "experts_split";
+  auto n = ReadObservationsCsv(named, cols);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ((*n)[0].g, 8.0);
+  // No G column: no G, not a default of 1.
+  auto dense = WriteTemp("dense.csv", "n,d,loss\n1e6,2e7,3.5\n");
+  auto d = ReadObservationsCsv(dense);
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_FALSE((*d)[0].g.has_value());
+  // An empty G cell (what `isoflop export` writes without G) is "not recorded".
+  auto blank =
+      WriteTemp("gblank.csv", "n,d,c,loss,line,g\n1e6,2e7,1.2e14,3.5,2,\n1e6,2e7,1.2e14,3.4,3,4\n");
+  auto b = ReadObservationsCsv(blank);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_FALSE((*b)[0].g.has_value());
+  EXPECT_EQ((*b)[1].g, 4.0);
+  for (const auto& p : {path, named, dense, blank}) fs::remove(p);
+}
+
 struct BadCase {
   const char* name;
   std::string text;
@@ -66,6 +96,11 @@ TEST(ObservationsCsv, BadInputNamesFileLineAndColumn) {
       {"empty", "", ":1: empty file"},
       {"nodata", "n,d,loss\n", "no data rows"},
       {"nan", "n,d,loss\n1e6,5,nan\n", "must be a positive finite number"},
+      {"g_zero", "n,d,loss,g\n1e6,5,3,2\n1e6,5,3,0\n", ":3: column 'g': 0 must be a positive"},
+      {"g_inf", "n,d,loss,granularity\n1e6,5,3,inf\n",
+       ":2: column 'granularity': inf must be a positive finite number"},
+      {"g_text", "n,d,loss,g\n1e6,5,3,eight\n", ":2: column 'g': 'eight' is not a number"},
+      {"g_short", "n,d,loss,g\n1e6,5,3\n", ":2: column 'g': missing value"},
   };
   for (const auto& c : cases) {
     std::string path = WriteTemp(c.name, c.text);
@@ -76,6 +111,17 @@ TEST(ObservationsCsv, BadInputNamesFileLineAndColumn) {
         << c.name << ": " << r.status().message();
     fs::remove(path);
   }
+  // A G column asked for by name must exist, and the message names the flag.
+  std::string no_g = WriteTemp("nog.csv", "n,d,loss\n1e6,5,3\n");
+  CsvColumns want_g;
+  want_g.g = "gran";
+  auto r = ReadObservationsCsv(no_g, want_g);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(no_g + ":1: no column named 'gran' for G (granularity)"),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("--g-column"), std::string::npos);
+  fs::remove(no_g);
   auto missing = ReadObservationsCsv("/nonexistent/x.csv");
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
 }

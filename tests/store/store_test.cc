@@ -238,12 +238,13 @@ TEST_F(StoreTest, FitsRoundTripAndLatest) {
 
 TEST_F(StoreTest, ObservationsAreAllOrNothingAndNamed) {
   auto db = OpenOrDie(path_);
-  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2}, {2e8, 1e9, 1.2e18, 3.0, 3}};
+  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2, std::nullopt},
+                                  {2e8, 1e9, 1.2e18, 3.0, 3, std::nullopt}};
   ASSERT_TRUE(db->ImportObservations("paper", "p.csv", pts, false).ok());
   auto again = db->ImportObservations("paper", "p.csv", pts, false);
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.status().message().find("already exists"), std::string::npos);
-  pts.push_back({4e8, 5e8, 1.2e18, 2.9, 4});
+  pts.push_back({4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt});
   ASSERT_TRUE(db->ImportObservations("paper", "p.csv", pts, true).ok());
   auto got = db->GetObservations("paper");
   ASSERT_TRUE(got.ok());
@@ -255,6 +256,22 @@ TEST_F(StoreTest, ObservationsAreAllOrNothingAndNamed) {
   EXPECT_EQ(sets[0].n_points, 3);
   auto missing = db->GetObservations("nope");
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
+}
+
+TEST_F(StoreTest, ObservationGranularityRoundTripsAndAbsentStaysAbsent) {
+  auto db = OpenOrDie(path_);
+  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2, 8.0},
+                                  {2e8, 1e9, 1.2e18, 3.0, 3, 0.5},
+                                  {4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt}};
+  ASSERT_TRUE(db->ImportObservations("moe", "m.csv", pts, false).ok());
+  db.reset();
+  auto again = OpenOrDie(path_);
+  auto got = again->GetObservations("moe");
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[0].g, 8.0);
+  EXPECT_EQ((*got)[1].g, 0.5);
+  EXPECT_FALSE((*got)[2].g.has_value());  // NULL, not 0 or 1
 }
 
 TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
@@ -280,6 +297,14 @@ TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
   m.extra = {{"aux", 1.0}};
   ASSERT_TRUE(db->UpsertMetrics(1, {m}).ok());
   EXPECT_EQ((*db->GetMetrics(1))[1].extra.size(), 1u);
+  // Migration 3: the old observation has no granularity, and new sets can carry one.
+  auto old_points = db->GetObservations((*db->ListObservationSets())[0].name);
+  ASSERT_TRUE(old_points.ok()) << old_points.status().message();
+  ASSERT_EQ(old_points->size(), 1u);
+  EXPECT_FALSE((*old_points)[0].g.has_value());
+  ASSERT_TRUE(
+      db->ImportObservations("with_g", "g.csv", {{1e8, 1e9, 6e17, 3.0, 2, 4.0}}, false).ok());
+  EXPECT_EQ((*db->GetObservations("with_g"))[0].g, 4.0);
   db.reset();
   // Reopening does not migrate again.
   auto again = OpenOrDie(path_);

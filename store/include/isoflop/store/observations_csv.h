@@ -1,4 +1,4 @@
-// Reads (N, D, loss) observations from a CSV file, for `isoflop import` and `isoflop fit
+// Reads (N, D, loss[, G]) observations from a CSV file, for `isoflop import` and `isoflop fit
 // --csv`. Columns are found by name (given, or recognised headers); D may be derived from
 // a compute column as D = C / (6N) (Hoffmann et al. 2022 convention).
 #pragma once
@@ -17,14 +17,18 @@ struct CsvColumns {
   //   D: "d", "tokens", "training tokens", "n_tokens", "data"
   //   C: "c", "flops", "compute", "training flop", "training flops", "training_flops"
   //   loss: "loss", "final_loss", "val_loss", "final loss"
-  std::string n, d, c, loss;
+  //   G (optional, MoE granularity, Krajewski et al. 2024): "g", "granularity"
+  std::string n, d, c, loss, g;
   // FLOPs per parameter per token used to derive D from C (C = k·N·D).
   double flops_per_param_token = 6.0;
 };
 
-// Returns every data row as an Observation (n, d, c, loss, line). Errors name the file, the
-// line and the column: NotFound (missing file), InvalidArgument (no usable header, a missing
-// or non-numeric or non-positive value, neither D nor C present). Never returns a partial set.
+// Returns every data row as an Observation (n, d, c, loss, line, and g when the file has a G
+// column and the row's G cell is not empty; a non-empty G must be a positive finite number).
+// Errors name the file, the line and the
+// column: NotFound (missing file), InvalidArgument (no usable header, a missing or non-numeric
+// or non-positive value, neither D nor C present, a G column given by name but absent). Never
+// returns a partial set.
 Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
                                                      const CsvColumns& columns = {});
 

@@ -18,7 +18,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -97,6 +97,9 @@ struct FitRecord {
 struct Observation {
   double n = 0, d = 0, c = 0, loss = 0;
   int64_t line = 0;  // line in the source file (0 when not from a file)
+  // Mixture-of-Experts granularity G (Krajewski et al. 2024), > 0 when recorded; nullopt when
+  // the source had none (dense models, or data without a G column). Stored as NULL.
+  std::optional<double> g;
 };
 
 struct ObservationSet {
