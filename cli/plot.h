@@ -40,8 +40,8 @@ Status CheckPlotDependencies(const PlotOptions& options);
 
 // Executes the notebook for the chosen source; writes each figure as <out>/<stem>.<format>
 // (stems: isoflop_curves, optimal_n_d, loss_contours, training_curves, residuals,
-// extrapolation, moe; figures that do not apply are skipped and the report says why),
-// <out>/report.html and <out>/manifest.json, and prints their paths to stdout.
+// extrapolation, moe, granularity; figures that do not apply are skipped and the report says
+// why), <out>/report.html and <out>/manifest.json, and prints their paths to stdout.
 // Errors: InvalidArgument for bad options; NotFound for a missing store, sweep, set or
 // notebook; FailedPrecondition for missing Python packages (naming the apt packages);
 // Internal when the notebook fails (with its last error line and the log's path).

@@ -44,6 +44,10 @@ FIGURES = [
      "The law fitted without the largest budget, predicting that budget's losses."),
     ("moe", "Mixture-of-Experts",
      "Final loss against active parameters for each expert count."),
+    ("granularity", "Granularity law (fine-grained MoE)",
+     "Final loss against MoE granularity G at a few fixed (N, D) from the data, with the fitted "
+     "law L = c + (g/G^γ + a)/N^α + b/D^β (Krajewski et al. 2024, eq. 5) and its limit G → ∞; "
+     "right: the law's residuals against G for every point."),
 ]
 FIGURE_TITLES = {stem: title for stem, title, _ in FIGURES}
 FIGURE_BLURBS = {stem: blurb for stem, _, blurb in FIGURES}
@@ -186,10 +190,15 @@ def load_fits(con, kind: str, name: str) -> dict:
 
 
 def load_observation_set(con, name: str) -> pd.DataFrame:
+    """The set's points; column g is the MoE granularity G (NaN where none was imported, and
+    for stores older than schema 3, which have no g column)."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(observations)")}
+    g = "o.g" if "g" in columns else "NULL AS g"
     df = pd.read_sql_query(
-        "SELECT o.n, o.d, o.c, o.loss, o.line FROM observations o "
+        f"SELECT o.n, o.d, o.c, o.loss, o.line, {g} FROM observations o "
         "JOIN observation_sets s ON s.id = o.set_id WHERE s.name = ? ORDER BY o.idx",
         con, params=(name,))
+    df["g"] = df["g"].astype(float)
     df["n_experts"] = 0
     return df
 
@@ -202,6 +211,7 @@ def load_runs(con, sweep: str) -> pd.DataFrame:
     df["loss"] = df["final_val_loss"].fillna(df["final_train_loss"])
     df["d"] = df["target_tokens"].astype(float)
     df["n_experts"] = df["n_experts"].fillna(0).astype(int)
+    df["g"] = np.nan  # runs record no granularity G (`isoflop fit` counts them as G = 1)
     return df
 
 
@@ -345,6 +355,10 @@ class Report:
             obs.loc[obs["loss"].nlargest(k).index, "excluded"] = True
         self.n_excluded = int(obs["excluded"].sum())
         self.obs = obs
+
+    def _g(self) -> np.ndarray:
+        """Each point's granularity G as the fit saw it: 1 where none was recorded."""
+        return self.obs["g"].fillna(1.0).to_numpy(dtype=float)
 
     def parametric_law(self, form: str = "") -> Law | None:
         f = self.fits.get("parametric:" + form) if form else self.fits.get("parametric")
@@ -708,7 +722,11 @@ class Report:
         cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, pad=0.01)
         cb.set_label("Loss (nats/token)")
         ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
-        return self._save(fig, name, self._common_notes())
+        notes = self._common_notes()
+        if law.form == "moe":
+            notes.append("the moe law is drawn at granularity G = 1; granularity.png shows "
+                         "its dependence on G")
+        return self._save(fig, name, notes)
 
     def _law_text(self, law: Law) -> str:
         """"E=1.82, A=478, ..." in the form's parameter order, Greek letters as symbols."""
@@ -784,7 +802,7 @@ class Report:
             return self._skip(name, self._need_fit("parametric"))
         obs = self.obs
         with np.errstate(all="ignore"):
-            r = np.log(obs["loss"].to_numpy()) - np.log(law.loss(obs["n"], obs["d"]))
+            r = np.log(obs["loss"].to_numpy()) - np.log(law.loss(obs["n"], obs["d"], self._g()))
         norm = self._budget_norm()
         kept = ~obs["excluded"].to_numpy()
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=True)
@@ -892,11 +910,113 @@ class Report:
         leg1 = ax.legend(loc="upper right", fontsize=8, title="expert count", framealpha=0.9)
         ax.add_artist(leg1)
         ax.legend(handles=handles, loc="lower left", fontsize=7.5, title="budget", framealpha=0.9)
-        notes = []
-        if "parametric:moe" not in self.fits:
-            notes.append("granularity law not drawn: no `moe`-form parametric fit in the store "
-                         "(`isoflop fit --form moe`)")
         ax.set_title(f"Mixture-of-Experts - sweep '{self.name}'", fontsize=11)
+        return self._save(fig, name)
+
+    # ---- figure 7
+
+    def granularity(self, panels: int = 4):
+        """Loss against granularity G at `panels` fixed (N, D) of the data, with the stored
+        moe-form law (Krajewski et al. 2024, eq. 5), and the law's residuals against G."""
+        name = "granularity"
+        obs = self.obs[np.isfinite(self.obs["g"].to_numpy(dtype=float))]
+        if obs["g"].nunique() < 2:
+            if self.kind == "sweep":
+                why = "sweep runs record no MoE granularity G"
+            elif len(obs) == 0:
+                why = ("this observation set has no MoE granularity G (import it with "
+                       "`isoflop import FILE --g-column NAME`)")
+            else:
+                why = f"every point has the same granularity G = {obs['g'].iloc[0]:g}"
+            return self._skip(name, why)
+        f = self.fits.get("parametric:moe")
+        law = (Law(form="moe", params=f["params"], k=flops_per_param_token(
+            f.get("flops_convention"))) if f and f.get("params") else None)
+        notes = []
+        if law is None:
+            notes.append("fitted law missing: needs a stored moe-form parametric fit: run "
+                         f"`isoflop fit --observations {self.name} --form moe`")
+        # Points sharing (N, D) to within 0.05 decades form one series; the series with the
+        # most granularities, then `panels` of them spread over their loss, are drawn.
+        key = pd.DataFrame({"ln": np.round(np.log10(obs["n"]) / 0.1),
+                            "ld": np.round(np.log10(obs["d"]) / 0.1)}, index=obs.index)
+        groups = [(k, obs.loc[idx]) for k, idx in key.groupby(["ln", "ld"]).groups.items()]
+        groups = [(k, g) for k, g in groups if g["g"].nunique() >= 2]
+        if not groups:
+            return self._skip(name, "no (N, D) was measured at two or more granularities G")
+        most = max(g["g"].nunique() for _, g in groups)
+        groups = sorted((g for _, g in groups if g["g"].nunique() == most),
+                        key=lambda g: g["loss"].mean())
+        pick = sorted({int(round(i)) for i in np.linspace(0, len(groups) - 1,
+                                                          min(panels, len(groups)))})
+        chosen = [groups[i] for i in reversed(pick)]  # highest loss first: legend order = curves
+        g_all = obs["g"].to_numpy(dtype=float)
+        g_grid = np.logspace(math.log10(g_all.min() / 1.3), math.log10(g_all.max() * 2.5), 200)
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(chosen)))
+        fig, (ax, axr) = plt.subplots(1, 2, figsize=(13.5, 5.4), constrained_layout=True,
+                                      gridspec_kw={"width_ratios": [1.35, 1]})
+        for colour, g in zip(colours, chosen):
+            n, d = float(np.exp(np.log(g["n"]).mean())), float(np.exp(np.log(g["d"]).mean()))
+            label = f"N = {_sci(n)}, D = {_sci(d)}"
+            ax.scatter(g["g"], g["loss"], color=colour, s=34, edgecolors="black",
+                       linewidths=0.4, zorder=3, label=label)
+            if law is not None:
+                with np.errstate(all="ignore"):
+                    ax.plot(g_grid, law.loss(n, d, g_grid), color=colour, lw=1.8)
+                    # G -> infinity leaves c + a/N^alpha + b/D^beta.
+                    floor = float(law.loss(n, d, np.inf))
+                ax.axhline(floor, color=colour, lw=0.9, ls=":", alpha=0.9)
+        if law is not None:
+            ax.plot([], [], color="0.3", lw=1.8, label="fitted law")
+            ax.plot([], [], color="0.3", lw=0.9, ls=":", label="its limit G → ∞")
+        ax.set_xscale("log")
+        ticks = sorted(set(g_all))
+        if len(ticks) <= 10:
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel("Granularity G")
+        ax.set_ylabel("Final loss (nats/token)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(loc="best", fontsize=8, framealpha=0.9)
+        if law is not None:
+            p = law.params
+            ax.set_title("Fitted law L = c + (g/G^γ + a)/N^α + b/D^β\n"
+                         f"c={_fmt_param(p['c'])}, g={_fmt_param(p['g'])}, "
+                         f"γ={_fmt_param(p['gamma'])}, a={_fmt_param(p['a'])}, "
+                         f"α={_fmt_param(p['alpha'])}, b={_fmt_param(p['b'])}, "
+                         f"β={_fmt_param(p['beta'])}", fontsize=9)
+            with np.errstate(all="ignore"):
+                r = np.log(obs["loss"].to_numpy()) - np.log(
+                    law.loss(obs["n"].to_numpy(), obs["d"].to_numpy(), g_all))
+            n_norm = LogNorm(vmin=obs["n"].min(), vmax=max(obs["n"].max(), obs["n"].min() * 1.01))
+            # Spread the points of one G sideways (in log G) so they do not stack.
+            jitter = np.exp(np.random.default_rng(0).uniform(-0.08, 0.08, len(r)))
+            axr.scatter(g_all * jitter, r, c=obs["n"], cmap=SIZE_CMAP, norm=n_norm, s=14,
+                        edgecolors="none", alpha=0.85)
+            axr.axhline(0, color="black", lw=0.8)
+            span = max(float(np.nanmax(np.abs(r))) * 1.15, 1e-3)
+            axr.set_ylim(-span, span)
+            rms = float(np.sqrt(np.nanmean(r ** 2)))
+            axr.set_title(f"Residuals of all {len(r)} points (RMS {rms:.4f})", fontsize=9)
+            axr.set_ylabel(r"Residual $\log L - \log \hat{L}$")
+            cb = fig.colorbar(plt.cm.ScalarMappable(norm=n_norm, cmap=SIZE_CMAP), ax=axr,
+                              pad=0.01)
+            cb.set_label("Parameters N")
+        else:
+            axr.scatter(g_all, obs["loss"], c="0.4", s=12)
+            axr.set_title("All points (no fitted law to compare with)", fontsize=9)
+            axr.set_ylabel("Final loss (nats/token)")
+        axr.set_xscale("log")
+        if len(ticks) <= 10:
+            axr.set_xticks(ticks)
+            axr.set_xticklabels([f"{t:g}" for t in ticks])
+            axr.minorticks_off()
+        axr.set_xlabel("Granularity G")
+        axr.grid(True, which="major", alpha=0.3)
+        fig.suptitle(f"Granularity law (Krajewski et al. 2024) - {self.kind} '{self.name}': "
+                     f"{len(obs)} points at G = " + ", ".join(f"{t:g}" for t in ticks[:10])
+                     + (" ..." if len(ticks) > 10 else ""), fontsize=11)
         return self._save(fig, name, notes)
 
     # ---- everything

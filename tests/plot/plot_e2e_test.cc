@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iomanip>
 #include <iostream>
 #include <random>
 #include <sstream>
@@ -66,8 +67,10 @@ class PlotTest : public ::testing::Test {
     out_ = dir_ + "/plots";
   }
   void TearDown() override {
-    if (!HasFailure() && !std::getenv("ISOFLOP_TEST_KEEP")) fs::remove_all(dir_);
-    else std::cerr << "kept test files in " << dir_ << "\n";
+    if (!HasFailure() && !std::getenv("ISOFLOP_TEST_KEEP"))
+      fs::remove_all(dir_);
+    else
+      std::cerr << "kept test files in " << dir_ << "\n";
   }
   CommandResult Isoflop(std::vector<std::string> args, std::vector<std::string> env = {}) {
     args.insert(args.begin(), {Binary("isoflop"), "--db", db_});
@@ -76,7 +79,8 @@ class PlotTest : public ::testing::Test {
 
   // Asserts every <stem>.<format> exists and passes the figure check, and report.html links
   // each of them.
-  void ExpectFigures(const std::vector<std::string>& stems, const std::vector<std::string>& formats) {
+  void ExpectFigures(const std::vector<std::string>& stems,
+                     const std::vector<std::string>& formats) {
     std::vector<std::string> argv = {kPython, "-c", kCheckFigures};
     std::string report = ReadFile(out_ + "/report.html");
     ASSERT_FALSE(report.empty()) << "no report.html in " << out_;
@@ -98,8 +102,10 @@ class PlotTest : public ::testing::Test {
     std::istringstream lines(check.out);
     int ok = 0;
     for (std::string line; std::getline(lines, line);) {
-      if (line.rfind("ok ", 0) == 0) ++ok;
-      else ADD_FAILURE() << line;
+      if (line.rfind("ok ", 0) == 0)
+        ++ok;
+      else
+        ADD_FAILURE() << line;
     }
     EXPECT_EQ(ok, static_cast<int>(stems.size() * formats.size())) << check.out;
   }
@@ -131,6 +137,9 @@ TEST_F(PlotTest, ChinchillaObservationsDrawEveryApplicableFigure) {
   // Figures that need training curves or MoE runs are skipped, and said so.
   EXPECT_NE(r.out.find("skipped training_curves"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("skipped moe"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipped granularity: this observation set has no MoE granularity G"),
+            std::string::npos)
+      << r.out;
   EXPECT_FALSE(fs::exists(out_ + "/training_curves.png"));
   std::string report = ReadFile(out_ + "/report.html");
   EXPECT_NE(report.find("Figures not drawn"), std::string::npos);
@@ -233,7 +242,46 @@ TEST_F(PlotTest, SyntheticSweepWithMoeDrawsAllSevenFigures) {
   ExpectFigures({"isoflop_curves", "optimal_n_d", "loss_contours", "training_curves", "residuals",
                  "extrapolation", "moe"},
                 {"png"});
-  EXPECT_EQ(r.out.find("skipped"), std::string::npos) << r.out;
+  // Only the granularity law is skipped: sweep runs record no G.
+  EXPECT_NE(r.out.find("skipped granularity: sweep runs record no MoE granularity G"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("skipped", r.out.find("skipped granularity") + 1), std::string::npos)
+      << r.out;
+}
+
+// An observation set with MoE granularity G (losses from the fine-grained MoE law of Krajewski
+// et al. 2024, c=1.5, g=30, a=20, b=300, α=0.25, β=0.3, γ=0.6, on a 4x4 (N, D) grid at
+// G = 1, 2, 4, 8, 16, times 1 + 0.3% Gaussian noise from std::mt19937_64 seed 5), fitted with
+// `--form moe` only: the granularity figure draws the fitted law.
+TEST_F(PlotTest, MoeObservationsWithGranularityDrawTheGranularityLaw) {
+  const std::string csv = dir_ + "/moe.csv";
+  {
+    std::mt19937_64 rng(5);
+    std::normal_distribution<double> noise(0.0, 0.003);
+    std::ofstream f(csv);
+    f << "n,d,loss,granularity\n" << std::setprecision(17);
+    for (double g : {1.0, 2.0, 4.0, 8.0, 16.0})
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) {
+          const double n = std::pow(10.0, 7 + 0.6 * i), d = std::pow(10.0, 8 + 0.6 * j);
+          const double loss =
+              1.5 + (30 / std::pow(g, 0.6) + 20) / std::pow(n, 0.25) + 300 / std::pow(d, 0.3);
+          f << n << "," << d << "," << loss * (1 + noise(rng)) << "," << g << "\n";
+        }
+  }
+  ASSERT_EQ(Isoflop({"import", csv, "--name", "moe"}).exit_code, 0);
+  auto fit = Isoflop({"fit", "--observations", "moe", "--form", "moe"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.out << fit.err;
+  auto r = Isoflop({"plot", "--observations", "moe", "--out", out_});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ExpectFigures({"granularity", "residuals"}, {"png"});
+  EXPECT_NE(r.out.find("wrote " + out_ + "/granularity.png"), std::string::npos) << r.out;
+  // The law was drawn (no "fitted law missing" note), and the figure has its section.
+  EXPECT_EQ(r.out.find("fitted law missing"), std::string::npos) << r.out;
+  std::string report = ReadFile(out_ + "/report.html");
+  EXPECT_NE(report.find("id=\"granularity\""), std::string::npos);
+  EXPECT_NE(report.find("Granularity law"), std::string::npos);
 }
 
 TEST_F(PlotTest, MissingPythonPackagesNameTheAptPackages) {
