@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "isoflop/common/status.h"
 
@@ -32,6 +33,10 @@ bool RegisterCommand(const std::string& name, int order, CommandAdder adder);
 // Absolute path of the `isoflop-train` binary: $ISOFLOP_TRAIN, else beside this executable,
 // else the first on PATH. NotFound with a hint when none exists.
 Result<std::string> FindTrainBinary(const Context& ctx);
+
+// Replaces this process with `isoflop-train ARGS...` (exec). Returns only on failure: NotFound
+// when the binary is missing, IoError when exec fails.
+Status ExecTrain(const Context& ctx, const std::vector<std::string>& args);
 
 }  // namespace isoflop::cli
 

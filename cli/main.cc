@@ -33,6 +33,24 @@ int main(int argc, char** argv) {
   });
   for (auto& c : commands) c.adder(app, ctx);
 
+  // `isoflop [--db X] train ARGS...`: everything after `train` belongs to isoflop-train, which
+  // has options of its own, so it is handed over before CLI11 sees it.
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--db" && i + 1 < argc) {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--db=", 0) == 0) continue;
+    if (a == "train") {
+      const isoflop::Status st =
+          isoflop::cli::ExecTrain(ctx, std::vector<std::string>(argv + i + 1, argv + argc));
+      std::cerr << "isoflop: error: " << st.message() << "\n";
+      return 1;
+    }
+    break;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

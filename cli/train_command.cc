@@ -9,9 +9,8 @@
 #include "command.h"
 
 namespace isoflop::cli {
-namespace {
 
-Status RunTrain(const Context& ctx, const std::vector<std::string>& args) {
+Status ExecTrain(const Context& ctx, const std::vector<std::string>& args) {
   ISOFLOP_ASSIGN_OR_RETURN(std::string bin, FindTrainBinary(ctx));
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(bin.c_str()));
@@ -21,14 +20,17 @@ Status RunTrain(const Context& ctx, const std::vector<std::string>& args) {
   return Status::IoError("cannot run " + bin + ": " + std::strerror(errno));
 }
 
+namespace {
+
 void AddTrainCommand(CLI::App& app, Context& ctx) {
   CLI::App* cmd =
       app.add_subcommand("train",
                          "Run one training run (forwards all arguments to isoflop-train; see "
                          "`isoflop train --help`)");
-  cmd->prefix_command();
-  cmd->set_help_flag();  // --help goes to isoflop-train
-  cmd->callback([&ctx, cmd] { ctx.status = RunTrain(ctx, cmd->remaining()); });
+  // main() hands `isoflop [--db X] train ARGS...` to ExecTrain before parsing, so every
+  // argument, options and --help included, reaches isoflop-train; this entry is for --help.
+  cmd->set_help_flag();
+  cmd->callback([&ctx] { ctx.status = ExecTrain(ctx, {}); });
 }
 
 }  // namespace

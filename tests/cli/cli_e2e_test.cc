@@ -152,5 +152,25 @@ TEST_F(CliTest, EnvironmentSelectsTheStore) {
   EXPECT_EQ(runs.out.rfind("id,sweep,cell,status", 0), 0u) << runs.out;
 }
 
+TEST_F(CliTest, TrainForwardsToTheWorkerBinary) {
+  const std::string out = dir_ + "/run";
+  auto r = Isoflop({"train", "--out",          out,         "--n-layer",     "1",  "--d-model",
+                    "16",    "--n-head",       "2",         "--seq-len",     "16", "--tokens",
+                    "4096",  "--batch-tokens", "256",       "--micro-batch", "16", "--eval-tokens",
+                    "512",   "--data",         "synthetic", "--threads",     "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(out + "/run.json"));
+  std::ifstream status(out + "/status.json");
+  std::stringstream ss;
+  ss << status.rdbuf();
+  EXPECT_NE(ss.str().find("\"finished\""), std::string::npos) << ss.str();
+  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << "progress lines on stderr: " << r.err;
+  // Its exit codes come through unchanged: a bad shape is a config error (2).
+  auto bad = Isoflop({"train", "--out", dir_ + "/bad", "--d-model", "30", "--n-head", "4",
+                      "--tokens", "4096", "--data", "synthetic"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("n_head"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace isoflop::testing
