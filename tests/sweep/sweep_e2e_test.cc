@@ -285,5 +285,37 @@ TEST(SweepE2ETest, SigintLeavesResumableCheckpoints) {
   MetricRows(dir + "/s.db", "tiny");  // asserts no duplicate steps
 }
 
+TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
+  const std::string dir = TempDir("sweep_cancel");
+  const std::string db = dir + "/s.db";
+  const std::string runs = dir + "/runs/tiny";
+  pid_t manager = Spawn(SweepRun(db, kTiny, {"--no-fit"}), dir, dir + "/log1");
+  ASSERT_TRUE(WaitFor([&] { return !RunningWithCheckpoint(runs).empty(); }, 60))
+      << Slurp(dir + "/log1");
+  auto cancel =
+      testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "cancel", "tiny"}, {}, dir);
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("asked the running manager"), std::string::npos) << cancel.out;
+  WaitExit(manager);  // a cancel is what the user asked for: the manager ends normally
+  EXPECT_NE(Slurp(dir + "/log1").find("cancelled: unfinished cells are marked cancelled"),
+            std::string::npos)
+      << Slurp(dir + "/log1");
+  EXPECT_TRUE(AllLaunchedEnded(runs));
+  int cancelled = 0;
+  for (const auto& run : Runs(db, "tiny")) {
+    EXPECT_TRUE(run.status == "finished" || run.status == "cancelled") << run.status;
+    cancelled += run.status == "cancelled";
+  }
+  EXPECT_GT(cancelled, 0);
+  auto retry = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "sweep", "retry", "tiny", "--no-plot", "--no-fit"}, {}, dir);
+  ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
+  EXPECT_NE(retry.out.find("retrying " + std::to_string(cancelled) + " cell(s) of tiny"),
+            std::string::npos)
+      << retry.out;
+  for (const auto& run : Runs(db, "tiny")) EXPECT_EQ(run.status, "finished") << run.cell_key;
+  MetricRows(db, "tiny");  // asserts no duplicate steps
+}
+
 }  // namespace
 }  // namespace isoflop
