@@ -180,6 +180,16 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
       testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "status", "tiny"}, {}, dir);
   EXPECT_EQ(status.exit_code, 0);
   EXPECT_NE(status.out.find("6 finished"), std::string::npos) << status.out;
+  // Every run with its final loss and every N and C convention, for programs.
+  auto exported = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "export", "--sweep", "tiny", "--format", "csv"}, {}, dir);
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 7) << exported.out;
+  for (const char* column : {"n_total", "n_non_embedding", "c_6n", "c_6n_attn", "c_chinchilla",
+                             "final_val_loss", "data_entropy"}) {
+    EXPECT_NE(exported.out.substr(0, exported.out.find('\n')).find(column), std::string::npos)
+        << column;
+  }
   auto list = testing::RunCommand({Binary("isoflop"), "--db", db, "sweeps"}, {}, dir);
   EXPECT_NE(list.out.find("tiny"), std::string::npos) << list.out;
 }
