@@ -58,7 +58,8 @@ Status RunRuns(const Context& ctx, const RunsArgs& args) {
                {"val_loss", "%.4f"},
                {"attempts", ""}};
   for (const auto& r : runs) {
-    std::string shape = std::to_string(r.n_layer) + "x" + std::to_string(r.d_model);
+    std::string shape = std::to_string(r.n_layer) + "x" + std::to_string(r.d_model) + "h" +
+                        std::to_string(r.n_head);
     if (r.n_experts > 0) shape += " e" + std::to_string(r.n_experts);
     double progress = r.target_tokens > 0 ? 100.0 * r.tokens_done / r.target_tokens : 0.0;
     t.rows.push_back(
