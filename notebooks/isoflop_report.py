@@ -535,7 +535,7 @@ class Report:
         c_obs = self.obs["c"].to_numpy() if len(self.obs) else np.array([1e18])
         c_lo, c_max = float(np.min(c_obs)), float(np.max(c_obs))
         c_grid = np.logspace(math.log10(c_lo) - 0.3, math.log10(c_max * extrapolate), 200)
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
         notes = []
         for ax, var, label in ((axes[0], "n", "Compute-optimal parameters N_opt"),
                                (axes[1], "d", "Compute-optimal training tokens D_opt")):
@@ -636,8 +636,9 @@ class Report:
             ax.set_xlabel("Training compute C (FLOPs)")
             ax.set_ylabel(label)
             ax.grid(True, which="major", alpha=0.3)
-            # Frontiers rise from lower left to upper right: the upper left stays empty.
-            ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
+            # Below the axes: with envelope points and bootstrap bands no corner stays empty.
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7.5,
+                      frameon=False)
         fig.suptitle(f"Compute-optimal allocation - {self.kind} '{self.name}'", fontsize=11)
         missing = [m for m in ("parametric", "isoflop", "envelope") if m not in self.fits]
         if self.kind == "observations" and "envelope" in missing:
