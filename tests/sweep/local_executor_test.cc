@@ -7,6 +7,7 @@
 #include "isoflop/sweep/local_executor.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -191,6 +192,67 @@ TEST_F(ExecutorTest, CpuSlotsAreNeverExceededAndFailuresCanRetry) {
   EXPECT_EQ(max_concurrent, 2);
   EXPECT_EQ(attempts_c4, 2);
   for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "") << "a CPU run sees no GPU";
+}
+
+// Device detection reads `nvidia-smi --query-gpu=index,memory.total --format=csv,noheader,
+// nounits`; a script standing in for it on PATH prints what a 3-GPU host prints.
+TEST_F(ExecutorTest, DetectsGpusThroughNvidiaSmiAndHonoursRestrictions) {
+  const fs::path bin = dir_ / "bin";
+  fs::create_directories(bin);
+  const std::string smi = (bin / "nvidia-smi").string();
+  std::ofstream(smi) << "#!/bin/sh\nprintf '0, 81559\\n1, 81559\\n2, 40960\\n'\n";
+  chmod(smi.c_str(), 0755);
+  const std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  const char* old_cvd_c = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string old_cvd = old_cvd_c ? old_cvd_c : "";
+  setenv("PATH", (bin.string() + ":" + old_path).c_str(), 1);
+  unsetenv("CUDA_VISIBLE_DEVICES");
+
+  ExecutorConfig e;
+  auto all = DetectResources(e);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  EXPECT_TRUE(all->gpu);
+  ASSERT_EQ(all->devices.size(), 3u);
+  EXPECT_EQ(all->devices[2].index, 2);
+  EXPECT_EQ(all->devices[2].memory_bytes, int64_t{40960} * 1024 * 1024);
+
+  setenv("CUDA_VISIBLE_DEVICES", "2,0", 1);  // the manager may hand out only these
+  auto visible = DetectResources(e);
+  ASSERT_TRUE(visible.ok());
+  ASSERT_EQ(visible->devices.size(), 2u);
+  EXPECT_EQ(visible->devices[0].index, 2);
+  EXPECT_EQ(visible->devices[1].index, 0);
+
+  e.gpus = {1};  // hidden by CUDA_VISIBLE_DEVICES: a clear error
+  auto hidden = DetectResources(e);
+  ASSERT_FALSE(hidden.ok());
+  EXPECT_NE(hidden.status().message().find("executor.gpus: GPU 1 is not visible"),
+            std::string::npos)
+      << hidden.status().message();
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  auto one = DetectResources(e);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->devices.size(), 1u);
+  EXPECT_EQ(one->devices[0].index, 1);
+
+  ExecutorConfig cpu;
+  cpu.device = "cpu";  // GPUs present but not wanted
+  auto c = DetectResources(cpu);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->gpu);
+
+  // No GPU at all: device cuda is an error, auto falls back to CPU slots.
+  std::ofstream(smi) << "#!/bin/sh\nexit 9\n";
+  ExecutorConfig cuda;
+  cuda.device = "cuda";
+  EXPECT_FALSE(DetectResources(cuda).ok());
+  auto fallback = DetectResources(ExecutorConfig{});
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_FALSE(fallback->gpu);
+  EXPECT_GE(fallback->cpu_slots, 1);
+
+  setenv("PATH", old_path.c_str(), 1);
+  if (old_cvd_c) setenv("CUDA_VISIBLE_DEVICES", old_cvd.c_str(), 1);
 }
 
 }  // namespace
