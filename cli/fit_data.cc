@@ -1,6 +1,7 @@
 // Sweep runs -> fit observations and curves; fit results -> fits table rows.
 #include "fit_data.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -11,6 +12,29 @@ double ParamsOf(const store::RunRecord& r, const std::string& convention) {
   if (convention == "non_embedding") return static_cast<double>(r.n_non_embedding);
   if (convention == "active") return static_cast<double>(r.n_active);
   return static_cast<double>(r.n_total);
+}
+
+// The training loss against FLOPs so far, averaged over a centred window of logging points.
+// Approach 1 takes the lowest loss across runs at each FLOP level; on raw per-interval losses
+// that minimum picks up batch noise and sits below every curve's mean (Hoffmann et al. 2022
+// smooth their training curves for the same reason). Evaluation lines are not mixed in: they
+// measure a different set.
+fit::Curve SmoothedTrainingCurve(const std::vector<store::MetricRow>& metrics) {
+  constexpr int kHalfWindow = 2;
+  std::vector<std::pair<double, double>> raw;
+  for (const auto& m : metrics) {
+    if (m.train_loss && m.flops > 0 && *m.train_loss > 0 && std::isfinite(*m.train_loss))
+      raw.emplace_back(m.flops, *m.train_loss);
+  }
+  fit::Curve curve;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const size_t lo = i >= kHalfWindow ? i - kHalfWindow : 0;
+    const size_t hi = std::min(raw.size() - 1, i + kHalfWindow);
+    double sum = 0;
+    for (size_t j = lo; j <= hi; ++j) sum += raw[j].second;
+    curve.points.emplace_back(raw[i].first, sum / static_cast<double>(hi - lo + 1));
+  }
+  return curve;
 }
 
 }  // namespace
@@ -50,12 +74,8 @@ Result<SweepData> LoadSweepData(store::Store& db, const std::string& name,
     out.obs.push_back(o);
     if (!options.curves) continue;
     ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));
-    fit::Curve curve;
+    fit::Curve curve = SmoothedTrainingCurve(metrics);
     curve.n = o.n;
-    for (const auto& m : metrics) {
-      const auto l = m.val_loss ? m.val_loss : m.train_loss;
-      if (l && m.flops > 0 && *l > 0 && std::isfinite(*l)) curve.points.emplace_back(m.flops, *l);
-    }
     if (!curve.points.empty()) out.curves.push_back(std::move(curve));
   }
   if (out.obs.empty()) {

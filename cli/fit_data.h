@@ -26,7 +26,8 @@ struct SweepDataOptions {
 
 struct SweepData {
   std::vector<fit::Observation> obs;  // one per finished run; budget ids by ascending budget
-  std::vector<fit::Curve> curves;     // (FLOPs so far, validation or training loss) per run
+  std::vector<fit::Curve> curves;     // (FLOPs so far, training loss averaged over 5 logging
+                                      // points) per run
   std::vector<std::string> excluded;  // "key (shape, C): reason" of diverged runs left out
   std::optional<double> entropy;      // the data's entropy rate, when the runs know it
 };
