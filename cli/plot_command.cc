@@ -33,9 +33,9 @@ constexpr char kNotebook[] = "scaling_report.ipynb";
 
 // Python module -> the Debian package providing it (named in the error message).
 const std::vector<std::pair<std::string, std::string>> kPythonPackages = {
-    {"numpy", "python3-numpy"},         {"pandas", "python3-pandas"},
+    {"numpy", "python3-numpy"},           {"pandas", "python3-pandas"},
     {"matplotlib", "python3-matplotlib"}, {"nbclient", "python3-nbclient"},
-    {"nbconvert", "python3-nbconvert"}, {"ipykernel", "python3-ipykernel"},
+    {"nbconvert", "python3-nbconvert"},   {"ipykernel", "python3-ipykernel"},
 };
 
 std::string AllAptPackages() {
@@ -78,7 +78,8 @@ Result<ChildResult> RunChild(const std::vector<std::string>& argv,
   int log_fd = -1;
   if (!log_path.empty()) {
     log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log_fd < 0) return Status::IoError("cannot write " + log_path + ": " + std::strerror(errno));
+    if (log_fd < 0)
+      return Status::IoError("cannot write " + log_path + ": " + std::strerror(errno));
   } else if (::pipe2(fds, O_CLOEXEC) != 0) {
     return Status::IoError(std::string("pipe: ") + std::strerror(errno));
   }
@@ -120,10 +121,10 @@ Result<ChildResult> RunChild(const std::vector<std::string>& argv,
 // A name safe as one path component (sweep names may hold anything).
 std::string PathComponent(const std::string& name) {
   std::string s;
-  for (char ch : name) s += (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ||
-                             ch == '_' || ch == '.')
-                                ? ch
-                                : '_';
+  for (char ch : name)
+    s += (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.')
+             ? ch
+             : '_';
   if (s.empty() || s == "." || s == "..") s = "_" + s;
   return s;
 }
@@ -137,8 +138,7 @@ std::string LastErrorLine(const std::string& log_path) {
   static const std::regex kError(R"(^\s*([A-Za-z_][\w.]*(Error|Exception)|KeyError): .+)");
   while (std::getline(in, line)) {
     line = std::regex_replace(line, kAnsi, "");
-    if (std::regex_search(line, kError) &&
-        line.find("CellExecutionError") == std::string::npos) {
+    if (std::regex_search(line, kError) && line.find("CellExecutionError") == std::string::npos) {
       last = line;
     }
   }
@@ -158,23 +158,27 @@ Status ResolveSource(const PlotOptions& o, std::string* sweep, std::string* obse
   std::string sweep_names, set_names;
   for (const auto& s : sweeps) sweep_names += (sweep_names.empty() ? "" : ", ") + s.name;
   for (const auto& s : sets) set_names += (set_names.empty() ? "" : ", ") + s.name;
-  std::string holds = o.db_path + " holds sweeps [" + sweep_names + "] and observation sets [" +
-                      set_names + "]";
+  std::string holds =
+      o.db_path + " holds sweeps [" + sweep_names + "] and observation sets [" + set_names + "]";
   *sweep = o.sweep;
   *observations = o.observations;
   if (!o.sweep.empty()) {
-    bool found = std::any_of(sweeps.begin(), sweeps.end(),
-                             [&](const auto& s) { return s.name == o.sweep; });
+    bool found =
+        std::any_of(sweeps.begin(), sweeps.end(), [&](const auto& s) { return s.name == o.sweep; });
     if (!found) return Status::NotFound("no sweep named '" + o.sweep + "': " + holds);
   } else if (!o.observations.empty()) {
     bool found = std::any_of(sets.begin(), sets.end(),
                              [&](const auto& s) { return s.name == o.observations; });
-    if (!found) return Status::NotFound("no observation set named '" + o.observations + "': " + holds);
+    if (!found)
+      return Status::NotFound("no observation set named '" + o.observations + "': " + holds);
   } else if (sweeps.size() + sets.size() == 1) {
-    if (!sweeps.empty()) *sweep = sweeps[0].name;
-    else *observations = sets[0].name;
+    if (!sweeps.empty())
+      *sweep = sweeps[0].name;
+    else
+      *observations = sets[0].name;
   } else if (sweeps.empty() && sets.empty()) {
-    return Status::NotFound(o.db_path + " has no sweep and no observation set to plot (run "
+    return Status::NotFound(o.db_path +
+                            " has no sweep and no observation set to plot (run "
                             "`isoflop sweep run` or `isoflop import` first)");
   } else {
     return Status::InvalidArgument(holds + ": say which to plot with --sweep or --observations");
@@ -213,8 +217,7 @@ Result<std::string> FindNotebookDir() {
   };
   if (const char* env = std::getenv("ISOFLOP_NOTEBOOK_DIR"); env && *env) {
     if (has_notebook(env)) return fs::absolute(env).string();
-    return Status::NotFound(std::string("ISOFLOP_NOTEBOOK_DIR=") + env + " holds no " +
-                            kNotebook);
+    return Status::NotFound(std::string("ISOFLOP_NOTEBOOK_DIR=") + env + " holds no " + kNotebook);
   }
 #ifdef ISOFLOP_NOTEBOOK_DIR
   if (has_notebook(ISOFLOP_NOTEBOOK_DIR)) return std::string(ISOFLOP_NOTEBOOK_DIR);
@@ -223,8 +226,8 @@ Result<std::string> FindNotebookDir() {
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     fs::path bin = self.parent_path();
-    for (const fs::path& dir : {bin / ".." / "share" / "isoflop" / "notebooks",
-                                bin / ".." / ".." / "notebooks"}) {
+    for (const fs::path& dir :
+         {bin / ".." / "share" / "isoflop" / "notebooks", bin / ".." / ".." / "notebooks"}) {
       if (has_notebook(dir)) return fs::weakly_canonical(dir, ec).string();
     }
   }
@@ -237,22 +240,20 @@ Result<std::string> FindNotebookDir() {
 Status CheckPlotDependencies(const PlotOptions& options) {
   const std::string python = PythonOf(options);
   if (::access(python.c_str(), X_OK) != 0) {
-    return Status::FailedPrecondition(
-        "plot: no Python interpreter at " + python +
-        "; install Debian's with `apt-get install python3" + AllAptPackages() +
-        "` (or set ISOFLOP_PYTHON)");
+    return Status::FailedPrecondition("plot: no Python interpreter at " + python +
+                                      "; install Debian's with `apt-get install python3" +
+                                      AllAptPackages() + "` (or set ISOFLOP_PYTHON)");
   }
   // Imports each module for real (a broken install counts as missing) and prints the misses.
-  std::vector<std::string> argv = {
-      python, "-c",
-      "import importlib, sys\n"
-      "missing = []\n"
-      "for m in sys.argv[1:]:\n"
-      "    try:\n"
-      "        importlib.import_module(m)\n"
-      "    except Exception:\n"
-      "        missing.append(m)\n"
-      "print('missing:' + ' '.join(missing))\n"};
+  std::vector<std::string> argv = {python, "-c",
+                                   "import importlib, sys\n"
+                                   "missing = []\n"
+                                   "for m in sys.argv[1:]:\n"
+                                   "    try:\n"
+                                   "        importlib.import_module(m)\n"
+                                   "    except Exception:\n"
+                                   "        missing.append(m)\n"
+                                   "print('missing:' + ' '.join(missing))\n"};
   for (const auto& [module, package] : kPythonPackages) argv.push_back(module);
   ISOFLOP_ASSIGN_OR_RETURN(ChildResult r,
                            RunChild(argv, ChildEnvironment({{"MPLBACKEND", "Agg"}}, {}), ""));
@@ -288,7 +289,8 @@ Status RunPlot(const PlotOptions& options) {
     ISOFLOP_ASSIGN_OR_RETURN(o.notebook_dir, FindNotebookDir());
   }
   ISOFLOP_RETURN_IF_ERROR(CheckPlotDependencies(o));
-  if (o.out_dir.empty()) o.out_dir = (fs::path("plots") / PathComponent(sweep + observations)).string();
+  if (o.out_dir.empty())
+    o.out_dir = (fs::path("plots") / PathComponent(sweep + observations)).string();
   fs::create_directories(o.out_dir, ec);
   if (ec) return Status::IoError("plot: cannot create " + o.out_dir + ": " + ec.message());
   o.out_dir = fs::absolute(o.out_dir, ec).string();
@@ -302,7 +304,7 @@ Status RunPlot(const PlotOptions& options) {
       {"ISOFLOP_PLOT_DIR", o.out_dir},
       {"ISOFLOP_PLOT_FORMATS", Join(o.formats, ",")},
       {"ISOFLOP_NOTEBOOK_DIR", o.notebook_dir},
-      {"PYTHONDONTWRITEBYTECODE", "1"},  // keep __pycache__ out of the notebooks folder
+      {"PYTHONDONTWRITEBYTECODE", "1"},         // keep __pycache__ out of the notebooks folder
       {"PYDEVD_DISABLE_FILE_VALIDATION", "1"},  // quiets ipykernel's debugger in plot.log
   };
   // Jupyter and matplotlib keep state under $HOME; give them a scratch place when it is absent
@@ -320,16 +322,24 @@ Status RunPlot(const PlotOptions& options) {
   const std::vector<std::string> unset = {"MPLBACKEND"};
   const std::string log_path = (out / "plot.log").string();
   std::vector<std::string> argv = {
-      PythonOf(o), "-m", "nbconvert", "--to", "notebook", "--execute",
+      PythonOf(o),
+      "-m",
+      "nbconvert",
+      "--to",
+      "notebook",
+      "--execute",
       "--ExecutePreprocessor.timeout=" + std::to_string(o.cell_timeout_s),
-      "--output-dir", o.out_dir, "--output", "scaling_report",
+      "--output-dir",
+      o.out_dir,
+      "--output",
+      "scaling_report",
       (fs::path(o.notebook_dir) / kNotebook).string()};
   ISOFLOP_ASSIGN_OR_RETURN(ChildResult r, RunChild(argv, ChildEnvironment(set, unset), log_path));
   if (!scratch.empty()) fs::remove_all(scratch, ec);
   if (r.exit_code != 0) {
     std::string why = LastErrorLine(log_path);
-    return Status::Internal("plot: the notebook failed (exit " + std::to_string(r.exit_code) +
-                            ")" + (why.empty() ? "" : ": " + why) + "; full log: " + log_path);
+    return Status::Internal("plot: the notebook failed (exit " + std::to_string(r.exit_code) + ")" +
+                            (why.empty() ? "" : ": " + why) + "; full log: " + log_path);
   }
 
   std::ifstream in(out / "manifest.json");
@@ -362,8 +372,7 @@ struct PlotArgs {
 void AddPlotCommand(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<PlotArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "plot",
-      "Draw the scaling-law figures and an HTML report from the store's runs and fits");
+      "plot", "Draw the scaling-law figures and an HTML report from the store's runs and fits");
   auto* sweep = cmd->add_option("--sweep", args->options.sweep, "Plot this sweep");
   cmd->add_option("--observations", args->options.observations,
                   "Plot this imported observation set instead")

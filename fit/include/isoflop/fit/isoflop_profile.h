@@ -19,12 +19,12 @@ struct IsoflopOptions {
   // relative amount from the group's smallest C. 0.05: imported data (e.g. Chinchilla's
   // figure) lists budgets up to a few % apart; exact sweep budgets should carry ids.
   double budget_rel_tol = 0.05;
-  int min_points_per_budget = 3;    // a parabola needs 3 distinct N
+  int min_points_per_budget = 3;  // a parabola needs 3 distinct N
   // true: budgets whose minimum is extrapolated beyond the sampled sizes stay out of the
   // power-law fits (they are always flagged). An extrapolated minimum of a flat parabola can
   // sit decades away (Chinchilla's C=2.3e20 budget: D_opt=1.7e28) and drag the exponent.
   bool drop_outside_range = true;
-  FlopsConvention flops;            // derives C when an observation has none
+  FlopsConvention flops;  // derives C when an observation has none
 
   Status Validate() const;
 };
