@@ -102,12 +102,7 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
   for (const auto& [k, v] : r.ci)
     if (!r.params.count(k)) t.rows.push_back({k, nlohmann::json(), v.lo, v.hi});
   Print(std::cout, t, format);
-  if (r.result.contains("extrapolation") && r.result["extrapolation"].contains("held_out_c")) {
-    const auto& e = r.result["extrapolation"];
-    std::cout << "extrapolation to C=" << Human(e["held_out_c"].get<double>())
-              << ": mean |loss error| " << Human(100 * e["mean_abs_rel_error"].get<double>(), 3)
-              << "%\n";
-  }
+  if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
   if (r.result.contains("isoflop"))
     for (const auto& b : r.result["isoflop"]["budgets"])
       if (!b["note"].get<std::string>().empty())

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 namespace isoflop::cli {
@@ -83,6 +84,30 @@ Result<SweepData> LoadSweepData(store::Store& db, const std::string& name,
                                       "' has no finished runs with a final loss yet; run "
                                       "`isoflop sweep status " +
                                       name + "`");
+  }
+  return out;
+}
+
+std::string ExtrapolationSummary(const fit::FitRecord& rec) {
+  if (!rec.result.contains("extrapolation")) return "";
+  const auto& e = rec.result["extrapolation"];
+  auto num = [&](const char* key) {
+    return e.contains(key) && e[key].is_number() ? e[key].get<double>() : NAN;
+  };
+  const double c = num("held_out_c"), mean = num("mean_abs_rel_error"),
+               max = num("max_abs_rel_error");
+  if (!std::isfinite(c) || !std::isfinite(mean)) return "";
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "extrapolation check: fitted without the largest budget (C=%.3g), the law predicts "
+                "its %d final losses within %.2f%% on average (max %.2f%%)",
+                c, static_cast<int>(num("n_test")), 100 * mean, 100 * max);
+  std::string out = buf;
+  const double predicted = num("n_opt_predicted"), observed = num("n_opt_observed");
+  if (std::isfinite(predicted) && std::isfinite(observed) && observed > 0) {
+    std::snprintf(buf, sizeof buf, "; N_opt %.3g predicted, %.3g observed (isoFLOP minimum)",
+                  predicted, observed);
+    out += buf;
   }
   return out;
 }

@@ -43,4 +43,9 @@ Result<int64_t> StoreFit(store::Store& db, const std::string& source_kind,
                          const std::string& source_name, const fit::FitRecord& rec,
                          const nlohmann::json& options);
 
+// One line on a parametric fit's extrapolation check ("fitted without the largest budget
+// (C=..), it predicts that budget's n final losses within x% (mean), y% (max); N_opt ..."),
+// or "" when the fit has none.
+std::string ExtrapolationSummary(const fit::FitRecord& rec);
+
 }  // namespace isoflop::cli

@@ -336,6 +336,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
               << "x cannot separate E from A/N^alpha and B/D^beta (that needs "
                  ">= 100x); the fit with E held at the entropy is the one to extrapolate\n";
   }
+  if (const std::string e = ExtrapolationSummary(rec); !e.empty()) std::cout << "  " << e << "\n";
   FitOtherMethods(db, cfg, data);
   if (fixed) {
     std::cout << "\nfit #" << fixed_id << " with E held at the true entropy "

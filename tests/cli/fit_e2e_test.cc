@@ -70,6 +70,20 @@ TEST_F(FitCliTest, ParametricFitOnChinchillaIsStoredAndQueried) {
   EXPECT_GT(o[0]["n_hi"].get<double>(), n);
 }
 
+TEST_F(FitCliTest, TableOutputReportsStartsAndTheExtrapolationCheck) {
+  auto r = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--no-store"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("fit (not stored): parametric chinchilla, 240 points"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("starts: 4500 total"), std::string::npos) << r.out;
+  // The largest budget of the 240 points is one run at C = 1.3e22; the law fitted on the rest
+  // predicts its loss within a few percent.
+  EXPECT_NE(r.out.find("extrapolation check: fitted without the largest budget (C=1.3e+22), the "
+                       "law predicts its 1 final losses within 2.59% on average"),
+            std::string::npos)
+      << r.out;
+}
+
 TEST_F(FitCliTest, HoffmannRoundedLawAtChinchillaBudget) {
   // Hoffmann et al. 2022's rounded Approach 3 law at Chinchilla's budget. The closed form
   // G = (αA/(βB))^(1/(α+β)) gives N_opt = G·(C/6)^(β/(α+β)) = 3.249e10 and D = C/(6N).
