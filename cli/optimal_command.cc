@@ -14,7 +14,7 @@ namespace isoflop::cli {
 namespace {
 
 struct OptimalArgs {
-  std::string compute, compute_range, given, format = "table";
+  std::string compute, compute_range, given, sweep, observations, format = "table";
   double params = 0, loss = 0, inference_tokens = 0;
   int64_t fit_id = 0;
 };
@@ -78,6 +78,13 @@ Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args) {
   if (args.fit_id > 0) {
     ISOFLOP_ASSIGN_OR_RETURN(row, db->GetFit(args.fit_id));
     if (!row) return Status::NotFound("no fit with id " + std::to_string(args.fit_id));
+  } else if (!args.sweep.empty() || !args.observations.empty()) {
+    const std::string kind = args.sweep.empty() ? "observations" : "sweep";
+    const std::string name = args.sweep.empty() ? args.observations : args.sweep;
+    ISOFLOP_ASSIGN_OR_RETURN(row, db->LatestFit(kind, name, "parametric"));
+    if (!row)
+      return Status::NotFound("no parametric fit of " + kind + " '" + name + "' in " + ctx.db_path +
+                              "; run `isoflop fit --" + kind + " " + name + "` first");
   } else {
     ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
     for (const auto& f : fits)
@@ -166,7 +173,15 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--loss", args->loss, "Least compute (and N, D) reaching this loss");
   cmd->add_option("--inference-tokens", args->inference_tokens,
                   "Also size for T inference tokens (Sardana 2023: minimise 6ND + 2NT)");
-  cmd->add_option("--fit", args->fit_id, "Use this stored fit id (default: latest parametric)");
+  auto* fit_opt =
+      cmd->add_option("--fit", args->fit_id, "Use this stored fit id (default: latest parametric)");
+  auto* sweep_opt =
+      cmd->add_option("--sweep", args->sweep, "Use the latest parametric fit of this sweep")
+          ->excludes(fit_opt);
+  cmd->add_option("--observations", args->observations,
+                  "Use the latest parametric fit of this observation set")
+      ->excludes(fit_opt)
+      ->excludes(sweep_opt);
   cmd->add_option("--given", args->given, "Use these parameters: E=..,A=..,B=..,alpha=..,beta=..");
   cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunOptimal(ctx, *args); });

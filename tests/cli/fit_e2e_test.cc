@@ -68,6 +68,15 @@ TEST_F(FitCliTest, ParametricFitOnChinchillaIsStoredAndQueried) {
   EXPECT_NEAR(6 * n * d / 1e21, 1.0, 1e-9);  // on the budget, C = 6ND
   EXPECT_LT(o[0]["n_lo"].get<double>(), n);
   EXPECT_GT(o[0]["n_hi"].get<double>(), n);
+
+  // The same answer when the source is named instead of taking the latest fit.
+  auto named =
+      Isoflop({"optimal", "--observations", "chin", "--compute", "1e21", "--format", "json"});
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(nlohmann::json::parse(named.out)[0]["n_opt"].get<double>(), n);
+  auto none = Isoflop({"optimal", "--sweep", "absent", "--compute", "1e21"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("no parametric fit of sweep 'absent'"), std::string::npos) << none.err;
 }
 
 TEST_F(FitCliTest, TableOutputReportsStartsAndTheExtrapolationCheck) {
