@@ -389,14 +389,14 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
 
   // Shapes to probe: max_shapes spread evenly over the N-sorted shapes (the ends included, so
   // the rest are interpolated, not extrapolated).
-  std::vector<size_t> todo;
+  std::vector<size_t> unprobed;
   const size_t k = std::min<size_t>(opts.max_shapes, groups.size());
   for (size_t i = 0; i < k; ++i) {
     const size_t g =
         k == 1 ? groups.size() / 2
                : static_cast<size_t>(std::lround(double(i) * (groups.size() - 1) / double(k - 1)));
-    if (!figures.count(g) && std::find(todo.begin(), todo.end(), g) == todo.end())
-      todo.push_back(g);
+    if (!figures.count(g) && std::find(unprobed.begin(), unprobed.end(), g) == unprobed.end())
+      unprobed.push_back(g);
   }
   // In rounds of cpu_slots concurrent runs, padded with copies so each round loads the machine
   // as the sweep will.
@@ -404,7 +404,7 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
       res.max_parallel > 0 ? std::min(res.cpu_slots, res.max_parallel) : res.cpu_slots;
   const size_t slots = static_cast<size_t>(std::max(1, concurrent));
   Status first_error;
-  for (size_t at = 0; at < todo.size(); at += slots) {
+  for (size_t at = 0; at < unprobed.size(); at += slots) {
     if (!figures.empty() && SecondsSince(begin) > opts.budget_seconds) {
       report.notes.push_back("stopped after " +
                              std::to_string(static_cast<int>(opts.budget_seconds)) +
@@ -412,8 +412,8 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
       break;
     }
     std::vector<Cell> round;
-    for (size_t j = at; j < std::min(todo.size(), at + slots); ++j)
-      round.push_back(first_cell(todo[j]));
+    for (size_t j = at; j < std::min(unprobed.size(), at + slots); ++j)
+      round.push_back(first_cell(unprobed[j]));
     const size_t real = round.size();
     while (round.size() < slots) round.push_back(round.front());
     Result<std::vector<ProbeFigure>> r = MeasureThroughput(round, res.threads_per_run, opts);
@@ -422,7 +422,7 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
       report.notes.push_back(r.status().message());
       continue;
     }
-    for (size_t j = 0; j < real; ++j) figures[todo[at + j]] = (*r)[j];
+    for (size_t j = 0; j < real; ++j) figures[unprobed[at + j]] = (*r)[j];
   }
   if (figures.empty()) return first_error;
 
