@@ -1,9 +1,14 @@
 // LibTorch model tests: parameter count equals the accounting exactly for every variant,
 // fused attention equals explicit attention, a single batch can be overfit, and loss falls on
 // the synthetic language. One binary (WHOLE) so LibTorch starts once.
+// The ModelCuda cases run where LibTorch sees a GPU (scripts/device-check.sh) and skip
+// elsewhere; with ISOFLOP_EXPECT_CUDA=1 a missing GPU is a failure instead of a skip.
 #include "isoflop/trainer/model.h"
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include "isoflop/trainer/data.h"
 #include "isoflop/trainer/synthetic.h"
@@ -77,15 +82,20 @@ TEST(Model, FusedAttentionMatchesExplicit) {
 }
 
 double TrainSteps(Transformer& m, const std::function<torch::Tensor()>& batch, int steps, double lr,
-                  double* first_loss) {
+                  double* first_loss, bool autocast = false) {
   torch::optim::AdamW opt(m->parameters(),
                           torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.0));
   double loss_v = 0;
   for (int i = 0; i < steps; ++i) {
     const auto tokens = batch();  // (B, T+1)
     const int64_t T = tokens.size(1) - 1;
-    const auto logits = m->forward(tokens.narrow(1, 0, T));
-    const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+    torch::Tensor logits;
+    {
+      CudaAutocast guard(autocast);
+      logits = m->forward(tokens.narrow(1, 0, T));
+    }
+    const auto loss = torch::nn::functional::cross_entropy(
+        logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
                                                            tokens.narrow(1, 1, T).reshape({-1}));
     opt.zero_grad();
     loss.backward();
@@ -129,6 +139,99 @@ TEST(Model, LossFallsOnSyntheticData) {
   const double last = TrainSteps(m, batch, 150, 3e-3, &first);
   EXPECT_LT(last, first - 0.8) << "first " << first << " last " << last;
   EXPECT_GT(last, lang->EntropyRate() - 0.1);  // cannot beat the entropy rate (noise margin)
+}
+
+bool ExpectCuda() {
+  const char* v = std::getenv("ISOFLOP_EXPECT_CUDA");
+  return v && std::strcmp(v, "1") == 0;
+}
+
+#define ISOFLOP_REQUIRE_CUDA()                                                       \
+  do {                                                                               \
+    if (!torch::cuda::is_available()) {                                              \
+      if (ExpectCuda()) FAIL() << "ISOFLOP_EXPECT_CUDA=1 but LibTorch sees no GPU"; \
+      GTEST_SKIP() << "no CUDA device";                                              \
+    }                                                                                \
+  } while (0)
+
+// A copy of `m` (same parameters) on `device`.
+Transformer CopyTo(Transformer& m, const Shape& s, AttentionImpl impl, torch::Device device) {
+  Transformer c(s, impl);
+  {
+    torch::NoGradGuard ng;
+    auto pm = m->parameters(), pc = c->parameters();
+    for (size_t i = 0; i < pm.size(); ++i) pc[i].copy_(pm[i]);
+  }
+  c->to(device);
+  return c;
+}
+
+// fp32 on the GPU gives the CPU's logits, for both attention paths and every position scheme.
+TEST(ModelCuda, Fp32ForwardMatchesCpu) {
+  ISOFLOP_REQUIRE_CUDA();
+  for (PosEmbedding pos : {PosEmbedding::kRope, PosEmbedding::kAlibi, PosEmbedding::kLearned}) {
+    Shape s;
+    s.pos = pos, s.n_layer = 2, s.d_model = 64, s.n_head = 4, s.seq_len = 48;
+    torch::manual_seed(3);
+    Transformer cpu(s, AttentionImpl::kExplicit);
+    const auto idx = torch::randint(0, s.vocab_size, {4, s.seq_len}, torch::kInt64);
+    const auto want = cpu->forward(idx);
+    for (AttentionImpl impl : {AttentionImpl::kExplicit, AttentionImpl::kFused}) {
+      Transformer gpu = CopyTo(cpu, s, impl, torch::kCUDA);
+      const auto got = gpu->forward(idx.to(torch::kCUDA)).to(torch::kCPU);
+      EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-4))
+          << ToString(pos) << " fused=" << (impl == AttentionImpl::kFused) << " max diff "
+          << (got - want).abs().max().item<float>();
+    }
+  }
+}
+
+// Under bf16 autocast the logits come out in bf16 and stay close to fp32; fused and explicit
+// attention agree in fp32 on the GPU too.
+TEST(ModelCuda, Bf16AutocastForwardIsCloseToFp32) {
+  ISOFLOP_REQUIRE_CUDA();
+  for (PosEmbedding pos : {PosEmbedding::kRope, PosEmbedding::kAlibi}) {
+    Shape s;
+    s.pos = pos, s.n_layer = 2, s.d_model = 64, s.n_head = 4, s.seq_len = 48;
+    torch::manual_seed(4);
+    Transformer cpu(s, AttentionImpl::kExplicit);
+    Transformer fused = CopyTo(cpu, s, AttentionImpl::kFused, torch::kCUDA);
+    Transformer expl = CopyTo(cpu, s, AttentionImpl::kExplicit, torch::kCUDA);
+    const auto idx = torch::randint(0, s.vocab_size, {4, s.seq_len}, torch::kInt64).to(torch::kCUDA);
+    const auto fp32 = expl->forward(idx);
+    EXPECT_TRUE(torch::allclose(fused->forward(idx), fp32, 1e-4, 1e-4)) << ToString(pos);
+    torch::Tensor bf16;
+    {
+      CudaAutocast guard(true);
+      bf16 = fused->forward(idx);
+    }
+    EXPECT_EQ(bf16.scalar_type(), torch::kBFloat16) << ToString(pos);
+    const float diff = (bf16.to(torch::kFloat) - fp32).abs().max().item<float>();
+    EXPECT_LT(diff, 5e-2) << ToString(pos);
+    // The guard restored the state: the next forward is fp32 again.
+    EXPECT_EQ(fused->forward(idx).scalar_type(), torch::kFloat);
+  }
+}
+
+TEST(ModelCuda, LossFallsUnderBf16Autocast) {
+  ISOFLOP_REQUIRE_CUDA();
+  torch::manual_seed(5);
+  auto lang = SyntheticLanguage::Build(DataConfig{});
+  ASSERT_TRUE(lang.ok());
+  Shape s;
+  s.seq_len = 64;
+  Transformer m(s);
+  m->to(torch::kCUDA);
+  Rng rng(6);
+  auto batch = [&] {
+    std::vector<int64_t> buf(16 * 65);
+    for (int b = 0; b < 16; ++b) lang->Sample(rng, 65, &buf[b * 65]);
+    return torch::from_blob(buf.data(), {16, 65}, torch::kInt64).to(torch::kCUDA);
+  };
+  double first = 0;
+  const double last = TrainSteps(m, batch, 150, 3e-3, &first, /*autocast=*/true);
+  EXPECT_LT(last, first - 0.8) << "first " << first << " last " << last;
+  EXPECT_GT(last, lang->EntropyRate() - 0.1);
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 // random. Shape legend: B batch (sequences), T time, V vocabulary.
 #include "isoflop/trainer/train_loop.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -39,36 +38,6 @@ using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
-
-// bf16 autocast on CUDA for the forward pass; LibTorch 1.13 has no C++ guard, so set the
-// thread-local state directly and restore it on scope exit.
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~CudaAutocast() {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool on_;
-};
 
 int ResolveThreads(int requested) {
   if (requested > 0) return requested;
@@ -225,6 +194,7 @@ Status Trainer::WriteInfo() const {
       {"flops_per_token_6n_attn", accounting::FlopsPerToken6NAttention(shape_)},
       {"flops_per_token_chinchilla", accounting::FlopsPerTokenChinchilla(shape_)},
       {"device", device_.is_cuda() ? "cuda" : "cpu"},
+      {"precision", autocast_ ? "bf16-autocast" : "fp32"},
       {"threads", threads_},
       {"host", HostName()},
       {"data_entropy_nats", data_->EntropyNats() ? json(*data_->EntropyNats()) : json(nullptr)},

@@ -7,7 +7,9 @@
 // F d_ff, V vocabulary.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "isoflop/trainer/accounting.h"
 
@@ -16,6 +18,37 @@ namespace isoflop::trainer {
 // How attention is computed. kAuto: scaled_dot_product_attention on LibTorch >= 2, explicit
 // softmax(QKᵀ/√D)V on 1.13. kFused on 1.13 uses the private at::_scaled_dot_product_attention.
 enum class AttentionImpl { kAuto, kExplicit, kFused };
+
+// bf16 autocast on CUDA for the enclosed forward pass (a no-op when `on` is false). LibTorch
+// 1.13 has no C++ guard, so this sets the thread-local state directly and restores it on scope
+// exit; LibTorch >= 2.4 replaced the CUDA-only setters with per-device ones.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool on_;
+};
 
 // RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x²) + eps) · weight. LibTorch 1.13 has none.
 class RmsNormImpl : public torch::nn::Module {

@@ -1,0 +1,119 @@
+#!/bin/bash
+# The trainer's GPU check: builds isoflop-train and its tests against the LibTorch 2.x inside a
+# GPU machine's python3 torch, runs them with ISOFLOP_EXPECT_CUDA=1 (so the CUDA cases fail
+# rather than skip), then times a GPT-2-small-shaped run in bf16 autocast.
+#
+#   scripts/device-check.sh prepare   here, on Debian: copies the header-only and test
+#                                     dependencies (CLI11, nlohmann-json, GoogleTest with their
+#                                     CMake configs) into .device-deps/ (git-ignored), since
+#                                     the GPU machine cannot install packages
+#   scripts/device-check.sh run       there, from the repository root, with .device-deps
+#                                     carried; writes its logs and a summary to $OUT (or
+#                                     /tmp/device-check)
+#
+# The `run` step fits in about 5 minutes on one H200 (build ~2 min on 16 cores).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+deps="$here/.device-deps"
+
+prepare() {
+  rm -rf "$deps" && mkdir -p "$deps"
+  local list="$deps/.files"
+  for pkg in libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev; do
+    dpkg -L "$pkg" >/dev/null 2>&1 || { echo "prepare: package $pkg is not installed" >&2; exit 1; }
+    dpkg -L "$pkg" | while read -r f; do
+      case "$f" in /usr/share/doc/*) continue ;; esac
+      [ -f "$f" ] && echo "${f#/}"
+    done
+  done >"$list"
+  tar -C / -cf - --no-recursion -T "$list" | tar -C "$deps" -xf - || exit 1
+  rm -f "$list"
+  echo "prepare: $(du -sh "$deps" | cut -f1) in $deps; carry .device-deps"
+}
+
+run() {
+  out=${OUT:-/tmp/device-check}
+  mkdir -p "$out"
+  summary="$out/summary.txt"
+  : >"$summary"
+  say() { echo "$*" | tee -a "$summary"; }
+  cd "$here"
+  [ -d "$deps/usr" ] || { say "no .device-deps: run 'scripts/device-check.sh prepare' here and carry it"; exit 1; }
+
+  say "== machine"
+  nvidia-smi -L 2>&1 | tee -a "$summary"
+  say "$(g++ --version | head -n 1); $(cmake --version | head -n 1)"
+  torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') || exit 1
+  say "$(python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+        "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI, "gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")')"
+
+  say "== build (ISOFLOP_TRAINER_ONLY against $torch_prefix)"
+  cuda_root=/usr/local/cuda
+  [ -d "$cuda_root" ] && export PATH="$cuda_root/bin:$PATH"
+  local t0=$SECONDS
+  if cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DISOFLOP_TRAINER_ONLY=ON \
+       -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DCUDAToolkit_ROOT="$cuda_root" \
+       >"$out/configure.log" 2>&1 &&
+     cmake --build build-device -j "$(nproc)" >"$out/build.log" 2>&1; then
+    say "built in $((SECONDS - t0)) s"
+  else
+    say "BUILD FAILED after $((SECONDS - t0)) s; last lines:"
+    tail -n 40 "$out/configure.log" "$out/build.log" 2>/dev/null | tee -a "$summary"
+    exit 1
+  fi
+  bin=build-device/bin
+  say "$(ldd $bin/isoflop-train | grep -oE 'lib(torch_cuda|c10_cuda|cudart)[^ ]*' | sort -u | tr '\n' ' ')"
+
+  say "== tests (ISOFLOP_EXPECT_CUDA=1)"
+  ISOFLOP_EXPECT_CUDA=1 ctest --test-dir build-device --output-on-failure -j 4 >"$out/ctest.log" 2>&1
+  local rc=$?
+  grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | tee -a "$summary"
+  ISOFLOP_EXPECT_CUDA=1 $bin/trainer_model_test --gtest_filter='ModelCuda.*' >"$out/model_cuda.log" 2>&1
+  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$out/model_cuda.log" | tee -a "$summary"
+
+  say "== throughput: 12 layers x 768, vocab 50304, seq 1024, 0.5M-token batches, bf16 autocast"
+  local run=/tmp/isoflop-gpu-run
+  rm -rf "$run" && mkdir -p "$run/data"
+  python3 - "$run/data" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(0)
+for name, n in (("train.bin", 50_000_000), ("val.bin", 1_000_000)):
+    rng.integers(0, 50257, size=n, dtype=np.uint16).tofile(f"{sys.argv[1]}/{name}")
+PY
+  $bin/isoflop-train --out "$run/r" --quiet --device cuda --data bin \
+    --data-path "$run/data/train.bin" --val-path "$run/data/val.bin" \
+    --n-layer 12 --d-model 768 --n-head 12 --vocab-size 50304 --seq-len 1024 \
+    --batch-tokens 524288 --micro-batch 32 --tokens 1.5e7 --eval-interval 1000 \
+    --eval-tokens 65536 --log-interval 5 --ckpt-interval 1000 >"$out/gpu_run.log" 2>&1
+  local run_rc=$?
+  say "isoflop-train exit $run_rc"
+  if [ $run_rc -ne 0 ]; then
+    tail -n 20 "$out/gpu_run.log" | tee -a "$summary"
+    return 1
+  fi
+  cp "$run/r/info.json" "$run/r/status.json" "$run/r/metrics.jsonl" "$out/" 2>/dev/null
+  python3 - "$run/r" <<'PY' | tee -a "$summary"
+import json, sys
+d = sys.argv[1]
+info = json.load(open(f"{d}/info.json"))
+rows = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.endswith("\n")]
+tps = [r["tokens_per_s"] for r in rows[2:] if r.get("tokens_per_s")]  # skip warm-up lines
+best = max(tps) if tps else float("nan")
+med = sorted(tps)[len(tps) // 2] if tps else float("nan")
+fpt = info["flops_per_token_6n"]
+print(f"device {info['device']} precision {info['precision']} torch {info['torch_version']} "
+      f"N {info['n_total']:,}")
+print(f"tokens/s median {med:,.0f} best {best:,.0f}; model FLOP/s (6N) {med * fpt / 1e12:.1f} "
+      f"TFLOP/s = {100 * med * fpt / 790e12:.1f}% of the 790 TFLOP/s bf16 matmul peak")
+print("train_loss first/last:", rows[0]["train_loss"], rows[-1]["train_loss"],
+      "final val_loss:", json.load(open(f"{d}/status.json")).get("final_val_loss"))
+PY
+  return $rc
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: scripts/device-check.sh prepare|run" >&2; exit 2 ;;
+esac
