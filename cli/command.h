@@ -12,6 +12,10 @@
 
 #include "isoflop/common/status.h"
 
+namespace isoflop::store {
+struct CsvColumns;
+}
+
 namespace isoflop::cli {
 
 // Shared state of one `isoflop` invocation. Not thread-safe (one per process).
@@ -37,6 +41,11 @@ Result<std::string> FindTrainBinary(const Context& ctx);
 // Replaces this process with `isoflop-train ARGS...` (exec). Returns only on failure: NotFound
 // when the binary is missing, IoError when exec fails.
 Status ExecTrain(const Context& ctx, const std::vector<std::string>& args);
+
+// Adds --n-column, --d-column, --c-column, --loss-column, --g-column and
+// --flops-per-param-token (the CSV reader's column choices) to `cmd`; `needs`, when given, is
+// the option they require (fit's --csv). Used by `import` and `fit --csv`.
+void AddCsvColumnOptions(CLI::App* cmd, store::CsvColumns* columns, CLI::Option* needs = nullptr);
 
 }  // namespace isoflop::cli
 

@@ -18,6 +18,7 @@ namespace {
 
 struct FitArgs {
   std::string sweep, observations, csv;
+  store::CsvColumns csv_columns;
   std::string method = "parametric", form = "chinchilla", convention = "total";
   std::string format = "table";
   int bootstrap = 0, exclude_top_loss = 0, threads = 0;
@@ -152,12 +153,11 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     std::vector<store::Observation> points;
     if (!args.csv.empty()) {
       kind = "csv", name = args.csv;
-      ISOFLOP_ASSIGN_OR_RETURN(points, store::ReadObservationsCsv(args.csv));
+      ISOFLOP_ASSIGN_OR_RETURN(points, store::ReadObservationsCsv(args.csv, args.csv_columns));
       if (moe) {
         ISOFLOP_RETURN_IF_ERROR(CheckGranularity(
             points, "CSV file " + args.csv,
-            "add a column named g or granularity (or import it with `isoflop import " + args.csv +
-                " --g-column NAME`)"));
+            "add a column named g or granularity, or name it with --g-column NAME"));
       }
     } else {
       kind = "observations", name = args.observations;
@@ -244,7 +244,9 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
       "fit", "Fit a scaling law to a sweep, an imported observation set or a CSV; store it");
   cmd->add_option("--sweep", args->sweep, "Fit the finished runs of this sweep");
   cmd->add_option("--observations", args->observations, "Fit this imported observation set");
-  cmd->add_option("--csv", args->csv, "Fit the observations in this CSV file (N, D or C, loss)");
+  CLI::Option* csv =
+      cmd->add_option("--csv", args->csv, "Fit the observations in this CSV file (N, D or C, loss)");
+  AddCsvColumnOptions(cmd, &args->csv_columns, csv);
   cmd->add_option("--method", args->method, "parametric | isoflop | envelope | all")
       ->capture_default_str();
   cmd->add_option("--form", args->form,

@@ -49,17 +49,7 @@ void AddImportCommand(CLI::App& app, Context& ctx) {
       "import", "Import (N, D or C, loss[, G]) observations from a CSV file as a named set");
   cmd->add_option("file", args->file, "CSV file with a header line")->required();
   cmd->add_option("--name", args->name, "Name of the observation set")->required();
-  cmd->add_option("--n-column", args->columns.n, "Column holding N (parameters)");
-  cmd->add_option("--d-column", args->columns.d, "Column holding D (training tokens)");
-  cmd->add_option("--c-column", args->columns.c,
-                  "Column holding C (training FLOPs); D = C / (k N) when there is no D column");
-  cmd->add_option("--loss-column", args->columns.loss, "Column holding the final loss");
-  cmd->add_option("--g-column", args->columns.g,
-                  "Column holding the MoE granularity G (optional; recognised: g, granularity); "
-                  "needed by `isoflop fit --form moe`");
-  cmd->add_option("--flops-per-param-token", args->columns.flops_per_param_token,
-                  "k in C = k N D used to derive D from C")
-      ->capture_default_str();
+  AddCsvColumnOptions(cmd, &args->columns);
   cmd->add_flag("--replace", args->replace, "Replace an existing set of the same name");
   cmd->callback([&ctx, args] { ctx.status = RunImport(ctx, *args); });
 }
@@ -89,5 +79,23 @@ void AddObservationsCommand(CLI::App& app, Context& ctx) {
 
 ISOFLOP_REGISTER_COMMAND("import", 60, AddImportCommand);
 ISOFLOP_REGISTER_COMMAND("observations", 61, AddObservationsCommand);
+
+void AddCsvColumnOptions(CLI::App* cmd, store::CsvColumns* columns, CLI::Option* needs) {
+  std::vector<CLI::Option*> added = {
+      cmd->add_option("--n-column", columns->n, "Column holding N (parameters)"),
+      cmd->add_option("--d-column", columns->d, "Column holding D (training tokens)"),
+      cmd->add_option("--c-column", columns->c,
+                      "Column holding C (training FLOPs); D = C / (k N) when there is no D column"),
+      cmd->add_option("--loss-column", columns->loss, "Column holding the final loss"),
+      cmd->add_option("--g-column", columns->g,
+                      "Column holding the MoE granularity G (optional; recognised: g, "
+                      "granularity); needed by `isoflop fit --form moe`"),
+      cmd->add_option("--flops-per-param-token", columns->flops_per_param_token,
+                      "k in C = k N D used to derive D from C")
+          ->capture_default_str()};
+  if (needs) {
+    for (CLI::Option* o : added) o->needs(needs);
+  }
+}
 
 }  // namespace isoflop::cli

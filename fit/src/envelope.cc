@@ -22,15 +22,17 @@ Result<EnvelopeFit> FitEnvelope(const std::vector<Curve>& curves, const Envelope
         std::to_string(curves.size()));
   // Each curve sorted by FLOPs, in log C.
   std::vector<std::vector<std::pair<double, double>>> sorted;
-  double lo = HUGE_VAL, hi = 0;
+  double lo = HUGE_VAL, hi = 0, shortest_end = HUGE_VAL;
   for (const Curve& c : curves) {
     std::vector<std::pair<double, double>> pts;
     for (const auto& [f, l] : c.points) pts.emplace_back(std::log(f), l);
     std::sort(pts.begin(), pts.end());
     lo = std::min(lo, pts.front().first);
     hi = std::max(hi, pts.back().first);
+    shortest_end = std::min(shortest_end, pts.back().first);
     sorted.push_back(std::move(pts));
   }
+  if (options.from_shortest_end && shortest_end < hi) lo = std::max(lo, shortest_end);
   EnvelopeFit fit;
   fit.n_curves = static_cast<int>(curves.size());
   for (int k = 0; k < options.levels; ++k) {

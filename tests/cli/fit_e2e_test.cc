@@ -196,6 +196,32 @@ TEST_F(FitCliTest, MoeFormRecoversTheGranularityLawFromAnImportedSet) {
   EXPECT_EQ(std::stod(first.substr(first.rfind(',') + 1)), 1.0) << first;  // CSV line 2: G = 1
 }
 
+// `fit --csv` takes the import's column options: the same file fitted directly gives the same
+// parameters as the imported set, to the last printed digit.
+TEST_F(FitCliTest, FitCsvTakesColumnOptions) {
+  const std::string csv = *dir_ + "/moe.csv";
+  WriteMoeCsv(csv, MoeLaw{}, 7);
+  ASSERT_EQ(Isoflop({"import", csv, "--name", "moe7", "--g-column", "expert_granularity"})
+                .exit_code,
+            0);
+  auto imported = Isoflop(
+      {"fit", "--observations", "moe7", "--form", "moe", "--no-store", "--format", "json"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  auto direct = Isoflop({"fit", "--csv", csv, "--g-column", "expert_granularity", "--form", "moe",
+                         "--no-store", "--format", "json"});
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_EQ(nlohmann::json::parse(direct.out)["params"],
+            nlohmann::json::parse(imported.out)["params"]);
+  // Without --g-column the G column is not found, and the error says how to name it.
+  auto unnamed = Isoflop({"fit", "--csv", csv, "--form", "moe", "--no-store"});
+  EXPECT_EQ(unnamed.exit_code, 1);
+  EXPECT_NE(unnamed.err.find("--g-column NAME"), std::string::npos) << unnamed.err;
+  // Column options belong to --csv.
+  auto stray = Isoflop({"fit", "--observations", "moe7", "--g-column", "g", "--no-store"});
+  EXPECT_EQ(stray.exit_code, 2);
+  EXPECT_NE(stray.err.find("--csv"), std::string::npos) << stray.err;
+}
+
 TEST_F(FitCliTest, MoeFormWithoutGranularityIsAClearError) {
   // The Chinchilla set has no G column.
   auto none = Isoflop({"fit", "--observations", "chin", "--form", "moe", "--no-store"});

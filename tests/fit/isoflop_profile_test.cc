@@ -106,5 +106,34 @@ TEST(EnvelopeTest, LowestCurveAtEachFlopLevel) {
   EXPECT_FALSE(one.ok());
 }
 
+TEST(EnvelopeTest, LevelsStartWhereTheShortestRunEnds) {
+  // Runs of three sizes at two budgets (C = 1e16, 1e17), each logged from 1% of its tokens, with
+  // a warm-up penalty early in each run. Below 1e16 only mid-run points exist.
+  std::vector<Curve> curves;
+  for (double budget : {1e16, 1e17}) {
+    for (double n : {1e7, 4e7, 1.6e8}) {  // N_opt = sqrt(C/6): 4e7 at 1e16, 1.3e8 at 1e17
+      Curve c;
+      c.n = n;
+      const double d_end = budget / (6 * n);
+      for (int i = 1; i <= 100; ++i) {
+        const double d = d_end * i / 100.0;
+        const double warmup = i < 10 ? 0.5 * (10 - i) / 10.0 : 0.0;
+        c.points.emplace_back(6 * n * d,
+                              2 + 400 / std::pow(n, 0.3) + 400 / std::pow(d, 0.3) + warmup);
+      }
+      curves.push_back(c);
+    }
+  }
+  auto fit = FitEnvelope(curves, EnvelopeOptions{});
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  EXPECT_NEAR(fit->points.front().c, 1e16, 1e16 * 1e-9);  // the shortest runs end at 1e16
+  EXPECT_NEAR(fit->points.back().c, 1e17, 1e17 * 1e-9);
+  EnvelopeOptions all;
+  all.from_shortest_end = false;
+  auto whole = FitEnvelope(curves, all);
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_LT(whole->points.front().c, 1e15);  // 1% of the smallest model's tokens
+}
+
 }  // namespace
 }  // namespace isoflop::fit
