@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <csignal>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -49,6 +51,34 @@ std::string LayoutName(int runs, int threads) {
   return std::to_string(runs) + (runs == 1 ? " run" : " runs") + " x " + std::to_string(threads) +
          (threads == 1 ? " thread" : " threads");
 }
+
+volatile std::sig_atomic_t g_probe_signal = 0;
+extern "C" void OnProbeSignal(int sig) { g_probe_signal = sig; }
+
+// While a probe runs, SIGINT, SIGTERM and SIGHUP only set a flag: the probe stops its trainers
+// and removes its folder. On scope exit the previous handlers come back and a signal that
+// arrived is raised again, so Ctrl-C still ends `isoflop sweep plan` (with nothing left behind).
+class ScopedStopSignals {
+ public:
+  ScopedStopSignals() {
+    g_probe_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = OnProbeSignal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~ScopedStopSignals() {
+    for (size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &old_[i], nullptr);
+    if (g_probe_signal != 0) std::raise(g_probe_signal);
+  }
+  ScopedStopSignals(const ScopedStopSignals&) = delete;
+  ScopedStopSignals& operator=(const ScopedStopSignals&) = delete;
+  int received() const { return g_probe_signal; }
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
+  std::array<struct sigaction, 3> old_{};
+};
 
 // Removes a temporary folder tree when it goes out of scope.
 struct ScratchFolder {
@@ -247,6 +277,9 @@ Result<std::vector<ProbeFigure>> MeasureThroughput(const std::vector<Cell>& cell
   fs::path base =
       opts.scratch_dir.empty() ? fs::temp_directory_path(ec) : fs::path(opts.scratch_dir);
   if (ec) base = "/tmp";
+  // Declared before the folder: its destructor (re-raising a stop signal) runs after the
+  // folder's (removing it).
+  ScopedStopSignals signals;
   std::string tmpl = (base / "isoflop-probe-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
     return Status::IoError("cannot make a probe folder under " + base.string() + ": " +
@@ -257,7 +290,7 @@ Result<std::vector<ProbeFigure>> MeasureThroughput(const std::vector<Cell>& cell
   struct Child {
     std::string dir;
     pid_t pid = -1;
-    Clock::time_point started;
+    Clock::time_point started, stop_asked;
     double elapsed = 0;
     int status = 0;
     bool done = false, stopped = false;
@@ -272,6 +305,7 @@ Result<std::vector<ProbeFigure>> MeasureThroughput(const std::vector<Cell>& cell
   // Start them together: the measurement is of runs sharing the machine as the sweep's will.
   Status start_error;
   for (Child& c : children) {
+    if (signals.received()) break;
     Result<pid_t> pid = StartTrainer(opts.train_binary, c.dir, "");
     if (!pid.ok()) {
       start_error = pid.status();
@@ -292,17 +326,24 @@ Result<std::vector<ProbeFigure>> MeasureThroughput(const std::vector<Cell>& cell
         continue;
       }
       ++left;
-      // Too slow (or stuck): stop it; the trainer writes its lines so far and exits.
-      const double t = SecondsSince(begin);
-      if (!start_error.ok() || t > opts.timeout_seconds) {
-        if (!c.stopped) kill(c.pid, SIGTERM);
+      // Too slow (or stuck), or told to stop: stop it; the trainer writes its lines so far and
+      // exits. One that ignores SIGTERM for 15 s is killed.
+      const bool stop = !start_error.ok() || SecondsSince(begin) > opts.timeout_seconds ||
+                        signals.received() != 0;
+      if (stop && !c.stopped) {
+        kill(c.pid, SIGTERM);
         c.stopped = true;
-        if (t > opts.timeout_seconds + 15) kill(c.pid, SIGKILL);
+        c.stop_asked = Clock::now();
       }
+      if (c.stopped && SecondsSince(c.stop_asked) > 15) kill(c.pid, SIGKILL);
     }
     if (left > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ISOFLOP_RETURN_IF_ERROR(start_error);
+  if (signals.received()) {
+    return Status::Internal("throughput probe stopped by signal " +
+                            std::to_string(signals.received()));
+  }
 
   std::vector<ProbeFigure> out;
   for (size_t i = 0; i < cells.size(); ++i) {

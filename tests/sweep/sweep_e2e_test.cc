@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -293,6 +294,36 @@ TEST(SweepE2ETest, SigintLeavesResumableCheckpoints) {
       << Slurp(stopped + "/train.log");
   for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
   MetricRows(dir + "/s.db", "tiny");  // asserts no duplicate steps
+}
+
+// Ctrl-C while `sweep plan` probes throughput: the probe stops its trainers, removes its
+// folder, and the command still dies of SIGINT.
+TEST(SweepE2ETest, SigintDuringPlanProbeLeavesNoFolderBehind) {
+  const std::string dir = TempDir("plan_int");
+  const std::string tmp = dir + "/tmp";
+  fs::create_directories(tmp);
+  const char* old_tmpdir = std::getenv("TMPDIR");
+  const std::string saved = old_tmpdir ? old_tmpdir : "";
+  setenv("TMPDIR", tmp.c_str(), 1);  // the probe's folder goes here (inherited by the child)
+  pid_t plan = Spawn({Binary("isoflop"), "sweep", "plan", kTiny}, dir, dir + "/log");
+  if (old_tmpdir) {
+    setenv("TMPDIR", saved.c_str(), 1);
+  } else {
+    unsetenv("TMPDIR");
+  }
+  // Wait until a probe trainer has written its run folder's first files.
+  auto probing = [&] {
+    std::error_code ec;  // the folder may vanish while we look
+    for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().filename() == "info.json") return true;
+    return false;
+  };
+  ASSERT_TRUE(WaitFor(probing, 60)) << Slurp(dir + "/log");
+  kill(plan, SIGINT);
+  EXPECT_EQ(WaitExit(plan), 128 + SIGINT) << Slurp(dir + "/log");
+  std::string left;
+  for (const auto& e : fs::directory_iterator(tmp)) left += e.path().string() + " ";
+  EXPECT_TRUE(left.empty()) << left;
 }
 
 TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
