@@ -183,6 +183,7 @@ Status ProbeOptions::Validate() const {
   if (!(timeout_seconds > 0)) return bad("timeout_seconds", "must be > 0");
   if (max_shapes < 1) return bad("max_shapes", "must be >= 1");
   if (!(budget_seconds > 0)) return bad("budget_seconds", "must be > 0");
+  if (cores < 0) return bad("cores", "must be >= 0 (0 = this machine's)");
   return Status::Ok();
 }
 
@@ -394,8 +395,10 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
 
   if (choose_layout) {
     // On the shape where the sweep spends most time: one run on every core, then the same
-    // cores as concurrent runs of fewer threads (executor.max_parallel caps how many).
-    const int cores = std::max(1u, std::thread::hardware_concurrency());
+    // cores as 2, 4, 8... concurrent runs of fewer threads, up to one run per core
+    // (executor.max_parallel caps how many).
+    const int cores =
+        opts.cores > 0 ? opts.cores : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     size_t rep = 0;
     for (size_t g = 1; g < groups.size(); ++g)
       if (groups[g].cost > groups[rep].cost) rep = g;
@@ -403,24 +406,34 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
                              MeasureThroughput({first_cell(rep)}, cores, opts));
     report.layout_figures.push_back({cores, 1, one[0].tokens_per_s});
     std::map<int, ProbeFigure> per_run_by_runs = {{1, one[0]}};
-    const int runs = res.max_parallel > 0 ? std::min(cores, res.max_parallel) : cores;
-    if (runs > 1) {
+    // Then 2, 4, 8... concurrent runs splitting the cores evenly, and as many runs as allowed.
+    const int max_runs = res.max_parallel > 0 ? std::min(cores, res.max_parallel) : cores;
+    std::vector<int> layouts;
+    for (int r = 2; r < max_runs; r *= 2)
+      if (cores % r == 0) layouts.push_back(r);
+    if (max_runs > 1) layouts.push_back(max_runs);
+    for (const int runs : layouts) {
+      if (SecondsSince(begin) > opts.budget_seconds) {
+        report.notes.push_back("layouts of " + std::to_string(runs) +
+                               "+ concurrent runs not measured: the probe's time budget is spent");
+        break;
+      }
       Result<std::vector<ProbeFigure>> many = MeasureThroughput(
           std::vector<Cell>(runs, first_cell(rep)), std::max(1, cores / runs), opts);
-      if (many.ok()) {
-        ProbeFigure mean;
-        double total = 0;
-        for (const ProbeFigure& f : *many) {
-          total += f.tokens_per_s;
-          mean.overhead_s += f.overhead_s / runs;
-        }
-        mean.tokens_per_s = total / runs;
-        report.layout_figures.push_back({std::max(1, cores / runs), runs, total});
-        per_run_by_runs[runs] = mean;
-      } else {
+      if (!many.ok()) {
         report.notes.push_back(std::to_string(runs) +
                                " concurrent runs: " + many.status().message());
+        continue;
       }
+      ProbeFigure mean;
+      double total = 0;
+      for (const ProbeFigure& f : *many) {
+        total += f.tokens_per_s;
+        mean.overhead_s += f.overhead_s / runs;
+      }
+      mean.tokens_per_s = total / runs;
+      report.layout_figures.push_back({std::max(1, cores / runs), runs, total});
+      per_run_by_runs[runs] = mean;
     }
     report.layout = ChooseCpuLayout(report.layout_figures, static_cast<int>(plan->cells.size()));
     res.threads_per_run = report.layout->threads_per_run;

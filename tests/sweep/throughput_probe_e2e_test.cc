@@ -110,5 +110,33 @@ TEST(ThroughputProbeE2ETest, AutoCpusPerRunIsDecidedByMeasurement) {
   EXPECT_NE(out.out.find("est_time probed in "), std::string::npos) << out.out;
 }
 
+// Beyond two cores the layouts in between are measured too: on 4 cores, 1 run x 4 threads,
+// 2 x 2 and 4 x 1 (here on fewer real cores: the figures are what they are, the layouts and
+// the choice among them are what is checked).
+TEST(ThroughputProbeE2ETest, AutoLayoutMeasuresEveryEvenSplitOfTheCores) {
+  sweep::Plan plan = TinyPlan();
+  sweep::Resources res;
+  sweep::ProbeOptions o;
+  o.train_binary = Binary("isoflop-train");
+  o.scratch_dir = TempDir("probe_layouts");
+  o.cores = 4;
+  o.max_shapes = 1;
+  Result<sweep::ProbeReport> r = sweep::ProbePlan(&plan, &res, /*choose_layout=*/true, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->layout_figures.size(), 3u);
+  const std::vector<std::pair<int, int>> want = {{1, 4}, {2, 2}, {4, 1}};  // (runs, threads)
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(r->layout_figures[i].runs, want[i].first);
+    EXPECT_EQ(r->layout_figures[i].threads_per_run, want[i].second);
+    EXPECT_GT(r->layout_figures[i].tokens_per_s, 0);
+  }
+  ASSERT_TRUE(r->layout.has_value());
+  // The plan adopts the chosen layout.
+  EXPECT_EQ(res.cpu_slots, r->layout->slots);
+  EXPECT_EQ(res.threads_per_run, r->layout->threads_per_run);
+  EXPECT_EQ(res.cpu_slots * res.threads_per_run, 4);
+  EXPECT_TRUE(fs::is_empty(o.scratch_dir));
+}
+
 }  // namespace
 }  // namespace isoflop

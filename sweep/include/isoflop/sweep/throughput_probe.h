@@ -29,6 +29,7 @@ struct ProbeOptions {
   double timeout_seconds = 20;  // a probe still running then is stopped; its lines so far count
   int max_shapes = 3;           // distinct shapes probed per plan; the rest interpolated in log N
   double budget_seconds = 30;   // ProbePlan starts no further round after this much wall time
+  int cores = 0;                // cores ProbePlan lays runs out on; 0 = this machine's
 
   // InvalidArgument naming the field when a value is out of range or train_binary is empty.
   Status Validate() const;
