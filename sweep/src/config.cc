@@ -33,11 +33,11 @@ class Parser {
   Parser(std::string file, std::map<std::string, std::string> overrides)
       : file_(std::move(file)), overrides_(std::move(overrides)) {}
 
-  // "FILE:LINE:COL: path: msg", or "--set k=v: path: msg" when `path` came from an override.
-  Status Error(const YAML::Node& node, const std::string& path, const std::string& msg) const {
+  // "FILE:LINE:COL: path", or "--set k=v: path" when `path` came from an override.
+  std::string Where(const YAML::Node& node, const std::string& path) const {
     for (const auto& [key, value] : overrides_) {
       if (path == key || path.rfind(key + ".", 0) == 0 || path.rfind(key + "[", 0) == 0) {
-        return Status::InvalidArgument("--set " + key + "=" + value + ": " + path + ": " + msg);
+        return "--set " + key + "=" + value + ": " + path;
       }
     }
     std::string where = file_;
@@ -45,7 +45,12 @@ class Parser {
       where +=
           ":" + std::to_string(node.Mark().line + 1) + ":" + std::to_string(node.Mark().column + 1);
     }
-    return Status::InvalidArgument(where + ": " + path + ": " + msg);
+    return where + ": " + path;
+  }
+
+  // "FILE:LINE:COL: path: msg", or "--set k=v: path: msg" when `path` came from an override.
+  Status Error(const YAML::Node& node, const std::string& path, const std::string& msg) const {
+    return Status::InvalidArgument(Where(node, path) + ": " + msg);
   }
 
   // Unknown keys of a map are errors that list the accepted ones.
@@ -421,13 +426,16 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
 
 // ---- budgets, sizes, seeds ----------------------------------------------------------------
 
+// A list of budgets, ascending and distinct, each with where it was written (for `where`).
 Result<std::vector<double>> ParseBudgetList(const Parser& p, const YAML::Node& n,
-                                            const std::string& path) {
-  std::vector<double> out;
+                                            const std::string& path,
+                                            std::vector<std::string>* where = nullptr) {
+  std::vector<std::pair<double, std::string>> out;
   if (n.IsSequence() && n.size() > 0) {
     for (size_t i = 0; i < n.size(); ++i) {
-      ISOFLOP_ASSIGN_OR_RETURN(double v, p.Positive(n[i], path + "[" + std::to_string(i) + "]"));
-      out.push_back(v);
+      const std::string item = path + "[" + std::to_string(i) + "]";
+      ISOFLOP_ASSIGN_OR_RETURN(double v, p.Positive(n[i], item));
+      out.emplace_back(v, p.Where(n[i], item));
     }
   } else if (n.IsMap()) {  // {min, max, count}: log-spaced, both ends included
     ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, path, {"min", "max", "count"}));
@@ -440,14 +448,24 @@ Result<std::vector<double>> ParseBudgetList(const Parser& p, const YAML::Node& n
     if (hi < lo) return p.Error(Child(n, "max"), path + ".max", "must be >= min");
     for (int i = 0; i < count; ++i) {
       const double t = count == 1 ? 0.0 : static_cast<double>(i) / (count - 1);
-      out.push_back(std::exp(std::log(lo) + t * (std::log(hi) - std::log(lo))));
+      out.emplace_back(std::exp(std::log(lo) + t * (std::log(hi) - std::log(lo))),
+                       p.Where(n, path + " (budget " + std::to_string(i + 1) + " of " +
+                                      std::to_string(count) + ")"));
     }
   } else {
     return Status(p.Error(n, path, "expected a non-empty list of FLOPs (e.g. [1e15, 4e15])"));
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const auto& a, const auto& b) { return a.first == b.first; }),
+            out.end());
+  std::vector<double> values;
+  for (const auto& [v, w] : out) {
+    values.push_back(v);
+    if (where) where->push_back(w);
+  }
+  return values;
 }
 
 Status ParseSizes(const Parser& p, const YAML::Node& n, SweepConfig* c) {
@@ -977,7 +995,7 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
     if (!budgets.IsDefined()) {
       return p.Error(root, "budgets", "required key is missing (a list of FLOPs, e.g. [1e15])");
     }
-    ISOFLOP_ASSIGN_OR_RETURN(c.budgets, ParseBudgetList(p, budgets, "budgets"));
+    ISOFLOP_ASSIGN_OR_RETURN(c.budgets, ParseBudgetList(p, budgets, "budgets", &c.budget_where));
     ISOFLOP_RETURN_IF_ERROR(ParseSizes(p, Child(root, "sizes"), &c));
     ISOFLOP_RETURN_IF_ERROR(ParseTrain(p, Child(root, "train"), &c));
     ISOFLOP_RETURN_IF_ERROR(ParseSeeds(p, Child(root, "seeds"), &c));

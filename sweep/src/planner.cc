@@ -121,6 +121,11 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
 
   for (size_t bi = 0; bi < c.budgets.size(); ++bi) {
     const double budget = c.budgets[bi];
+    const std::string where =
+        bi < c.budget_where.size() ? c.budget_where[bi] : "budgets[" + std::to_string(bi) + "]";
+    std::vector<std::string> dropped;  // sizes whose run would be shorter than one batch
+    double smallest_step_flops = HUGE_VAL;
+    int planned = 0;
     const std::vector<size_t> sizes = SelectSizes(c, budget);
     if (sizes.empty()) {
       plan.warnings.push_back(
@@ -183,12 +188,15 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           const std::string tag = "cell " + cell.key + " (budget " + Fmt("%.3g", budget) + ", " +
                                   cell.ShapeString() + ")";
           if (cell.tokens < batch_tokens) {
-            plan.warnings.push_back(tag + ": " + std::to_string(cell.tokens) +
-                                    " tokens is less than one batch (" +
-                                    std::to_string(batch_tokens) +
-                                    "); the trainer will refuse it: raise the budget or drop "
-                                    "the size");
-          } else if (cell.warmup_tokens >= cell.tokens) {
+            // The trainer would refuse it: not planned. A budget that loses every size is an
+            // error below.
+            dropped.push_back(cell.ShapeString() + " (" + std::to_string(cell.tokens) + " tokens)");
+            smallest_step_flops =
+                std::min(smallest_step_flops, cell.flops_per_token_6n * double(batch_tokens));
+            continue;
+          }
+          ++planned;
+          if (cell.warmup_tokens >= cell.tokens) {
             plan.warnings.push_back(tag + ": the run (" + std::to_string(cell.tokens) +
                                     " tokens) is shorter than its warmup (" +
                                     std::to_string(cell.warmup_tokens) + " tokens)");
@@ -211,6 +219,21 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           plan.cells.push_back(std::move(cell));
         }
       }
+    }
+    if (!dropped.empty() && planned == 0) {
+      return Status::InvalidArgument(
+          where + ": " + Fmt("%.3g", budget) +
+          " FLOPs is less than one optimizer step of every size chosen for it; the cheapest "
+          "step (6 N x train.batch_tokens) takes " +
+          Fmt("%.3g", smallest_step_flops) +
+          " FLOPs: raise the budget or lower train.batch_tokens");
+    }
+    if (!dropped.empty()) {
+      std::string list;
+      for (const auto& d : dropped) list += (list.empty() ? "" : ", ") + d;
+      plan.warnings.push_back(where + ": budget " + Fmt("%.3g", budget) + ": " +
+                              std::to_string(dropped.size()) +
+                              " size(s) not planned, each shorter than one batch: " + list);
     }
   }
   // Data files that do not exist (warned, not refused: the runs that use them fail alone).

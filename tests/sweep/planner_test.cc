@@ -104,11 +104,47 @@ TEST(PlannerTest, WarnsAboutShortRunsAndMemory) {
   bool warmup = false, memory = false;
   for (const auto& w : p->warnings) {
     warmup |= w.find("shorter than its warmup") != std::string::npos ||
-              w.find("less than one batch") != std::string::npos;
+              w.find("shorter than one batch") != std::string::npos;
     memory |= w.find("it will be refused") != std::string::npos;
   }
   EXPECT_TRUE(warmup);
   EXPECT_TRUE(memory);
+}
+
+// A size whose run would be shorter than one batch is not planned (the trainer would refuse
+// it), with a warning naming where the budget was written; a budget that loses every size is an
+// error there.
+TEST(PlannerTest, BudgetsTooSmallForOneStepAreDroppedOrRefused) {
+  std::string text = kSweep;
+  text.replace(text.find("budgets: [1e9, 4e9]"), 19, "budgets: [1e9, 2e7]");
+  text.replace(text.find("seeds: [0, 1]"), 13, "seeds: [0]");
+  Plan p = MustPlan(text);
+  for (const Cell& cell : p.cells) EXPECT_GE(cell.tokens, 256) << cell.ShapeString();
+  std::string warning;
+  for (const auto& w : p.warnings)
+    if (w.find("not planned") != std::string::npos) warning = w;
+  // 2e7 FLOPs buy the 1x48h6 model (6N = 175,968 FLOPs/token) 114 tokens < 256.
+  EXPECT_NE(warning.find("p.yaml:12:16: budgets[1]: budget 2e+07: "), std::string::npos) << warning;
+  EXPECT_NE(warning.find("1x48h6 (114 tokens)"), std::string::npos) << warning;
+
+  text.replace(text.find("budgets: [1e9, 2e7]"), 19, "budgets: [1e9, 3e6]");
+  Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, "/a");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  Result<Plan> none = PlanSweep(*c, PlanEnvironment{});
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("p.yaml:12:16: budgets[1]: 3e+06 FLOPs is less than one "
+                                         "optimizer step of every size chosen for it"),
+            std::string::npos)
+      << none.status().message();
+  // Through --set, the override is named instead of a line.
+  Result<SweepConfig> set = ParseSweepConfig(kSweep, "p.yaml", {"budgets=[5e6]"}, "/a");
+  ASSERT_TRUE(set.ok()) << set.status().message();
+  Result<Plan> set_plan = PlanSweep(*set, PlanEnvironment{});
+  ASSERT_FALSE(set_plan.ok());
+  EXPECT_EQ(set_plan.status().message().rfind("--set budgets=[5e6]: budgets[0]: 5e+06 FLOPs", 0),
+            0u)
+      << set_plan.status().message();
 }
 
 TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {

@@ -88,6 +88,7 @@ struct SweepConfig {
   accounting::Shape base;  // fixed model fields (vocab, seq_len, norm, pos, mlp, ...)
   std::vector<accounting::Shape> ladder;  // sizes, ascending by N_total, distinct
   std::vector<double> budgets;            // FLOPs (C = 6 N_total D), ascending
+  std::vector<std::string> budget_where;  // per budget, "FILE:LINE:COL: budgets[i]" for messages
   SizeSelection sizes;
   nlohmann::json train;  // run.json "train" object without "tokens" (defaults filled)
   std::vector<TrainRule> rules;
