@@ -11,7 +11,11 @@
 #                                     carried; writes its logs and a summary to $OUT (or
 #                                     /tmp/device-check)
 #
-# The `run` step fits in about 5 minutes on one H200 (build ~2 min on 16 cores).
+# The `run` step fits in about 5 minutes on one H200 (build ~2 min on 16 cores). If CMake cannot
+# configure against that torch, it falls back to g++ straight against torch's include and lib
+# folders (isoflop-train plus one test binary with the model and binary tests), so the CUDA
+# checks still run; both paths were exercised here against Debian's LibTorch 1.13 on CPU, where
+# the CUDA cases fail as they must under ISOFLOP_EXPECT_CUDA=1.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,20 +61,77 @@ run() {
        >"$out/configure.log" 2>&1 &&
      cmake --build build-device -j "$(nproc)" >"$out/build.log" 2>&1; then
     say "built in $((SECONDS - t0)) s"
+    bin=build-device/bin
   else
-    say "BUILD FAILED after $((SECONDS - t0)) s; last lines:"
+    say "CMAKE BUILD FAILED after $((SECONDS - t0)) s; last lines:"
     tail -n 40 "$out/configure.log" "$out/build.log" 2>/dev/null | tee -a "$summary"
-    exit 1
+    # Fallback: the same sources straight through g++ against torch's own include and lib
+    # folders, so the CUDA checks still run.
+    say "== fallback build with g++"
+    t0=$SECONDS
+    bin=build-device-manual/bin
+    mkdir -p "$bin" build-device-manual/generated/isoflop/common
+    sed 's/@PROJECT_VERSION@/device-check/' common/version.h.in \
+      >build-device-manual/generated/isoflop/common/version.h
+    local tdir tinc=() tlib
+    tdir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+    for d in $(python3 -c 'from torch.utils.cpp_extension import include_paths; print(*include_paths())'); do
+      tinc+=(-isystem "$d")
+    done
+    tlib="-L$tdir/lib -Wl,-rpath,$tdir/lib -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10"
+    ls "$tdir"/lib/libtorch_cuda.so >/dev/null 2>&1 && tlib="$tlib -ltorch_cuda -lc10_cuda"
+    tlib="$tlib -Wl,--as-needed"
+    local abi
+    abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+    local flags=(-std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
+                 -Ibuild-device-manual/generated -isystem "$deps/usr/include" "${tinc[@]}")
+    local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
+                trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
+                trainer/src/model.cc trainer/src/train_loop.cc)
+    local gtest_lib
+    gtest_lib=$(dirname "$(find "$deps" -name libgtest.a | head -n 1)")
+    local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""
+                -DISOFLOP_SHARED_DATA_DIR="\"$here/../shared/data\"")
+    local objs=() pids=() f o
+    for f in "${srcs[@]}" trainer/src/main.cc tests/trainer/model_test.cc \
+             tests/trainer/train_binary_test.cc; do  # one compiler per file, all at once
+      o=build-device-manual/$(basename "$f" .cc).o
+      objs+=("$o")
+      g++ "${flags[@]}" "${defs[@]}" -c "$f" -o "$o" >"$o.log" 2>&1 &
+      pids+=($!)
+    done
+    local failed=0 p
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    cat build-device-manual/*.o.log >"$out/manual_build.log"
+    local lib_objs=("${objs[@]:0:${#srcs[@]}}")
+    [ $failed -eq 0 ] &&
+      g++ "${lib_objs[@]}" build-device-manual/main.o $tlib -lpthread -o "$bin/isoflop-train" \
+        >>"$out/manual_build.log" 2>&1 &&
+      g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/train_binary_test.o \
+        -L"$gtest_lib" -lgtest -lgtest_main $tlib -lpthread -o "$bin/trainer_gpu_test" \
+        >>"$out/manual_build.log" 2>&1
+    if [ $? -ne 0 ]; then
+      say "FALLBACK BUILD FAILED after $((SECONDS - t0)) s; last lines:"
+      tail -n 40 "$out/manual_build.log" | tee -a "$summary"
+      exit 1
+    fi
+    say "fallback built in $((SECONDS - t0)) s"
   fi
-  bin=build-device/bin
   say "$(ldd $bin/isoflop-train | grep -oE 'lib(torch_cuda|c10_cuda|cudart)[^ ]*' | sort -u | tr '\n' ' ')"
 
   say "== tests (ISOFLOP_EXPECT_CUDA=1)"
-  ISOFLOP_EXPECT_CUDA=1 ctest --test-dir build-device --output-on-failure -j 4 >"$out/ctest.log" 2>&1
-  local rc=$?
-  grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | tee -a "$summary"
-  ISOFLOP_EXPECT_CUDA=1 $bin/trainer_model_test --gtest_filter='ModelCuda.*' >"$out/model_cuda.log" 2>&1
-  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$out/model_cuda.log" | tee -a "$summary"
+  local rc
+  if [ -x "$bin/trainer_gpu_test" ]; then  # the fallback's single test binary
+    ISOFLOP_EXPECT_CUDA=1 "$bin/trainer_gpu_test" >"$out/gpu_test.log" 2>&1
+    rc=$?
+    grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) +\]" "$out/gpu_test.log" | tee -a "$summary"
+  else
+    ISOFLOP_EXPECT_CUDA=1 ctest --test-dir build-device --output-on-failure -j 4 >"$out/ctest.log" 2>&1
+    rc=$?
+    grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | tee -a "$summary"
+    ISOFLOP_EXPECT_CUDA=1 $bin/trainer_model_test --gtest_filter='ModelCuda.*' >"$out/model_cuda.log" 2>&1
+    grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$out/model_cuda.log" | tee -a "$summary"
+  fi
 
   say "== throughput: 12 layers x 768, vocab 50304, seq 1024, 0.5M-token batches, bf16 autocast"
   local run=/tmp/isoflop-gpu-run
