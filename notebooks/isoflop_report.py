@@ -1170,12 +1170,17 @@ def _clip_loss_axis(ax, losses, low_q=0.0, high_q=1.0):
 
 def _lower_envelope(curves: pd.DataFrame, levels: int = 60):
     """The lowest loss any curve reaches at each of `levels` log-spaced FLOP values, each curve
-    interpolated in (log C, loss) within its own range. Used only when no envelope fit is
-    stored; (C, loss) arrays or None."""
+    interpolated in (log C, loss) within its own range, from where the shortest run ends (as
+    fit/envelope.cc; the whole range when every run ends together). Used only when no envelope
+    fit is stored; (C, loss) arrays or None."""
     curves = curves[curves["flops"] > 0]
     if curves["run_id"].nunique() < 2:
         return None
-    grid = np.logspace(math.log10(curves["flops"].min()), math.log10(curves["flops"].max()), levels)
+    lo, hi = curves["flops"].min(), curves["flops"].max()
+    shortest_end = curves.groupby("run_id")["flops"].max().min()
+    if shortest_end < hi:
+        lo = max(lo, shortest_end)
+    grid = np.logspace(math.log10(lo), math.log10(hi), levels)
     best = np.full(levels, np.inf)
     for _, g in curves.groupby("run_id"):
         g = g.sort_values("flops")
