@@ -66,7 +66,8 @@ run() {
     say "CMAKE BUILD FAILED after $((SECONDS - t0)) s; last lines:"
     tail -n 40 "$out/configure.log" "$out/build.log" 2>/dev/null | tee -a "$summary"
     # Fallback: the same sources straight through g++ against torch's own include and lib
-    # folders, so the CUDA checks still run.
+    # folders, so the CUDA checks still run; C++17 (torch's own standard; the trainer compiles
+    # as C++17 too) in case C++20 was what failed.
     say "== fallback build with g++"
     t0=$SECONDS
     bin=build-device-manual/bin
@@ -83,7 +84,7 @@ run() {
     tlib="$tlib -Wl,--as-needed"
     local abi
     abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
-    local flags=(-std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
+    local flags=(-std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
                  -Ibuild-device-manual/generated -isystem "$deps/usr/include" "${tinc[@]}")
     local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
                 trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
