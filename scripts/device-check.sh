@@ -1,7 +1,8 @@
 #!/bin/bash
 # The trainer's GPU check: builds isoflop-train and its tests against the LibTorch 2.x inside a
 # GPU machine's python3 torch, runs them with ISOFLOP_EXPECT_CUDA=1 (so the CUDA cases fail
-# rather than skip), then times a GPT-2-small-shaped run in bf16 autocast.
+# rather than skip), then times a GPT-2-small-shaped run in bf16 autocast beside the same model
+# and step in PyTorch (bench/trainer/gpu_reference.py).
 #
 #   scripts/device-check.sh prepare   here, on Debian: copies the header-only and test
 #                                     dependencies (CLI11, nlohmann-json, GoogleTest with their
@@ -171,6 +172,9 @@ print(f"tokens/s median {med:,.0f} best {best:,.0f}; model FLOP/s (6N) {med * fp
 print("train_loss first/last:", rows[0]["train_loss"], rows[-1]["train_loss"],
       "final val_loss:", json.load(open(f"{d}/status.json")).get("final_val_loss"))
 PY
+  say "== the same model and step in PyTorch (bench/trainer/gpu_reference.py)"
+  python3 bench/trainer/gpu_reference.py --device cuda --layers 12 --d-model 768 --heads 12 \
+    --vocab 50304 --seq 1024 --micro-batch 32 --accum 16 --steps 10 2>&1 | tail -n 3 | tee -a "$summary"
   return $rc
 }
 
