@@ -9,8 +9,8 @@
 #                                     CMake configs) into .device-deps/ (git-ignored), since
 #                                     the GPU machine cannot install packages
 #   scripts/device-check.sh run       there, from the repository root, with .device-deps
-#                                     carried; writes its logs and a summary to $OUT (or
-#                                     /tmp/device-check)
+#                                     carried; writes summary.txt and logs.tgz (every log,
+#                                     the GPU run's metrics) to $OUT (or /tmp/device-check)
 #
 # The `run` step fits in about 5 minutes on one H200 (build ~2 min on 16 cores). If CMake cannot
 # configure against that torch, it falls back to g++ straight against torch's include and lib
@@ -38,10 +38,14 @@ prepare() {
 }
 
 run() {
-  out=${OUT:-/tmp/device-check}
-  mkdir -p "$out"
+  # Logs go to a scratch folder; at exit the summary and one archive of the logs land in
+  # $OUT (the device tool returns at most 8 files).
+  dest=${OUT:-/tmp/device-check}
+  out=$(mktemp -d /tmp/device-check-logs.XXXXXX)
+  mkdir -p "$dest"
   summary="$out/summary.txt"
   : >"$summary"
+  trap 'cp "$summary" "$dest/summary.txt"; tar -C "$out" -czf "$dest/logs.tgz" .' EXIT
   say() { echo "$*" | tee -a "$summary"; }
   cd "$here"
   [ -d "$deps/usr" ] || { say "no .device-deps: run 'scripts/device-check.sh prepare' here and carry it"; exit 1; }
