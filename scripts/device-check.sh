@@ -61,7 +61,8 @@ run() {
   cuda_root=/usr/local/cuda
   [ -d "$cuda_root" ] && export PATH="$cuda_root/bin:$PATH"
   local t0=$SECONDS
-  if cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DISOFLOP_TRAINER_ONLY=ON -DISOFLOP_BUILD_BENCH=OFF \
+  if cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
+       -DISOFLOP_TRAINER_ONLY=ON -DISOFLOP_BUILD_BENCH=OFF \
        -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DCUDAToolkit_ROOT="$cuda_root" \
        >"$out/configure.log" 2>&1 &&
      cmake --build build-device -j "$(nproc)" >"$out/build.log" 2>&1; then
