@@ -166,6 +166,9 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
             if (r.field == "lr") train["min_lr"] = train["min_lr"].get<double>() * factor;
           }
           train["tokens"] = cell.tokens;
+          // The runs really recompute activations, so the memory estimate below holds. Only
+          // written when on, so the keys of sweeps without it do not change.
+          if (c.executor.activation_checkpointing) train["activation_checkpointing"] = true;
           cell.config = json{{"schema", 1},
                              {"seed", seed},
                              {"model", ModelJson(c.family, shape)},

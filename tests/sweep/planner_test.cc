@@ -147,6 +147,24 @@ TEST(PlannerTest, BudgetsTooSmallForOneStepAreDroppedOrRefused) {
       << set_plan.status().message();
 }
 
+// executor.activation_checkpointing reaches every run's train config (the trainer recomputes,
+// so the smaller memory estimate is true); without it run.json and the keys stay as they were.
+TEST(PlannerTest, ActivationCheckpointingReachesTheRuns) {
+  Plan plain = MustPlan(kSweep);
+  Plan ckpt = MustPlan(std::string(kSweep) + "executor: {activation_checkpointing: true}\n");
+  ASSERT_EQ(plain.cells.size(), ckpt.cells.size());
+  for (size_t i = 0; i < plain.cells.size(); ++i) {
+    EXPECT_FALSE(plain.cells[i].config["train"].contains("activation_checkpointing"));
+    EXPECT_EQ(ckpt.cells[i].config["train"]["activation_checkpointing"], true);
+    EXPECT_NE(plain.cells[i].key, ckpt.cells[i].key);
+    // One-layer models: the kept block input is all checkpointing adds (MemoryEstimateTest
+    // covers deeper ones, where it saves).
+    EXPECT_NE(ckpt.cells[i].memory.activations, plain.cells[i].memory.activations);
+  }
+  Plan again = MustPlan(std::string(kSweep) + "executor: {activation_checkpointing: false}\n");
+  EXPECT_EQ(again.cells[0].key, plain.cells[0].key);
+}
+
 TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
   accounting::Shape s;
   s.n_layer = 12;

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include "isoflop/trainer/data.h"
 #include "isoflop/trainer/synthetic.h"
@@ -141,6 +142,75 @@ TEST(Model, LossFallsOnSyntheticData) {
   EXPECT_GT(last, lang->EntropyRate() - 0.1);  // cannot beat the entropy rate (noise margin)
 }
 
+// Parameter gradients of one mean-token loss on `idx` (B, T+1), in parameter order.
+std::vector<torch::Tensor> Gradients(Transformer& m, const torch::Tensor& idx, bool autocast) {
+  m->zero_grad();
+  const int64_t T = idx.size(1) - 1;
+  torch::Tensor logits;
+  {
+    CudaAutocast guard(autocast);
+    logits = m->forward(idx.narrow(1, 0, T));
+  }
+  torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
+                                       idx.narrow(1, 1, T).reshape({-1}))
+      .backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : m->parameters()) grads.push_back(p.grad().clone());
+  return grads;
+}
+
+// Autograd nodes reachable from `t` whose name contains `needle`.
+int CountGraphNodes(const torch::Tensor& t, const std::string& needle) {
+  std::set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> stack = {t.grad_fn().get()};
+  int count = 0;
+  while (!stack.empty()) {
+    torch::autograd::Node* n = stack.back();
+    stack.pop_back();
+    if (!n || !seen.insert(n).second) continue;
+    if (n->name().find(needle) != std::string::npos) ++count;
+    for (const auto& e : n->next_edges()) stack.push_back(e.function.get());
+  }
+  return count;
+}
+
+// Recomputing each block in the backward pass gives the gradients of the plain backward, for
+// every position scheme and both MLPs; evaluation (no gradients) never checkpoints.
+TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
+  torch::set_num_threads(2);
+  for (PosEmbedding pos : {PosEmbedding::kRope, PosEmbedding::kAlibi, PosEmbedding::kLearned}) {
+    for (Mlp mlp : {Mlp::kSwiGlu, Mlp::kGelu}) {
+      Shape s;
+      s.pos = pos, s.mlp = mlp, s.n_layer = 3, s.d_model = 32, s.n_head = 4, s.seq_len = 24;
+      torch::manual_seed(7);
+      Transformer plain(s);
+      Transformer ckpt(s);
+      {
+        torch::NoGradGuard ng;
+        auto a = plain->parameters(), b = ckpt->parameters();
+        for (size_t i = 0; i < a.size(); ++i) b[i].copy_(a[i]);
+      }
+      ckpt->set_activation_checkpointing(true);
+      const auto idx = torch::randint(0, s.vocab_size, {4, s.seq_len + 1}, torch::kInt64);
+      const auto ga = Gradients(plain, idx, false), gb = Gradients(ckpt, idx, false);
+      ASSERT_EQ(ga.size(), gb.size());
+      for (size_t i = 0; i < ga.size(); ++i) {
+        ASSERT_TRUE(gb[i].defined());
+        EXPECT_GT(ga[i].abs().sum().item<double>(), 0) << i;
+        EXPECT_TRUE(torch::allclose(ga[i], gb[i], 1e-5, 1e-7))
+            << ToString(pos) << " " << ToString(mlp) << " parameter " << i << " max diff "
+            << (ga[i] - gb[i]).abs().max().item<float>();
+      }
+      // The checkpointed graph holds one recomputing node per block, the plain one none.
+      const auto x = idx.narrow(1, 0, s.seq_len);
+      EXPECT_EQ(CountGraphNodes(ckpt->forward(x), "BlockCheckpoint"), s.n_layer);
+      EXPECT_EQ(CountGraphNodes(plain->forward(x), "BlockCheckpoint"), 0);
+      torch::NoGradGuard ng;
+      EXPECT_TRUE(torch::equal(plain->forward(x), ckpt->forward(x)));
+    }
+  }
+}
+
 bool ExpectCuda() {
   const char* v = std::getenv("ISOFLOP_EXPECT_CUDA");
   return v && std::strcmp(v, "1") == 0;
@@ -210,6 +280,26 @@ TEST(ModelCuda, Bf16AutocastForwardIsCloseToFp32) {
     EXPECT_LT(diff, 5e-2) << ToString(pos);
     // The guard restored the state: the next forward is fp32 again.
     EXPECT_EQ(fused->forward(idx).scalar_type(), torch::kFloat);
+  }
+}
+
+// Checkpointing on the GPU under bf16 autocast: the recomputation restores autocast, so the
+// gradients match the plain backward's to bf16 precision.
+TEST(ModelCuda, ActivationCheckpointingUnderAutocastGivesTheSameGradients) {
+  ISOFLOP_REQUIRE_CUDA();
+  Shape s;
+  s.n_layer = 3, s.d_model = 64, s.n_head = 4, s.seq_len = 48;
+  torch::manual_seed(8);
+  Transformer cpu(s);
+  Transformer plain = CopyTo(cpu, s, AttentionImpl::kAuto, torch::kCUDA);
+  Transformer ckpt = CopyTo(cpu, s, AttentionImpl::kAuto, torch::kCUDA);
+  ckpt->set_activation_checkpointing(true);
+  const auto idx =
+      torch::randint(0, s.vocab_size, {4, s.seq_len + 1}, torch::kInt64).to(torch::kCUDA);
+  const auto ga = Gradients(plain, idx, true), gb = Gradients(ckpt, idx, true);
+  for (size_t i = 0; i < ga.size(); ++i) {
+    const double scale = ga[i].abs().max().item<double>();
+    EXPECT_LT((ga[i] - gb[i]).abs().max().item<double>(), 1e-2 * scale + 1e-6) << i;
   }
 }
 

@@ -234,6 +234,28 @@ TEST_F(BinaryTest, StandaloneOutWritesRunJsonAndRuns) {
   EXPECT_EQ(Status(dir)["state"], "finished");
 }
 
+// train.activation_checkpointing changes memory, not numbers: the same run with it finishes
+// with the final validation loss of the run without (to 1e-6 relative), and run.json without
+// the key means false; a non-boolean value is refused naming the field.
+TEST_F(BinaryTest, ActivationCheckpointingKeepsTheLoss) {
+  json run = TinyRun();
+  run["model"]["n_layer"] = 2;
+  const std::string plain = MakeRun("plain", run);
+  run["train"]["activation_checkpointing"] = true;
+  const std::string ckpt = MakeRun("ckpt", run);
+  ASSERT_EQ(RunDir(plain), 0) << Slurp(plain + "/stderr.log");
+  ASSERT_EQ(RunDir(ckpt), 0) << Slurp(ckpt + "/stderr.log");
+  const double a = Status(plain)["final_val_loss"].get<double>();
+  const double b = Status(ckpt)["final_val_loss"].get<double>();
+  EXPECT_NEAR(b, a, 1e-6 * a);
+  run["train"]["activation_checkpointing"] = "yes";
+  const std::string bad = MakeRun("bad", run);
+  EXPECT_EQ(RunDir(bad), 2);
+  EXPECT_NE(Slurp(bad + "/stderr.log").find("field 'train.activation_checkpointing'"),
+            std::string::npos)
+      << Slurp(bad + "/stderr.log");
+}
+
 // `device: cuda`. Where LibTorch sees a GPU, the run trains in bf16 autocast to its exact budget
 // and its validation loss falls; elsewhere it must fail with exit 1 and say why in status.json.
 // ISOFLOP_EXPECT_CUDA=1 (scripts/device-check.sh) turns the second outcome into a failure.

@@ -41,6 +41,7 @@ struct StandaloneFlags {
   int eval_interval = 50, log_interval = 10, ckpt_interval = 200, threads = 0;
   int64_t eval_tokens = 65536;
   std::string device = "auto";
+  bool activation_checkpointing = false;
 };
 
 std::string BuildRunJson(const StandaloneFlags& f) {
@@ -88,7 +89,8 @@ std::string BuildRunJson(const StandaloneFlags& f) {
                         {"log_interval_steps", f.log_interval},
                         {"ckpt_interval_steps", f.ckpt_interval},
                         {"threads", f.threads},
-                        {"device", f.device}}}};
+                        {"device", f.device},
+                        {"activation_checkpointing", f.activation_checkpointing}}}};
   return j.dump();
 }
 
@@ -155,6 +157,9 @@ int main(int argc, char** argv) {
   app.add_option("--ckpt-interval", f.ckpt_interval, "Steps between checkpoints")->group(g);
   app.add_option("--threads", f.threads, "CPU threads (0 = all cores)")->group(g);
   app.add_option("--device", f.device, "auto | cpu | cuda")->group(g);
+  app.add_flag("--activation-checkpointing", f.activation_checkpointing,
+               "Recompute each block's activations in the backward pass (less memory)")
+      ->group(g);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

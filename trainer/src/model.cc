@@ -186,11 +186,59 @@ void TransformerImpl::ResetParameters() {
   }
 }
 
+namespace {
+
+// One block whose activations are recomputed in the backward pass. The forward runs without
+// recording a graph and saves only the block input; the backward reruns the block with
+// gradients on and backpropagates through it (a reentrant backward, as PyTorch's
+// checkpoint(use_reentrant=True)), which also accumulates the block's parameter gradients.
+struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
+  // Only x is a tensor argument: LibTorch 1.13 refuses undefined tensor inputs, and the position
+  // buffers (undefined for the schemes that do not use them) need no gradient. The block and the
+  // buffers belong to the model, which outlives the backward pass.
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               BlockImpl* block, const torch::Tensor* rope_cos,
+                               const torch::Tensor* rope_sin, const torch::Tensor* alibi) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
+    ctx->saved_data["rope_cos"] = reinterpret_cast<int64_t>(rope_cos);
+    ctx->saved_data["rope_sin"] = reinterpret_cast<int64_t>(rope_sin);
+    ctx->saved_data["alibi"] = reinterpret_cast<int64_t>(alibi);
+    ctx->saved_data["autocast"] = CudaAutocast::Enabled();
+    return block->forward(x, *rope_cos, *rope_sin, *alibi);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = [&](const char* key) { return ctx->saved_data[key].toInt(); };
+    auto* block = reinterpret_cast<BlockImpl*>(saved("block"));
+    const torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    torch::Tensor y;
+    {
+      torch::AutoGradMode grad_on(true);
+      CudaAutocast autocast(ctx->saved_data["autocast"].toBool());
+      y = block->forward(x, *reinterpret_cast<const torch::Tensor*>(saved("rope_cos")),
+                         *reinterpret_cast<const torch::Tensor*>(saved("rope_sin")),
+                         *reinterpret_cast<const torch::Tensor*>(saved("alibi")));
+    }
+    torch::autograd::backward({y}, {grad_out[0]});
+    // One gradient per forward argument: x's, then none for the block and the buffers.
+    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 torch::Tensor TransformerImpl::forward(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
   auto x = tok_emb_->forward(idx);  // (B, T, C)
   if (pos_emb_) x = x + pos_emb_->forward(torch::arange(T, idx.options()));
-  for (auto& b : *blocks_) x = b->as<BlockImpl>()->forward(x, rope_cos_, rope_sin_, alibi_);
+  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled();
+  for (auto& b : *blocks_) {
+    auto* block = b->as<BlockImpl>();
+    x = checkpoint ? BlockCheckpoint::apply(x, block, &rope_cos_, &rope_sin_, &alibi_)
+                   : block->forward(x, rope_cos_, rope_sin_, alibi_);
+  }
   x = final_norm_->forward(x);
   return head_ ? head_->forward(x)
                : torch::nn::functional::linear(x, tok_emb_->weight);  // (B, T, V)

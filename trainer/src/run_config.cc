@@ -239,6 +239,7 @@ Status ParseTrain(const json& j, TrainConfig* t) {
   ISOFLOP_RETURN_IF_ERROR(r.Int("ckpt_interval_steps", &t->ckpt_interval_steps));
   ISOFLOP_RETURN_IF_ERROR(r.Int("threads", &t->threads));
   ISOFLOP_RETURN_IF_ERROR(r.String("device", &t->device));
+  ISOFLOP_RETURN_IF_ERROR(r.Bool("activation_checkpointing", &t->activation_checkpointing));
   return r.NoUnknownKeys();
 }
 
@@ -408,7 +409,8 @@ std::string RunConfigToJson(const RunConfig& c) {
                 {"log_interval_steps", t.log_interval_steps},
                 {"ckpt_interval_steps", t.ckpt_interval_steps},
                 {"threads", t.threads},
-                {"device", t.device}};
+                {"device", t.device},
+                {"activation_checkpointing", t.activation_checkpointing}};
   json j = {{"schema", c.schema}, {"name", c.name}, {"seed", c.seed},
             {"model", model},     {"data", data},   {"train", train}};
   return j.dump(2) + "\n";

@@ -123,6 +123,7 @@ Status Trainer::Setup() {
 
   torch::manual_seed(config_.seed);
   model_ = Transformer(shape_);
+  model_->set_activation_checkpointing(train_.activation_checkpointing);
   model_->to(device_);
 
   // AdamW (Loshchilov & Hutter 2019); weight decay on matrices only (dim >= 2), as nanoGPT.

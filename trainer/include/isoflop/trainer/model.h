@@ -46,6 +46,15 @@ class CudaAutocast {
   CudaAutocast(const CudaAutocast&) = delete;
   CudaAutocast& operator=(const CudaAutocast&) = delete;
 
+  // Whether CUDA autocast is on in this thread (what a recomputation must restore).
+  static bool Enabled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+    return at::autocast::is_enabled();
+#endif
+  }
+
  private:
   bool on_;
 };
@@ -134,9 +143,16 @@ class TransformerImpl : public torch::nn::Module {
   // embedding, residual output projections N(0, 0.02/√(2·n_layer)), zero biases, unit norms.
   void ResetParameters();
   const accounting::Shape& shape() const { return shape_; }
+  // Activation checkpointing (Chen et al. 2016): while training with gradients on, each block
+  // keeps only its input and recomputes its activations during the backward pass (under the
+  // autocast state of the forward). Activation memory per block drops to one (B, T, C) tensor
+  // for about one more forward pass of compute; gradients are unchanged (tested).
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
 
  private:
   accounting::Shape shape_;
+  bool checkpointing_ = false;
   torch::nn::Embedding tok_emb_{nullptr}, pos_emb_{nullptr};
   torch::nn::ModuleList blocks_;
   Norm final_norm_{nullptr};

@@ -56,6 +56,7 @@ struct TrainConfig {
   int ckpt_interval_steps = 200;  // and at every signal-driven stop
   int threads = 0;                // CPU threads; 0 = all cores
   std::string device = "auto";    // auto | cpu | cuda
+  bool activation_checkpointing = false;  // recompute block activations in backward (memory)
 };
 
 struct RunConfig {
