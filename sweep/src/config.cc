@@ -821,11 +821,13 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     } else if (key == "throughput_gflops") {
       ISOFLOP_ASSIGN_OR_RETURN(e.throughput_gflops, p.Positive(v, kp));
     } else if (key == "mixed_precision") {
-      ISOFLOP_ASSIGN_OR_RETURN(e.mixed_precision, p.Bool(v, kp));
+      ISOFLOP_ASSIGN_OR_RETURN(bool on, p.Bool(v, kp));
+      e.mixed_precision = on;
     } else if (key == "activation_checkpointing") {
       ISOFLOP_ASSIGN_OR_RETURN(e.activation_checkpointing, p.Bool(v, kp));
     } else if (key == "fused_attention") {
-      ISOFLOP_ASSIGN_OR_RETURN(e.fused_attention, p.Bool(v, kp));
+      ISOFLOP_ASSIGN_OR_RETURN(bool on, p.Bool(v, kp));
+      e.fused_attention = on;
     }
   }
   return Status::Ok();

@@ -114,9 +114,9 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
   std::set<std::string> keys;
   const auto grid = AxisGrid(c.parameters);
   MemoryOptions mem_opts;
-  mem_opts.mixed_precision = c.executor.mixed_precision;
+  mem_opts.mixed_precision = c.executor.mixed_precision.value_or(env.gpu);
   mem_opts.activation_checkpointing = c.executor.activation_checkpointing;
-  mem_opts.fused_attention = c.executor.fused_attention;
+  mem_opts.fused_attention = c.executor.fused_attention.value_or(env.gpu);
   bool warned_memory = false;
 
   for (size_t bi = 0; bi < c.budgets.size(); ++bi) {

@@ -201,6 +201,31 @@ TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
   EXPECT_EQ(EstimateMemory(s, twice).activations, 2 * m.activations);
 }
 
+// Unset, the precision and attention assumptions follow the plan's device (the trainer uses
+// bf16 autocast and fused attention on CUDA, fp32 and explicit attention on CPU); set, they win.
+TEST(PlannerTest, MemoryAssumptionsFollowTheDevice) {
+  Result<SweepConfig> c = ParseSweepConfig(kSweep, "p.yaml", {}, "/a");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  const Cell& any = MustPlan(kSweep).cells.front();
+  MemoryOptions o;
+  o.micro_batch = c->train["micro_batch"].get<int>();
+  auto total_on = [&](bool gpu, const SweepConfig& config) {
+    PlanEnvironment env;
+    env.gpu = gpu;
+    Result<Plan> p = PlanSweep(config, env);
+    EXPECT_TRUE(p.ok()) << p.status().message();
+    return p->cells.front().memory.total;
+  };
+  EXPECT_EQ(total_on(false, *c), EstimateMemory(any.shape, o).total);
+  MemoryOptions gpu = o;
+  gpu.mixed_precision = gpu.fused_attention = true;
+  EXPECT_EQ(total_on(true, *c), EstimateMemory(any.shape, gpu).total);
+  SweepConfig fp32 = *c;
+  fp32.executor.mixed_precision = false;
+  fp32.executor.fused_attention = false;
+  EXPECT_EQ(total_on(true, fp32), EstimateMemory(any.shape, o).total);
+}
+
 TEST(PlannerTest, CommittedGpuLadderPlans) {
   Result<SweepConfig> c =
       LoadSweepConfig(std::string(ISOFLOP_SOURCE_DIR) + "/sweeps/dense_gpu_ladder.yaml");

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,10 +60,13 @@ struct ExecutorConfig {
   int max_parallel = 0;          // most runs at once; 0 = as many as devices/slots allow
   int max_retries = 1;           // relaunches of a crashed run (not diverged, not bad config)
   double device_memory_gib = 0;  // per-device memory for packing/warnings; 0 = detect
-  // Memory-estimate assumptions about the trainer (they do not change run.json).
-  bool mixed_precision = false;           // bf16 compute with fp32 master weights (GPU)
-  bool activation_checkpointing = false;  // recompute activations per block
-  bool fused_attention = false;           // no (B, heads, T, T) matrix kept
+  // Every run recomputes block activations in backward (train.activation_checkpointing).
+  bool activation_checkpointing = false;
+  // Memory-estimate assumptions about the trainer (they do not change run.json); unset = what
+  // the trainer does on the plan's device: on CUDA, bf16 autocast and fused attention (LibTorch
+  // 2); on CPU, fp32 and explicit attention.
+  std::optional<bool> mixed_precision;  // bf16 compute with fp32 master weights
+  std::optional<bool> fused_attention;  // no (B, heads, T, T) matrix kept
   double throughput_gflops = 0;           // achieved FLOP/s per run for time estimates; 0 = model
 };
 
