@@ -244,8 +244,8 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
       "fit", "Fit a scaling law to a sweep, an imported observation set or a CSV; store it");
   cmd->add_option("--sweep", args->sweep, "Fit the finished runs of this sweep");
   cmd->add_option("--observations", args->observations, "Fit this imported observation set");
-  CLI::Option* csv =
-      cmd->add_option("--csv", args->csv, "Fit the observations in this CSV file (N, D or C, loss)");
+  CLI::Option* csv = cmd->add_option("--csv", args->csv,
+                                     "Fit the observations in this CSV file (N, D or C, loss)");
   AddCsvColumnOptions(cmd, &args->csv_columns, csv);
   cmd->add_option("--method", args->method, "parametric | isoflop | envelope | all")
       ->capture_default_str();

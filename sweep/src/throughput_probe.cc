@@ -9,10 +9,10 @@
 
 #include <algorithm>
 #include <array>
-#include <csignal>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -397,8 +397,9 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
     // On the shape where the sweep spends most time: one run on every core, then the same
     // cores as 2, 4, 8... concurrent runs of fewer threads, up to one run per core
     // (executor.max_parallel caps how many).
-    const int cores =
-        opts.cores > 0 ? opts.cores : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int cores = opts.cores > 0
+                          ? opts.cores
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     size_t rep = 0;
     for (size_t g = 1; g < groups.size(); ++g)
       if (groups[g].cost > groups[rep].cost) rep = g;

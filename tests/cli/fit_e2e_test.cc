@@ -201,11 +201,10 @@ TEST_F(FitCliTest, MoeFormRecoversTheGranularityLawFromAnImportedSet) {
 TEST_F(FitCliTest, FitCsvTakesColumnOptions) {
   const std::string csv = *dir_ + "/moe.csv";
   WriteMoeCsv(csv, MoeLaw{}, 7);
-  ASSERT_EQ(Isoflop({"import", csv, "--name", "moe7", "--g-column", "expert_granularity"})
-                .exit_code,
-            0);
-  auto imported = Isoflop(
-      {"fit", "--observations", "moe7", "--form", "moe", "--no-store", "--format", "json"});
+  ASSERT_EQ(
+      Isoflop({"import", csv, "--name", "moe7", "--g-column", "expert_granularity"}).exit_code, 0);
+  auto imported =
+      Isoflop({"fit", "--observations", "moe7", "--form", "moe", "--no-store", "--format", "json"});
   ASSERT_EQ(imported.exit_code, 0) << imported.err;
   auto direct = Isoflop({"fit", "--csv", csv, "--g-column", "expert_granularity", "--form", "moe",
                          "--no-store", "--format", "json"});

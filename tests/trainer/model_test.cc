@@ -97,7 +97,7 @@ double TrainSteps(Transformer& m, const std::function<torch::Tensor()>& batch, i
     }
     const auto loss = torch::nn::functional::cross_entropy(
         logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
-                                                           tokens.narrow(1, 1, T).reshape({-1}));
+        tokens.narrow(1, 1, T).reshape({-1}));
     opt.zero_grad();
     loss.backward();
     opt.step();
@@ -216,12 +216,12 @@ bool ExpectCuda() {
   return v && std::strcmp(v, "1") == 0;
 }
 
-#define ISOFLOP_REQUIRE_CUDA()                                                       \
-  do {                                                                               \
-    if (!torch::cuda::is_available()) {                                              \
+#define ISOFLOP_REQUIRE_CUDA()                                                      \
+  do {                                                                              \
+    if (!torch::cuda::is_available()) {                                             \
       if (ExpectCuda()) FAIL() << "ISOFLOP_EXPECT_CUDA=1 but LibTorch sees no GPU"; \
-      GTEST_SKIP() << "no CUDA device";                                              \
-    }                                                                                \
+      GTEST_SKIP() << "no CUDA device";                                             \
+    }                                                                               \
   } while (0)
 
 // A copy of `m` (same parameters) on `device`.
@@ -267,7 +267,8 @@ TEST(ModelCuda, Bf16AutocastForwardIsCloseToFp32) {
     Transformer cpu(s, AttentionImpl::kExplicit);
     Transformer fused = CopyTo(cpu, s, AttentionImpl::kFused, torch::kCUDA);
     Transformer expl = CopyTo(cpu, s, AttentionImpl::kExplicit, torch::kCUDA);
-    const auto idx = torch::randint(0, s.vocab_size, {4, s.seq_len}, torch::kInt64).to(torch::kCUDA);
+    const auto idx =
+        torch::randint(0, s.vocab_size, {4, s.seq_len}, torch::kInt64).to(torch::kCUDA);
     const auto fp32 = expl->forward(idx);
     EXPECT_TRUE(torch::allclose(fused->forward(idx), fp32, 1e-4, 1e-4)) << ToString(pos);
     torch::Tensor bf16;

@@ -67,7 +67,7 @@ struct ExecutorConfig {
   // 2); on CPU, fp32 and explicit attention.
   std::optional<bool> mixed_precision;  // bf16 compute with fp32 master weights
   std::optional<bool> fused_attention;  // no (B, heads, T, T) matrix kept
-  double throughput_gflops = 0;           // achieved FLOP/s per run for time estimates; 0 = model
+  double throughput_gflops = 0;         // achieved FLOP/s per run for time estimates; 0 = model
 };
 
 // The `fit:` section: what runs after the sweep. Plain value.

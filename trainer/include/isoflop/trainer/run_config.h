@@ -53,9 +53,9 @@ struct TrainConfig {
   int eval_interval_steps = 50;  // and at the end
   int64_t eval_tokens = 65536;   // size of the fixed held-out set
   int log_interval_steps = 10;
-  int ckpt_interval_steps = 200;  // and at every signal-driven stop
-  int threads = 0;                // CPU threads; 0 = all cores
-  std::string device = "auto";    // auto | cpu | cuda
+  int ckpt_interval_steps = 200;          // and at every signal-driven stop
+  int threads = 0;                        // CPU threads; 0 = all cores
+  std::string device = "auto";            // auto | cpu | cuda
   bool activation_checkpointing = false;  // recompute block activations in backward (memory)
 };
 
