@@ -35,7 +35,8 @@ MemoryEstimate EstimateMemory(const accounting::Shape& s, const MemoryOptions& o
   const int64_t sum =
       m.weights + m.gradients + m.optimizer + m.activations + m.attention + m.logits;
   m.overhead = std::max<int64_t>(sum / 10, int64_t{64} << 20);
-  m.total = sum + m.overhead;
+  m.cuda_context = o.gpu ? kCudaContextBytes : 0;
+  m.total = sum + m.overhead + m.cuda_context;
   return m;
 }
 

@@ -117,6 +117,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
   mem_opts.mixed_precision = c.executor.mixed_precision.value_or(env.gpu);
   mem_opts.activation_checkpointing = c.executor.activation_checkpointing;
   mem_opts.fused_attention = c.executor.fused_attention.value_or(env.gpu);
+  mem_opts.gpu = env.gpu;
   bool warned_memory = false;
 
   for (size_t bi = 0; bi < c.budgets.size(); ++bi) {

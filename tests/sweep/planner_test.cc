@@ -180,7 +180,7 @@ TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
   // Attention matrix, not fused: 2 (scores, probs) x B x heads x T x T x 4 bytes x layers.
   EXPECT_EQ(m.attention, int64_t{2} * 8 * 12 * 1024 * 1024 * 4 * 12);
   EXPECT_EQ(m.total, m.weights + m.gradients + m.optimizer + m.activations + m.attention +
-                         m.logits + m.overhead);
+                         m.logits + m.overhead + m.cuda_context);
   // GPT-2 small at batch 8 x 1024 in fp32 lands in the known 10-20 GiB range.
   EXPECT_GT(m.total, int64_t{8} << 30);
   EXPECT_LT(m.total, int64_t{24} << 30);
@@ -218,12 +218,17 @@ TEST(PlannerTest, MemoryAssumptionsFollowTheDevice) {
   };
   EXPECT_EQ(total_on(false, *c), EstimateMemory(any.shape, o).total);
   MemoryOptions gpu = o;
-  gpu.mixed_precision = gpu.fused_attention = true;
-  EXPECT_EQ(total_on(true, *c), EstimateMemory(any.shape, gpu).total);
+  gpu.mixed_precision = gpu.fused_attention = gpu.gpu = true;
+  const MemoryEstimate on_gpu = EstimateMemory(any.shape, gpu);
+  EXPECT_EQ(on_gpu.cuda_context, kCudaContextBytes);  // every GPU process pays its context
+  EXPECT_EQ(total_on(true, *c), on_gpu.total);
   SweepConfig fp32 = *c;
   fp32.executor.mixed_precision = false;
   fp32.executor.fused_attention = false;
-  EXPECT_EQ(total_on(true, fp32), EstimateMemory(any.shape, o).total);
+  MemoryOptions fp32_gpu = o;
+  fp32_gpu.gpu = true;
+  EXPECT_EQ(total_on(true, fp32), EstimateMemory(any.shape, fp32_gpu).total);
+  EXPECT_EQ(EstimateMemory(any.shape, o).cuda_context, 0);
 }
 
 TEST(PlannerTest, CommittedGpuLadderPlans) {

@@ -15,6 +15,7 @@ struct MemoryOptions {
   bool mixed_precision = false;           // 16-bit activations/weights + fp32 master copies
   bool activation_checkpointing = false;  // keep only block inputs; recompute one block
   bool fused_attention = false;           // no (B, heads, T, T) attention matrix kept
+  bool gpu = false;                       // a CUDA process: add its context (see below)
 };
 
 // Bytes, by part. Plain value.
@@ -26,8 +27,15 @@ struct MemoryEstimate {
   int64_t attention = 0;    // the (B, heads, T, T) scores and probabilities, all layers kept
   int64_t logits = 0;       // (B, T, vocab) logits and their gradient
   int64_t overhead = 0;     // allocator slack and workspace (10%, at least 64 MiB)
+  int64_t cuda_context = 0;  // GPU only: each process's CUDA context, cuBLAS/cuDNN workspaces
+                             // and kernel images, which runs packed on one GPU each pay
+                             // (kCudaContextBytes)
   int64_t total = 0;
 };
+
+// What one LibTorch process holds on a GPU before any tensor: a CUDA context with lazily
+// loaded kernels is typically 0.3-0.6 GiB on recent GPUs and drivers; 512 MiB is assumed.
+inline constexpr int64_t kCudaContextBytes = int64_t{512} << 20;
 
 // Estimates peak training memory for `shape` under `opts`. Korthikanti et al. 2022 ("Reducing
 // activation recomputation") for the per-layer activation terms, adapted to this model (no
