@@ -98,7 +98,7 @@ run() {
     local gtest_lib
     gtest_lib=$(dirname "$(find "$deps" -name libgtest.a | head -n 1)")
     local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""
-                -DISOFLOP_SHARED_DATA_DIR="\"$here/../shared/data\"")
+                -DISOFLOP_DATA_DIR="\"$here/data\"")
     local objs=() pids=() f o
     for f in "${srcs[@]}" trainer/src/main.cc tests/trainer/model_test.cc \
              tests/trainer/train_binary_test.cc; do  # one compiler per file, all at once

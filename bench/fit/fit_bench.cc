@@ -18,7 +18,7 @@ using namespace isoflop::fit;
 
 // The 240 points of the replication: all 245 minus the 5 highest losses.
 static std::vector<Observation> LoadChinchilla() {
-  auto points = isoflop::store::ReadObservationsCsv(ISOFLOP_SHARED_DATA_DIR
+  auto points = isoflop::store::ReadObservationsCsv(ISOFLOP_DATA_DIR
                                                     "/chinchilla/svg_extracted_data.csv");
   if (!points.ok()) {
     std::fprintf(stderr, "fit_bench: %s\n", points.status().message().c_str());

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp, huber
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CSV = os.path.join(HERE, "..", "..", "..", "shared", "data", "chinchilla", "svg_extracted_data.csv")
+CSV = os.path.join(HERE, "..", "..", "data", "chinchilla", "svg_extracted_data.csv")
 DELTA = 1e-3
 
 rows = list(csv.DictReader(open(CSV)))

@@ -12,7 +12,7 @@ namespace isoflop::testing {
 namespace {
 
 const std::string kChinchilla =
-    std::string(ISOFLOP_SHARED_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+    std::string(ISOFLOP_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
 
 std::vector<std::vector<std::string>> ParseCsv(const std::string& text) {
   std::vector<std::vector<std::string>> rows;

@@ -17,7 +17,7 @@ namespace isoflop::testing {
 namespace {
 
 const std::string kChinchilla =
-    std::string(ISOFLOP_SHARED_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+    std::string(ISOFLOP_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
 
 class FitCliTest : public ::testing::Test {
  protected:

@@ -36,7 +36,7 @@ inline std::vector<Observation> Synthetic(double e, double a, double b, double a
 // CSV reader (the same one `isoflop import` uses).
 inline std::vector<Observation> ChinchillaAll() {
   auto points =
-      store::ReadObservationsCsv(ISOFLOP_SHARED_DATA_DIR "/chinchilla/svg_extracted_data.csv");
+      store::ReadObservationsCsv(ISOFLOP_DATA_DIR "/chinchilla/svg_extracted_data.csv");
   std::vector<Observation> obs;
   if (!points.ok()) return obs;  // tests then fail on the point count
   for (const auto& p : *points) {

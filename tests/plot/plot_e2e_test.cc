@@ -21,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string kChinchilla =
-    std::string(ISOFLOP_SHARED_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+    std::string(ISOFLOP_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
 const std::string kPython = "/usr/bin/python3";
 
 std::string ReadFile(const std::string& path) {

@@ -20,7 +20,7 @@ std::string WriteTemp(const std::string& name, const std::string& text) {
 }
 
 TEST(ObservationsCsv, ReadsChinchillaWithDFromC) {
-  std::string path = std::string(ISOFLOP_SHARED_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+  std::string path = std::string(ISOFLOP_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
   auto r = ReadObservationsCsv(path);
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->size(), 245u);
