@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -468,6 +468,29 @@ Result<std::vector<double>> ParseBudgetList(const Parser& p, const YAML::Node& n
   return values;
 }
 
+// A budget that gives even the largest ladder size more than 2^53 tokens (D = C / 6N) gives
+// every size more; refused here, naming the budget. The planner checks each size it selects.
+Status CheckBudgetTokens(const SweepConfig& c) {
+  double flops_per_token = 0;
+  for (const auto& s : c.ladder) {
+    flops_per_token = std::max(flops_per_token, accounting::FlopsPerToken6N(s));
+  }
+  if (!(flops_per_token > 0)) return Status::Ok();
+  for (size_t i = 0; i < c.budgets.size(); ++i) {
+    const double d = c.budgets[i] / flops_per_token;
+    if (d > kMaxTokens) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    ": %.3g FLOPs gives every ladder size more than 2^53 tokens (D = C / 6N = "
+                    "%.3g for the largest); the count exceeds 2^53",
+                    c.budgets[i], d);
+      return Status::InvalidArgument(c.budget_where[i] + buf +
+                                     ": lower the budget or add larger sizes to model.ladder");
+    }
+  }
+  return Status::Ok();
+}
+
 Status ParseSizes(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   if (!n.IsDefined()) return Status::Ok();
   ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(
@@ -588,8 +611,22 @@ Status CheckTrainValue(const Parser& p, const YAML::Node& at, const std::string&
       !(x > 0)) {
     return bad("must be > 0");
   }
-  if ((key == "min_lr" || key == "warmup_tokens" || key == "weight_decay") && x < 0) {
-    return bad("must be >= 0");
+  if ((key == "min_lr" || key == "warmup_tokens" || key == "weight_decay" || key == "grad_clip") &&
+      x < 0) {
+    return bad(key == "grad_clip" ? "must be >= 0 (0 turns clipping off)" : "must be >= 0");
+  }
+  if (key == "micro_batch" && x > double(kMaxMicroBatch)) {
+    return bad("must be at most " + std::to_string(kMaxMicroBatch) +
+               " sequences per forward pass (lower it; the trainer accumulates gradients over "
+               "micro-batches)");
+  }
+  if (key == "eval_tokens" && x > double(kMaxEvalTokens)) {
+    return bad("must be at most 2^28 = " + std::to_string(kMaxEvalTokens) +
+               " tokens (the trainer keeps the held-out set in memory and evaluates all of it "
+               "every eval_interval_steps)");
+  }
+  if (IntegerTrainFields().count(key) && x > kMaxTokens) {
+    return bad("the count exceeds 2^53 (9007199254740992), above which it is not exact");
   }
   if (key == "warmup_frac" && !(x >= 0 && x < 1)) return bad("must be in [0, 1)");
   if (key == "decay_frac" && !(x > 0 && x <= 1)) return bad("must be in (0, 1]");
@@ -886,6 +923,57 @@ Status ParseReport(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   return Status::Ok();
 }
 
+// ---- names, duplicate keys ----------------------------------------------------------------
+
+// [A-Za-z0-9][A-Za-z0-9._-]*, checked by a loop: std::regex_match recurses once per character
+// and overflows the stack on a long name (25k characters crashed it).
+bool IsSweepName(const std::string& s) {
+  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) != 0; };
+  if (s.empty() || !word(s[0])) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [&](char ch) { return word(ch) || ch == '.' || ch == '_' || ch == '-'; });
+}
+
+// yaml-cpp keeps the first of two equal keys in a mapping and drops the second without a word;
+// a file with `lr:` twice would train with the value its author did not mean. Walks every
+// mapping (each node once: aliases share nodes) and names the second occurrence.
+// `where` names the text in messages; `marks`: add the line and column (false for a --set
+// value, whose positions are within the value).
+Status CheckDuplicateKeys(const YAML::Node& n, const std::string& path, const std::string& where,
+                          bool marks, std::set<size_t>* seen_nodes) {
+  if (!n.IsMap() && !n.IsSequence()) return Status::Ok();
+  if (n.Mark().pos >= 0 && !seen_nodes->insert(static_cast<size_t>(n.Mark().pos)).second) {
+    return Status::Ok();
+  }
+  auto at = [&](const YAML::Mark& m) {
+    return !marks || m.line < 0
+               ? where
+               : where + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+  };
+  if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      ISOFLOP_RETURN_IF_ERROR(
+          CheckDuplicateKeys(n[i], path + "[" + std::to_string(i) + "]", where, marks, seen_nodes));
+    }
+    return Status::Ok();
+  }
+  std::map<std::string, YAML::Mark> keys;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    if (!it->first.IsScalar()) continue;  // a complex key is reported as an unknown key later
+    const std::string key = it->first.Scalar();
+    const std::string kp = path.empty() ? key : path + "." + key;
+    auto [first, inserted] = keys.emplace(key, it->first.Mark());
+    if (!inserted) {
+      return Status::InvalidArgument(
+          at(it->first.Mark()) + ": " + kp + ": duplicate key" +
+          (marks ? " (first given at line " + std::to_string(first->second.line + 1) + ")" : "") +
+          "; keep one of them");
+    }
+    ISOFLOP_RETURN_IF_ERROR(CheckDuplicateKeys(it->second, kp, where, marks, seen_nodes));
+  }
+  return Status::Ok();
+}
+
 // ---- overrides -----------------------------------------------------------------------------
 
 Status ApplyOverride(YAML::Node& root, const std::string& arg,
@@ -907,6 +995,10 @@ Status ApplyOverride(YAML::Node& root, const std::string& arg,
     parsed = YAML::Load(value);
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument("--set " + arg + ": value is not valid YAML: " + e.msg);
+  }
+  {
+    std::set<size_t> seen_nodes;
+    ISOFLOP_RETURN_IF_ERROR(CheckDuplicateKeys(parsed, key, "--set " + arg, false, &seen_nodes));
   }
   YAML::Node cur = root;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
@@ -957,6 +1049,10 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
                                    ": expected a mapping of sections (name:, data:, "
                                    "model:, budgets:, ...)");
   }
+  {
+    std::set<size_t> seen_nodes;
+    ISOFLOP_RETURN_IF_ERROR(CheckDuplicateKeys(root, "", file_path, true, &seen_nodes));
+  }
   std::map<std::string, std::string> seen;
   for (const auto& o : overrides) ISOFLOP_RETURN_IF_ERROR(ApplyOverride(root, o, &seen));
   Parser p(file_path, seen);
@@ -976,7 +1072,12 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
     const YAML::Node name = Child(root, "name");
     if (!name.IsDefined()) return p.Error(root, "name", "required key is missing");
     ISOFLOP_ASSIGN_OR_RETURN(c.name, p.String(name, "name"));
-    if (!std::regex_match(c.name, std::regex("[A-Za-z0-9][A-Za-z0-9._-]*"))) {
+    if (c.name.size() > kMaxSweepNameBytes) {
+      return p.Error(name, "name",
+                     "expected at most " + std::to_string(kMaxSweepNameBytes) +
+                         " bytes (it names the run folder), got " + std::to_string(c.name.size()));
+    }
+    if (!IsSweepName(c.name)) {
       return p.Error(name, "name",
                      "expected letters, digits, '.', '_' or '-' (it names the run folder), got '" +
                          c.name + "'");
@@ -998,6 +1099,7 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
       return p.Error(root, "budgets", "required key is missing (a list of FLOPs, e.g. [1e15])");
     }
     ISOFLOP_ASSIGN_OR_RETURN(c.budgets, ParseBudgetList(p, budgets, "budgets", &c.budget_where));
+    ISOFLOP_RETURN_IF_ERROR(CheckBudgetTokens(c));
     ISOFLOP_RETURN_IF_ERROR(ParseSizes(p, Child(root, "sizes"), &c));
     ISOFLOP_RETURN_IF_ERROR(ParseTrain(p, Child(root, "train"), &c));
     ISOFLOP_RETURN_IF_ERROR(ParseSeeds(p, Child(root, "seeds"), &c));
@@ -1025,11 +1127,15 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
 
 Result<SweepConfig> LoadSweepConfig(const std::string& path,
                                     const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec)) {
+    // A FIFO would block the open below forever, a directory reads as empty.
+    return Status::InvalidArgument(path + ": not a regular file (give the sweep file itself)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound(path + ": cannot read the sweep file");
   std::stringstream ss;
   ss << in.rdbuf();
-  std::error_code ec;
   const std::string cwd = fs::current_path(ec).string();
   return ParseSweepConfig(ss.str(), path, overrides, cwd);
 }

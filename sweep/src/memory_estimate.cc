@@ -6,37 +6,57 @@
 
 namespace isoflop::sweep {
 
+namespace {
+
+// Bytes as int64, saturated: the terms are computed in doubles because shapes and batches a
+// sweep file allows (up to 2^20 sequences of 2^20 tokens) overflow int64 in the products below,
+// and an overflowed estimate came out negative (so it "fitted" on any device).
+int64_t Bytes(double b) {
+  constexpr double kMax = 9.2e18;  // just below INT64_MAX (9.22e18), exactly representable
+  return b >= kMax ? static_cast<int64_t>(kMax) : static_cast<int64_t>(b);
+}
+
+}  // namespace
+
 MemoryEstimate EstimateMemory(const accounting::Shape& s, const MemoryOptions& o) {
   MemoryEstimate m;
-  const int64_t n = accounting::TotalParams(s);
-  const int64_t act_bytes = o.mixed_precision ? 2 : 4;
+  const double n = static_cast<double>(accounting::TotalParams(s));
+  const double act_bytes = o.mixed_precision ? 2 : 4;
   // fp32: 4 (weights) + 4 (grads) + 8 (Adam m, v). Mixed: 2 + 2 + 4 (fp32 master) + 8.
-  m.weights = o.mixed_precision ? n * (2 + 4) : n * 4;
-  m.gradients = o.mixed_precision ? n * 2 : n * 4;
-  m.optimizer = n * 8;
-  const int64_t tokens = int64_t{o.micro_batch} * s.seq_len;  // B·T
-  const int64_t d = s.d_model, ff = accounting::EffectiveDff(s);
+  const double weights = o.mixed_precision ? n * (2 + 4) : n * 4;
+  const double gradients = o.mixed_precision ? n * 2 : n * 4;
+  const double optimizer = n * 8;
+  const double micro_batch = o.micro_batch, seq_len = s.seq_len, n_layer = s.n_layer;
+  const double tokens = micro_batch * seq_len;  // B·T
+  const double d = s.d_model, ff = static_cast<double>(accounting::EffectiveDff(s));
   // Per token per layer, saved for backward: attention block = norm input, normed input, q, k,
   // v, attention output, projection input (7d); MLP block = norm input, normed input (2d), then
   // SwiGLU keeps gate, up, act(gate) and their product (4 ff), GELU its input and output (2 ff).
-  const int64_t per_token_layer = 7 * d + 2 * d + (s.mlp == accounting::Mlp::kSwiGlu ? 4 : 2) * ff;
+  const double per_token_layer = 7 * d + 2 * d + (s.mlp == accounting::Mlp::kSwiGlu ? 4 : 2) * ff;
   // Attention scores and softmax probabilities per layer: 2·B·heads·T·T.
-  const int64_t attn_layer =
-      o.fused_attention ? 0 : 2 * int64_t{o.micro_batch} * s.n_head * s.seq_len * s.seq_len;
+  const double attn_layer =
+      o.fused_attention ? 0 : 2 * micro_batch * double(s.n_head) * seq_len * seq_len;
+  double activations, attention;
   if (o.activation_checkpointing) {
     // Block inputs of every layer, plus one block's full activations during recomputation.
-    m.activations = act_bytes * tokens * (d * s.n_layer + per_token_layer);
-    m.attention = act_bytes * attn_layer;
+    activations = act_bytes * tokens * (d * n_layer + per_token_layer);
+    attention = act_bytes * attn_layer;
   } else {
-    m.activations = act_bytes * tokens * per_token_layer * s.n_layer;
-    m.attention = act_bytes * attn_layer * s.n_layer;
+    activations = act_bytes * tokens * per_token_layer * n_layer;
+    attention = act_bytes * attn_layer * n_layer;
   }
-  m.logits = 4 * tokens * s.vocab_size * 2;  // logits and their gradient, fp32 for the loss
-  const int64_t sum =
-      m.weights + m.gradients + m.optimizer + m.activations + m.attention + m.logits;
-  m.overhead = std::max<int64_t>(sum / 10, int64_t{64} << 20);
+  const double logits = 4 * tokens * double(s.vocab_size) * 2;  // logits and their gradient, fp32
+  const double sum = weights + gradients + optimizer + activations + attention + logits;
+  const double overhead = std::max(std::floor(sum / 10), double(int64_t{64} << 20));
+  m.weights = Bytes(weights);
+  m.gradients = Bytes(gradients);
+  m.optimizer = Bytes(optimizer);
+  m.activations = Bytes(activations);
+  m.attention = Bytes(attention);
+  m.logits = Bytes(logits);
+  m.overhead = Bytes(overhead);
   m.cuda_context = o.gpu ? kCudaContextBytes : 0;
-  m.total = sum + m.overhead + m.cuda_context;
+  m.total = Bytes(sum + overhead + double(m.cuda_context));
   return m;
 }
 

@@ -153,7 +153,17 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           cell.flops_per_token_6n = accounting::FlopsPerToken6N(shape);
           cell.flops_per_token_6n_attn = accounting::FlopsPerToken6NAttention(shape);
           cell.flops_per_token_chinchilla = accounting::FlopsPerTokenChinchilla(shape);
-          cell.tokens = std::llround(budget / cell.flops_per_token_6n);
+          // D as a double first: above 2^53 llround is inexact, and past int64 undefined (1e30
+          // FLOPs came out negative and was refused as "less than one optimizer step").
+          const double d = budget / cell.flops_per_token_6n;
+          if (!(d <= kMaxTokens)) {
+            return Status::InvalidArgument(
+                where + ": " + Fmt("%.3g", budget) + " FLOPs gives size " + cell.ShapeString() +
+                " " + Fmt("%.3g", d) +
+                " tokens (D = C / 6N); the count exceeds 2^53 (9.007e15): lower the budget or "
+                "choose larger sizes for it");
+          }
+          cell.tokens = std::llround(d);
 
           json data = c.data;
           json train = c.train;

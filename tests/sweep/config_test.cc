@@ -2,7 +2,13 @@
 // overrides, defaults and hashing.
 #include "isoflop/sweep/config.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
 
 namespace isoflop::sweep {
 namespace {
@@ -112,6 +118,45 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        "s.yaml:15:11: train.min_lr: must be <= train.lr"},
       {"vocab mismatch", replace("source: synthetic", "source: synthetic\n  vocab: 48"),
        "s.yaml:4:10: data.vocab: must equal model.vocab_size (32)"},
+      // A name is a folder name; std::regex recursed once per character and overflowed the
+      // stack on 25k of them.
+      {"name too long", replace("name: t", "name: " + std::string(25000, 'a')),
+       "s.yaml:1:7: name: expected at most 255 bytes (it names the run folder), got 25000"},
+      {"name starts with a dot", replace("name: t", "name: .t"),
+       "s.yaml:1:7: name: expected letters, digits, '.', '_' or '-' (it names the run folder), "
+       "got '.t'"},
+      // yaml-cpp keeps the first of two equal keys; the second is named, at any depth.
+      {"duplicate train key", base + "  batch_tokens: 512\n",
+       "s.yaml:14:3: train.batch_tokens: duplicate key (first given at line 13); keep one of them"},
+      {"duplicate top-level key", base + "name: u\n",
+       "s.yaml:14:1: name: duplicate key (first given at line 1); keep one of them"},
+      {"duplicate key in a flow mapping",
+       replace("{n_layer: 1, d_model: 16, n_head: 2}", "{n_layer: 1, d_model: 16, n_layer: 2}"),
+       "s.yaml:9:33: model.ladder[0].n_layer: duplicate key (first given at line 9); keep one "
+       "of them"},
+      // Token counts above 2^53 are not exact, and overflowed int64 after the planner.
+      {"budget beyond 2^53 tokens", replace("[1e9, 4e9]", "[1e9, 1e30]"),
+       "s.yaml:11:16: budgets[1]: 1e+30 FLOPs gives every ladder size more than 2^53 tokens (D "
+       "= C / 6N = 1.22e+25 for the largest); the count exceeds 2^53: lower the budget or add "
+       "larger sizes to model.ladder"},
+      {"batch_tokens beyond 2^53", replace("batch_tokens: 256", "batch_tokens: 1e30"),
+       "s.yaml:13:17: train.batch_tokens: the count exceeds 2^53 (9007199254740992), above "
+       "which it is not exact, got 1e+30"},
+      {"warmup_tokens beyond 2^53", base + "  warmup_tokens: 1e16\n",
+       "s.yaml:14:18: train.warmup_tokens: the count exceeds 2^53 (9007199254740992), above "
+       "which it is not exact, got 1e+16"},
+      {"micro_batch too large", base + "  micro_batch: 1e12\n",
+       "s.yaml:14:16: train.micro_batch: must be at most 1048576 sequences per forward pass "
+       "(lower it; the trainer accumulates gradients over micro-batches), got 1000000000000.0"},
+      {"eval_tokens too large", base + "  eval_tokens: 1e18\n",
+       "s.yaml:14:16: train.eval_tokens: must be at most 2^28 = 268435456 tokens (the trainer "
+       "keeps the held-out set in memory and evaluates all of it every eval_interval_steps), "
+       "got 1e+18"},
+      {"negative grad_clip", base + "  grad_clip: -1\n",
+       "s.yaml:14:14: train.grad_clip: must be >= 0 (0 turns clipping off), got -1"},
+      {"negative grad_clip on an axis",
+       base + "parameters:\n  train.grad_clip: {values: [1, -1]}\n",
+       "s.yaml:15:20: parameters.train.grad_clip: must be >= 0 (0 turns clipping off), got -1"},
   };
   for (const auto& c : cases) {
     Result<SweepConfig> r = Parse(c.text);
@@ -119,6 +164,74 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
     EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << c.label;
     EXPECT_EQ(r.status().message(), c.message) << c.label;
   }
+}
+
+TEST(SweepConfigTest, BoundsAcceptTheirLimits) {
+  const std::string base = kBase;
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = base;
+    s.replace(s.find(from), from.size(), to);
+    return Parse(s);
+  };
+  const std::string longest(kMaxSweepNameBytes, 'n');
+  Result<SweepConfig> named = with("name: t", "name: " + longest);
+  ASSERT_TRUE(named.ok()) << named.status().message();
+  EXPECT_EQ(named->name, longest);
+  EXPECT_FALSE(with("name: t", "name: " + longest + "n").ok());
+  Result<SweepConfig> limits =
+      Parse(base + "  eval_tokens: 268435456\n  micro_batch: 1048576\n" + "  grad_clip: 0\n");
+  ASSERT_TRUE(limits.ok()) << limits.status().message();
+  EXPECT_EQ(limits->train["eval_tokens"], 268435456);
+  EXPECT_EQ(limits->train["grad_clip"], 0.0);
+  // The same key in two different mappings is not a duplicate.
+  EXPECT_TRUE(Parse(base + "executor: {max_retries: 2}\nfit: {bootstrap: 2}\n").ok());
+}
+
+TEST(SweepConfigTest, DuplicateKeysInASetValueAreNamed) {
+  Result<SweepConfig> r = Parse(kBase, {"train={lr: 1e-3, lr: 2e-3}"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "--set train={lr: 1e-3, lr: 2e-3}: train.lr: duplicate key; keep one of them");
+}
+
+// Opens a FIFO for writing and closes it again, from a thread: code that opens the FIFO to
+// read it gets end of file instead of blocking forever (so the test fails, not hangs). The
+// destructor is the reader of last resort that lets the thread finish.
+class FifoWriter {
+ public:
+  explicit FifoWriter(std::string path)
+      : path_(std::move(path)), thread_([this] {
+          const int fd = ::open(path_.c_str(), O_WRONLY);
+          if (fd >= 0) ::close(fd);
+        }) {}
+  ~FifoWriter() {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
+    thread_.join();
+    if (fd >= 0) ::close(fd);
+  }
+
+ private:
+  std::string path_;
+  std::thread thread_;
+};
+
+TEST(SweepConfigTest, ASweepFileMustBeARegularFile) {
+  const std::string dir = ::testing::TempDir() + "/config_fifo_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string fifo = dir + "/sweep.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // Opening a FIFO for reading blocks until a writer comes: the check must come first.
+  Result<SweepConfig> r = [&] {
+    FifoWriter writer(fifo);
+    return LoadSweepConfig(fifo);
+  }();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), fifo + ": not a regular file (give the sweep file itself)");
+  Result<SweepConfig> folder = LoadSweepConfig(dir);
+  ASSERT_FALSE(folder.ok());
+  EXPECT_EQ(folder.status().message(), dir + ": not a regular file (give the sweep file itself)");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(SweepConfigTest, CpusPerRunAcceptsAutoAndNumbers) {

@@ -147,6 +147,49 @@ TEST(PlannerTest, BudgetsTooSmallForOneStepAreDroppedOrRefused) {
       << set_plan.status().message();
 }
 
+// D = C / 6N above 2^53 is refused where the planner computes it, naming the budget's line
+// and the size; 1e30 FLOPs used to overflow llround and be refused as "less than one optimizer
+// step". Here the largest size stays below 2^53 (so the file parses) and a smaller one does not.
+TEST(PlannerTest, TokenCountsAbove2To53AreRefusedNamingTheBudget) {
+  std::string text = kSweep;
+  text.replace(text.find("    - {n_layer: 1, d_model: 48, n_head: 6}\n"), 43,
+               "    - {n_layer: 8, d_model: 1024, n_head: 8}\n");
+  text.replace(text.find("budgets: [1e9, 4e9]"), 19, "budgets: [1e9, 1e24]");
+  Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, "/a");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(p.status().message(),
+            "p.yaml:12:16: budgets[1]: 1e+24 FLOPs gives size 1x16h2 4.29e+19 tokens (D = C / "
+            "6N); the count exceeds 2^53 (9.007e15): lower the budget or choose larger sizes for "
+            "it");
+  // Just below the bound the cell is planned with its exact count.
+  text.replace(text.find("budgets: [1e9, 1e24]"), 20, "budgets: [1e9, 4e9]");
+  Plan ok = MustPlan(text);
+  for (const Cell& cell : ok.cells) EXPECT_GT(cell.tokens, 0) << cell.ShapeString();
+}
+
+// The largest micro_batch a sweep file allows, on the largest shapes, must not overflow the
+// estimate into a negative number (which "fits" on every device).
+TEST(MemoryEstimateTest, HugeBatchesSaturateInsteadOfGoingNegative) {
+  accounting::Shape s;
+  s.n_layer = 4096;
+  s.d_model = 1 << 16;
+  s.n_head = 1 << 10;
+  s.vocab_size = 1 << 22;
+  s.seq_len = 1 << 20;
+  MemoryOptions o;
+  o.micro_batch = static_cast<int>(kMaxMicroBatch);
+  const MemoryEstimate m = EstimateMemory(s, o);
+  for (int64_t part : {m.weights, m.gradients, m.optimizer, m.activations, m.attention, m.logits,
+                       m.overhead, m.total}) {
+    EXPECT_GT(part, 0);
+  }
+  EXPECT_GE(m.total, m.activations);
+  EXPECT_GT(m.total, int64_t{1} << 62);  // saturated near INT64_MAX, not wrapped
+}
+
 // executor.activation_checkpointing reaches every run's train config (the trainer recomputes,
 // so the smaller memory estimate is true); without it run.json and the keys stay as they were.
 TEST(PlannerTest, ActivationCheckpointingReachesTheRuns) {

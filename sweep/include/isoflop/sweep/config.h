@@ -15,6 +15,18 @@
 
 namespace isoflop::sweep {
 
+// Bounds checked where a sweep file is parsed (and, for D, where the planner computes it).
+// Token counts travel as JSON numbers and doubles (C / 6N): above 2^53 they are no longer
+// exact integers, and the int64 arithmetic after them (steps, warmup) overflows soon after.
+inline constexpr double kMaxTokens = 9007199254740992.0;  // 2^53
+// The trainer keeps the held-out set in memory as 64-bit tokens (twice while building it) and
+// evaluates all of it every eval_interval_steps: 2^28 tokens already need 4 GiB.
+inline constexpr int64_t kMaxEvalTokens = int64_t{1} << 28;
+// Sequences per forward pass (an int in the trainer); far above what any device holds.
+inline constexpr int64_t kMaxMicroBatch = int64_t{1} << 20;
+// A sweep name is a folder name (runs/<name>): at most 255 bytes on Linux file systems.
+inline constexpr size_t kMaxSweepNameBytes = 255;
+
 // How the sizes trained at each budget are chosen from the ladder. Plain value.
 struct SizeSelection {
   enum class Mode { kWindow, kPoints };
@@ -82,7 +94,7 @@ struct FitSection {
 
 // A parsed sweep file. Plain value; thread-compatible.
 struct SweepConfig {
-  std::string name;                    // [A-Za-z0-9._-]+, unique in the store
+  std::string name;                    // [A-Za-z0-9][A-Za-z0-9._-]*, <= 255 bytes, unique
   std::string file_path;               // as given ("<text>" when parsed from a string)
   std::string text;                    // the file's text (overrides not applied)
   std::vector<std::string> overrides;  // the --set arguments, in order
@@ -107,12 +119,14 @@ struct SweepConfig {
 // Parses sweep-file `text` (named `file_path` in messages) with `overrides` ("a.b=value", the
 // value parsed as YAML) applied first. `cwd` resolves relative data paths and `output`.
 // Errors: InvalidArgument "FILE:LINE:COL: key.path: what was expected" for YAML syntax, unknown
-// keys, wrong types and impossible values ("--set a.b=v: ..." for an override's value).
+// keys, duplicate keys (the second one is named), wrong types and impossible values, among them
+// token counts above 2^53 ("--set a.b=v: ..." for an override's value).
 Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string& file_path,
                                      const std::vector<std::string>& overrides,
                                      const std::string& cwd);
 
-// Reads `path` and parses it against the current directory. NotFound when unreadable.
+// Reads `path` and parses it against the current directory. NotFound when unreadable;
+// InvalidArgument when it is not a regular file (a FIFO or a device would block or never end).
 Result<SweepConfig> LoadSweepConfig(const std::string& path,
                                     const std::vector<std::string>& overrides = {});
 
