@@ -2,10 +2,13 @@
 // embedded newlines), CRLF line ends and a UTF-8 byte-order mark.
 #include "isoflop/store/observations_csv.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <initializer_list>
 
@@ -69,6 +72,12 @@ int FindColumn(const std::vector<std::string>& header, const std::string& given,
   return -1;
 }
 
+std::string FormatNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 bool ParseDouble(const std::string& s, double* v) {
   if (s.empty()) return false;
   const char* b = s.data();
@@ -82,6 +91,17 @@ bool ParseDouble(const std::string& s, double* v) {
 
 Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
                                                      const CsvColumns& columns) {
+  const double k = columns.flops_per_param_token;
+  if (!(k > 0) || !std::isfinite(k)) {
+    return Status::InvalidArgument(
+        "--flops-per-param-token: must be a positive finite number (k in C = k N D, 6 for "
+        "Hoffmann et al. 2022), got " +
+        FormatNumber(k));
+  }
+  // A FIFO or a device would block the open below or never end; a directory reads as nothing.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return Status::InvalidArgument(path + ": not a regular file (give the CSV file itself)");
   std::ifstream in(path);
   if (!in) return Status::NotFound(path + ": cannot open CSV file");
   std::string line;
@@ -92,6 +112,17 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
   if (!SplitCsv(line, &header))
     return Status::InvalidArgument(path + ":1: unterminated quote in header");
 
+  // Two columns of one name: which one is N (or loss) would depend on the order of lookup.
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (header[i].empty()) continue;
+    for (size_t j = 0; j < i; ++j) {
+      if (Lower(header[j]) == Lower(header[i])) {
+        return Status::InvalidArgument(path + ":1: duplicate column '" + header[i] + "' (columns " +
+                                       std::to_string(j + 1) + " and " + std::to_string(i + 1) +
+                                       "); rename or remove one");
+      }
+    }
+  }
   int n_col = FindColumn(header, columns.n,
                          {"n", "params", "parameters", "model size", "model_size", "n_params"});
   int d_col = FindColumn(header, columns.d, {"d", "tokens", "training tokens", "n_tokens", "data"});
@@ -117,7 +148,6 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
   }
   // G is optional, but a column asked for by name must exist.
   if (g_col < 0 && !columns.g.empty()) return missing("G (granularity)", columns.g, "--g-column");
-  const double k = columns.flops_per_param_token;
 
   std::vector<Observation> out;
   std::vector<std::string> fields;
@@ -156,6 +186,11 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
     } else {
       ISOFLOP_RETURN_IF_ERROR(value(c_col, &o.c));
       o.d = o.c / (k * o.n);
+      if (!std::isfinite(o.d) || !(o.d > 0)) {
+        return Status::InvalidArgument(path + ":" + std::to_string(line_no) +
+                                       ": D = C / (k N) is not a positive finite number (C " +
+                                       FormatNumber(o.c) + ", N " + FormatNumber(o.n) + ")");
+      }
     }
     // An empty G cell means "not recorded" (what `isoflop export` writes for a point without
     // G), so exported sets import again; anything else must be a positive finite number.

@@ -1,10 +1,14 @@
 // Tests of the observations CSV reader: recognised headers, D from C, and errors that name
 // the file, line and column.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <thread>
 
 #include "isoflop/store/observations_csv.h"
 
@@ -101,6 +105,14 @@ TEST(ObservationsCsv, BadInputNamesFileLineAndColumn) {
        ":2: column 'granularity': inf must be a positive finite number"},
       {"g_text", "n,d,loss,g\n1e6,5,3,eight\n", ":2: column 'g': 'eight' is not a number"},
       {"g_short", "n,d,loss,g\n1e6,5,3\n", ":2: column 'g': missing value"},
+      // Two columns of one name (in any case): which is N would depend on the lookup order.
+      {"dup_header", "n,d,loss,N\n1e6,5,3,2e6\n",
+       ":1: duplicate column 'N' (columns 1 and 4); rename or remove one"},
+      {"dup_unused", "n,d,loss,x,x\n1e6,5,3,1,2\n",
+       ":1: duplicate column 'x' (columns 4 and 5); rename or remove one"},
+      // D = C / (6N) must stay a finite positive number.
+      {"d_overflow", "n,c,loss\n1e-300,1e300,3\n",
+       ":2: D = C / (k N) is not a positive finite number (C 1e+300, N 1e-300)"},
   };
   for (const auto& c : cases) {
     std::string path = WriteTemp(c.name, c.text);
@@ -124,6 +136,70 @@ TEST(ObservationsCsv, BadInputNamesFileLineAndColumn) {
   fs::remove(no_g);
   auto missing = ReadObservationsCsv("/nonexistent/x.csv");
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
+}
+
+// k in C = k N D: zero stored D = inf for every point, a negative or infinite k nonsense.
+TEST(ObservationsCsv, FlopsPerParamTokenMustBePositiveAndFinite) {
+  std::string path = WriteTemp("k.csv", "n,c,loss\n1e6,6e13,3\n");
+  for (double k : {0.0, -6.0, std::numeric_limits<double>::infinity(),
+                   std::numeric_limits<double>::quiet_NaN()}) {
+    CsvColumns cols;
+    cols.flops_per_param_token = k;
+    auto r = ReadObservationsCsv(path, cols);
+    ASSERT_FALSE(r.ok()) << k;
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
+    EXPECT_EQ(r.status().message().rfind(
+                  "--flops-per-param-token: must be a positive finite number (k in C = k N D", 0),
+              0u)
+        << r.status().message();
+  }
+  CsvColumns eight;
+  eight.flops_per_param_token = 8;
+  auto r = ReadObservationsCsv(path, eight);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_DOUBLE_EQ((*r)[0].d, 6e13 / (8 * 1e6));
+  fs::remove(path);
+}
+
+// Opens a FIFO for writing and closes it again, from a thread: a reader that opens the FIFO
+// gets end of file instead of blocking forever (so an unchecked reader fails the test instead
+// of hanging it). The destructor is the reader of last resort that lets the thread finish.
+class FifoWriter {
+ public:
+  explicit FifoWriter(std::string path)
+      : path_(std::move(path)), thread_([this] {
+          const int fd = ::open(path_.c_str(), O_WRONLY);
+          if (fd >= 0) ::close(fd);
+        }) {}
+  ~FifoWriter() {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
+    thread_.join();
+    if (fd >= 0) ::close(fd);
+  }
+
+ private:
+  std::string path_;
+  std::thread thread_;
+};
+
+TEST(ObservationsCsv, NotARegularFileIsRefusedBeforeOpening) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("isoflop_csv_fifo_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string fifo = (dir / "points.csv").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  Result<std::vector<Observation>> r = [&] {
+    FifoWriter writer(fifo);
+    return ReadObservationsCsv(fifo);
+  }();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), fifo + ": not a regular file (give the CSV file itself)");
+  auto folder = ReadObservationsCsv(dir.string());
+  ASSERT_FALSE(folder.ok());
+  EXPECT_EQ(folder.status().message(),
+            dir.string() + ": not a regular file (give the CSV file itself)");
+  fs::remove_all(dir);
 }
 
 }  // namespace
