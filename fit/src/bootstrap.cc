@@ -104,6 +104,10 @@ Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& 
       ++out.failed;
       continue;
     }
+    if (!std::all_of(draws[i].begin(), draws[i].end(), [](double x) { return std::isfinite(x); })) {
+      ++out.non_finite;
+      continue;
+    }
     out.all_draws.push_back(draws[i]);
     if (static_cast<int>(out.draws.size()) < bootstrap.keep_draws) out.draws.push_back(draws[i]);
   }

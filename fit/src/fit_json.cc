@@ -1,5 +1,6 @@
 // JSON (de)serialisation of fit results: the columns of the store's `fits` table and the
 // result_json document (layout: docs/fit-json.md). NaN is written as null and read back as NaN.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -12,6 +13,10 @@ using nlohmann::json;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 json Num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+bool AllFinite(const std::vector<double>& row) {
+  return std::all_of(row.begin(), row.end(), [](double x) { return std::isfinite(x); });
+}
 
 // Reads key `k` of object `j` into *out; null -> NaN. InvalidArgument when missing/mistyped.
 Status Get(const json& j, const char* k, double* out) {
@@ -52,13 +57,33 @@ json Matrix(const std::vector<std::vector<double>>& m) {
   return a;
 }
 
+// One element of a stored array: a number, or null (NaN). get<double>() would throw on
+// anything else, and a stored fit is data, not a reason to abort.
+Status Element(const json& v, const char* k, double* out) {
+  if (v.is_null()) {
+    *out = kNaN;
+    return Status::Ok();
+  }
+  if (!v.is_number())
+    return Status::InvalidArgument(std::string("fit JSON: array '") + k + "' holds " + v.dump() +
+                                   ", not a number");
+  *out = v.get<double>();
+  return Status::Ok();
+}
+
 Status ReadMatrix(const json& j, const char* k, std::vector<std::vector<double>>* m) {
-  if (!j.contains(k) || !j.at(k).is_array())
+  if (!j.is_object() || !j.contains(k) || !j.at(k).is_array())
     return Status::InvalidArgument(std::string("fit JSON: missing array '") + k + "'");
   m->clear();
   for (const auto& row : j.at(k)) {
+    if (!row.is_array())
+      return Status::InvalidArgument(std::string("fit JSON: '") + k + "' is not an array of rows");
     std::vector<double> r;
-    for (const auto& v : row) r.push_back(v.is_null() ? kNaN : v.get<double>());
+    for (const auto& v : row) {
+      double x;
+      ISOFLOP_RETURN_IF_ERROR(Element(v, k, &x));
+      r.push_back(x);
+    }
     m->push_back(std::move(r));
   }
   return Status::Ok();
@@ -71,10 +96,14 @@ json Vector(const std::vector<double>& v) {
 }
 
 Status ReadVector(const json& j, const char* k, std::vector<double>* v) {
-  if (!j.contains(k) || !j.at(k).is_array())
+  if (!j.is_object() || !j.contains(k) || !j.at(k).is_array())
     return Status::InvalidArgument(std::string("fit JSON: missing array '") + k + "'");
   v->clear();
-  for (const auto& x : j.at(k)) v->push_back(x.is_null() ? kNaN : x.get<double>());
+  for (const auto& x : j.at(k)) {
+    double e;
+    ISOFLOP_RETURN_IF_ERROR(Element(x, k, &e));
+    v->push_back(e);
+  }
   return Status::Ok();
 }
 
@@ -261,20 +290,41 @@ Status FromJson(const json& j, EnvelopeFit* v) {
   return GetInt(j, "n_curves", &v->n_curves);
 }
 
+// Draws are written finite only: a non-finite parameter would be written as null, which
+// readers (the notebook's arithmetic, queries' intervals) cannot use. Such draws are counted in
+// "non_finite" instead (BootstrapParametric already leaves them out; this holds for any caller).
 json ToJson(const ParametricBootstrap& v) {
-  return {{"resamples", v.resamples},
-          {"failed", v.failed},
-          {"seconds", v.seconds},
-          {"draws", Matrix(v.draws)},
-          {"intervals", IntervalMap(v.intervals)}};
+  json draws = json::array();
+  int non_finite = v.non_finite;
+  for (const auto& row : v.draws) {
+    if (AllFinite(row))
+      draws.push_back(Vector(row));
+    else
+      ++non_finite;
+  }
+  return {{"resamples", v.resamples},  {"failed", v.failed},
+          {"non_finite", non_finite},  {"seconds", v.seconds},
+          {"draws", std::move(draws)}, {"intervals", IntervalMap(v.intervals)}};
 }
+// Fits stored before "non_finite" existed may hold draws with nulls: left out and counted.
 Status FromJson(const json& j, ParametricBootstrap* v) {
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "resamples", &v->resamples));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "failed", &v->failed));
+  v->non_finite = 0;
+  if (j.contains("non_finite")) ISOFLOP_RETURN_IF_ERROR(GetInt(j, "non_finite", &v->non_finite));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "seconds", &v->seconds));
-  ISOFLOP_RETURN_IF_ERROR(ReadMatrix(j, "draws", &v->draws));
+  std::vector<std::vector<double>> stored;
+  ISOFLOP_RETURN_IF_ERROR(ReadMatrix(j, "draws", &stored));
+  v->draws.clear();
+  for (auto& row : stored) {
+    if (AllFinite(row))
+      v->draws.push_back(std::move(row));
+    else
+      ++v->non_finite;
+  }
   v->all_draws = v->draws;
-  return ReadIntervalMap(j.value("intervals", json::object()), &v->intervals);
+  const json intervals = j.value("intervals", json::object());
+  return ReadIntervalMap(intervals, &v->intervals);
 }
 
 json ToJson(const ExtrapolationCheck& v) {
@@ -330,8 +380,12 @@ Status FromJson(const json& j, FitRecord* v) {
   v->params.clear();
   if (!j.contains("params") || !j.at("params").is_object())
     return Status::InvalidArgument("fit JSON: missing object 'params'");
-  for (const auto& [k, x] : j.at("params").items())
+  for (const auto& [k, x] : j.at("params").items()) {
+    if (!x.is_null() && !x.is_number())
+      return Status::InvalidArgument("fit JSON: parameter '" + k + "' is " + x.dump() +
+                                     ", not a number");
     v->params[k] = x.is_null() ? kNaN : x.get<double>();
+  }
   v->ci.clear();
   ISOFLOP_RETURN_IF_ERROR(ReadIntervalMap(j.value("ci", json::object()), &v->ci));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "objective", &v->objective));

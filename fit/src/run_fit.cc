@@ -70,6 +70,10 @@ Status FitConfig::Validate() const {
   if (method != "parametric" && method != "isoflop" && method != "envelope")
     return Status::InvalidArgument("unknown fit method '" + method +
                                    "': expected parametric, isoflop or envelope");
+  if (convention != "total" && convention != "non_embedding" && convention != "active")
+    return Status::InvalidArgument("convention: '" + convention +
+                                   "' is not one of total, non_embedding, active (the parameter "
+                                   "count N of the observations)");
   if (exclude_top_loss < 0) return Status::InvalidArgument("exclude_top_loss must be >= 0");
   ISOFLOP_RETURN_IF_ERROR(parametric.Validate());
   ISOFLOP_RETURN_IF_ERROR(isoflop.Validate());
@@ -133,7 +137,8 @@ Result<RecordLaw> LawFromRecord(const FitRecord& record) {
   for (const ParamSpec& p : form->params()) {
     auto it = record.params.find(p.name);
     if (it == record.params.end() || !std::isfinite(it->second))
-      return Status::InvalidArgument("stored fit lacks parameter '" + p.name + "'");
+      return Status::InvalidArgument("no finite value for parameter '" + p.name + "' of the " +
+                                     record.form + " form");
     out.law.params.push_back(it->second);
   }
   ISOFLOP_ASSIGN_OR_RETURN(out.law.flops, FlopsConvention::FromName(record.flops_convention));

@@ -2,6 +2,9 @@
 // produces the documented record for each method.
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <vector>
+
 #include "isoflop/fit/fit_record.h"
 #include "isoflop/fit/run_fit.h"
 #include "test_data.h"
@@ -73,6 +76,88 @@ TEST(FitJsonTest, BadColumnsAreCorrupt) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Status::Code::kCorrupt);
   EXPECT_NE(r.status().message().find("params_json"), std::string::npos);
+}
+
+// A stored row is data: a missing or mistyped field is an error naming it, never an exception
+// (get<double>() on a string threw json::type_error through the library, and `isoflop optimal`
+// aborted).
+TEST(FitJsonTest, MistypedStoredFieldsAreErrorsNotExceptions) {
+  const std::string params = R"({"E":1.69,"A":406.4,"B":410.7,"alpha":0.34,"beta":0.28})";
+  auto boot = [](const std::string& draws) {
+    return R"({"bootstrap":{"resamples":2,"failed":0,"seconds":0,"draws":)" + draws + "}}";
+  };
+  struct Case {
+    const char* label;
+    std::string params_json, result_json, message;
+  };
+  const std::vector<Case> cases = {
+      {"string parameter", R"({"E":"1.69"})", "{}",
+       "fit JSON: parameter 'E' is \"1.69\", not a number"},
+      {"string in a draw", params, boot(R"([[1.7, 400, 410, 0.3, "x"]])"),
+       "fit JSON: array 'draws' holds \"x\", not a number"},
+      {"draws not rows", params, boot("[1, 2]"), "fit JSON: 'draws' is not an array of rows"},
+      {"draws missing", params, R"({"bootstrap":{"resamples":2,"failed":0,"seconds":0}})",
+       "fit JSON: missing array 'draws'"},
+  };
+  for (const auto& c : cases) {
+    Result<FitRecord> rec = FitRecord::FromColumns("parametric", "chinchilla", "total", "6nd",
+                                                   c.params_json, "{}", 1.0, 3, c.result_json);
+    Status st = rec.ok() ? LawFromRecord(*rec).status() : rec.status();
+    ASSERT_FALSE(st.ok()) << c.label;
+    EXPECT_EQ(st.code(), Status::Code::kInvalidArgument) << c.label;
+    EXPECT_EQ(st.message(), c.message) << c.label;
+  }
+  // A parametric record without one of its form's parameters names the parameter.
+  auto partial = FitRecord::FromColumns("parametric", "chinchilla", "total", "6nd",
+                                        R"({"E":1.69,"A":406.4})", "{}", 1.0, 3, "{}");
+  ASSERT_TRUE(partial.ok()) << partial.status().message();
+  EXPECT_EQ(LawFromRecord(*partial).status().message(),
+            "no finite value for parameter 'B' of the chinchilla form");
+}
+
+// JSON has no infinity: a draw with an infinite parameter was stored with a null, which broke
+// the notebook (TypeError) and the intervals of queries. Draws are stored finite only and the
+// others counted; a record stored before that still reads, without its non-finite draws.
+TEST(FitJsonTest, NonFiniteBootstrapDrawsAreLeftOutAndCounted) {
+  ParametricBootstrap b;
+  b.resamples = 3;
+  b.draws = {{1.7, 400, 410, 0.34, 0.28},
+             {1.7, std::numeric_limits<double>::infinity(), 410, 0.34, 0.28},
+             {1.6, 390, 400, 0.33, std::numeric_limits<double>::quiet_NaN()}};
+  const nlohmann::json j = ToJson(b);
+  ASSERT_EQ(j["draws"].size(), 1u) << j.dump();
+  EXPECT_EQ(j["draws"][0][1], 400.0);
+  EXPECT_EQ(j["non_finite"], 2);
+  ParametricBootstrap back;
+  ASSERT_TRUE(FromJson(j, &back).ok());
+  EXPECT_EQ(back.draws.size(), 1u);
+  EXPECT_EQ(back.non_finite, 2);
+
+  // As stored by earlier versions: nulls in the rows, no "non_finite".
+  const auto old = nlohmann::json::parse(
+      R"({"resamples":2,"failed":0,"seconds":0,"draws":[[1.7,null,410,0.34,0.28],)"
+      R"([1.7,400,410,0.34,0.28]]})");
+  ParametricBootstrap read;
+  ASSERT_TRUE(FromJson(old, &read).ok());
+  ASSERT_EQ(read.draws.size(), 1u);
+  EXPECT_EQ(read.draws[0][1], 400.0);
+  EXPECT_EQ(read.all_draws.size(), 1u);
+  EXPECT_EQ(read.non_finite, 1);
+}
+
+TEST(FitJsonTest, UnknownConventionIsRejected) {
+  FitConfig cfg;
+  cfg.convention = "bogus";
+  Status st = cfg.Validate();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(st.message(),
+            "convention: 'bogus' is not one of total, non_embedding, active (the parameter count "
+            "N of the observations)");
+  for (const char* ok : {"total", "non_embedding", "active"}) {
+    cfg.convention = ok;
+    EXPECT_TRUE(cfg.Validate().ok()) << ok;
+  }
 }
 
 TEST(FitJsonTest, UnknownMethodIsRejected) {

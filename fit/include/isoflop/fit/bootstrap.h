@@ -34,6 +34,9 @@ struct BootstrapOptions {
 
 struct ParametricBootstrap {
   int resamples = 0, failed = 0;
+  // Refits that converged to a non-finite parameter (an A or B overflowing e^a): left out of
+  // draws and intervals, and counted here (JSON has no infinity; a stored null broke plots).
+  int non_finite = 0;
   double seconds = 0;
   std::vector<std::vector<double>> draws;      // reported parameters, up to keep_draws (first ones)
   std::vector<std::vector<double>> all_draws;  // every successful refit (not serialised)
