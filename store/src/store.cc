@@ -116,11 +116,31 @@ constexpr const char* kSchemaV3 = R"sql(
 ALTER TABLE observations ADD COLUMN g REAL;
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3};
+// Version 4: one manager per sweep, whatever its working directory (a lease: host, pid and
+// the pid's start time, and a heartbeat); each run's last worker process, so a new manager can
+// wait for or stop the orphan of a killed one before relaunching the cell; `--set` overrides
+// as data (a JSON array) instead of comment lines appended to the stored file text.
+constexpr const char* kSchemaV4 = R"sql(
+CREATE TABLE sweep_leases (
+  sweep_id INTEGER PRIMARY KEY REFERENCES sweeps(id) ON DELETE CASCADE,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  pid_start TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  heartbeat_unix REAL NOT NULL,
+  cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+ALTER TABLE runs ADD COLUMN worker_pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN worker_start TEXT NOT NULL DEFAULT '';
+ALTER TABLE sweeps ADD COLUMN overrides_json TEXT NOT NULL DEFAULT '[]';
+)sql";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
-const char* const kOurTables[] = {"sweeps",           "runs",         "metrics",      "fits",
-                                  "observation_sets", "observations", "metric_extras"};
+const char* const kOurTables[] = {
+    "sweeps",           "runs",         "metrics",       "fits",
+    "observation_sets", "observations", "metric_extras", "sweep_leases"};
 
 }  // namespace
 
@@ -326,7 +346,8 @@ Result<DbInfo> Store::Info() {
 
 namespace {
 constexpr const char* kSweepColumns =
-    "id, name, file_path, config_text, config_hash, status, created_at, updated_at";
+    "id, name, file_path, config_text, config_hash, status, created_at, updated_at, "
+    "overrides_json";
 
 SweepRecord ReadSweep(const Statement& q) {
   SweepRecord s;
@@ -338,6 +359,7 @@ SweepRecord ReadSweep(const Statement& q) {
   s.status = q.Text(5);
   s.created_at = q.Text(6);
   s.updated_at = q.Text(7);
+  s.overrides_json = q.Text(8);
   return s;
 }
 }  // namespace
@@ -347,16 +369,18 @@ Result<int64_t> Store::UpsertSweep(const SweepRecord& sweep) {
   ISOFLOP_ASSIGN_OR_RETURN(
       StmtRef q,
       Prepare("INSERT INTO sweeps (name, file_path, config_text, config_hash, status, "
-              "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+              "created_at, updated_at, overrides_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) "
               "ON CONFLICT(name) DO UPDATE SET file_path = excluded.file_path, "
               "config_text = excluded.config_text, config_hash = excluded.config_hash, "
-              "status = excluded.status, updated_at = excluded.updated_at RETURNING id"));
+              "status = excluded.status, updated_at = excluded.updated_at, "
+              "overrides_json = excluded.overrides_json RETURNING id"));
   q->Bind(1, sweep.name);
   q->Bind(2, sweep.file_path);
   q->Bind(3, sweep.config_text);
   q->Bind(4, sweep.config_hash);
   q->Bind(5, sweep.status.empty() ? std::string("planned") : sweep.status);
   q->Bind(6, now);
+  q->Bind(7, sweep.overrides_json.empty() ? std::string("[]") : sweep.overrides_json);
   if (q->Step() != SQLITE_ROW) return Error("writing sweep '" + sweep.name + "'");
   int64_t id = q->Int(0);
   q->Step();
@@ -394,6 +418,95 @@ Status Store::SetSweepStatus(int64_t sweep_id, const std::string& status) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Sweep leases
+
+namespace {
+constexpr const char* kLeaseColumns =
+    "sweep_id, host, pid, pid_start, started_at, heartbeat_unix, cancel_requested";
+
+SweepLease ReadLease(const Statement& q) {
+  SweepLease l;
+  l.sweep_id = q.Int(0);
+  l.host = q.Text(1);
+  l.pid = q.Int(2);
+  l.pid_start = q.Text(3);
+  l.started_at = q.Text(4);
+  l.heartbeat_unix = q.Double(5);
+  l.cancel_requested = q.Int(6) != 0;
+  return l;
+}
+}  // namespace
+
+Result<std::optional<SweepLease>> Store::GetLease(int64_t sweep_id) {
+  ISOFLOP_ASSIGN_OR_RETURN(StmtRef q, Prepare(std::string("SELECT ") + kLeaseColumns +
+                                              " FROM sweep_leases WHERE sweep_id = ?1"));
+  q->Bind(1, sweep_id);
+  const int rc = q->Step();
+  if (rc == SQLITE_DONE) return std::optional<SweepLease>();
+  if (rc != SQLITE_ROW) return Error("reading the lease of sweep " + std::to_string(sweep_id));
+  return std::optional<SweepLease>(ReadLease(*q));
+}
+
+Status Store::PutLease(const SweepLease& l) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q, Prepare("INSERT OR REPLACE INTO sweep_leases (sweep_id, host, pid, pid_start, "
+                         "started_at, heartbeat_unix, cancel_requested) VALUES (?1, ?2, ?3, ?4, "
+                         "?5, ?6, ?7)"));
+  q->Bind(1, l.sweep_id);
+  q->Bind(2, l.host);
+  q->Bind(3, l.pid);
+  q->Bind(4, l.pid_start);
+  q->Bind(5, l.started_at);
+  q->Bind(6, l.heartbeat_unix);
+  q->Bind(7, l.cancel_requested ? 1 : 0);
+  if (q->Step() != SQLITE_DONE)
+    return Error("writing the lease of sweep " + std::to_string(l.sweep_id));
+  return Status::Ok();
+}
+
+Result<std::optional<SweepLease>> Store::RenewLease(const SweepLease& mine, double now_unix) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q, Prepare(std::string("UPDATE sweep_leases SET heartbeat_unix = ?5 WHERE "
+                                     "sweep_id = ?1 AND host = ?2 AND pid = ?3 AND pid_start = ?4 "
+                                     "RETURNING ") +
+                         kLeaseColumns));
+  q->Bind(1, mine.sweep_id);
+  q->Bind(2, mine.host);
+  q->Bind(3, mine.pid);
+  q->Bind(4, mine.pid_start);
+  q->Bind(5, now_unix);
+  const int rc = q->Step();
+  if (rc == SQLITE_DONE) return std::optional<SweepLease>();
+  if (rc != SQLITE_ROW)
+    return Error("renewing the lease of sweep " + std::to_string(mine.sweep_id));
+  SweepLease l = ReadLease(*q);
+  q->Step();
+  return std::optional<SweepLease>(l);
+}
+
+Status Store::ReleaseLease(const SweepLease& mine) {
+  ISOFLOP_ASSIGN_OR_RETURN(StmtRef q,
+                           Prepare("DELETE FROM sweep_leases WHERE sweep_id = ?1 AND host = ?2 AND "
+                                   "pid = ?3 AND pid_start = ?4"));
+  q->Bind(1, mine.sweep_id);
+  q->Bind(2, mine.host);
+  q->Bind(3, mine.pid);
+  q->Bind(4, mine.pid_start);
+  if (q->Step() != SQLITE_DONE)
+    return Error("releasing the lease of sweep " + std::to_string(mine.sweep_id));
+  return Status::Ok();
+}
+
+Result<bool> Store::RequestCancel(int64_t sweep_id) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q, Prepare("UPDATE sweep_leases SET cancel_requested = 1 WHERE sweep_id = ?1"));
+  q->Bind(1, sweep_id);
+  if (q->Step() != SQLITE_DONE)
+    return Error("asking sweep " + std::to_string(sweep_id) + " to cancel");
+  return sqlite3_changes(db_) > 0;
+}
+
+// ---------------------------------------------------------------------------------------
 // Runs
 
 namespace {
@@ -403,7 +516,7 @@ constexpr const char* kRunColumns =
     "flops_per_token_6n_attn, flops_per_token_chinchilla, budget_flops, target_tokens, "
     "target_flops, seed, config_json, run_dir, attempts, exit_code, reason, host, devices, "
     "job_id, final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
-    "created_at, started_at, finished_at";
+    "created_at, started_at, finished_at, worker_pid, worker_start";
 
 RunRecord ReadRun(const Statement& q) {
   RunRecord r;
@@ -447,6 +560,8 @@ RunRecord ReadRun(const Statement& q) {
   r.created_at = q.Text(c++);
   r.started_at = q.Text(c++);
   r.finished_at = q.Text(c++);
+  r.worker_pid = q.Int(c++);
+  r.worker_start = q.Text(c++);
   return r;
 }
 }  // namespace
@@ -460,9 +575,10 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "flops_per_token_chinchilla, budget_flops, target_tokens, target_flops, seed, "
               "config_json, run_dir, attempts, exit_code, reason, host, devices, job_id, "
               "final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
-              "created_at, started_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-              "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
-              "?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38) "
+              "created_at, started_at, finished_at, worker_pid, worker_start) VALUES (?1, ?2, "
+              "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
+              "?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, "
+              "?36, ?37, ?38, ?39, ?40) "
               "ON CONFLICT(sweep_id, cell_key) DO UPDATE SET status = excluded.status, "
               "family = excluded.family, n_layer = excluded.n_layer, "
               "d_model = excluded.d_model, n_head = excluded.n_head, d_ff = excluded.d_ff, "
@@ -481,7 +597,8 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "final_train_loss = excluded.final_train_loss, "
               "tokens_done = excluded.tokens_done, ingest_offset = excluded.ingest_offset, "
               "data_entropy = excluded.data_entropy, started_at = excluded.started_at, "
-              "finished_at = excluded.finished_at RETURNING id"));
+              "finished_at = excluded.finished_at, worker_pid = excluded.worker_pid, "
+              "worker_start = excluded.worker_start RETURNING id"));
   int c = 1;
   q->Bind(c++, r.sweep_id);
   q->Bind(c++, r.cell_key);
@@ -521,6 +638,8 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
   q->Bind(c++, r.created_at.empty() ? NowIso8601() : r.created_at);
   q->Bind(c++, r.started_at);
   q->Bind(c++, r.finished_at);
+  q->Bind(c++, r.worker_pid);
+  q->Bind(c++, r.worker_start);
   if (q->Step() != SQLITE_ROW) return Error("writing run '" + r.cell_key + "'");
   int64_t id = q->Int(0);
   q->Step();

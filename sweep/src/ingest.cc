@@ -1,6 +1,7 @@
 // Idempotent, crash-safe ingestion of run directories into the store.
 #include "isoflop/sweep/ingest.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -83,6 +84,9 @@ Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run) {
     in.get(prev);
     if (prev != '\n') offset = 0;
   }
+  // A finished run's rows are all in the store; a file rewritten since (by a worker that should
+  // not have touched it) must not replace them.
+  if (offset == 0 && run->ingest_offset > 0 && run->status == "finished") return progress;
   if (offset == size) return progress;
   in.seekg(offset);
   std::string text(static_cast<size_t>(size - offset), '\0');
@@ -94,8 +98,11 @@ Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run) {
   if (consumed == 0) return progress;
   store::RunRecord updated = *run;
   updated.ingest_offset = offset + consumed;
+  // A re-read from the start (the trainer truncated the file when it resumed) may lower the
+  // progress of a running run, never that of a finished one: its file can only be older.
+  if (offset == 0 && run->status != "finished") updated.tokens_done = 0;
   for (const auto& r : *rows) {
-    if (r.tokens > updated.tokens_done || offset == 0) updated.tokens_done = r.tokens;
+    updated.tokens_done = std::max(updated.tokens_done, r.tokens);
     if (r.train_loss) updated.final_train_loss = r.train_loss;
     progress.step = r.step;
     progress.tokens = r.tokens;

@@ -191,6 +191,11 @@ Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& r
   return pid;
 }
 
+void LocalExecutor::RequestStop() {
+  g_last_signal = SIGTERM;
+  g_stop_signals = g_stop_signals + 1;
+}
+
 Status LocalExecutor::Run(std::vector<Job> jobs, const Callbacks& cb, bool* interrupted) {
   *interrupted = false;
   std::stable_sort(jobs.begin(), jobs.end(),

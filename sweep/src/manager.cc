@@ -13,9 +13,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
+#include "isoflop/common/files.h"
+#include "isoflop/common/process.h"
 #include "isoflop/sweep/ingest.h"
+#include "isoflop/sweep/lease.h"
 #include "isoflop/sweep/progress.h"
 
 namespace isoflop::sweep {
@@ -29,80 +34,75 @@ std::string Fmt(const char* fmt, double v) {
   return buf;
 }
 
-std::string HostName() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof(buf) - 1);
-  return buf;
-}
-
-// Writes `text` to `path` atomically (temp file, fsync, rename).
-Status WriteFileAtomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::IoError(tmp + ": cannot create");
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0) {
-      close(fd);
-      return Status::IoError(tmp + ": write failed");
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
+// Waits until process `pid` (recorded with start id `start`) is gone, for at most `seconds`.
+bool WaitGone(pid_t pid, const std::string& start, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (SameProcessAlive(pid, start)) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  fsync(fd);
-  close(fd);
-  if (rename(tmp.c_str(), path.c_str()) != 0) return Status::IoError(path + ": rename failed");
-  return Status::Ok();
-}
-
-// An exclusive flock on OUTPUT_DIR/.manager.lock holding this process's pid. Released (by the
-// kernel, too, on SIGKILL) when the object goes away.
-class ManagerLock {
- public:
-  static Result<std::unique_ptr<ManagerLock>> Acquire(const std::string& dir) {
-    const std::string path = dir + "/.manager.lock";
-    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::IoError(path + ": cannot open");
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      char buf[32] = {0};
-      (void)!pread(fd, buf, sizeof(buf) - 1, 0);
-      close(fd);
-      return Status::FailedPrecondition("another `isoflop sweep run` (pid " +
-                                        std::string(buf[0] ? buf : "?") +
-                                        ") is running this sweep (" + path + ")");
-    }
-    (void)!ftruncate(fd, 0);
-    const std::string pid = std::to_string(getpid());
-    (void)!pwrite(fd, pid.data(), pid.size(), 0);
-    return std::unique_ptr<ManagerLock>(new ManagerLock(fd));
-  }
-  ~ManagerLock() { close(fd_); }
-
- private:
-  explicit ManagerLock(int fd) : fd_(fd) {}
-  int fd_;
-};
-
-// The pid holding OUTPUT_DIR/.manager.lock, or 0 when no manager runs there.
-int LockHolder(const std::string& dir) {
-  const std::string path = dir + "/.manager.lock";
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  int pid = 0;
-  if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
-    char buf[32] = {0};
-    (void)!pread(fd, buf, sizeof(buf) - 1, 0);
-    pid = std::atoi(buf);
-  } else {
-    flock(fd, LOCK_UN);
-  }
-  close(fd);
-  return pid;
+  return true;
 }
 
 bool Terminal(const std::string& status) { return status == "finished" || status == "diverged"; }
+
+// Failed runs that another attempt may fix: not a bad config or an out-of-memory (the same
+// cell fails the same way), told apart by the exit code (older records: by the reason).
+bool Retryable(const store::RunRecord& r) {
+  if (r.exit_code && (*r.exit_code == 2 || *r.exit_code == 5)) return false;
+  return r.reason.rfind("bad config", 0) != 0 && r.reason.rfind("out of memory", 0) != 0;
+}
+
+// A run the store says is running while no manager drives it: its manager was killed. When
+// the worker it recorded still runs on this host, it is told to stop (SIGTERM, and SIGCONT in
+// case it is stopped): it checkpoints and exits, or, still starting, exits without touching
+// anything. After `grace_s` it is killed. Only then may the cell be read or launched again.
+Status StopPreviousWorker(const store::RunRecord& r, const std::string& host, double grace_s,
+                          ProgressDisplay& display) {
+  if (r.worker_pid <= 0 || r.host != host) return Status::Ok();
+  const pid_t pid = static_cast<pid_t>(r.worker_pid);
+  if (!SameProcessAlive(pid, r.worker_start)) return Status::Ok();
+  display.Event("wait   " + r.cell_key + "  its worker (pid " + std::to_string(pid) +
+                ") outlived the manager that started it; stopping it at a checkpoint first");
+  kill(pid, SIGTERM);
+  kill(pid, SIGCONT);
+  if (WaitGone(pid, r.worker_start, grace_s)) return Status::Ok();
+  display.Event("kill   " + r.cell_key + "  pid " + std::to_string(pid) + " did not stop in " +
+                Fmt("%.0f", grace_s) + " s");
+  kill(pid, SIGKILL);
+  if (WaitGone(pid, r.worker_start, 10)) return Status::Ok();
+  return Status::FailedPrecondition("the previous worker of " + r.cell_key + " (pid " +
+                                    std::to_string(pid) + ") cannot be stopped; " + r.run_dir +
+                                    " stays untouched");
+}
+
+// What a dead manager's running cell became, from the verdict its worker wrote (status.json):
+// finished, diverged and failed stand; preempted or no verdict (the worker was killed) means
+// resume from the checkpoint, and that killed attempt does not use up a retry.
+void ApplyRecoveredVerdict(const std::optional<RunStatusFile>& st, store::RunRecord* r) {
+  const std::string state = st ? st->state : "";
+  if (st && st->exit_code) r->exit_code = st->exit_code;
+  if (state == "finished") {
+    r->status = "finished";
+    r->reason.clear();
+    if (st->final_val_loss) r->final_val_loss = st->final_val_loss;
+    if (st->tokens > 0) r->tokens_done = std::max(r->tokens_done, st->tokens);
+  } else if (state == "diverged") {
+    r->status = "diverged";
+    r->reason = "diverged: " + st->reason;
+  } else if (state == "failed") {
+    const int code = st->exit_code.value_or(1);
+    r->status = "failed";
+    r->reason = (code == 2   ? "bad config: "
+                 : code == 5 ? "out of memory: "
+                             : "failed (exit code " + std::to_string(code) + "): ") +
+                st->reason;
+  } else {
+    r->status = "preempted";
+    r->reason = "its manager was killed; the next run resumes it from its checkpoint";
+    r->attempts = std::max(0, r->attempts - 1);
+  }
+}
 
 double NowSeconds() {
   using namespace std::chrono;
@@ -116,7 +116,8 @@ std::string ClassifyExit(int exit_code, int signal, const std::string& reason,
   if (exit_code == 0) return "finished";
   if (exit_code == 2) return "bad config";
   if (exit_code == 3) return "diverged";
-  if (reason.find("out of memory") != std::string::npos) return "out of memory";
+  if (exit_code == 4) return "busy";
+  if (exit_code == 5 || reason.find("out of memory") != std::string::npos) return "out of memory";
   if (stop_requested && (signal != 0 || exit_code >= 128)) return "preempted";
   if (exit_code == 1) return "failed";
   return "crashed";
@@ -128,14 +129,44 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
   SweepOutcome outcome;
   outcome.cells = static_cast<int>(plan.cells.size());
   std::error_code ec;
-  fs::create_directories(cfg.output_dir, ec);
-  if (ec) return Status::IoError(cfg.output_dir + ": cannot create: " + ec.message());
-  ISOFLOP_ASSIGN_OR_RETURN(auto lock, ManagerLock::Acquire(cfg.output_dir));
-  fs::remove(cfg.output_dir + "/.cancel", ec);
+  ProgressDisplay display(out, opts.live);
 
-  // Record the sweep; show what changed when the file did.
-  ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::SweepRecord> old, db.GetSweep(cfg.name));
+  // The lease first, in the same transaction that records the sweep: a second manager is
+  // refused before it changes anything, whatever directory it runs from.
+  store::SweepRecord sweep;
+  sweep.name = cfg.name;
+  sweep.file_path = cfg.file_path;
+  sweep.config_text = cfg.text;
+  sweep.overrides_json = nlohmann::json(cfg.overrides).dump();
+  sweep.config_hash = cfg.hash;
+  sweep.status = "running";
+  std::optional<store::SweepRecord> old;
+  store::SweepLease lease;
+  int64_t sweep_id = 0;
+  {
+    ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
+    ISOFLOP_ASSIGN_OR_RETURN(old, db.GetSweep(cfg.name));
+    if (old) {
+      ISOFLOP_ASSIGN_OR_RETURN(lease, AcquireSweepLease(db, old->id, cfg.name));
+    }
+    ISOFLOP_ASSIGN_OR_RETURN(sweep_id, db.UpsertSweep(sweep));
+    if (!old) {
+      ISOFLOP_ASSIGN_OR_RETURN(lease, AcquireSweepLease(db, sweep_id, cfg.name));
+    }
+    ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+  }
+  // Released on every way out; a SIGKILLed manager's lease is stale at once on this host.
+  struct LeaseRelease {
+    store::Store& db;
+    const store::SweepLease& lease;
+    ~LeaseRelease() { (void)db.ReleaseLease(lease); }
+  } release{db, lease};
+
+  // Show what changed when the file did; recover what an earlier manager left behind.
   std::map<std::string, store::RunRecord> existing;
+  // Run folders live where the sweep's first run put them (absolute), whatever the current
+  // directory of a later run; a new sweep puts them under the file's output folder.
+  std::string root = cfg.output_dir;
   if (old) {
     store::RunFilter f;
     f.sweep_name = cfg.name;
@@ -143,6 +174,7 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     std::vector<std::string> old_keys;
     for (auto& r : runs) {
       old_keys.push_back(r.cell_key);
+      if (!r.run_dir.empty()) root = fs::path(r.run_dir).parent_path().string();
       existing[r.cell_key] = std::move(r);
     }
     if (old->config_hash != cfg.hash) {
@@ -150,19 +182,14 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
       outcome.diff = DiffKeys(old_keys, plan.cells);
     }
   }
-  store::SweepRecord sweep;
-  sweep.name = cfg.name;
-  sweep.file_path = cfg.file_path;
-  sweep.config_text = cfg.text;
-  for (const auto& o : cfg.overrides) sweep.config_text += "\n# --set " + o;
-  sweep.config_hash = cfg.hash;
-  sweep.status = "running";
-  ISOFLOP_ASSIGN_OR_RETURN(const int64_t sweep_id, db.UpsertSweep(sweep));
+  fs::create_directories(root, ec);
+  if (ec) return Status::IoError(root + ": cannot create: " + ec.message());
 
-  // One record per cell; recover what an earlier (possibly killed) manager left behind.
+  // One record per cell.
   std::map<std::string, store::RunRecord> records;
   std::map<std::string, const Cell*> cells;
   std::vector<Job> jobs;
+  const std::string host = HostName();
   for (const Cell& cell : plan.cells) {
     cells[cell.key] = &cell;
     store::RunRecord r;
@@ -188,15 +215,19 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     r.target_flops = cell.flops_per_token_6n * double(cell.tokens);
     r.seed = static_cast<int64_t>(cell.seed);
     r.config_json = cell.config.dump();
-    r.run_dir = cfg.output_dir + "/" + cell.key;
+    if (r.run_dir.empty()) r.run_dir = (fs::path(root) / cell.key).string();
     ISOFLOP_ASSIGN_OR_RETURN(r.id, db.UpsertRun(r));
+    if (it != existing.end() && r.status == "running") {
+      // The manager that launched it died. Its worker may live on (an orphan): it must be gone
+      // before anyone reads its verdict or launches the cell again.
+      ISOFLOP_RETURN_IF_ERROR(StopPreviousWorker(r, host, opts.orphan_grace_s, display));
+    }
     if (it != existing.end()) {
       // Rows written after the last ingestion (e.g. the manager was SIGKILLed) come in now.
       ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db, &r).status());
       if (r.status == "running") {
         ISOFLOP_ASSIGN_OR_RETURN(auto st, ReadRunStatus(r.run_dir));
-        r.status = (st && st->state == "finished") ? "finished" : "preempted";
-        if (st && st->state == "finished") r.final_val_loss = st->final_val_loss;
+        ApplyRecoveredVerdict(st, &r);
         ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
       }
     }
@@ -204,15 +235,12 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     bool run = false;
     if (r.status == "planned" || r.status == "preempted" || r.status == "cancelled") run = true;
     if (r.status == "failed") {
-      const bool retryable =
-          r.reason.rfind("bad config", 0) != 0 && r.reason.rfind("out of memory", 0) != 0;
-      run = retryable && r.attempts <= cfg.executor.max_retries;
+      run = Retryable(r) && r.attempts <= cfg.executor.max_retries;
     }
     if (Terminal(r.status)) ++outcome.already_finished;
     if (run) jobs.push_back({cell.key, r.run_dir, cell.memory.total, cell.est_seconds});
   }
 
-  ProgressDisplay display(out, opts.live);
   if (outcome.file_changed) {
     display.Event(
         "sweep file changed since the last run: " + std::to_string(outcome.diff.kept.size()) +
@@ -233,7 +261,6 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
   double measured = 0, estimated = 0;
   std::map<std::string, double> started_at;
   int done_count = outcome.already_finished;
-  const std::string host = HostName();
   Status callback_error;
   auto keep_error = [&](const Status& st) {
     if (!st.ok() && callback_error.ok()) callback_error = st;
@@ -260,6 +287,11 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     return db.UpsertRun(r).status();
   };
   cb.on_start = [&](const Job& job, const Placement& pl, pid_t pid) {
+    // Recorded at once: a manager killed from here on leaves a record of its orphan.
+    store::RunRecord& rec = records[job.key];
+    rec.worker_pid = pid;
+    rec.worker_start = ProcessStartId(pid).value_or("");
+    keep_error(db.UpsertRun(rec).status());
     ++outcome.launched;
     active.insert(job.key);
     started_at[job.key] = NowSeconds();
@@ -276,6 +308,8 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     const Cell& cell = *cells[job.key];
     active.erase(job.key);
     live.erase(job.key);
+    r.worker_pid = 0;
+    r.worker_start.clear();
     keep_error(IngestMetrics(db, &r).status());
     if (Result<RunInfo> ri = ReadRunInfo(r.run_dir); ri.ok() && ri->data_entropy_nats) {
       r.data_entropy = ri->data_entropy_nats;
@@ -286,6 +320,7 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     std::string cls;
     if (!info.refused.empty()) {
       cls = info.refused.rfind("out of memory", 0) == 0 ? "out of memory" : "crashed";
+      if (cls == "out of memory") r.exit_code = 5;
       reason = info.refused;
       r.attempts = std::max(r.attempts, 1);
     } else {
@@ -322,7 +357,7 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
       ++done_count;
     } else {
       r.status = "failed";
-      if ((cls == "crashed" || cls == "failed") && info.refused.empty()) {
+      if ((cls == "crashed" || cls == "failed" || cls == "busy") && info.refused.empty()) {
         const std::string how = info.signal ? "killed by signal " + std::to_string(info.signal)
                                             : "exit code " + std::to_string(info.exit_code);
         r.reason = cls + " (" + how + ")" + (reason.empty() ? "" : ": " + reason);
@@ -331,7 +366,7 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
       } else {
         r.reason = cls + ": " + reason;
       }
-      retry = (cls == "crashed" || cls == "failed") && info.refused.empty() &&
+      retry = (cls == "crashed" || cls == "failed" || cls == "busy") && info.refused.empty() &&
               r.attempts <= cfg.executor.max_retries;
     }
     r.finished_at = store::NowIso8601();
@@ -349,9 +384,26 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     display.Event(line);
     return retry;
   };
-  double last_ingest = 0;
+  double last_ingest = 0, last_renew = NowSeconds();
+  bool cancel_seen = false;
   cb.on_tick = [&] {
     const double now = NowSeconds();
+    if (now - last_renew >= opts.heartbeat_seconds) {
+      last_renew = now;
+      Result<std::optional<store::SweepLease>> held = db.RenewLease(lease, UnixNow());
+      keep_error(held.status());
+      if (held.ok() && !*held) {
+        keep_error(Status::FailedPrecondition(
+            "lost the lease of sweep '" + cfg.name +
+            "' (another manager took it over, judging this one dead); stopped this manager's "
+            "runs at a checkpoint"));
+        LocalExecutor::RequestStop();
+      } else if (held.ok() && (*held)->cancel_requested && !cancel_seen) {
+        cancel_seen = true;
+        display.Event("cancel requested: stopping every run at a checkpoint");
+        LocalExecutor::RequestStop();
+      }
+    }
     if (now - last_ingest >= 1.0) {
       last_ingest = now;
       for (const auto& key : active) {
@@ -396,8 +448,13 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
   display.Close();
   ISOFLOP_RETURN_IF_ERROR(run_status);
   ISOFLOP_RETURN_IF_ERROR(callback_error);
-  outcome.interrupted = interrupted;
-  outcome.cancelled = fs::exists(cfg.output_dir + "/.cancel", ec);
+  outcome.interrupted = interrupted && !cancel_seen;
+  if (!cancel_seen) {
+    // A cancel that arrived after the last heartbeat.
+    ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::SweepLease> held, db.GetLease(sweep_id));
+    cancel_seen = held && held->cancel_requested && held->pid == lease.pid;
+  }
+  outcome.cancelled = cancel_seen;
 
   for (auto& [key, r] : records) {
     if (outcome.cancelled && !Terminal(r.status) && r.status != "failed") {
@@ -424,7 +481,6 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
                              : outcome.failed > 0  ? "failed"
                                                    : "finished";
   ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep_id, final_status));
-  if (outcome.cancelled) fs::remove(cfg.output_dir + "/.cancel", ec);
   return outcome;
 }
 
@@ -453,22 +509,19 @@ Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool fai
 Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
   ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db.GetSweep(sweep_name));
   if (!sweep) return Status::NotFound("no sweep named '" + sweep_name + "' in " + db.path());
+  ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
+  ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::SweepLease> held, db.GetLease(sweep->id));
+  if (held && LeaseIsLive(*held)) {
+    // The running manager is the store's writer: ask it to stop (it sees the flag at its next
+    // heartbeat, stops its runs at a checkpoint and marks the rest cancelled).
+    ISOFLOP_RETURN_IF_ERROR(db.RequestCancel(sweep->id).status());
+    ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+    return static_cast<int>(held->pid);
+  }
+  if (held) ISOFLOP_RETURN_IF_ERROR(db.ReleaseLease(*held));  // a dead manager's
   store::RunFilter f;
   f.sweep_name = sweep_name;
   ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
-  std::set<std::string> dirs;
-  for (const auto& r : runs)
-    if (!r.run_dir.empty()) dirs.insert(fs::path(r.run_dir).parent_path().string());
-  for (const auto& dir : dirs) {
-    if (int pid = LockHolder(dir); pid > 0) {
-      // The running manager is the store's writer: ask it to stop and mark the cells.
-      std::ofstream(dir + "/.cancel") << "cancel\n";
-      if (kill(pid, SIGTERM) != 0)
-        return Status::IoError("cannot signal manager pid " + std::to_string(pid));
-      return pid;
-    }
-  }
-  ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
   for (auto& r : runs) {
     if (Terminal(r.status) || r.status == "failed") continue;
     r.status = "cancelled";

@@ -4,12 +4,15 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +20,7 @@
 #include <thread>
 
 #include "isoflop/trainer/run_dir.h"
+#include "isoflop/trainer/train_loop.h"
 
 namespace isoflop::trainer {
 namespace {
@@ -292,6 +296,108 @@ TEST_F(BinaryTest, CudaDeviceTrainsInBf16OrRefusesClearly) {
   EXPECT_LT(val.back(), val.front()) << "first " << val.front() << " last " << val.back();
   EXPECT_LT(val.back(), std::log(32.0) - 0.35);
   EXPECT_GT(val.back(), info["data_entropy_nats"].get<double>() - 0.1);
+}
+
+// Exactly one live worker owns a run directory. A second worker started on the folder of a
+// live one (held mid-run with SIGSTOP) exits 4 and changes no file of it; the owner, let go,
+// checkpoints on SIGTERM, and a later worker resumes and finishes.
+TEST_F(BinaryTest, SecondWorkerOnALiveRunDirectoryRefusesAndTouchesNothing) {
+  json run = TinyRun();
+  run["train"]["tokens"] = 200000;
+  const std::string dir = MakeRun("owned", run);
+  const pid_t owner = Start({"--run-dir", dir, "--quiet"}, dir + "/stderr.log");
+  ASSERT_TRUE(WaitForCheckpoint(dir, 10, 60));
+  ::kill(owner, SIGSTOP);
+  const std::string metrics = Slurp(dir + "/metrics.jsonl");
+  const auto checkpoints = ListCheckpoints(dir + "/ckpt");
+  const int rc = Wait(Start({"--run-dir", dir, "--quiet"}, root_ + "/second.log"));
+  const std::string err = Slurp(root_ + "/second.log");
+  EXPECT_EQ(rc, kExitBusy) << err;
+  EXPECT_NE(err.find("another worker owns this run directory"), std::string::npos) << err;
+  EXPECT_NE(err.find("held by pid " + std::to_string(owner)), std::string::npos) << err;
+  EXPECT_EQ(Slurp(dir + "/metrics.jsonl"), metrics);
+  EXPECT_EQ(ListCheckpoints(dir + "/ckpt").size(), checkpoints.size());
+  EXPECT_FALSE(fs::exists(dir + "/status.json"));
+  ::kill(owner, SIGTERM);
+  ::kill(owner, SIGCONT);
+  ASSERT_EQ(Wait(owner), 128 + SIGTERM) << Slurp(dir + "/stderr.log");
+  EXPECT_EQ(Status(dir)["state"], "preempted");
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  EXPECT_EQ(Status(dir)["tokens"], 200000);
+}
+
+// A worker told to stop before it started (the orphan of a killed manager: the parent-death
+// SIGTERM arrives while LibTorch loads, and is held because the manager starts workers with
+// stop signals blocked) exits 128+15 without creating, truncating or writing any file.
+TEST_F(BinaryTest, StopSignalPendingAtStartTouchesNothing) {
+  const std::string dir = MakeRun("pending", TinyRun());
+  // What an earlier attempt left: two metrics lines and no checkpoint (a resume would
+  // truncate them to step 0).
+  const std::string old_lines =
+      "{\"step\": 2, \"tokens\": 512, \"flops\": 1.0, \"train_loss\": 3.4}\n"
+      "{\"step\": 4, \"tokens\": 1024, \"flops\": 2.0, \"train_loss\": 3.3}\n";
+  std::ofstream(dir + "/metrics.jsonl") << old_lines;
+  const std::string log = root_ + "/pending.log";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, nullptr);
+    ::raise(SIGTERM);  // pending across exec, as the kernel's parent-death signal would be
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::execl(kTrain.c_str(), kTrain.c_str(), "--run-dir", dir.c_str(), "--quiet", nullptr);
+    ::_exit(127);
+  }
+  EXPECT_EQ(Wait(pid), 128 + SIGTERM) << Slurp(log);
+  EXPECT_EQ(Slurp(dir + "/metrics.jsonl"), old_lines);
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path().filename());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"metrics.jsonl", "run.json"}));
+}
+
+// A full disk while checkpointing (a 48 KiB tmpfs: run.json and the metrics fit, the first
+// checkpoint does not) ends the run as failed with the system's reason in status.json, exit 1,
+// and no partial checkpoint left behind; never an abort from LibTorch's writer.
+TEST_F(BinaryTest, FullDiskWhileCheckpointingFailsCleanly) {
+  const std::string dir = root_ + "/full";
+  fs::create_directories(dir);
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=48k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno)
+                 << "); CI runs as root and can";
+  }
+  std::ofstream(dir + "/run.json") << TinyRun().dump();
+  const int rc = Wait(Start({"--run-dir", dir, "--quiet"}, root_ + "/full.log"));
+  const std::string err = Slurp(root_ + "/full.log");
+  const json st = json::parse(Slurp(dir + "/status.json"), nullptr, false);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir + "/ckpt")) left.push_back(e.path().filename());
+  ::umount2(dir.c_str(), MNT_DETACH);
+  EXPECT_EQ(rc, kExitFailed) << err;
+  ASSERT_TRUE(st.is_object()) << err;
+  EXPECT_EQ(st["state"], "failed");
+  EXPECT_NE(st["reason"].get<std::string>().find("No space left on device"), std::string::npos)
+      << st["reason"];
+  EXPECT_NE(st["reason"].get<std::string>().find("checkpoint of step 10"), std::string::npos)
+      << st["reason"];
+  EXPECT_TRUE(left.empty()) << left.front();
+}
+
+// "tokens": 1e400 is no double: a clean bad-config exit naming the file, not an abort.
+TEST_F(BinaryTest, NumberOutOfRangeInRunJsonIsABadConfig) {
+  const std::string dir = root_ + "/huge";
+  fs::create_directories(dir);
+  std::string text = TinyRun().dump();
+  const std::string from = "\"tokens\":20000";
+  ASSERT_NE(text.find(from), std::string::npos) << text;
+  text.replace(text.find(from), from.size(), "\"tokens\":1e400");
+  std::ofstream(dir + "/run.json") << text;
+  EXPECT_EQ(RunDir(dir), kExitBadConfig);
+  const std::string err = Slurp(dir + "/stderr.log");
+  EXPECT_NE(err.find(dir + "/run.json: not valid JSON"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir + "/status.json"));
 }
 
 }  // namespace

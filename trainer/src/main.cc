@@ -111,7 +111,7 @@ void StopWithParent() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Main(int argc, char** argv) {
   CLI::App app{
       "isoflop-train: one LibTorch training run over a run directory (docs/run-protocol.md).\n"
       "Exit codes: 0 finished, 1 failed, 2 bad config, 3 diverged, 128+signal preempted."};
@@ -172,30 +172,62 @@ int main(int argc, char** argv) {
     return kExitBadConfig;
   }
 
+  // Standalone flags get exactly run.json's validation (a round trip through its parser),
+  // before anything is created.
+  std::string standalone_json;
   if (!out_dir.empty()) {
     (void)out_opt;
-    // Round-trip through the parser so the flags get exactly run.json's validation.
     auto parsed = ParseRunConfig(BuildRunJson(f));
     if (!parsed.ok()) {
       std::fprintf(stderr, "isoflop-train: %s\n", parsed.status().message().c_str());
       return kExitBadConfig;
     }
-    const std::string json = RunConfigToJson(*parsed);
-    const std::string path = out_dir + "/run.json";
+    standalone_json = RunConfigToJson(*parsed);
+  }
+
+  // Signals first: a stop that was sent while this process was starting (stop signals are
+  // blocked until here when a manager launched it) is seen now, before any file is touched.
+  InstallStopSignalHandlers();
+  StopWithParent();
+  if (const int sig = PendingStopSignal(); sig != 0) {
+    std::fprintf(stderr, "isoflop-train: stopped by signal %d before starting; nothing touched\n",
+                 sig);
+    return 128 + sig;
+  }
+  if (!out_dir.empty()) {
     std::error_code ec;
     fs::create_directories(out_dir, ec);
-    if (fs::exists(path) && ReadFile(path) != json) {
+    run_dir = out_dir;
+  }
+  // Exactly one live worker owns a run directory, from before it resumes until it exits.
+  auto lock = isoflop::FileLock::TryAcquire(RunDirLockPath(run_dir));
+  if (!lock.ok() && lock.status().code() == Status::Code::kFailedPrecondition) {
+    std::fprintf(stderr,
+                 "isoflop-train: %s: another worker owns this run directory (%s); not touching "
+                 "it\n",
+                 run_dir.c_str(), lock.status().message().c_str());
+    return kExitBusy;
+  }
+  if (!lock.ok()) {
+    std::fprintf(stderr, "isoflop-train: cannot lock the run directory: %s\n",
+                 lock.status().message().c_str());
+    return kExitFailed;
+  }
+  if (const int sig = PendingStopSignal(); sig != 0) return 128 + sig;
+
+  if (!out_dir.empty()) {
+    const std::string path = out_dir + "/run.json";
+    if (fs::exists(path) && ReadFile(path) != standalone_json) {
       std::fprintf(stderr,
                    "isoflop-train: %s exists with a different config; resume it with "
                    "--run-dir %s or choose a new --out\n",
                    path.c_str(), out_dir.c_str());
       return kExitBadConfig;
     }
-    if (Status st = WriteFileAtomic(path, json); !st.ok()) {
+    if (Status st = WriteFileAtomic(path, standalone_json); !st.ok()) {
       std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
       return kExitFailed;
     }
-    run_dir = out_dir;
   }
 
   auto config = LoadRunConfig(run_dir + "/run.json");
@@ -203,8 +235,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "isoflop-train: %s\n", config.status().message().c_str());
     return config.status().code() == Status::Code::kInvalidArgument ? kExitBadConfig : kExitFailed;
   }
-  InstallStopSignalHandlers();
-  StopWithParent();
   const RunOutcome outcome = RunTraining(run_dir, *config, TrainOptions{.progress = !quiet});
   return outcome.exit_code;
+}
+
+// The one error boundary of isoflop-train: anything that escapes (it should not) is an
+// internal error with exit code 1, never an abort.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "isoflop-train: internal error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "isoflop-train: internal error: unknown exception\n");
+  }
+  return kExitFailed;
 }

@@ -315,7 +315,8 @@ Result<RunConfig> ParseRunConfig(const std::string& json_text) {
   json j;
   try {
     j = json::parse(json_text, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for numbers such as 1e400 that no double holds.
     return Status::InvalidArgument(std::string("not valid JSON: ") + e.what());
   }
   if (!j.is_object()) return Status::InvalidArgument("expected a JSON object at the top level");

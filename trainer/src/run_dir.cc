@@ -44,28 +44,6 @@ std::string StepName(int64_t step) {
 
 }  // namespace
 
-Status FsyncPath(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open for fsync", path);
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno("fsync", path);
-  return Status::Ok();
-}
-
-Status WriteFileAtomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("create", tmp);
-  Status st = WriteFd(fd, content, tmp);
-  if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
-  ::close(fd);
-  if (!st.ok()) return st;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename", tmp);
-  const std::string dir = fs::path(path).parent_path().string();
-  return FsyncPath(dir.empty() ? "." : dir);
-}
-
 MetricsLog::~MetricsLog() {
   if (fd_ >= 0) ::close(fd_);
 }

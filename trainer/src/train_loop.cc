@@ -169,13 +169,22 @@ Status Trainer::Resume() {
     }
     std::ifstream in(c.path + "/state.json");
     const auto j = json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.contains("step") || !j.contains("rng")) {
-      return Status::Corrupt(c.path + "/state.json: unreadable");
+    const auto field = [&](const char* key) -> const json* {
+      auto it = j.is_object() ? j.find(key) : j.end();
+      return it == j.end() ? nullptr : &*it;
+    };
+    const json *step = field("step"), *tokens = field("tokens"), *wall = field("wall_s"),
+               *rng = field("rng");
+    if (!step || !step->is_number_integer() || !tokens || !tokens->is_number_integer() || !wall ||
+        !wall->is_number() || !rng || !rng->is_string()) {
+      return Status::Corrupt(c.path +
+                             "/state.json: expected integer \"step\" and \"tokens\", number "
+                             "\"wall_s\" and string \"rng\"");
     }
-    progress_.step = j["step"].get<int64_t>();
-    progress_.tokens = j["tokens"].get<int64_t>();
-    progress_.wall_s = j["wall_s"].get<double>();
-    ISOFLOP_RETURN_IF_ERROR(data_rng_.FromString(j["rng"].get<std::string>()));
+    progress_.step = step->get<int64_t>();
+    progress_.tokens = tokens->get<int64_t>();
+    progress_.wall_s = wall->get<double>();
+    ISOFLOP_RETURN_IF_ERROR(data_rng_.FromString(rng->get<std::string>()));
     if (options_.progress) {
       std::fprintf(stderr, "isoflop-train: resuming %s from step %lld (%lld tokens)\n",
                    dir_.c_str(), static_cast<long long>(progress_.step),
@@ -281,22 +290,30 @@ double Trainer::Evaluate() {
 
 Status Trainer::SaveCheckpoint() {
   const std::string ckpt_dir = dir_ + "/ckpt";
-  ISOFLOP_ASSIGN_OR_RETURN(std::string tmp, BeginCheckpoint(ckpt_dir, progress_.step));
+  // Serialised in memory first: torch::save to a file reports a full disk by throwing from a
+  // destructor, which aborts the process; our own writes report errno and clean up.
+  std::ostringstream model_bytes, optimizer_bytes;
   try {
-    torch::save(model_, tmp + "/model.pt");
-    torch::save(*optimizer_, tmp + "/optimizer.pt");
+    torch::save(model_, model_bytes);
+    torch::save(*optimizer_, optimizer_bytes);
   } catch (const std::exception& e) {
-    return Status::IoError(tmp + ": cannot save checkpoint: " + e.what());
+    return Status::Internal(std::string("cannot serialise the checkpoint: ") + e.what());
   }
-  json state = {{"step", progress_.step},
-                {"tokens", progress_.tokens},
-                {"wall_s", WallSeconds()},
-                {"rng", data_rng_.ToString()}};
-  std::ofstream out(tmp + "/state.json");
-  out << state.dump() << "\n";
-  out.close();
-  if (!out) return Status::IoError(tmp + "/state.json: write failed");
-  return CommitCheckpoint(tmp, ckpt_dir, progress_.step).status();
+  const json state = {{"step", progress_.step},
+                      {"tokens", progress_.tokens},
+                      {"wall_s", WallSeconds()},
+                      {"rng", data_rng_.ToString()}};
+  ISOFLOP_ASSIGN_OR_RETURN(std::string tmp, BeginCheckpoint(ckpt_dir, progress_.step));
+  Status st = WriteFileAtomic(tmp + "/model.pt", model_bytes.str());
+  if (st.ok()) st = WriteFileAtomic(tmp + "/optimizer.pt", optimizer_bytes.str());
+  if (st.ok()) st = WriteFileAtomic(tmp + "/state.json", state.dump() + "\n");
+  if (st.ok()) st = CommitCheckpoint(tmp, ckpt_dir, progress_.step).status();
+  if (!st.ok()) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);  // never leave a half-written checkpoint behind
+    return st.WithPrefix("saving the checkpoint of step " + std::to_string(progress_.step));
+  }
+  return Status::Ok();
 }
 
 Status Trainer::LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
@@ -447,6 +464,8 @@ void InstallStopSignalHandlers() {
   sigprocmask(SIG_UNBLOCK, &stop, nullptr);
 }
 
+int PendingStopSignal() { return g_stop_signal; }
+
 RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
                        const TrainOptions& options) {
   Trainer trainer(run_dir, config, options);
@@ -454,12 +473,12 @@ RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
     return trainer.Run();
   } catch (const std::exception& e) {
     const std::string what = e.what();
-    const std::string reason = what.find("out of memory") != std::string::npos
-                                   ? "out of memory: " + what.substr(0, 300)
-                                   : "LibTorch error: " + what.substr(0, 500);
-    RunOutcome out{"failed", reason, kExitFailed};
+    const bool oom = what.find("out of memory") != std::string::npos;
+    const std::string reason =
+        oom ? "out of memory: " + what.substr(0, 300) : "LibTorch error: " + what.substr(0, 500);
+    RunOutcome out{"failed", reason, oom ? kExitOutOfMemory : kExitFailed};
     json status = {{"state", out.state}, {"reason", out.reason},      {"step", nullptr},
-                   {"tokens", nullptr},  {"final_val_loss", nullptr}, {"exit_code", kExitFailed},
+                   {"tokens", nullptr},  {"final_val_loss", nullptr}, {"exit_code", out.exit_code},
                    {"wall_s", nullptr}};
     WriteFileAtomic(run_dir + "/status.json", status.dump() + "\n");
     std::fprintf(stderr, "isoflop-train: failed: %s\n", reason.c_str());

@@ -18,7 +18,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -35,6 +35,19 @@ struct SweepRecord {
   std::string status;       // planned | running | finished | cancelled | failed
   std::string created_at;   // ISO-8601 UTC, set by the store on insert
   std::string updated_at;
+  std::string overrides_json = "[]";  // the `--set key=value` overrides, a JSON array of strings
+};
+
+// The one manager that drives a sweep (DESIGN.md: a lease in the store, not a lock file beside
+// the runs, so two managers from two working directories cannot both drive it). Plain value.
+struct SweepLease {
+  int64_t sweep_id = 0;
+  std::string host;               // where the manager runs
+  int64_t pid = 0;                // its pid on that host
+  std::string pid_start;          // its start id (common/process.h ProcessStartId): pid reuse
+  std::string started_at;         // ISO-8601 UTC
+  double heartbeat_unix = 0;      // seconds since the epoch of the last renewal
+  bool cancel_requested = false;  // `isoflop sweep cancel` asked the holder to stop
 };
 
 // One sweep cell = one training run. Every parameter-count and FLOP convention is stored.
@@ -62,6 +75,10 @@ struct RunRecord {
   std::optional<int> exit_code;
   std::string reason;
   std::string host, devices, job_id;
+  // The last worker process launched for this run (on `host`): a new manager waits for it, or
+  // stops it, before it launches the cell again. 0 / "" when none was recorded.
+  int64_t worker_pid = 0;
+  std::string worker_start;  // common/process.h ProcessStartId of worker_pid
   std::optional<double> final_val_loss, final_train_loss;
   int64_t tokens_done = 0;
   int64_t ingest_offset = 0;           // bytes of metrics.jsonl already ingested
@@ -163,6 +180,17 @@ class Store {
   Result<std::optional<SweepRecord>> GetSweep(const std::string& name);
   Result<std::vector<SweepRecord>> ListSweeps();
   Status SetSweepStatus(int64_t sweep_id, const std::string& status);
+
+  // Sweep leases: the policy (who may take one over) is the sweep manager's; these are the
+  // rows. PutLease inserts or replaces. RenewLease sets the heartbeat when `mine` (host, pid,
+  // pid_start) still holds the lease and returns the row (with cancel_requested), nullopt when
+  // someone else holds it or none exists. ReleaseLease deletes it only when it is `mine`.
+  // RequestCancel sets cancel_requested and returns whether a lease existed.
+  Result<std::optional<SweepLease>> GetLease(int64_t sweep_id);
+  Status PutLease(const SweepLease& lease);
+  Result<std::optional<SweepLease>> RenewLease(const SweepLease& mine, double now_unix);
+  Status ReleaseLease(const SweepLease& mine);
+  Result<bool> RequestCancel(int64_t sweep_id);
 
   // Runs. UpsertRun inserts or updates by (sweep_id, cell_key) and returns the id.
   Result<int64_t> UpsertRun(const RunRecord& run);

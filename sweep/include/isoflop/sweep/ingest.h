@@ -30,7 +30,8 @@ Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text,
 // new rows and stores the advanced offset, tokens_done and last train loss in the run record
 // (so a crash never duplicates or drops rows). *run is updated to what was stored. When the
 // file shrank (the trainer truncates after a resume) or the offset no longer starts a line, it
-// re-reads from the beginning: rows are upserted by step, so nothing is duplicated. A missing
+// re-reads from the beginning: rows are upserted by step, so nothing is duplicated; a
+// finished run's tokens_done is never lowered by such a re-read. A missing
 // file is not an error (nothing to ingest). `run` must already exist in the store (id > 0).
 Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run);
 

@@ -94,6 +94,10 @@ class LocalExecutor {
   // A second signal forwards again; a third sends SIGKILL. Returns IoError when fork fails.
   Status Run(std::vector<Job> jobs, const Callbacks& callbacks, bool* interrupted);
 
+  // Asks a running Run() to stop as a SIGTERM would (every child is told to checkpoint and
+  // exit). Async-signal-safe; callable from the callbacks (e.g. on a cancel request).
+  static void RequestStop();
+
   // Seconds between polls of children (and on_tick calls).
   void set_poll_interval(double seconds) { poll_s_ = seconds; }
 

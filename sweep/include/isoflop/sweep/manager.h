@@ -18,10 +18,14 @@
 namespace isoflop::sweep {
 
 struct ManagerOptions {
-  std::string train_binary;     // absolute path of isoflop-train
-  std::ostream* out = nullptr;  // progress and event lines (required)
-  bool live = false;            // redraw a live display (out is a terminal)
-  double poll_seconds = 0.25;   // child polling and ingestion cadence
+  std::string train_binary;      // absolute path of isoflop-train
+  std::ostream* out = nullptr;   // progress and event lines (required)
+  bool live = false;             // redraw a live display (out is a terminal)
+  double poll_seconds = 0.25;    // child polling and ingestion cadence
+  double heartbeat_seconds = 2;  // lease renewal (and cancel-request check) cadence
+  // Seconds a dead manager's still-running worker gets to checkpoint and exit after SIGTERM
+  // before it is killed (a GPU checkpoint of a large model can take a while).
+  double orphan_grace_s = 60;
 };
 
 // What a RunSweep call did. Plain value.
@@ -37,26 +41,28 @@ struct SweepOutcome {
   std::vector<std::string> problems;  // "key shape C: class: reason" per failed/diverged cell
 };
 
-// Runs the plan. The store must be open for writing and not used by another writer. Holds an
-// exclusive lock on OUTPUT_DIR/.manager.lock (FailedPrecondition when another manager holds
-// it). Errors: store and I/O errors; individual run failures are outcomes, not errors.
+// Runs the plan. The store must be open for writing. Holds the sweep's lease in the store for
+// the whole call (sweep/lease.h; FailedPrecondition when a live manager, from any directory,
+// holds it). Run folders of an existing sweep stay where its runs are (absolute paths in the
+// store); a cell whose manager died is launched again only once the worker it recorded has
+// stopped. Errors: store and I/O errors; individual run failures are outcomes, not errors.
 Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& config, const Plan& plan,
                               const Resources& resources, const ManagerOptions& options);
 
 // Failure class of a run from its exit (see docs/run-protocol.md): "finished", "diverged"
-// (exit 3), "bad config" (exit 2), "out of memory" (reason says so), "preempted" (stopped by
-// the manager), "failed" (exit 1 with a reason), "crashed" (any other code or signal). Exposed for
-// tests.
+// (exit 3), "bad config" (exit 2), "busy" (exit 4: another live worker owns the run folder),
+// "out of memory" (exit 5, or the reason says so), "preempted" (stopped by the manager),
+// "failed" (exit 1 with a reason), "crashed" (any other code or signal). Exposed for tests.
 std::string ClassifyExit(int exit_code, int signal, const std::string& reason, bool stop_requested);
 
 // Marks cells of `sweep_name` for another attempt: their status becomes planned and attempts 0.
 // `failed_only`: only failed cells; else failed, diverged and cancelled. Returns how many.
 Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool failed_only);
 
-// Cancels a sweep: when a manager holds its lock, writes OUTPUT_DIR/.cancel and sends it
-// SIGTERM (it stops its runs at a checkpoint and marks the rest cancelled); otherwise marks the
-// sweep and its unfinished cells cancelled itself. The output folder is found from the runs'
-// folders. Returns the manager pid signalled, or 0. NotFound for an unknown sweep.
+// Cancels a sweep: when a live manager holds its lease, sets the lease's cancel flag (the
+// manager sees it at its next heartbeat, stops its runs at a checkpoint and marks the rest
+// cancelled), from any host; otherwise marks the sweep and its unfinished cells cancelled
+// itself. Returns the pid of the manager asked, or 0. NotFound for an unknown sweep.
 Result<int> CancelSweep(store::Store& db, const std::string& sweep_name);
 
 }  // namespace isoflop::sweep

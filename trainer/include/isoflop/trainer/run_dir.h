@@ -8,16 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "isoflop/common/files.h"
 #include "isoflop/common/status.h"
 
 namespace isoflop::trainer {
 
-// Writes `content` to path via a temporary file in the same directory, fsync, rename, fsync of
-// the directory. IoError names the path.
-Status WriteFileAtomic(const std::string& path, const std::string& content);
+// The atomic write every run-directory file goes through (common/files.h).
+using ::isoflop::FsyncPath;
+using ::isoflop::WriteFileAtomic;
 
-// fsyncs a file or directory. IoError names the path.
-Status FsyncPath(const std::string& path);
+// The lock file a worker holds (flock, with its pid) from before it resumes until it exits:
+// exactly one live worker owns a run directory. Others refuse (kExitBusy) without touching it.
+inline std::string RunDirLockPath(const std::string& run_dir) { return run_dir + "/.lock"; }
 
 // Appends lines to DIR/metrics.jsonl. Each Append writes one whole line with a single write()
 // so a crash leaves at most one torn last line. Not thread-safe.

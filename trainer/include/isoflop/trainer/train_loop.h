@@ -14,6 +14,10 @@ inline constexpr int kExitFinished = 0;
 inline constexpr int kExitFailed = 1;
 inline constexpr int kExitBadConfig = 2;
 inline constexpr int kExitDiverged = 3;
+// Another live worker holds the run directory's lock: this one touched nothing and left.
+inline constexpr int kExitBusy = 4;
+// The device or host ran out of memory (status.json says which allocation).
+inline constexpr int kExitOutOfMemory = 5;
 
 struct TrainOptions {
   bool progress = true;  // print a progress line to stderr at every log interval
@@ -29,6 +33,11 @@ struct RunOutcome {
 // Installs handlers for SIGTERM, SIGINT and SIGUSR2 that only record the signal; RunTraining
 // checkpoints at the next step boundary and returns exit code 128 + signal.
 void InstallStopSignalHandlers();
+
+// The stop signal received so far (0 when none). isoflop-train checks it before it touches any
+// file: a worker told to stop while it was still starting (an orphan of a killed manager)
+// leaves the run directory to whoever owns it now.
+int PendingStopSignal();
 
 // Runs or resumes (from the newest complete checkpoint in run_dir/ckpt) the run described by
 // `config` in run_dir, which must exist. Never throws: LibTorch errors become a "failed"

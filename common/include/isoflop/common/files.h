@@ -1,0 +1,47 @@
+// File discipline shared by the trainer and the sweep manager: atomic whole-file writes
+// (unique temp file, fsync, rename, fsync of the folder) and exclusive folder locks (flock)
+// that the kernel releases when their holder dies, SIGKILL included.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include "isoflop/common/status.h"
+
+namespace isoflop {
+
+// Writes `content` to `path` through a temporary file in the same folder with a unique name
+// (pid and a counter), fsyncs it, renames it over `path` and fsyncs the folder, so a reader
+// sees the old or the new file, never a part. On any error the temporary file is removed and
+// `path` is untouched. IoError names the path and the failing call (errno text, e.g. "No space
+// left on device"). Thread-safe.
+Status WriteFileAtomic(const std::string& path, const std::string& content);
+
+// fsyncs a file or folder. IoError names the path.
+Status FsyncPath(const std::string& path);
+
+// An exclusive flock on a lock file that holds the owner's pid. Thread-compatible; the lock is
+// released when the object is destroyed or the process dies. The descriptor is close-on-exec,
+// so children never inherit it.
+class FileLock {
+ public:
+  // Takes the lock without waiting. FailedPrecondition when another process holds it (the
+  // message names the file and the holder's pid as written in it); IoError when the file
+  // cannot be opened or created.
+  static Result<std::unique_ptr<FileLock>> TryAcquire(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+// The pid written in a lock file that some live process holds, or 0 when nobody holds it (or
+// the file does not exist). Does not take the lock.
+pid_t LockHolder(const std::string& path);
+
+}  // namespace isoflop
