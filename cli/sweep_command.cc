@@ -465,8 +465,19 @@ Status RunRunCommand(const Context& ctx, const RunArgs& args) {
   return Execute(ctx, std::move(cfg), "", args);
 }
 
-// Splits the stored config text back into the file text and its --set overrides.
-void SplitStoredText(const std::string& stored, std::string* text, std::vector<std::string>* sets) {
+// The stored file text and its --set overrides: a JSON array since schema 4; before, comment
+// lines appended to the text ("\n# --set key=value"), split back off here.
+void SplitStoredText(const store::SweepRecord& sweep, std::string* text,
+                     std::vector<std::string>* sets) {
+  const auto overrides = nlohmann::json::parse(sweep.overrides_json, nullptr, false);
+  if (overrides.is_array() && !overrides.empty()) {
+    *text = sweep.config_text;
+    sets->clear();
+    for (const auto& o : overrides)
+      if (o.is_string()) sets->push_back(o.get<std::string>());
+    return;
+  }
+  const std::string& stored = sweep.config_text;
   const std::string marker = "\n# --set ";
   // Collect trailing "# --set" lines.
   std::vector<std::string> found;
@@ -491,7 +502,7 @@ Status RunRetryCommand(const Context& ctx, const RunArgs& args) {
   std::cout << "retrying " << n << " cell(s) of " << args.name << "\n";
   std::string text;
   std::vector<std::string> sets;
-  SplitStoredText(sweep->config_text, &text, &sets);
+  SplitStoredText(*sweep, &text, &sets);
   std::error_code ec;
   ISOFLOP_ASSIGN_OR_RETURN(
       sweep::SweepConfig cfg,

@@ -211,6 +211,19 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
   ASSERT_EQ(changed.exit_code, 0) << changed.out << changed.err;
   EXPECT_NE(changed.out.find("3 cells kept, 0 added, 3 no longer in the file"), std::string::npos)
       << changed.out;
+  {
+    // --set overrides are stored as data beside the file's own text, and a retry applies them.
+    auto s = store::Store::Open(db);
+    auto sweep = (*s)->GetSweep("tiny");
+    ASSERT_TRUE(sweep.ok() && sweep->has_value());
+    EXPECT_EQ((*sweep)->overrides_json, R"(["budgets=[1e9]"])");
+    EXPECT_EQ((*sweep)->config_text, Slurp(kTiny));
+  }
+  auto retried = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "sweep", "retry", "tiny", "--no-plot", "--no-fit"}, {}, dir);
+  ASSERT_EQ(retried.exit_code, 0) << retried.out << retried.err;
+  EXPECT_NE(retried.out.find("sweep tiny: 3 cells, 3 already done"), std::string::npos)
+      << retried.out;
   auto status =
       testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "status", "tiny"}, {}, dir);
   EXPECT_EQ(status.exit_code, 0);
