@@ -87,11 +87,16 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
             << " points, N convention " << r.convention << ", FLOPs " << r.flops_convention;
   if (std::isfinite(r.objective)) std::cout << ", summed Huber objective " << r.objective;
   std::cout << "\n";
-  if (r.result.contains("parametric")) {
-    const auto& p = r.result["parametric"];
-    std::cout << "starts: " << p["starts_total"] << " total, " << p["starts_converged"]
-              << " converged, " << p["starts_at_best"] << " at the best, " << p["starts_pruned"]
-              << " pruned\n";
+  // `result` is const: operator[] on a missing key would be undefined, so find() and value().
+  if (auto p = r.result.find("parametric"); p != r.result.end() && p->is_object()) {
+    auto count = [&](const char* key) {
+      auto it = p->find(key);
+      return it != p->end() && it->is_number() ? std::to_string(it->get<int64_t>())
+                                               : std::string("?");
+    };
+    std::cout << "starts: " << count("starts_total") << " total, " << count("starts_converged")
+              << " converged, " << count("starts_at_best") << " at the best, "
+              << count("starts_pruned") << " pruned\n";
   }
   Table t;
   t.columns = {{"quantity", ""}, {"value", "%.6g"}, {"ci_lo", "%.6g"}, {"ci_hi", "%.6g"}};
@@ -104,11 +109,17 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
     if (!r.params.count(k)) t.rows.push_back({k, nlohmann::json(), v.lo, v.hi});
   Print(std::cout, t, format);
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
-  if (r.result.contains("isoflop"))
-    for (const auto& b : r.result["isoflop"]["budgets"])
-      if (!b["note"].get<std::string>().empty())
-        std::cout << "budget C=" << Human(b["c"].get<double>()) << ": "
-                  << b["note"].get<std::string>() << "\n";
+  if (auto iso = r.result.find("isoflop"); iso != r.result.end() && iso->is_object()) {
+    const nlohmann::json budgets = iso->value("budgets", nlohmann::json::array());
+    for (const auto& b : budgets) {
+      if (!b.is_object()) continue;
+      const auto note = b.find("note");
+      const auto c = b.find("c");
+      if (note == b.end() || !note->is_string() || note->get<std::string>().empty()) continue;
+      std::cout << "budget C=" << (c != b.end() && c->is_number() ? Human(c->get<double>()) : "?")
+                << ": " << note->get<std::string>() << "\n";
+    }
+  }
 }
 
 Status RunFitCommand(const Context& ctx, const FitArgs& args) {

@@ -89,10 +89,12 @@ Result<SweepData> LoadSweepData(store::Store& db, const std::string& name,
 }
 
 std::string ExtrapolationSummary(const fit::FitRecord& rec) {
-  if (!rec.result.contains("extrapolation")) return "";
-  const auto& e = rec.result["extrapolation"];
+  const auto found = rec.result.find("extrapolation");
+  if (found == rec.result.end() || !found->is_object()) return "";
+  const nlohmann::json& e = *found;
   auto num = [&](const char* key) {
-    return e.contains(key) && e[key].is_number() ? e[key].get<double>() : NAN;
+    const auto it = e.find(key);
+    return it != e.end() && it->is_number() ? it->get<double>() : NAN;
   };
   const double c = num("held_out_c"), mean = num("mean_abs_rel_error"),
                max = num("max_abs_rel_error");

@@ -1,15 +1,18 @@
 // `isoflop`: the user-facing command line. Parses arguments (CLI11), runs the one subcommand
-// chosen, and is the only place that turns a Status into a message and an exit code:
-// 0 ok, 1 runtime error, 2 usage error.
+// chosen, and is the only place that turns a Status (or an exception) into a message and an
+// exit code: 0 ok, 1 runtime error, 2 usage error.
 #include <algorithm>
 #include <cstdlib>
+#include <exception>
 #include <iostream>
 
 #include "command.h"
 #include "isoflop/common/version.h"
 #include "registry.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(int argc, char** argv) {
   using isoflop::cli::Context;
   Context ctx;
   ctx.argv0 = argc > 0 ? argv[0] : "isoflop";
@@ -68,4 +71,20 @@ int main(int argc, char** argv) {
     return ctx.usage_error ? 2 : 1;
   }
   return ctx.usage_error ? 2 : 0;
+}
+
+}  // namespace
+
+// The one error boundary: an exception that escapes a command (a library bug, std::bad_alloc,
+// a JSON type error) is a one-line message and exit code 1, never std::terminate's abort.
+// Subcommand callbacks run inside app.parse() in Run, so they end here too.
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "isoflop: internal error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "isoflop: internal error: an unknown exception\n";
+  }
+  return 1;
 }

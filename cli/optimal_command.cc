@@ -17,6 +17,7 @@ struct OptimalArgs {
   std::string compute, compute_range, given, sweep, observations, format = "table";
   double params = 0, loss = 0, inference_tokens = 0;
   int64_t fit_id = 0;
+  bool fit_given = false;  // --fit was on the command line
 };
 
 Result<double> ParseNumber(const std::string& s, const std::string& flag) {
@@ -35,6 +36,10 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   return out;
 }
 
+// Most budgets one command answers: a table for people or a curve for a program; one more
+// digit of COUNT (1e8) allocated gigabytes and died of std::bad_alloc.
+constexpr int kMaxBudgets = 10000;
+
 // Budgets from --compute a,b,c or --compute-range lo:hi:count (log-spaced).
 Result<std::vector<double>> Budgets(const OptimalArgs& args) {
   std::vector<double> cs;
@@ -42,6 +47,10 @@ Result<std::vector<double>> Budgets(const OptimalArgs& args) {
     for (const auto& s : Split(args.compute, ',')) {
       ISOFLOP_ASSIGN_OR_RETURN(double c, ParseNumber(s, "--compute"));
       cs.push_back(c);
+      if (cs.size() > kMaxBudgets) {
+        return Status::InvalidArgument("--compute: more than " + std::to_string(kMaxBudgets) +
+                                       " budgets");
+      }
     }
   if (!args.compute_range.empty()) {
     const auto parts = Split(args.compute_range, ':');
@@ -50,6 +59,15 @@ Result<std::vector<double>> Budgets(const OptimalArgs& args) {
     ISOFLOP_ASSIGN_OR_RETURN(double lo, ParseNumber(parts[0], "--compute-range"));
     ISOFLOP_ASSIGN_OR_RETURN(double hi, ParseNumber(parts[1], "--compute-range"));
     ISOFLOP_ASSIGN_OR_RETURN(double count, ParseNumber(parts[2], "--compute-range"));
+    if (hi < lo) {
+      return Status::InvalidArgument("--compute-range: HI " + parts[1] + " is below LO " +
+                                     parts[0] + "; expected LO:HI:COUNT with LO <= HI");
+    }
+    if (count != std::floor(count) || count > kMaxBudgets) {
+      return Status::InvalidArgument("--compute-range: COUNT '" + parts[2] +
+                                     "' must be a whole number of budgets from 1 to " +
+                                     std::to_string(kMaxBudgets));
+    }
     const int k = static_cast<int>(count);
     for (int i = 0; i < k; ++i)
       cs.push_back(k == 1 ? lo
@@ -94,12 +112,16 @@ Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args) {
                               "; run `isoflop fit` first or pass --given E=..,A=..,B=..,alpha=..,"
                               "beta=..");
   }
-  ISOFLOP_ASSIGN_OR_RETURN(
-      fit::FitRecord rec,
-      fit::FitRecord::FromColumns(row->method, row->form, row->convention, row->flops_convention,
-                                  row->params_json, row->ci_json, row->objective.value_or(NAN),
-                                  row->n_points, row->result_json));
-  return fit::LawFromRecord(rec);
+  // A stored row is data another version (or a hand edit) may have left incomplete: every
+  // missing or mistyped field is an error naming the fit, not a crash.
+  const std::string which = "stored fit " + std::to_string(row->id);
+  Result<fit::FitRecord> rec = fit::FitRecord::FromColumns(
+      row->method, row->form, row->convention, row->flops_convention, row->params_json,
+      row->ci_json, row->objective.value_or(NAN), row->n_points, row->result_json);
+  if (!rec.ok()) return rec.status().WithPrefix(which);
+  Result<fit::RecordLaw> law = fit::LawFromRecord(*rec);
+  if (!law.ok()) return law.status().WithPrefix(which);
+  return law;
 }
 
 nlohmann::json Ci(const fit::Answer& a, const char* key, bool lo) {
@@ -108,8 +130,28 @@ nlohmann::json Ci(const fit::Answer& a, const char* key, bool lo) {
   return lo ? it->second.lo : it->second.hi;
 }
 
+// The numeric options CLI11 parsed: each must be a finite number in its range.
+Status ValidateArgs(const OptimalArgs& args) {
+  auto non_negative = [](double v, const char* flag, const char* what) -> Status {
+    if (v >= 0 && std::isfinite(v)) return Status::Ok();
+    return Status::InvalidArgument(std::string(flag) + ": expected " + what + ", got " +
+                                   Human(v, 6));
+  };
+  ISOFLOP_RETURN_IF_ERROR(non_negative(args.inference_tokens, "--inference-tokens",
+                                       "a number of tokens >= 0 (0 = no inference)"));
+  ISOFLOP_RETURN_IF_ERROR(non_negative(args.params, "--params", "a number of parameters > 0"));
+  ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss, "--loss", "a loss > 0"));
+  if (args.fit_id < 0 || (args.fit_given && args.fit_id == 0)) {
+    return Status::InvalidArgument(
+        "--fit: expected a stored fit id >= 1 (see `isoflop fits`), got " +
+        std::to_string(args.fit_id));
+  }
+  return Status::Ok();
+}
+
 Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  ISOFLOP_RETURN_IF_ERROR(ValidateArgs(args));
   ISOFLOP_ASSIGN_OR_RETURN(std::vector<double> budgets, Budgets(args));
   std::vector<fit::Query> queries;
   using Kind = fit::Query::Kind;
@@ -184,7 +226,10 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
       ->excludes(sweep_opt);
   cmd->add_option("--given", args->given, "Use these parameters: E=..,A=..,B=..,alpha=..,beta=..");
   cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
-  cmd->callback([&ctx, args] { ctx.status = RunOptimal(ctx, *args); });
+  cmd->callback([&ctx, args, fit_opt] {
+    args->fit_given = fit_opt->count() > 0;
+    ctx.status = RunOptimal(ctx, *args);
+  });
 }
 
 }  // namespace

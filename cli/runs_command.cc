@@ -20,6 +20,21 @@ Result<std::unique_ptr<store::Store>> OpenForReading(const Context& ctx) {
   return store::Store::Open(ctx.db_path, opts);
 }
 
+// The states a run can be in (the store's runs.status); --status must name one, or a typo
+// would list nothing and look like an empty sweep.
+const char* const kRunStates[] = {"planned",  "running",   "finished", "failed",
+                                  "diverged", "preempted", "cancelled"};
+
+Status CheckRunState(const std::string& status) {
+  std::string all;
+  for (const char* s : kRunStates) {
+    if (status == s) return Status::Ok();
+    all += (all.empty() ? "" : " ") + std::string(s);
+  }
+  return Status::InvalidArgument("--status: '" + status + "' is not a run state (expected one of " +
+                                 all + ")");
+}
+
 Result<std::vector<store::RunRecord>> LoadRuns(store::Store& db, const std::string& sweep,
                                                const std::string& status,
                                                std::map<int64_t, std::string>* sweep_names) {
@@ -41,6 +56,7 @@ struct RunsArgs {
 
 Status RunRuns(const Context& ctx, const RunsArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  if (!args.status.empty()) ISOFLOP_RETURN_IF_ERROR(CheckRunState(args.status));
   ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenForReading(ctx));
   std::map<int64_t, std::string> names;
   ISOFLOP_ASSIGN_OR_RETURN(auto runs, LoadRuns(*db, args.sweep, args.status, &names));
@@ -78,6 +94,7 @@ struct ExportArgs {
 
 Status RunExport(const Context& ctx, const ExportArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+  if (!args.status.empty()) ISOFLOP_RETURN_IF_ERROR(CheckRunState(args.status));
   ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenForReading(ctx));
   Table t;
   if (!args.observations.empty()) {
@@ -166,7 +183,9 @@ void AddRunsCommand(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<RunsArgs>();
   CLI::App* cmd = app.add_subcommand("runs", "List training runs (one line each)");
   cmd->add_option("--sweep", args->sweep, "Only runs of this sweep");
-  cmd->add_option("--status", args->status, "Only runs with this status (finished, failed, ...)");
+  cmd->add_option("--status", args->status,
+                  "Only runs in this state: planned, running, finished, failed, diverged, "
+                  "preempted or cancelled");
   cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunRuns(ctx, *args); });
 }
@@ -180,7 +199,9 @@ void AddExportCommand(CLI::App& app, Context& ctx) {
                   "Export this imported observation set instead of runs (columns n,d,c,loss,"
                   "line,g; g empty when the set has no granularity)")
       ->excludes(sweep);
-  cmd->add_option("--status", args->status, "Only runs with this status");
+  cmd->add_option("--status", args->status,
+                  "Only runs in this state (planned, running, finished, failed, diverged, "
+                  "preempted, cancelled)");
   cmd->add_option("--format", args->format, "csv | json | table")->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunExport(ctx, *args); });
 }

@@ -1,0 +1,274 @@
+// End-to-end tests of the one error boundary through the real `isoflop` binary: hostile or
+// mistaken inputs (huge or reversed ranges, negative counts, unknown names, duplicate CSV
+// headers, FIFOs, stored fits with mistyped fields, a 25k-character sweep name) each end in a
+// one-line message naming the option, field or file and a plain exit code, never a crash, a
+// hang or a silently stored nonsense value.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "e2e_util.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kChinchilla =
+    std::string(ISOFLOP_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
+const std::string kLaw = "E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28";
+
+void WriteFile(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// Opens a FIFO for writing and closes it again, from a thread: a process that opens the FIFO to
+// read it gets end of file instead of blocking forever (so an unchecked reader fails the test
+// instead of hanging it). The destructor is the reader of last resort that lets the thread end.
+class FifoWriter {
+ public:
+  explicit FifoWriter(std::string path)
+      : path_(std::move(path)), thread_([this] {
+          const int fd = ::open(path_.c_str(), O_WRONLY);
+          if (fd >= 0) ::close(fd);
+        }) {}
+  ~FifoWriter() {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
+    thread_.join();
+    if (fd >= 0) ::close(fd);
+  }
+
+ private:
+  std::string path_;
+  std::thread thread_;
+};
+
+struct ErrorCase {
+  std::string label;
+  std::vector<std::string> args;  // after `isoflop --db STORE`
+  int exit_code;
+  std::string message;  // the whole of stderr
+};
+
+class InputErrorsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir("input_errors");
+    db_ = dir_ + "/store.db";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  CommandResult Isoflop(std::vector<std::string> args) {
+    args.insert(args.begin(), {Binary("isoflop"), "--db", db_});
+    return RunCommand(args, {}, dir_);
+  }
+  void ExpectErrors(const std::vector<ErrorCase>& cases) {
+    for (const auto& c : cases) {
+      CommandResult r = Isoflop(c.args);
+      EXPECT_EQ(r.exit_code, c.exit_code) << c.label << "\n" << r.err;
+      EXPECT_EQ(r.err, c.message) << c.label;
+    }
+  }
+  std::string dir_, db_;
+};
+
+TEST_F(InputErrorsTest, OptimalOptionsAreCheckedAndBounded) {
+  ExpectErrors({
+      // 1e8 budgets allocated gigabytes and died of std::bad_alloc.
+      {"huge count",
+       {"optimal", "--compute-range", "1e12:1e15:100000000", "--given", kLaw},
+       1,
+       "isoflop: error: --compute-range: COUNT '100000000' must be a whole number of "
+       "budgets from 1 to 10000\n"},
+      {"fractional count",
+       {"optimal", "--compute-range", "1e12:1e15:2.5", "--given", kLaw},
+       1,
+       "isoflop: error: --compute-range: COUNT '2.5' must be a whole number of budgets from "
+       "1 to 10000\n"},
+      {"descending range",
+       {"optimal", "--compute-range", "1e15:1e12:3", "--given", kLaw},
+       1,
+       "isoflop: error: --compute-range: HI 1e12 is below LO 1e15; expected LO:HI:COUNT "
+       "with LO <= HI\n"},
+      {"negative inference tokens",
+       {"optimal", "--compute", "1e21", "--inference-tokens", "-1", "--given", kLaw},
+       1,
+       "isoflop: error: --inference-tokens: expected a number of tokens >= 0 (0 = no "
+       "inference), got -1\n"},
+      {"negative fit id",
+       {"optimal", "--compute", "1e21", "--fit", "-1"},
+       1,
+       "isoflop: error: --fit: expected a stored fit id >= 1 (see `isoflop fits`), got -1\n"},
+      {"fit id zero",
+       {"optimal", "--compute", "1e21", "--fit", "0"},
+       1,
+       "isoflop: error: --fit: expected a stored fit id >= 1 (see `isoflop fits`), got 0\n"},
+  });
+  // The largest count still answers, one row per budget.
+  CommandResult most = Isoflop(
+      {"optimal", "--compute-range", "1e19:1e23:10000", "--given", kLaw, "--format", "csv"});
+  ASSERT_EQ(most.exit_code, 0) << most.err;
+  EXPECT_EQ(std::count(most.out.begin(), most.out.end(), '\n'), 10001);
+}
+
+TEST_F(InputErrorsTest, NamesAndNumbersThatWouldBeStoredWrongAreRefused) {
+  const std::string k_csv = dir_ + "/c.csv";
+  WriteFile(k_csv, "n,c,loss\n1e6,6e13,3\n2e6,2.4e14,2.9\n");
+  const std::string dup = dir_ + "/dup.csv";
+  WriteFile(dup, "n,d,loss,loss\n1e6,1e7,3,2\n");
+  ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chin"}).exit_code, 0);
+  ExpectErrors({
+      // k = 0 stored D = inf for every point.
+      {"zero k",
+       {"import", k_csv, "--name", "k", "--flops-per-param-token", "0"},
+       1,
+       "isoflop: error: --flops-per-param-token: must be a positive finite number (k in C = "
+       "k N D, 6 for Hoffmann et al. 2022), got 0\n"},
+      {"infinite k",
+       {"fit", "--csv", k_csv, "--flops-per-param-token", "inf", "--no-store"},
+       1,
+       "isoflop: error: --flops-per-param-token: must be a positive finite number (k in C = "
+       "k N D, 6 for Hoffmann et al. 2022), got inf\n"},
+      {"duplicate header on import",
+       {"import", dup, "--name", "dup"},
+       1,
+       "isoflop: error: " + dup +
+           ":1: duplicate column 'loss' (columns 3 and 4); rename or remove one\n"},
+      {"duplicate header on fit",
+       {"fit", "--csv", dup, "--no-store"},
+       1,
+       "isoflop: error: " + dup +
+           ":1: duplicate column 'loss' (columns 3 and 4); rename or remove one\n"},
+      // It was stored as a fit of convention 'bogus'.
+      {"unknown convention",
+       {"fit", "--observations", "chin", "--convention", "bogus"},
+       1,
+       "isoflop: error: convention: 'bogus' is not one of total, non_embedding, active (the "
+       "parameter count N of the observations)\n"},
+      // A typo listed nothing, like an empty sweep.
+      {"unknown run state",
+       {"runs", "--status", "bogus"},
+       1,
+       "isoflop: error: --status: 'bogus' is not a run state (expected one of planned "
+       "running finished failed diverged preempted cancelled)\n"},
+      {"unknown run state on export",
+       {"export", "--status", "finshed"},
+       1,
+       "isoflop: error: --status: 'finshed' is not a run state (expected one of planned "
+       "running finished failed diverged preempted cancelled)\n"},
+  });
+  CommandResult sets = Isoflop({"observations", "--format", "csv"});
+  ASSERT_EQ(sets.exit_code, 0) << sets.err;
+  EXPECT_EQ(sets.out.find("dup"), std::string::npos) << sets.out;  // nothing imported
+  CommandResult fits = Isoflop({"fits", "--format", "csv"});
+  ASSERT_EQ(fits.exit_code, 0) << fits.err;
+  EXPECT_EQ(fits.out.find("bogus"), std::string::npos) << fits.out;  // nothing stored
+  EXPECT_EQ(Isoflop({"runs", "--status", "finished"}).exit_code, 0);
+}
+
+TEST_F(InputErrorsTest, AFifoIsNotADataFile) {
+  const std::string fifo = dir_ + "/points.csv";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string sweep_fifo = dir_ + "/sweep.yaml";
+  ASSERT_EQ(::mkfifo(sweep_fifo.c_str(), 0600), 0);
+  struct Case {
+    std::vector<std::string> args;
+    std::string fifo, message;
+  };
+  const std::vector<Case> cases = {
+      {{"import", fifo, "--name", "f"},
+       fifo,
+       "isoflop: error: " + fifo + ": not a regular file (give the CSV file itself)\n"},
+      {{"fit", "--csv", fifo, "--no-store"},
+       fifo,
+       "isoflop: error: " + fifo + ": not a regular file (give the CSV file itself)\n"},
+      {{"sweep", "plan", sweep_fifo, "--no-probe"},
+       sweep_fifo,
+       "isoflop: error: " + sweep_fifo + ": not a regular file (give the sweep file itself)\n"},
+  };
+  for (const auto& c : cases) {
+    CommandResult r;
+    {
+      FifoWriter writer(c.fifo);  // today's reader sees an empty file instead of hanging
+      r = Isoflop(c.args);
+    }
+    EXPECT_EQ(r.exit_code, 1) << c.args[0] << "\n" << r.err;
+    EXPECT_EQ(r.err, c.message) << c.args[0];
+  }
+}
+
+// A stored fit is data another version or a hand edit may have left incomplete: a missing or
+// mistyped field is an error naming the fit, not a crash (a json::type_error used to abort).
+TEST_F(InputErrorsTest, StoredFitsWithMissingOrMistypedFieldsAreErrors) {
+  int64_t bad_draws = 0, missing_param = 0;
+  {
+    auto db = store::Store::Open(db_);
+    ASSERT_TRUE(db.ok()) << db.status().message();
+    store::FitRecord row;
+    row.source_kind = "observations";
+    row.source_name = "hand";
+    row.method = "parametric";
+    row.form = "chinchilla";
+    row.params_json = R"({"E":1.69,"A":406.4,"B":410.7,"alpha":0.34,"beta":0.28})";
+    row.result_json =
+        R"({"bootstrap":{"resamples":1,"failed":0,"seconds":0,"draws":[[1,2,3,0.3,"x"]]}})";
+    auto id = (*db)->InsertFit(row);
+    ASSERT_TRUE(id.ok()) << id.status().message();
+    bad_draws = *id;
+    row.params_json = R"({"E":1.69,"A":406.4,"alpha":0.34,"beta":0.28})";
+    row.result_json = "{}";
+    id = (*db)->InsertFit(row);
+    ASSERT_TRUE(id.ok()) << id.status().message();
+    missing_param = *id;
+  }
+  ExpectErrors({
+      {"mistyped draw",
+       {"optimal", "--compute", "1e21", "--fit", std::to_string(bad_draws)},
+       1,
+       "isoflop: error: stored fit " + std::to_string(bad_draws) +
+           ": fit JSON: array 'draws' holds \"x\", not a number\n"},
+      {"missing parameter",
+       {"optimal", "--compute", "1e21", "--fit", std::to_string(missing_param)},
+       1,
+       "isoflop: error: stored fit " + std::to_string(missing_param) +
+           ": no finite value for parameter 'B' of the chinchilla form\n"},
+  });
+}
+
+// A 25k-character name crashed the sweep-file parser (std::regex recursion); the message names
+// the file, line and field.
+TEST_F(InputErrorsTest, AnOverlongSweepNameIsAnErrorNotACrash) {
+  const std::string file = dir_ + "/long.yaml";
+  WriteFile(file, "name: " + std::string(25000, 'a') +
+                      "\ndata: {source: synthetic}\nmodel:\n  vocab_size: 32\n  seq_len: 32\n"
+                      "  ladder:\n    - {n_layer: 1, d_model: 16, n_head: 2}\nbudgets: [1e9]\n");
+  CommandResult r = Isoflop({"sweep", "plan", file, "--no-probe"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err, "isoflop: error: " + file +
+                       ":1:7: name: expected at most 255 bytes (it names the run folder), got "
+                       "25000\n");
+}
+
+// An exception no command turned into a Status (here nlohmann::json refusing to write a store
+// path that is not UTF-8) is one line and exit code 1 at main's boundary, not an abort.
+TEST_F(InputErrorsTest, AnExceptionInACommandIsAnInternalErrorWithExitCodeOne) {
+  const std::string odd_db = dir_ + "/store-\xff.db";
+  const std::string csv = dir_ + "/p.csv";
+  WriteFile(csv, "n,d,loss\n1e6,1e7,3\n");
+  CommandResult made =
+      RunCommand({Binary("isoflop"), "--db", odd_db, "import", csv, "--name", "p"}, {}, dir_);
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  CommandResult r =
+      RunCommand({Binary("isoflop"), "--db", odd_db, "db", "info", "--format", "json"}, {}, dir_);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("isoflop: internal error: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("invalid UTF-8"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;  // one line
+}
+
+}  // namespace
+}  // namespace isoflop::testing
