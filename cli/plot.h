@@ -1,6 +1,7 @@
 // Drawing the figures of a sweep or an observation set: `isoflop plot`, and the last step of
 // `isoflop sweep run`. Both execute notebooks/scaling_report.ipynb headlessly with Debian's
-// Python (nbconvert + nbclient), passing every parameter through the environment.
+// Python (nbconvert + nbclient), passing every parameter through the environment. Python runs
+// isolated (-I, in the notebook's folder): modules in the caller's folder are never imported.
 #pragma once
 
 #include <string>

@@ -1,13 +1,16 @@
 // `isoflop plot`: draws the scaling-law figures of a sweep or an observation set by executing
 // notebooks/scaling_report.ipynb headlessly (Debian's nbconvert), parameters passed by
-// environment, child started with an argv vector (no shell). Also RunPlot for `sweep run`.
+// environment, child started with an argv vector (no shell), Python isolated from the current
+// folder, and a parent-death signal. Also RunPlot for `sweep run`.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -44,6 +47,21 @@ std::string AllAptPackages() {
   return s;
 }
 
+// Python's own flags for every interpreter started here. -I (isolated): neither the current
+// directory nor the user's site-packages nor PYTHON* variables reach sys.path, so a numpy.py
+// in the user's folder is not imported (and run) in place of numpy. -B: no __pycache__ written
+// beside the notebook (-I ignores PYTHONDONTWRITEBYTECODE).
+const std::vector<std::string> kPythonFlags = {"-I", "-B"};
+
+// The environment of the notebook's kernel, which nbconvert starts as a plain `python -m
+// ipykernel_launcher` in the notebook's folder: the same isolation by variables (no script
+// folder on sys.path, no user site, no PYTHONPATH); the notebook puts its own folder
+// (ISOFLOP_NOTEBOOK_DIR) on the path itself.
+const std::map<std::string, std::string> kIsolatedKernel = {{"PYTHONSAFEPATH", "1"},
+                                                            {"PYTHONNOUSERSITE", "1"}};
+const std::vector<std::string> kUnsetForPython = {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP",
+                                                  "PYTHONUSERBASE"};
+
 std::string PythonOf(const PlotOptions& o) {
   if (!o.python.empty()) return o.python;
   if (const char* env = std::getenv("ISOFLOP_PYTHON"); env && *env) return env;
@@ -70,10 +88,13 @@ struct ChildResult {
   std::string output;  // stdout+stderr when captured (log_path empty)
 };
 
-// Runs argv[0] (a path, no PATH search, no shell) with `env`. Its stdout and stderr go to
-// `log_path` when given, else are captured. IoError when fork or the log file fails.
+// Runs argv[0] (a path, no PATH search, no shell) with `env` in directory `cwd`. Its stdout and
+// stderr go to `log_path` when given, else are captured. The child gets SIGTERM when this
+// process dies (a killed `isoflop plot` leaves no notebook running). IoError when fork or the
+// log file fails.
 Result<ChildResult> RunChild(const std::vector<std::string>& argv,
-                             const std::vector<std::string>& env, const std::string& log_path) {
+                             const std::vector<std::string>& env, const std::string& log_path,
+                             const std::string& cwd) {
   int fds[2] = {-1, -1};
   int log_fd = -1;
   if (!log_path.empty()) {
@@ -88,9 +109,16 @@ Result<ChildResult> RunChild(const std::vector<std::string>& argv,
   cargv.push_back(nullptr);
   for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
+    // Only async-signal-safe calls from here to exec. The parent may have died between fork
+    // and prctl, in which case no signal would ever come: check getppid after it.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(128 + SIGTERM);
+    // Out of the user's folder: nothing there (a matplotlibrc, a jupyter config) is read.
+    if (::chdir(cwd.c_str()) != 0) ::_exit(127);
     int out = log_fd >= 0 ? log_fd : fds[1];
     ::dup2(out, 1);
     ::dup2(out, 2);
@@ -245,18 +273,22 @@ Status CheckPlotDependencies(const PlotOptions& options) {
                                       AllAptPackages() + "` (or set ISOFLOP_PYTHON)");
   }
   // Imports each module for real (a broken install counts as missing) and prints the misses.
-  std::vector<std::string> argv = {python, "-c",
-                                   "import importlib, sys\n"
-                                   "missing = []\n"
-                                   "for m in sys.argv[1:]:\n"
-                                   "    try:\n"
-                                   "        importlib.import_module(m)\n"
-                                   "    except Exception:\n"
-                                   "        missing.append(m)\n"
-                                   "print('missing:' + ' '.join(missing))\n"};
+  std::vector<std::string> argv = {python};
+  argv.insert(argv.end(), kPythonFlags.begin(), kPythonFlags.end());
+  argv.insert(argv.end(), {"-c",
+                           "import importlib, sys\n"
+                           "missing = []\n"
+                           "for m in sys.argv[1:]:\n"
+                           "    try:\n"
+                           "        importlib.import_module(m)\n"
+                           "    except Exception:\n"
+                           "        missing.append(m)\n"
+                           "print('missing:' + ' '.join(missing))\n"});
   for (const auto& [module, package] : kPythonPackages) argv.push_back(module);
+  std::map<std::string, std::string> set = kIsolatedKernel;
+  set["MPLBACKEND"] = "Agg";
   ISOFLOP_ASSIGN_OR_RETURN(ChildResult r,
-                           RunChild(argv, ChildEnvironment({{"MPLBACKEND", "Agg"}}, {}), ""));
+                           RunChild(argv, ChildEnvironment(set, kUnsetForPython), "", "/"));
   size_t at = r.output.rfind("missing:");
   if (r.exit_code != 0 || at == std::string::npos) {
     return Status::FailedPrecondition("plot: " + python + " failed to run (exit " +
@@ -288,6 +320,8 @@ Status RunPlot(const PlotOptions& options) {
   if (o.notebook_dir.empty()) {
     ISOFLOP_ASSIGN_OR_RETURN(o.notebook_dir, FindNotebookDir());
   }
+  // Absolute: the child runs in this folder, and the notebook puts it on its import path.
+  o.notebook_dir = fs::absolute(o.notebook_dir, ec).string();
   ISOFLOP_RETURN_IF_ERROR(CheckPlotDependencies(o));
   if (o.out_dir.empty())
     o.out_dir = (fs::path("plots") / PathComponent(sweep + observations)).string();
@@ -318,23 +352,19 @@ Status RunPlot(const PlotOptions& options) {
     set["IPYTHONDIR"] = scratch;
     set["MPLCONFIGDIR"] = scratch;
   }
+  for (const auto& [k, v] : kIsolatedKernel) set[k] = v;
   // The notebook selects the inline backend itself; a GUI backend from the caller would fail.
-  const std::vector<std::string> unset = {"MPLBACKEND"};
+  std::vector<std::string> unset = kUnsetForPython;
+  unset.push_back("MPLBACKEND");
   const std::string log_path = (out / "plot.log").string();
-  std::vector<std::string> argv = {
-      PythonOf(o),
-      "-m",
-      "nbconvert",
-      "--to",
-      "notebook",
-      "--execute",
-      "--ExecutePreprocessor.timeout=" + std::to_string(o.cell_timeout_s),
-      "--output-dir",
-      o.out_dir,
-      "--output",
-      "scaling_report",
-      (fs::path(o.notebook_dir) / kNotebook).string()};
-  ISOFLOP_ASSIGN_OR_RETURN(ChildResult r, RunChild(argv, ChildEnvironment(set, unset), log_path));
+  std::vector<std::string> argv = {PythonOf(o)};
+  argv.insert(argv.end(), kPythonFlags.begin(), kPythonFlags.end());
+  argv.insert(argv.end(), {"-m", "nbconvert", "--to", "notebook", "--execute",
+                           "--ExecutePreprocessor.timeout=" + std::to_string(o.cell_timeout_s),
+                           "--output-dir", o.out_dir, "--output", "scaling_report",
+                           (fs::path(o.notebook_dir) / kNotebook).string()});
+  ISOFLOP_ASSIGN_OR_RETURN(ChildResult r,
+                           RunChild(argv, ChildEnvironment(set, unset), log_path, o.notebook_dir));
   if (!scratch.empty()) fs::remove_all(scratch, ec);
   if (r.exit_code != 0) {
     std::string why = LastErrorLine(log_path);

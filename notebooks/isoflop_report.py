@@ -552,6 +552,10 @@ class Report:
                 ax.plot(c_grid, y, color=st["color"], lw=1.8,
                         label=f"parametric law ({law.form}): ∝ C^{slope:.3f}")
                 band = self._parametric_band(c_grid, var)
+                dropped = self._non_finite_draws()
+                if dropped and var == "n":
+                    notes.append(f"{dropped} bootstrap draw(s) with a non-finite parameter left "
+                                 "out of the band")
                 if band is not None:
                     ax.fill_between(c_grid, band[0], band[1], color=st["color"], alpha=0.15,
                                     lw=0, label=f"parametric {band[2]:.0%} bootstrap band")
@@ -647,22 +651,48 @@ class Report:
             notes.append("methods without a stored fit (not drawn): " + ", ".join(missing))
         return self._save(fig, name, notes)
 
+    def _bootstrap_draws(self):
+        """(finite draws, number left out, parameter names) of the parametric fit's bootstrap.
+
+        A draw is a list of numbers, one per parameter. JSON has no infinity: an infinite or NaN
+        parameter was stored as null (None here), and one None in the arithmetic of a law is a
+        TypeError, so such draws are left out and counted (fits stored by this version already
+        leave them out in C++).
+        """
+        par = self.fits.get("parametric")
+        if not par:
+            return [], 0, []
+        boot = par.get("result", {}).get("bootstrap", {}) or {}
+        draws = boot.get("draws") or []
+        names = (par.get("result", {}).get("parametric", {}).get("param_names")
+                 or list(par.get("params", {}).keys()))
+        kept = []
+        for d in draws:
+            if (isinstance(d, list) and len(d) == len(names)
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                            and math.isfinite(x) for x in d)):
+                kept.append([float(x) for x in d])
+        return kept, len(draws) - len(kept), names
+
+    def _non_finite_draws(self):
+        """Bootstrap draws left out: those stored with a non-finite parameter."""
+        par = self.fits.get("parametric") or {}
+        boot = par.get("result", {}).get("bootstrap", {}) or {}
+        stored = boot.get("non_finite") or 0
+        return int(stored) + self._bootstrap_draws()[1]
+
     def _parametric_band(self, c_grid, var):
         """(lo, hi, level) of N_opt or D_opt over the parametric fit's bootstrap draws."""
         par = self.fits.get("parametric")
         if not par:
             return None
         boot = par.get("result", {}).get("bootstrap", {})
-        draws = boot.get("draws") or []
-        names = (par.get("result", {}).get("parametric", {}).get("param_names")
-                 or list(par.get("params", {}).keys()))
+        draws, _, names = self._bootstrap_draws()
         if len(draws) < 10 or not names:
             return None
         level = float(boot.get("level") or _ci_level(par.get("ci", {})) or 0.95)
         curves = []
         for d in draws:
-            if len(d) != len(names):
-                continue
             law = Law(form=par.get("form") or "chinchilla", params=dict(zip(names, d)),
                       k=flops_per_param_token(par.get("flops_convention")))
             try:

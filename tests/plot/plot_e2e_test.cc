@@ -9,6 +9,7 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 
@@ -287,9 +288,22 @@ TEST_F(PlotTest, MoeObservationsWithGranularityDrawTheGranularityLaw) {
 TEST_F(PlotTest, MissingPythonPackagesNameTheAptPackages) {
   ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chinchilla"}).exit_code, 0);
   // A matplotlib that fails to import, first on the path: what a missing package looks like.
+  // isoflop starts Python isolated (-I: no PYTHONPATH), so an interpreter wrapper puts the shim
+  // on the path and runs the check isoflop gave it (`python -I -B -c CODE MODULES...`).
   fs::create_directories(dir_ + "/shim/matplotlib");
   std::ofstream(dir_ + "/shim/matplotlib/__init__.py") << "raise ImportError('shim')\n";
-  auto r = Isoflop({"plot", "--out", out_}, {"PYTHONPATH=" + dir_ + "/shim"});
+  const std::string wrapper = dir_ + "/python-with-shim";
+  std::ofstream(wrapper) << "#!" << kPython << " -I\n"
+                         << "import sys\n"
+                         << "sys.path.insert(0, '" << dir_ << "/shim')\n"
+                         << "args = sys.argv[1:]\n"
+                         << "while args[0] in ('-I', '-B'):\n"
+                         << "    args.pop(0)\n"
+                         << "assert args[0] == '-c', args\n"
+                         << "sys.argv = ['-c'] + args[2:]\n"
+                         << "exec(compile(args[1], '<string>', 'exec'))\n";
+  fs::permissions(wrapper, fs::perms::owner_all);
+  auto r = Isoflop({"plot", "--out", out_}, {"ISOFLOP_PYTHON=" + wrapper});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.err.find("apt-get install python3-matplotlib"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out_ + "/report.html"));
@@ -297,6 +311,61 @@ TEST_F(PlotTest, MissingPythonPackagesNameTheAptPackages) {
   auto none = Isoflop({"plot", "--out", out_}, {"ISOFLOP_PYTHON=" + dir_ + "/no-such-python"});
   EXPECT_EQ(none.exit_code, 1);
   EXPECT_NE(none.err.find("apt-get install python3 "), std::string::npos) << none.err;
+}
+
+// Python starts isolated: a numpy.py in the folder `isoflop plot` runs in is not imported (it
+// was, by the dependency check's `python -c`, and ran whatever it held), and the plot is drawn
+// with the real numpy.
+TEST_F(PlotTest, PythonFilesInTheCurrentFolderAreNotImported) {
+  ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chinchilla"}).exit_code, 0);
+  FitAll([&](std::vector<std::string> a) { return Isoflop(a); },
+         {"--observations", "chinchilla", "--exclude-top-loss", "5"});
+  if (HasFailure()) return;
+  const std::string work = dir_ + "/work";
+  fs::create_directories(work);
+  const std::string marker = work + "/planted-module-ran";
+  for (const char* module : {"numpy", "pandas", "matplotlib", "nbconvert", "traitlets"}) {
+    std::ofstream(work + "/" + module + ".py")
+        << "open(" << std::quoted(marker) << ", 'a').write('" << module << "\\n')\n"
+        << "raise ImportError('planted " << module << "')\n";
+  }
+  std::vector<std::string> argv = {Binary("isoflop"), "--db",       db_,     "plot",
+                                   "--observations",  "chinchilla", "--out", out_};
+  auto r = RunCommand(argv, {}, work);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_FALSE(fs::exists(marker)) << "ran: " << ReadFile(marker);
+  ExpectFigures({"optimal_n_d", "loss_contours"}, {"png"});
+}
+
+// A fit stored by an earlier version with a non-finite bootstrap draw (written as null: JSON has
+// no infinity) made the notebook fail with a TypeError. The draw is left out of the band and
+// the figure says so.
+TEST_F(PlotTest, NonFiniteBootstrapDrawsAreLeftOutOfTheBand) {
+  ASSERT_EQ(Isoflop({"import", kChinchilla, "--name", "chinchilla"}).exit_code, 0);
+  auto fit = Isoflop({"fit", "--observations", "chinchilla", "--exclude-top-loss", "5",
+                      "--bootstrap", "30", "--seed", "3"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  {
+    auto db = store::Store::Open(db_);
+    ASSERT_TRUE(db.ok()) << db.status().message();
+    auto fits = (*db)->ListFits();
+    ASSERT_TRUE(fits.ok()) << fits.status().message();
+    ASSERT_EQ(fits->size(), 1u);
+    store::FitRecord row = fits->front();
+    nlohmann::json result = nlohmann::json::parse(row.result_json);
+    ASSERT_GE(result["bootstrap"]["draws"].size(), 20u);
+    result["bootstrap"]["draws"][0][1] = nullptr;  // an A that overflowed
+    result["bootstrap"]["draws"][1][4] = nullptr;
+    result["bootstrap"].erase("non_finite");
+    row.result_json = result.dump();
+    ASSERT_TRUE((*db)->InsertFit(row).ok());  // the latest fit: the one plotted
+  }
+  auto r = Isoflop({"plot", "--observations", "chinchilla", "--out", out_});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("2 bootstrap draw(s) with a non-finite parameter left out of the band"),
+            std::string::npos)
+      << r.out;
+  ExpectFigures({"optimal_n_d"}, {"png"});
 }
 
 TEST_F(PlotTest, BadArgumentsGiveOneLineErrors) {
