@@ -250,7 +250,8 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
                               " size(s) not planned, each shorter than one batch: " + list);
     }
   }
-  // Data files that do not exist (warned, not refused: the runs that use them fail alone).
+  // Data files that do not exist (warned, not refused: the runs that use them fail alone), and
+  // ones that are not regular files (refused).
   std::set<std::string> missing;
   for (const Cell& cell : plan.cells) {
     const json& d = cell.config["data"];
@@ -258,9 +259,16 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
       if (!d.contains(k)) continue;
       json list = d[k].is_array() ? d[k] : json::array({d[k]});
       for (const auto& f : list) {
+        if (!f.is_string()) continue;
+        const std::string path = f.get<std::string>();
         std::error_code ec;
-        if (f.is_string() && !std::filesystem::exists(f.get<std::string>(), ec)) {
-          missing.insert(f.get<std::string>());
+        const auto st = std::filesystem::status(path, ec);
+        if (!std::filesystem::exists(st)) {
+          missing.insert(path);
+        } else if (!std::filesystem::is_regular_file(st)) {
+          // The trainer maps its data files: a FIFO would block every run, a folder fail it.
+          return Status::InvalidArgument("data." + std::string(k) + ": " + path +
+                                         ": not a regular file (data files are mapped whole)");
         }
       }
     }

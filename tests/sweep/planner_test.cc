@@ -3,8 +3,11 @@
 #include "isoflop/sweep/planner.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "isoflop/sweep/config.h"
@@ -168,6 +171,31 @@ TEST(PlannerTest, TokenCountsAbove2To53AreRefusedNamingTheBudget) {
   text.replace(text.find("budgets: [1e9, 1e24]"), 20, "budgets: [1e9, 4e9]");
   Plan ok = MustPlan(text);
   for (const Cell& cell : ok.cells) EXPECT_GT(cell.tokens, 0) << cell.ShapeString();
+}
+
+// A data file that exists but is not a regular file (a FIFO would block every run) is refused;
+// one that does not exist yet is a warning, as before.
+TEST(PlannerTest, DataFilesMustBeRegularFiles) {
+  std::string text = kSweep;
+  text.replace(text.find("data: {source: synthetic}"), 25,
+               "data: {source: bin, train: here, val: missing.bin}");
+  const std::string dir = ::testing::TempDir() + "planner_data_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, dir);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  std::filesystem::create_directories(dir + "/here");  // exists, but a folder
+  Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+  ASSERT_FALSE(p.ok());
+  const std::string here = (std::filesystem::path(dir) / "here").lexically_normal().string();
+  EXPECT_EQ(p.status().message(),
+            "data.train: " + here + ": not a regular file (data files are mapped whole)");
+  std::filesystem::remove_all(dir + "/here");
+  std::ofstream(dir + "/here") << "tokens";
+  Plan ok = MustPlan(text, dir);
+  bool warned = false;
+  for (const auto& w : ok.warnings) warned |= w.find("missing.bin") != std::string::npos;
+  EXPECT_TRUE(warned);
+  std::filesystem::remove_all(dir);
 }
 
 // The largest micro_batch a sweep file allows, on the largest shapes, must not overflow the
