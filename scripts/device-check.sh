@@ -94,6 +94,7 @@ run() {
                  -Ibuild-device-manual/generated -isystem "$deps/usr/include" "${tinc[@]}")
     local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
                 trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
+                trainer/src/run_protocol.cc common/src/files.cc common/src/process.cc
                 trainer/src/model.cc trainer/src/train_loop.cc)
     local gtest_lib
     gtest_lib=$(dirname "$(find "$deps" -name libgtest.a | head -n 1)")

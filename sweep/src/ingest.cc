@@ -3,19 +3,10 @@
 
 #include <algorithm>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace isoflop::sweep {
 namespace {
-
-using nlohmann::json;
-
-std::optional<double> OptNumber(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return std::nullopt;
-  return it->get<double>();
-}
 
 Result<std::string> ReadWhole(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -43,25 +34,22 @@ Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text,
       *consumed = static_cast<int64_t>(pos);
       continue;
     }
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
-      return Status::Corrupt("metrics.jsonl line " + std::to_string(line_no) +
-                             ": expected a JSON object with an integer \"step\"");
+    Result<trainer::MetricsLine> m = trainer::MetricsLine::Parse(line);
+    if (!m.ok()) {
+      return Status::Corrupt("metrics.jsonl line " + std::to_string(line_no) + ": " +
+                             m.status().message());
     }
     store::MetricRow r;
-    r.step = j["step"].get<int64_t>();
-    if (j.contains("tokens") && j["tokens"].is_number()) r.tokens = j["tokens"].get<int64_t>();
-    if (j.contains("flops") && j["flops"].is_number()) r.flops = j["flops"].get<double>();
-    r.train_loss = OptNumber(j, "train_loss");
-    r.val_loss = OptNumber(j, "val_loss");
-    r.lr = OptNumber(j, "lr");
-    r.grad_norm = OptNumber(j, "grad_norm");
-    r.tokens_per_s = OptNumber(j, "tokens_per_s");
-    r.wall_s = OptNumber(j, "wall_s");
-    if (auto e = j.find("extra"); e != j.end() && e->is_object()) {
-      for (const auto& [k, v] : e->items())
-        if (v.is_number()) r.extra.emplace_back(k, v.get<double>());
-    }
+    r.step = m->step;
+    r.tokens = m->tokens;
+    r.flops = m->flops;
+    r.train_loss = m->train_loss;
+    r.val_loss = m->val_loss;
+    r.lr = m->lr;
+    r.grad_norm = m->grad_norm;
+    r.tokens_per_s = m->tokens_per_s;
+    r.wall_s = m->wall_s;
+    r.extra = std::move(m->extra);
     rows.push_back(std::move(r));
     *consumed = static_cast<int64_t>(pos);
   }
@@ -124,16 +112,8 @@ Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run) {
 Result<RunInfo> ReadRunInfo(const std::string& run_dir) {
   const std::string path = run_dir + "/info.json";
   ISOFLOP_ASSIGN_OR_RETURN(std::string text, ReadWhole(path));
-  json j = json::parse(text, nullptr, false);
-  if (!j.is_object()) return Status::Corrupt(path + ": not a JSON object");
-  RunInfo info;
-  if (j.contains("n_total") && j["n_total"].is_number()) info.n_total = j["n_total"].get<int64_t>();
-  if (j.contains("n_non_embedding") && j["n_non_embedding"].is_number())
-    info.n_non_embedding = j["n_non_embedding"].get<int64_t>();
-  info.data_entropy_nats = OptNumber(j, "data_entropy_nats");
-  if (j.contains("device") && j["device"].is_string()) info.device = j["device"];
-  if (j.contains("host") && j["host"].is_string()) info.host = j["host"];
-  if (j.contains("threads") && j["threads"].is_number()) info.threads = j["threads"].get<int>();
+  Result<RunInfo> info = trainer::InfoFile::Parse(text);
+  if (!info.ok()) return info.status().WithPrefix(path);
   return info;
 }
 
@@ -141,20 +121,9 @@ Result<std::optional<RunStatusFile>> ReadRunStatus(const std::string& run_dir) {
   const std::string path = run_dir + "/status.json";
   Result<std::string> text = ReadWhole(path);
   if (!text.ok()) return std::optional<RunStatusFile>();
-  json j = json::parse(*text, nullptr, false);
-  if (!j.is_object() || !j.contains("state") || !j["state"].is_string()) {
-    return Status::Corrupt(path + ": expected a JSON object with a \"state\"");
-  }
-  RunStatusFile s;
-  s.state = j["state"];
-  if (j.contains("reason") && j["reason"].is_string()) s.reason = j["reason"];
-  if (j.contains("step") && j["step"].is_number()) s.step = j["step"].get<int64_t>();
-  if (j.contains("tokens") && j["tokens"].is_number()) s.tokens = j["tokens"].get<int64_t>();
-  s.final_val_loss = OptNumber(j, "final_val_loss");
-  if (j.contains("exit_code") && j["exit_code"].is_number())
-    s.exit_code = j["exit_code"].get<int>();
-  if (auto w = OptNumber(j, "wall_s")) s.wall_s = *w;
-  return std::optional<RunStatusFile>(s);
+  Result<RunStatusFile> st = trainer::StatusFile::Parse(*text);
+  if (!st.ok()) return st.status().WithPrefix(path);
+  return std::optional<RunStatusFile>(std::move(*st));
 }
 
 std::string TailOfLog(const std::string& run_dir, size_t max_bytes) {

@@ -86,7 +86,7 @@ void ApplyRecoveredVerdict(const std::optional<RunStatusFile>& st, store::RunRec
     r->status = "finished";
     r->reason.clear();
     if (st->final_val_loss) r->final_val_loss = st->final_val_loss;
-    if (st->tokens > 0) r->tokens_done = std::max(r->tokens_done, st->tokens);
+    r->tokens_done = std::max(r->tokens_done, st->tokens.value_or(0));
   } else if (state == "diverged") {
     r->status = "diverged";
     r->reason = "diverged: " + st->reason;
@@ -113,14 +113,15 @@ double NowSeconds() {
 
 std::string ClassifyExit(int exit_code, int signal, const std::string& reason,
                          bool stop_requested) {
-  if (exit_code == 0) return "finished";
-  if (exit_code == 2) return "bad config";
-  if (exit_code == 3) return "diverged";
-  if (exit_code == 4) return "busy";
-  if (exit_code == 5 || reason.find("out of memory") != std::string::npos) return "out of memory";
-  if (stop_requested && (signal != 0 || exit_code >= 128)) return "preempted";
-  if (exit_code == 1) return "failed";
-  return "crashed";
+  // Killed by a signal it did not handle (SIGKILL, a segfault): no verdict of its own.
+  if (signal != 0) return stop_requested ? "preempted" : "crashed";
+  const trainer::ExitClass c = trainer::ClassOfExit(exit_code);
+  if (c == trainer::ExitClass::kStopped) return stop_requested ? "preempted" : "crashed";
+  // Trainers before exit code 5 said "out of memory" in the reason only.
+  if (c == trainer::ExitClass::kFailed && reason.rfind("out of memory", 0) == 0) {
+    return "out of memory";
+  }
+  return trainer::ExitClassName(c);
 }
 
 Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Plan& plan,
@@ -339,7 +340,7 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
             if (m.val_loss) r.final_val_loss = m.val_loss;
         }
       }
-      if (st && st->tokens > 0) r.tokens_done = st->tokens;
+      if (st && st->tokens) r.tokens_done = std::max(r.tokens_done, *st->tokens);
       r.reason.clear();
       ++done_count;
       if (started_at.count(job.key)) {

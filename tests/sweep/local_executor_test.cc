@@ -16,6 +16,8 @@
 #include <map>
 #include <sstream>
 
+#include "isoflop/sweep/manager.h"
+
 namespace isoflop::sweep {
 namespace {
 
@@ -253,6 +255,35 @@ TEST_F(ExecutorTest, DetectsGpusThroughNvidiaSmiAndHonoursRestrictions) {
 
   setenv("PATH", old_path.c_str(), 1);
   if (old_cvd_c) setenv("CUDA_VISIBLE_DEVICES", old_cvd.c_str(), 1);
+}
+
+// The manager's failure classes come from the exit code (trainer/run_protocol.h), not from
+// the wording of a reason; a stop the manager asked for is a preemption, any other death a crash.
+TEST(ClassifyExitTest, ExitCodesAndSignals) {
+  const struct {
+    int code, signal;
+    const char* reason;
+    bool stop_requested;
+    const char* expect;
+  } cases[] = {
+      {0, 0, "", false, "finished"},
+      {2, 0, "field 'train.tokens': ...", false, "bad config"},
+      {3, 0, "loss is nan at step 4", false, "diverged"},
+      {4, 0, "", false, "busy"},
+      {5, 0, "out of memory: CUDA", false, "out of memory"},
+      {1, 0, "out of memory: old trainer", false, "out of memory"},
+      {1, 0, "data file does not exist", false, "failed"},
+      {1, 0, "reason mentions out of memory later", false, "failed"},
+      {143, 0, "signal 15", true, "preempted"},
+      {143, 0, "signal 15", false, "crashed"},
+      {-1, 9, "", true, "preempted"},
+      {-1, 11, "", false, "crashed"},
+      {127, 0, "", false, "crashed"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(ClassifyExit(c.code, c.signal, c.reason, c.stop_requested), c.expect)
+        << c.code << " " << c.signal << " " << c.reason;
+  }
 }
 
 }  // namespace

@@ -51,8 +51,6 @@ std::string HostName() {
   return buf;
 }
 
-json NumberOrNull(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-
 // Everything a checkpoint holds besides tensors.
 struct Progress {
   int64_t step = 0;
@@ -197,20 +195,19 @@ Status Trainer::Resume() {
 }
 
 Status Trainer::WriteInfo() const {
-  json info = {
-      {"n_total", accounting::TotalParams(shape_)},
-      {"n_non_embedding", accounting::NonEmbeddingParams(shape_)},
-      {"flops_per_token_6n", accounting::FlopsPerToken6N(shape_)},
-      {"flops_per_token_6n_attn", accounting::FlopsPerToken6NAttention(shape_)},
-      {"flops_per_token_chinchilla", accounting::FlopsPerTokenChinchilla(shape_)},
-      {"device", device_.is_cuda() ? "cuda" : "cpu"},
-      {"precision", autocast_ ? "bf16-autocast" : "fp32"},
-      {"threads", threads_},
-      {"host", HostName()},
-      {"data_entropy_nats", data_->EntropyNats() ? json(*data_->EntropyNats()) : json(nullptr)},
-      {"torch_version", TORCH_VERSION},
-  };
-  return WriteFileAtomic(dir_ + "/info.json", info.dump() + "\n");
+  InfoFile info;
+  info.n_total = accounting::TotalParams(shape_);
+  info.n_non_embedding = accounting::NonEmbeddingParams(shape_);
+  info.flops_per_token_6n = accounting::FlopsPerToken6N(shape_);
+  info.flops_per_token_6n_attn = accounting::FlopsPerToken6NAttention(shape_);
+  info.flops_per_token_chinchilla = accounting::FlopsPerTokenChinchilla(shape_);
+  info.device = device_.is_cuda() ? "cuda" : "cpu";
+  info.precision = autocast_ ? "bf16-autocast" : "fp32";
+  info.threads = threads_;
+  info.host = HostName();
+  info.data_entropy_nats = data_->EntropyNats();
+  info.torch_version = TORCH_VERSION;
+  return WriteFileAtomic(dir_ + "/info.json", info.ToJson());
 }
 
 Result<std::vector<torch::Tensor>> Trainer::NextBatch(int64_t step_tokens) {
@@ -318,30 +315,30 @@ Status Trainer::SaveCheckpoint() {
 
 Status Trainer::LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
                            double tokens_per_s) {
-  json line = {
-      {"step", progress_.step},
-      {"tokens", progress_.tokens},
-      {"flops", static_cast<double>(progress_.tokens) * accounting::FlopsPerToken6N(shape_)},
-      {"train_loss", NumberOrNull(train_loss)},
-      {"val_loss", NumberOrNull(val_loss)},
-      {"lr", lr},
-      {"grad_norm", NumberOrNull(grad_norm)},
-      {"tokens_per_s", tokens_per_s},
-      {"wall_s", WallSeconds()},
-      {"extra", json::object()}};
-  return metrics_.Append(line.dump());
+  MetricsLine line;
+  line.step = progress_.step;
+  line.tokens = progress_.tokens;
+  line.flops = static_cast<double>(progress_.tokens) * accounting::FlopsPerToken6N(shape_);
+  line.train_loss = train_loss;
+  line.val_loss = val_loss;
+  line.lr = lr;
+  line.grad_norm = grad_norm;
+  line.tokens_per_s = tokens_per_s;
+  line.wall_s = WallSeconds();
+  return metrics_.Append(line.ToJson());
 }
 
 RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code) {
   RunOutcome out{std::move(state), std::move(reason), exit_code};
-  json status = {{"state", out.state},
-                 {"reason", out.reason},
-                 {"step", progress_.step},
-                 {"tokens", progress_.tokens},
-                 {"final_val_loss", NumberOrNull(last_val_loss_)},
-                 {"exit_code", exit_code},
-                 {"wall_s", WallSeconds()}};
-  const Status st = WriteFileAtomic(dir_ + "/status.json", status.dump() + "\n");
+  StatusFile status;
+  status.state = out.state;
+  status.reason = out.reason;
+  status.step = progress_.step;
+  status.tokens = progress_.tokens;
+  status.final_val_loss = last_val_loss_;
+  status.exit_code = exit_code;
+  status.wall_s = WallSeconds();
+  const Status st = WriteFileAtomic(dir_ + "/status.json", status.ToJson());
   if (!st.ok()) std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
   if (options_.progress || exit_code != kExitFinished) {
     std::fprintf(stderr, "isoflop-train: %s%s%s (step %lld, %lld tokens, val_loss %.6f)\n",
@@ -477,10 +474,11 @@ RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
     const std::string reason =
         oom ? "out of memory: " + what.substr(0, 300) : "LibTorch error: " + what.substr(0, 500);
     RunOutcome out{"failed", reason, oom ? kExitOutOfMemory : kExitFailed};
-    json status = {{"state", out.state}, {"reason", out.reason},      {"step", nullptr},
-                   {"tokens", nullptr},  {"final_val_loss", nullptr}, {"exit_code", out.exit_code},
-                   {"wall_s", nullptr}};
-    WriteFileAtomic(run_dir + "/status.json", status.dump() + "\n");
+    StatusFile status;
+    status.state = out.state;
+    status.reason = out.reason;
+    status.exit_code = out.exit_code;
+    (void)WriteFileAtomic(run_dir + "/status.json", status.ToJson());
     std::fprintf(stderr, "isoflop-train: failed: %s\n", reason.c_str());
     return out;
   }

@@ -11,6 +11,7 @@
 
 #include "isoflop/common/status.h"
 #include "isoflop/store/store.h"
+#include "isoflop/trainer/run_protocol.h"
 
 namespace isoflop::sweep {
 
@@ -35,25 +36,18 @@ Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text,
 // file is not an error (nothing to ingest). `run` must already exist in the store (id > 0).
 Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run);
 
-// info.json, as written by the trainer at start. NotFound when absent; Corrupt when unreadable.
-struct RunInfo {
-  int64_t n_total = 0, n_non_embedding = 0;
-  std::optional<double> data_entropy_nats;
-  std::string device, host;
-  int threads = 0;
-};
+// info.json and status.json are the trainer's structs (trainer/run_protocol.h): one definition
+// for the writer and the reader.
+using RunInfo = trainer::InfoFile;
+using RunStatusFile = trainer::StatusFile;
+
+// info.json, as written by the trainer at start. NotFound when absent; Corrupt (naming the
+// file) when unreadable.
 Result<RunInfo> ReadRunInfo(const std::string& run_dir);
 
-// status.json, as written by the trainer at exit. nullopt when absent (still running, or
-// killed by SIGKILL); Corrupt when present but unreadable.
-struct RunStatusFile {
-  std::string state;  // finished | diverged | failed | preempted
-  std::string reason;
-  int64_t step = 0, tokens = 0;
-  std::optional<double> final_val_loss;
-  std::optional<int> exit_code;
-  double wall_s = 0;
-};
+// status.json, as written by the trainer at exit. nullopt when absent (still running, killed
+// by SIGKILL, or stopped before it started); Corrupt (naming the file) when present but
+// unreadable.
 Result<std::optional<RunStatusFile>> ReadRunStatus(const std::string& run_dir);
 
 // Last few lines of DIR/train.log (the child's stdout and stderr), for failure reasons.

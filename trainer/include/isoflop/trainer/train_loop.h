@@ -6,18 +6,9 @@
 #include <string>
 
 #include "isoflop/trainer/run_config.h"
+#include "isoflop/trainer/run_protocol.h"
 
 namespace isoflop::trainer {
-
-// Exit codes of isoflop-train (docs/run-protocol.md).
-inline constexpr int kExitFinished = 0;
-inline constexpr int kExitFailed = 1;
-inline constexpr int kExitBadConfig = 2;
-inline constexpr int kExitDiverged = 3;
-// Another live worker holds the run directory's lock: this one touched nothing and left.
-inline constexpr int kExitBusy = 4;
-// The device or host ran out of memory (status.json says which allocation).
-inline constexpr int kExitOutOfMemory = 5;
 
 struct TrainOptions {
   bool progress = true;  // print a progress line to stderr at every log interval

@@ -1,0 +1,101 @@
+// The worker's files as one definition: what the trainer writes is what ingestion reads (round
+// trips), non-finite numbers become null, and exit codes map to their failure classes.
+#include "isoflop/trainer/run_protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace isoflop::trainer {
+namespace {
+
+TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
+  StatusFile s;
+  s.state = "preempted";
+  s.reason = "signal 15 (Terminated); resumable from step 40";
+  s.step = 40;
+  s.tokens = 10240;
+  s.final_val_loss = NAN;  // no evaluation yet: written as null
+  s.exit_code = 143;
+  s.wall_s = 2.5;
+  const std::string text = s.ToJson();
+  EXPECT_NE(text.find("\"final_val_loss\":null"), std::string::npos) << text;
+  Result<StatusFile> back = StatusFile::Parse(text);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->state, "preempted");
+  EXPECT_EQ(back->reason, s.reason);
+  EXPECT_EQ(back->step, 40);
+  EXPECT_EQ(back->tokens, 10240);
+  EXPECT_FALSE(back->final_val_loss.has_value());
+  EXPECT_EQ(back->exit_code, 143);
+  EXPECT_DOUBLE_EQ(*back->wall_s, 2.5);
+  for (const char* bad : {"", "[]", R"({"state": "running"})", R"({"reason": "x"})", "{"}) {
+    EXPECT_FALSE(StatusFile::Parse(bad).ok()) << bad;
+  }
+  // A run that failed before its first step knows no progress.
+  StatusFile early;
+  early.state = "failed";
+  early.exit_code = kExitOutOfMemory;
+  Result<StatusFile> e = StatusFile::Parse(early.ToJson());
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(e->step.has_value());
+  EXPECT_FALSE(e->tokens.has_value());
+}
+
+TEST(RunProtocolTest, MetricsLineRoundTrips) {
+  MetricsLine m;
+  m.step = 7;
+  m.tokens = 1792;
+  m.flops = 1.5e9;
+  m.train_loss = 3.25;
+  m.lr = 1e-3;
+  m.grad_norm = INFINITY;
+  m.tokens_per_s = 8000;
+  m.wall_s = 0.25;
+  m.extra = {{"router_z_loss", 0.125}};
+  const std::string line = m.ToJson();
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  Result<MetricsLine> back = MetricsLine::Parse(line);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->step, 7);
+  EXPECT_EQ(back->tokens, 1792);
+  EXPECT_DOUBLE_EQ(back->flops, 1.5e9);
+  EXPECT_DOUBLE_EQ(*back->train_loss, 3.25);
+  EXPECT_FALSE(back->val_loss.has_value());
+  EXPECT_FALSE(back->grad_norm.has_value());
+  ASSERT_EQ(back->extra.size(), 1u);
+  EXPECT_EQ(back->extra[0].first, "router_z_loss");
+  EXPECT_FALSE(MetricsLine::Parse(R"({"step": 1.5})").ok());
+  EXPECT_FALSE(MetricsLine::Parse("not json").ok());
+}
+
+TEST(RunProtocolTest, InfoFileRoundTrips) {
+  InfoFile i;
+  i.n_total = 12345;
+  i.n_non_embedding = 10000;
+  i.flops_per_token_6n = 6 * 12345.0;
+  i.device = "cpu";
+  i.precision = "fp32";
+  i.threads = 2;
+  i.data_entropy_nats = 1.6962;
+  Result<InfoFile> back = InfoFile::Parse(i.ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->n_total, 12345);
+  EXPECT_EQ(back->threads, 2);
+  EXPECT_DOUBLE_EQ(*back->data_entropy_nats, 1.6962);
+  EXPECT_FALSE(InfoFile::Parse("[1]").ok());
+}
+
+TEST(RunProtocolTest, ExitCodesMapToClasses) {
+  const struct {
+    int code;
+    const char* name;
+  } cases[] = {
+      {0, "finished"},  {1, "failed"},        {2, "bad config"},       {3, "diverged"},
+      {4, "busy"},      {5, "out of memory"}, {128 + 15, "preempted"}, {128 + 12, "preempted"},
+      {127, "crashed"}, {6, "crashed"},       {255, "crashed"}};
+  for (const auto& c : cases) EXPECT_STREQ(ExitClassName(ClassOfExit(c.code)), c.name) << c.code;
+}
+
+}  // namespace
+}  // namespace isoflop::trainer

@@ -1,0 +1,86 @@
+// The files a worker writes for its manager (docs/run-protocol.md) besides run.json: one struct
+// each for status.json, info.json and a metrics.jsonl line, with the JSON written by the trainer
+// and read by the sweep manager's ingestion through the same code. The exit-code contract and
+// the failure classes it carries live here too. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "isoflop/common/status.h"
+
+namespace isoflop::trainer {
+
+// Exit codes of isoflop-train. 128 + signal: stopped by SIGTERM/SIGINT/SIGUSR2 after a
+// checkpoint (resumable).
+inline constexpr int kExitFinished = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitBadConfig = 2;
+inline constexpr int kExitDiverged = 3;
+// Another live worker holds the run directory's lock: this one touched nothing and left.
+inline constexpr int kExitBusy = 4;
+// The device or host ran out of memory (status.json says which allocation).
+inline constexpr int kExitOutOfMemory = 5;
+
+// What an exit code says about a run, the one place codes are interpreted.
+enum class ExitClass {
+  kFinished,     // 0
+  kFailed,       // 1: a data-file error, a full disk, a LibTorch error...: another try may work
+  kBadConfig,    // 2: the same config fails the same way: never retried
+  kDiverged,     // 3: a result (the loss blew up), not an error
+  kBusy,         // 4: another worker owns the folder
+  kOutOfMemory,  // 5: the same cell fails the same way on the same device: never retried
+  kStopped,      // 128 + signal: checkpointed on a stop signal; resumable
+  kCrashed,      // anything else (a signal that was not handled, an abort)
+};
+ExitClass ClassOfExit(int exit_code);
+// "finished", "failed", "bad config", "diverged", "busy", "out of memory", "preempted",
+// "crashed".
+const char* ExitClassName(ExitClass c);
+
+// DIR/status.json, written atomically at exit. Plain value.
+struct StatusFile {
+  std::string state;  // finished | diverged | failed | preempted
+  std::string reason;
+  std::optional<int64_t> step, tokens;  // unknown when the run failed before its first step
+  std::optional<double> final_val_loss;
+  std::optional<int> exit_code;  // absent in files of very old trainers
+  std::optional<double> wall_s;
+
+  std::string ToJson() const;  // one line, with the trailing newline
+  // Corrupt when `text` is not an object with a string "state" in the states above.
+  static Result<StatusFile> Parse(const std::string& text);
+};
+
+// DIR/info.json, written atomically when the run starts. Plain value.
+struct InfoFile {
+  int64_t n_total = 0, n_non_embedding = 0;
+  double flops_per_token_6n = 0, flops_per_token_6n_attn = 0, flops_per_token_chinchilla = 0;
+  std::string device, precision, host, torch_version;
+  int threads = 0;
+  std::optional<double> data_entropy_nats;  // synthetic data only: the exact entropy rate
+
+  std::string ToJson() const;
+  // Corrupt when `text` is not a JSON object; missing fields keep their defaults.
+  static Result<InfoFile> Parse(const std::string& text);
+};
+
+// One line of DIR/metrics.jsonl. Plain value.
+struct MetricsLine {
+  int64_t step = 0;    // the optimizer step just finished, 1-based
+  int64_t tokens = 0;  // training tokens so far
+  double flops = 0;    // tokens x flops_per_token_6n
+  // Non-finite values are written as null and read back as absent.
+  std::optional<double> train_loss, val_loss, lr, grad_norm, tokens_per_s, wall_s;
+  std::vector<std::pair<std::string, double>> extra;  // named metrics, numbers only
+
+  std::string ToJson() const;  // one line, without the newline
+  // Corrupt (without a line number: the caller knows it) unless `line` is a JSON object with
+  // an integer "step".
+  static Result<MetricsLine> Parse(const std::string& line);
+};
+
+}  // namespace isoflop::trainer
