@@ -1,5 +1,5 @@
-// The local scheduler: device detection, placement, fork/execv of isoflop-train children,
-// signal forwarding and reaping.
+// The local executor: device detection, placement, fork/execv of isoflop-train children,
+// stop signals and reaping.
 #include "isoflop/sweep/local_executor.h"
 
 #include <fcntl.h>
@@ -17,18 +17,12 @@
 #include <sstream>
 #include <thread>
 
+#include "isoflop/common/process.h"
+
 extern char** environ;
 
 namespace isoflop::sweep {
 namespace {
-
-volatile sig_atomic_t g_stop_signals = 0;
-volatile sig_atomic_t g_last_signal = 0;
-
-void OnStopSignal(int sig) {
-  g_last_signal = sig;
-  g_stop_signals = g_stop_signals + 1;
-}
 
 // Runs argv (no shell) and returns its stdout; empty when it cannot run or fails.
 std::string CaptureOutput(const std::vector<std::string>& argv) {
@@ -191,160 +185,109 @@ Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& r
   return pid;
 }
 
-void LocalExecutor::RequestStop() {
-  g_last_signal = SIGTERM;
-  g_stop_signals = g_stop_signals + 1;
+std::string LocalExecutor::Describe() const {
+  return resources_.gpu ? std::to_string(resources_.devices.size()) + " GPU(s)"
+                        : std::to_string(resources_.cpu_slots) + " CPU slot(s) x " +
+                              std::to_string(resources_.threads_per_run) + " thread(s)";
 }
 
-Status LocalExecutor::Run(std::vector<Job> jobs, const Callbacks& cb, bool* interrupted) {
-  *interrupted = false;
-  std::stable_sort(jobs.begin(), jobs.end(),
-                   [](const Job& a, const Job& b) { return a.cost > b.cost; });
-  struct Active {
-    Job job;
-    Placement placement;
-    std::vector<int> gpu_slots;  // indices into resources_.devices
-    pid_t pid;
-    bool signalled = false;
-  };
-  std::vector<Active> active;
-  std::vector<int64_t> gpu_used(resources_.devices.size(), 0);
+int LocalExecutor::Parallelism() const {
+  int n = resources_.gpu ? std::max<int>(1, resources_.devices.size()) : resources_.cpu_slots;
+  if (resources_.max_parallel > 0) n = std::min(n, resources_.max_parallel);
+  return std::max(1, n);
+}
 
-  struct sigaction sa {
-  }, old_int{}, old_term{};
-  sa.sa_handler = OnStopSignal;
-  sigemptyset(&sa.sa_mask);
-  g_stop_signals = 0;
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
-  int forwarded = 0;
-  Status result;
-
-  auto capacity_ok = [&](const Job& j) -> std::string {
-    if (resources_.gpu) {
-      int64_t largest = 0;
-      for (const auto& d : resources_.devices) largest = std::max(largest, d.memory_bytes);
-      if (largest > 0 && j.memory_bytes > largest) {
-        char buf[200];
-        std::snprintf(buf, sizeof(buf),
-                      "out of memory: needs about %.1f GiB, the largest GPU has %.1f GiB (lower "
-                      "train.micro_batch or enable executor.activation_checkpointing)",
-                      j.memory_bytes / double(1LL << 30), largest / double(1LL << 30));
-        return buf;
-      }
-    } else if (resources_.host_memory_bytes > 0 && j.memory_bytes > resources_.host_memory_bytes) {
-      char buf[200];
-      std::snprintf(buf, sizeof(buf), "out of memory: needs about %.1f GiB, this host has %.1f GiB",
-                    j.memory_bytes / double(1LL << 30),
-                    resources_.host_memory_bytes / double(1LL << 30));
+std::string LocalExecutor::Refusal(const Job& j) const {
+  char buf[200];
+  if (resources_.gpu) {
+    int64_t largest = 0;
+    for (const auto& d : resources_.devices) largest = std::max(largest, d.memory_bytes);
+    if (largest > 0 && j.memory_bytes > largest) {
+      std::snprintf(buf, sizeof(buf),
+                    "out of memory: needs about %.1f GiB, the largest GPU has %.1f GiB (lower "
+                    "train.micro_batch or enable executor.activation_checkpointing)",
+                    j.memory_bytes / double(1LL << 30), largest / double(1LL << 30));
       return buf;
     }
-    return "";
-  };
-
-  auto launch = [&](const Job& job, const Placement& pl, std::vector<int> slots) -> Status {
-    if (cb.before_launch) {
-      Status st = cb.before_launch(job, pl);
-      if (!st.ok()) {
-        ExitInfo info;
-        info.refused = st.message();
-        if (cb.on_exit) cb.on_exit(job, info);
-        return Status::Ok();
-      }
-    }
-    ISOFLOP_ASSIGN_OR_RETURN(pid_t pid, StartTrainer(train_binary_, job.run_dir, pl.devices));
-    for (int s : slots) gpu_used[s] += job.memory_bytes;
-    active.push_back({job, pl, std::move(slots), pid});
-    if (cb.on_start) cb.on_start(job, pl, pid);
-    return Status::Ok();
-  };
-
-  while (!jobs.empty() || !active.empty()) {
-    if (g_stop_signals > 0) {
-      *interrupted = true;
-      jobs.clear();
-      if (g_stop_signals > forwarded) {
-        const int sig = g_stop_signals >= 3 ? SIGKILL : SIGTERM;
-        for (auto& a : active) {
-          kill(a.pid, sig);
-          a.signalled = true;
-        }
-        forwarded = g_stop_signals;
-      }
-    }
-    // Launch what fits, longest first; a smaller job may start while a larger one waits.
-    for (size_t i = 0; i < jobs.size() && result.ok();) {
-      const int limit = resources_.max_parallel > 0 ? resources_.max_parallel : 1 << 30;
-      if (static_cast<int>(active.size()) >= limit) break;
-      const Job job = jobs[i];
-      std::string refuse = capacity_ok(job);
-      if (!refuse.empty()) {
-        jobs.erase(jobs.begin() + i);
-        ExitInfo info;
-        info.refused = refuse;
-        if (cb.on_exit) cb.on_exit(job, info);
-        continue;
-      }
-      Placement pl;
-      pl.threads = resources_.threads_per_run;
-      std::vector<int> slots;
-      if (resources_.gpu) {
-        // Best fit: the device with the least free memory that still holds the job.
-        int best = -1;
-        int64_t best_free = 0;
-        for (size_t d = 0; d < resources_.devices.size(); ++d) {
-          const int64_t free = resources_.devices[d].memory_bytes - gpu_used[d];
-          if (free >= job.memory_bytes && (best < 0 || free < best_free)) {
-            best = static_cast<int>(d);
-            best_free = free;
-          }
-        }
-        if (best < 0) {
-          ++i;
-          continue;
-        }
-        slots.push_back(best);
-        pl.devices = std::to_string(resources_.devices[best].index);
-        pl.device = "cuda";
-      } else {
-        if (static_cast<int>(active.size()) >= resources_.cpu_slots) break;
-        pl.device = "cpu";
-      }
-      jobs.erase(jobs.begin() + i);
-      result = launch(job, pl, slots);
-    }
-    if (!result.ok()) {
-      // Fork failed: stop launching, let the running children finish.
-      jobs.clear();
-    }
-    // Reap.
-    for (size_t i = 0; i < active.size();) {
-      int status = 0;
-      pid_t r = waitpid(active[i].pid, &status, WNOHANG);
-      if (r == 0 || (r < 0 && errno == EINTR)) {
-        ++i;
-        continue;
-      }
-      Active done = active[i];
-      active.erase(active.begin() + i);
-      for (int s : done.gpu_slots) gpu_used[s] -= done.job.memory_bytes;
-      ExitInfo info;
-      info.stop_requested = done.signalled;
-      if (r > 0 && WIFEXITED(status)) info.exit_code = WEXITSTATUS(status);
-      if (r > 0 && WIFSIGNALED(status)) info.signal = WTERMSIG(status);
-      const bool retry = cb.on_exit ? cb.on_exit(done.job, info) : false;
-      if (retry && g_stop_signals == 0) jobs.insert(jobs.begin(), done.job);
-    }
-    if (cb.on_tick) cb.on_tick();
-    if (jobs.empty() && active.empty()) break;
-    struct timespec ts;
-    ts.tv_sec = static_cast<time_t>(poll_s_);
-    ts.tv_nsec = static_cast<long>((poll_s_ - ts.tv_sec) * 1e9);
-    nanosleep(&ts, nullptr);
+  } else if (resources_.host_memory_bytes > 0 && j.memory_bytes > resources_.host_memory_bytes) {
+    std::snprintf(buf, sizeof(buf), "out of memory: needs about %.1f GiB, this host has %.1f GiB",
+                  j.memory_bytes / double(1LL << 30),
+                  resources_.host_memory_bytes / double(1LL << 30));
+    return buf;
   }
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGTERM, &old_term, nullptr);
-  return result;
+  return "";
+}
+
+std::optional<Placement> LocalExecutor::Place(const Job& job) {
+  if (resources_.max_parallel > 0 && static_cast<int>(active_.size()) >= resources_.max_parallel)
+    return std::nullopt;
+  Placement pl;
+  pl.threads = resources_.threads_per_run;
+  if (!resources_.gpu) {
+    if (static_cast<int>(active_.size()) >= resources_.cpu_slots) return std::nullopt;
+    pl.device = "cpu";
+    return pl;
+  }
+  // Best fit: the device with the least free memory that still holds the job.
+  int best = -1;
+  int64_t best_free = 0;
+  for (size_t d = 0; d < resources_.devices.size(); ++d) {
+    const int64_t free = resources_.devices[d].memory_bytes - gpu_used_[d];
+    if (free >= job.memory_bytes && (best < 0 || free < best_free)) {
+      best = static_cast<int>(d);
+      best_free = free;
+    }
+  }
+  if (best < 0) return std::nullopt;
+  pl.devices = std::to_string(resources_.devices[best].index);
+  pl.device = "cuda";
+  return pl;
+}
+
+Result<LaunchedJob> LocalExecutor::Launch(const Job& job, const Placement& pl) {
+  std::vector<int> slots;
+  if (resources_.gpu) {
+    for (size_t d = 0; d < resources_.devices.size(); ++d)
+      if (std::to_string(resources_.devices[d].index) == pl.devices) slots.push_back(int(d));
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(pid_t pid, StartTrainer(train_binary_, job.run_dir, pl.devices));
+  for (int s : slots) gpu_used_[s] += job.memory_bytes;
+  active_.push_back({job, std::move(slots), pid});
+  LaunchedJob launched;
+  launched.id = "local:" + std::to_string(pid);
+  launched.pid = pid;
+  launched.host = HostName();
+  return launched;
+}
+
+std::vector<JobExit> LocalExecutor::Poll() {
+  std::vector<JobExit> out;
+  for (size_t i = 0; i < active_.size();) {
+    int status = 0;
+    const pid_t r = waitpid(active_[i].pid, &status, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR)) {
+      ++i;
+      continue;
+    }
+    Active done = active_[i];
+    active_.erase(active_.begin() + i);
+    for (int s : done.gpu_slots) gpu_used_[s] -= done.job.memory_bytes;
+    JobExit e;
+    e.job = done.job;
+    e.id = "local:" + std::to_string(done.pid);
+    e.info.stop_requested = done.signalled;
+    if (r > 0 && WIFEXITED(status)) e.info.exit_code = WEXITSTATUS(status);
+    if (r > 0 && WIFSIGNALED(status)) e.info.signal = WTERMSIG(status);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+void LocalExecutor::StopAll(bool hard) {
+  for (auto& a : active_) {
+    kill(a.pid, hard ? SIGKILL : SIGTERM);
+    a.signalled = true;
+  }
 }
 
 }  // namespace isoflop::sweep

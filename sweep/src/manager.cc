@@ -1,5 +1,6 @@
-// The sweep manager loop: store bookkeeping around the local scheduler, ingestion as runs
-// progress, failure classification, retries, and the cancel/retry commands' store updates.
+// The sweep manager: a SweepSession per `sweep run` (lease, run records, the cells' state
+// machine over an Executor, ingestion as runs progress, failure classification, retries), and
+// the cancel/retry commands' store updates.
 #include "isoflop/sweep/manager.h"
 
 #include <fcntl.h>
@@ -124,81 +125,128 @@ std::string ClassifyExit(int exit_code, int signal, const std::string& reason,
   return trainer::ExitClassName(c);
 }
 
-Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Plan& plan,
-                              const Resources& res, const ManagerOptions& opts) {
-  std::ostream& out = *opts.out;
-  SweepOutcome outcome;
-  outcome.cells = static_cast<int>(plan.cells.size());
-  std::error_code ec;
-  ProgressDisplay display(out, opts.live);
+namespace {
 
+// The states of a cell, as the store's run records name them.
+enum class CellState { kPlanned, kRunning, kFinished, kFailed, kDiverged, kPreempted, kCancelled };
+
+CellState StateOf(const store::RunRecord& r) {
+  static const std::map<std::string, CellState> kByName = {
+      {"planned", CellState::kPlanned},    {"running", CellState::kRunning},
+      {"finished", CellState::kFinished},  {"failed", CellState::kFailed},
+      {"diverged", CellState::kDiverged},  {"preempted", CellState::kPreempted},
+      {"cancelled", CellState::kCancelled}};
+  auto it = kByName.find(r.status);
+  return it == kByName.end() ? CellState::kPlanned : it->second;
+}
+
+// One `isoflop sweep run`: the sweep's lease, its run records, and the state machine of its
+// cells over an Executor:
+//   planned | preempted | cancelled | failed (retryable) --launch--> running
+//   running --exit--> finished | diverged | failed (retried while attempts allow) | preempted
+//   (a stop the manager asked for) | cancelled (when the sweep is cancelled).
+// Not thread-safe; one per RunSweep call.
+class SweepSession {
+ public:
+  SweepSession(store::Store& db, const SweepConfig& cfg, const Plan& plan, Executor& executor,
+               const ManagerOptions& opts)
+      : db_(db),
+        cfg_(cfg),
+        plan_(plan),
+        executor_(executor),
+        opts_(opts),
+        display_(*opts.out, opts.live),
+        host_(HostName()) {
+    outcome_.cells = static_cast<int>(plan.cells.size());
+  }
+  ~SweepSession() {
+    if (lease_.sweep_id != 0) (void)db_.ReleaseLease(lease_);
+  }
+
+  Result<SweepOutcome> Run() {
+    ISOFLOP_RETURN_IF_ERROR(TakeLease());
+    ISOFLOP_RETURN_IF_ERROR(LoadCells());
+    Announce();
+    JobCallbacks cb;
+    cb.before_launch = [this](const Job& j, const Placement& p) { return BeforeLaunch(j, p); };
+    cb.on_start = [this](const Job& j, const Placement& p, const LaunchedJob& l) {
+      OnStart(j, p, l);
+    };
+    cb.on_exit = [this](const Job& j, const ExitInfo& e) { return OnExit(j, e); };
+    cb.on_tick = [this] { OnTick(); };
+    bool interrupted = false;
+    const Status run = RunJobs(executor_, std::move(jobs_), cb, /*max_parallel=*/0,
+                               opts_.poll_seconds, &interrupted);
+    display_.Close();
+    ISOFLOP_RETURN_IF_ERROR(run);
+    ISOFLOP_RETURN_IF_ERROR(callback_error_);
+    return Close(interrupted);
+  }
+
+ private:
   // The lease first, in the same transaction that records the sweep: a second manager is
   // refused before it changes anything, whatever directory it runs from.
-  store::SweepRecord sweep;
-  sweep.name = cfg.name;
-  sweep.file_path = cfg.file_path;
-  sweep.config_text = cfg.text;
-  sweep.overrides_json = nlohmann::json(cfg.overrides).dump();
-  sweep.config_hash = cfg.hash;
-  sweep.status = "running";
-  std::optional<store::SweepRecord> old;
-  store::SweepLease lease;
-  int64_t sweep_id = 0;
-  {
-    ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
-    ISOFLOP_ASSIGN_OR_RETURN(old, db.GetSweep(cfg.name));
-    if (old) {
-      ISOFLOP_ASSIGN_OR_RETURN(lease, AcquireSweepLease(db, old->id, cfg.name));
+  Status TakeLease() {
+    store::SweepRecord sweep;
+    sweep.name = cfg_.name;
+    sweep.file_path = cfg_.file_path;
+    sweep.config_text = cfg_.text;
+    sweep.overrides_json = nlohmann::json(cfg_.overrides).dump();
+    sweep.config_hash = cfg_.hash;
+    sweep.status = "running";
+    ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db_.Begin());
+    ISOFLOP_ASSIGN_OR_RETURN(old_, db_.GetSweep(cfg_.name));
+    store::SweepLease lease;
+    if (old_) {
+      ISOFLOP_ASSIGN_OR_RETURN(lease, AcquireSweepLease(db_, old_->id, cfg_.name));
     }
-    ISOFLOP_ASSIGN_OR_RETURN(sweep_id, db.UpsertSweep(sweep));
-    if (!old) {
-      ISOFLOP_ASSIGN_OR_RETURN(lease, AcquireSweepLease(db, sweep_id, cfg.name));
+    ISOFLOP_ASSIGN_OR_RETURN(sweep_id_, db_.UpsertSweep(sweep));
+    if (!old_) {
+      ISOFLOP_ASSIGN_OR_RETURN(lease, AcquireSweepLease(db_, sweep_id_, cfg_.name));
     }
     ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+    lease_ = lease;  // from here on released by the destructor
+    return Status::Ok();
   }
-  // Released on every way out; a SIGKILLed manager's lease is stale at once on this host.
-  struct LeaseRelease {
-    store::Store& db;
-    const store::SweepLease& lease;
-    ~LeaseRelease() { (void)db.ReleaseLease(lease); }
-  } release{db, lease};
 
-  // Show what changed when the file did; recover what an earlier manager left behind.
-  std::map<std::string, store::RunRecord> existing;
-  // Run folders live where the sweep's first run put them (absolute), whatever the current
-  // directory of a later run; a new sweep puts them under the file's output folder.
-  std::string root = cfg.output_dir;
-  if (old) {
-    store::RunFilter f;
-    f.sweep_name = cfg.name;
-    ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
-    std::vector<std::string> old_keys;
-    for (auto& r : runs) {
-      old_keys.push_back(r.cell_key);
-      if (!r.run_dir.empty()) root = fs::path(r.run_dir).parent_path().string();
-      existing[r.cell_key] = std::move(r);
+  // One record per cell; what an earlier manager left behind is recovered; the cells to run
+  // become jobs.
+  Status LoadCells() {
+    std::map<std::string, store::RunRecord> existing;
+    // Run folders live where the sweep's first run put them (absolute), whatever the current
+    // directory of a later run; a new sweep puts them under the file's output folder.
+    std::string root = cfg_.output_dir;
+    if (old_) {
+      store::RunFilter f;
+      f.sweep_name = cfg_.name;
+      ISOFLOP_ASSIGN_OR_RETURN(auto runs, db_.ListRuns(f));
+      std::vector<std::string> old_keys;
+      for (auto& r : runs) {
+        old_keys.push_back(r.cell_key);
+        if (!r.run_dir.empty()) root = fs::path(r.run_dir).parent_path().string();
+        existing[r.cell_key] = std::move(r);
+      }
+      if (old_->config_hash != cfg_.hash) {
+        outcome_.file_changed = true;
+        outcome_.diff = DiffKeys(old_keys, plan_.cells);
+      }
     }
-    if (old->config_hash != cfg.hash) {
-      outcome.file_changed = true;
-      outcome.diff = DiffKeys(old_keys, plan.cells);
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    if (ec) return Status::IoError(root + ": cannot create: " + ec.message());
+    for (const Cell& cell : plan_.cells) {
+      auto it = existing.find(cell.key);
+      ISOFLOP_RETURN_IF_ERROR(LoadCell(cell, it == existing.end() ? nullptr : &it->second, root));
     }
+    return Status::Ok();
   }
-  fs::create_directories(root, ec);
-  if (ec) return Status::IoError(root + ": cannot create: " + ec.message());
 
-  // One record per cell.
-  std::map<std::string, store::RunRecord> records;
-  std::map<std::string, const Cell*> cells;
-  std::vector<Job> jobs;
-  const std::string host = HostName();
-  for (const Cell& cell : plan.cells) {
-    cells[cell.key] = &cell;
-    store::RunRecord r;
-    auto it = existing.find(cell.key);
-    if (it != existing.end()) r = it->second;
-    r.sweep_id = sweep_id;
+  Status LoadCell(const Cell& cell, const store::RunRecord* stored, const std::string& root) {
+    cells_[cell.key] = &cell;
+    store::RunRecord r = stored ? *stored : store::RunRecord();
+    r.sweep_id = sweep_id_;
     r.cell_key = cell.key;
-    r.family = cfg.family;
+    r.family = cfg_.family;
     r.n_layer = cell.shape.n_layer;
     r.d_model = cell.shape.d_model;
     r.n_head = cell.shape.n_head;
@@ -217,101 +265,110 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     r.seed = static_cast<int64_t>(cell.seed);
     r.config_json = cell.config.dump();
     if (r.run_dir.empty()) r.run_dir = (fs::path(root) / cell.key).string();
-    ISOFLOP_ASSIGN_OR_RETURN(r.id, db.UpsertRun(r));
-    if (it != existing.end() && r.status == "running") {
-      // The manager that launched it died. Its worker may live on (an orphan): it must be gone
-      // before anyone reads its verdict or launches the cell again.
-      ISOFLOP_RETURN_IF_ERROR(StopPreviousWorker(r, host, opts.orphan_grace_s, display));
-    }
-    if (it != existing.end()) {
+    ISOFLOP_ASSIGN_OR_RETURN(r.id, db_.UpsertRun(r));
+    if (stored) {
+      if (StateOf(r) == CellState::kRunning) {
+        // The manager that launched it died. Its worker may live on (an orphan): it must be
+        // gone before anyone reads its verdict or launches the cell again.
+        ISOFLOP_RETURN_IF_ERROR(StopPreviousWorker(r, host_, opts_.orphan_grace_s, display_));
+      }
       // Rows written after the last ingestion (e.g. the manager was SIGKILLed) come in now.
-      ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db, &r).status());
-      if (r.status == "running") {
+      ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db_, &r).status());
+      if (StateOf(r) == CellState::kRunning) {
         ISOFLOP_ASSIGN_OR_RETURN(auto st, ReadRunStatus(r.run_dir));
         ApplyRecoveredVerdict(st, &r);
-        ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
+        ISOFLOP_RETURN_IF_ERROR(db_.UpsertRun(r).status());
       }
     }
-    records[cell.key] = r;
     bool run = false;
-    if (r.status == "planned" || r.status == "preempted" || r.status == "cancelled") run = true;
-    if (r.status == "failed") {
-      run = Retryable(r) && r.attempts <= cfg.executor.max_retries;
+    switch (StateOf(r)) {
+      case CellState::kPlanned:
+      case CellState::kPreempted:
+      case CellState::kCancelled:
+        run = true;
+        break;
+      case CellState::kFailed:
+        run = Retryable(r) && r.attempts <= cfg_.executor.max_retries;
+        break;
+      case CellState::kFinished:
+      case CellState::kDiverged:
+        ++outcome_.already_finished;
+        break;
+      case CellState::kRunning:
+        break;
     }
-    if (Terminal(r.status)) ++outcome.already_finished;
-    if (run) jobs.push_back({cell.key, r.run_dir, cell.memory.total, cell.est_seconds});
+    records_[cell.key] = r;
+    if (run) jobs_.push_back({cell.key, r.run_dir, cell.memory.total, cell.est_seconds});
+    return Status::Ok();
   }
 
-  if (outcome.file_changed) {
-    display.Event(
-        "sweep file changed since the last run: " + std::to_string(outcome.diff.kept.size()) +
-        " cells kept, " + std::to_string(outcome.diff.added.size()) + " added, " +
-        std::to_string(outcome.diff.removed.size()) +
-        " no longer in the file (left in the store, not fitted)");
+  void Announce() {
+    if (outcome_.file_changed) {
+      display_.Event(
+          "sweep file changed since the last run: " + std::to_string(outcome_.diff.kept.size()) +
+          " cells kept, " + std::to_string(outcome_.diff.added.size()) + " added, " +
+          std::to_string(outcome_.diff.removed.size()) +
+          " no longer in the file (left in the store, not fitted)");
+    }
+    done_count_ = outcome_.already_finished;
+    display_.Event("sweep " + cfg_.name + ": " + std::to_string(plan_.cells.size()) + " cells, " +
+                   std::to_string(outcome_.already_finished) + " already done, " +
+                   std::to_string(jobs_.size()) + " to run on " + executor_.Describe());
   }
-  display.Event("sweep " + cfg.name + ": " + std::to_string(plan.cells.size()) + " cells, " +
-                std::to_string(outcome.already_finished) + " already done, " +
-                std::to_string(jobs.size()) + " to run on " +
-                (res.gpu ? std::to_string(res.devices.size()) + " GPU(s)"
-                         : std::to_string(res.cpu_slots) + " CPU slot(s) x " +
-                               std::to_string(res.threads_per_run) + " thread(s)"));
 
-  std::map<std::string, IngestProgress> live;  // active runs' latest progress
-  std::set<std::string> active;
-  double calibration = 1.0;  // measured / estimated seconds, from runs finished this session
-  double measured = 0, estimated = 0;
-  std::map<std::string, double> started_at;
-  int done_count = outcome.already_finished;
-  Status callback_error;
-  auto keep_error = [&](const Status& st) {
-    if (!st.ok() && callback_error.ok()) callback_error = st;
-  };
+  void KeepError(const Status& st) {
+    if (!st.ok() && callback_error_.ok()) callback_error_ = st;
+  }
 
-  LocalExecutor::Callbacks cb;
-  cb.before_launch = [&](const Job& job, const Placement& pl) -> Status {
-    store::RunRecord& r = records[job.key];
-    const Cell& cell = *cells[job.key];
+  // planned/preempted/... -> running: run.json for this placement, and the record says so.
+  Status BeforeLaunch(const Job& job, const Placement& pl) {
+    store::RunRecord& r = records_[job.key];
+    const Cell& cell = *cells_[job.key];
     std::error_code e;
     fs::create_directories(r.run_dir, e);
     if (e) return Status::IoError(r.run_dir + ": cannot create: " + e.message());
     ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic(
-        r.run_dir + "/run.json", RunJson(cell, cfg.name + "/" + cell.key, pl.threads, pl.device)));
+        r.run_dir + "/run.json", RunJson(cell, cfg_.name + "/" + cell.key, pl.threads, pl.device)));
     fs::remove(r.run_dir + "/status.json", e);  // a stale status must not decide this attempt
     r.status = "running";
     r.attempts += 1;
     r.exit_code.reset();
     r.reason.clear();
-    r.host = host;
+    r.host = host_;
     r.devices = pl.devices.empty() ? "cpu" : "cuda:" + pl.devices;
     r.started_at = store::NowIso8601();
     r.finished_at.clear();
-    return db.UpsertRun(r).status();
-  };
-  cb.on_start = [&](const Job& job, const Placement& pl, pid_t pid) {
+    return db_.UpsertRun(r).status();
+  }
+
+  void OnStart(const Job& job, const Placement&, const LaunchedJob& launched) {
     // Recorded at once: a manager killed from here on leaves a record of its orphan.
-    store::RunRecord& rec = records[job.key];
-    rec.worker_pid = pid;
-    rec.worker_start = ProcessStartId(pid).value_or("");
-    keep_error(db.UpsertRun(rec).status());
-    ++outcome.launched;
-    active.insert(job.key);
-    started_at[job.key] = NowSeconds();
-    const Cell& cell = *cells[job.key];
-    display.Event("start  " + job.key + "  C=" + Fmt("%.3g", cell.budget_flops) + "  " +
-                  cell.ShapeString() + "  N=" + Fmt("%.3g", double(cell.n_total)) +
-                  "  D=" + Fmt("%.3g", double(cell.tokens)) + "  on " + records[job.key].devices +
-                  (records[job.key].attempts > 1
-                       ? "  (attempt " + std::to_string(records[job.key].attempts) + ")"
-                       : ""));
-  };
-  cb.on_exit = [&](const Job& job, const ExitInfo& info) -> bool {
-    store::RunRecord& r = records[job.key];
-    const Cell& cell = *cells[job.key];
-    active.erase(job.key);
-    live.erase(job.key);
+    store::RunRecord& r = records_[job.key];
+    r.job_id = launched.id;
+    if (!launched.host.empty()) r.host = launched.host;
+    r.worker_pid = launched.pid;
+    r.worker_start =
+        launched.pid > 0 ? ProcessStartId(static_cast<pid_t>(launched.pid)).value_or("") : "";
+    KeepError(db_.UpsertRun(r).status());
+    ++outcome_.launched;
+    active_.insert(job.key);
+    started_at_[job.key] = NowSeconds();
+    const Cell& cell = *cells_[job.key];
+    display_.Event("start  " + job.key + "  C=" + Fmt("%.3g", cell.budget_flops) + "  " +
+                   cell.ShapeString() + "  N=" + Fmt("%.3g", double(cell.n_total)) +
+                   "  D=" + Fmt("%.3g", double(cell.tokens)) + "  on " + r.devices +
+                   (r.attempts > 1 ? "  (attempt " + std::to_string(r.attempts) + ")" : ""));
+  }
+
+  // running -> finished | diverged | failed | preempted. Returns whether to launch it again.
+  bool OnExit(const Job& job, const ExitInfo& info) {
+    store::RunRecord& r = records_[job.key];
+    const Cell& cell = *cells_[job.key];
+    active_.erase(job.key);
+    live_.erase(job.key);
     r.worker_pid = 0;
     r.worker_start.clear();
-    keep_error(IngestMetrics(db, &r).status());
+    KeepError(IngestMetrics(db_, &r).status());
     if (Result<RunInfo> ri = ReadRunInfo(r.run_dir); ri.ok() && ri->data_entropy_nats) {
       r.data_entropy = ri->data_entropy_nats;
     }
@@ -321,7 +378,7 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     std::string cls;
     if (!info.refused.empty()) {
       cls = info.refused.rfind("out of memory", 0) == 0 ? "out of memory" : "crashed";
-      if (cls == "out of memory") r.exit_code = 5;
+      if (cls == "out of memory") r.exit_code = trainer::kExitOutOfMemory;
       reason = info.refused;
       r.attempts = std::max(r.attempts, 1);
     } else {
@@ -335,18 +392,18 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
       r.status = "finished";
       if (st && st->final_val_loss) r.final_val_loss = st->final_val_loss;
       if (!r.final_val_loss) {
-        if (auto rows = db.GetMetrics(r.id); rows.ok()) {
+        if (auto rows = db_.GetMetrics(r.id); rows.ok()) {
           for (const auto& m : *rows)
             if (m.val_loss) r.final_val_loss = m.val_loss;
         }
       }
       if (st && st->tokens) r.tokens_done = std::max(r.tokens_done, *st->tokens);
       r.reason.clear();
-      ++done_count;
-      if (started_at.count(job.key)) {
-        measured += NowSeconds() - started_at[job.key];
-        estimated += cell.est_seconds;
-        if (estimated > 0) calibration = measured / estimated;
+      ++done_count_;
+      if (started_at_.count(job.key)) {
+        measured_ += NowSeconds() - started_at_[job.key];
+        estimated_ += cell.est_seconds;
+        if (estimated_ > 0) calibration_ = measured_ / estimated_;
       }
     } else if (cls == "preempted") {
       r.status = "preempted";
@@ -355,10 +412,11 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     } else if (cls == "diverged") {
       r.status = "diverged";
       r.reason = "diverged: " + reason;
-      ++done_count;
+      ++done_count_;
     } else {
       r.status = "failed";
-      if ((cls == "crashed" || cls == "failed" || cls == "busy") && info.refused.empty()) {
+      const bool retryable_class = cls == "crashed" || cls == "failed" || cls == "busy";
+      if (retryable_class && info.refused.empty()) {
         const std::string how = info.signal ? "killed by signal " + std::to_string(info.signal)
                                             : "exit code " + std::to_string(info.exit_code);
         r.reason = cls + " (" + how + ")" + (reason.empty() ? "" : ": " + reason);
@@ -367,11 +425,10 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
       } else {
         r.reason = cls + ": " + reason;
       }
-      retry = (cls == "crashed" || cls == "failed" || cls == "busy") && info.refused.empty() &&
-              r.attempts <= cfg.executor.max_retries;
+      retry = retryable_class && info.refused.empty() && r.attempts <= cfg_.executor.max_retries;
     }
     r.finished_at = store::NowIso8601();
-    keep_error(db.UpsertRun(r).status());
+    KeepError(db_.UpsertRun(r).status());
     std::string line = (r.status == "finished"    ? "done   "
                         : r.status == "preempted" ? "stop   "
                                                   : "FAIL   ") +
@@ -382,107 +439,160 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Pl
     if (r.status != "finished" && r.status != "preempted")
       line += "  " + r.status + ": " + r.reason;
     if (retry) line += "  (retrying)";
-    display.Event(line);
+    display_.Event(line);
     return retry;
-  };
-  double last_ingest = 0, last_renew = NowSeconds();
-  bool cancel_seen = false;
-  cb.on_tick = [&] {
+  }
+
+  // Lease renewal and the cancel flag; a lost lease stops this manager's runs.
+  void Heartbeat() {
+    Result<std::optional<store::SweepLease>> held = db_.RenewLease(lease_, UnixNow());
+    KeepError(held.status());
+    if (held.ok() && !*held) {
+      KeepError(Status::FailedPrecondition(
+          "lost the lease of sweep '" + cfg_.name +
+          "' (another manager took it over, judging this one dead); stopped this manager's "
+          "runs at a checkpoint"));
+      RequestStop();
+    } else if (held.ok() && (*held)->cancel_requested && !cancel_seen_) {
+      cancel_seen_ = true;
+      display_.Event("cancel requested: stopping every run at a checkpoint");
+      RequestStop();
+    }
+  }
+
+  void OnTick() {
     const double now = NowSeconds();
-    if (now - last_renew >= opts.heartbeat_seconds) {
-      last_renew = now;
-      Result<std::optional<store::SweepLease>> held = db.RenewLease(lease, UnixNow());
-      keep_error(held.status());
-      if (held.ok() && !*held) {
-        keep_error(Status::FailedPrecondition(
-            "lost the lease of sweep '" + cfg.name +
-            "' (another manager took it over, judging this one dead); stopped this manager's "
-            "runs at a checkpoint"));
-        LocalExecutor::RequestStop();
-      } else if (held.ok() && (*held)->cancel_requested && !cancel_seen) {
-        cancel_seen = true;
-        display.Event("cancel requested: stopping every run at a checkpoint");
-        LocalExecutor::RequestStop();
+    if (now - last_renew_ >= opts_.heartbeat_seconds) {
+      last_renew_ = now;
+      Heartbeat();
+    }
+    if (now - last_ingest_ >= 1.0) {
+      last_ingest_ = now;
+      for (const auto& key : active_) {
+        Result<IngestProgress> p = IngestMetrics(db_, &records_[key]);
+        KeepError(p.status());
+        if (p.ok() && p->new_rows > 0) live_[key] = *p;
       }
     }
-    if (now - last_ingest >= 1.0) {
-      last_ingest = now;
-      for (const auto& key : active) {
-        Result<IngestProgress> p = IngestMetrics(db, &records[key]);
-        keep_error(p.status());
-        if (p.ok() && p->new_rows > 0) live[key] = *p;
-      }
-    }
+    ShowProgress();
+  }
+
+  void ShowProgress() {
     std::vector<RunView> views;
     double remaining = 0;
-    for (const auto& key : active) {
-      const Cell& cell = *cells[key];
+    for (const auto& key : active_) {
+      const Cell& cell = *cells_[key];
       RunView v;
       v.key = key;
       v.shape = cell.ShapeString();
       v.budget = cell.budget_flops;
       v.tokens_target = cell.tokens;
-      v.tokens_done = records[key].tokens_done;
-      if (auto it = live.find(key); it != live.end()) {
+      v.tokens_done = records_[key].tokens_done;
+      if (auto it = live_.find(key); it != live_.end()) {
         v.loss = it->second.train_loss;
         v.tokens_per_s = it->second.tokens_per_s;
       }
       remaining += (v.tokens_per_s && *v.tokens_per_s > 0)
                        ? (v.tokens_target - v.tokens_done) / *v.tokens_per_s
-                       : cell.est_seconds * calibration;
+                       : cell.est_seconds * calibration_;
       views.push_back(std::move(v));
     }
-    for (const auto& [key, r] : records) {
-      if (!active.count(key) &&
-          (r.status == "planned" || r.status == "preempted" || r.status == "cancelled")) {
-        remaining += cells[key]->est_seconds * calibration;
+    for (const auto& [key, r] : records_) {
+      const CellState s = StateOf(r);
+      if (!active_.count(key) &&
+          (s == CellState::kPlanned || s == CellState::kPreempted || s == CellState::kCancelled)) {
+        remaining += cells_[key]->est_seconds * calibration_;
       }
     }
-    const int slots = res.gpu ? std::max<int>(1, res.devices.size()) : res.cpu_slots;
-    display.Update(views, done_count, outcome.cells, remaining / slots);
-  };
+    display_.Update(views, done_count_, outcome_.cells, remaining / executor_.Parallelism());
+  }
 
+  // The end of the session: a cancel marks what did not end, the counts and the sweep status.
+  Result<SweepOutcome> Close(bool interrupted) {
+    if (!cancel_seen_) {
+      // A cancel that arrived after the last heartbeat.
+      ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::SweepLease> held, db_.GetLease(sweep_id_));
+      cancel_seen_ = held && held->cancel_requested && held->pid == lease_.pid;
+    }
+    outcome_.interrupted = interrupted && !cancel_seen_;
+    outcome_.cancelled = cancel_seen_;
+    for (auto& [key, r] : records_) {
+      CellState s = StateOf(r);
+      if (outcome_.cancelled && s != CellState::kFinished && s != CellState::kDiverged &&
+          s != CellState::kFailed) {
+        r.status = "cancelled";
+        r.reason = "cancelled by `isoflop sweep cancel`";
+        ISOFLOP_RETURN_IF_ERROR(db_.UpsertRun(r).status());
+        s = CellState::kCancelled;
+      }
+      switch (s) {
+        case CellState::kFinished:
+          ++outcome_.finished;
+          break;
+        case CellState::kFailed:
+          ++outcome_.failed;
+          break;
+        case CellState::kDiverged:
+          ++outcome_.diverged;
+          break;
+        default:
+          ++outcome_.pending;
+          break;
+      }
+      if (s == CellState::kFailed || s == CellState::kDiverged) {
+        const Cell& c = *cells_[key];
+        outcome_.problems.push_back(key + "  C=" + Fmt("%.3g", c.budget_flops) + "  " +
+                                    c.ShapeString() + "  " + r.status + ": " + r.reason);
+      }
+    }
+    const std::string final_status = outcome_.cancelled     ? "cancelled"
+                                     : outcome_.pending > 0 ? "planned"
+                                     : outcome_.failed > 0  ? "failed"
+                                                            : "finished";
+    ISOFLOP_RETURN_IF_ERROR(db_.SetSweepStatus(sweep_id_, final_status));
+    return outcome_;
+  }
+
+  store::Store& db_;
+  const SweepConfig& cfg_;
+  const Plan& plan_;
+  Executor& executor_;
+  const ManagerOptions& opts_;
+  ProgressDisplay display_;
+  const std::string host_;
+
+  SweepOutcome outcome_;
+  std::optional<store::SweepRecord> old_;  // the stored sweep before this session, if any
+  int64_t sweep_id_ = 0;
+  store::SweepLease lease_;  // sweep_id 0 until taken
+
+  std::map<std::string, store::RunRecord> records_;  // by cell key: what the store says
+  std::map<std::string, const Cell*> cells_;
+  std::vector<Job> jobs_;  // handed to RunJobs
+
+  std::set<std::string> active_;                // launched, not yet exited
+  std::map<std::string, IngestProgress> live_;  // active runs' latest progress
+  std::map<std::string, double> started_at_;
+  double calibration_ = 1.0;  // measured / estimated seconds, from runs finished this session
+  double measured_ = 0, estimated_ = 0;
+  int done_count_ = 0;
+  Status callback_error_;
+  double last_ingest_ = 0, last_renew_ = NowSeconds();
+  bool cancel_seen_ = false;
+};
+
+}  // namespace
+
+Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Plan& plan,
+                              Executor& executor, const ManagerOptions& opts) {
+  SweepSession session(db, cfg, plan, executor, opts);
+  return session.Run();
+}
+
+Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& cfg, const Plan& plan,
+                              const Resources& res, const ManagerOptions& opts) {
   LocalExecutor executor(opts.train_binary, res);
-  executor.set_poll_interval(opts.poll_seconds);
-  bool interrupted = false;
-  Status run_status = executor.Run(std::move(jobs), cb, &interrupted);
-  display.Close();
-  ISOFLOP_RETURN_IF_ERROR(run_status);
-  ISOFLOP_RETURN_IF_ERROR(callback_error);
-  outcome.interrupted = interrupted && !cancel_seen;
-  if (!cancel_seen) {
-    // A cancel that arrived after the last heartbeat.
-    ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::SweepLease> held, db.GetLease(sweep_id));
-    cancel_seen = held && held->cancel_requested && held->pid == lease.pid;
-  }
-  outcome.cancelled = cancel_seen;
-
-  for (auto& [key, r] : records) {
-    if (outcome.cancelled && !Terminal(r.status) && r.status != "failed") {
-      r.status = "cancelled";
-      r.reason = "cancelled by `isoflop sweep cancel`";
-      ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
-    }
-    if (r.status == "finished")
-      ++outcome.finished;
-    else if (r.status == "failed")
-      ++outcome.failed;
-    else if (r.status == "diverged")
-      ++outcome.diverged;
-    else
-      ++outcome.pending;
-    if (r.status == "failed" || r.status == "diverged") {
-      const Cell& c = *cells[key];
-      outcome.problems.push_back(key + "  C=" + Fmt("%.3g", c.budget_flops) + "  " +
-                                 c.ShapeString() + "  " + r.status + ": " + r.reason);
-    }
-  }
-  std::string final_status = outcome.cancelled     ? "cancelled"
-                             : outcome.pending > 0 ? "planned"
-                             : outcome.failed > 0  ? "failed"
-                                                   : "finished";
-  ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep_id, final_status));
-  return outcome;
+  return RunSweep(db, cfg, plan, executor, opts);
 }
 
 Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool failed_only) {

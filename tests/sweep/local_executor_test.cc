@@ -90,8 +90,8 @@ TEST_F(ExecutorTest, PacksGpuRunsByMemoryAndRefusesWhatFitsNowhere) {
   for (const auto& j : jobs) by_key[j.key] = j;
   std::map<std::string, ExitInfo> exits;
   std::vector<std::string> start_order;
-  LocalExecutor::Callbacks cb;
-  cb.on_start = [&](const Job& j, const Placement& pl, pid_t) {
+  JobCallbacks cb;
+  cb.on_start = [&](const Job& j, const Placement& pl, const LaunchedJob&) {
     start_order.push_back(j.key);
     EXPECT_EQ(pl.device, "cuda");
   };
@@ -100,9 +100,8 @@ TEST_F(ExecutorTest, PacksGpuRunsByMemoryAndRefusesWhatFitsNowhere) {
     return false;
   };
   LocalExecutor ex(worker_, res);
-  ex.set_poll_interval(0.02);
   bool interrupted = false;
-  ASSERT_TRUE(ex.Run(jobs, cb, &interrupted).ok());
+  ASSERT_TRUE(RunJobs(ex, jobs, cb, 0, 0.02, &interrupted).ok());
   EXPECT_FALSE(interrupted);
 
   // 11 GiB fits on no device: refused with the reason, never launched.
@@ -143,8 +142,8 @@ TEST_F(ExecutorTest, SeveralSmallRunsShareOneGpu) {
   std::vector<Job> jobs = {MakeJob("a", 2 * kGiB, 3), MakeJob("b", 2 * kGiB, 2),
                            MakeJob("c", 2 * kGiB, 1)};
   int max_concurrent = 0, running = 0;
-  LocalExecutor::Callbacks cb;
-  cb.on_start = [&](const Job&, const Placement&, pid_t) {
+  JobCallbacks cb;
+  cb.on_start = [&](const Job&, const Placement&, const LaunchedJob&) {
     max_concurrent = std::max(max_concurrent, ++running);
   };
   cb.on_exit = [&](const Job&, const ExitInfo&) {
@@ -152,9 +151,8 @@ TEST_F(ExecutorTest, SeveralSmallRunsShareOneGpu) {
     return false;
   };
   LocalExecutor ex(worker_, res);
-  ex.set_poll_interval(0.02);
   bool interrupted = false;
-  ASSERT_TRUE(ex.Run(jobs, cb, &interrupted).ok());
+  ASSERT_TRUE(RunJobs(ex, jobs, cb, 0, 0.02, &interrupted).ok());
   EXPECT_EQ(max_concurrent, 3);  // 3 x 2 GiB fit in 8 GiB at once
   for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "0");
 }
@@ -168,14 +166,14 @@ TEST_F(ExecutorTest, CpuSlotsAreNeverExceededAndFailuresCanRetry) {
   for (int i = 0; i < 5; ++i) jobs.push_back(MakeJob("c" + std::to_string(i), kGiB, 5 - i));
   std::ofstream(fs::path(jobs[4].run_dir) / "exit") << "1";  // fails once, then is retried
   int running = 0, max_concurrent = 0, attempts_c4 = 0;
-  LocalExecutor::Callbacks cb;
+  JobCallbacks cb;
   cb.before_launch = [&](const Job& j, const Placement& pl) {
     EXPECT_EQ(pl.device, "cpu");
     EXPECT_EQ(pl.threads, 1);
     if (j.key == "c4") ++attempts_c4;
     return Status::Ok();
   };
-  cb.on_start = [&](const Job&, const Placement&, pid_t) {
+  cb.on_start = [&](const Job&, const Placement&, const LaunchedJob&) {
     max_concurrent = std::max(max_concurrent, ++running);
   };
   cb.on_exit = [&](const Job& j, const ExitInfo& e) {
@@ -188,9 +186,8 @@ TEST_F(ExecutorTest, CpuSlotsAreNeverExceededAndFailuresCanRetry) {
     return false;
   };
   LocalExecutor ex(worker_, res);
-  ex.set_poll_interval(0.02);
   bool interrupted = false;
-  ASSERT_TRUE(ex.Run(jobs, cb, &interrupted).ok());
+  ASSERT_TRUE(RunJobs(ex, jobs, cb, 0, 0.02, &interrupted).ok());
   EXPECT_EQ(max_concurrent, 2);
   EXPECT_EQ(attempts_c4, 2);
   for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "") << "a CPU run sees no GPU";

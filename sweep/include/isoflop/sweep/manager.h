@@ -1,7 +1,8 @@
 // The sweep manager: records a planned sweep in the store, runs every unfinished cell through
-// the local scheduler, ingests results as they arrive, and classifies failures. Re-running is
-// safe: finished cells are skipped, interrupted ones resume from their checkpoints (the trainer
-// resumes by itself), failed ones are retried up to executor.max_retries.
+// an Executor (executor.h: this machine's CPUs and GPUs, or a cluster), ingests results as they
+// arrive, and classifies failures. Re-running is safe: finished cells are skipped, interrupted ones
+// resume from their checkpoints (the trainer resumes by itself), failed ones are retried up to
+// executor.max_retries.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "isoflop/common/status.h"
 #include "isoflop/store/store.h"
 #include "isoflop/sweep/config.h"
+#include "isoflop/sweep/executor.h"
 #include "isoflop/sweep/local_executor.h"
 #include "isoflop/sweep/planner.h"
 
@@ -46,6 +48,9 @@ struct SweepOutcome {
 // holds it). Run folders of an existing sweep stay where its runs are (absolute paths in the
 // store); a cell whose manager died is launched again only once the worker it recorded has
 // stopped. Errors: store and I/O errors; individual run failures are outcomes, not errors.
+Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& config, const Plan& plan,
+                              Executor& executor, const ManagerOptions& options);
+// The same on this machine: a LocalExecutor over `resources` running options.train_binary.
 Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& config, const Plan& plan,
                               const Resources& resources, const ManagerOptions& options);
 
