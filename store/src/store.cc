@@ -5,8 +5,10 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <map>
 #include <utility>
@@ -251,10 +253,32 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const OpenOp
   if (exists && S_ISDIR(st.st_mode)) {
     return Status::InvalidArgument(path + ": is a directory, expected a database file");
   }
-  int flags =
-      options.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  // A store in a folder this process cannot write (a read-only mount, an archive) cannot get
+  // its WAL files: it is opened read-only, and as immutable, which needs no -wal or -shm file.
+  // Nobody can be writing it: a writer would need those files in the same folder.
+  const size_t slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const bool folder_writable = ::access(folder.c_str(), W_OK) == 0;
+  const bool read_only =
+      options.read_only || (exists && (!folder_writable || ::access(path.c_str(), W_OK) != 0));
+  std::string target = path;
+  int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (read_only && !folder_writable) {
+    target = "file:";
+    for (const char c : path) {
+      if (c == '%' || c == '?' || c == '#') {
+        char buf[4];
+        std::snprintf(buf, sizeof(buf), "%%%02X", static_cast<unsigned char>(c));
+        target += buf;
+      } else {
+        target += c;
+      }
+    }
+    target += "?immutable=1";
+    flags |= SQLITE_OPEN_URI;
+  }
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(target.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return Status::IoError(path + ": cannot open database: " + msg);
@@ -264,22 +288,43 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const OpenOp
   sqlite3_extended_result_codes(db, 0);
   // The first read of the header tells a corrupt or foreign file apart.
   ISOFLOP_RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys = ON"));
+  // What the file is, read before anything changes: a foreign SQLite file is refused as it is
+  // (never switched to WAL first), a newer schema is refused, an older one is upgraded.
+  int version = 0;
+  std::string foreign_table;
   {
-    ISOFLOP_ASSIGN_OR_RETURN(StmtRef q, store->Prepare("SELECT count(*) FROM sqlite_master"));
+    ISOFLOP_ASSIGN_OR_RETURN(StmtRef q, store->Prepare("PRAGMA user_version"));
     if (q->Step() != SQLITE_ROW) return store->Error("reading the schema");
+    version = static_cast<int>(q->Int(0));
   }
-  if (!options.read_only) {
+  {
+    ISOFLOP_ASSIGN_OR_RETURN(
+        StmtRef t, store->Prepare("SELECT name FROM sqlite_master WHERE type = 'table' LIMIT 1"));
+    const int rc = t->Step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return store->Error("reading the schema");
+    if (rc == SQLITE_ROW && version == 0) foreign_table = t->Text(0);
+  }
+  if (!foreign_table.empty()) {
+    return Status::Corrupt(path + ": an SQLite file that is not an isoflop database (has table '" +
+                           foreign_table + "' but no isoflop schema version); left unchanged");
+  }
+  if (version > kSchemaVersion) {
+    return Status::FailedPrecondition(
+        path + ": database schema version " + std::to_string(version) +
+        " is newer than this isoflop supports (" + std::to_string(kSchemaVersion) +
+        "); upgrade isoflop or use another --db");
+  }
+  if (!read_only) {
     ISOFLOP_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode = WAL"));
     ISOFLOP_RETURN_IF_ERROR(store->Migrate());
-  } else {
-    ISOFLOP_ASSIGN_OR_RETURN(DbInfo info, store->Info());
-    if (info.schema_version > kSchemaVersion) {
-      return Status::FailedPrecondition(path + ": database schema version " +
-                                        std::to_string(info.schema_version) +
-                                        " is newer than this isoflop supports (" +
-                                        std::to_string(kSchemaVersion) + "); upgrade isoflop");
-    }
+  } else if (version < kSchemaVersion) {
+    return Status::FailedPrecondition(
+        path + ": database schema version " + std::to_string(version) +
+        " predates this isoflop's (" + std::to_string(kSchemaVersion) +
+        "); it is upgraded the first time it is opened with write access" +
+        (folder_writable ? "" : ", which its folder does not allow (copy it somewhere writable)"));
   }
+  store->read_only_ = read_only;
   return store;
 }
 
@@ -294,16 +339,6 @@ Status Store::Migrate() {
         path_ + ": database schema version " + std::to_string(version) +
         " is newer than this isoflop supports (" + std::to_string(kSchemaVersion) +
         "); upgrade isoflop or use another --db");
-  }
-  if (version == 0) {
-    // A fresh file has no tables; anything else is someone else's database.
-    ISOFLOP_ASSIGN_OR_RETURN(
-        StmtRef t, Prepare("SELECT name FROM sqlite_master WHERE type = 'table' LIMIT 1"));
-    if (t->Step() == SQLITE_ROW) {
-      return Status::Corrupt(path_ +
-                             ": an SQLite file that is not an isoflop database (has table '" +
-                             t->Text(0) + "' but no isoflop schema version)");
-    }
   }
   for (int v = version; v < kSchemaVersion; ++v) {
     ISOFLOP_RETURN_IF_ERROR(

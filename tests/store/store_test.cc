@@ -5,9 +5,12 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -339,9 +342,15 @@ TEST_F(StoreTest, CorruptAndForeignFilesGiveClearErrors) {
   ASSERT_EQ(sqlite3_open(foreign.c_str(), &raw), SQLITE_OK);
   sqlite3_exec(raw, "CREATE TABLE customers (id INTEGER)", nullptr, nullptr, nullptr);
   sqlite3_close(raw);
+  std::ifstream before_in(foreign, std::ios::binary);
+  const std::string before{std::istreambuf_iterator<char>(before_in), {}};
   auto f = Store::Open(foreign);
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find("not an isoflop database"), std::string::npos);
+  // Refused as it was: not switched to WAL, not a byte changed, no -wal file beside it.
+  std::ifstream after_in(foreign, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(after_in), {}), before);
+  EXPECT_FALSE(fs::exists(foreign + "-wal"));
 
   OpenOptions no_create;
   no_create.create_if_missing = false;
@@ -395,6 +404,38 @@ TEST_F(StoreTest, ReaderAndWriterInTwoProcesses) {
   }
   EXPECT_EQ(*reader->CountMetrics(run), kBatches * kBatch);
   EXPECT_GT(reads, 1);
+}
+
+// A store in a folder nobody may write (a read-only mount: root ignores permission bits, so a
+// tmpfs remounted read-only stands in) is still readable: opened read-only and immutable,
+// without the WAL files it cannot create; a write fails with an error naming the file.
+TEST_F(StoreTest, StoreInAReadOnlyFolderCanBeRead) {
+  const std::string mnt = (dir_ / "ro").string();
+  fs::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno) << ")";
+  }
+  const std::string db_path = mnt + "/s.db";
+  {
+    auto db = OpenOrDie(db_path);
+    int64_t sweep = *db->UpsertSweep({0, "archived", "", "", "", "", "", ""});
+    ASSERT_TRUE(db->UpsertRun(SampleRun(sweep, "k")).ok());
+  }
+  ASSERT_EQ(::mount(nullptr, mnt.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr), 0)
+      << std::strerror(errno);
+  {
+    auto db = Store::Open(db_path);
+    ASSERT_TRUE(db.ok()) << db.status().message();
+    EXPECT_TRUE((*db)->read_only());
+    auto runs = (*db)->ListRuns();
+    ASSERT_TRUE(runs.ok()) << runs.status().message();
+    EXPECT_EQ(runs->size(), 1u);
+    auto write = (*db)->UpsertSweep({0, "new", "", "", "", "", "", ""});
+    EXPECT_FALSE(write.ok());
+    EXPECT_NE(write.status().message().find(db_path), std::string::npos)
+        << write.status().message();
+  }
+  ::umount2(mnt.c_str(), MNT_DETACH);
 }
 
 }  // namespace

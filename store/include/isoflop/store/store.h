@@ -169,6 +169,9 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   const std::string& path() const { return path_; }
+  // True when the store was opened read-only: asked for, or because the file or its folder is
+  // not writable (then every write fails with an error naming the file).
+  bool read_only() const { return read_only_; }
   Result<DbInfo> Info();
 
   // Starts a write transaction (BEGIN IMMEDIATE). Methods below that write several rows use
@@ -249,6 +252,7 @@ class Store {
   sqlite3* db_;
   std::string path_;
   bool in_transaction_ = false;
+  bool read_only_ = false;
   struct Cache;
   std::unique_ptr<Cache> cache_;
 };
