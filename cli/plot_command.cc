@@ -3,7 +3,6 @@
 // environment, child started with an argv vector (no shell), Python isolated from the current
 // folder, and a parent-death signal. Also RunPlot for `sweep run`.
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +21,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "isoflop/common/subprocess.h"
 #include "isoflop/store/store.h"
 #include "plot.h"
 
@@ -83,67 +83,19 @@ std::vector<std::string> ChildEnvironment(const std::map<std::string, std::strin
   return env;
 }
 
-struct ChildResult {
-  int exit_code = -1;  // exit status; 128+signal when killed; 127 when exec failed
-  std::string output;  // stdout+stderr when captured (log_path empty)
-};
-
-// Runs argv[0] (a path, no PATH search, no shell) with `env` in directory `cwd`. Its stdout and
-// stderr go to `log_path` when given, else are captured. The child gets SIGTERM when this
-// process dies (a killed `isoflop plot` leaves no notebook running). IoError when fork or the
-// log file fails.
-Result<ChildResult> RunChild(const std::vector<std::string>& argv,
-                             const std::vector<std::string>& env, const std::string& log_path,
-                             const std::string& cwd) {
-  int fds[2] = {-1, -1};
-  int log_fd = -1;
-  if (!log_path.empty()) {
-    log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log_fd < 0)
-      return Status::IoError("cannot write " + log_path + ": " + std::strerror(errno));
-  } else if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return Status::IoError(std::string("pipe: ") + std::strerror(errno));
-  }
-  std::vector<char*> cargv, cenv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
-  cenv.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    // Only async-signal-safe calls from here to exec. The parent may have died between fork
-    // and prctl, in which case no signal would ever come: check getppid after it.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(128 + SIGTERM);
-    // Out of the user's folder: nothing there (a matplotlibrc, a jupyter config) is read.
-    if (::chdir(cwd.c_str()) != 0) ::_exit(127);
-    int out = log_fd >= 0 ? log_fd : fds[1];
-    ::dup2(out, 1);
-    ::dup2(out, 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::execve(cargv[0], cargv.data(), cenv.data());
-    ::_exit(127);
-  }
-  ChildResult r;
-  if (log_fd >= 0) {
-    ::close(log_fd);
-  } else {
-    ::close(fds[1]);
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-      if (n > 0) r.output.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fds[0]);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+// Runs argv[0] (a path, no PATH search, no shell) with `env` in `cwd`, dying with this process
+// (a killed `isoflop plot` leaves no notebook running); stdout and stderr go to `log_path`
+// (truncated) when given, else are captured. Errors as isoflop::RunChild.
+Result<ChildResult> RunPythonChild(const std::vector<std::string>& argv,
+                                   const std::vector<std::string>& env, const std::string& log_path,
+                                   const std::string& cwd) {
+  SpawnOptions o;
+  o.env = env;
+  o.cwd = cwd;  // out of the user's folder: nothing there (a matplotlibrc, a jupyter config)
+  o.output_path = log_path;
+  o.append_output = false;
+  o.exec_failure_message = "isoflop plot: cannot execute " + argv[0];
+  return RunChild(argv, o);
 }
 
 // A name safe as one path component (sweep names may hold anything).
@@ -288,7 +240,7 @@ Status CheckPlotDependencies(const PlotOptions& options) {
   std::map<std::string, std::string> set = kIsolatedKernel;
   set["MPLBACKEND"] = "Agg";
   ISOFLOP_ASSIGN_OR_RETURN(ChildResult r,
-                           RunChild(argv, ChildEnvironment(set, kUnsetForPython), "", "/"));
+                           RunPythonChild(argv, ChildEnvironment(set, kUnsetForPython), "", "/"));
   size_t at = r.output.rfind("missing:");
   if (r.exit_code != 0 || at == std::string::npos) {
     return Status::FailedPrecondition("plot: " + python + " failed to run (exit " +
@@ -363,8 +315,8 @@ Status RunPlot(const PlotOptions& options) {
                            "--ExecutePreprocessor.timeout=" + std::to_string(o.cell_timeout_s),
                            "--output-dir", o.out_dir, "--output", "scaling_report",
                            (fs::path(o.notebook_dir) / kNotebook).string()});
-  ISOFLOP_ASSIGN_OR_RETURN(ChildResult r,
-                           RunChild(argv, ChildEnvironment(set, unset), log_path, o.notebook_dir));
+  ISOFLOP_ASSIGN_OR_RETURN(
+      ChildResult r, RunPythonChild(argv, ChildEnvironment(set, unset), log_path, o.notebook_dir));
   if (!scratch.empty()) fs::remove_all(scratch, ec);
   if (r.exit_code != 0) {
     std::string why = LastErrorLine(log_path);

@@ -1,10 +1,8 @@
-// The local executor: device detection, placement, fork/execv of isoflop-train children,
+// The local executor: device detection, placement, isoflop-train children (common/subprocess),
 // stop signals and reaping.
 #include "isoflop/sweep/local_executor.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,46 +16,19 @@
 #include <thread>
 
 #include "isoflop/common/process.h"
+#include "isoflop/common/subprocess.h"
 
 extern char** environ;
 
 namespace isoflop::sweep {
 namespace {
 
-// Runs argv (no shell) and returns its stdout; empty when it cannot run or fails.
+// Runs argv (PATH search, no shell) and returns its stdout; empty when it cannot run or fails.
 std::string CaptureOutput(const std::vector<std::string>& argv) {
-  int fds[2];
-  if (pipe(fds) != 0) return "";
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    return "";
-  }
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) dup2(devnull, 2);
-    close(fds[0]);
-    close(fds[1]);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fds[0], buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? out : "";
+  SpawnOptions o;
+  o.search_path = true;
+  Result<ChildResult> r = RunChild(argv, o, /*capture_stderr=*/false);
+  return r.ok() && r->exit_code == 0 ? r->output : "";
 }
 
 std::vector<Device> QueryGpus() {
@@ -136,53 +107,23 @@ Result<Resources> DetectResources(const ExecutorConfig& e) {
 
 Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& run_dir,
                            const std::string& cuda_visible_devices) {
-  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
-  std::vector<std::string> argv_s = {train_binary, "--run-dir", run_dir};
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_s;
+  SpawnOptions o;
+  std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env_s.push_back(*e);
+    if (std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env.push_back(*e);
   }
   // On CPU an empty list hides every GPU, so a CPU slot never touches a device by accident.
-  env_s.push_back("CUDA_VISIBLE_DEVICES=" + cuda_visible_devices);
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const std::string log_path = run_dir + "/train.log";
-  const pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    setpgid(0, 0);  // the terminal's Ctrl-C reaches the manager only; it forwards
-    prctl(PR_SET_PDEATHSIG, SIGTERM);  // a SIGKILLed manager's children checkpoint and end
-    if (getppid() != parent) _exit(128 + SIGTERM);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGINT, &dfl, nullptr);
-    sigaction(SIGTERM, &dfl, nullptr);
-    // Stop signals stay blocked across exec until isoflop-train has installed its handlers
-    // (it unblocks them then): a signal during LibTorch's start-up is held, not fatal, so
-    // every worker that was told to stop records its state in status.json.
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGUSR2);
-    sigprocmask(SIG_SETMASK, &stop, nullptr);
-    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    execve(argv[0], argv.data(), envp.data());
-    const char msg[] = "isoflop sweep: cannot execute isoflop-train\n";
-    (void)!write(2, msg, sizeof(msg) - 1);
-    _exit(127);
-  }
-  setpgid(pid, pid);  // also here: no race with a signal sent right after fork returns
-  return pid;
+  env.push_back("CUDA_VISIBLE_DEVICES=" + cuda_visible_devices);
+  o.env = std::move(env);
+  o.output_path = run_dir + "/train.log";
+  o.own_process_group = true;  // the terminal's Ctrl-C reaches the manager only; it forwards
+  o.die_with_parent = true;    // a SIGKILLed manager's children checkpoint and end
+  // Stop signals stay blocked across exec until isoflop-train has installed its handlers (it
+  // unblocks them then): a signal during LibTorch's start-up is held, not fatal, and the
+  // trainer sees it before it touches any file.
+  o.blocked_signals = {SIGTERM, SIGINT, SIGUSR2};
+  o.exec_failure_message = "isoflop sweep: cannot execute isoflop-train";
+  return Spawn({train_binary, "--run-dir", run_dir}, o);
 }
 
 std::string LocalExecutor::Describe() const {
