@@ -15,6 +15,8 @@
 #include <set>
 #include <sstream>
 
+#include "isoflop/trainer/run_config.h"
+
 namespace isoflop::sweep {
 namespace {
 
@@ -203,10 +205,12 @@ Status ParseData(const Parser& p, const YAML::Node& n, const std::string& cwd, S
   }
   ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "data", keys->second));
   json data = json::object();
+  c->field_where["data"] = p.Where(n, "data");
   for (auto it = n.begin(); it != n.end(); ++it) {
     const std::string key = it->first.as<std::string>();
     const std::string path = "data." + key;
     const YAML::Node& v = it->second;
+    c->field_where[path] = p.Where(v, path);
     if (key == "source") {
       data[key] = source;
     } else if (key == "vocab" || key == "k1" || key == "k2") {
@@ -371,10 +375,12 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
                                       {"family", "vocab_size", "seq_len", "norm", "pos", "mlp",
                                        "tie_embeddings", "bias", "d_ff", "ladder"}));
   accounting::Shape& b = c->base;
+  c->field_where["model"] = p.Where(n, "model");
   for (auto it = n.begin(); it != n.end(); ++it) {
     const std::string key = it->first.as<std::string>();
     const std::string kp = "model." + key;
     const YAML::Node& v = it->second;
+    c->field_where[kp] = p.Where(v, kp);
     if (key == "family") {
       ISOFLOP_ASSIGN_OR_RETURN(c->family, p.String(v, kp));
       if (c->family == "moe") {
@@ -562,25 +568,19 @@ Status ParseSeeds(const Parser& p, const YAML::Node& n, SweepConfig* c) {
 
 // ---- train ---------------------------------------------------------------------------------
 
-// Defaults of docs/run-protocol.md, so the resolved cell config (and its key) is complete.
+// The train fields a sweep file may set, with the trainer's defaults (trainer::TrainConfig, the
+// one definition), so the resolved cell config (and its key) is complete. tokens, threads and
+// device are the planner's and the scheduler's; activation_checkpointing is executor.*.
 json TrainDefaults() {
-  return json{{"batch_tokens", 1024},
-              {"micro_batch", 16},
-              {"lr", 3e-3},
-              {"min_lr", 3e-4},
-              {"schedule", "cosine"},
-              {"warmup_frac", 0.1},
-              {"warmup_tokens", 0},
-              {"decay_frac", 0.2},
-              {"weight_decay", 0.1},
-              {"beta1", 0.9},
-              {"beta2", 0.95},
-              {"eps", 1e-8},
-              {"grad_clip", 1.0},
-              {"eval_interval_steps", 50},
-              {"eval_tokens", 65536},
-              {"log_interval_steps", 10},
-              {"ckpt_interval_steps", 200}};
+  const json all = trainer::TrainToJson(trainer::TrainConfig{});
+  json out = json::object();
+  for (const auto& [key, value] : all.items()) {
+    if (key != "tokens" && key != "threads" && key != "device" &&
+        key != "activation_checkpointing") {
+      out[key] = value;
+    }
+  }
+  return out;
 }
 
 const std::set<std::string>& IntegerTrainFields() {
@@ -637,6 +637,7 @@ Status CheckTrainValue(const Parser& p, const YAML::Node& at, const std::string&
 Status ParseTrain(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   c->train = TrainDefaults();
   if (!n.IsDefined()) return Status::Ok();
+  c->field_where["train"] = p.Where(n, "train");
   std::vector<std::string> allowed;
   for (const auto& [k, v] : c->train.items()) allowed.push_back(k);
   allowed.push_back("rules");
@@ -649,6 +650,7 @@ Status ParseTrain(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     const std::string key = it->first.as<std::string>();
     const std::string kp = "train." + key;
     if (key == "rules") continue;
+    c->field_where[kp] = p.Where(it->second, kp);
     json v = it->second.IsScalar() ? Parser::ScalarJson(it->second) : json();
     if (key != "schedule" && v.is_string()) return p.Error(it->second, kp, "expected a number");
     ISOFLOP_RETURN_IF_ERROR(CheckTrainValue(p, it->second, kp, key, v));
@@ -731,6 +733,7 @@ Status ParseParameters(const Parser& p, const YAML::Node& n, const std::string& 
         p.CheckKeys(spec, ap, {"values", "value", "min", "max", "distribution", "count", "q"}));
     ParameterAxis ax;
     ax.path = axis;
+    c->field_where[axis] = p.Where(spec, ap);
     auto to_json = [](const YAML::Node& v) -> json {
       if (v.IsScalar()) return Parser::ScalarJson(v);
       json arr = json::array();

@@ -327,8 +327,9 @@ class SweepSession {
     std::error_code e;
     fs::create_directories(r.run_dir, e);
     if (e) return Status::IoError(r.run_dir + ": cannot create: " + e.message());
-    ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic(
-        r.run_dir + "/run.json", RunJson(cell, cfg_.name + "/" + cell.key, pl.threads, pl.device)));
+    ISOFLOP_ASSIGN_OR_RETURN(std::string run_json,
+                             RunJson(cell, cfg_.name + "/" + cell.key, pl.threads, pl.device));
+    ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic(r.run_dir + "/run.json", run_json));
     fs::remove(r.run_dir + "/status.json", e);  // a stale status must not decide this attempt
     r.status = "running";
     r.attempts += 1;

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <set>
 
+#include "isoflop/trainer/run_config.h"
+
 namespace isoflop::sweep {
 namespace {
 
@@ -56,19 +58,36 @@ double RuleBase(const TrainRule& r, const accounting::Shape& s) {
   return double(accounting::NonEmbeddingParams(s));
 }
 
-json ModelJson(const std::string& family, const accounting::Shape& s) {
-  return json{{"family", family},
-              {"n_layer", s.n_layer},
-              {"d_model", s.d_model},
-              {"n_head", s.n_head},
-              {"d_ff", s.d_ff},
-              {"vocab_size", s.vocab_size},
-              {"seq_len", s.seq_len},
-              {"norm", accounting::ToString(s.norm)},
-              {"pos", accounting::ToString(s.pos)},
-              {"mlp", accounting::ToString(s.mlp)},
-              {"tie_embeddings", s.tie_embeddings},
-              {"bias", s.bias}};
+// Where a field the trainer refuses was set: the field, else its section, else the file.
+std::string FieldWhere(const SweepConfig& c, const std::string& field) {
+  if (auto it = c.field_where.find(field); it != c.field_where.end()) return it->second;
+  const std::string section = field.substr(0, field.find('.'));
+  if (auto it = c.field_where.find(section); it != c.field_where.end()) {
+    return it->second.substr(0, it->second.rfind(": ")) + ": " + field;
+  }
+  return c.file_path + ": " + field;
+}
+
+// The trainer's own check of a cell's run.json (trainer/run_config.h, the one definition), as
+// a sweep-file error: "FILE:LINE:COL: data.vocab: must be in 2..512 (cell ...)".
+Status ValidateCell(const SweepConfig& c, const Cell& cell, const std::string& tag) {
+  json run = cell.config;
+  run["name"] = tag;
+  Result<trainer::RunConfig> parsed = trainer::ParseRunConfig(run.dump());
+  if (parsed.ok()) return Status::Ok();
+  // The trainer names the field as "field 'data.vocab': what".
+  std::string msg = parsed.status().message();
+  std::string field;
+  const std::string marker = "field '";
+  if (size_t at = msg.find(marker); at != std::string::npos) {
+    const size_t end = msg.find("': ", at + marker.size());
+    if (end != std::string::npos) {
+      field = msg.substr(at + marker.size(), end - at - marker.size());
+      msg = msg.substr(end + 3);
+    }
+  }
+  return Status::InvalidArgument((field.empty() ? c.file_path : FieldWhere(c, field)) + ": " + msg +
+                                 " (the trainer would refuse " + tag + ")");
 }
 
 // Every combination of the parameter axes, first axis slowest.
@@ -182,7 +201,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           if (c.executor.activation_checkpointing) train["activation_checkpointing"] = true;
           cell.config = json{{"schema", 1},
                              {"seed", seed},
-                             {"model", ModelJson(c.family, shape)},
+                             {"model", trainer::ModelToJson(c.family, shape)},
                              {"data", data},
                              {"train", train}};
           cell.key = Sha256Hex(cell.config.dump()).substr(0, 16);
@@ -210,6 +229,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
             continue;
           }
           ++planned;
+          ISOFLOP_RETURN_IF_ERROR(ValidateCell(c, cell, tag));
           if (cell.warmup_tokens >= cell.tokens) {
             plan.warnings.push_back(tag + ": the run (" + std::to_string(cell.tokens) +
                                     " tokens) is shorter than its warmup (" +
@@ -278,13 +298,16 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
   return plan;
 }
 
-std::string RunJson(const Cell& cell, const std::string& name, int threads,
-                    const std::string& device) {
+Result<std::string> RunJson(const Cell& cell, const std::string& name, int threads,
+                            const std::string& device) {
   json j = cell.config;
   j["name"] = name;
   j["train"]["threads"] = threads;
   j["train"]["device"] = device;
-  return j.dump(2) + "\n";
+  // Through the trainer's parser: run.json is written in its fully resolved form, by the same
+  // code that reads it.
+  ISOFLOP_ASSIGN_OR_RETURN(trainer::RunConfig parsed, trainer::ParseRunConfig(j.dump()));
+  return trainer::RunConfigToJson(parsed);
 }
 
 PlanDiff DiffKeys(const std::vector<std::string>& old_keys, const std::vector<Cell>& cells) {

@@ -23,6 +23,7 @@
 
 #include "isoflop/sweep/ingest.h"
 #include "isoflop/sweep/memory_estimate.h"
+#include "isoflop/trainer/run_config.h"
 
 namespace isoflop::sweep {
 namespace {
@@ -116,7 +117,10 @@ std::string ProbeRunJson(const Cell& cell, int threads, int64_t steps, const Pro
   t["ckpt_interval_steps"] = steps + 1;
   t["threads"] = threads;
   t["device"] = "cpu";
-  return j.dump(2) + "\n";
+  // Written by the trainer's run-config library, like every run.json; a config it refuses is
+  // passed on as it is, so the probe's trainer reports the field.
+  Result<trainer::RunConfig> parsed = trainer::ParseRunConfig(j.dump());
+  return parsed.ok() ? trainer::RunConfigToJson(*parsed) : j.dump(2) + "\n";
 }
 
 std::string ReadFile(const std::string& path) {

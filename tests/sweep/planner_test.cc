@@ -97,21 +97,69 @@ TEST(PlannerTest, WindowAndPointsSelectSizes) {
 TEST(PlannerTest, WarnsAboutShortRunsAndMemory) {
   std::string text = kSweep;
   text.replace(text.find("budgets: [1e9, 4e9]"), 19, "budgets: [2e7]");
-  text.replace(text.find("  rules:"), 0, "  warmup_tokens: 100000\n");
   Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, "/a");
   ASSERT_TRUE(c.ok()) << c.status().message();
   PlanEnvironment env;
   env.device_memory_bytes = 1024;  // nothing fits in a kilobyte
   Result<Plan> p = PlanSweep(*c, env);
-  ASSERT_TRUE(p.ok());
-  bool warmup = false, memory = false;
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  bool short_run = false, memory = false;
   for (const auto& w : p->warnings) {
-    warmup |= w.find("shorter than its warmup") != std::string::npos ||
-              w.find("shorter than one batch") != std::string::npos;
+    short_run |=
+        w.find("optimizer steps; the loss will be far from converged") != std::string::npos ||
+        w.find("shorter than one batch") != std::string::npos;
     memory |= w.find("it will be refused") != std::string::npos;
   }
-  EXPECT_TRUE(warmup);
+  EXPECT_TRUE(short_run);
   EXPECT_TRUE(memory);
+}
+
+// The trainer's own validation (trainer/run_config.h) runs on every cell at plan time: a cell
+// it would refuse with "bad config" (exit 2, never retried) is an error at the sweep file's
+// line instead. Each of these was accepted by `sweep plan` and then failed every run.
+TEST(PlannerTest, CellsTheTrainerWouldRefuseAreErrorsAtTheirLine) {
+  struct Case {
+    std::string edit_from, edit_to, expect;
+  };
+  const std::vector<Case> cases = {
+      // A warmup longer than the smallest run of the sweep.
+      {"  batch_tokens: 256\n", "  batch_tokens: 256\n  warmup_tokens: 100000000\n",
+       "p.yaml:15:18: train.warmup_tokens: must be in [0, train.tokens)"},
+      // The synthetic language has at most 512 tokens.
+      {"data: {source: synthetic}\nmodel:\n  vocab_size: 32",
+       "data: {source: synthetic, vocab: 1024}\nmodel:\n  vocab_size: 1024",
+       "p.yaml:2:34: data.vocab: must be in 2..512"},
+  };
+  for (const auto& k : cases) {
+    std::string text = kSweep;
+    ASSERT_NE(text.find(k.edit_from), std::string::npos) << k.edit_from;
+    text.replace(text.find(k.edit_from), k.edit_from.size(), k.edit_to);
+    Result<SweepConfig> c = ParseSweepConfig(text, "p.yaml", {}, "/a");
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+    ASSERT_FALSE(p.ok()) << k.expect;
+    EXPECT_EQ(p.status().message().substr(0, k.expect.size()), k.expect) << p.status().message();
+    EXPECT_NE(p.status().message().find("(the trainer would refuse cell "), std::string::npos)
+        << p.status().message();
+  }
+  // Text data without a validation part.
+  const std::string text_sweep = R"(name: t
+data: {source: text, paths: [a.txt], val_fraction: 0}
+model:
+  vocab_size: 256
+  seq_len: 32
+  ladder:
+    - {n_layer: 1, d_model: 16, n_head: 2}
+budgets: [1e9]
+train: {batch_tokens: 256}
+)";
+  Result<SweepConfig> c = ParseSweepConfig(text_sweep, "t.yaml", {}, "/a");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().message().substr(0, 55),
+            "t.yaml:2:52: data.val_fraction: must be in (0, 1) (the ")
+      << p.status().message();
 }
 
 // A size whose run would be shorter than one batch is not planned (the trainer would refuse
@@ -277,7 +325,7 @@ TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
 TEST(PlannerTest, MemoryAssumptionsFollowTheDevice) {
   Result<SweepConfig> c = ParseSweepConfig(kSweep, "p.yaml", {}, "/a");
   ASSERT_TRUE(c.ok()) << c.status().message();
-  const Cell& any = MustPlan(kSweep).cells.front();
+  const Cell any = MustPlan(kSweep).cells.front();  // a copy: the plan is a temporary
   MemoryOptions o;
   o.micro_batch = c->train["micro_batch"].get<int>();
   auto total_on = [&](bool gpu, const SweepConfig& config) {

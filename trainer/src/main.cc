@@ -23,32 +23,33 @@ namespace fs = std::filesystem;
 using isoflop::Status;
 using namespace isoflop::trainer;
 
-// Flags of the standalone form; each maps onto one run.json field.
+// Flags of the standalone form. Every default is run.json's own (RunConfig, the one
+// definition): numbers bind to its fields, enumerations and data files go in as text and meet
+// run.json's parser like any run.json would.
 struct StandaloneFlags {
-  std::string name;
-  int64_t seed = 0;
-  int n_layer = 2, d_model = 64, n_head = 4, d_ff = 0, vocab_size = 32, seq_len = 64;
-  std::string norm = "rmsnorm", pos = "rope", mlp = "swiglu";
-  bool untie = false, bias = false;
+  RunConfig run;
+  std::string norm = isoflop::accounting::ToString(run.model.norm);
+  std::string pos = isoflop::accounting::ToString(run.model.pos);
+  std::string mlp = isoflop::accounting::ToString(run.model.mlp);
+  std::string schedule = ToString(run.train.schedule);
+  bool untie = false;
   std::string data = "synthetic";
   std::vector<std::string> data_paths, val_paths;
-  int64_t build_seed = 0;
-  double tokens = 0;
-  int64_t batch_tokens = 1024;
-  int micro_batch = 16;
-  double lr = 3e-3, min_lr = 3e-4, warmup_frac = 0.1, weight_decay = 0.1, grad_clip = 1.0;
-  std::string schedule = "cosine";
-  int eval_interval = 50, log_interval = 10, ckpt_interval = 200, threads = 0;
-  int64_t eval_tokens = 65536;
-  std::string device = "auto";
-  bool activation_checkpointing = false;
+  double tokens = 0;  // a double so that 2e6 is accepted; the parser checks it is whole
 };
 
 std::string BuildRunJson(const StandaloneFlags& f) {
+  nlohmann::json j = nlohmann::json::parse(RunConfigToJson(f.run));
+  j["model"]["norm"] = f.norm;
+  j["model"]["pos"] = f.pos;
+  j["model"]["mlp"] = f.mlp;
+  if (f.untie) j["model"]["tie_embeddings"] = false;
+  j["train"]["schedule"] = f.schedule;
+  j["train"]["tokens"] = f.tokens;
   nlohmann::json data = {{"source", f.data}};
   if (f.data == "synthetic") {
-    data["vocab"] = f.vocab_size;
-    data["build_seed"] = f.build_seed;
+    data["vocab"] = f.run.model.vocab_size;
+    data["build_seed"] = f.run.data.build_seed;
   } else if (f.data == "text") {
     data["paths"] = f.data_paths;
   } else if (f.data == "bin") {
@@ -58,39 +59,7 @@ std::string BuildRunJson(const StandaloneFlags& f) {
     data["train"] = f.data_paths;
     data["val"] = f.val_paths;
   }
-  nlohmann::json j = {{"schema", 1},
-                      {"name", f.name},
-                      {"seed", f.seed},
-                      {"model",
-                       {{"n_layer", f.n_layer},
-                        {"d_model", f.d_model},
-                        {"n_head", f.n_head},
-                        {"d_ff", f.d_ff},
-                        {"vocab_size", f.vocab_size},
-                        {"seq_len", f.seq_len},
-                        {"norm", f.norm},
-                        {"pos", f.pos},
-                        {"mlp", f.mlp},
-                        {"tie_embeddings", !f.untie},
-                        {"bias", f.bias}}},
-                      {"data", data},
-                      {"train",
-                       {{"tokens", f.tokens},
-                        {"batch_tokens", f.batch_tokens},
-                        {"micro_batch", f.micro_batch},
-                        {"lr", f.lr},
-                        {"min_lr", f.min_lr},
-                        {"schedule", f.schedule},
-                        {"warmup_frac", f.warmup_frac},
-                        {"weight_decay", f.weight_decay},
-                        {"grad_clip", f.grad_clip},
-                        {"eval_interval_steps", f.eval_interval},
-                        {"eval_tokens", f.eval_tokens},
-                        {"log_interval_steps", f.log_interval},
-                        {"ckpt_interval_steps", f.ckpt_interval},
-                        {"threads", f.threads},
-                        {"device", f.device},
-                        {"activation_checkpointing", f.activation_checkpointing}}}};
+  j["data"] = data;
   return j.dump();
 }
 
@@ -114,7 +83,8 @@ void StopWithParent() {
 static int Main(int argc, char** argv) {
   CLI::App app{
       "isoflop-train: one LibTorch training run over a run directory (docs/run-protocol.md).\n"
-      "Exit codes: 0 finished, 1 failed, 2 bad config, 3 diverged, 128+signal preempted."};
+      "Exit codes: 0 finished, 1 failed, 2 bad config, 3 diverged, 4 busy (another worker owns\n"
+      "the run directory), 5 out of memory, 128+signal preempted."};
   std::string run_dir, out_dir;
   bool quiet = false;
   StandaloneFlags f;
@@ -124,40 +94,46 @@ static int Main(int argc, char** argv) {
           ->excludes(run_opt);
   app.add_flag("--quiet", quiet, "No progress lines on stderr");
   const std::string g = "Standalone run (with --out)";
-  app.add_option("--name", f.name, "Free-text run name")->group(g);
-  app.add_option("--seed", f.seed, "Model init and data RNG seed")->group(g);
-  app.add_option("--n-layer", f.n_layer, "Transformer blocks")->group(g);
-  app.add_option("--d-model", f.d_model, "Residual width")->group(g);
-  app.add_option("--n-head", f.n_head, "Attention heads")->group(g);
-  app.add_option("--d-ff", f.d_ff, "MLP width (0 = default)")->group(g);
-  app.add_option("--vocab-size", f.vocab_size, "Vocabulary (synthetic: its vocab too)")->group(g);
-  app.add_option("--seq-len", f.seq_len, "Context length")->group(g);
+  app.add_option("--name", f.run.name, "Free-text run name")->group(g);
+  app.add_option("--seed", f.run.seed, "Model init and data RNG seed")->group(g);
+  app.add_option("--n-layer", f.run.model.n_layer, "Transformer blocks")->group(g);
+  app.add_option("--d-model", f.run.model.d_model, "Residual width")->group(g);
+  app.add_option("--n-head", f.run.model.n_head, "Attention heads")->group(g);
+  app.add_option("--d-ff", f.run.model.d_ff, "MLP width (0 = default)")->group(g);
+  app.add_option("--vocab-size", f.run.model.vocab_size, "Vocabulary (synthetic: its vocab too)")
+      ->group(g);
+  app.add_option("--seq-len", f.run.model.seq_len, "Context length")->group(g);
   app.add_option("--norm", f.norm, "rmsnorm | layernorm")->group(g);
   app.add_option("--pos", f.pos, "rope | alibi | learned")->group(g);
   app.add_option("--mlp", f.mlp, "swiglu | gelu")->group(g);
   app.add_flag("--untie", f.untie, "Separate output head")->group(g);
-  app.add_flag("--bias", f.bias, "Biases in linear layers and LayerNorm")->group(g);
+  app.add_flag("--bias", f.run.model.bias, "Biases in linear layers and LayerNorm")->group(g);
   app.add_option("--data", f.data, "synthetic | text | bin | llmc")->group(g);
   app.add_option("--data-path", f.data_paths, "text: files; bin: train.bin; llmc: train shards")
       ->group(g);
   app.add_option("--val-path", f.val_paths, "bin: val.bin; llmc: validation shards")->group(g);
-  app.add_option("--build-seed", f.build_seed, "synthetic: the language's seed")->group(g);
+  app.add_option("--build-seed", f.run.data.build_seed, "synthetic: the language's seed")->group(g);
   app.add_option("--tokens", f.tokens, "Training tokens D (e.g. 2e6)")->group(g);
-  app.add_option("--batch-tokens", f.batch_tokens, "Tokens per optimizer step")->group(g);
-  app.add_option("--micro-batch", f.micro_batch, "Sequences per forward pass")->group(g);
-  app.add_option("--lr", f.lr, "Peak learning rate")->group(g);
-  app.add_option("--min-lr", f.min_lr, "Final learning rate")->group(g);
+  app.add_option("--batch-tokens", f.run.train.batch_tokens, "Tokens per optimizer step")->group(g);
+  app.add_option("--micro-batch", f.run.train.micro_batch, "Sequences per forward pass")->group(g);
+  app.add_option("--lr", f.run.train.lr, "Peak learning rate")->group(g);
+  app.add_option("--min-lr", f.run.train.min_lr, "Final learning rate")->group(g);
   app.add_option("--schedule", f.schedule, "cosine | wsd | constant")->group(g);
-  app.add_option("--warmup-frac", f.warmup_frac, "Warmup fraction of the budget")->group(g);
-  app.add_option("--weight-decay", f.weight_decay, "AdamW weight decay (matrices)")->group(g);
-  app.add_option("--grad-clip", f.grad_clip, "Gradient norm clip (0 = off)")->group(g);
-  app.add_option("--eval-interval", f.eval_interval, "Steps between evaluations")->group(g);
-  app.add_option("--eval-tokens", f.eval_tokens, "Held-out tokens")->group(g);
-  app.add_option("--log-interval", f.log_interval, "Steps between metrics lines")->group(g);
-  app.add_option("--ckpt-interval", f.ckpt_interval, "Steps between checkpoints")->group(g);
-  app.add_option("--threads", f.threads, "CPU threads (0 = all cores)")->group(g);
-  app.add_option("--device", f.device, "auto | cpu | cuda")->group(g);
-  app.add_flag("--activation-checkpointing", f.activation_checkpointing,
+  app.add_option("--warmup-frac", f.run.train.warmup_frac, "Warmup fraction of the budget")
+      ->group(g);
+  app.add_option("--weight-decay", f.run.train.weight_decay, "AdamW weight decay (matrices)")
+      ->group(g);
+  app.add_option("--grad-clip", f.run.train.grad_clip, "Gradient norm clip (0 = off)")->group(g);
+  app.add_option("--eval-interval", f.run.train.eval_interval_steps, "Steps between evaluations")
+      ->group(g);
+  app.add_option("--eval-tokens", f.run.train.eval_tokens, "Held-out tokens")->group(g);
+  app.add_option("--log-interval", f.run.train.log_interval_steps, "Steps between metrics lines")
+      ->group(g);
+  app.add_option("--ckpt-interval", f.run.train.ckpt_interval_steps, "Steps between checkpoints")
+      ->group(g);
+  app.add_option("--threads", f.run.train.threads, "CPU threads (0 = all cores)")->group(g);
+  app.add_option("--device", f.run.train.device, "auto | cpu | cuda")->group(g);
+  app.add_flag("--activation-checkpointing", f.run.train.activation_checkpointing,
                "Recompute each block's activations in the backward pass (less memory)")
       ->group(g);
   try {

@@ -353,20 +353,48 @@ Result<RunConfig> LoadRunConfig(const std::string& path) {
   return r;
 }
 
-std::string RunConfigToJson(const RunConfig& c) {
+json ModelToJson(const std::string& family, const accounting::Shape& s) {
   using accounting::ToString;
-  json model = {{"family", c.family},
-                {"n_layer", c.model.n_layer},
-                {"d_model", c.model.d_model},
-                {"n_head", c.model.n_head},
-                {"d_ff", c.model.d_ff},
-                {"vocab_size", c.model.vocab_size},
-                {"seq_len", c.model.seq_len},
-                {"norm", ToString(c.model.norm)},
-                {"pos", ToString(c.model.pos)},
-                {"mlp", ToString(c.model.mlp)},
-                {"tie_embeddings", c.model.tie_embeddings},
-                {"bias", c.model.bias}};
+  return json{{"family", family},
+              {"n_layer", s.n_layer},
+              {"d_model", s.d_model},
+              {"n_head", s.n_head},
+              {"d_ff", s.d_ff},
+              {"vocab_size", s.vocab_size},
+              {"seq_len", s.seq_len},
+              {"norm", ToString(s.norm)},
+              {"pos", ToString(s.pos)},
+              {"mlp", ToString(s.mlp)},
+              {"tie_embeddings", s.tie_embeddings},
+              {"bias", s.bias}};
+}
+
+json TrainToJson(const TrainConfig& t) {
+  return json{{"tokens", t.tokens},
+              {"batch_tokens", t.batch_tokens},
+              {"micro_batch", t.micro_batch},
+              {"lr", t.lr},
+              {"min_lr", t.min_lr},
+              {"schedule", ToString(t.schedule)},
+              {"warmup_frac", t.warmup_frac},
+              {"warmup_tokens", t.warmup_tokens},
+              {"decay_frac", t.decay_frac},
+              {"weight_decay", t.weight_decay},
+              {"beta1", t.beta1},
+              {"beta2", t.beta2},
+              {"eps", t.eps},
+              {"grad_clip", t.grad_clip},
+              {"eval_interval_steps", t.eval_interval_steps},
+              {"eval_tokens", t.eval_tokens},
+              {"log_interval_steps", t.log_interval_steps},
+              {"ckpt_interval_steps", t.ckpt_interval_steps},
+              {"threads", t.threads},
+              {"device", t.device},
+              {"activation_checkpointing", t.activation_checkpointing}};
+}
+
+std::string RunConfigToJson(const RunConfig& c) {
+  const json model = ModelToJson(c.family, c.model);
   const DataConfig& d = c.data;
   json data = {{"source", ToString(d.source)}};
   switch (d.source) {
@@ -390,28 +418,7 @@ std::string RunConfigToJson(const RunConfig& c) {
       data.update({{"train", d.train_shards}, {"val", d.val_shards}, {"val_seed", d.val_seed}});
       break;
   }
-  const TrainConfig& t = c.train;
-  json train = {{"tokens", t.tokens},
-                {"batch_tokens", t.batch_tokens},
-                {"micro_batch", t.micro_batch},
-                {"lr", t.lr},
-                {"min_lr", t.min_lr},
-                {"schedule", ToString(t.schedule)},
-                {"warmup_frac", t.warmup_frac},
-                {"warmup_tokens", t.warmup_tokens},
-                {"decay_frac", t.decay_frac},
-                {"weight_decay", t.weight_decay},
-                {"beta1", t.beta1},
-                {"beta2", t.beta2},
-                {"eps", t.eps},
-                {"grad_clip", t.grad_clip},
-                {"eval_interval_steps", t.eval_interval_steps},
-                {"eval_tokens", t.eval_tokens},
-                {"log_interval_steps", t.log_interval_steps},
-                {"ckpt_interval_steps", t.ckpt_interval_steps},
-                {"threads", t.threads},
-                {"device", t.device},
-                {"activation_checkpointing", t.activation_checkpointing}};
+  const json train = TrainToJson(c.train);
   json j = {{"schema", c.schema}, {"name", c.name}, {"seed", c.seed},
             {"model", model},     {"data", data},   {"train", train}};
   return j.dump(2) + "\n";

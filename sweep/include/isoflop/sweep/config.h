@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -105,6 +106,10 @@ struct SweepConfig {
   std::vector<accounting::Shape> ladder;  // sizes, ascending by N_total, distinct
   std::vector<double> budgets;            // FLOPs (C = 6 N_total D), ascending
   std::vector<std::string> budget_where;  // per budget, "FILE:LINE:COL: budgets[i]" for messages
+  // Where each run.json field the file sets was written ("data.vocab" -> "FILE:LINE:COL:
+  // data.vocab", also "parameters.<axis>" values as "data.x"/"train.x", and sections as
+  // "data", "train", "model"), so a cell the trainer would refuse is a plan-time error there.
+  std::map<std::string, std::string> field_where;
   SizeSelection sizes;
   nlohmann::json train;  // run.json "train" object without "tokens" (defaults filled)
   std::vector<TrainRule> rules;

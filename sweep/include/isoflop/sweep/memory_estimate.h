@@ -22,11 +22,11 @@ struct MemoryOptions {
 struct MemoryEstimate {
   int64_t weights = 0;  // parameters (plus fp32 master copies under mixed precision)
   int64_t gradients = 0;
-  int64_t optimizer = 0;    // AdamW first and second moments, fp32
-  int64_t activations = 0;  // saved for backward, all layers
-  int64_t attention = 0;    // the (B, heads, T, T) scores and probabilities, all layers kept
-  int64_t logits = 0;       // (B, T, vocab) logits and their gradient
-  int64_t overhead = 0;     // allocator slack and workspace (10%, at least 64 MiB)
+  int64_t optimizer = 0;     // AdamW first and second moments, fp32
+  int64_t activations = 0;   // saved for backward, all layers
+  int64_t attention = 0;     // the (B, heads, T, T) scores and probabilities, all layers kept
+  int64_t logits = 0;        // (B, T, vocab) logits and their gradient
+  int64_t overhead = 0;      // allocator slack and workspace (10%, at least 64 MiB)
   int64_t cuda_context = 0;  // GPU only: each process's CUDA context, cuBLAS/cuDNN workspaces
                              // and kernel images, which runs packed on one GPU each pay
                              // (kCudaContextBytes)

@@ -66,9 +66,12 @@ struct PlanEnvironment {
 // the budget and shape); an empty selection is a warning, not an error.
 Result<Plan> PlanSweep(const SweepConfig& config, const PlanEnvironment& env);
 
-// The run.json text for `cell` as the manager writes it: config plus name, threads, device.
-std::string RunJson(const Cell& cell, const std::string& name, int threads,
-                    const std::string& device);
+// The run.json text for `cell` as the manager writes it: config plus name, threads, device,
+// resolved and written by the trainer's run-config library. InvalidArgument names the field
+// when the trainer would refuse it (PlanSweep has checked every cell, so only a config edited
+// since could).
+Result<std::string> RunJson(const Cell& cell, const std::string& name, int threads,
+                            const std::string& device);
 
 // Cell-key differences between an old and a new plan (for a changed sweep file).
 struct PlanDiff {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -80,6 +81,12 @@ Result<RunConfig> ParseRunConfig(const std::string& json_text);
 Result<RunConfig> LoadRunConfig(const std::string& path);
 // Serialises every field (the fully resolved form), pretty-printed.
 std::string RunConfigToJson(const RunConfig& c);
+
+// run.json's "model" and "train" objects as RunConfigToJson writes them: every field. The sweep
+// planner builds each cell's config (and from it the cell key) from these, so a default changed
+// here is changed everywhere, and moves the keys of cells that relied on it.
+nlohmann::json ModelToJson(const std::string& family, const accounting::Shape& shape);
+nlohmann::json TrainToJson(const TrainConfig& train);
 
 std::string ToString(DataSource s);
 std::string ToString(Schedule s);
