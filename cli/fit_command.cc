@@ -7,7 +7,8 @@
 #include <set>
 
 #include "command.h"
-#include "fit_data.h"
+#include "fit_text.h"
+#include "isoflop/analysis/dataset.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/observations_csv.h"
 #include "isoflop/store/store.h"
@@ -48,29 +49,26 @@ Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions*
 // The moe form (Krajewski et al. 2024) fits how loss falls with granularity G: without a G for
 // every observation, or with one G for all, its γ and g are not identified. Returns
 // FailedPrecondition saying how to supply G, else Ok. `source` names the data in messages.
-Status CheckGranularity(const std::vector<store::Observation>& points, const std::string& source,
+Status CheckGranularity(const analysis::Dataset& data, const std::string& source,
                         const std::string& fix) {
-  size_t missing = 0;
+  const size_t missing = data.points_without_g;
   std::set<double> values;
-  for (const auto& p : points) {
-    if (p.g)
-      values.insert(*p.g);
-    else
-      ++missing;
-  }
+  for (const auto& p : data.points)
+    if (p.g) values.insert(*p.g);
   if (missing > 0) {
     return Status::FailedPrecondition(
         "--form moe needs the MoE granularity G of every observation, but " + source + " has " +
-        (missing == points.size() ? std::string("none")
-                                  : "none for " + std::to_string(missing) + " of " +
-                                        std::to_string(points.size()) + " points") +
+        (missing == data.points.size() ? std::string("none")
+                                       : "none for " + std::to_string(missing) + " of " +
+                                             std::to_string(data.points.size()) + " points") +
         "; " + fix);
   }
   if (values.size() < 2) {
     return Status::FailedPrecondition(
         "--form moe needs observations at two or more granularities "
         "G to fit gamma, but every point of " +
-        source + " has G = " + Human(*values.begin(), 6));
+        source + " has " +
+        (values.empty() ? std::string("no G") : "G = " + Human(*values.begin(), 6)));
   }
   return Status::Ok();
 }
@@ -140,13 +138,15 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.bootstrap.derived_at_compute = {1e19, 1e21, 1e23};
   ISOFLOP_RETURN_IF_ERROR(cfg.Validate());
 
-  ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
-  std::vector<fit::Observation> obs;
-  std::vector<fit::Curve> curves;
-  std::string kind, name;
+  // A CSV fitted without storing needs no store (and must not create one).
+  std::unique_ptr<store::Store> db;
+  if (args.csv.empty() || !args.no_store) {
+    ISOFLOP_ASSIGN_OR_RETURN(db, store::Store::Open(ctx.db_path));
+  }
   const bool moe = args.form == "moe" && (args.method == "parametric" || args.method == "all");
+  analysis::Source source;
   if (!args.sweep.empty()) {
-    kind = "sweep", name = args.sweep;
+    source.kind = analysis::Source::Kind::kSweep, source.name = args.sweep;
     if (moe) {
       return Status::FailedPrecondition(
           "--form moe needs the MoE granularity G of every observation, and sweep runs do not "
@@ -155,34 +155,27 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
           " > FILE`), add a g column, `isoflop import FILE --name NAME --g-column g` "
           "and fit --observations NAME");
     }
-    SweepDataOptions opts;
-    opts.convention = args.convention;
-    ISOFLOP_ASSIGN_OR_RETURN(SweepData data, LoadSweepData(*db, args.sweep, opts));
-    obs = std::move(data.obs);
-    curves = std::move(data.curves);
+  } else if (!args.csv.empty()) {
+    source.kind = analysis::Source::Kind::kCsv, source.name = args.csv;
+    source.csv_columns = args.csv_columns;
   } else {
-    std::vector<store::Observation> points;
-    if (!args.csv.empty()) {
-      kind = "csv", name = args.csv;
-      ISOFLOP_ASSIGN_OR_RETURN(points, store::ReadObservationsCsv(args.csv, args.csv_columns));
-      if (moe) {
-        ISOFLOP_RETURN_IF_ERROR(CheckGranularity(
-            points, "CSV file " + args.csv,
-            "add a column named g or granularity, or name it with --g-column NAME"));
-      }
-    } else {
-      kind = "observations", name = args.observations;
-      ISOFLOP_ASSIGN_OR_RETURN(points, db->GetObservations(args.observations));
-      if (moe) {
-        ISOFLOP_RETURN_IF_ERROR(
-            CheckGranularity(points, "observation set '" + args.observations + "'",
-                             "re-import it with its G column: `isoflop import FILE --name " +
-                                 args.observations + " --replace --g-column NAME`"));
-      }
-    }
-    // G = 1 (dense) where none was recorded; only the moe form reads it.
-    for (const auto& p : points) obs.push_back({p.n, p.d, p.loss, p.c, p.g.value_or(1.0), -1});
+    source.kind = analysis::Source::Kind::kObservations, source.name = args.observations;
   }
+  analysis::LoadOptions lo;
+  lo.convention = args.convention;
+  ISOFLOP_ASSIGN_OR_RETURN(analysis::Dataset data, analysis::LoadDataset(db.get(), source, lo));
+  if (moe) {
+    ISOFLOP_RETURN_IF_ERROR(CheckGranularity(
+        data,
+        source.kind == analysis::Source::Kind::kCsv ? "CSV file " + args.csv
+                                                    : "observation set '" + args.observations + "'",
+        source.kind == analysis::Source::Kind::kCsv
+            ? "add a column named g or granularity, or name it with --g-column NAME"
+            : "re-import it with its G column: `isoflop import FILE --name " + args.observations +
+                  " --replace --g-column NAME`"));
+  }
+  const std::vector<fit::Observation>& obs = data.obs;
+  const std::vector<fit::Curve>& curves = data.curves;
 
   std::vector<std::string> methods = {args.method};
   if (args.method == "all") {
@@ -198,7 +191,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
                                     {"fix", args.fix}};
     int64_t id = 0;
     if (!args.no_store) {
-      ISOFLOP_ASSIGN_OR_RETURN(id, StoreFit(*db, kind, name, rec, options));
+      ISOFLOP_ASSIGN_OR_RETURN(id, analysis::StoreFit(*db, source, rec, options));
     }
     PrintRecord(rec, id, format);
   }

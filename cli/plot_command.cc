@@ -21,6 +21,8 @@
 #include <sstream>
 
 #include "command.h"
+#include "isoflop/analysis/curves.h"
+#include "isoflop/common/files.h"
 #include "isoflop/common/subprocess.h"
 #include "isoflop/store/store.h"
 #include "plot.h"
@@ -283,7 +285,21 @@ Status RunPlot(const PlotOptions& options) {
   const fs::path out = o.out_dir;
   fs::remove(out / "manifest.json", ec);  // never report a previous run's figures
 
+  // Every curve the figures draw, evaluated here by the fit library (the notebook draws them,
+  // it does not re-implement the laws).
+  {
+    store::OpenOptions ro;
+    ro.read_only = true;
+    ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(o.db_path, ro));
+    analysis::Source source;
+    source.kind =
+        sweep.empty() ? analysis::Source::Kind::kObservations : analysis::Source::Kind::kSweep;
+    source.name = sweep.empty() ? observations : sweep;
+    ISOFLOP_ASSIGN_OR_RETURN(nlohmann::json curves, analysis::SourceCurves(*db, source));
+    ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic((out / "analysis.json").string(), curves.dump()));
+  }
   std::map<std::string, std::string> set = {
+      {"ISOFLOP_ANALYSIS", (out / "analysis.json").string()},
       {"ISOFLOP_DB", o.db_path},
       {"ISOFLOP_SWEEP", sweep},
       {"ISOFLOP_OBSERVATIONS", observations},

@@ -12,7 +12,8 @@
 #include <sstream>
 
 #include "command.h"
-#include "fit_data.h"
+#include "fit_text.h"
+#include "isoflop/analysis/sweep_report.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
 #include "isoflop/sweep/config.h"
@@ -239,139 +240,98 @@ void PrintLaw(const fit::FitRecord& r) {
   std::cout << "\n";
 }
 
-// Approach 2 (isoFLOP parabolas) and Approach 1 (training-curve envelope) beside the
-// parametric law, stored for `isoflop plot`; a method the data cannot support is a note.
-void FitOtherMethods(store::Store& db, const sweep::SweepConfig& cfg, const SweepData& data) {
-  for (const char* method : {"isoflop", "envelope"}) {
-    fit::FitConfig fc;
-    fc.method = method;
-    fc.convention = cfg.fit.convention;
-    Result<fit::FitRecord> rec = fit::RunFit(data.obs, data.curves, fc);
-    if (!rec.ok()) {
-      std::cout << "  (" << method << " fit: " << rec.status().message() << ")\n";
-      continue;
-    }
-    Result<int64_t> id = StoreFit(db, "sweep", cfg.name, *rec, json{{"from", "sweep run"}});
-    if (!id.ok()) {
-      std::cout << "  (" << method << " fit not stored: " << id.status().message() << ")\n";
-      continue;
-    }
-    std::cout << "  fit #" << *id << " "
-              << (std::string(method) == "isoflop" ? "isoFLOP profiles (Approach 2)"
-                                                   : "training-curve envelope (Approach 1)")
-              << ": N_opt ~ C^" << Fmt("%.3f", rec->params["n_opt_a"]) << ", D_opt ~ C^"
-              << Fmt("%.3f", rec->params["d_opt_b"]) << "\n";
-  }
+// Prints the answer at one budget: "N = ... [lo, hi]" etc.
+void PrintAllocation(const fit::Answer& a) {
+  std::cout << "train N = " << Fmt("%.3g", a.point.n) << AnsCi(a, "n")
+            << " parameters on D = " << Fmt("%.3g", a.point.d) << AnsCi(a, "d") << " tokens ("
+            << Fmt("%.0f", a.point.tokens_per_param) << " tokens/param"
+            << AnsCi(a, "tokens_per_param") << "), predicted loss " << Fmt("%.4f", a.point.loss);
 }
 
+// The end of `sweep run`: the fits the sweep file asks for (analysis::FitSweep runs and stores
+// them), printed.
 Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep::Plan& plan) {
-  SweepDataOptions opts;
-  opts.convention = cfg.fit.convention;
-  opts.include_diverged = cfg.fit.include_diverged;
-  opts.only_keys.emplace();
-  for (const auto& c : plan.cells) opts.only_keys->insert(c.key);
-  ISOFLOP_ASSIGN_OR_RETURN(SweepData data, LoadSweepData(db, cfg.name, opts));
-  const std::vector<fit::Observation>& obs = data.obs;
-  const std::optional<double> entropy = data.entropy;
+  analysis::SweepFitRequest req;
+  req.sweep = cfg.name;
+  req.config.method = cfg.fit.method;
+  req.config.convention = cfg.fit.convention;
+  req.config.parametric.form = cfg.fit.form;
+  req.config.bootstrap.resamples = cfg.fit.bootstrap;
+  req.config.bootstrap.derived_at_compute = cfg.report_budgets;
+  req.include_diverged = cfg.fit.include_diverged;
+  req.only_keys.emplace();
+  for (const auto& c : plan.cells) req.only_keys->insert(c.key);
+  req.fixed_entropy = cfg.fit.fixed_entropy;
+  req.report_budgets = cfg.report_budgets;
+  req.options = {{"bootstrap", cfg.fit.bootstrap}, {"from", "sweep run"}};
+  ISOFLOP_ASSIGN_OR_RETURN(analysis::SweepReport report, analysis::FitSweep(db, req));
+  const analysis::Dataset& data = report.data;
   if (!data.excluded.empty()) {
     std::cout << "\nexcluded from the fit (diverged; set fit.include_diverged to keep them):\n";
     for (const auto& e : data.excluded) std::cout << "  " << e << "\n";
   }
-  if (obs.size() < 5) {
-    return Status::FailedPrecondition("only " + std::to_string(obs.size()) +
-                                      " finished runs with a final loss; a fit needs at least 5");
-  }
-  fit::FitConfig fc;
-  fc.method = cfg.fit.method;
-  fc.convention = cfg.fit.convention;
-  fc.parametric.form = cfg.fit.form;
-  fc.bootstrap.resamples = cfg.fit.bootstrap;
-  fc.bootstrap.derived_at_compute = cfg.report_budgets;
-  ISOFLOP_RETURN_IF_ERROR(fc.Validate());
-  ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, {}, fc));
-  const json base_opts = {{"bootstrap", cfg.fit.bootstrap}, {"from", "sweep run"}};
+  const fit::FitRecord& rec = report.main.record;
   if (rec.method != "parametric") {
-    ISOFLOP_ASSIGN_OR_RETURN(int64_t fit_id, StoreFit(db, "sweep", cfg.name, rec, base_opts));
-    std::cout << "\nfit #" << fit_id << ": " << rec.method << " on " << obs.size() << " runs\n";
+    std::cout << "\nfit #" << report.main.id << ": " << rec.method << " on " << data.obs.size()
+              << " runs\n";
     std::cout << "  " << rec.ParamsJson().dump() << "\n";
     return Status::Ok();
   }
-  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, fit::LawFromRecord(rec));
-
-  // The fit with E held at the data's entropy is stored first, so the free fit (the general
-  // case, and the one with the extrapolation check) is the latest: `isoflop optimal` and
-  // `isoflop plot` use it unless told otherwise (--fit ID).
-  std::optional<fit::FitRecord> fixed;
-  std::optional<fit::RecordLaw> fixed_law;
-  int64_t fixed_id = 0;
-  std::string fixed_error;
-  if (cfg.fit.fixed_entropy && entropy) {
-    fit::FitConfig fe = fc;
-    fe.parametric.fixed["E"] = *entropy;
-    fe.extrapolation_check = false;
-    Result<fit::FitRecord> r = fit::RunFit(obs, {}, fe);
-    if (r.ok()) {
-      json o = base_opts;
-      o["fix"] = {{"E", *entropy}};
-      ISOFLOP_ASSIGN_OR_RETURN(fixed_id, StoreFit(db, "sweep", cfg.name, *r, o));
-      Result<fit::RecordLaw> fl = fit::LawFromRecord(*r);
-      if (fl.ok()) fixed_law = *fl;
-      fixed = std::move(r).value();
-    } else {
-      fixed_error = r.status().message();
-    }
-  }
-  ISOFLOP_ASSIGN_OR_RETURN(int64_t fit_id, StoreFit(db, "sweep", cfg.name, rec, base_opts));
-
-  std::cout << "\nfit #" << fit_id << ": " << rec.method << " " << rec.form << " on " << obs.size()
-            << " runs (N = " << cfg.fit.convention << " parameters, C = 6ND)\n";
+  std::cout << "\nfit #" << report.main.id << ": " << rec.method << " " << rec.form << " on "
+            << data.obs.size() << " runs (N = " << cfg.fit.convention << " parameters, C = 6ND)\n";
   PrintLaw(rec);
-  std::cout << "  fitted E = " << Fmt("%.4f", rec.params["E"]) << Ci(rec, "E", "%.4f");
-  if (entropy) std::cout << "   true data entropy = " << Fmt("%.4f", *entropy) << " nats/token";
+  const double e = rec.params.count("E") ? rec.params.at("E") : NAN;
+  std::cout << "  fitted E = " << Fmt("%.4f", e) << Ci(rec, "E", "%.4f");
+  if (data.entropy) {
+    std::cout << "   true data entropy = " << Fmt("%.4f", *data.entropy) << " nats/token";
+  }
   std::cout << "\n";
-  if (entropy && std::abs(rec.params["E"] - *entropy) > 0.02 * *entropy) {
-    const auto [lo, hi] = std::minmax_element(cfg.budgets.begin(), cfg.budgets.end());
-    std::cout << "  note: the free E is " << (rec.params["E"] < *entropy ? "below" : "above")
-              << " the entropy: budgets spanning " << Fmt("%.0f", *hi / *lo)
+  if (report.entropy_gap_budget_span > 0) {
+    std::cout << "  note: the free E is " << (e < *data.entropy ? "below" : "above")
+              << " the entropy: budgets spanning " << Fmt("%.0f", report.entropy_gap_budget_span)
               << "x cannot separate E from A/N^alpha and B/D^beta (that needs "
                  ">= 100x); the fit with E held at the entropy is the one to extrapolate\n";
   }
-  if (const std::string e = ExtrapolationSummary(rec); !e.empty()) std::cout << "  " << e << "\n";
-  FitOtherMethods(db, cfg, data);
-  if (fixed) {
-    std::cout << "\nfit #" << fixed_id << " with E held at the true entropy "
-              << Fmt("%.4f", *entropy) << ":\n";
-    PrintLaw(*fixed);
-  } else if (!fixed_error.empty()) {
-    std::cout << "\n(fit with E held at the true entropy failed: " << fixed_error << ")\n";
+  if (const std::string x = ExtrapolationSummary(rec); !x.empty()) std::cout << "  " << x << "\n";
+  for (const analysis::FitOutcome& o : report.others) {
+    if (!o.fit) {
+      std::cout << "  (" << o.method << " fit: " << o.error << ")\n";
+      continue;
+    }
+    const auto& params = o.fit->record.params;
+    auto param = [&](const char* k) { return params.count(k) ? params.at(k) : NAN; };
+    std::cout << "  fit #" << o.fit->id << " "
+              << (o.method == "isoflop" ? "isoFLOP profiles (Approach 2)"
+                                        : "training-curve envelope (Approach 1)")
+              << ": N_opt ~ C^" << Fmt("%.3f", param("n_opt_a")) << ", D_opt ~ C^"
+              << Fmt("%.3f", param("d_opt_b")) << "\n";
   }
-
+  if (report.fixed_entropy) {
+    std::cout << "\nfit #" << report.fixed_entropy->id << " with E held at the true entropy "
+              << Fmt("%.4f", *data.entropy) << ":\n";
+    PrintLaw(report.fixed_entropy->record);
+  } else if (!report.fixed_entropy_error.empty()) {
+    std::cout << "\n(fit with E held at the true entropy failed: " << report.fixed_entropy_error
+              << ")\n";
+  }
   std::cout << "\ncompute-optimal allocation"
             << (cfg.fit.bootstrap > 0 ? " (95% bootstrap intervals)"
                                       : " (no intervals: set fit.bootstrap for them)")
             << ":\n";
-  for (double c : cfg.report_budgets) {
-    Result<fit::Answer> a =
-        fit::AnswerQuery(law.law, {fit::Query::Kind::kCompute, c}, law.draws, law.ci_level);
-    if (!a.ok()) {
-      std::cout << "  C = " << Fmt("%.3g", c) << ": " << a.status().message() << "\n";
+  for (const analysis::BudgetAnswer& a : report.answers) {
+    if (!a.answer) {
+      std::cout << "  C = " << Fmt("%.3g", a.c) << ": " << a.error << "\n";
       continue;
     }
-    std::cout << "  for budget C = " << Fmt("%.3g", c)
-              << " FLOPs: train N = " << Fmt("%.3g", a->point.n) << AnsCi(*a, "n")
-              << " parameters on D = " << Fmt("%.3g", a->point.d) << AnsCi(*a, "d") << " tokens ("
-              << Fmt("%.0f", a->point.tokens_per_param) << " tokens/param"
-              << AnsCi(*a, "tokens_per_param") << "), predicted loss " << Fmt("%.4f", a->point.loss)
-              << "\n";
-    if (fixed_law) {
-      Result<fit::Answer> b = fit::AnswerQuery(fixed_law->law, {fit::Query::Kind::kCompute, c},
-                                               fixed_law->draws, fixed_law->ci_level);
-      if (b.ok()) {
-        std::cout << "    (E held at the entropy: N = " << Fmt("%.3g", b->point.n) << AnsCi(*b, "n")
-                  << ", D = " << Fmt("%.3g", b->point.d) << AnsCi(*b, "d") << ", "
-                  << Fmt("%.0f", b->point.tokens_per_param) << " tokens/param, predicted loss "
-                  << Fmt("%.4f", b->point.loss) << ")\n";
-      }
+    std::cout << "  for budget C = " << Fmt("%.3g", a.c) << " FLOPs: ";
+    PrintAllocation(*a.answer);
+    std::cout << "\n";
+    if (a.fixed_entropy) {
+      const fit::Answer& b = *a.fixed_entropy;
+      std::cout << "    (E held at the entropy: N = " << Fmt("%.3g", b.point.n) << AnsCi(b, "n")
+                << ", D = " << Fmt("%.3g", b.point.d) << AnsCi(b, "d") << ", "
+                << Fmt("%.0f", b.point.tokens_per_param) << " tokens/param, predicted loss "
+                << Fmt("%.4f", b.point.loss) << ")\n";
     }
   }
   return Status::Ok();

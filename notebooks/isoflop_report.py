@@ -2,8 +2,12 @@
 
 Used by scaling_report.ipynb (and so by `isoflop plot`). The C++ fit is the single source of
 truth: fitted laws, parabolas, power laws, envelopes and bootstrap draws are read from the
-`fits` table (layout: docs/fit-json.md); nothing is refitted here. The store is opened
-read-only, so plotting never blocks or changes a running sweep.
+`fits` table (layout: docs/fit-json.md), and every curve evaluated from a law (the
+compute-optimal frontier and its bootstrap band, the loss surface, the residuals) is read from
+the analysis file `isoflop plot` writes (`isoflop curves`, docs/fit-json.md "Evaluated
+curves"); nothing is refitted or re-derived here. The one exception is the granularity figure,
+which evaluates the moe law at points of its own (Law.loss, compared with the C++ law by
+tests/plot). The store is opened read-only, so plotting never blocks or changes a running sweep.
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ def flops_per_param_token(convention: str) -> float:
 
 @dataclass
 class Law:
-    """A fitted parametric law L_hat(N, D[, G]) as stored by `isoflop fit`."""
+    """A fitted parametric law L_hat(N, D[, G]) as stored by `isoflop fit`, evaluated only where
+    the C++ analysis has no curve for it (the granularity figure)."""
 
     form: str
     params: dict
@@ -115,28 +120,6 @@ class Law:
             return (p["c"] + (p["g"] / np.asarray(g, float) ** p["gamma"] + p["a"]) / n ** p["alpha"]
                     + p["b"] / d ** p["beta"])
         raise ValueError(f"unknown scaling-law form '{self.form}'")
-
-    def optimal(self, c):
-        """(N_opt, D_opt) at budgets c under C = k N D.
-
-        Chinchilla closed form (Hoffmann et al. 2022, Appendix D.2); other forms by a dense
-        search over log N (evaluating the stored law, not fitting it)."""
-        c = np.atleast_1d(np.asarray(c, dtype=float))
-        p = self.params
-        if self.form == "chinchilla":
-            a, b = p["alpha"], p["beta"]
-            g = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
-            n = g * (c / self.k) ** (b / (a + b))
-            return n, (c / self.k) / n
-        ns, ds = [], []
-        for ci in c:
-            log_n = np.linspace(math.log(ci / self.k) * 0.05, math.log(ci / self.k) * 0.95, 2001)
-            n = np.exp(log_n)
-            losses = self.loss(n, ci / (self.k * n))
-            i = int(np.nanargmin(losses))
-            ns.append(n[i])
-            ds.append(ci / (self.k * n[i]))
-        return np.array(ns), np.array(ds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +192,8 @@ def load_runs(con, sweep: str) -> pd.DataFrame:
         "SELECT r.* FROM runs r JOIN sweeps s ON s.id = r.sweep_id WHERE s.name = ? "
         "ORDER BY r.budget_flops, r.n_total", con, params=(sweep,))
     df["loss"] = df["final_val_loss"].fillna(df["final_train_loss"])
-    df["d"] = df["target_tokens"].astype(float)
+    # D is the tokens trained (the fit's D), the target only where none was recorded.
+    df["d"] = np.where(df["tokens_done"] > 0, df["tokens_done"], df["target_tokens"]).astype(float)
     df["n_experts"] = df["n_experts"].fillna(0).astype(int)
     df["g"] = np.nan  # runs record no granularity G (`isoflop fit` counts them as G = 1)
     return df
@@ -291,6 +275,8 @@ class Report:
     out_dir: str = "plots"
     formats: list = field(default_factory=lambda: ["png"])
     dpi: int = 150
+    # The curves the C++ fit library evaluated for this source (`isoflop curves --sweep NAME`).
+    analysis: str = field(default_factory=lambda: os.environ.get("ISOFLOP_ANALYSIS", ""))
 
     def __post_init__(self):
         self.formats = [f for f in self.formats if f]
@@ -316,6 +302,10 @@ class Report:
         self.kind = "sweep" if self.sweep else "observations"
         self.name = self.sweep or self.observations
         self.fits = load_fits(self.con, self.kind, self.name)
+        self.cpp = {}
+        if self.analysis and os.path.exists(self.analysis):
+            with open(self.analysis) as f:
+                self.cpp = json.load(f) or {}
         self.figures: list[dict] = []  # {"name", "title", "files"}
         self.skipped: list[dict] = []  # {"name", "title", "reason"}
         os.makedirs(self.out_dir, exist_ok=True)
@@ -366,6 +356,11 @@ class Report:
             return None
         return Law(form=f.get("form") or "chinchilla", params=f["params"],
                    k=flops_per_param_token(f.get("flops_convention")))
+
+    def _cpp_parametric(self) -> dict | None:
+        """The C++-evaluated curves of the parametric fit (frontier, band, surface, points)."""
+        cur = self.cpp.get("parametric") or {}
+        return cur.get("parametric") if isinstance(cur, dict) else None
 
     def summary(self) -> str:
         """A few lines on what was loaded (printed by the notebook)."""
@@ -543,22 +538,31 @@ class Report:
             off = []   # minima outside that range (noted, drawn at the edge)
             # Parametric: the law's frontier, with a band from the bootstrap draws.
             law = self.parametric_law()
-            if law is not None:
+            cpp = self._cpp_parametric()
+            if law is not None and cpp is None and var == "n":
+                notes.append("parametric frontier not drawn: no evaluated curves (run through "
+                             "`isoflop plot`, which computes them)")
+            if law is not None and cpp is not None:
                 st = METHOD_STYLE["parametric"]
-                n_opt, d_opt = law.optimal(c_grid)
-                y = n_opt if var == "n" else d_opt
+                fr = cpp["frontier"]
+                c_all = np.asarray(fr["c"], float)
+                keep = (c_all >= c_grid[0]) & (c_all <= c_grid[-1])
+                cs = c_all[keep]
+                y = np.asarray(fr["n_opt" if var == "n" else "d_opt"], float)[keep]
                 core.extend(y)
-                slope = np.polyfit(np.log(c_grid), np.log(y), 1)[0]
-                ax.plot(c_grid, y, color=st["color"], lw=1.8,
+                slope = np.polyfit(np.log(cs), np.log(y), 1)[0]
+                ax.plot(cs, y, color=st["color"], lw=1.8,
                         label=f"parametric law ({law.form}): ∝ C^{slope:.3f}")
-                band = self._parametric_band(c_grid, var)
+                band = cpp.get("band")
                 dropped = self._non_finite_draws()
                 if dropped and var == "n":
                     notes.append(f"{dropped} bootstrap draw(s) with a non-finite parameter left "
                                  "out of the band")
-                if band is not None:
-                    ax.fill_between(c_grid, band[0], band[1], color=st["color"], alpha=0.15,
-                                    lw=0, label=f"parametric {band[2]:.0%} bootstrap band")
+                if band:
+                    lo = np.asarray(band[f"{var}_lo"], float)[keep]
+                    hi = np.asarray(band[f"{var}_hi"], float)[keep]
+                    ax.fill_between(cs, lo, hi, color=st["color"], alpha=0.15, lw=0,
+                                    label=f"parametric {band['level']:.0%} bootstrap band")
                 elif var == "n":
                     notes.append("no bootstrap draws on the parametric fit: no band "
                                  "(`isoflop fit --bootstrap N` stores them)")
@@ -681,34 +685,6 @@ class Report:
         stored = boot.get("non_finite") or 0
         return int(stored) + self._bootstrap_draws()[1]
 
-    def _parametric_band(self, c_grid, var):
-        """(lo, hi, level) of N_opt or D_opt over the parametric fit's bootstrap draws."""
-        par = self.fits.get("parametric")
-        if not par:
-            return None
-        boot = par.get("result", {}).get("bootstrap", {})
-        draws, _, names = self._bootstrap_draws()
-        if len(draws) < 10 or not names:
-            return None
-        level = float(boot.get("level") or _ci_level(par.get("ci", {})) or 0.95)
-        curves = []
-        for d in draws:
-            law = Law(form=par.get("form") or "chinchilla", params=dict(zip(names, d)),
-                      k=flops_per_param_token(par.get("flops_convention")))
-            try:
-                with np.errstate(all="ignore"):
-                    n, dd = law.optimal(c_grid)
-            except (KeyError, ValueError, ZeroDivisionError):
-                continue
-            y = n if var == "n" else dd
-            if np.all(np.isfinite(y)):
-                curves.append(y)
-        if len(curves) < 10:
-            return None
-        curves = np.array(curves)
-        q = (1 - level) / 2 * 100
-        return np.percentile(curves, q, axis=0), np.percentile(curves, 100 - q, axis=0), level
-
     # ---- figure 3
 
     def loss_contours(self):
@@ -717,13 +693,18 @@ class Report:
         law = self.parametric_law()
         if law is None:
             return self._skip(name, self._need_fit("parametric"))
+        cpp = self._cpp_parametric()
+        if cpp is None:
+            return self._skip(name, "no evaluated curves of the parametric fit (run through "
+                              "`isoflop plot`, which computes them)")
         c_obs, n_obs = self.obs["c"].to_numpy(), self.obs["n"].to_numpy()
-        c_lo, c_hi = np.min(c_obs) / 3, np.max(c_obs) * 30
-        n_lo, n_hi = np.min(n_obs) / 3, np.max(n_obs) * 10
-        cc, nn = np.meshgrid(np.logspace(math.log10(c_lo), math.log10(c_hi), 300),
-                             np.logspace(math.log10(n_lo), math.log10(n_hi), 300))
-        with np.errstate(all="ignore"):
-            loss = law.loss(nn, cc / (law.k * nn))
+        surf = cpp["surface"]
+        c_axis, n_axis = np.asarray(surf["c"], float), np.asarray(surf["n"], float)
+        cc, nn = np.meshgrid(c_axis, n_axis)
+        loss = np.array([[np.nan if v is None else v for v in row] for row in surf["loss"]],
+                        dtype=float)
+        c_lo, c_hi = c_axis[0], c_axis[-1]
+        n_lo, n_hi = n_axis[0], n_axis[-1]
         kept = ~self.obs["excluded"].to_numpy()
         obs_l = self.obs["loss"].to_numpy()
         # Contours where the data are: from just above the law's floor in view to the highest
@@ -740,9 +721,9 @@ class Report:
         ax.scatter([], [], color="0.6", edgecolors="black", linewidths=0.3, s=16,
                    label="observations (colour = final loss)")
         self._scatter_excluded(ax, c_obs, n_obs)
-        c_line = np.logspace(math.log10(c_lo), math.log10(c_hi), 200)
-        n_opt, _ = law.optimal(c_line)
-        ax.plot(c_line, n_opt, color="#1f3fbf", lw=2.2, label="efficient frontier N_opt(C)")
+        fr = cpp["frontier"]
+        ax.plot(np.asarray(fr["c"], float), np.asarray(fr["n_opt"], float), color="#1f3fbf",
+                lw=2.2, label="efficient frontier N_opt(C)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(c_lo, c_hi)
@@ -831,9 +812,16 @@ class Report:
         law = self.parametric_law()
         if law is None:
             return self._skip(name, self._need_fit("parametric"))
+        cpp = self._cpp_parametric()
+        if cpp is None:
+            return self._skip(name, "no evaluated curves of the parametric fit (run through "
+                              "`isoflop plot`, which computes them)")
+        # Each point's residual as the C++ analysis evaluated it, found by its (N, D, loss).
         obs = self.obs
-        with np.errstate(all="ignore"):
-            r = np.log(obs["loss"].to_numpy()) - np.log(law.loss(obs["n"], obs["d"], self._g()))
+        residual = {_point_key(p["n"], p["d"], p["loss"]): p["log_residual"]
+                    for p in cpp["points"]}
+        r = np.array([residual.get(_point_key(n, d, l)) for n, d, l in
+                      zip(obs["n"], obs["d"], obs["loss"])], dtype=float)
         norm = self._budget_norm()
         kept = ~obs["excluded"].to_numpy()
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=True)
@@ -1130,6 +1118,11 @@ class Report:
 
 
 # --------------------------------------------------------------------------------------------
+
+def _point_key(n, d, loss) -> tuple:
+    """An observation's identity across the store and the C++ analysis (12 digits each)."""
+    return tuple(float(f"{float(x):.12g}") for x in (n, d, loss))
+
 
 def _fmt_param(v) -> str:
     if not isinstance(v, (int, float)) or not np.isfinite(v):

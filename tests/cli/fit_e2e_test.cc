@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -77,6 +78,41 @@ TEST_F(FitCliTest, ParametricFitOnChinchillaIsStoredAndQueried) {
   auto none = Isoflop({"optimal", "--sweep", "absent", "--compute", "1e21"});
   EXPECT_EQ(none.exit_code, 1);
   EXPECT_NE(none.err.find("no parametric fit of sweep 'absent'"), std::string::npos) << none.err;
+}
+
+// `isoflop curves`: one JSON document with what the figures draw, the frontier passing
+// through the same N_opt that `optimal` answers (the same fit library, evaluated once).
+TEST_F(FitCliTest, CurvesOfAFitAreOneJsonDocumentAgreeingWithOptimal) {
+  auto fit = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--bootstrap",
+                      "20", "--format", "json"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  const int64_t id = nlohmann::json::parse(fit.out)["id"].get<int64_t>();
+  auto curves = Isoflop({"curves", "--fit", std::to_string(id)});
+  ASSERT_EQ(curves.exit_code, 0) << curves.err;
+  const auto j = nlohmann::json::parse(curves.out);  // throws (fails) unless one valid document
+  EXPECT_EQ(j["fit_id"], id);
+  const auto& fr = j["parametric"]["frontier"];
+  ASSERT_EQ(fr["c"].size(), 200u);
+  EXPECT_EQ(j["parametric"]["band"]["draws_used"], 20);
+  EXPECT_EQ(j["parametric"]["points"].size(), 245u);
+  const double c = fr["c"][120].get<double>();
+  char budget[64];
+  std::snprintf(budget, sizeof budget, "%.17g", c);
+  auto opt =
+      Isoflop({"optimal", "--fit", std::to_string(id), "--compute", budget, "--format", "json"});
+  ASSERT_EQ(opt.exit_code, 0) << opt.err;
+  const double n = nlohmann::json::parse(opt.out)[0]["n_opt"].get<double>();
+  EXPECT_NEAR(fr["n_opt"][120].get<double>(), n, 1e-9 * n);
+  auto by_source = Isoflop({"curves", "--observations", "chin"});
+  ASSERT_EQ(by_source.exit_code, 0) << by_source.err;
+  const auto s = nlohmann::json::parse(by_source.out);
+  EXPECT_EQ(s["parametric"]["fit_id"], id);
+  EXPECT_TRUE(s["envelope"].is_null());
+  auto bad = Isoflop({"curves"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("give exactly one of --fit ID, --sweep NAME or --observations NAME"),
+            std::string::npos)
+      << bad.err;
 }
 
 TEST_F(FitCliTest, TableOutputReportsStartsAndTheExtrapolationCheck) {

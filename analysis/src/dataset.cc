@@ -1,12 +1,11 @@
-// Sweep runs -> fit observations and curves; fit results -> fits table rows.
-#include "fit_data.h"
+// Sources -> observations and curves; fit records <-> fits table rows.
+#include "isoflop/analysis/dataset.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <map>
 
-namespace isoflop::cli {
+namespace isoflop::analysis {
 namespace {
 
 double ParamsOf(const store::RunRecord& r, const std::string& convention) {
@@ -38,16 +37,15 @@ fit::Curve SmoothedTrainingCurve(const std::vector<store::MetricRow>& metrics) {
   return curve;
 }
 
-}  // namespace
-
-Result<SweepData> LoadSweepData(store::Store& db, const std::string& name,
-                                const SweepDataOptions& options) {
+Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOptions& options) {
+  const std::string& name = source.name;
   ISOFLOP_ASSIGN_OR_RETURN(auto found, db.GetSweep(name));
   if (!found) return Status::NotFound("no sweep named '" + name + "' in " + db.path());
   store::RunFilter filter;
   filter.sweep_name = name;
   ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(filter));
-  SweepData out;
+  Dataset out;
+  out.source = source;
   std::map<double, int64_t> budget_ids;
   for (const auto& r : runs) {
     if (r.budget_flops > 0) budget_ids.emplace(r.budget_flops, 0);
@@ -73,6 +71,9 @@ Result<SweepData> LoadSweepData(store::Store& db, const std::string& name,
     o.c = r.flops_per_token_6n * o.d;
     if (r.budget_flops > 0) o.budget_id = budget_ids[r.budget_flops];
     out.obs.push_back(o);
+    out.points.push_back(
+        {o.n, o.d, o.c, o.loss, std::nullopt, r.budget_flops > 0 ? r.budget_flops : o.c});
+    ++out.points_without_g;
     if (!options.curves) continue;
     ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));
     fit::Curve curve = SmoothedTrainingCurve(metrics);
@@ -88,38 +89,48 @@ Result<SweepData> LoadSweepData(store::Store& db, const std::string& name,
   return out;
 }
 
-std::string ExtrapolationSummary(const fit::FitRecord& rec) {
-  const auto found = rec.result.find("extrapolation");
-  if (found == rec.result.end() || !found->is_object()) return "";
-  const nlohmann::json& e = *found;
-  auto num = [&](const char* key) {
-    const auto it = e.find(key);
-    return it != e.end() && it->is_number() ? it->get<double>() : NAN;
-  };
-  const double c = num("held_out_c"), mean = num("mean_abs_rel_error"),
-               max = num("max_abs_rel_error");
-  if (!std::isfinite(c) || !std::isfinite(mean)) return "";
-  char buf[320];
-  std::snprintf(buf, sizeof buf,
-                "extrapolation check: fitted without the largest budget (C=%.3g), the law predicts "
-                "its %d final losses within %.2f%% on average (max %.2f%%)",
-                c, static_cast<int>(num("n_test")), 100 * mean, 100 * max);
-  std::string out = buf;
-  const double predicted = num("n_opt_predicted"), observed = num("n_opt_observed");
-  if (std::isfinite(predicted) && std::isfinite(observed) && observed > 0) {
-    std::snprintf(buf, sizeof buf, "; N_opt %.3g predicted, %.3g observed (isoFLOP minimum)",
-                  predicted, observed);
-    out += buf;
+}  // namespace
+
+std::string Source::KindName() const {
+  switch (kind) {
+    case Kind::kSweep:
+      return "sweep";
+    case Kind::kObservations:
+      return "observations";
+    case Kind::kCsv:
+      return "csv";
+  }
+  return "sweep";
+}
+
+Result<Dataset> LoadDataset(store::Store* db, const Source& source, const LoadOptions& options) {
+  if (source.kind != Source::Kind::kCsv && db == nullptr) {
+    return Status::Internal("loading a " + source.KindName() + " needs a store");
+  }
+  if (source.kind == Source::Kind::kSweep) return LoadSweep(*db, source, options);
+  std::vector<store::Observation> imported;
+  if (source.kind == Source::Kind::kCsv) {
+    ISOFLOP_ASSIGN_OR_RETURN(imported, store::ReadObservationsCsv(source.name, source.csv_columns));
+  } else {
+    ISOFLOP_ASSIGN_OR_RETURN(imported, db->GetObservations(source.name));
+  }
+  Dataset out;
+  out.source = source;
+  for (const auto& p : imported) {
+    // G = 1 (dense) where none was recorded; only the moe form reads it.
+    out.obs.push_back({p.n, p.d, p.loss, p.c, p.g.value_or(1.0), -1});
+    out.points.push_back(
+        {p.n, p.d, p.c > 0 ? p.c : 6 * p.n * p.d, p.loss, p.g, p.c > 0 ? p.c : 6 * p.n * p.d});
+    if (!p.g) ++out.points_without_g;
   }
   return out;
 }
 
-Result<int64_t> StoreFit(store::Store& db, const std::string& source_kind,
-                         const std::string& source_name, const fit::FitRecord& rec,
+Result<int64_t> StoreFit(store::Store& db, const Source& source, const fit::FitRecord& rec,
                          const nlohmann::json& options) {
   store::FitRecord row;
-  row.source_kind = source_kind;
-  row.source_name = source_name;
+  row.source_kind = source.KindName();
+  row.source_name = source.name;
   row.method = rec.method;
   row.form = rec.form;
   row.convention = rec.convention;
@@ -133,4 +144,41 @@ Result<int64_t> StoreFit(store::Store& db, const std::string& source_kind,
   return db.InsertFit(row);
 }
 
-}  // namespace isoflop::cli
+namespace {
+
+Result<StoredFit> FromRow(const store::FitRecord& row) {
+  StoredFit out;
+  out.id = row.id;
+  out.source_kind = row.source_kind;
+  out.source_name = row.source_name;
+  // A stored row is data another version (or a hand edit) may have left incomplete: every
+  // missing or mistyped field is an error naming the fit, not a crash.
+  Result<fit::FitRecord> rec = fit::FitRecord::FromColumns(
+      row.method, row.form, row.convention, row.flops_convention, row.params_json, row.ci_json,
+      row.objective.value_or(NAN), static_cast<int>(row.n_points), row.result_json);
+  if (!rec.ok()) return rec.status().WithPrefix("stored fit " + std::to_string(row.id));
+  out.record = std::move(*rec);
+  const auto options = nlohmann::json::parse(row.options_json, nullptr, false);
+  if (options.is_object()) out.options = options;
+  return out;
+}
+
+}  // namespace
+
+Result<StoredFit> LoadFit(store::Store& db, int64_t id) {
+  ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::FitRecord> row, db.GetFit(id));
+  if (!row) return Status::NotFound("no fit with id " + std::to_string(id) + " in " + db.path());
+  return FromRow(*row);
+}
+
+Result<std::optional<StoredFit>> LatestFit(store::Store& db, const std::string& source_kind,
+                                           const std::string& source_name,
+                                           const std::string& method, const std::string& form) {
+  ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::FitRecord> row,
+                           db.LatestFit(source_kind, source_name, method, form));
+  if (!row) return std::optional<StoredFit>();
+  ISOFLOP_ASSIGN_OR_RETURN(StoredFit fit, FromRow(*row));
+  return std::optional<StoredFit>(std::move(fit));
+}
+
+}  // namespace isoflop::analysis

@@ -1,0 +1,64 @@
+// The fits a sweep asks for (its file's `fit:` and `report:` sections), run and stored, and
+// the compute-optimal answers at its report budgets: what `isoflop sweep run` prints at the
+// end, as a struct (and JSON) the CLI only formats.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "isoflop/analysis/dataset.h"
+#include "isoflop/fit/query.h"
+#include "isoflop/fit/run_fit.h"
+
+namespace isoflop::analysis {
+
+struct SweepFitRequest {
+  std::string sweep;              // the sweep's name in the store
+  fit::FitConfig config;          // method, form, convention, bootstrap (validated)
+  bool include_diverged = false;  // fit.include_diverged
+  std::optional<std::set<std::string>> only_keys;     // the current file's cells
+  bool fixed_entropy = true;                          // also fit with E held at the data's entropy
+  std::vector<double> report_budgets;                 // budgets C to answer for
+  nlohmann::json options = nlohmann::json::object();  // stored with each fit
+};
+
+// One fit the report made: stored (id > 0), or the reason it could not be made.
+struct FitOutcome {
+  std::string method;
+  std::optional<StoredFit> fit;
+  std::string error;
+};
+
+// The answer at one report budget under the free fit, and under the E-at-entropy fit.
+struct BudgetAnswer {
+  double c = 0;
+  std::optional<fit::Answer> answer;
+  std::string error;
+  std::optional<fit::Answer> fixed_entropy;
+};
+
+struct SweepReport {
+  Dataset data;                            // what was fitted (excluded runs, entropy)
+  StoredFit main;                          // the requested method's fit (the latest stored)
+  std::optional<StoredFit> fixed_entropy;  // parametric with E = the data's entropy
+  std::string fixed_entropy_error;
+  std::vector<FitOutcome> others;     // isoflop and envelope beside a parametric fit
+  std::vector<BudgetAnswer> answers;  // parametric only, one per report budget
+  // The free E differs from the entropy by more than 2%: the budgets (spanning this factor)
+  // cannot separate E from the other terms. 0 when it does not.
+  double entropy_gap_budget_span = 0;
+
+  nlohmann::json ToJson() const;
+};
+
+// Loads the sweep's finished runs, runs the requested fit, for a parametric one also the
+// E-at-entropy fit (stored first, so the free fit is the latest: `optimal` and `plot` use it)
+// and the isoFLOP and envelope fits, stores every fit, and answers the report budgets.
+// FailedPrecondition with fewer than 5 finished runs; fit and store errors otherwise (a failed
+// secondary fit is an outcome, not an error).
+Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& request);
+
+}  // namespace isoflop::analysis

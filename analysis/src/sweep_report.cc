@@ -1,0 +1,158 @@
+// The fitting policy of `isoflop sweep run` (see sweep_report.h).
+#include "isoflop/analysis/sweep_report.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace isoflop::analysis {
+namespace {
+
+using nlohmann::json;
+
+json AnswerJson(const fit::Answer& a) {
+  json ci = json::object();
+  for (const auto& [k, v] : a.ci) ci[k] = fit::ToJson(v);
+  return {{"c", a.point.c},
+          {"n", a.point.n},
+          {"d", a.point.d},
+          {"tokens_per_param", a.point.tokens_per_param},
+          {"loss", a.point.loss},
+          {"ci", ci},
+          {"ci_draws_used", a.ci_draws_used}};
+}
+
+json FitJson(const StoredFit& f) {
+  json j = fit::ToJson(f.record);
+  j["id"] = f.id;
+  return j;
+}
+
+}  // namespace
+
+json SweepReport::ToJson() const {
+  json others_j = json::array();
+  for (const auto& o : others) {
+    others_j.push_back({{"method", o.method},
+                        {"fit", o.fit ? FitJson(*o.fit) : json(nullptr)},
+                        {"error", o.error}});
+  }
+  json answers_j = json::array();
+  for (const auto& a : answers) {
+    answers_j.push_back(
+        {{"c", a.c},
+         {"answer", a.answer ? AnswerJson(*a.answer) : json(nullptr)},
+         {"error", a.error},
+         {"fixed_entropy", a.fixed_entropy ? AnswerJson(*a.fixed_entropy) : json(nullptr)}});
+  }
+  return {{"sweep", data.source.name},
+          {"n_points", data.obs.size()},
+          {"excluded", data.excluded},
+          {"entropy", data.entropy ? json(*data.entropy) : json(nullptr)},
+          {"fit", FitJson(main)},
+          {"fixed_entropy", fixed_entropy ? FitJson(*fixed_entropy) : json(nullptr)},
+          {"fixed_entropy_error", fixed_entropy_error},
+          {"others", others_j},
+          {"answers", answers_j},
+          {"entropy_gap_budget_span", entropy_gap_budget_span}};
+}
+
+Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
+  Source source;
+  source.kind = Source::Kind::kSweep;
+  source.name = req.sweep;
+  LoadOptions lo;
+  lo.convention = req.config.convention;
+  lo.include_diverged = req.include_diverged;
+  lo.only_keys = req.only_keys;
+  SweepReport report;
+  ISOFLOP_ASSIGN_OR_RETURN(report.data, LoadDataset(&db, source, lo));
+  const Dataset& data = report.data;
+  if (data.obs.size() < 5) {
+    return Status::FailedPrecondition("only " + std::to_string(data.obs.size()) +
+                                      " finished runs with a final loss; a fit needs at least 5");
+  }
+  ISOFLOP_RETURN_IF_ERROR(req.config.Validate());
+  ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(data.obs, {}, req.config));
+  if (rec.method != "parametric") {
+    ISOFLOP_ASSIGN_OR_RETURN(report.main.id, StoreFit(db, source, rec, req.options));
+    report.main.record = std::move(rec);
+    return report;
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, fit::LawFromRecord(rec));
+
+  // E held at the data's entropy, stored first so the free fit is the latest.
+  std::optional<fit::RecordLaw> fixed_law;
+  if (req.fixed_entropy && data.entropy) {
+    fit::FitConfig fe = req.config;
+    fe.parametric.fixed["E"] = *data.entropy;
+    fe.extrapolation_check = false;
+    Result<fit::FitRecord> r = fit::RunFit(data.obs, {}, fe);
+    if (r.ok()) {
+      json o = req.options;
+      o["fix"] = {{"E", *data.entropy}};
+      StoredFit f;
+      ISOFLOP_ASSIGN_OR_RETURN(f.id, StoreFit(db, source, *r, o));
+      f.options = o;
+      Result<fit::RecordLaw> fl = fit::LawFromRecord(*r);
+      if (fl.ok()) fixed_law = *fl;
+      f.record = std::move(*r);
+      report.fixed_entropy = std::move(f);
+    } else {
+      report.fixed_entropy_error = r.status().message();
+    }
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(report.main.id, StoreFit(db, source, rec, req.options));
+  report.main.options = req.options;
+  if (data.entropy) {
+    const double e = rec.params.count("E") ? rec.params.at("E") : NAN;
+    if (std::abs(e - *data.entropy) > 0.02 * *data.entropy) {
+      double lo = INFINITY, hi = 0;
+      for (const auto& p : data.points) lo = std::min(lo, p.budget), hi = std::max(hi, p.budget);
+      report.entropy_gap_budget_span = hi / lo;
+    }
+  }
+  report.main.record = std::move(rec);
+
+  // Approach 2 (isoFLOP parabolas) and Approach 1 (training-curve envelope) beside it.
+  for (const char* method : {"isoflop", "envelope"}) {
+    fit::FitConfig fc;
+    fc.method = method;
+    fc.convention = req.config.convention;
+    FitOutcome o;
+    o.method = method;
+    Result<fit::FitRecord> r = fit::RunFit(data.obs, data.curves, fc);
+    if (!r.ok()) {
+      o.error = r.status().message();
+    } else {
+      const json opts = {{"from", req.options.value("from", "sweep run")}};
+      Result<int64_t> id = StoreFit(db, source, *r, opts);
+      if (!id.ok()) {
+        o.error = "not stored: " + id.status().message();
+      } else {
+        o.fit = StoredFit{*id, source.KindName(), source.name, std::move(*r), opts};
+      }
+    }
+    report.others.push_back(std::move(o));
+  }
+
+  for (double c : req.report_budgets) {
+    BudgetAnswer a;
+    a.c = c;
+    Result<fit::Answer> ans =
+        fit::AnswerQuery(law.law, {fit::Query::Kind::kCompute, c}, law.draws, law.ci_level);
+    if (ans.ok()) {
+      a.answer = *ans;
+    } else {
+      a.error = ans.status().message();
+    }
+    if (fixed_law) {
+      Result<fit::Answer> b = fit::AnswerQuery(fixed_law->law, {fit::Query::Kind::kCompute, c},
+                                               fixed_law->draws, fixed_law->ci_level);
+      if (b.ok()) a.fixed_entropy = *b;
+    }
+    report.answers.push_back(std::move(a));
+  }
+  return report;
+}
+
+}  // namespace isoflop::analysis
