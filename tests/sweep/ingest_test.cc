@@ -128,5 +128,36 @@ TEST_F(IngestTest, ReadsInfoAndStatusFiles) {
   EXPECT_FALSE(none->has_value());
 }
 
+// A finished run's file rewritten shorter afterwards (by a worker that should never have
+// touched it: the orphan of issue 10) neither lowers its tokens nor replaces its rows; a running
+// run's rewrite (its own resume) is re-read as before.
+TEST_F(IngestTest, AFinishedRunsRewrittenFileChangesNothing) {
+  Write(Line(1, 3.0) + Line(2, 2.9) + Line(3, 2.8));
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_EQ(run_.tokens_done, 3 * 256);
+  run_.status = "finished";
+  ASSERT_TRUE(db_->UpsertRun(run_).ok());
+  Write(Line(1, 9.0), /*append=*/false);  // truncated and different
+  Result<IngestProgress> p = IngestMetrics(*db_, &run_);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->new_rows, 0);
+  EXPECT_EQ(run_.tokens_done, 3 * 256);
+  auto stored = db_->GetRun(run_.id);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->tokens_done, 3 * 256);
+  auto rows = db_->GetMetrics(run_.id);
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 3u);
+  EXPECT_DOUBLE_EQ(*(*rows)[0].train_loss, 3.0);
+  // The same rewrite of a running run is its resume: re-read, progress back to the file's.
+  run_.status = "running";
+  ASSERT_TRUE(db_->UpsertRun(run_).ok());
+  Write(Line(1, 3.0), /*append=*/false);
+  Write(Line(2, 2.9));
+  run_.ingest_offset = 1 << 20;  // past the end: the file shrank
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_EQ(run_.tokens_done, 2 * 256);
+}
+
 }  // namespace
 }  // namespace isoflop::sweep
