@@ -23,6 +23,8 @@ std::string ParentOf(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+}  // namespace
+
 Status WriteAll(int fd, const std::string& s, const std::string& path) {
   size_t done = 0;
   while (done < s.size()) {
@@ -35,8 +37,6 @@ Status WriteAll(int fd, const std::string& s, const std::string& path) {
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 Status FsyncPath(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

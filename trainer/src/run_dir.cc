@@ -23,19 +23,6 @@ Status Errno(const std::string& what, const std::string& path) {
   return Status::IoError(path + ": " + what + " failed (" + std::strerror(errno) + ")");
 }
 
-Status WriteFd(int fd, const std::string& s, const std::string& path) {
-  size_t done = 0;
-  while (done < s.size()) {
-    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("write", path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 std::string StepName(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
@@ -55,7 +42,7 @@ Status MetricsLog::Open(const std::string& path) {
   return Status::Ok();
 }
 
-Status MetricsLog::Append(const std::string& line) { return WriteFd(fd_, line + "\n", path_); }
+Status MetricsLog::Append(const std::string& line) { return WriteAll(fd_, line + "\n", path_); }
 
 Status TruncateMetrics(const std::string& path, int64_t max_step) {
   std::ifstream in(path, std::ios::binary);

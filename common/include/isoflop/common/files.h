@@ -19,6 +19,10 @@ namespace isoflop {
 // left on device"). Thread-safe.
 Status WriteFileAtomic(const std::string& path, const std::string& content);
 
+// Writes all of `s` to descriptor `fd` (retrying short writes and EINTR). IoError names `path`
+// (what fd is, for the message) and errno's text.
+Status WriteAll(int fd, const std::string& s, const std::string& path);
+
 // fsyncs a file or folder. IoError names the path.
 Status FsyncPath(const std::string& path);
 
