@@ -3,9 +3,11 @@
 // sum(numel()) of real LibTorch models for every variant.
 #include "isoflop/trainer/accounting.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <sstream>
 #include <vector>
 
 namespace isoflop::accounting {
@@ -23,14 +25,42 @@ int64_t NormParams(const Shape& s) {
 // Parameters of a Linear(in, out) with the shape's bias setting.
 int64_t LinearParams(int64_t in, int64_t out, bool bias) { return in * out + (bias ? out : 0); }
 
-int64_t BlockParams(const Shape& s) {
+// One MLP of hidden size ff (model.cc MlpImpl): SwiGLU fc, gate, proj; GELU fc, proj.
+int64_t MlpParams(const Shape& s, int64_t ff) {
   const int64_t d = s.d_model;
-  const int64_t ff = EffectiveDff(s);
+  return s.mlp == Mlp::kSwiGlu ? 2 * LinearParams(d, ff, s.bias) + LinearParams(ff, d, s.bias)
+                               : LinearParams(d, ff, s.bias) + LinearParams(ff, d, s.bias);
+}
+
+// Norms and attention of one block: everything but its feed-forward layer.
+int64_t BlockParamsWithoutMlp(const Shape& s) {
+  const int64_t d = s.d_model;
   const int64_t attn = LinearParams(d, 3 * d, s.bias) + LinearParams(d, d, s.bias);
-  const int64_t mlp = s.mlp == Mlp::kSwiGlu
-                          ? 2 * LinearParams(d, ff, s.bias) + LinearParams(ff, d, s.bias)
-                          : LinearParams(d, ff, s.bias) + LinearParams(ff, d, s.bias);
-  return 2 * NormParams(s) + attn + mlp;
+  return 2 * NormParams(s) + attn;
+}
+
+// moe.cc MoeImpl: a bias-free router Linear(d, n_experts) (Fedus et al. 2022), the shared
+// experts as one MLP of n_shared·expert_d_ff (DeepSeekMoE's implementation fuses them the same
+// way), and `routed` routed experts of expert_d_ff each.
+int64_t MoeLayerParams(const Shape& s, int64_t routed) {
+  const MoeShape& m = *s.moe;
+  const int64_t ff_e = EffectiveExpertDff(s);
+  const int64_t router = LinearParams(s.d_model, m.n_experts, false);
+  const int64_t shared = m.n_shared_experts > 0 ? MlpParams(s, m.n_shared_experts * ff_e) : 0;
+  return router + shared + routed * MlpParams(s, ff_e);
+}
+
+// Parameters of block i; `active` counts only the k routed experts a token uses.
+int64_t BlockParams(const Shape& s, int block, bool active) {
+  if (!IsMoeBlock(s, block)) return BlockParamsWithoutMlp(s) + MlpParams(s, EffectiveDff(s));
+  const int64_t routed = active ? EffectiveTopK(s) : s.moe->n_experts;
+  return BlockParamsWithoutMlp(s) + MoeLayerParams(s, routed);
+}
+
+int64_t AllBlockParams(const Shape& s, bool active) {
+  int64_t n = 0;
+  for (int i = 0; i < s.n_layer; ++i) n += BlockParams(s, i, active);
+  return n;
 }
 
 int64_t EmbeddingParams(const Shape& s) {
@@ -39,6 +69,63 @@ int64_t EmbeddingParams(const Shape& s) {
   if (s.pos == PosEmbedding::kLearned) n += int64_t{s.seq_len} * d;  // position embedding
   if (!s.tie_embeddings) n += int64_t{s.vocab_size} * d;             // untied head (never a bias)
   return n;
+}
+
+Status ValidateMoe(const Shape& s) {
+  const MoeShape& m = *s.moe;
+  auto bad = [](const char* field, const std::string& why) {
+    return Status::InvalidArgument(std::string("field 'model.moe.") + field + "': " + why);
+  };
+  auto num = [](double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  if (m.n_experts < 1) return bad("n_experts", "must be >= 1, got " + std::to_string(m.n_experts));
+  if (m.top_k < 1) return bad("top_k", "must be >= 1, got " + std::to_string(m.top_k));
+  if (m.granularity < 0) {
+    return bad("granularity", "must be >= 0 (0 = unset), got " + std::to_string(m.granularity));
+  }
+  if (m.expert_d_ff < 0) {
+    return bad("expert_d_ff", "must be >= 0 (0 = from d_ff), got " + std::to_string(m.expert_d_ff));
+  }
+  const int ff = EffectiveDff(s);
+  if (m.granularity > 0) {
+    if (m.expert_d_ff > 0) {
+      return bad("expert_d_ff", "give expert_d_ff or granularity, not both (granularity " +
+                                    std::to_string(m.granularity) + " sets it to d_ff / " +
+                                    std::to_string(m.granularity) + ")");
+    }
+    if (ff % m.granularity != 0) {
+      return bad("granularity", "must divide d_ff (" + std::to_string(ff) + "), got " +
+                                    std::to_string(m.granularity));
+    }
+  }
+  if (EffectiveTopK(s) > m.n_experts) {
+    const std::string k = m.granularity > 0
+                              ? "top_k x granularity = " + std::to_string(EffectiveTopK(s))
+                              : std::to_string(m.top_k);
+    return bad("top_k", "must be <= n_experts (" + std::to_string(m.n_experts) + "), got " + k);
+  }
+  if (m.n_shared_experts < 0) {
+    return bad("n_shared_experts", "must be >= 0, got " + std::to_string(m.n_shared_experts));
+  }
+  if (m.aux_loss_weight < 0)
+    return bad("aux_loss_weight", "must be >= 0, got " + num(m.aux_loss_weight));
+  if (m.z_loss_weight < 0) return bad("z_loss_weight", "must be >= 0, got " + num(m.z_loss_weight));
+  if (m.bias_update_rate < 0) {
+    return bad("bias_update_rate", "must be >= 0 (0 = off), got " + num(m.bias_update_rate));
+  }
+  if (m.capacity_factor < 0) {
+    return bad("capacity_factor", "must be >= 0 (0 = dropless), got " + num(m.capacity_factor));
+  }
+  if (m.moe_every < 1) return bad("moe_every", "must be >= 1, got " + std::to_string(m.moe_every));
+  if (m.n_dense_layers < 0 || m.n_dense_layers >= s.n_layer) {
+    return bad("n_dense_layers", "must be in 0..n_layer-1 (" + std::to_string(s.n_layer - 1) +
+                                     ") so that one block is MoE, got " +
+                                     std::to_string(m.n_dense_layers));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -61,6 +148,7 @@ Status Shape::Validate() const {
   if (d_ff < 0) return bad("d_ff", "must be >= 0 (0 = default), got " + std::to_string(d_ff));
   if (vocab_size < 2) return bad("vocab_size", "must be >= 2, got " + std::to_string(vocab_size));
   if (seq_len < 1) return bad("seq_len", "must be >= 1, got " + std::to_string(seq_len));
+  if (moe) return ValidateMoe(*this);
   return Status::Ok();
 }
 
@@ -72,16 +160,45 @@ int DefaultDff(int d_model, Mlp mlp) {
 
 int EffectiveDff(const Shape& s) { return s.d_ff > 0 ? s.d_ff : DefaultDff(s.d_model, s.mlp); }
 
+bool IsMoeBlock(const Shape& s, int block) {
+  if (!s.moe) return false;
+  const int after = block - s.moe->n_dense_layers;
+  return after >= 0 && after % s.moe->moe_every == 0;
+}
+
+int MoeBlockCount(const Shape& s) {
+  int n = 0;
+  for (int i = 0; i < s.n_layer; ++i) n += IsMoeBlock(s, i) ? 1 : 0;
+  return n;
+}
+
+int EffectiveExpertDff(const Shape& s) {
+  if (!s.moe) return EffectiveDff(s);
+  if (s.moe->expert_d_ff > 0) return s.moe->expert_d_ff;
+  return EffectiveDff(s) / std::max(s.moe->granularity, 1);
+}
+
+int EffectiveTopK(const Shape& s) {
+  if (!s.moe) return 0;
+  return s.moe->top_k * std::max(s.moe->granularity, 1);
+}
+
 int64_t TotalParams(const Shape& s) {
-  return EmbeddingParams(s) + int64_t{s.n_layer} * BlockParams(s) + NormParams(s);
+  return EmbeddingParams(s) + AllBlockParams(s, /*active=*/false) + NormParams(s);
 }
 
 int64_t NonEmbeddingParams(const Shape& s) { return TotalParams(s) - EmbeddingParams(s); }
 
-double FlopsPerToken6N(const Shape& s) { return 6.0 * static_cast<double>(TotalParams(s)); }
+int64_t ActiveParams(const Shape& s) {
+  return EmbeddingParams(s) + AllBlockParams(s, /*active=*/true) + NormParams(s);
+}
+
+int64_t ActiveNonEmbeddingParams(const Shape& s) { return ActiveParams(s) - EmbeddingParams(s); }
+
+double FlopsPerToken6N(const Shape& s) { return 6.0 * static_cast<double>(ActiveParams(s)); }
 
 double FlopsPerToken6NAttention(const Shape& s) {
-  return 6.0 * static_cast<double>(NonEmbeddingParams(s)) +
+  return 6.0 * static_cast<double>(ActiveNonEmbeddingParams(s)) +
          6.0 * s.n_layer * static_cast<double>(s.seq_len) * s.d_model;
 }
 
@@ -89,18 +206,29 @@ double FlopsPerTokenChinchilla(const Shape& s) {
   // Hoffmann et al. 2022, Appendix F, forward FLOPs of one sequence of S tokens. Key size times
   // heads is d_model here. For SwiGLU the dense block has three d x ff matrices instead of two.
   const double S = s.seq_len, d = s.d_model, V = s.vocab_size, H = s.n_head;
+  // An MoE block's dense part counts the work done per token: the router's logits and the
+  // matrices of the shared experts and of the k routed experts each token is sent to.
   const double ff = EffectiveDff(s);
+  const double matrices = s.mlp == Mlp::kSwiGlu ? 3.0 : 2.0;
   const double embeddings = 2.0 * S * V * d;
   const double kqv = 2.0 * S * 3.0 * d * d;
   const double logits = 2.0 * S * S * d;
   const double softmax = 3.0 * H * S * S;
   const double reduction = 2.0 * S * S * d;
   const double projection = 2.0 * S * d * d;
-  const double dense = 2.0 * S * d * ff * (s.mlp == Mlp::kSwiGlu ? 3.0 : 2.0);
+  const double dense = 2.0 * S * d * ff * matrices;
+  double moe_dense = 0;
+  if (s.moe) {
+    const double ff_e = EffectiveExpertDff(s);
+    const double router = 2.0 * S * d * s.moe->n_experts;
+    const double experts = EffectiveTopK(s) + s.moe->n_shared_experts;
+    moe_dense = router + 2.0 * S * d * ff_e * matrices * experts;
+  }
   const double final_logits = 2.0 * S * d * V;
-  const double forward = embeddings +
-                         s.n_layer * (kqv + logits + softmax + reduction + projection + dense) +
-                         final_logits;
+  const int moe_blocks = MoeBlockCount(s);
+  const double attention = kqv + logits + softmax + reduction + projection;
+  const double forward = embeddings + s.n_layer * attention + (s.n_layer - moe_blocks) * dense +
+                         moe_blocks * moe_dense + final_logits;
   return 3.0 * forward / S;  // backward = 2 x forward (Appendix F)
 }
 
@@ -183,6 +311,12 @@ std::string ToString(PosEmbedding v) {
   }
   return "?";
 }
+Result<Router> ParseRouter(const std::string& s) {
+  if (s == "softmax") return Router::kSoftmax;
+  if (s == "sigmoid") return Router::kSigmoid;
+  return Status::InvalidArgument("expected one of softmax, sigmoid; got '" + s + "'");
+}
 std::string ToString(Mlp v) { return v == Mlp::kSwiGlu ? "swiglu" : "gelu"; }
+std::string ToString(Router v) { return v == Router::kSoftmax ? "softmax" : "sigmoid"; }
 
 }  // namespace isoflop::accounting
