@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "isoflop/analysis/dataset.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
 #include "output.h"
@@ -92,35 +93,29 @@ Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args) {
   store::OpenOptions opts;
   opts.create_if_missing = false;
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
-  std::optional<store::FitRecord> row;
+  std::optional<analysis::StoredFit> stored;
   if (args.fit_id > 0) {
-    ISOFLOP_ASSIGN_OR_RETURN(row, db->GetFit(args.fit_id));
-    if (!row) return Status::NotFound("no fit with id " + std::to_string(args.fit_id));
+    ISOFLOP_ASSIGN_OR_RETURN(stored, analysis::LoadFit(*db, args.fit_id));
   } else if (!args.sweep.empty() || !args.observations.empty()) {
     const std::string kind = args.sweep.empty() ? "observations" : "sweep";
     const std::string name = args.sweep.empty() ? args.observations : args.sweep;
-    ISOFLOP_ASSIGN_OR_RETURN(row, db->LatestFit(kind, name, "parametric"));
-    if (!row)
+    ISOFLOP_ASSIGN_OR_RETURN(stored, analysis::LatestFit(*db, kind, name, "parametric"));
+    if (!stored)
       return Status::NotFound("no parametric fit of " + kind + " '" + name + "' in " + ctx.db_path +
                               "; run `isoflop fit --" + kind + " " + name + "` first");
   } else {
     ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
+    int64_t newest = 0;
     for (const auto& f : fits)
-      if (f.method == "parametric" && (!row || f.id > row->id)) row = f;
-    if (!row)
+      if (f.method == "parametric") newest = std::max(newest, f.id);
+    if (newest == 0)
       return Status::NotFound("no parametric fit stored in " + ctx.db_path +
                               "; run `isoflop fit` first or pass --given E=..,A=..,B=..,alpha=..,"
                               "beta=..");
+    ISOFLOP_ASSIGN_OR_RETURN(stored, analysis::LoadFit(*db, newest));
   }
-  // A stored row is data another version (or a hand edit) may have left incomplete: every
-  // missing or mistyped field is an error naming the fit, not a crash.
-  const std::string which = "stored fit " + std::to_string(row->id);
-  Result<fit::FitRecord> rec = fit::FitRecord::FromColumns(
-      row->method, row->form, row->convention, row->flops_convention, row->params_json,
-      row->ci_json, row->objective.value_or(NAN), row->n_points, row->result_json);
-  if (!rec.ok()) return rec.status().WithPrefix(which);
-  Result<fit::RecordLaw> law = fit::LawFromRecord(*rec);
-  if (!law.ok()) return law.status().WithPrefix(which);
+  Result<fit::RecordLaw> law = fit::LawFromRecord(stored->record);
+  if (!law.ok()) return law.status().WithPrefix("stored fit " + std::to_string(stored->id));
   return law;
 }
 

@@ -209,24 +209,6 @@ def load_curves(con, sweep: str) -> pd.DataFrame:
     return df
 
 
-def group_budgets(c: np.ndarray, rel_tol: float = 0.05) -> np.ndarray:
-    """Budget group of each C: sorted, a new group starts when C exceeds the group's smallest
-    by more than rel_tol (the fit's grouping for data without budget ids). Returns each
-    point's group budget (geometric mean of its group)."""
-    c = np.asarray(c, dtype=float)
-    order = np.argsort(c)
-    out = np.empty_like(c)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and c[order[end + 1]] <= c[order[start]] * (1 + rel_tol):
-            end += 1
-        idx = order[start:end + 1]
-        out[idx] = math.exp(np.mean(np.log(c[idx])))
-        start = end + 1
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # Small drawing helpers.
 
@@ -320,7 +302,11 @@ class Report:
         if self.kind == "observations":
             obs = load_observation_set(self.con, self.observations)
             obs["c"] = np.where(obs["c"] > 0, obs["c"], self.k * obs["n"] * obs["d"])
-            obs["budget"] = group_budgets(obs["c"].to_numpy())
+            # The budget each point belongs to, as the C++ isoFLOP grouping formed it.
+            budgets = {_point_key(p["n"], p["d"], p["loss"]): p["budget"]
+                       for p in self.cpp.get("points", [])}
+            obs["budget"] = [budgets.get(_point_key(n, d, l), c) for n, d, l, c in
+                             zip(obs["n"], obs["d"], obs["loss"], obs["c"])]
             self.runs = None
             self.curves = None
         else:

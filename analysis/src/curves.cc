@@ -183,6 +183,21 @@ Result<json> FitCurves(const StoredFit& stored, const Dataset& data, const Curve
 
 Result<json> SourceCurves(store::Store& db, const Source& source, const CurveOptions& options) {
   json out = json::object();
+  // The source's points with the budget each belongs to (the sweep cell's, or the isoFLOP
+  // grouping of imported points), so no figure groups budgets itself.
+  {
+    LoadOptions lo;
+    lo.curves = false;
+    Result<Dataset> data = LoadDataset(&db, source, lo);
+    json points = json::array();
+    if (data.ok()) {
+      for (const Point& p : data->points) {
+        points.push_back(
+            {{"n", p.n}, {"d", p.d}, {"c", p.c}, {"loss", p.loss}, {"budget", p.budget}});
+      }
+    }
+    out["points"] = points;
+  }
   const std::string kind = source.KindName();
   for (const char* method : {"parametric", "isoflop", "envelope"}) {
     std::optional<StoredFit> fit;

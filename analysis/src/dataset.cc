@@ -5,6 +5,8 @@
 #include <cmath>
 #include <map>
 
+#include "isoflop/fit/isoflop_profile.h"
+
 namespace isoflop::analysis {
 namespace {
 
@@ -122,6 +124,15 @@ Result<Dataset> LoadDataset(store::Store* db, const Source& source, const LoadOp
     out.points.push_back(
         {p.n, p.d, p.c > 0 ? p.c : 6 * p.n * p.d, p.loss, p.g, p.c > 0 ? p.c : 6 * p.n * p.d});
     if (!p.g) ++out.points_without_g;
+  }
+  // No budget was recorded: each point's budget is the group the isoFLOP fit forms (C within
+  // 5%, fit::GroupByBudget), at the group's geometric-mean C.
+  for (const auto& group :
+       fit::GroupByBudget(out.obs, fit::IsoflopOptions{}.budget_rel_tol, fit::FlopsConvention{})) {
+    double log_sum = 0;
+    for (size_t i : group) log_sum += std::log(out.points[i].c);
+    const double budget = std::exp(log_sum / static_cast<double>(group.size()));
+    for (size_t i : group) out.points[i].budget = budget;
   }
   return out;
 }

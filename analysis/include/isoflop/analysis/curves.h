@@ -28,11 +28,12 @@ struct CurveOptions {
 Result<nlohmann::json> FitCurves(const StoredFit& fit, const Dataset& data,
                                  const CurveOptions& options = {});
 
-// The curves of a source's newest fits, one per method, as {"parametric": FitCurves(..) or
-// null, "isoflop": .., "envelope": ..}: the parametric fit of the chinchilla form when there is
-// one (the figures' "parametric law"), else the newest parametric fit of any form. Each is
-// evaluated over the source's observations loaded with the fit's own N convention. Store and
-// data errors; a fit whose curves cannot be evaluated is {"error": "..."} in its slot.
+// The curves of a source's newest fits, one per method, as {"points": [{n, d, c, loss,
+// budget}] (the source's observations and the budget each belongs to), "parametric":
+// FitCurves(..) or null, "isoflop": .., "envelope": ..}: the parametric fit of the chinchilla form
+// when there is one (the figures' "parametric law"), else the newest parametric fit of any form.
+// Each is evaluated over the source's observations loaded with the fit's own N convention. Store
+// and data errors; a fit whose curves cannot be evaluated is {"error": "..."} in its slot.
 Result<nlohmann::json> SourceCurves(store::Store& db, const Source& source,
                                     const CurveOptions& options = {});
 
