@@ -95,14 +95,14 @@ run() {
     local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
                 trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
                 trainer/src/run_protocol.cc common/src/files.cc common/src/process.cc
-                trainer/src/model.cc trainer/src/train_loop.cc)
+                trainer/src/model.cc trainer/src/moe.cc trainer/src/train_loop.cc)
     local gtest_lib
     gtest_lib=$(dirname "$(find "$deps" -name libgtest.a | head -n 1)")
     local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""
                 -DISOFLOP_DATA_DIR="\"$here/data\"")
     local objs=() pids=() f o
     for f in "${srcs[@]}" trainer/src/main.cc tests/trainer/model_test.cc \
-             tests/trainer/train_binary_test.cc; do  # one compiler per file, all at once
+             tests/trainer/moe_test.cc tests/trainer/train_binary_test.cc; do  # all at once
       o=build-device-manual/$(basename "$f" .cc).o
       objs+=("$o")
       g++ "${flags[@]}" "${defs[@]}" -c "$f" -o "$o" >"$o.log" 2>&1 &
@@ -115,7 +115,8 @@ run() {
     [ $failed -eq 0 ] &&
       g++ "${lib_objs[@]}" build-device-manual/main.o $tlib -lpthread -o "$bin/isoflop-train" \
         >>"$out/manual_build.log" 2>&1 &&
-      g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/train_binary_test.o \
+      g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/moe_test.o \
+        build-device-manual/train_binary_test.o \
         -L"$gtest_lib" -lgtest -lgtest_main $tlib -lpthread -o "$bin/trainer_gpu_test" \
         >>"$out/manual_build.log" 2>&1
     if [ $? -ne 0 ]; then

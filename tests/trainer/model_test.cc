@@ -56,6 +56,59 @@ TEST(Model, ParameterCountMatchesAccountingForEveryVariant) {
   EXPECT_EQ(checked, 2 * 3 * 2 * 2 * 2 * 3);
 }
 
+// N_total (every expert) equals numel of the real MoE model, and N_active is what a token
+// uses, for expert counts, top-k, granularity, shared experts, explicit expert sizes, both
+// routers and MLP kinds, biases, and DeepSeek's dense-then-every-k-th layout.
+TEST(Model, MoeParameterCountMatchesAccounting) {
+  struct MoeCase {
+    int n_experts, top_k, granularity, expert_d_ff, shared, moe_every, dense_layers;
+  };
+  const std::vector<MoeCase> cases = {
+      {1, 1, 0, 0, 0, 1, 0},  {4, 2, 0, 0, 0, 1, 0},  {8, 2, 0, 0, 1, 1, 0}, {8, 1, 2, 0, 0, 1, 0},
+      {16, 2, 4, 0, 2, 2, 1}, {6, 3, 0, 24, 0, 1, 1}, {5, 5, 0, 8, 3, 2, 0}, {4, 2, 0, 0, 1, 3, 2},
+  };
+  int checked = 0;
+  for (const MoeCase& c : cases) {
+    for (Mlp mlp : {Mlp::kSwiGlu, Mlp::kGelu}) {
+      for (bool bias : {false, true}) {
+        for (auto [L, d, H, ff] : std::vector<std::array<int, 4>>{{3, 16, 2, 0}, {4, 32, 4, 64}}) {
+          Shape s;
+          s.n_layer = L, s.d_model = d, s.n_head = H, s.d_ff = ff, s.mlp = mlp, s.bias = bias,
+          s.norm = bias ? Norm::kLayerNorm : Norm::kRmsNorm, s.tie_embeddings = !bias;
+          s.moe.emplace();
+          s.moe->n_experts = c.n_experts, s.moe->top_k = c.top_k,
+          s.moe->granularity = c.granularity, s.moe->expert_d_ff = c.expert_d_ff,
+          s.moe->n_shared_experts = c.shared, s.moe->moe_every = c.moe_every,
+          s.moe->n_dense_layers = c.dense_layers;
+          s.moe->router = checked % 2 ? accounting::Router::kSigmoid : accounting::Router::kSoftmax;
+          if (!s.Validate().ok()) continue;  // e.g. granularity 4 of a d_ff that 4 does not divide
+          Transformer m(s);
+          const std::string what = "E=" + std::to_string(c.n_experts) +
+                                   " k=" + std::to_string(c.top_k) +
+                                   " G=" + std::to_string(c.granularity) + " " + ToString(mlp) +
+                                   " bias=" + std::to_string(bias) + " L=" + std::to_string(L) +
+                                   " d=" + std::to_string(d);
+          EXPECT_EQ(CountParams(m), accounting::TotalParams(s)) << what;
+          EXPECT_EQ(static_cast<int>(m->moe_layers().size()), accounting::MoeBlockCount(s)) << what;
+          // Active: numel of everything but the routed experts, plus k of them per MoE layer.
+          int64_t active = 0;
+          for (const auto& p : m->named_parameters()) {
+            const bool routed = p.key().find(".experts.") != std::string::npos;
+            if (!routed) {
+              active += p.value().numel();
+            } else if (p.key().find(".experts.0.") != std::string::npos) {
+              active += accounting::EffectiveTopK(s) * p.value().numel();
+            }
+          }
+          EXPECT_EQ(active, accounting::ActiveParams(s)) << what;
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GE(checked, 56);
+}
+
 TEST(Model, FusedAttentionMatchesExplicit) {
   for (PosEmbedding pos : {PosEmbedding::kRope, PosEmbedding::kAlibi, PosEmbedding::kLearned}) {
     Shape s;
@@ -302,6 +355,37 @@ TEST(ModelCuda, ActivationCheckpointingUnderAutocastGivesTheSameGradients) {
     const double scale = ga[i].abs().max().item<double>();
     EXPECT_LT((ga[i] - gb[i]).abs().max().item<double>(), 1e-2 * scale + 1e-6) << i;
   }
+}
+
+// An MoE model (top-2 of 4, one shared expert, a dense first block) on the GPU: fp32 logits
+// equal the CPU's, and under bf16 autocast the cross-entropy plus router losses backpropagate
+// finite gradients that reach the router.
+TEST(ModelCuda, MoeMatchesCpuAndTrainsUnderAutocast) {
+  ISOFLOP_REQUIRE_CUDA();
+  Shape s;
+  s.n_layer = 3, s.d_model = 64, s.n_head = 4, s.seq_len = 48;
+  s.moe.emplace();
+  s.moe->n_experts = 4, s.moe->top_k = 2, s.moe->n_shared_experts = 1, s.moe->n_dense_layers = 1;
+  torch::manual_seed(9);
+  Transformer cpu(s, AttentionImpl::kExplicit);
+  Transformer gpu = CopyTo(cpu, s, AttentionImpl::kExplicit, torch::kCUDA);
+  const auto idx = torch::randint(0, s.vocab_size, {4, s.seq_len + 1}, torch::kInt64);
+  const auto x = idx.narrow(1, 0, s.seq_len);
+  const auto want = cpu->forward(x);
+  const auto got = gpu->forward(x.to(torch::kCUDA)).to(torch::kCPU);
+  EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-4))
+      << "max diff " << (got - want).abs().max().item<float>();
+  const auto g = Gradients(gpu, idx.to(torch::kCUDA), /*autocast=*/true);
+  for (const auto& t : g) EXPECT_TRUE(torch::isfinite(t).all().item<bool>());
+  gpu->zero_grad();
+  torch::Tensor logits;
+  {
+    CudaAutocast guard(true);
+    logits = gpu->forward(x.to(torch::kCUDA));
+  }
+  gpu->MoeAuxLoss().backward();
+  const auto* router = gpu->moe_layers()[0]->router.get();
+  EXPECT_GT(router->weight.grad().abs().sum().item<double>(), 0);
 }
 
 TEST(ModelCuda, LossFallsUnderBf16Autocast) {

@@ -1,5 +1,5 @@
-// The dense transformer (model.h). Shape legend: B batch, T time, C d_model, H heads,
-// D head size, F d_ff, V vocabulary.
+// The transformer (model.h); the MoE layer is in moe.cc. Shape legend: B batch, T time, C d_model,
+// H heads, D head size, F d_ff, V vocabulary.
 #include "isoflop/trainer/model.h"
 
 #include <cmath>
@@ -108,8 +108,9 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x,
   return proj->forward(y.transpose(1, 2).reshape({B, T, C}));
 }
 
-MlpImpl::MlpImpl(const Shape& s) {
-  const int64_t ff = accounting::EffectiveDff(s);
+MlpImpl::MlpImpl(const Shape& s) : MlpImpl(s, accounting::EffectiveDff(s)) {}
+
+MlpImpl::MlpImpl(const Shape& s, int64_t ff) {
   fc = register_module("fc", MakeLinear(s.d_model, ff, s.bias));
   if (s.mlp == accounting::Mlp::kSwiGlu)
     gate = register_module("gate", MakeLinear(s.d_model, ff, s.bias));
@@ -121,17 +122,22 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return proj->forward(torch::gelu(fc->forward(x)));
 }
 
-BlockImpl::BlockImpl(const Shape& s, AttentionImpl impl) {
+BlockImpl::BlockImpl(const Shape& s, AttentionImpl impl, bool moe_block) {
   norm1 = register_module("norm1", Norm(s));
   attn = register_module("attn", CausalSelfAttention(s, impl));
   norm2 = register_module("norm2", Norm(s));
-  mlp = register_module("mlp", Mlp(s));
+  if (moe_block) {
+    moe = register_module("moe", Moe(s));
+  } else {
+    mlp = register_module("mlp", Mlp(s));
+  }
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& rope_cos,
                                  const torch::Tensor& rope_sin, const torch::Tensor& alibi) {
   auto h = x + attn->forward(norm1->forward(x), rope_cos, rope_sin, alibi);
-  return h + mlp->forward(norm2->forward(h));
+  const auto n = norm2->forward(h);
+  return h + (mlp ? mlp->forward(n) : moe->forward(n));
 }
 
 TransformerImpl::TransformerImpl(const Shape& s, AttentionImpl impl) : shape_(s) {
@@ -140,7 +146,11 @@ TransformerImpl::TransformerImpl(const Shape& s, AttentionImpl impl) : shape_(s)
     pos_emb_ = register_module("pos_emb", torch::nn::Embedding(s.seq_len, s.d_model));
   }
   blocks_ = register_module("blocks", torch::nn::ModuleList());
-  for (int i = 0; i < s.n_layer; ++i) blocks_->push_back(Block(s, impl));
+  for (int i = 0; i < s.n_layer; ++i) {
+    Block block(s, impl, accounting::IsMoeBlock(s, i));
+    if (block->moe) moe_layers_.push_back(block->moe.get());
+    blocks_->push_back(block);
+  }
   final_norm_ = register_module("final_norm", Norm(s));
   if (!s.tie_embeddings)
     head_ = register_module("head", MakeLinear(s.d_model, s.vocab_size, false));
@@ -182,8 +192,20 @@ void TransformerImpl::ResetParameters() {
   for (auto& b : *blocks_) {
     auto* block = b->as<BlockImpl>();
     block->attn->proj->weight.normal_(0.0, residual_std);
-    block->mlp->proj->weight.normal_(0.0, residual_std);
+    if (block->mlp) block->mlp->proj->weight.normal_(0.0, residual_std);
+    if (block->moe) {
+      for (auto& proj : block->moe->OutputProjections()) proj->weight.normal_(0.0, residual_std);
+    }
   }
+}
+
+torch::Tensor TransformerImpl::MoeAuxLoss() const {
+  torch::Tensor sum;
+  for (const MoeImpl* m : moe_layers_) {
+    const torch::Tensor layer = m->aux_loss() + m->z_loss();
+    sum = sum.defined() ? sum + layer : layer;
+  }
+  return sum.defined() ? sum / static_cast<double>(moe_layers_.size()) : sum;
 }
 
 namespace {
@@ -234,6 +256,8 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& idx) {
   auto x = tok_emb_->forward(idx);  // (B, T, C)
   if (pos_emb_) x = x + pos_emb_->forward(torch::arange(T, idx.options()));
   const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled();
+  TORCH_CHECK(!checkpoint || moe_layers_.empty(),
+              "activation checkpointing is not supported with MoE layers");
   for (auto& b : *blocks_) {
     auto* block = b->as<BlockImpl>();
     x = checkpoint ? BlockCheckpoint::apply(x, block, &rope_cos_, &rope_sin_, &alibi_)

@@ -1,6 +1,7 @@
-// The dense decoder-only transformer isoflop trains: token embedding, pre-norm blocks of causal
-// multi-head attention (RoPE, ALiBi or learned positions) and an MLP (SwiGLU or GELU), a final
-// norm and an output head tied to the embedding by default. Its parameter count is exactly
+// The decoder-only transformer isoflop trains: token embedding, pre-norm blocks of causal
+// multi-head attention (RoPE, ALiBi or learned positions) and an MLP (SwiGLU or GELU) or, in
+// the MoE blocks of a `family: moe` shape, a Mixture-of-Experts layer (moe.h), a final norm and
+// an output head tied to the embedding by default. Its parameter count is exactly
 // accounting::TotalParams(shape) (tested). Modules are not thread-safe.
 //
 // Shape legend: B batch, T sequence length, C d_model, H heads, D head size (C / H),
@@ -12,6 +13,7 @@
 #include <torch/version.h>
 
 #include "isoflop/trainer/accounting.h"
+#include "isoflop/trainer/moe.h"
 
 namespace isoflop::trainer {
 
@@ -114,7 +116,9 @@ TORCH_MODULE(CausalSelfAttention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  explicit MlpImpl(const accounting::Shape& s);
+  explicit MlpImpl(const accounting::Shape& s);  // hidden size EffectiveDff(s)
+  // An MLP of hidden size d_ff with the shape's kind and bias setting (an MoE expert).
+  MlpImpl(const accounting::Shape& s, int64_t d_ff);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
 
   // SwiGLU (Shazeer 2020): proj(silu(fc(x)) * gate(x)); GELU: proj(gelu(fc(x))).
@@ -124,13 +128,15 @@ TORCH_MODULE(Mlp);
 
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(const accounting::Shape& s, AttentionImpl impl);
+  // `moe`: the feed-forward layer is a Moe (s.moe must be set) instead of the dense Mlp.
+  BlockImpl(const accounting::Shape& s, AttentionImpl impl, bool moe = false);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& rope_cos,
                         const torch::Tensor& rope_sin, const torch::Tensor& alibi);
 
   Norm norm1{nullptr}, norm2{nullptr};
   CausalSelfAttention attn{nullptr};
-  Mlp mlp{nullptr};
+  Mlp mlp{nullptr};  // dense blocks
+  Moe moe{nullptr};  // MoE blocks
 };
 TORCH_MODULE(Block);
 
@@ -147,8 +153,15 @@ class TransformerImpl : public torch::nn::Module {
   // keeps only its input and recomputes its activations during the backward pass (under the
   // autocast state of the forward). Activation memory per block drops to one (B, T, C) tensor
   // for about one more forward pass of compute; gradients are unchanged (tested).
+  // Not available for MoE shapes (forward refuses): the replay would lose the router losses.
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
+
+  // The MoE layers, in block order (empty for a dense shape). Owned by the model.
+  const std::vector<MoeImpl*>& moe_layers() const { return moe_layers_; }
+  // The router losses of the last forward (aux_loss + z_loss of each MoE layer, averaged over
+  // the layers), a scalar with its graph, to add to the cross-entropy; undefined for dense.
+  torch::Tensor MoeAuxLoss() const;
 
  private:
   accounting::Shape shape_;
@@ -158,6 +171,7 @@ class TransformerImpl : public torch::nn::Module {
   Norm final_norm_{nullptr};
   torch::nn::Linear head_{nullptr};  // only when untied
   torch::Tensor rope_cos_, rope_sin_, alibi_;
+  std::vector<MoeImpl*> moe_layers_;
 };
 TORCH_MODULE(Transformer);
 
