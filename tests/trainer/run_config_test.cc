@@ -35,6 +35,46 @@ TEST(RunConfig, RoundTripsThroughJson) {
   EXPECT_EQ(*again->data.train_seed, 5u);
 }
 
+TEST(RunConfig, MoeGetsDefaultsAndRoundTrips) {
+  auto c = ParseRunConfig(
+      R"({"model": {"family": "moe", "n_layer": 3, "moe": {"n_experts": 16, "granularity": 2,
+          "router": "sigmoid", "bias_update_rate": 1e-3, "n_dense_layers": 1}},
+          "data": {"source": "synthetic"}, "train": {"tokens": 100000}})");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_TRUE(c->model.moe.has_value());
+  const accounting::MoeShape& m = *c->model.moe;
+  EXPECT_EQ(m.n_experts, 16);
+  EXPECT_EQ(m.top_k, 2);
+  EXPECT_EQ(m.granularity, 2);
+  EXPECT_EQ(m.router, accounting::Router::kSigmoid);
+  EXPECT_DOUBLE_EQ(m.aux_loss_weight, 0.01);
+  EXPECT_DOUBLE_EQ(m.z_loss_weight, 0.001);
+  EXPECT_DOUBLE_EQ(m.bias_update_rate, 1e-3);
+  EXPECT_DOUBLE_EQ(m.capacity_factor, 0.0);
+  EXPECT_EQ(m.moe_every, 1);
+  EXPECT_EQ(m.n_dense_layers, 1);
+  auto again = ParseRunConfig(RunConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(RunConfigToJson(*again), RunConfigToJson(*c));
+  EXPECT_EQ(again->family, "moe");
+  // family moe with no moe object: every field at its default.
+  auto bare = ParseRunConfig(R"({"model": {"family": "moe"}, "data": {"source": "synthetic"},
+                                 "train": {"tokens": 100000}})");
+  ASSERT_TRUE(bare.ok()) << bare.status().message();
+  EXPECT_EQ(bare->model.moe->n_experts, 8);
+}
+
+// Sweep cell keys hash ModelToJson of dense cells (tests/sweep/cell_key_test.cc): its keys for
+// a dense model are exactly those it had before MoE existed.
+TEST(RunConfig, DenseModelJsonHasNoMoeKeys) {
+  const nlohmann::json j = ModelToJson("dense", accounting::Shape{});
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : j.items()) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"bias", "d_ff", "d_model", "family", "mlp", "n_head",
+                                            "n_layer", "norm", "pos", "seq_len", "tie_embeddings",
+                                            "vocab_size"}));
+}
+
 struct BadCase {
   const char* json;
   const char* field;  // must appear in the message
@@ -87,6 +127,36 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000,
                    "device": "tpu"}})",
                 "'train.device'"},
+        BadCase{R"({"model": {"family": "sparse"}, "data": {"source": "synthetic"},
+                   "train": {"tokens": 100000}})",
+                "'model.family': expected one of dense, moe"},
+        BadCase{R"({"model": {"moe": {"n_experts": 4}}, "data": {"source": "synthetic"},
+                   "train": {"tokens": 100000}})",
+                "'model.moe': only with model.family 'moe'"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"n_experts": 4, "top_k": 5}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe.top_k': must be <= n_experts (4), got 5"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"granularity": 5}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe.granularity': must divide d_ff (176), got 5"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"aux_loss_weight": -0.1}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe.aux_loss_weight': must be >= 0"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"router": "relu"}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe.router': expected one of softmax, sigmoid"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"experts": 4}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe.experts': unknown key"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"top_k": "two"}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe.top_k': expected an integer"},
+        BadCase{R"({"model": {"family": "moe", "moe": 4},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "'model.moe': expected an object"},
+        BadCase{R"({"model": {"family": "moe"}, "data": {"source": "synthetic"},
+                   "train": {"tokens": 100000, "activation_checkpointing": true}})",
+                "'train.activation_checkpointing': not supported with model.family 'moe'"},
         BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000}, "extra": 1})",
                 "'extra': unknown key"},
         BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000},)",

@@ -83,6 +83,13 @@ TEST(RunProtocolTest, InfoFileRoundTrips) {
   EXPECT_EQ(back->n_total, 12345);
   EXPECT_EQ(back->threads, 2);
   EXPECT_DOUBLE_EQ(*back->data_entropy_nats, 1.6962);
+  EXPECT_FALSE(back->n_active.has_value());  // an older trainer's file: absent, not 0
+  i.n_active = 5000;
+  i.n_active_non_embedding = 4000;
+  back = InfoFile::Parse(i.ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->n_active, 5000);
+  EXPECT_EQ(back->n_active_non_embedding, 4000);
   EXPECT_FALSE(InfoFile::Parse("[1]").ok());
 }
 

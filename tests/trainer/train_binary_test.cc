@@ -88,6 +88,18 @@ class BinaryTest : public ::testing::Test {
                 "threads": 1, "device": "cpu"}})");
   }
 
+  // A tiny MoE run: both blocks MoE, 4 experts top-2, one shared expert, loss-free bias on.
+  static json TinyMoeRun(double bias_update_rate = 0.01) {
+    json run = TinyRun();
+    run["model"]["n_layer"] = 2;
+    run["model"]["family"] = "moe";
+    run["model"]["moe"] = {{"n_experts", 4},
+                           {"top_k", 2},
+                           {"n_shared_experts", 1},
+                           {"bias_update_rate", bias_update_rate}};
+    return run;
+  }
+
   std::string MakeRun(const std::string& name, const json& run) {
     const std::string dir = root_ + "/" + name;
     fs::create_directories(dir);
@@ -383,6 +395,149 @@ TEST_F(BinaryTest, FullDiskWhileCheckpointingFailsCleanly) {
   EXPECT_NE(st["reason"].get<std::string>().find("checkpoint of step 10"), std::string::npos)
       << st["reason"];
   EXPECT_TRUE(left.empty()) << left.front();
+}
+
+std::vector<json> MetricsLines(const std::string& dir) {
+  std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
+  std::string line;
+  std::vector<json> out;
+  while (std::getline(lines, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+// SIGKILL mid-run, then resume: the final validation loss is the uninterrupted run's (1e-6
+// relative). The selection bias is part of that state: the same run without it ends elsewhere,
+// so a resume that lost the bias could not match. Every metrics line carries the router
+// metrics; the FLOPs count active parameters.
+TEST_F(BinaryTest, MoeResumeAfterSigkillIsExactBiasIncluded) {
+  const std::string ref = MakeRun("ref", TinyMoeRun());
+  ASSERT_EQ(RunDir(ref), 0) << Slurp(ref + "/stderr.log");
+  const double ref_loss = Status(ref)["final_val_loss"];
+  const std::string no_bias = MakeRun("no_bias", TinyMoeRun(0.0));
+  ASSERT_EQ(RunDir(no_bias), 0) << Slurp(no_bias + "/stderr.log");
+  EXPECT_GT(std::abs(Status(no_bias)["final_val_loss"].get<double>() - ref_loss), 1e-4 * ref_loss);
+
+  const std::string dir = MakeRun("killed", TinyMoeRun());
+  const pid_t pid = Start({"--run-dir", dir, "--quiet"}, dir + "/stderr.log");
+  ASSERT_TRUE(WaitForCheckpoint(dir, 20, 60));
+  ::kill(pid, SIGKILL);
+  ASSERT_EQ(Wait(pid), 128 + SIGKILL);
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  EXPECT_NEAR(Status(dir)["final_val_loss"].get<double>(), ref_loss, 1e-6 * ref_loss);
+
+  const json info = json::parse(Slurp(dir + "/info.json"));
+  const int64_t n_active = info["n_active"], n_total = info["n_total"];
+  EXPECT_LT(n_active, n_total);
+  EXPECT_DOUBLE_EQ(info["flops_per_token_6n"].get<double>(), 6.0 * n_active);
+  const std::vector<json> lines = MetricsLines(dir);
+  ASSERT_FALSE(lines.empty());
+  for (const json& m : lines) {
+    const json& x = m["extra"];
+    double load = 0;
+    for (int e = 0; e < 4; ++e) load += x["load_" + std::to_string(e)].get<double>();
+    EXPECT_NEAR(load, 1.0, 1e-9) << m.dump();
+    EXPECT_GE(x["load_max_over_mean"].get<double>(), 1.0);
+    EXPECT_EQ(x["dropped_fraction"].get<double>(), 0.0);
+    EXPECT_GT(x["aux_loss"].get<double>(), 0.0);
+    EXPECT_GT(x["z_loss"].get<double>(), 0.0);
+    EXPECT_GT(x["router_entropy"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(lines.back()["step"], 79);
+}
+
+// Bad MoE settings in run.json or in flags: exit 2 naming the field, before any file is made.
+TEST_F(BinaryTest, BadMoeConfigExits2NamingTheField) {
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& j) { j["model"]["moe"]["top_k"] = 5; },
+       "field 'model.moe.top_k': must be <= n_experts (4), got 5"},
+      {[](json& j) { j["model"]["moe"]["granularity"] = 3; }, "field 'model.moe.granularity'"},
+      {[](json& j) { j["model"]["moe"]["z_loss_weight"] = -1; }, "field 'model.moe.z_loss_weight'"},
+      {[](json& j) { j["model"]["family"] = "dense"; }, "field 'model.moe': only with"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    json run = TinyMoeRun();
+    cases[i].first(run);
+    const std::string dir = MakeRun("bad" + std::to_string(i), run);
+    EXPECT_EQ(RunDir(dir), kExitBadConfig);
+    const std::string err = Slurp(dir + "/stderr.log");
+    EXPECT_NE(err.find(dir + "/run.json: " + cases[i].second), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(dir + "/status.json"));
+  }
+  const std::vector<std::pair<std::vector<std::string>, std::string>> flags = {
+      {{"--n-experts", "4", "--top-k", "5"}, "field 'model.moe.top_k'"},
+      {{"--n-experts", "-2"}, "field 'model.moe.n_experts'"},
+      {{"--n-experts", "4", "--router", "relu"}, "field 'model.moe.router'"},
+      {{"--top-k", "2"}, "--top-k needs --n-experts"},
+  };
+  for (size_t i = 0; i < flags.size(); ++i) {
+    const std::string out = root_ + "/flags" + std::to_string(i);
+    std::vector<std::string> args = {"--out", out, "--tokens", "2e3", "--batch-tokens", "256"};
+    args.insert(args.end(), flags[i].first.begin(), flags[i].first.end());
+    const std::string log = root_ + "/flags" + std::to_string(i) + ".log";
+    EXPECT_EQ(Wait(Start(args, log)), kExitBadConfig) << Slurp(log);
+    EXPECT_NE(Slurp(log).find(flags[i].second), std::string::npos) << Slurp(log);
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
+// The standalone MoE flags land in run.json's model.moe and the run finishes.
+TEST_F(BinaryTest, StandaloneMoeFlagsWriteModelMoe) {
+  const std::string dir = root_ + "/moe";
+  const std::string log = root_ + "/moe.log";
+  const pid_t pid = Start({"--out",
+                           dir,
+                           "--n-layer",
+                           "3",
+                           "--d-model",
+                           "32",
+                           "--n-head",
+                           "2",
+                           "--seq-len",
+                           "32",
+                           "--batch-tokens",
+                           "256",
+                           "--tokens",
+                           "2e3",
+                           "--eval-tokens",
+                           "512",
+                           "--threads",
+                           "1",
+                           "--n-experts",
+                           "8",
+                           "--top-k",
+                           "1",
+                           "--granularity",
+                           "2",
+                           "--n-shared-experts",
+                           "1",
+                           "--router",
+                           "sigmoid",
+                           "--aux-loss-weight",
+                           "0.02",
+                           "--z-loss-weight",
+                           "0",
+                           "--bias-update-rate",
+                           "0.001",
+                           "--capacity-factor",
+                           "1.25",
+                           "--moe-every",
+                           "2",
+                           "--n-dense-layers",
+                           "1",
+                           "--quiet"},
+                          log);
+  ASSERT_EQ(Wait(pid), 0) << Slurp(log);
+  const json run = json::parse(Slurp(dir + "/run.json"));
+  EXPECT_EQ(run["model"]["family"], "moe");
+  EXPECT_EQ(run["model"]["moe"],
+            json::parse(R"({"n_experts": 8, "top_k": 1, "granularity": 2, "expert_d_ff": 0,
+                            "n_shared_experts": 1, "router": "sigmoid", "aux_loss_weight": 0.02,
+                            "z_loss_weight": 0.0, "bias_update_rate": 0.001,
+                            "capacity_factor": 1.25, "moe_every": 2, "n_dense_layers": 1})"));
+  EXPECT_EQ(Status(dir)["state"], "finished");
+  const json last = MetricsLines(dir).back();
+  EXPECT_TRUE(last["extra"].contains("load_7")) << last.dump();
+  EXPECT_DOUBLE_EQ(last["extra"]["z_loss"].get<double>(), 0.0);
 }
 
 // "tokens": 1e400 is no double: a clean bad-config exit naming the file, not an abort.

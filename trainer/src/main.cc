@@ -33,6 +33,14 @@ struct StandaloneFlags {
   std::string mlp = isoflop::accounting::ToString(run.model.mlp);
   std::string schedule = ToString(run.train.schedule);
   bool untie = false;
+  // MoE: --n-experts > 0 makes the model family "moe"; the other fields keep MoeShape's
+  // defaults unless given.
+  isoflop::accounting::MoeShape moe = [] {
+    isoflop::accounting::MoeShape m;
+    m.n_experts = 0;
+    return m;
+  }();
+  std::string router = isoflop::accounting::ToString(moe.router);
   std::string data = "synthetic";
   std::vector<std::string> data_paths, val_paths;
   double tokens = 0;  // a double so that 2e6 is accepted; the parser checks it is whole
@@ -44,6 +52,13 @@ std::string BuildRunJson(const StandaloneFlags& f) {
   j["model"]["pos"] = f.pos;
   j["model"]["mlp"] = f.mlp;
   if (f.untie) j["model"]["tie_embeddings"] = false;
+  if (f.moe.n_experts != 0) {  // a negative count meets the parser's error
+    isoflop::accounting::Shape with_moe = f.run.model;
+    with_moe.moe = f.moe;
+    j["model"]["family"] = "moe";
+    j["model"]["moe"] = ModelToJson("moe", with_moe)["moe"];
+    j["model"]["moe"]["router"] = f.router;
+  }
   j["train"]["schedule"] = f.schedule;
   j["train"]["tokens"] = f.tokens;
   nlohmann::json data = {{"source", f.data}};
@@ -108,6 +123,27 @@ static int Main(int argc, char** argv) {
   app.add_option("--mlp", f.mlp, "swiglu | gelu")->group(g);
   app.add_flag("--untie", f.untie, "Separate output head")->group(g);
   app.add_flag("--bias", f.run.model.bias, "Biases in linear layers and LayerNorm")->group(g);
+  const std::string gm = "Mixture of Experts (standalone; --n-experts > 0 sets family moe)";
+  app.add_option("--n-experts", f.moe.n_experts, "Routed experts per MoE layer")->group(gm);
+  // Every other MoE flag needs --n-experts: given alone it would be silently ignored.
+  std::vector<CLI::Option*> moe_opts = {
+      app.add_option("--top-k", f.moe.top_k, "Routed experts per token (default 2)"),
+      app.add_option("--granularity", f.moe.granularity,
+                     "Split experts G ways: expert d_ff / G, top-k x G (0 = off)"),
+      app.add_option("--expert-d-ff", f.moe.expert_d_ff, "Expert hidden size (0 = d_ff)"),
+      app.add_option("--n-shared-experts", f.moe.n_shared_experts, "Always-on experts"),
+      app.add_option("--router", f.router, "softmax | sigmoid"),
+      app.add_option("--aux-loss-weight", f.moe.aux_loss_weight,
+                     "Switch load-balancing loss weight (default 0.01)"),
+      app.add_option("--z-loss-weight", f.moe.z_loss_weight, "Router z-loss weight (default 1e-3)"),
+      app.add_option("--bias-update-rate", f.moe.bias_update_rate,
+                     "Loss-free balancing bias step per optimizer step (0 = off)"),
+      app.add_option("--capacity-factor", f.moe.capacity_factor,
+                     "Expert capacity factor (0 = dropless)"),
+      app.add_option("--moe-every", f.moe.moe_every,
+                     "Every K-th block after the dense ones is MoE"),
+      app.add_option("--n-dense-layers", f.moe.n_dense_layers, "First L blocks stay dense")};
+  for (CLI::Option* o : moe_opts) o->group(gm);
   app.add_option("--data", f.data, "synthetic | text | bin | llmc")->group(g);
   app.add_option("--data-path", f.data_paths, "text: files; bin: train.bin; llmc: train shards")
       ->group(g);
@@ -141,6 +177,15 @@ static int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : kExitBadConfig;
+  }
+  if (f.moe.n_experts == 0) {
+    for (const CLI::Option* o : moe_opts) {
+      if (o->count() > 0) {
+        std::fprintf(stderr, "isoflop-train: %s needs --n-experts N (N > 0)\n",
+                     o->get_name().c_str());
+        return kExitBadConfig;
+      }
+    }
   }
   if (run_dir.empty() && out_dir.empty()) {
     std::fprintf(stderr, "isoflop-train: give --run-dir DIR, or --out DIR with model flags\n%s",

@@ -146,9 +146,28 @@ Result<Schedule> ParseSchedule(const std::string& s) {
   return Status::InvalidArgument("expected one of cosine, wsd, constant; got '" + s + "'");
 }
 
-Status ParseModel(const json& j, accounting::Shape* m) {
+// model.moe: every field optional, defaults from accounting::MoeShape.
+Status ParseMoe(const json& j, accounting::MoeShape* m) {
+  ObjectReader r(j, "model.moe.");
+  ISOFLOP_RETURN_IF_ERROR(r.Int("n_experts", &m->n_experts));
+  ISOFLOP_RETURN_IF_ERROR(r.Int("top_k", &m->top_k));
+  ISOFLOP_RETURN_IF_ERROR(r.Int("granularity", &m->granularity));
+  ISOFLOP_RETURN_IF_ERROR(r.Int("expert_d_ff", &m->expert_d_ff));
+  ISOFLOP_RETURN_IF_ERROR(r.Int("n_shared_experts", &m->n_shared_experts));
+  ISOFLOP_RETURN_IF_ERROR(r.Enum("router", &m->router, accounting::ParseRouter));
+  ISOFLOP_RETURN_IF_ERROR(r.Double("aux_loss_weight", &m->aux_loss_weight));
+  ISOFLOP_RETURN_IF_ERROR(r.Double("z_loss_weight", &m->z_loss_weight));
+  ISOFLOP_RETURN_IF_ERROR(r.Double("bias_update_rate", &m->bias_update_rate));
+  ISOFLOP_RETURN_IF_ERROR(r.Double("capacity_factor", &m->capacity_factor));
+  ISOFLOP_RETURN_IF_ERROR(r.Int("moe_every", &m->moe_every));
+  ISOFLOP_RETURN_IF_ERROR(r.Int("n_dense_layers", &m->n_dense_layers));
+  return r.NoUnknownKeys();
+}
+
+// `family` has been read by the caller: "moe" reads (or defaults) the moe object, "dense"
+// refuses one.
+Status ParseModel(const json& j, const std::string& family, accounting::Shape* m) {
   ObjectReader r(j, "model.");
-  std::string family;
   ISOFLOP_RETURN_IF_ERROR(r.Int("n_layer", &m->n_layer));
   ISOFLOP_RETURN_IF_ERROR(r.Int("d_model", &m->d_model));
   ISOFLOP_RETURN_IF_ERROR(r.Int("n_head", &m->n_head));
@@ -161,6 +180,14 @@ Status ParseModel(const json& j, accounting::Shape* m) {
   ISOFLOP_RETURN_IF_ERROR(r.Bool("tie_embeddings", &m->tie_embeddings));
   ISOFLOP_RETURN_IF_ERROR(r.Bool("bias", &m->bias));
   r.Has("family");  // read by the caller
+  const json* moe = nullptr;
+  ISOFLOP_RETURN_IF_ERROR(r.Object("moe", &moe, /*required=*/false));
+  if (family == "moe") {
+    m->moe.emplace();
+    if (moe) ISOFLOP_RETURN_IF_ERROR(ParseMoe(*moe, &*m->moe));
+  } else if (moe) {
+    return r.Error("moe", "only with model.family 'moe' (family is '" + family + "')");
+  }
   return r.NoUnknownKeys();
 }
 
@@ -251,8 +278,11 @@ Status CheckField(bool ok, const std::string& field, const std::string& why) {
 
 Status RunConfig::Validate() const {
   ISOFLOP_RETURN_IF_ERROR(CheckField(schema == 1, "schema", "only schema 1 is supported"));
-  ISOFLOP_RETURN_IF_ERROR(CheckField(family == "dense", "model.family",
-                                     "only 'dense' is implemented, got '" + family + "'"));
+  ISOFLOP_RETURN_IF_ERROR(CheckField(family == "dense" || family == "moe", "model.family",
+                                     "expected one of dense, moe; got '" + family + "'"));
+  ISOFLOP_RETURN_IF_ERROR(CheckField(
+      (family == "moe") == model.moe.has_value(), "model.moe",
+      family == "moe" ? "required with model.family 'moe'" : "only with model.family 'moe'"));
   ISOFLOP_RETURN_IF_ERROR(model.Validate());
   const TrainConfig& t = train;
   const std::string seq = std::to_string(model.seq_len);
@@ -290,6 +320,11 @@ Status RunConfig::Validate() const {
       CheckField(t.ckpt_interval_steps >= 1, "train.ckpt_interval_steps", "must be >= 1"));
   ISOFLOP_RETURN_IF_ERROR(
       CheckField(t.threads >= 0, "train.threads", "must be >= 0 (0 = all cores)"));
+  // The recomputing backward (model.cc BlockCheckpoint) would lose the router losses of the
+  // forward it replays and count the expert loads twice.
+  ISOFLOP_RETURN_IF_ERROR(CheckField(!(model.moe && t.activation_checkpointing),
+                                     "train.activation_checkpointing",
+                                     "not supported with model.family 'moe' yet"));
   ISOFLOP_RETURN_IF_ERROR(CheckField(t.device == "auto" || t.device == "cpu" || t.device == "cuda",
                                      "train.device",
                                      "expected one of auto, cpu, cuda; got '" + t.device + "'"));
@@ -335,7 +370,7 @@ Result<RunConfig> ParseRunConfig(const std::string& json_text) {
   if (model) {
     ObjectReader mr(*model, "model.");
     ISOFLOP_RETURN_IF_ERROR(mr.String("family", &c.family));
-    ISOFLOP_RETURN_IF_ERROR(ParseModel(*model, &c.model));
+    ISOFLOP_RETURN_IF_ERROR(ParseModel(*model, c.family, &c.model));
   }
   ISOFLOP_RETURN_IF_ERROR(ParseData(*data, &c.data));
   ISOFLOP_RETURN_IF_ERROR(ParseTrain(*train, &c.train));
@@ -355,18 +390,36 @@ Result<RunConfig> LoadRunConfig(const std::string& path) {
 
 json ModelToJson(const std::string& family, const accounting::Shape& s) {
   using accounting::ToString;
-  return json{{"family", family},
-              {"n_layer", s.n_layer},
-              {"d_model", s.d_model},
-              {"n_head", s.n_head},
-              {"d_ff", s.d_ff},
-              {"vocab_size", s.vocab_size},
-              {"seq_len", s.seq_len},
-              {"norm", ToString(s.norm)},
-              {"pos", ToString(s.pos)},
-              {"mlp", ToString(s.mlp)},
-              {"tie_embeddings", s.tie_embeddings},
-              {"bias", s.bias}};
+  // A dense model's object has no "moe" key: sweep cell keys hash this object
+  // (tests/sweep/cell_key_test.cc pins them).
+  json j{{"family", family},
+         {"n_layer", s.n_layer},
+         {"d_model", s.d_model},
+         {"n_head", s.n_head},
+         {"d_ff", s.d_ff},
+         {"vocab_size", s.vocab_size},
+         {"seq_len", s.seq_len},
+         {"norm", ToString(s.norm)},
+         {"pos", ToString(s.pos)},
+         {"mlp", ToString(s.mlp)},
+         {"tie_embeddings", s.tie_embeddings},
+         {"bias", s.bias}};
+  if (s.moe) {
+    const accounting::MoeShape& m = *s.moe;
+    j["moe"] = json{{"n_experts", m.n_experts},
+                    {"top_k", m.top_k},
+                    {"granularity", m.granularity},
+                    {"expert_d_ff", m.expert_d_ff},
+                    {"n_shared_experts", m.n_shared_experts},
+                    {"router", ToString(m.router)},
+                    {"aux_loss_weight", m.aux_loss_weight},
+                    {"z_loss_weight", m.z_loss_weight},
+                    {"bias_update_rate", m.bias_update_rate},
+                    {"capacity_factor", m.capacity_factor},
+                    {"moe_every", m.moe_every},
+                    {"n_dense_layers", m.n_dense_layers}};
+  }
+  return j;
 }
 
 json TrainToJson(const TrainConfig& t) {

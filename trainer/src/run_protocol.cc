@@ -108,17 +108,19 @@ Result<StatusFile> StatusFile::Parse(const std::string& text) {
 }
 
 std::string InfoFile::ToJson() const {
-  const json j = {{"n_total", n_total},
-                  {"n_non_embedding", n_non_embedding},
-                  {"flops_per_token_6n", flops_per_token_6n},
-                  {"flops_per_token_6n_attn", flops_per_token_6n_attn},
-                  {"flops_per_token_chinchilla", flops_per_token_chinchilla},
-                  {"device", device},
-                  {"precision", precision},
-                  {"threads", threads},
-                  {"host", host},
-                  {"data_entropy_nats", NumberOrNull(data_entropy_nats)},
-                  {"torch_version", torch_version}};
+  json j = {{"n_total", n_total},
+            {"n_non_embedding", n_non_embedding},
+            {"flops_per_token_6n", flops_per_token_6n},
+            {"flops_per_token_6n_attn", flops_per_token_6n_attn},
+            {"flops_per_token_chinchilla", flops_per_token_chinchilla},
+            {"device", device},
+            {"precision", precision},
+            {"threads", threads},
+            {"host", host},
+            {"data_entropy_nats", NumberOrNull(data_entropy_nats)},
+            {"torch_version", torch_version}};
+  if (n_active) j["n_active"] = *n_active;
+  if (n_active_non_embedding) j["n_active_non_embedding"] = *n_active_non_embedding;
   return j.dump() + "\n";
 }
 
@@ -128,6 +130,8 @@ Result<InfoFile> InfoFile::Parse(const std::string& text) {
   InfoFile info;
   info.n_total = OptInt(j, "n_total").value_or(0);
   info.n_non_embedding = OptInt(j, "n_non_embedding").value_or(0);
+  info.n_active = OptInt(j, "n_active");
+  info.n_active_non_embedding = OptInt(j, "n_active_non_embedding");
   info.flops_per_token_6n = OptNumber(j, "flops_per_token_6n").value_or(0);
   info.flops_per_token_6n_attn = OptNumber(j, "flops_per_token_6n_attn").value_or(0);
   info.flops_per_token_chinchilla = OptNumber(j, "flops_per_token_chinchilla").value_or(0);

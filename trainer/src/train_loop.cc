@@ -77,12 +77,13 @@ class Trainer {
   Status WriteInfo() const;
   // Draws the windows of one step into micro-batches of token ids, each (B, T+1).
   Result<std::vector<torch::Tensor>> NextBatch(int64_t step_tokens);
-  // Forward/backward of one step; returns the mean loss over its tokens.
+  // Forward/backward of one step; returns the mean cross-entropy over its tokens (an MoE
+  // model's router losses are backpropagated too, but not part of the returned loss).
   double ForwardBackward(const std::vector<torch::Tensor>& micro_batches, int64_t step_tokens);
   double Evaluate();
   Status SaveCheckpoint();
   Status LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
-                    double tokens_per_s);
+                    double tokens_per_s, std::vector<std::pair<std::string, double>> extra);
   RunOutcome Finish(std::string state, std::string reason, int exit_code);
   double WallSeconds() const { return progress_.wall_s + SecondsSince(start_); }
 
@@ -198,6 +199,8 @@ Status Trainer::WriteInfo() const {
   InfoFile info;
   info.n_total = accounting::TotalParams(shape_);
   info.n_non_embedding = accounting::NonEmbeddingParams(shape_);
+  info.n_active = accounting::ActiveParams(shape_);
+  info.n_active_non_embedding = accounting::ActiveNonEmbeddingParams(shape_);
   info.flops_per_token_6n = accounting::FlopsPerToken6N(shape_);
   info.flops_per_token_6n_attn = accounting::FlopsPerToken6NAttention(shape_);
   info.flops_per_token_chinchilla = accounting::FlopsPerTokenChinchilla(shape_);
@@ -249,8 +252,13 @@ double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
     const auto loss = torch::nn::functional::cross_entropy(
         logits.reshape({-1, V}).to(torch::kFloat), y.reshape({-1}),
         torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    // Each token weighs 1/step_tokens, so accumulation gives the mean over the whole step.
-    (loss / static_cast<double>(step_tokens)).backward();
+    // Each token weighs 1/step_tokens, so accumulation gives the mean over the whole step; the
+    // router losses (a mean over this micro-batch's tokens) get their tokens' share of it.
+    torch::Tensor objective = loss / static_cast<double>(step_tokens);
+    if (const torch::Tensor aux = model_->MoeAuxLoss(); aux.defined()) {
+      objective = objective + aux * (static_cast<double>(x.numel()) / step_tokens);
+    }
+    objective.backward();
     loss_sum += loss.detach().to(torch::kDouble);
   }
   return loss_sum.item<double>() / static_cast<double>(step_tokens);
@@ -314,8 +322,9 @@ Status Trainer::SaveCheckpoint() {
 }
 
 Status Trainer::LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
-                           double tokens_per_s) {
+                           double tokens_per_s, std::vector<std::pair<std::string, double>> extra) {
   MetricsLine line;
+  line.extra = std::move(extra);
   line.step = progress_.step;
   line.tokens = progress_.tokens;
   line.flops = static_cast<double>(progress_.tokens) * accounting::FlopsPerToken6N(shape_);
@@ -363,7 +372,11 @@ RunOutcome Trainer::Run() {
     const int64_t step_tokens = std::min(train_.batch_tokens, train_.tokens - progress_.tokens);
     auto batch = NextBatch(step_tokens);
     if (!batch.ok()) return Finish("failed", batch.status().message(), kExitFailed);
-    optimizer_->zero_grad();
+    // Gradients to none, not zero (LibTorch 2's default, not 1.13's): an expert that gets no
+    // token in a step then has no gradient and AdamW leaves it alone, whether or not it had one
+    // before a resume. With zeroed gradients it would decay only in a run that never restarted.
+    model_->zero_grad(/*set_to_none=*/true);
+    for (MoeImpl* moe : model_->moe_layers()) moe->ResetStepStats();
     const double train_loss = ForwardBackward(*batch, step_tokens);
     const int64_t step = progress_.step + 1;
     if (!std::isfinite(train_loss)) {
@@ -386,6 +399,9 @@ RunOutcome Trainer::Run() {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     optimizer_->step();
+    // DeepSeek-V3's selection bias follows the load of the step just taken; it is a buffer of
+    // the model, so the next checkpoint holds it.
+    for (MoeImpl* moe : model_->moe_layers()) moe->UpdateSelectionBias();
     progress_.step = step;
     progress_.tokens += step_tokens;
     interval_tokens += step_tokens;
@@ -405,7 +421,9 @@ RunOutcome Trainer::Run() {
     if (step % train_.log_interval_steps == 0 || std::isfinite(val_loss) || last) {
       const double seconds = SecondsSince(interval_start);
       const double tokens_per_s = seconds > 0 ? interval_tokens / seconds : 0.0;
-      if (Status st = LogMetrics(train_loss, val_loss, lr, grad_norm, tokens_per_s); !st.ok()) {
+      if (Status st = LogMetrics(train_loss, val_loss, lr, grad_norm, tokens_per_s,
+                                 MoeStepMetrics(model_->moe_layers()));
+          !st.ok()) {
         return Finish("failed", st.message(), kExitFailed);
       }
       if (options_.progress) {

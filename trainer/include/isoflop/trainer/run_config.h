@@ -63,13 +63,14 @@ struct TrainConfig {
 struct RunConfig {
   int schema = 1;
   std::string name;
-  uint64_t seed = 0;  // model init and data window RNG
-  std::string family = "dense";
+  uint64_t seed = 0;             // model init and data window RNG
+  std::string family = "dense";  // dense | moe; "moe" exactly when model.moe is set
   accounting::Shape model;
   DataConfig data;
   TrainConfig train;
 
-  // Cross-field checks (shape, batch multiple of seq_len, budget >= one batch, vocab match).
+  // Cross-field checks (shape and its MoE fields, batch multiple of seq_len, budget >= one
+  // batch, vocab match).
   // InvalidArgument names the field as "field 'train.tokens': ...".
   Status Validate() const;
 };
@@ -82,7 +83,8 @@ Result<RunConfig> LoadRunConfig(const std::string& path);
 // Serialises every field (the fully resolved form), pretty-printed.
 std::string RunConfigToJson(const RunConfig& c);
 
-// run.json's "model" and "train" objects as RunConfigToJson writes them: every field. The sweep
+// run.json's "model" and "train" objects as RunConfigToJson writes them: every field ("moe"
+// only when shape.moe is set, so a dense object is what it was before MoE existed). The sweep
 // planner builds each cell's config (and from it the cell key) from these, so a default changed
 // here is changed everywhere, and moves the keys of cells that relied on it.
 nlohmann::json ModelToJson(const std::string& family, const accounting::Shape& shape);

@@ -58,6 +58,9 @@ struct StatusFile {
 // DIR/info.json, written atomically when the run starts. Plain value.
 struct InfoFile {
   int64_t n_total = 0, n_non_embedding = 0;
+  // Parameters a token uses (MoE: router, shared and k routed experts); = n_total for dense.
+  // Absent (nullopt) in files of trainers older than MoE.
+  std::optional<int64_t> n_active, n_active_non_embedding;
   double flops_per_token_6n = 0, flops_per_token_6n_attn = 0, flops_per_token_chinchilla = 0;
   std::string device, precision, host, torch_version;
   int threads = 0;
