@@ -163,6 +163,9 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
                {"memory", ""},
                {"est_time", ""},
                {"est_by", ""}};
+  // MoE: active parameters per token beside the total (what C = 6 N D counts).
+  const bool moe = l.config.family == "moe";
+  if (moe) t.columns.insert(t.columns.begin() + 4, {"n_active", ""});
   for (const auto& a : l.config.parameters) t.columns.push_back({a.path, "%.4g"});
   for (const auto& c : plan.cells) {
     std::vector<json> row = {
@@ -182,6 +185,7 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
         format == Format::kTable ? json(Bytes(c.memory.total)) : json(c.memory.total),
         format == Format::kTable ? json(Seconds(c.est_seconds)) : json(c.est_seconds),
         sweep::ToString(c.est_source)};
+    if (moe) row.insert(row.begin() + 4, c.n_active);
     for (const auto& a : l.config.parameters) {
       auto it = c.axes.find(a.path);
       row.push_back(it == c.axes.end() ? json() : it->second);

@@ -286,10 +286,18 @@ Status ParseLadder(const Parser& p, const YAML::Node& n, SweepConfig* c) {
                    const std::string& where) -> Status {
     Status st = s.Validate();
     if (!st.ok()) {
-      std::string msg = st.message();
+      std::string msg = st.message(), field;
       if (msg.rfind("field '", 0) == 0) {  // "field 'model.x': why" -> "why (model.x)"
         const size_t close = msg.find("': ");
-        if (close != std::string::npos) msg = msg.substr(close + 3);
+        if (close != std::string::npos) {
+          field = msg.substr(7, close - 7);
+          msg = msg.substr(close + 3);
+        }
+      }
+      // A model.moe setting the file wrote is named where it was written.
+      if (auto w = c->field_where.find(field);
+          field.rfind("model.moe.", 0) == 0 && w != c->field_where.end()) {
+        return Status::InvalidArgument(w->second + ": " + msg + " (" + where + ")");
       }
       return p.Error(at, where, "invalid shape: " + msg);
     }
@@ -373,7 +381,7 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   if (!n.IsDefined()) return p.Error(n, "model", "required section is missing");
   ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "model",
                                       {"family", "vocab_size", "seq_len", "norm", "pos", "mlp",
-                                       "tie_embeddings", "bias", "d_ff", "ladder"}));
+                                       "tie_embeddings", "bias", "d_ff", "ladder", "moe"}));
   accounting::Shape& b = c->base;
   c->field_where["model"] = p.Where(n, "model");
   for (auto it = n.begin(); it != n.end(); ++it) {
@@ -383,10 +391,39 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     c->field_where[kp] = p.Where(v, kp);
     if (key == "family") {
       ISOFLOP_ASSIGN_OR_RETURN(c->family, p.String(v, kp));
-      if (c->family == "moe") {
-        return p.Error(v, kp, "family 'moe' is not supported by the sweep manager yet (use dense)");
+      if (c->family != "dense" && c->family != "moe") {
+        return p.Error(v, kp, "expected 'dense' or 'moe', got '" + c->family + "'");
       }
-      if (c->family != "dense") return p.Error(v, kp, "expected 'dense', got '" + c->family + "'");
+    } else if (key == "moe") {
+      // The run.json definition reads it (trainer/run_config.h): the same fields, defaults and
+      // checks as a one-off run; an error names this block's line and the field.
+      if (!v.IsMap())
+        return p.Error(v, kp, "expected a mapping of MoE settings (n_experts: 8, ...)");
+      json moe = json::object();
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m->second.IsScalar()) {
+          return p.Error(m->second, kp + "." + m->first.as<std::string>(), "expected a value");
+        }
+        moe[m->first.as<std::string>()] = Parser::ScalarJson(m->second);
+        c->field_where[kp + "." + m->first.as<std::string>()] =
+            p.Where(m->second, kp + "." + m->first.as<std::string>());
+      }
+      accounting::MoeShape shape;
+      if (Status st = trainer::ParseMoeObject(moe, &shape); !st.ok()) {
+        std::string msg = st.message();
+        std::string field = kp;
+        const std::string marker = "field '";
+        if (size_t at = msg.find(marker); at != std::string::npos) {
+          const size_t end = msg.find("': ", at + marker.size());
+          if (end != std::string::npos) {
+            field = msg.substr(at + marker.size(), end - at - marker.size());
+            msg = msg.substr(end + 3);
+          }
+        }
+        const YAML::Node at = Child(v, field.substr(field.rfind('.') + 1));
+        return p.Error(at.IsDefined() ? at : v, field, msg);
+      }
+      b.moe = shape;
     } else if (key == "vocab_size") {
       ISOFLOP_ASSIGN_OR_RETURN(b.vocab_size, p.IntInRange(v, kp, 2, 1 << 22));
     } else if (key == "seq_len") {
@@ -421,6 +458,10 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       }
       if (!st.ok()) return p.Error(v, kp, st.message());
     }
+  }
+  if (c->family == "moe" && !b.moe) b.moe.emplace();  // every MoE setting at its default
+  if (c->family != "moe" && b.moe) {
+    return p.Error(Child(n, "moe"), "model.moe", "only with model.family: moe");
   }
   const YAML::Node ladder = Child(n, "ladder");
   if (!ladder.IsDefined()) {

@@ -255,7 +255,9 @@ class SweepSession {
     r.seq_len = cell.shape.seq_len;
     r.n_total = cell.n_total;
     r.n_non_embedding = cell.n_non_embedding;
-    r.n_active = cell.n_total;
+    r.n_active = cell.n_active;
+    r.n_experts = cell.shape.moe ? cell.shape.moe->n_experts : 0;
+    r.top_k = cell.shape.moe ? accounting::EffectiveTopK(cell.shape) : 0;
     r.flops_per_token_6n = cell.flops_per_token_6n;
     r.flops_per_token_6n_attn = cell.flops_per_token_6n_attn;
     r.flops_per_token_chinchilla = cell.flops_per_token_chinchilla;

@@ -28,7 +28,13 @@ MemoryEstimate EstimateMemory(const accounting::Shape& s, const MemoryOptions& o
   const double optimizer = n * 8;
   const double micro_batch = o.micro_batch, seq_len = s.seq_len, n_layer = s.n_layer;
   const double tokens = micro_batch * seq_len;  // B·T
-  const double d = s.d_model, ff = static_cast<double>(accounting::EffectiveDff(s));
+  // The MLP activations a token keeps: a dense MLP's, or (MoE) those of the top-k routed and the
+  // shared experts it passes through. Weights, gradients and optimizer state above count every
+  // expert (TotalParams).
+  const double d = s.d_model;
+  const double ff = s.moe ? double(accounting::EffectiveTopK(s) + s.moe->n_shared_experts) *
+                                accounting::EffectiveExpertDff(s)
+                          : static_cast<double>(accounting::EffectiveDff(s));
   // Per token per layer, saved for backward: attention block = norm input, normed input, q, k,
   // v, attention output, projection input (7d); MLP block = norm input, normed input (2d), then
   // SwiGLU keeps gate, up, act(gate) and their product (4 ff), GELU its input and output (2 ff).

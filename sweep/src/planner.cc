@@ -27,8 +27,9 @@ std::vector<size_t> SelectSizes(const SweepConfig& c, double budget) {
   const auto& ladder = c.ladder;
   if (c.sizes.mode == SizeSelection::Mode::kWindow) {
     for (size_t i = 0; i < ladder.size(); ++i) {
+      // Tokens per active parameter: what a token costs (for a dense model, per parameter).
       const double tpp =
-          budget / accounting::FlopsPerToken6N(ladder[i]) / accounting::TotalParams(ladder[i]);
+          budget / accounting::FlopsPerToken6N(ladder[i]) / accounting::ActiveParams(ladder[i]);
       if (tpp >= c.sizes.min_tokens_per_param && tpp <= c.sizes.max_tokens_per_param) {
         out.push_back(i);
       }
@@ -41,7 +42,7 @@ std::vector<size_t> SelectSizes(const SweepConfig& c, double budget) {
   double best_err = INFINITY;
   for (size_t i = 0; i < ladder.size(); ++i) {
     const double err =
-        std::abs(std::log(double(accounting::TotalParams(ladder[i]))) - std::log(guess));
+        std::abs(std::log(double(accounting::ActiveParams(ladder[i]))) - std::log(guess));
     if (err < best_err) best_err = err, best = i;
   }
   const int k = std::min<int>(c.sizes.points_per_budget, ladder.size());
@@ -169,6 +170,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           cell.axes = axes;
           cell.n_total = accounting::TotalParams(shape);
           cell.n_non_embedding = accounting::NonEmbeddingParams(shape);
+          cell.n_active = accounting::ActiveParams(shape);
           cell.flops_per_token_6n = accounting::FlopsPerToken6N(shape);
           cell.flops_per_token_6n_attn = accounting::FlopsPerToken6NAttention(shape);
           cell.flops_per_token_chinchilla = accounting::FlopsPerTokenChinchilla(shape);

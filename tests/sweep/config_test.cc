@@ -94,9 +94,8 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
       {"bad name", replace("name: t", "name: a/b"),
        "s.yaml:1:7: name: expected letters, digits, '.', '_' or '-' (it names the run folder), "
        "got 'a/b'"},
-      {"moe not yet", replace("  vocab_size: 32", "  family: moe\n  vocab_size: 32"),
-       "s.yaml:5:11: model.family: family 'moe' is not supported by the sweep manager yet (use "
-       "dense)"},
+      {"unknown family", replace("  vocab_size: 32", "  family: sparse\n  vocab_size: 32"),
+       "s.yaml:5:11: model.family: expected 'dense' or 'moe', got 'sparse'"},
       {"window and points", base + "sizes: {tokens_per_param: [1, 2], points_per_budget: 3}\n",
        "s.yaml:14:54: sizes.points_per_budget: give either tokens_per_param (a window) or "
        "points_per_budget, not both"},

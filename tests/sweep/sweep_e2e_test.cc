@@ -505,5 +505,36 @@ TEST(SweepE2ETest, OneManagerPerSweepFromAnyDirectoryAndStaleLeaseTakeover) {
   EXPECT_FALSE(lease->has_value()) << "a manager that ended must release its lease";
 }
 
+// An MoE sweep (model.family: moe) runs end to end: every cell trains an MoE, the store records
+// its experts, top-k and active parameters, and each logged step's router metrics land in the
+// metric extras.
+TEST(SweepE2ETest, MoeSweepRunsAndStoresExpertsAndRouterMetrics) {
+  const std::string dir = TempDir("sweep_moe");
+  const std::string db = dir + "/s.db";
+  const std::string file = std::string(ISOFLOP_SOURCE_DIR) + "/tests/sweep/testdata/tiny_moe.yaml";
+  auto r = testing::RunCommand(SweepRun(db, file, {"--no-fit"}), {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto runs = Runs(db, "tiny_moe");
+  ASSERT_EQ(runs.size(), 3u);
+  auto s = store::Store::Open(db);
+  ASSERT_TRUE(s.ok());
+  for (const auto& run : runs) {
+    EXPECT_EQ(run.status, "finished") << run.reason;
+    EXPECT_EQ(run.family, "moe");
+    EXPECT_EQ(run.n_experts, 4);
+    EXPECT_EQ(run.top_k, 2);
+    EXPECT_LT(run.n_active, run.n_total);
+    EXPECT_EQ(run.tokens_done, run.target_tokens);
+    EXPECT_NE(Slurp(run.run_dir + "/run.json").find("\"moe\""), std::string::npos);
+    auto rows = (*s)->GetMetrics(run.id);
+    ASSERT_TRUE(rows.ok());
+    ASSERT_FALSE(rows->empty());
+    std::set<std::string> names;
+    for (const auto& [name, value] : rows->back().extra) names.insert(name);
+    for (const char* k : {"aux_loss", "z_loss", "load_0", "router_entropy"})
+      EXPECT_TRUE(names.count(k)) << k << " missing from the last row's extras";
+  }
+}
+
 }  // namespace
 }  // namespace isoflop

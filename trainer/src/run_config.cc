@@ -146,8 +146,10 @@ Result<Schedule> ParseSchedule(const std::string& s) {
   return Status::InvalidArgument("expected one of cosine, wsd, constant; got '" + s + "'");
 }
 
+}  // namespace
+
 // model.moe: every field optional, defaults from accounting::MoeShape.
-Status ParseMoe(const json& j, accounting::MoeShape* m) {
+Status ParseMoeObject(const json& j, accounting::MoeShape* m) {
   ObjectReader r(j, "model.moe.");
   ISOFLOP_RETURN_IF_ERROR(r.Int("n_experts", &m->n_experts));
   ISOFLOP_RETURN_IF_ERROR(r.Int("top_k", &m->top_k));
@@ -163,6 +165,8 @@ Status ParseMoe(const json& j, accounting::MoeShape* m) {
   ISOFLOP_RETURN_IF_ERROR(r.Int("n_dense_layers", &m->n_dense_layers));
   return r.NoUnknownKeys();
 }
+
+namespace {
 
 // `family` has been read by the caller: "moe" reads (or defaults) the moe object, "dense"
 // refuses one.
@@ -184,7 +188,7 @@ Status ParseModel(const json& j, const std::string& family, accounting::Shape* m
   ISOFLOP_RETURN_IF_ERROR(r.Object("moe", &moe, /*required=*/false));
   if (family == "moe") {
     m->moe.emplace();
-    if (moe) ISOFLOP_RETURN_IF_ERROR(ParseMoe(*moe, &*m->moe));
+    if (moe) ISOFLOP_RETURN_IF_ERROR(ParseMoeObject(*moe, &*m->moe));
   } else if (moe) {
     return r.Error("moe", "only with model.family 'moe' (family is '" + family + "')");
   }

@@ -25,6 +25,7 @@ struct Cell {
   uint64_t seed = 0;
   std::map<std::string, nlohmann::json> axes;  // parameters-block values of this cell
   int64_t n_total = 0, n_non_embedding = 0;
+  int64_t n_active = 0;  // per token (MoE: router, shared and top-k experts); = n_total if dense
   double flops_per_token_6n = 0, flops_per_token_6n_attn = 0, flops_per_token_chinchilla = 0;
   int64_t tokens = 0;         // D = round(C / flops_per_token_6n)
   int64_t steps = 0;          // optimizer steps: ceil(D / batch_tokens)

@@ -78,6 +78,12 @@ struct RunConfig {
 // Parses run.json text. InvalidArgument names the field on a missing required field, a wrong
 // type, an unknown key or an invalid value; the caller prefixes the file name.
 Result<RunConfig> ParseRunConfig(const std::string& json_text);
+// Reads run.json's "model.moe" object into `moe` (fields absent keep their values: the
+// defaults of accounting::MoeShape). InvalidArgument names the field ("field 'model.moe.top_k':
+// ..."); cross-field checks are accounting::Shape::Validate's. The sweep parser uses it for a
+// sweep file's `model.moe` block.
+Status ParseMoeObject(const nlohmann::json& j, accounting::MoeShape* moe);
+
 // Reads and parses a file; errors are prefixed with the path.
 Result<RunConfig> LoadRunConfig(const std::string& path);
 // Serialises every field (the fully resolved form), pretty-printed.
