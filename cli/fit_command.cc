@@ -147,14 +147,6 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   analysis::Source source;
   if (!args.sweep.empty()) {
     source.kind = analysis::Source::Kind::kSweep, source.name = args.sweep;
-    if (moe) {
-      return Status::FailedPrecondition(
-          "--form moe needs the MoE granularity G of every observation, and sweep runs do not "
-          "record it; export the runs (`isoflop export --sweep " +
-          args.sweep +
-          " > FILE`), add a g column, `isoflop import FILE --name NAME --g-column g` "
-          "and fit --observations NAME");
-    }
   } else if (!args.csv.empty()) {
     source.kind = analysis::Source::Kind::kCsv, source.name = args.csv;
     source.csv_columns = args.csv_columns;
@@ -165,14 +157,25 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   lo.convention = args.convention;
   ISOFLOP_ASSIGN_OR_RETURN(analysis::Dataset data, analysis::LoadDataset(db.get(), source, lo));
   if (moe) {
-    ISOFLOP_RETURN_IF_ERROR(CheckGranularity(
-        data,
-        source.kind == analysis::Source::Kind::kCsv ? "CSV file " + args.csv
-                                                    : "observation set '" + args.observations + "'",
-        source.kind == analysis::Source::Kind::kCsv
-            ? "add a column named g or granularity, or name it with --g-column NAME"
-            : "re-import it with its G column: `isoflop import FILE --name " + args.observations +
-                  " --replace --g-column NAME`"));
+    std::string what, fix;
+    switch (source.kind) {
+      case analysis::Source::Kind::kCsv:
+        what = "CSV file " + args.csv;
+        fix = "add a column named g or granularity, or name it with --g-column NAME";
+        break;
+      case analysis::Source::Kind::kObservations:
+        what = "observation set '" + args.observations + "'";
+        fix = "re-import it with its G column: `isoflop import FILE --name " + args.observations +
+              " --replace --g-column NAME`";
+        break;
+      case analysis::Source::Kind::kSweep:
+        what = "sweep '" + args.sweep + "'";
+        fix =
+            "dense runs have no G; fit MoE runs trained at two or more "
+            "model.moe.granularity values";
+        break;
+    }
+    ISOFLOP_RETURN_IF_ERROR(CheckGranularity(data, what, fix));
   }
   const std::vector<fit::Observation>& obs = data.obs;
   const std::vector<fit::Curve>& curves = data.curves;

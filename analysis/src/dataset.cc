@@ -72,10 +72,14 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
     o.loss = *loss;
     o.c = r.flops_per_token_6n * o.d;
     if (r.budget_flops > 0) o.budget_id = budget_ids[r.budget_flops];
+    // An MoE run's granularity G (Krajewski et al. 2024): 1 when its experts are not split; a
+    // dense run has none (the moe form refuses a set that mixes them in).
+    std::optional<double> g;
+    if (r.n_experts > 0) g = r.granularity > 0 ? r.granularity : 1.0;
+    o.g = g.value_or(1.0);
     out.obs.push_back(o);
-    out.points.push_back(
-        {o.n, o.d, o.c, o.loss, std::nullopt, r.budget_flops > 0 ? r.budget_flops : o.c});
-    ++out.points_without_g;
+    out.points.push_back({o.n, o.d, o.c, o.loss, g, r.budget_flops > 0 ? r.budget_flops : o.c});
+    if (!g) ++out.points_without_g;
     if (!options.curves) continue;
     ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));
     fit::Curve curve = SmoothedTrainingCurve(metrics);

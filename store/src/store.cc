@@ -137,7 +137,20 @@ ALTER TABLE runs ADD COLUMN worker_start TEXT NOT NULL DEFAULT '';
 ALTER TABLE sweeps ADD COLUMN overrides_json TEXT NOT NULL DEFAULT '[]';
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4};
+// Version 5: a Mixture-of-Experts run's settings beside n_experts and top_k, so every MoE
+// law's variables can be derived from the store: granularity G (Krajewski et al. 2024), shared
+// experts, the expert hidden size, the router, the expansion rate (expert parameters over the
+// dense MLP's: Krajewski's E) and the whole moe block as run.json has it.
+constexpr const char* kSchemaV5 = R"sql(
+ALTER TABLE runs ADD COLUMN granularity REAL NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN n_shared_experts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN expert_d_ff INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN router TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN expansion_rate REAL NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN moe_json TEXT NOT NULL DEFAULT '';
+)sql";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 const char* const kOurTables[] = {
@@ -551,7 +564,8 @@ constexpr const char* kRunColumns =
     "flops_per_token_6n_attn, flops_per_token_chinchilla, budget_flops, target_tokens, "
     "target_flops, seed, config_json, run_dir, attempts, exit_code, reason, host, devices, "
     "job_id, final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
-    "created_at, started_at, finished_at, worker_pid, worker_start";
+    "created_at, started_at, finished_at, worker_pid, worker_start, granularity, "
+    "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json";
 
 RunRecord ReadRun(const Statement& q) {
   RunRecord r;
@@ -597,6 +611,12 @@ RunRecord ReadRun(const Statement& q) {
   r.finished_at = q.Text(c++);
   r.worker_pid = q.Int(c++);
   r.worker_start = q.Text(c++);
+  r.granularity = q.Double(c++);
+  r.n_shared_experts = static_cast<int>(q.Int(c++));
+  r.expert_d_ff = static_cast<int>(q.Int(c++));
+  r.router = q.Text(c++);
+  r.expansion_rate = q.Double(c++);
+  r.moe_json = q.Text(c++);
   return r;
 }
 }  // namespace
@@ -610,10 +630,11 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "flops_per_token_chinchilla, budget_flops, target_tokens, target_flops, seed, "
               "config_json, run_dir, attempts, exit_code, reason, host, devices, job_id, "
               "final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
-              "created_at, started_at, finished_at, worker_pid, worker_start) VALUES (?1, ?2, "
+              "created_at, started_at, finished_at, worker_pid, worker_start, granularity, "
+              "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json) VALUES (?1, ?2, "
               "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
               "?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, "
-              "?36, ?37, ?38, ?39, ?40) "
+              "?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46) "
               "ON CONFLICT(sweep_id, cell_key) DO UPDATE SET status = excluded.status, "
               "family = excluded.family, n_layer = excluded.n_layer, "
               "d_model = excluded.d_model, n_head = excluded.n_head, d_ff = excluded.d_ff, "
@@ -633,7 +654,10 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "tokens_done = excluded.tokens_done, ingest_offset = excluded.ingest_offset, "
               "data_entropy = excluded.data_entropy, started_at = excluded.started_at, "
               "finished_at = excluded.finished_at, worker_pid = excluded.worker_pid, "
-              "worker_start = excluded.worker_start RETURNING id"));
+              "worker_start = excluded.worker_start, granularity = excluded.granularity, "
+              "n_shared_experts = excluded.n_shared_experts, expert_d_ff = excluded.expert_d_ff, "
+              "router = excluded.router, expansion_rate = excluded.expansion_rate, "
+              "moe_json = excluded.moe_json RETURNING id"));
   int c = 1;
   q->Bind(c++, r.sweep_id);
   q->Bind(c++, r.cell_key);
@@ -675,6 +699,12 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
   q->Bind(c++, r.finished_at);
   q->Bind(c++, r.worker_pid);
   q->Bind(c++, r.worker_start);
+  q->Bind(c++, r.granularity);
+  q->Bind(c++, r.n_shared_experts);
+  q->Bind(c++, r.expert_d_ff);
+  q->Bind(c++, r.router);
+  q->Bind(c++, r.expansion_rate);
+  q->Bind(c++, r.moe_json);
   if (q->Step() != SQLITE_ROW) return Error("writing run '" + r.cell_key + "'");
   int64_t id = q->Int(0);
   q->Step();

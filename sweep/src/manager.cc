@@ -258,6 +258,15 @@ class SweepSession {
     r.n_active = cell.n_active;
     r.n_experts = cell.shape.moe ? cell.shape.moe->n_experts : 0;
     r.top_k = cell.shape.moe ? accounting::EffectiveTopK(cell.shape) : 0;
+    if (const auto& moe = cell.shape.moe) {
+      r.granularity = moe->granularity;
+      r.n_shared_experts = moe->n_shared_experts;
+      r.expert_d_ff = accounting::EffectiveExpertDff(cell.shape);
+      r.router = accounting::ToString(moe->router);
+      r.expansion_rate = double(moe->n_experts) * accounting::EffectiveExpertDff(cell.shape) /
+                         double(accounting::EffectiveDff(cell.shape));
+      r.moe_json = cell.config["model"].value("moe", nlohmann::json::object()).dump();
+    }
     r.flops_per_token_6n = cell.flops_per_token_6n;
     r.flops_per_token_6n_attn = cell.flops_per_token_6n_attn;
     r.flops_per_token_chinchilla = cell.flops_per_token_chinchilla;

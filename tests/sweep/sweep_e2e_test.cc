@@ -533,7 +533,18 @@ TEST(SweepE2ETest, MoeSweepRunsAndStoresExpertsAndRouterMetrics) {
     for (const auto& [name, value] : rows->back().extra) names.insert(name);
     for (const char* k : {"aux_loss", "z_loss", "load_0", "router_entropy"})
       EXPECT_TRUE(names.count(k)) << k << " missing from the last row's extras";
+    // Every MoE variable a law may use, raw: no granularity set, 4 experts of the dense d_ff.
+    EXPECT_EQ(run.granularity, 0);
+    EXPECT_EQ(run.router, "softmax");
+    EXPECT_DOUBLE_EQ(run.expansion_rate, 4.0);
+    EXPECT_NE(run.moe_json.find("\"n_experts\":4"), std::string::npos) << run.moe_json;
   }
+  // The Krajewski form reads G from the runs: one G for all of them cannot identify gamma.
+  auto moe_fit = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "fit", "--sweep", "tiny_moe", "--form", "moe"}, {}, dir);
+  EXPECT_EQ(moe_fit.exit_code, 1) << moe_fit.out << moe_fit.err;
+  EXPECT_NE(moe_fit.err.find("every point of sweep 'tiny_moe' has G = 1"), std::string::npos)
+      << moe_fit.err;
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -59,7 +59,14 @@ struct RunRecord {
   // Model shape.
   std::string family = "dense";
   int n_layer = 0, d_model = 0, n_head = 0, d_ff = 0, vocab_size = 0, seq_len = 0;
-  int n_experts = 0, top_k = 0;  // 0 for dense models
+  int n_experts = 0, top_k = 0;  // 0 for dense models; top_k is the effective (x G) one
+  // Mixture-of-Experts settings (0 / "" for dense): the raw values, so every MoE law's variable
+  // can be derived (Krajewski's E is expansion_rate, Clark's E is n_experts).
+  double granularity = 0;  // G of Krajewski et al. 2024; 0 = not split
+  int n_shared_experts = 0, expert_d_ff = 0;
+  std::string router;         // softmax | sigmoid
+  double expansion_rate = 0;  // routed expert parameters / the dense MLP's, per MoE layer
+  std::string moe_json;       // run.json's model.moe object
   // Parameter counts.
   int64_t n_total = 0, n_non_embedding = 0, n_active = 0;
   // Training FLOPs per token under each convention (see trainer/accounting.h).
