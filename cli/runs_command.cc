@@ -140,8 +140,33 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
                {"exit_code", ""},
                {"reason", ""},
                {"run_dir", ""}};
+  // Mixture-of-Experts settings and the final logged router metrics, last so that columns
+  // programs index by position keep their place; empty for dense runs.
+  static const char* const kRouterMetrics[] = {"aux_loss", "z_loss", "load_max_over_mean",
+                                               "dropped_fraction", "router_entropy"};
+  for (const char* c : {"granularity", "n_shared_experts", "expert_d_ff", "router"})
+    t.columns.push_back({c, ""});
+  t.columns.push_back({"expansion_rate", "%.6g"});
+  for (const char* m : kRouterMetrics) t.columns.push_back({std::string("final_") + m, "%.6g"});
   for (const auto& r : runs) {
     double d = static_cast<double>(r.target_tokens);
+    std::vector<nlohmann::json> moe(4 + 1 + std::size(kRouterMetrics));
+    if (r.n_experts > 0) {
+      moe[0] = r.granularity;
+      moe[1] = r.n_shared_experts;
+      moe[2] = r.expert_d_ff;
+      moe[3] = r.router;
+      moe[4] = r.expansion_rate;
+      ISOFLOP_ASSIGN_OR_RETURN(auto rows, db->GetMetrics(r.id));
+      for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+        if (it->extra.empty()) continue;
+        for (size_t k = 0; k < std::size(kRouterMetrics); ++k) {
+          for (const auto& [name, value] : it->extra)
+            if (name == kRouterMetrics[k]) moe[5 + k] = value;
+        }
+        break;
+      }
+    }
     t.rows.push_back({r.id,
                       names[r.sweep_id],
                       r.cell_key,
@@ -174,6 +199,7 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
                       r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(),
                       r.reason,
                       r.run_dir});
+    t.rows.back().insert(t.rows.back().end(), moe.begin(), moe.end());
   }
   Print(std::cout, t, format);
   return Status::Ok();

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -538,6 +539,21 @@ TEST(SweepE2ETest, MoeSweepRunsAndStoresExpertsAndRouterMetrics) {
     EXPECT_EQ(run.router, "softmax");
     EXPECT_DOUBLE_EQ(run.expansion_rate, 4.0);
     EXPECT_NE(run.moe_json.find("\"n_experts\":4"), std::string::npos) << run.moe_json;
+  }
+  // `export` carries the MoE settings and the final router metrics (JSON, one row per run).
+  auto exported = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "export", "--sweep", "tiny_moe", "--format", "json"}, {},
+      dir);
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  const auto rows = nlohmann::json::parse(exported.out);
+  ASSERT_EQ(rows.size(), 3u);
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["router"], "softmax");
+    EXPECT_DOUBLE_EQ(row["expansion_rate"].get<double>(), 4.0);
+    // The Switch loss equals its weight (0.01) at perfect balance; near it for a trained router.
+    EXPECT_GT(row["final_aux_loss"].get<double>(), 0.009);
+    EXPECT_LT(row["final_aux_loss"].get<double>(), 0.05);
+    EXPECT_GT(row["final_router_entropy"].get<double>(), 0);
   }
   // The Krajewski form reads G from the runs: one G for all of them cannot identify gamma.
   auto moe_fit = testing::RunCommand(
