@@ -120,7 +120,7 @@ TEST(CurvesTest, BandIsTheBootstrapIntervalOfTheFrontier) {
                band_hi = p["band"]["n_hi"][1].get<double>();
   EXPECT_LT(band_lo, n_mid);
   EXPECT_GT(band_hi, n_mid);
-  // The fit stores up to keep_draws (200) draws: all of them here.
+  // The fit stores every draw: the band uses all of them.
   Result<fit::RecordLaw> law = fit::LawFromRecord(f.record);
   ASSERT_TRUE(law.ok());
   EXPECT_EQ(p["band"]["draws_used"].get<size_t>(), law->draws.size());

@@ -80,6 +80,25 @@ TEST_F(FitCliTest, ParametricFitOnChinchillaIsStoredAndQueried) {
   EXPECT_NE(none.err.find("no parametric fit of sweep 'absent'"), std::string::npos) << none.err;
 }
 
+// `optimal` answers from every stored bootstrap draw (all 300 after --bootstrap 300, not the
+// first 200), so its interval at C = 1e21 is the fit's own N_opt@1e+21 interval.
+TEST_F(FitCliTest, OptimalUsesEveryBootstrapDraw) {
+  auto fit = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--bootstrap",
+                      "300", "--format", "json"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  const auto j = nlohmann::json::parse(fit.out);
+  const auto& boot = j["result"]["bootstrap"];
+  EXPECT_EQ(boot["draws"].size() + boot.value("failed", 0) + boot.value("non_finite", 0), 300u)
+      << boot.dump().substr(0, 300);
+  auto opt = Isoflop({"optimal", "--fit", std::to_string(j["id"].get<int64_t>()), "--compute",
+                      "1e21", "--format", "json"});
+  ASSERT_EQ(opt.exit_code, 0) << opt.err;
+  const auto o = nlohmann::json::parse(opt.out)[0];
+  const auto& ci = j["ci"]["N_opt@1e+21"];
+  EXPECT_NEAR(o["n_lo"].get<double>(), ci["lo"].get<double>(), 1e-9 * ci["lo"].get<double>());
+  EXPECT_NEAR(o["n_hi"].get<double>(), ci["hi"].get<double>(), 1e-9 * ci["hi"].get<double>());
+}
+
 // `isoflop curves`: one JSON document with what the figures draw, the frontier passing
 // through the same N_opt that `optimal` answers (the same fit library, evaluated once).
 TEST_F(FitCliTest, CurvesOfAFitAreOneJsonDocumentAgreeingWithOptimal) {

@@ -22,7 +22,9 @@ struct BootstrapOptions {
   uint64_t seed = 0;     // resample i draws from mt19937_64(seed + i): thread-independent
   double level = 0.95;   // central interval level
   int num_threads = 0;   // 0 = hardware concurrency
-  int keep_draws = 200;  // parameter draws kept in the result (for plotting bands)
+  // Parameter draws kept in the result (bands, `isoflop optimal` intervals): every one, so an
+  // answer's interval comes from all --bootstrap N resamples, not a subset.
+  int keep_draws = 100000;
   // Refits start from this many of the full fit's distinct local optima (best first): a
   // resample's optimum lies near the full data's, so the 4,500-start grid is not repeated.
   int starts_per_resample = 4;
