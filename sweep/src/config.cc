@@ -286,14 +286,8 @@ Status ParseLadder(const Parser& p, const YAML::Node& n, SweepConfig* c) {
                    const std::string& where) -> Status {
     Status st = s.Validate();
     if (!st.ok()) {
-      std::string msg = st.message(), field;
-      if (msg.rfind("field '", 0) == 0) {  // "field 'model.x': why" -> "why (model.x)"
-        const size_t close = msg.find("': ");
-        if (close != std::string::npos) {
-          field = msg.substr(7, close - 7);
-          msg = msg.substr(close + 3);
-        }
-      }
+      const trainer::FieldError e = trainer::SplitFieldError(st.message());
+      const std::string &field = e.field, &msg = e.what;
       // A model.moe setting the file wrote is named where it was written.
       if (auto w = c->field_where.find(field);
           field.rfind("model.moe.", 0) == 0 && w != c->field_where.end()) {
@@ -410,18 +404,10 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       }
       accounting::MoeShape shape;
       if (Status st = trainer::ParseMoeObject(moe, &shape); !st.ok()) {
-        std::string msg = st.message();
-        std::string field = kp;
-        const std::string marker = "field '";
-        if (size_t at = msg.find(marker); at != std::string::npos) {
-          const size_t end = msg.find("': ", at + marker.size());
-          if (end != std::string::npos) {
-            field = msg.substr(at + marker.size(), end - at - marker.size());
-            msg = msg.substr(end + 3);
-          }
-        }
-        const YAML::Node at = Child(v, field.substr(field.rfind('.') + 1));
-        return p.Error(at.IsDefined() ? at : v, field, msg);
+        trainer::FieldError e = trainer::SplitFieldError(st.message());
+        if (e.field.empty()) e.field = kp;
+        const YAML::Node at = Child(v, e.field.substr(e.field.rfind('.') + 1));
+        return p.Error(at.IsDefined() ? at : v, e.field, e.what);
       }
       b.moe = shape;
     } else if (key == "vocab_size") {

@@ -76,19 +76,9 @@ Status ValidateCell(const SweepConfig& c, const Cell& cell, const std::string& t
   run["name"] = tag;
   Result<trainer::RunConfig> parsed = trainer::ParseRunConfig(run.dump());
   if (parsed.ok()) return Status::Ok();
-  // The trainer names the field as "field 'data.vocab': what".
-  std::string msg = parsed.status().message();
-  std::string field;
-  const std::string marker = "field '";
-  if (size_t at = msg.find(marker); at != std::string::npos) {
-    const size_t end = msg.find("': ", at + marker.size());
-    if (end != std::string::npos) {
-      field = msg.substr(at + marker.size(), end - at - marker.size());
-      msg = msg.substr(end + 3);
-    }
-  }
-  return Status::InvalidArgument((field.empty() ? c.file_path : FieldWhere(c, field)) + ": " + msg +
-                                 " (the trainer would refuse " + tag + ")");
+  const trainer::FieldError e = trainer::SplitFieldError(parsed.status().message());
+  return Status::InvalidArgument((e.field.empty() ? c.file_path : FieldWhere(c, e.field)) + ": " +
+                                 e.what + " (the trainer would refuse " + tag + ")");
 }
 
 // Every combination of the parameter axes, first axis slowest.

@@ -382,6 +382,14 @@ Result<RunConfig> ParseRunConfig(const std::string& json_text) {
   return c;
 }
 
+FieldError SplitFieldError(const std::string& message) {
+  const std::string marker = "field '";
+  const size_t at = message.find(marker);
+  const size_t end = at == std::string::npos ? at : message.find("': ", at + marker.size());
+  if (end == std::string::npos) return {"", message};
+  return {message.substr(at + marker.size(), end - at - marker.size()), message.substr(end + 3)};
+}
+
 Result<RunConfig> LoadRunConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound(path + ": cannot open (does the file exist?)");

@@ -84,6 +84,15 @@ Result<RunConfig> ParseRunConfig(const std::string& json_text);
 // sweep file's `model.moe` block.
 Status ParseMoeObject(const nlohmann::json& j, accounting::MoeShape* moe);
 
+// The field a run-config error names and what it says: "field 'data.vocab': must be in 2..512"
+// (the form every error above has) -> {"data.vocab", "must be in 2..512"}; {"", message} for a
+// message in another form. Callers that know where a field came from (the sweep parser) name
+// that place instead.
+struct FieldError {
+  std::string field, what;
+};
+FieldError SplitFieldError(const std::string& message);
+
 // Reads and parses a file; errors are prefixed with the path.
 Result<RunConfig> LoadRunConfig(const std::string& path);
 // Serialises every field (the fully resolved form), pretty-printed.
