@@ -20,6 +20,7 @@
 #include "isoflop/sweep/local_executor.h"
 #include "isoflop/sweep/manager.h"
 #include "isoflop/sweep/planner.h"
+#include "isoflop/sweep/slurm_executor.h"
 #include "isoflop/sweep/throughput_probe.h"
 #include "output.h"
 #include "plot.h"
@@ -60,6 +61,19 @@ sweep::PlanEnvironment EnvFor(const sweep::Resources& res) {
   return env;
 }
 
+// Where a SLURM sweep's cells run: the plan sees the job's resources, not this host's.
+sweep::PlanEnvironment SlurmEnv(const sweep::ExecutorConfig& e) {
+  sweep::PlanEnvironment env;
+  env.gpu = e.slurm.gpus_per_run > 0;
+  env.threads_per_run = std::max(1, e.cpus_per_run);
+  if (e.device_memory_gib > 0) {
+    env.device_memory_bytes = e.device_memory_gib * double(1LL << 30);
+  } else if (auto mem = sweep::SlurmMemoryBytes(e.slurm.mem); mem && !env.gpu) {
+    env.device_memory_bytes = double(*mem);
+  }
+  return env;
+}
+
 struct Loaded {
   sweep::SweepConfig config;
   sweep::Resources resources;
@@ -69,6 +83,10 @@ struct Loaded {
 Result<Loaded> LoadAndPlan(const std::string& file, const std::vector<std::string>& sets) {
   Loaded l;
   ISOFLOP_ASSIGN_OR_RETURN(l.config, sweep::LoadSweepConfig(file, sets));
+  if (l.config.executor.kind == "slurm") {
+    ISOFLOP_ASSIGN_OR_RETURN(l.plan, sweep::PlanSweep(l.config, SlurmEnv(l.config.executor)));
+    return l;
+  }
   Result<sweep::Resources> res = sweep::DetectResources(l.config.executor);
   std::string note;
   if (!res.ok() && l.config.executor.device == "cuda") {
@@ -200,17 +218,25 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
   }
   int64_t max_mem = 0;
   for (const auto& c : plan.cells) max_mem = std::max(max_mem, c.memory.total);
-  const int slots =
-      l.resources.gpu ? std::max<int>(1, l.resources.devices.size()) : l.resources.cpu_slots;
+  const bool slurm = l.config.executor.kind == "slurm";
+  const int slots = slurm ? std::max(1, l.config.executor.max_parallel)
+                    : l.resources.gpu ? std::max<int>(1, l.resources.devices.size())
+                                      : l.resources.cpu_slots;
+  const auto& ex = l.config.executor;
+  const std::string where =
+      slurm ? std::to_string(slots) + " SLURM job(s) at once (" +
+                  (ex.slurm.gpus_per_run > 0 ? std::to_string(ex.slurm.gpus_per_run) + " GPU(s), "
+                                             : std::string()) +
+                  std::to_string(ex.cpus_per_run) + " CPU(s) each)"
+      : l.resources.gpu ? std::to_string(slots) + " GPU(s)"
+                        : std::to_string(slots) + " CPU slot(s) x " +
+                              std::to_string(l.resources.threads_per_run) + " thread(s)";
   std::cout << "\nsweep " << l.config.name << ": " << plan.cells.size() << " cells, "
             << l.config.budgets.size() << " budgets, " << l.config.ladder.size()
             << " ladder sizes, " << l.config.seeds.size() << " seed(s)\n"
             << "total compute " << Fmt("%.3g", plan.total_flops) << " FLOPs (6ND), largest run "
             << Bytes(max_mem) << ", estimated time " << Seconds(plan.total_est_seconds)
-            << " serial, ~" << Seconds(plan.total_est_seconds / slots) << " on "
-            << (l.resources.gpu ? std::to_string(slots) + " GPU(s)"
-                                : std::to_string(slots) + " CPU slot(s) x " +
-                                      std::to_string(l.resources.threads_per_run) + " thread(s)")
+            << " serial, ~" << Seconds(plan.total_est_seconds / slots) << " on " << where
             << "\nruns in " << l.config.output_dir << "\n";
   for (const auto& n : notes) std::cout << n << "\n";
   for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
@@ -347,18 +373,42 @@ struct RunArgs {
   std::string file, name;
   std::vector<std::string> sets;
   bool no_fit = false, no_plot = false, failed_only = false, no_probe = false;
+  bool detach = false;  // slurm: submit and return (`sweep sync` follows up)
+  bool sync = false;    // sweep sync: carry on a stored sweep without resetting any cell
+  bool watch = false;   // sweep sync --watch: follow the jobs until every cell has ended
   int max_parallel = -1;
 };
+
+// Runs the plan on SLURM: submits job arrays and follows them until every cell ended, or, with
+// `detach`, returns once everything is submitted.
+Result<sweep::SweepOutcome> RunOnSlurm(store::Store& db, const sweep::SweepConfig& cfg,
+                                       const sweep::Plan& plan, sweep::ManagerOptions mo,
+                                       bool detach) {
+  sweep::SlurmExecutor executor(mo.train_binary, cfg.executor, cfg.name, cfg.output_dir);
+  ISOFLOP_RETURN_IF_ERROR(executor.Check());
+  mo.detach = detach;
+  mo.poll_seconds = 0.5;  // the loop's tick; the executor polls SLURM every poll_seconds
+  return sweep::RunSweep(db, cfg, plan, executor, mo);
+}
 
 Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& plot_dir_hint,
                const RunArgs& args) {
   if (args.max_parallel >= 0) cfg.executor.max_parallel = args.max_parallel;
-  ISOFLOP_ASSIGN_OR_RETURN(sweep::Resources res, sweep::DetectResources(cfg.executor));
-  ISOFLOP_ASSIGN_OR_RETURN(sweep::Plan plan, sweep::PlanSweep(cfg, EnvFor(res)));
+  const bool slurm = cfg.executor.kind == "slurm";
+  if (args.detach && !slurm) {
+    return Status::InvalidArgument(
+        "--detach needs executor.kind: slurm (local runs are children of this process)");
+  }
+  sweep::Resources res;
+  if (!slurm) {
+    ISOFLOP_ASSIGN_OR_RETURN(res, sweep::DetectResources(cfg.executor));
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::Plan plan,
+                           sweep::PlanSweep(cfg, slurm ? SlurmEnv(cfg.executor) : EnvFor(res)));
   for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
   ISOFLOP_ASSIGN_OR_RETURN(std::string train, FindTrainBinary(ctx));
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
-  if (cfg.executor.cpus_per_run == sweep::ExecutorConfig::kAutoCpusPerRun && !res.gpu) {
+  if (!slurm && cfg.executor.cpus_per_run == sweep::ExecutorConfig::kAutoCpusPerRun && !res.gpu) {
     // `auto` needs the layout measured, and the measurement gives the ETA its estimates; not
     // worth seconds when every cell is already finished.
     std::set<std::string> finished;
@@ -380,7 +430,9 @@ Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& pl
   mo.out = &std::cout;
   mo.live =
       isatty(STDOUT_FILENO) && std::getenv("TERM") && std::string(std::getenv("TERM")) != "dumb";
-  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepOutcome o, sweep::RunSweep(*db, cfg, plan, res, mo));
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepOutcome o,
+                           slurm ? RunOnSlurm(*db, cfg, plan, mo, args.detach)
+                                 : sweep::RunSweep(*db, cfg, plan, res, mo));
   if (o.file_changed && !o.diff.removed.empty()) {
     std::cout << "cells no longer in the sweep file (kept in the store, not fitted):";
     for (const auto& k : o.diff.removed) std::cout << " " << k;
@@ -390,6 +442,13 @@ Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& pl
             << " failed, " << o.diverged << " diverged, " << o.pending << " not finished ("
             << o.launched << " launches this time)\n";
   for (const auto& p : o.problems) std::cout << "  " << p << "\n";
+  if (o.running > 0) {
+    std::cout << o.running << " cell(s) running on SLURM; `isoflop sweep sync " << cfg.name
+              << "` ingests them, resubmits what needs it and fits when all are done "
+                 "(--watch: until then); `isoflop sweep status " << cfg.name
+              << "` shows their jobs\n";
+    return Status::Ok();
+  }
   if (o.cancelled) {
     std::cout << "cancelled: unfinished cells are marked cancelled; `isoflop sweep run "
               << cfg.file_path << "` resumes them\n";
@@ -456,14 +515,18 @@ void SplitStoredText(const store::SweepRecord& sweep, std::string* text,
   *sets = found;
 }
 
-Status RunRetryCommand(const Context& ctx, const RunArgs& args) {
+// sweep retry (reset failed cells, then run) and sweep sync (run as stored): the stored sweep
+// file and overrides, the run folders where they are; sync --watch follows the jobs to the end.
+Status RunRetryCommand(const Context& ctx, RunArgs args) {
   store::OpenOptions oo;
   oo.create_if_missing = false;
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, oo));
   ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(args.name));
   if (!sweep) return Status::NotFound("no sweep named '" + args.name + "' in " + ctx.db_path);
-  ISOFLOP_ASSIGN_OR_RETURN(int n, sweep::ResetCells(*db, args.name, args.failed_only));
-  std::cout << "retrying " << n << " cell(s) of " << args.name << "\n";
+  if (!args.sync) {
+    ISOFLOP_ASSIGN_OR_RETURN(int n, sweep::ResetCells(*db, args.name, args.failed_only));
+    std::cout << "retrying " << n << " cell(s) of " << args.name << "\n";
+  }
   std::string text;
   std::vector<std::string> sets;
   SplitStoredText(*sweep, &text, &sets);
@@ -479,6 +542,8 @@ Status RunRetryCommand(const Context& ctx, const RunArgs& args) {
     cfg.output_dir = fs::path(runs.front().run_dir).parent_path().string();
   }
   db.reset();
+  // sync detaches only where the jobs outlive this process; a local sweep simply resumes.
+  args.detach = args.sync && !args.watch && cfg.executor.kind == "slurm";
   return Execute(ctx, std::move(cfg), "", args);
 }
 
@@ -529,15 +594,41 @@ Status SweepStatus(const Context& ctx, const std::string& name, const std::strin
   t.columns = {{"cell", ""},     {"budget", "%.3g"}, {"shape", ""},          {"n_total", ""},
                {"tokens", ""},   {"status", ""},     {"progress", "%.0f%%"}, {"val_loss", "%.4f"},
                {"attempts", ""}, {"reason", ""}};
+  // SLURM sweeps: each cell's job and what the scheduler says of it now.
+  std::vector<std::string> slurm_ids;
+  for (const auto& r : runs)
+    if (r.job_id.rfind("slurm:", 0) == 0) slurm_ids.push_back(r.job_id.substr(6));
+  std::optional<std::map<std::string, sweep::SlurmTaskState>> slurm_states;
+  if (!slurm_ids.empty()) {
+    t.columns.insert(t.columns.end() - 1, {{"job", ""}, {"slurm", ""}});
+    slurm_states = sweep::QuerySlurm(slurm_ids);
+  }
   std::map<std::string, int> counts;
   for (const auto& r : runs) {
     counts[r.status]++;
-    t.rows.push_back({r.cell_key, r.budget_flops,
-                      std::to_string(r.n_layer) + "x" + std::to_string(r.d_model) + "h" +
-                          std::to_string(r.n_head),
-                      r.n_total, r.target_tokens, r.status,
-                      r.target_tokens > 0 ? 100.0 * r.tokens_done / r.target_tokens : 0.0,
-                      r.final_val_loss ? json(*r.final_val_loss) : json(), r.attempts, r.reason});
+    std::vector<json> row = {r.cell_key, r.budget_flops,
+                             std::to_string(r.n_layer) + "x" + std::to_string(r.d_model) + "h" +
+                                 std::to_string(r.n_head),
+                             r.n_total, r.target_tokens, r.status,
+                             r.target_tokens > 0 ? 100.0 * r.tokens_done / r.target_tokens : 0.0,
+                             r.final_val_loss ? json(*r.final_val_loss) : json(), r.attempts};
+    if (!slurm_ids.empty()) {
+      const bool has = r.job_id.rfind("slurm:", 0) == 0;
+      row.push_back(has ? json(r.job_id.substr(6)) : json());
+      std::string state;
+      if (has && slurm_states) {
+        auto it = slurm_states->find(r.job_id.substr(6));
+        state = it == slurm_states->end() ? "(forgotten)" : it->second.state;
+        if (it != slurm_states->end() && !it->second.reason.empty() &&
+            it->second.state == "PENDING")
+          state += " (" + it->second.reason + ")";
+      } else if (has) {
+        state = "(SLURM does not answer)";
+      }
+      row.push_back(has ? json(state) : json());
+    }
+    row.push_back(r.reason);
+    t.rows.push_back(std::move(row));
   }
   Print(std::cout, t, format);
   if (format == Format::kTable) {
@@ -591,7 +682,28 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
   r->add_flag("--no-plot", run->no_plot, "Do not draw plots at the end");
   r->add_flag("--no-probe", run->no_probe,
               "With executor.cpus_per_run: auto, do not measure: all cores for one run");
+  r->add_flag("--detach", run->detach,
+              "executor.kind slurm: submit the job arrays and return; `isoflop sweep sync NAME` "
+              "follows up");
   r->callback([&ctx, run] { ctx.status = RunRunCommand(ctx, *run); });
+
+  auto sync = std::make_shared<RunArgs>();
+  sync->sync = true;
+  sync->detach = true;
+  CLI::App* sy = sweep->add_subcommand(
+      "sync",
+      "Carry a stored sweep forward: ingest its runs, take over the jobs still running on SLURM, "
+      "resubmit what needs it, fit when every cell is done. One pass and return (safe from cron), "
+      "or with --watch until the sweep is done.");
+  sy->add_option("name", sync->name, "Sweep name")->required();
+  sy->add_flag("--watch", sync->watch, "Follow the jobs until every cell has ended");
+  sy->add_flag("--no-fit", sync->no_fit, "Do not fit at the end");
+  sy->add_flag("--no-plot", sync->no_plot, "Do not draw plots at the end");
+  sy->callback([&ctx, sync] {
+    RunArgs a = *sync;
+    a.no_probe = true;
+    ctx.status = RunRetryCommand(ctx, a);
+  });
 
   auto status = std::make_shared<std::pair<std::string, std::string>>("", "table");
   CLI::App* s =

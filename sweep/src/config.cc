@@ -837,23 +837,157 @@ Status ParseParameters(const Parser& p, const YAML::Node& n, const std::string& 
 
 // ---- executor, fit, report -----------------------------------------------------------------
 
+// A string that goes into a batch script's #SBATCH line or the cell list: one line.
+Result<std::string> OneLine(const Parser& p, const YAML::Node& v, const std::string& kp) {
+  ISOFLOP_ASSIGN_OR_RETURN(std::string s, p.String(v, kp));
+  if (s.find_first_of("\n\r") != std::string::npos || s.find('\0') != std::string::npos) {
+    return p.Error(v, kp, "must be one line");
+  }
+  return s;
+}
+
+// SLURM's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S. Seconds, or -1.
+int64_t SlurmTimeSeconds(const std::string& t) {
+  int64_t days = 0;
+  std::string rest = t;
+  const size_t dash = t.find('-');
+  std::vector<int64_t> parts;
+  auto number = [](const std::string& s, int64_t* out) {
+    if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    *out = std::stoll(s);
+    return true;
+  };
+  if (dash != std::string::npos) {
+    if (!number(t.substr(0, dash), &days)) return -1;
+    rest = t.substr(dash + 1);
+  }
+  std::stringstream ss(rest);
+  for (std::string tok; std::getline(ss, tok, ':');) {
+    int64_t x = 0;
+    if (!number(tok, &x)) return -1;
+    parts.push_back(x);
+  }
+  if (parts.empty() || parts.size() > 3 || rest.back() == ':') return -1;
+  if (dash != std::string::npos) {  // D-H, D-H:M, D-H:M:S
+    while (parts.size() < 3) parts.push_back(0);
+    return ((days * 24 + parts[0]) * 60 + parts[1]) * 60 + parts[2];
+  }
+  if (parts.size() == 1) return parts[0] * 60;             // minutes
+  if (parts.size() == 2) return parts[0] * 60 + parts[1];  // M:S
+  return (parts[0] * 60 + parts[1]) * 60 + parts[2];       // H:M:S
+}
+
+// executor.setup: a list of shell lines (strings) or commands (lists, quoted word by word).
+Status ParseSetup(const Parser& p, const YAML::Node& v, const std::string& kp,
+                  std::vector<ExecutorConfig::SetupLine>* out) {
+  if (!v.IsSequence()) {
+    return p.Error(v, kp,
+                   "expected a list: shell lines (\"module load cuda\") or commands as lists of "
+                   "arguments ([source, /path/venv/bin/activate])");
+  }
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string ip = kp + "[" + std::to_string(i) + "]";
+    ExecutorConfig::SetupLine line;
+    if (v[i].IsSequence()) {
+      if (v[i].size() == 0) return p.Error(v[i], ip, "an empty command");
+      for (size_t j = 0; j < v[i].size(); ++j) {
+        ISOFLOP_ASSIGN_OR_RETURN(std::string a,
+                                 OneLine(p, v[i][j], ip + "[" + std::to_string(j) + "]"));
+        line.argv.push_back(std::move(a));
+      }
+    } else {
+      ISOFLOP_ASSIGN_OR_RETURN(line.shell, OneLine(p, v[i], ip));
+    }
+    out->push_back(std::move(line));
+  }
+  return Status::Ok();
+}
+
+// The keys that only the slurm executor reads.
+const std::vector<std::string>& SlurmKeys() {
+  static const std::vector<std::string> k = {
+      "partition", "account",   "qos",         "time",           "constraint",
+      "gres",      "mem",       "gpus_per_run", "max_array_size", "signal_grace",
+      "poll_seconds", "sbatch_args", "setup",  "run_root"};
+  return k;
+}
+
+Status ParseSlurmKey(const Parser& p, const std::string& key, const YAML::Node& v,
+                     ExecutorConfig::Slurm* s) {
+  const std::string kp = "executor." + key;
+  if (key == "partition") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->partition, OneLine(p, v, kp));
+  } else if (key == "account") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->account, OneLine(p, v, kp));
+  } else if (key == "qos") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->qos, OneLine(p, v, kp));
+  } else if (key == "constraint") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->constraint, OneLine(p, v, kp));
+  } else if (key == "gres") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->gres, OneLine(p, v, kp));
+  } else if (key == "mem") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->mem, OneLine(p, v, kp));
+  } else if (key == "time") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->time, OneLine(p, v, kp));
+    if (SlurmTimeSeconds(s->time) <= 0) {
+      return p.Error(v, kp,
+                     "expected a SLURM time limit (minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S), "
+                     "got '" + s->time + "'");
+    }
+  } else if (key == "gpus_per_run") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->gpus_per_run, p.IntInRange(v, kp, 0, 1024));
+  } else if (key == "max_array_size") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->max_array_size, p.IntInRange(v, kp, 1, 4000000));
+  } else if (key == "signal_grace") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->signal_grace_s, p.IntInRange(v, kp, 1, 65535));
+  } else if (key == "poll_seconds") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->poll_seconds, p.Positive(v, kp));
+  } else if (key == "sbatch_args") {
+    if (!v.IsSequence()) return p.Error(v, kp, "expected a list of sbatch arguments");
+    for (size_t i = 0; i < v.size(); ++i) {
+      ISOFLOP_ASSIGN_OR_RETURN(std::string a, OneLine(p, v[i], kp + "[" + std::to_string(i) + "]"));
+      s->sbatch_args.push_back(std::move(a));
+    }
+  } else if (key == "setup") {
+    ISOFLOP_RETURN_IF_ERROR(ParseSetup(p, v, kp, &s->setup));
+  } else if (key == "run_root") {
+    ISOFLOP_ASSIGN_OR_RETURN(s->run_root, OneLine(p, v, kp));
+    if (s->run_root.empty() || s->run_root[0] != '/') {
+      return p.Error(v, kp,
+                     "expected an absolute folder that every compute node sees (a shared "
+                     "filesystem), got '" + s->run_root + "'");
+    }
+  }
+  return Status::Ok();
+}
+
 Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   if (!n.IsDefined()) return Status::Ok();
-  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(
-      n, "executor",
-      {"kind", "device", "cpus_per_run", "gpus", "max_parallel", "max_retries", "device_memory_gib",
-       "mixed_precision", "activation_checkpointing", "fused_attention", "throughput_gflops"}));
+  std::vector<std::string> allowed = {
+      "kind",           "device",          "cpus_per_run",      "gpus",
+      "max_parallel",   "max_retries",     "device_memory_gib", "mixed_precision",
+      "activation_checkpointing", "fused_attention", "throughput_gflops"};
+  allowed.insert(allowed.end(), SlurmKeys().begin(), SlurmKeys().end());
+  ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "executor", allowed));
   ExecutorConfig& e = c->executor;
+  YAML::Node first_slurm_key;
+  std::string first_slurm_name;
   for (auto it = n.begin(); it != n.end(); ++it) {
     const std::string key = it->first.as<std::string>();
     const std::string kp = "executor." + key;
     const YAML::Node& v = it->second;
-    if (key == "kind") {
-      ISOFLOP_ASSIGN_OR_RETURN(e.kind, p.String(v, kp));
-      if (e.kind == "slurm") {
-        return p.Error(v, kp, "the slurm executor is not available yet; use kind: local");
+    if (std::find(SlurmKeys().begin(), SlurmKeys().end(), key) != SlurmKeys().end()) {
+      if (first_slurm_name.empty()) {
+        first_slurm_key = it->first;
+        first_slurm_name = key;
       }
-      if (e.kind != "local") return p.Error(v, kp, "expected local, got '" + e.kind + "'");
+      ISOFLOP_RETURN_IF_ERROR(ParseSlurmKey(p, key, v, &e.slurm));
+    } else if (key == "kind") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.kind, p.String(v, kp));
+      if (e.kind != "local" && e.kind != "slurm") {
+        return p.Error(v, kp, "expected local or slurm, got '" + e.kind + "'");
+      }
     } else if (key == "device") {
       ISOFLOP_ASSIGN_OR_RETURN(e.device, p.String(v, kp));
       if (e.device != "auto" && e.device != "cpu" && e.device != "cuda") {
@@ -895,6 +1029,39 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     } else if (key == "fused_attention") {
       ISOFLOP_ASSIGN_OR_RETURN(bool on, p.Bool(v, kp));
       e.fused_attention = on;
+    }
+  }
+  if (e.kind != "slurm" && !first_slurm_name.empty()) {
+    return p.Error(first_slurm_key, "executor." + first_slurm_name,
+                   "only the slurm executor reads this key; add `kind: slurm` to executor");
+  }
+  if (e.kind == "slurm") {
+    if (e.cpus_per_run == ExecutorConfig::kAutoCpusPerRun || e.cpus_per_run == 0) {
+      if (e.cpus_per_run == ExecutorConfig::kAutoCpusPerRun) {
+        return p.Error(n["cpus_per_run"], "executor.cpus_per_run",
+                       "auto is for the local executor; give the CPUs each SLURM job asks for");
+      }
+      e.cpus_per_run = e.slurm.gpus_per_run > 0 ? 8 : 1;
+    }
+    if (!e.gpus.empty()) {
+      return p.Error(n["gpus"], "executor.gpus",
+                     "SLURM chooses the GPUs; use gpus_per_run (and gres or constraint for a "
+                     "GPU model)");
+    }
+    if (e.device == "auto") e.device = e.slurm.gpus_per_run > 0 ? "cuda" : "cpu";
+    if (e.device == "cuda" && e.slurm.gpus_per_run == 0) e.slurm.gpus_per_run = 1;
+    if (e.device == "cpu" && e.slurm.gpus_per_run > 0) {
+      return p.Error(n["device"], "executor.device",
+                     "device cpu with gpus_per_run " + std::to_string(e.slurm.gpus_per_run) +
+                         ": ask for no GPUs, or use device cuda");
+    }
+    if (!e.slurm.time.empty() && e.slurm.signal_grace_s >= SlurmTimeSeconds(e.slurm.time)) {
+      const YAML::Node at = n["signal_grace"].IsDefined() ? n["signal_grace"] : n["time"];
+      return p.Error(at, "executor.signal_grace",
+                     "the checkpoint signal comes " + std::to_string(e.slurm.signal_grace_s) +
+                         " s before the time limit, which is " +
+                         std::to_string(SlurmTimeSeconds(e.slurm.time)) +
+                         " s: lower signal_grace or raise time");
     }
   }
   return Status::Ok();
@@ -1148,6 +1315,10 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
       }
     }
     c.output_dir = Absolute(cwd, output);
+    if (!c.executor.slurm.run_root.empty()) {
+      // On a cluster the runs live where every node sees them.
+      c.output_dir = (std::filesystem::path(c.executor.slurm.run_root) / c.name).string();
+    }
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(file_path + ":" + std::to_string(e.mark.line + 1) + ":" +
                                    std::to_string(e.mark.column + 1) + ": " + e.msg);

@@ -25,8 +25,15 @@ void Sleep(double seconds) {
 
 void RequestStop() { g_stop_requests = g_stop_requests + 1; }
 
+std::vector<Result<LaunchedJob>> Executor::LaunchBatch(
+    const std::vector<std::pair<Job, Placement>>& jobs) {
+  std::vector<Result<LaunchedJob>> out;
+  for (const auto& [job, placement] : jobs) out.push_back(Launch(job, placement));
+  return out;
+}
+
 Status RunJobs(Executor& executor, std::vector<Job> jobs, const JobCallbacks& cb, int max_parallel,
-               double poll_seconds, bool* interrupted) {
+               double poll_seconds, bool* interrupted, bool detach) {
   *interrupted = false;
   std::stable_sort(jobs.begin(), jobs.end(),
                    [](const Job& a, const Job& b) { return a.cost > b.cost; });
@@ -57,7 +64,8 @@ Status RunJobs(Executor& executor, std::vector<Job> jobs, const JobCallbacks& cb
       }
     }
     // Launch what fits, longest first; a smaller job may start while a larger one waits.
-    for (size_t i = 0; i < jobs.size() && result.ok() && executor.Running() < limit;) {
+    std::vector<std::pair<Job, Placement>> batch;
+    for (size_t i = 0; i < jobs.size() && result.ok() && executor.Running() + batch.size() < limit;) {
       const Job job = jobs[i];
       if (std::string why = executor.Refusal(job); !why.empty()) {
         jobs.erase(jobs.begin() + i);
@@ -76,6 +84,10 @@ Status RunJobs(Executor& executor, std::vector<Job> jobs, const JobCallbacks& cb
           continue;
         }
       }
+      if (executor.LaunchesInBatches()) {
+        batch.emplace_back(job, *pl);
+        continue;
+      }
       Result<LaunchedJob> launched = executor.Launch(job, *pl);
       if (!launched.ok()) {
         result = launched.status();  // stop launching; the running jobs still finish
@@ -84,12 +96,27 @@ Status RunJobs(Executor& executor, std::vector<Job> jobs, const JobCallbacks& cb
       }
       if (cb.on_start) cb.on_start(job, *pl, *launched);
     }
+    if (!batch.empty()) {
+      std::vector<Result<LaunchedJob>> launched = executor.LaunchBatch(batch);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (!launched[i].ok()) {
+          if (result.ok()) result = launched[i].status();
+          ExitInfo info;
+          info.refused = "not submitted: " + launched[i].status().message();
+          if (cb.on_exit) cb.on_exit(batch[i].first, info);
+          jobs.clear();
+          continue;
+        }
+        if (cb.on_start) cb.on_start(batch[i].first, batch[i].second, *launched[i]);
+      }
+    }
     for (JobExit& done : executor.Poll()) {
       const bool retry = cb.on_exit ? cb.on_exit(done.job, done.info) : false;
       if (retry && g_stop_requests == 0 && result.ok()) jobs.insert(jobs.begin(), done.job);
     }
     if (cb.on_tick) cb.on_tick();
     if (jobs.empty() && executor.Running() == 0) break;
+    if (detach && jobs.empty() && g_stop_requests == 0) break;
     Sleep(poll_seconds);
   }
   sigaction(SIGINT, &old_int, nullptr);

@@ -23,6 +23,7 @@
 #include "isoflop/sweep/ingest.h"
 #include "isoflop/sweep/lease.h"
 #include "isoflop/sweep/progress.h"
+#include "isoflop/sweep/slurm_executor.h"
 
 namespace isoflop::sweep {
 namespace {
@@ -51,7 +52,12 @@ bool Terminal(const std::string& status) { return status == "finished" || status
 // cell fails the same way), told apart by the exit code (older records: by the reason).
 bool Retryable(const store::RunRecord& r) {
   if (r.exit_code && (*r.exit_code == 2 || *r.exit_code == 5)) return false;
-  return r.reason.rfind("bad config", 0) != 0 && r.reason.rfind("out of memory", 0) != 0;
+  // Nor a job someone cancelled, or one that hit its time limit before any checkpoint: those
+  // wait for `isoflop sweep retry`.
+  for (const char* prefix : {"bad config", "out of memory", "cancelled", "time limit"}) {
+    if (r.reason.rfind(prefix, 0) == 0) return false;
+  }
+  return true;
 }
 
 // A run the store says is running while no manager drives it: its manager was killed. When
@@ -176,7 +182,7 @@ class SweepSession {
     cb.on_tick = [this] { OnTick(); };
     bool interrupted = false;
     const Status run = RunJobs(executor_, std::move(jobs_), cb, /*max_parallel=*/0,
-                               opts_.poll_seconds, &interrupted);
+                               opts_.poll_seconds, &interrupted, opts_.detach);
     display_.Close();
     ISOFLOP_RETURN_IF_ERROR(run);
     ISOFLOP_RETURN_IF_ERROR(callback_error_);
@@ -277,6 +283,17 @@ class SweepSession {
     r.config_json = cell.config.dump();
     if (r.run_dir.empty()) r.run_dir = (fs::path(root) / cell.key).string();
     ISOFLOP_ASSIGN_OR_RETURN(r.id, db_.UpsertRun(r));
+    if (stored && StateOf(r) == CellState::kRunning && !r.job_id.empty() &&
+        executor_.Adopt({cell.key, r.run_dir, cell.memory.total, cell.est_seconds}, r.job_id)) {
+      // Its job still belongs to the scheduler (a detached or killed manager's SLURM job): it
+      // is followed as if this session had launched it.
+      ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db_, &r).status());
+      records_[cell.key] = r;
+      active_.insert(cell.key);
+      started_at_[cell.key] = NowSeconds();
+      ++adopted_;
+      return Status::Ok();
+    }
     if (stored) {
       if (StateOf(r) == CellState::kRunning) {
         // The manager that launched it died. Its worker may live on (an orphan): it must be
@@ -324,6 +341,7 @@ class SweepSession {
     done_count_ = outcome_.already_finished;
     display_.Event("sweep " + cfg_.name + ": " + std::to_string(plan_.cells.size()) + " cells, " +
                    std::to_string(outcome_.already_finished) + " already done, " +
+                   (adopted_ > 0 ? std::to_string(adopted_) + " running, " : "") +
                    std::to_string(jobs_.size()) + " to run on " + executor_.Describe());
   }
 
@@ -347,7 +365,7 @@ class SweepSession {
     r.exit_code.reset();
     r.reason.clear();
     r.host = host_;
-    r.devices = pl.devices.empty() ? "cpu" : "cuda:" + pl.devices;
+    r.devices = pl.devices.empty() ? pl.device : "cuda:" + pl.devices;
     r.started_at = store::NowIso8601();
     r.finished_at.clear();
     return db_.UpsertRun(r).status();
@@ -369,6 +387,8 @@ class SweepSession {
     display_.Event("start  " + job.key + "  C=" + Fmt("%.3g", cell.budget_flops) + "  " +
                    cell.ShapeString() + "  N=" + Fmt("%.3g", double(cell.n_total)) +
                    "  D=" + Fmt("%.3g", double(cell.tokens)) + "  on " + r.devices +
+                   (launched.id.rfind("slurm:", 0) == 0 ? "  SLURM job " + launched.id.substr(6)
+                                                        : "") +
                    (r.attempts > 1 ? "  (attempt " + std::to_string(r.attempts) + ")" : ""));
   }
 
@@ -388,7 +408,41 @@ class SweepSession {
     std::optional<RunStatusFile> st = sf.ok() ? *sf : std::nullopt;
     std::string reason = st ? st->reason : "";
     std::string cls;
-    if (!info.refused.empty()) {
+    if (!info.node.empty()) r.host = info.node;
+    if (info.interruption != Interruption::kNone && !info.stop_requested) {
+      return OnInterrupted(job, info, &r);
+    }
+    const std::string sched = info.scheduler_state.substr(0, info.scheduler_state.find(' '));
+    if (sched == "CANCELLED" || sched == "OUT_OF_MEMORY" || sched == "TIMEOUT" ||
+        sched == "DEADLINE" || (sched == "COMPLETED" && !(st && st->state == "finished"))) {
+      // The scheduler ended it; its verdict, not the worker's exit code, says how.
+      if (sched == "CANCELLED" && info.stop_requested) {
+        cls = "preempted";
+      } else if (sched == "CANCELLED") {
+        cls = "cancelled";
+        reason = info.scheduler_state + " (scancel, or an administrator)";
+      } else if (sched == "OUT_OF_MEMORY") {
+        cls = "out of memory";
+        r.exit_code = trainer::kExitOutOfMemory;
+        reason = "SLURM killed the job at its memory limit (executor.mem" +
+                 (cfg_.executor.slurm.mem.empty() ? std::string(" is the cluster's default")
+                                                  : " = " + cfg_.executor.slurm.mem) +
+                 ")";
+      } else if (sched == "TIMEOUT") {
+        cls = "time limit";
+        reason = "killed at its time limit (executor.time " + cfg_.executor.slurm.time +
+                 ") before its first checkpoint: raise executor.time or lower "
+                 "train.ckpt_interval_steps";
+      } else if (sched == "DEADLINE") {
+        cls = "failed";
+        reason = "SLURM ended it at its deadline";
+      } else {
+        cls = "failed";
+        reason = "SLURM says COMPLETED but the run's status.json says " +
+                 (st ? "'" + st->state + "'" : std::string("nothing"));
+      }
+      if (!r.exit_code) r.exit_code = info.exit_code;
+    } else if (!info.refused.empty()) {
       cls = info.refused.rfind("out of memory", 0) == 0 ? "out of memory" : "crashed";
       if (cls == "out of memory") r.exit_code = trainer::kExitOutOfMemory;
       reason = info.refused;
@@ -425,6 +479,9 @@ class SweepSession {
       r.status = "diverged";
       r.reason = "diverged: " + reason;
       ++done_count_;
+    } else if (cls == "cancelled" || cls == "time limit") {
+      r.status = "failed";
+      r.reason = cls + ": " + reason;
     } else {
       r.status = "failed";
       const bool retryable_class = cls == "crashed" || cls == "failed" || cls == "busy";
@@ -452,6 +509,47 @@ class SweepSession {
       line += "  " + r.status + ": " + r.reason;
     if (retry) line += "  (retrying)";
     display_.Event(line);
+    return retry;
+  }
+
+  // A scheduler interrupted the run (preemption, node failure, its time limit after a
+  // checkpoint): it is resubmitted to resume, up to executor.max_retries times for each kind,
+  // counted in RUN_DIR/scheduler.json (the manager is its only writer) across sessions.
+  bool OnInterrupted(const Job& job, const ExitInfo& info, store::RunRecord* r) {
+    const bool timeout = info.interruption == Interruption::kTimeLimit;
+    const std::string counts_path = r->run_dir + "/scheduler.json";
+    nlohmann::json counts = nlohmann::json::object();
+    if (std::ifstream in(counts_path); in) {
+      counts = nlohmann::json::parse(in, nullptr, false);
+      if (!counts.is_object()) counts = nlohmann::json::object();
+    }
+    const char* key = timeout ? "timeouts" : "preemptions";
+    const int n = counts.value(key, 0) + 1;
+    counts[key] = n;
+    KeepError(WriteFileAtomic(counts_path, counts.dump() + "\n"));
+    const std::string what =
+        timeout ? "time limit (executor.time " + cfg_.executor.slurm.time +
+                      "): stopped at a checkpoint"
+                : "interrupted by the scheduler (" + info.scheduler_state + ")";
+    const bool retry = n <= cfg_.executor.max_retries;
+    r->attempts = std::max(0, r->attempts - 1);  // not the run's fault
+    r->exit_code = info.signal ? 128 + info.signal : info.exit_code;
+    if (retry) {
+      r->status = "preempted";
+      r->reason = what + "; resubmitted to resume (" + std::to_string(n) + " of " +
+                  std::to_string(cfg_.executor.max_retries) + ")";
+    } else {
+      r->status = "failed";
+      r->reason = what + " " + std::to_string(n) +
+                  " times, more than executor.max_retries = " +
+                  std::to_string(cfg_.executor.max_retries) +
+                  (timeout ? ": raise executor.time" : "");
+    }
+    r->finished_at = store::NowIso8601();
+    KeepError(db_.UpsertRun(*r).status());
+    const Cell& cell = *cells_[job.key];
+    display_.Event((retry ? "requeue " : "FAIL   ") + job.key + "  C=" +
+                   Fmt("%.3g", cell.budget_flops) + "  " + cell.ShapeString() + "  " + r->reason);
     return retry;
   }
 
@@ -537,6 +635,7 @@ class SweepSession {
         ISOFLOP_RETURN_IF_ERROR(db_.UpsertRun(r).status());
         s = CellState::kCancelled;
       }
+      if (s == CellState::kRunning && active_.count(key)) ++outcome_.running;
       switch (s) {
         case CellState::kFinished:
           ++outcome_.finished;
@@ -558,6 +657,7 @@ class SweepSession {
       }
     }
     const std::string final_status = outcome_.cancelled     ? "cancelled"
+                                     : outcome_.running > 0 ? "running"
                                      : outcome_.pending > 0 ? "planned"
                                      : outcome_.failed > 0  ? "failed"
                                                             : "finished";
@@ -588,6 +688,7 @@ class SweepSession {
   double calibration_ = 1.0;  // measured / estimated seconds, from runs finished this session
   double measured_ = 0, estimated_ = 0;
   int done_count_ = 0;
+  int adopted_ = 0;  // cells whose running job this session took over
   Status callback_error_;
   double last_ingest_ = 0, last_renew_ = NowSeconds();
   bool cancel_seen_ = false;
@@ -645,6 +746,13 @@ Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
   store::RunFilter f;
   f.sweep_name = sweep_name;
   ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
+  // A detached sweep's jobs are the scheduler's: cancel them there too.
+  std::vector<std::string> slurm_jobs;
+  for (const auto& r : runs) {
+    if (r.status == "running" && r.job_id.rfind("slurm:", 0) == 0)
+      slurm_jobs.push_back(r.job_id.substr(6));
+  }
+  ISOFLOP_RETURN_IF_ERROR(Scancel(slurm_jobs, /*signal_only=*/false));
   for (auto& r : runs) {
     if (Terminal(r.status) || r.status == "failed") continue;
     r.status = "cancelled";

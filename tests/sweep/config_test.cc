@@ -100,8 +100,8 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        "s.yaml:14:54: sizes.points_per_budget: give either tokens_per_param (a window) or "
        "points_per_budget, not both"},
       {"yaml syntax", base + "  lr: [1, 2\n", "s.yaml:15:1: end of sequence flow not found"},
-      {"slurm later", base + "executor: {kind: slurm}\n",
-       "s.yaml:14:18: executor.kind: the slurm executor is not available yet; use kind: local"},
+      {"unknown executor kind", base + "executor: {kind: k8s}\n",
+       "s.yaml:14:18: executor.kind: expected local or slurm, got 'k8s'"},
       {"cpus_per_run neither auto nor a number", base + "executor: {cpus_per_run: many}\n",
        "s.yaml:14:26: executor.cpus_per_run: expected auto or a number of threads (0 = all "
        "cores), got 'many'"},

@@ -62,7 +62,7 @@ struct ParameterAxis {
 
 // The `executor:` section. Plain value.
 struct ExecutorConfig {
-  std::string kind = "local";   // "local" (slurm later)
+  std::string kind = "local";   // "local" | "slurm"
   std::string device = "auto";  // "auto" (GPUs when present) | "cpu" | "cuda"
   // Threads per CPU run: 0 = all cores, one run at a time; kAutoCpusPerRun (`auto`) = all cores
   // for one run, or one-thread runs on every core when a measurement says that is faster
@@ -81,6 +81,22 @@ struct ExecutorConfig {
   std::optional<bool> mixed_precision;  // bf16 compute with fp32 master weights
   std::optional<bool> fused_attention;  // no (B, heads, T, T) matrix kept
   double throughput_gflops = 0;         // achieved FLOP/s per run for time estimates; 0 = model
+
+  // kind: slurm (sweep/slurm_executor.h). Empty strings are left to the cluster's defaults.
+  struct SetupLine {
+    std::string shell;              // a shell line, run as written (`module load cuda`)
+    std::vector<std::string> argv;  // or a command whose arguments are quoted one by one
+  };
+  struct Slurm {
+    std::string partition, account, qos, time, constraint, gres, mem;
+    int gpus_per_run = 0;        // GPUs each run's job asks for (0: a CPU job)
+    int max_array_size = 1000;   // a job array holds at most this many tasks (MaxArraySize)
+    int signal_grace_s = 120;    // USR2 this long before the time limit: checkpoint and exit
+    double poll_seconds = 10;    // sacct/squeue polling; backs off to 4x while nothing changes
+    std::vector<std::string> sbatch_args;  // passed to sbatch as they are, one argument each
+    std::vector<SetupLine> setup;          // run before the trainer in every job
+    std::string run_root;  // absolute folder the nodes share; runs go to RUN_ROOT/<sweep name>
+  } slurm;
 };
 
 // The `fit:` section: what runs after the sweep. Plain value.

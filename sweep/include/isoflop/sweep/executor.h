@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "isoflop/common/status.h"
@@ -37,11 +38,22 @@ struct LaunchedJob {
   std::string host;  // where it runs ("" when not known yet)
 };
 
+// Why a scheduler ended a job that had not finished, when it is worth resuming.
+enum class Interruption {
+  kNone,
+  kPreempted,  // preempted, node failure, requeued and lost: resume from the checkpoint
+  kTimeLimit,  // stopped at (or signalled before) its time limit: resume from the checkpoint
+};
+
 struct ExitInfo {
   int exit_code = -1;           // when the process exited normally, else -1
   int signal = 0;               // when killed by a signal, else 0
   bool stop_requested = false;  // the job was told to stop (a stop request reached it)
   std::string refused;          // non-empty: never launched, this says why (e.g. cannot fit)
+  // A scheduler's verdict (SLURM: "CANCELLED by 0", "OUT_OF_MEMORY"), "" for local jobs.
+  std::string scheduler_state;
+  Interruption interruption = Interruption::kNone;
+  std::string node;  // where it ran, when the scheduler says (SLURM: the node name)
 };
 
 // A job that ended. Plain value.
@@ -73,6 +85,17 @@ class Executor {
   virtual void StopAll(bool hard) = 0;
   // Jobs launched and not yet returned by Poll.
   virtual size_t Running() const = 0;
+
+  // Executors that submit many jobs at once (SLURM job arrays) return true: RunJobs then places
+  // every job it can and hands them to LaunchBatch together instead of calling Launch. The
+  // results are in the order of `jobs`.
+  virtual bool LaunchesInBatches() const { return false; }
+  virtual std::vector<Result<LaunchedJob>> LaunchBatch(
+      const std::vector<std::pair<Job, Placement>>& jobs);
+  // Takes over a job that an earlier manager launched (`id` as Launch returned it): true when
+  // this executor can follow it (Poll reports its end), false when it cannot (a local child of
+  // a dead process: the caller recovers the cell itself).
+  virtual bool Adopt(const Job& job, const std::string& id) { return false; }
 };
 
 // What RunJobs tells its caller, and asks of it.
@@ -94,8 +117,10 @@ struct JobCallbacks {
 // request asks again, a third kills. It owns SIGINT and SIGTERM while it runs: one RunJobs at a
 // time per process. Errors: a failed launch (IoError) stops further launches; the running jobs
 // are still waited for, then the error is returned.
+// `detach`: return once every job is launched (and the exits already known are handled),
+// leaving the rest running; for executors whose jobs outlive this process (SLURM).
 Status RunJobs(Executor& executor, std::vector<Job> jobs, const JobCallbacks& callbacks,
-               int max_parallel, double poll_seconds, bool* interrupted);
+               int max_parallel, double poll_seconds, bool* interrupted, bool detach = false);
 
 // Asks a running RunJobs to stop as a SIGTERM would. Async-signal-safe; callable from the
 // callbacks (e.g. on a cancel request).

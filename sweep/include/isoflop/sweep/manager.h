@@ -28,6 +28,9 @@ struct ManagerOptions {
   // Seconds a dead manager's still-running worker gets to checkpoint and exit after SIGTERM
   // before it is killed (a GPU checkpoint of a large model can take a while).
   double orphan_grace_s = 60;
+  // Return once every cell is launched, leaving them running (an executor whose jobs outlive
+  // this process: SLURM). A later RunSweep adopts them (`isoflop sweep sync`).
+  bool detach = false;
 };
 
 // What a RunSweep call did. Plain value.
@@ -36,6 +39,7 @@ struct SweepOutcome {
   int already_finished = 0;                                 // skipped
   int launched = 0;                                         // launches, retries included
   int finished = 0, failed = 0, diverged = 0, pending = 0;  // states at the end
+  int running = 0;                    // of `pending`: still running (a detached session)
   bool interrupted = false;           // SIGINT/SIGTERM: runs were stopped at a checkpoint
   bool cancelled = false;             // `isoflop sweep cancel` asked this manager to stop
   bool file_changed = false;          // the stored sweep had another file hash

@@ -1,0 +1,586 @@
+// The SLURM executor (see slurm_executor.h): batch scripts, sbatch, sacct/squeue polling, the
+// mapping of SLURM job states onto the run protocol's exits.
+#include "isoflop/sweep/slurm_executor.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "isoflop/common/files.h"
+#include "isoflop/common/subprocess.h"
+#include "isoflop/sweep/ingest.h"
+
+namespace isoflop::sweep {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+std::string Trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r\n");
+  if (a == std::string::npos) return "";
+  const size_t b = s.find_last_not_of(" \t\r\n");
+  return s.substr(a, b - a + 1);
+}
+
+struct Ran {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr
+};
+
+// Runs a SLURM client (PATH search, no shell), stdout and stderr captured together.
+Ran RunClient(const std::vector<std::string>& argv, const std::string& cwd = "") {
+  SpawnOptions o;
+  o.search_path = true;
+  o.cwd = cwd;
+  o.die_with_parent = false;
+  Result<ChildResult> r = RunChild(argv, o, /*capture_stderr=*/true);
+  Ran ran;
+  if (!r.ok()) {
+    ran.out = r.status().message();
+    return ran;
+  }
+  ran.exit_code = r->exit_code;
+  ran.out = r->output;
+  return ran;
+}
+
+std::optional<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool HasCheckpoint(const std::string& run_dir) {
+  std::error_code ec;
+  const fs::path ckpt = fs::path(run_dir) / "ckpt";
+  if (!fs::is_directory(ckpt, ec)) return false;
+  for (const auto& e : fs::directory_iterator(ckpt, ec)) {
+    if (e.path().filename().string().rfind("step-", 0) == 0 && fs::exists(e.path() / "DONE", ec))
+      return true;
+  }
+  return false;
+}
+
+std::string TimeTag() {
+  char buf[32];
+  const time_t now = time(nullptr);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::string ExecHelperFor(const std::string& train_binary) {
+  return (fs::path(train_binary).parent_path() / "isoflop-exec").string();
+}
+
+std::string ShellQuote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-+=.,/:@%") == std::string::npos) {
+    return s;
+  }
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+std::string SbatchQuote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::vector<std::string> ExpandArrayId(const std::string& id) {
+  const size_t open = id.find("_[");
+  if (open == std::string::npos || id.back() != ']') return {id};
+  const std::string base = id.substr(0, open);
+  std::string body = id.substr(open + 2, id.size() - open - 3);
+  if (const size_t pct = body.find('%'); pct != std::string::npos) body = body.substr(0, pct);
+  std::vector<std::string> out;
+  for (const std::string& part : Split(body, ',')) {
+    const size_t dash = part.find('-');
+    try {
+      const long a = std::stol(part.substr(0, dash));
+      const long b = dash == std::string::npos ? a : std::stol(part.substr(dash + 1));
+      for (long i = a; i <= b && out.size() < 4000000; ++i)
+        out.push_back(base + "_" + std::to_string(i));
+    } catch (...) {
+      return {id};
+    }
+  }
+  return out;
+}
+
+bool SlurmStateIsFinal(const std::string& state) {
+  static const std::set<std::string> kFinal = {
+      "COMPLETED", "FAILED",     "CANCELLED", "TIMEOUT",   "OUT_OF_MEMORY",
+      "NODE_FAIL", "PREEMPTED",  "BOOT_FAIL", "DEADLINE"};
+  const std::string word = state.substr(0, state.find(' '));
+  return kFinal.count(word) > 0;
+}
+
+std::vector<SlurmTaskState> ParseSacct(const std::string& text) {
+  std::vector<SlurmTaskState> out;
+  std::stringstream ss(text);
+  for (std::string line; std::getline(ss, line);) {
+    line = Trim(line);
+    if (line.empty()) continue;
+    const std::vector<std::string> f = Split(line, '|');
+    if (f.size() < 3 || f[0].find('.') != std::string::npos) continue;  // a step line
+    SlurmTaskState st;
+    st.state = Trim(f[1]);
+    const size_t colon = f[2].find(':');
+    try {
+      st.exit_code = std::stoi(f[2].substr(0, colon));
+      if (colon != std::string::npos) st.signal = std::stoi(f[2].substr(colon + 1));
+    } catch (...) {
+    }
+    if (f.size() > 3) st.node = Trim(f[3]);
+    if (st.node == "None assigned") st.node.clear();
+    for (const std::string& id : ExpandArrayId(Trim(f[0]))) {
+      st.id = id;
+      out.push_back(st);
+    }
+  }
+  return out;
+}
+
+std::vector<SlurmTaskState> ParseSqueue(const std::string& text) {
+  std::vector<SlurmTaskState> out;
+  std::stringstream ss(text);
+  for (std::string line; std::getline(ss, line);) {
+    if (Trim(line).empty()) continue;
+    const std::vector<std::string> f = Split(line, '|');
+    if (f.size() < 5) continue;
+    SlurmTaskState st;
+    st.state = Trim(f[1]);
+    st.reason = Trim(f[2]);
+    if (st.reason == "None") st.reason.clear();
+    st.node = Trim(f[3]);
+    try {
+      const int status = std::stoi(Trim(f[4]));
+      if (SlurmStateIsFinal(st.state)) {
+        st.exit_code = (status >> 8) & 0xff;
+        st.signal = status & 0x7f;
+      }
+    } catch (...) {
+    }
+    for (const std::string& id : ExpandArrayId(Trim(f[0]))) {
+      st.id = id;
+      out.push_back(st);
+    }
+  }
+  return out;
+}
+
+std::optional<int64_t> SlurmMemoryBytes(const std::string& mem) {
+  if (mem.empty()) return std::nullopt;
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(mem, &used);
+  } catch (...) {
+    return std::nullopt;
+  }
+  if (!(v > 0)) return std::nullopt;
+  const std::string unit = mem.substr(used);
+  double scale = 1 << 20;  // MiB by default
+  if (unit == "K" || unit == "k") scale = 1 << 10;
+  else if (unit == "M" || unit == "m" || unit.empty()) scale = 1 << 20;
+  else if (unit == "G" || unit == "g") scale = 1 << 30;
+  else if (unit == "T" || unit == "t") scale = double(1LL << 40);
+  else return std::nullopt;
+  return static_cast<int64_t>(v * scale);
+}
+
+std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
+                        const std::string& train_binary) {
+  const ExecutorConfig::Slurm& s = e.slurm;
+  const std::string cells = spec.script_dir + "/array-" + spec.tag + ".cells";
+  std::ostringstream o;
+  o << "#!/bin/bash\n"
+    << "# isoflop: " << spec.run_dirs.size() << " run(s) of one sweep as a SLURM job array.\n"
+    << "# Task i runs the i-th run folder of " << cells << "\n"
+    << "# To submit it again by hand: cd " << ShellQuote(spec.script_dir)
+    << " && sbatch array-" << spec.tag << ".sh\n"
+    << "# (`isoflop sweep sync` does that for you; every value below is quoted.)\n";
+  auto directive = [&](const std::string& flag, const std::string& value) {
+    o << "#SBATCH " << flag << "=" << SbatchQuote(value) << "\n";
+  };
+  directive("--job-name", spec.name);
+  std::string array = "0-" + std::to_string(spec.run_dirs.size() - 1);
+  if (spec.max_parallel > 0) array += "%" + std::to_string(spec.max_parallel);
+  directive("--array", array);
+  o << "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
+  directive("--signal", "USR2@" + std::to_string(s.signal_grace_s));
+  directive("--output", "logs/%A_%a.out");  // relative to the submission folder: script_dir
+  directive("--ntasks", "1");
+  directive("--cpus-per-task", std::to_string(spec.threads));
+  if (spec.gpu && s.gres.empty()) directive("--gpus-per-task", std::to_string(s.gpus_per_run));
+  if (!s.gres.empty()) directive("--gres", s.gres);
+  if (!s.partition.empty()) directive("--partition", s.partition);
+  if (!s.account.empty()) directive("--account", s.account);
+  if (!s.qos.empty()) directive("--qos", s.qos);
+  if (!s.time.empty()) directive("--time", s.time);
+  if (!s.constraint.empty()) directive("--constraint", s.constraint);
+  if (!s.mem.empty()) directive("--mem", s.mem);
+  for (const std::string& a : s.sbatch_args) o << "#SBATCH " << SbatchQuote(a) << "\n";
+  o << "\nset -u\n"
+    << "cells=" << ShellQuote(cells) << "\n"
+    << "train=" << ShellQuote(train_binary) << "\n"
+    << "exec=" << ShellQuote(ExecHelperFor(train_binary)) << "\n"
+    << "mapfile -t run_dirs < \"$cells\"\n"
+    << "run_dir=${run_dirs[$SLURM_ARRAY_TASK_ID]}\n"
+    << "# From here on everything this job prints goes to the run's train.log.\n"
+    << "exec >>\"$run_dir/train.log\" 2>&1\n"
+    << "echo \"isoflop: SLURM job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (job id "
+       "$SLURM_JOB_ID, restart ${SLURM_RESTART_COUNT:-0}) on $(hostname)\"\n"
+    << "gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | paste -sd, - || "
+       "true)\n"
+    << "printf '%s\\n%s\\n' \"${SLURMD_NODENAME:-$(hostname)}\" \"$gpus\" > \"$run_dir/node.txt\"\n";
+  for (const ExecutorConfig::SetupLine& line : s.setup) {
+    if (!line.argv.empty()) {
+      for (size_t i = 0; i < line.argv.size(); ++i) o << (i ? " " : "") << ShellQuote(line.argv[i]);
+      o << "\n";
+    } else {
+      o << line.shell << "\n";
+    }
+  }
+  // Through isoflop-exec: a USR2 or SIGTERM during LibTorch's start-up is held, not fatal.
+  o << "srun --ntasks=1 --cpus-per-task=" << spec.threads
+    << " \"$exec\" \"$train\" --run-dir \"$run_dir\"\n";
+  return o.str();
+}
+
+Status Scancel(const std::vector<std::string>& ids, bool signal_only) {
+  if (ids.empty()) return Status::Ok();
+  std::vector<std::string> argv = {"scancel"};
+  if (signal_only) {
+    // Pending jobs cannot take a signal: cancel them (they never started), signal the rest.
+    std::vector<std::string> pending = {"scancel", "--state=PENDING"};
+    pending.insert(pending.end(), ids.begin(), ids.end());
+    RunClient(pending);
+    argv = {"scancel", "--signal=USR2", "--state=RUNNING"};
+  }
+  argv.insert(argv.end(), ids.begin(), ids.end());
+  const Ran r = RunClient(argv);
+  if (r.exit_code < 0) return Status::IoError("cannot run scancel: " + r.out);
+  return Status::Ok();
+}
+
+std::optional<std::map<std::string, SlurmTaskState>> QuerySlurm(
+    const std::vector<std::string>& ids) {
+  std::set<std::string> arrays;
+  for (const auto& id : ids) arrays.insert(id.substr(0, id.find('_')));
+  std::map<std::string, SlurmTaskState> out;
+  if (arrays.empty()) return out;
+  std::string list;
+  for (const auto& a : arrays) list += (list.empty() ? "" : ",") + a;
+  Ran r = RunClient({"sacct", "--parsable2", "--noheader",
+                     "--format=JobID,State,ExitCode,NodeList", "-j", list});
+  if (r.exit_code == 0) {
+    for (auto& st : ParseSacct(r.out)) out[st.id] = st;
+    // A just-submitted job can be missing from accounting for a moment: squeue fills it in.
+  }
+  const std::string fields = "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|";
+  r = RunClient({"squeue", "--states=all", "--noheader", "-O", fields, "-j", list});
+  if (r.exit_code != 0) {
+    // One id the controller has forgotten fails the whole call: ask one array at a time.
+    bool any = false;
+    for (const auto& a : arrays) {
+      Ran one = RunClient({"squeue", "--states=all", "--noheader", "-O", fields, "-j", a});
+      if (one.exit_code != 0) {
+        if (one.out.find("Invalid job id") == std::string::npos) continue;
+        any = true;  // forgotten: not an error
+        continue;
+      }
+      any = true;
+      for (auto& st : ParseSqueue(one.out))
+        if (!out.count(st.id) || !SlurmStateIsFinal(out[st.id].state)) out[st.id] = st;
+    }
+    if (!any && out.empty()) return std::nullopt;
+    return out;
+  }
+  for (auto& st : ParseSqueue(r.out)) {
+    // sacct's final verdict wins over squeue's; squeue knows pending and running jobs sooner.
+    if (!out.count(st.id) || !SlurmStateIsFinal(out[st.id].state)) out[st.id] = st;
+  }
+  return out;
+}
+
+SlurmExecutor::SlurmExecutor(std::string train_binary, ExecutorConfig config,
+                             std::string sweep_name, std::string sweep_dir)
+    : train_binary_(std::move(train_binary)),
+      config_(std::move(config)),
+      sweep_name_(std::move(sweep_name)),
+      script_dir_(sweep_dir + "/slurm"),
+      interval_s_(config_.slurm.poll_seconds) {}
+
+Status SlurmExecutor::Check() const {
+  for (const char* tool : {"sbatch", "squeue", "scancel"}) {
+    const Ran r = RunClient({tool, "--version"});
+    if (r.exit_code != 0) {
+      return Status::FailedPrecondition(std::string("executor.kind slurm: cannot run ") + tool +
+                                        " (" + Trim(r.out) +
+                                        "): install SLURM's client commands on this host");
+    }
+  }
+  if (access(ExecHelperFor(train_binary_).c_str(), X_OK) != 0) {
+    return Status::FailedPrecondition(ExecHelperFor(train_binary_) +
+                                      " not found: it is built and installed beside isoflop-train");
+  }
+  const Ran ping = RunClient({"squeue", "--noheader", "--me", "-o", "%i"});
+  if (ping.exit_code != 0) {
+    return Status::FailedPrecondition("executor.kind slurm: the SLURM controller does not answer (" +
+                                      Trim(ping.out) + ")");
+  }
+  std::error_code ec;
+  fs::create_directories(script_dir_ + "/logs", ec);
+  if (ec) {
+    return Status::FailedPrecondition("executor.run_root: cannot create " + script_dir_ + ": " +
+                                      ec.message());
+  }
+  const std::string probe = script_dir_ + "/.writable-" + std::to_string(getpid());
+  if (Status st = WriteFileAtomic(probe, "ok\n"); !st.ok()) {
+    return Status::FailedPrecondition("executor.run_root: " + script_dir_ +
+                                      " is not writable: " + st.message());
+  }
+  fs::remove(probe, ec);
+  return Status::Ok();
+}
+
+std::string SlurmExecutor::Describe() const {
+  const auto& s = config_.slurm;
+  std::string d = "SLURM";
+  if (!s.partition.empty()) d += " partition " + s.partition;
+  d += " (" + (s.gpus_per_run > 0 ? std::to_string(s.gpus_per_run) + " GPU(s), " : "") +
+       std::to_string(config_.cpus_per_run) + " CPU(s) per run";
+  if (config_.max_parallel > 0) d += ", at most " + std::to_string(config_.max_parallel) + " at once";
+  return d + ")";
+}
+
+int SlurmExecutor::Parallelism() const {
+  return config_.max_parallel > 0 ? config_.max_parallel : std::max<int>(1, active_.size());
+}
+
+std::string SlurmExecutor::Refusal(const Job& job) const {
+  const std::optional<int64_t> mem = SlurmMemoryBytes(config_.slurm.mem);
+  if (mem && job.memory_bytes > *mem && config_.slurm.gpus_per_run == 0) {
+    char buf[200];
+    std::snprintf(buf, sizeof(buf),
+                  "out of memory: needs about %.1f GiB, executor.mem asks SLURM for %.1f GiB",
+                  job.memory_bytes / double(1LL << 30), *mem / double(1LL << 30));
+    return buf;
+  }
+  return "";
+}
+
+std::optional<Placement> SlurmExecutor::Place(const Job&) {
+  Placement pl;
+  pl.threads = std::max(1, config_.cpus_per_run);
+  pl.device = config_.slurm.gpus_per_run > 0 ? "cuda" : "cpu";
+  return pl;  // the cluster queues; --array=...%max_parallel limits what runs at once
+}
+
+Result<LaunchedJob> SlurmExecutor::Launch(const Job& job, const Placement& placement) {
+  std::vector<Result<LaunchedJob>> r = LaunchBatch({{job, placement}});
+  return r.front();
+}
+
+std::vector<Result<LaunchedJob>> SlurmExecutor::LaunchBatch(
+    const std::vector<std::pair<Job, Placement>>& jobs) {
+  std::vector<Result<LaunchedJob>> out(jobs.size(), Status::Internal("not submitted"));
+  // One array per resource shape, split at max_array_size.
+  std::map<std::pair<std::string, int>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < jobs.size(); ++i)
+    groups[{jobs[i].second.device, jobs[i].second.threads}].push_back(i);
+  const size_t chunk = std::max(1, config_.slurm.max_array_size);
+  for (const auto& [shape, all] : groups) {
+    for (size_t from = 0; from < all.size(); from += chunk) {
+      const std::vector<size_t> idx(all.begin() + from,
+                                    all.begin() + std::min(all.size(), from + chunk));
+      ArraySpec spec;
+      spec.name = "isoflop-" + sweep_name_;
+      spec.script_dir = script_dir_;
+      spec.tag = TimeTag() + "-" + std::to_string(getpid()) + "-" + std::to_string(++submissions_);
+      spec.threads = shape.second;
+      spec.gpu = shape.first == "cuda";
+      spec.max_parallel = config_.max_parallel;
+      std::string cell_list;
+      for (size_t i : idx) {
+        spec.run_dirs.push_back(jobs[i].first.run_dir);
+        cell_list += jobs[i].first.run_dir + "\n";
+      }
+      auto fail = [&](const Status& st) {
+        for (size_t i : idx) out[i] = st;
+      };
+      std::error_code ec;
+      fs::create_directories(script_dir_ + "/logs", ec);
+      const std::string base = script_dir_ + "/array-" + spec.tag;
+      Status st = WriteFileAtomic(base + ".cells", cell_list);
+      if (st.ok()) st = WriteFileAtomic(base + ".sh", BatchScript(spec, config_, train_binary_));
+      if (!st.ok()) {
+        fail(st);
+        continue;
+      }
+      const Ran r = RunClient({"sbatch", "--parsable", base + ".sh"}, script_dir_);
+      const std::string id = Trim(r.out.substr(0, r.out.find(';')));
+      if (r.exit_code != 0 || id.empty() || id.find_first_not_of("0123456789") != std::string::npos) {
+        fail(Status::IoError("sbatch " + base + ".sh failed (exit code " +
+                             std::to_string(r.exit_code) + "): " + Trim(r.out)));
+        continue;
+      }
+      std::ofstream(script_dir_ + "/submissions.log", std::ios::app)
+          << id << " array-" << spec.tag << ".sh " << idx.size() << " task(s)\n";
+      for (size_t k = 0; k < idx.size(); ++k) {
+        const std::string task = id + "_" + std::to_string(k);
+        active_.push_back({jobs[idx[k]].first, task, false, ""});
+        LaunchedJob l;
+        l.id = "slurm:" + task;
+        out[idx[k]] = l;
+      }
+    }
+  }
+  next_poll_ = std::chrono::steady_clock::now() +
+               std::chrono::milliseconds(static_cast<int64_t>(1000 * std::min(1.0, interval_s_)));
+  interval_s_ = config_.slurm.poll_seconds;
+  return out;
+}
+
+bool SlurmExecutor::Adopt(const Job& job, const std::string& id) {
+  if (id.rfind("slurm:", 0) != 0 || id.size() <= 6) return false;
+  active_.push_back({job, id.substr(6), false, ""});
+  next_poll_ = std::chrono::steady_clock::now();  // look at once
+  return true;
+}
+
+JobExit SlurmExecutor::Ended(const Active& a, const std::optional<SlurmTaskState>& st) const {
+  JobExit e;
+  e.job = a.job;
+  e.id = "slurm:" + a.task;
+  ExitInfo& info = e.info;
+  info.stop_requested = a.signalled;
+  if (std::optional<std::string> node = ReadSmallFile(a.job.run_dir + "/node.txt")) {
+    std::stringstream ss(*node);
+    std::string host, gpus;
+    std::getline(ss, host);
+    std::getline(ss, gpus);
+    info.node = Trim(host) + (Trim(gpus).empty() ? "" : " (" + Trim(gpus) + ")");
+  }
+  if (!st) {
+    // The scheduler has forgotten the job (no accounting, MinJobAge passed): the run folder's
+    // verdict decides, else it resumes from its checkpoint.
+    info.scheduler_state = "unknown to SLURM";
+    Result<std::optional<RunStatusFile>> sf = ReadRunStatus(a.job.run_dir);
+    if (sf.ok() && *sf && (*sf)->exit_code &&
+        ((*sf)->state == "finished" || (*sf)->state == "failed" || (*sf)->state == "diverged")) {
+      info.exit_code = *(*sf)->exit_code;
+    } else {
+      info.interruption = Interruption::kPreempted;
+    }
+    return e;
+  }
+  if (info.node.empty()) info.node = st->node;
+  info.scheduler_state = st->state;
+  info.exit_code = st->exit_code;
+  if (st->signal != 0) {
+    info.signal = st->signal;
+    info.exit_code = -1;
+  }
+  const std::string word = st->state.substr(0, st->state.find(' '));
+  if (a.signalled) return e;  // the manager stopped it: its exit says how
+  if (word == "COMPLETED") {
+    info.exit_code = 0;
+  } else if (word == "TIMEOUT" || (word == "FAILED" && st->exit_code == 128 + SIGUSR2)) {
+    // Signalled before its time limit (it checkpointed and exited 128+12), or killed at it.
+    if (HasCheckpoint(a.job.run_dir)) info.interruption = Interruption::kTimeLimit;
+  } else if (word == "PREEMPTED" || word == "NODE_FAIL" || word == "BOOT_FAIL") {
+    info.interruption = Interruption::kPreempted;
+  }
+  return e;
+}
+
+std::vector<JobExit> SlurmExecutor::Poll() {
+  std::vector<JobExit> out;
+  if (active_.empty() || std::chrono::steady_clock::now() < next_poll_) return out;
+  std::vector<std::string> ids;
+  for (const auto& a : active_) ids.push_back(a.task);
+  const std::optional<std::map<std::string, SlurmTaskState>> states = QuerySlurm(ids);
+  bool changed = false;
+  if (states) {
+    for (size_t i = 0; i < active_.size();) {
+      Active& a = active_[i];
+      auto it = states->find(a.task);
+      const bool known_array = std::any_of(states->begin(), states->end(), [&](const auto& kv) {
+        return kv.first.substr(0, kv.first.find('_')) == a.task.substr(0, a.task.find('_'));
+      });
+      if (it == states->end() && known_array) {
+        ++i;  // a task of a known array not listed yet (rare): look again next time
+        continue;
+      }
+      if (it != states->end() && !SlurmStateIsFinal(it->second.state)) {
+        if (it->second.state != a.last_state) changed = true;
+        a.last_state = it->second.state;
+        ++i;
+        continue;
+      }
+      out.push_back(Ended(a, it == states->end() ? std::nullopt : std::optional(it->second)));
+      active_.erase(active_.begin() + i);
+      changed = true;
+    }
+  }
+  // Back off while nothing changes (a long sweep polls every 4x poll_seconds), at once after.
+  const double base = config_.slurm.poll_seconds;
+  interval_s_ = changed ? base : std::min(4 * base, interval_s_ * 1.5);
+  next_poll_ = std::chrono::steady_clock::now() +
+               std::chrono::milliseconds(static_cast<int64_t>(interval_s_ * 1000));
+  return out;
+}
+
+void SlurmExecutor::StopAll(bool hard) {
+  std::vector<std::string> ids;
+  for (auto& a : active_) {
+    ids.push_back(a.task);
+    a.signalled = true;
+  }
+  (void)Scancel(ids, /*signal_only=*/!hard);
+  next_poll_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  interval_s_ = std::min(interval_s_, 1.0);
+}
+
+}  // namespace isoflop::sweep

@@ -1,0 +1,455 @@
+// The SLURM executor against a real SLURM: tests/slurm/cluster.sh starts munged, slurmctld and
+// slurmd on loopback and runs this binary with SLURM_CONF set (ctest does that; see
+// tests/sweep/CMakeLists.txt). Real `isoflop` and `isoflop-train` binaries, real job arrays.
+// Moments that matter (a requeue, a cancel, a time-limit signal, a killed manager) are made
+// deterministic by holding the trainer with SIGSTOP while the event happens, then SIGCONT.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "e2e_util.h"
+#include "isoflop/store/store.h"
+
+namespace isoflop {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Binary;
+using testing::RunCommand;
+using testing::TempDir;
+
+const std::string kTiny = std::string(ISOFLOP_SOURCE_DIR) + "/tests/sweep/testdata/tiny.yaml";
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+template <typename F>
+bool WaitFor(F pred, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// tiny.yaml with its executor section replaced by a slurm one (`executor_lines` indented by two
+// spaces, after `kind: slurm`).
+std::string SlurmSweep(const std::string& dir, const std::string& run_root,
+                       const std::string& executor_lines = "") {
+  std::string text = Slurp(kTiny);
+  const std::string local = "executor:\n  cpus_per_run: 1\n";
+  const size_t at = text.find(local);
+  EXPECT_NE(at, std::string::npos);
+  nlohmann::json root = run_root;  // a JSON string is a valid YAML double-quoted scalar
+  text.replace(at, local.size(),
+               "executor:\n  kind: slurm\n  cpus_per_run: 1\n  poll_seconds: 0.3\n"
+               "  max_parallel: 2\n  run_root: " + root.dump() + "\n" + executor_lines);
+  const std::string path = dir + "/slurm.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::vector<std::string> Isoflop(const std::string& db, std::vector<std::string> args) {
+  std::vector<std::string> argv = {Binary("isoflop"), "--db", db};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& cwd,
+                  const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (chdir(cwd.c_str()) != 0) _exit(126);
+    FILE* f = fopen(log.c_str(), "w");
+    if (f == nullptr) _exit(126);
+    dup2(fileno(f), 1);
+    dup2(fileno(f), 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int WaitExit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::vector<store::RunRecord> Runs(const std::string& db, const std::string& sweep) {
+  auto s = store::Store::Open(db);
+  EXPECT_TRUE(s.ok());
+  store::RunFilter f;
+  f.sweep_name = sweep;
+  return *(*s)->ListRuns(f);
+}
+
+// cell key -> (step -> train loss); a duplicated step fails the test.
+std::map<std::string, std::map<int64_t, double>> MetricRows(const std::string& db,
+                                                            const std::string& sweep) {
+  std::map<std::string, std::map<int64_t, double>> out;
+  auto s = store::Store::Open(db);
+  EXPECT_TRUE(s.ok());
+  for (const auto& r : Runs(db, sweep)) {
+    auto rows = (*s)->GetMetrics(r.id);
+    EXPECT_TRUE(rows.ok());
+    auto& m = out[r.cell_key];
+    for (const auto& row : *rows) {
+      EXPECT_EQ(m.count(row.step), 0u) << r.cell_key << ": duplicate step " << row.step;
+      m[row.step] = row.train_loss.value_or(-1);
+    }
+  }
+  return out;
+}
+
+// The metric rows of `got` for every cell in it equal those of the local reference run.
+void ExpectSameRows(const std::map<std::string, std::map<int64_t, double>>& got,
+                    const std::map<std::string, std::map<int64_t, double>>& expected) {
+  for (const auto& [key, rows] : got) {
+    ASSERT_TRUE(expected.count(key)) << key;
+    const auto& want = expected.at(key);
+    EXPECT_EQ(rows.size(), want.size()) << key;
+    for (const auto& [step, loss] : want) {
+      ASSERT_TRUE(rows.count(step)) << key << ": missing step " << step;
+      EXPECT_NEAR(rows.at(step), loss, 1e-4) << key << " step " << step;
+    }
+  }
+}
+
+// A run folder under `root` with a complete checkpoint, no verdict yet, and a live trainer
+// (the pid in its .lock, with the folder on its command line): its pid, or 0.
+pid_t RunningTrainerWithCheckpoint(const std::string& root, std::string* run_dir) {
+  std::error_code ec;
+  for (const auto& run : fs::directory_iterator(root, ec)) {
+    if (!run.is_directory() || fs::exists(run.path() / "status.json")) continue;
+    bool ckpt = false;
+    for (const auto& c : fs::directory_iterator(run.path() / "ckpt", ec))
+      ckpt = ckpt || fs::exists(c.path() / "DONE");
+    if (!ckpt) continue;
+    const pid_t pid = std::atoi(Slurp(run.path() / ".lock").c_str());
+    if (pid <= 0) continue;
+    std::string cmd = Slurp("/proc/" + std::to_string(pid) + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find("isoflop-train") == std::string::npos ||
+        cmd.find(run.path().string()) == std::string::npos)
+      continue;
+    *run_dir = run.path().string();
+    return pid;
+  }
+  return 0;
+}
+
+// Whether `pid` is stopped (state T in /proc/PID/stat); false once it has exited.
+bool Stopped(pid_t pid) {
+  const std::string stat = Slurp("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+}
+
+// Stops a running trainer under `root` that has a checkpoint (SIGSTOP): its pid and folder.
+pid_t HoldATrainer(const std::string& root, std::string* run_dir, double seconds = 90) {
+  pid_t pid = 0;
+  WaitFor([&] { return (pid = RunningTrainerWithCheckpoint(root, run_dir)) > 0; }, seconds);
+  if (pid > 0) {
+    kill(pid, SIGSTOP);
+    WaitFor([&] { return Stopped(pid); }, 10);
+  }
+  return pid;
+}
+
+// The SLURM array task ("12_3") the store records for the run in `run_dir`.
+std::string JobOf(const std::string& db, const std::string& sweep, const std::string& run_dir) {
+  for (const auto& r : Runs(db, sweep)) {
+    if (r.run_dir == run_dir && r.job_id.rfind("slurm:", 0) == 0) return r.job_id.substr(6);
+  }
+  return "";
+}
+
+// Whether `pid` has `sig` pending (the kernel's per-thread or shared pending set).
+bool SignalPending(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  const uint64_t bit = uint64_t(1) << (sig - 1);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) {
+      if (std::stoull(line.substr(7), nullptr, 16) & bit) return true;
+    }
+  }
+  return false;
+}
+
+class SlurmE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_NE(std::getenv("SLURM_CONF"), nullptr)
+        << "run this test through tests/slurm/cluster.sh run (ctest does)";
+    // The same cells on this machine, without SLURM: the rows every SLURM run must reproduce.
+    const std::string dir = TempDir("slurm_ref");
+    auto ref = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", kTiny, "--no-fit", "--no-plot"}),
+                          {}, dir);
+    ASSERT_EQ(ref.exit_code, 0) << ref.out << ref.err;
+    reference_ = new std::map<std::string, std::map<int64_t, double>>(
+        MetricRows(dir + "/s.db", "tiny"));
+  }
+  static std::map<std::string, std::map<int64_t, double>>* reference_;
+};
+std::map<std::string, std::map<int64_t, double>>* SlurmE2ETest::reference_ = nullptr;
+
+TEST_F(SlurmE2ETest, SweepRunsThroughJobArraysAndFitsWithAHostileRunRoot) {
+  const std::string dir = TempDir("slurm_run");
+  // Spaces, quotes and command substitutions in every place a value reaches the batch script:
+  // none of them may run.
+  const std::string pwned = dir + "/PWNED";
+  const std::string root = dir + "/root a'b\"c $(touch " + pwned + "-root) `touch " + pwned +
+                           "-tick`";
+  const std::string file =
+      SlurmSweep(dir, root,
+                 "  setup:\n    - [echo, \"setup $(touch " + pwned +
+                     "-setup) 'q' \\\"dq\\\"\"]\n    - \"echo plain shell line\"\n");
+  auto r = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-plot"}), {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("to run on SLURM ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("for budget C = 8e+09 FLOPs: train N = "), std::string::npos) << r.out;
+  for (const char* what : {"-root", "-tick", "-setup"}) {
+    EXPECT_FALSE(fs::exists(pwned + what)) << "a quoted value ran: " << what;
+  }
+  const std::string sweep_dir = root + "/tiny";
+  std::set<std::string> arrays;
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    EXPECT_EQ(fs::path(run.run_dir).parent_path(), fs::path(sweep_dir));
+    EXPECT_TRUE(std::regex_match(run.job_id, std::regex("slurm:[0-9]+_[0-5]"))) << run.job_id;
+    arrays.insert(run.job_id.substr(0, run.job_id.find('_')));
+    EXPECT_EQ(run.host, Slurp(run.run_dir + "/node.txt").substr(0, run.host.size()));
+    // The setup line ran as data: its argument arrived literally.
+    EXPECT_NE(Slurp(run.run_dir + "/train.log").find("setup $(touch " + pwned + "-setup) 'q' \"dq\""),
+              std::string::npos);
+    EXPECT_NE(Slurp(run.run_dir + "/train.log").find("plain shell line"), std::string::npos);
+  }
+  EXPECT_EQ(arrays.size(), 1u) << "the six cells share one resource shape: one job array";
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+  // The batch script is kept, readable, and resubmittable as it is.
+  std::vector<fs::path> scripts;
+  for (const auto& e : fs::directory_iterator(sweep_dir + "/slurm"))
+    if (e.path().extension() == ".sh") scripts.push_back(e.path());
+  ASSERT_EQ(scripts.size(), 1u);
+  const std::string script = Slurp(scripts[0]);
+  for (const char* line : {"#SBATCH --array=\"0-5%2\"", "#SBATCH --requeue",
+                           "#SBATCH --open-mode=append", "#SBATCH --signal=\"USR2@120\"", "srun "}) {
+    EXPECT_NE(script.find(line), std::string::npos) << line << "\n" << script;
+  }
+  auto syntax = RunCommand({"/bin/bash", "-n", scripts[0].string()});
+  EXPECT_EQ(syntax.exit_code, 0) << syntax.err;
+  auto status = RunCommand(Isoflop(dir + "/s.db", {"sweep", "status", "tiny"}), {}, dir);
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("COMPLETED"), std::string::npos) << status.out;
+  auto fit = store::Store::Open(dir + "/s.db");
+  auto latest = (*fit)->LatestFit("sweep", "tiny", "parametric");
+  ASSERT_TRUE(latest.ok() && latest->has_value());
+  EXPECT_EQ((*latest)->n_points, 6);
+}
+
+TEST_F(SlurmE2ETest, RequeuedJobResumesFromItsCheckpointWithEveryStepOnce) {
+  const std::string dir = TempDir("slurm_requeue");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  const pid_t manager = SpawnLogged(
+      Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot", "--set",
+                              "budgets=[2e9]"}),
+      dir, dir + "/manager.log");
+  std::string run_dir;
+  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
+  ASSERT_GT(trainer, 0) << Slurp(dir + "/manager.log");
+  const std::string job = JobOf(dir + "/s.db", "tiny", run_dir);
+  ASSERT_FALSE(job.empty());
+  auto rq = RunCommand({"/usr/bin/scontrol", "requeue", job});
+  EXPECT_EQ(rq.exit_code, 0) << rq.out << rq.err;
+  kill(trainer, SIGCONT);  // it gets SLURM's SIGTERM, checkpoints and exits; SLURM reruns it
+  // SLURM holds a requeued job for about two minutes (BeginTime); the test does not wait.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto q = RunCommand({"/usr/bin/squeue", "-h", "-j", job, "-o", "%T %r"});
+        return q.out.find("PENDING BeginTime") != std::string::npos;
+      },
+      60));
+  auto now = RunCommand({"/usr/bin/scontrol", "update", "jobid=" + job, "StartTime=now"});
+  EXPECT_EQ(now.exit_code, 0) << now.out << now.err;
+  ASSERT_EQ(WaitExit(manager), 0) << Slurp(dir + "/manager.log");
+  const std::string log = Slurp(run_dir + "/train.log");
+  EXPECT_NE(log.find("restart 1"), std::string::npos) << log;
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.reason;
+    EXPECT_EQ(run.tokens_done, run.target_tokens);
+  }
+  const auto rows = MetricRows(dir + "/s.db", "tiny");
+  EXPECT_EQ(rows.size(), 3u);
+  ExpectSameRows(rows, *reference_);
+}
+
+TEST_F(SlurmE2ETest, ScancelledJobIsRecordedCancelledAndRetryFinishesIt) {
+  const std::string dir = TempDir("slurm_cancel");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  auto submit = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit",
+                                                   "--no-plot", "--set", "budgets=[2e9]"}),
+                           {}, dir);
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  EXPECT_NE(submit.out.find("running on SLURM; `isoflop sweep sync tiny`"), std::string::npos)
+      << submit.out;
+  std::string run_dir;
+  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
+  ASSERT_GT(trainer, 0);
+  const std::string job = JobOf(dir + "/s.db", "tiny", run_dir);
+  auto cancel = RunCommand({"/usr/bin/scancel", job});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+  kill(trainer, SIGCONT);
+  auto sync = RunCommand(Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--watch", "--no-fit",
+                                                 "--no-plot"}),
+                         {}, dir);
+  EXPECT_NE(sync.exit_code, 0) << sync.out;  // one cell failed
+  int cancelled = 0;
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    if (run.run_dir == run_dir) {
+      EXPECT_EQ(run.status, "failed");
+      EXPECT_EQ(run.reason.rfind("cancelled: CANCELLED", 0), 0u) << run.reason;
+      ++cancelled;
+    } else {
+      EXPECT_EQ(run.status, "finished") << run.reason;
+    }
+  }
+  EXPECT_EQ(cancelled, 1);
+  // Another sync leaves it alone (a cancel is a person's decision); retry runs it again.
+  auto again = RunCommand(Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--no-fit",
+                                                  "--no-plot"}), {}, dir);
+  EXPECT_NE(again.out.find("0 to run"), std::string::npos) << again.out;
+  auto retry = RunCommand(Isoflop(dir + "/s.db", {"sweep", "retry", "tiny", "--no-fit",
+                                                  "--no-plot"}), {}, dir);
+  ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+}
+
+TEST_F(SlurmE2ETest, TimeLimitSignalCheckpointsAndTheResubmittedJobCompletes) {
+  const std::string dir = TempDir("slurm_time");
+  const std::string root = dir + "/runs";
+  // A 1-minute limit with the checkpoint signal 50 s before it: slurmctld sends USR2 within its
+  // timer period (30 s) once 10 s have passed. The trainer is held meanwhile, so the signal
+  // always lands mid-run.
+  const std::string file =
+      SlurmSweep(dir, root, "  time: \"1\"\n  signal_grace: 50\n  max_retries: 3\n");
+  const pid_t manager = SpawnLogged(
+      Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot", "--set",
+                              "budgets=[1e9]", "--set", "executor.max_parallel=1"}),
+      dir, dir + "/manager.log");
+  std::string run_dir;
+  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
+  ASSERT_GT(trainer, 0) << Slurp(dir + "/manager.log");
+  // SLURM's USR2 arrives either held (pending while the trainer is stopped) or with a SIGCONT
+  // of slurmstepd's own; either way the trainer then checkpoints and exits 128+12.
+  EXPECT_TRUE(WaitFor([&] { return SignalPending(trainer, SIGUSR2) || !Stopped(trainer); }, 55))
+      << "no USR2 from SLURM before the time limit";
+  kill(trainer, SIGCONT);
+  ASSERT_EQ(WaitExit(manager), 0) << Slurp(dir + "/manager.log");
+  const std::string out = Slurp(dir + "/manager.log");
+  EXPECT_NE(out.find("time limit (executor.time 1): stopped at a checkpoint; resubmitted"),
+            std::string::npos)
+      << out;
+  ASSERT_TRUE(fs::exists(run_dir + "/scheduler.json"));
+  const auto counts = nlohmann::json::parse(Slurp(run_dir + "/scheduler.json"));
+  EXPECT_GE(counts.value("timeouts", 0), 1);
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.reason;
+    EXPECT_EQ(run.attempts, 1) << "a time limit is not a failed attempt";
+  }
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+}
+
+TEST_F(SlurmE2ETest, FailingJobIsFailedWithTheReasonFromItsLog) {
+  const std::string dir = TempDir("slurm_bad");
+  std::string text = Slurp(SlurmSweep(dir, dir + "/runs", "  max_retries: 0\n"));
+  text.replace(text.find("  source: synthetic\n  vocab: 32\n"),
+               std::string("  source: synthetic\n  vocab: 32\n").size(),
+               "  source: text\n  paths: [good.txt]\n");
+  text.replace(text.find("vocab_size: 32"), 14, "vocab_size: 256");
+  text += "parameters:\n  data.paths: {values: [[good.txt], [missing.txt]]}\n";
+  text.replace(text.find("budgets: [1e9, 2e9]"), 19, "budgets: [1e9]");
+  std::ofstream(dir + "/bad.yaml") << text;
+  {
+    std::ofstream good(dir + "/good.txt");
+    for (int i = 0; i < 4000; ++i) good << "the quick brown fox jumps over the lazy dog " << i << "\n";
+  }
+  auto r = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", "bad.yaml", "--no-fit", "--no-plot"}),
+                      {}, dir);
+  EXPECT_NE(r.exit_code, 0);
+  int failed = 0, finished = 0;
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    if (run.config_json.find("missing.txt") != std::string::npos) {
+      EXPECT_EQ(run.status, "failed");
+      EXPECT_NE(run.reason.find(dir + "/missing.txt: cannot open (No such file or directory)"),
+                std::string::npos)
+          << run.reason;
+      ++failed;
+    } else {
+      EXPECT_EQ(run.status, "finished") << run.reason;
+      ++finished;
+    }
+  }
+  EXPECT_EQ(failed, 3);
+  EXPECT_EQ(finished, 3);
+}
+
+TEST_F(SlurmE2ETest, KilledManagerLosesNothingAndSyncPicksEverythingUp) {
+  const std::string dir = TempDir("slurm_kill");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  const pid_t manager = SpawnLogged(
+      Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot"}), dir,
+      dir + "/manager.log");
+  std::string run_dir;
+  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
+  ASSERT_GT(trainer, 0) << Slurp(dir + "/manager.log");
+  kill(manager, SIGKILL);  // with a job held mid-run and others queued or running
+  WaitExit(manager);
+  kill(trainer, SIGCONT);
+  auto sync = RunCommand(Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--no-fit",
+                                                 "--no-plot"}), {}, dir);
+  ASSERT_EQ(sync.exit_code, 0) << sync.out << sync.err;
+  EXPECT_TRUE(std::regex_search(sync.out, std::regex("[1-6] running, "))) << sync.out;
+  // Run from cron until done: each pass ingests what arrived and returns.
+  bool done = false;
+  for (int pass = 0; pass < 300 && !done; ++pass) {
+    auto again = RunCommand(Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--no-plot"}), {},
+                            dir);
+    ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+    done = again.out.find("6 finished, 0 failed") != std::string::npos;
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  ASSERT_TRUE(done);
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.reason;
+    EXPECT_EQ(run.attempts, 1) << run.cell_key;
+  }
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+  auto fit = store::Store::Open(dir + "/s.db");
+  auto latest = (*fit)->LatestFit("sweep", "tiny", "parametric");
+  EXPECT_TRUE(latest.ok() && latest->has_value()) << "the last sync fits";
+}
+
+}  // namespace
+}  // namespace isoflop
