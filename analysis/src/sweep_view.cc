@@ -192,6 +192,7 @@ Result<RunSeries> LoadRunSeries(store::Store& db, int64_t run_id, int max_points
 
 json OptimalView::ToJson() const {
   json j = AnswerJson(answer);
+  j["c"] = answer.query.value;  // the budget asked for, as `isoflop optimal` echoes it
   j["fit_id"] = fit_id;
   j["form"] = form;
   return j;
