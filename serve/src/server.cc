@@ -4,11 +4,14 @@
 // lock a running `sweep run` waits for.
 #include "isoflop/serve/server.h"
 
+#include <fcntl.h>
 #include <httplib.h>
-#include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <thread>
 
 #include "isoflop/serve/api.h"
@@ -18,6 +21,15 @@ namespace isoflop::serve {
 namespace {
 
 constexpr const char* kJsonType = "application/json; charset=utf-8";
+
+// The stop pipe: a signal handler writes kStopByte; Serve writes kDoneByte when it ends.
+int g_stop_pipe[2] = {-1, -1};
+constexpr char kStopByte = 1, kDoneByte = 2;
+
+void OnStopSignal(int) {
+  const char c = kStopByte;
+  (void)!::write(g_stop_pipe[1], &c, 1);  // async-signal-safe; a full pipe already says stop
+}
 
 void SetCommonHeaders(httplib::Response& res) {
   res.set_header("X-Content-Type-Options", "nosniff");
@@ -87,6 +99,12 @@ Status Serve(const ServeOptions& options, std::ostream& out,
     res.set_content(ErrorResponse(res.status, what).body, kJsonType);
   });
 
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a second `serve` on a
+  // taken port would bind too and share its connections instead of failing.
+  svr.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   int port = options.port;
   if (port == 0) {
     port = svr.bind_to_any_port(options.host);
@@ -101,18 +119,21 @@ Status Serve(const ServeOptions& options, std::ostream& out,
           : options.host;
   const std::string url = "http://" + shown_host + ":" + std::to_string(port) + "/";
 
-  // SIGINT/SIGTERM stop the server from a thread that waits for them (a signal handler may not
-  // call stop()). Blocked here, before httplib starts its threads, so they inherit the mask.
-  sigset_t stop_set, old_set;
-  sigemptyset(&stop_set);
-  sigaddset(&stop_set, SIGINT);
-  sigaddset(&stop_set, SIGTERM);
-  sigaddset(&stop_set, SIGUSR1);  // sent by us to end the waiter when listening ends otherwise
-  pthread_sigmask(SIG_BLOCK, &stop_set, &old_set);
-  std::thread waiter([&svr, &stop_set] {
-    int sig = 0;
-    sigwait(&stop_set, &sig);
-    svr.stop();
+  // SIGINT/SIGTERM stop the server. A handler (process-wide, whichever thread the signal lands
+  // on: OpenBLAS starts threads before main that no mask here would cover) writes a byte to a
+  // pipe; a watcher thread reads it and calls stop(), which a handler may not.
+  if (::pipe2(g_stop_pipe, O_CLOEXEC) != 0) return Status::IoError("cannot create a pipe");
+  struct sigaction act = {}, old_int = {}, old_term = {};
+  act.sa_handler = OnStopSignal;
+  sigemptyset(&act.sa_mask);
+  sigaction(SIGINT, &act, &old_int);
+  sigaction(SIGTERM, &act, &old_term);
+  std::thread watcher([&svr] {
+    char c = 0;
+    ssize_t n;
+    while ((n = ::read(g_stop_pipe[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (n == 1 && c == kStopByte) svr.stop();
   });
 
   if (!IsLoopback(options.host)) {
@@ -122,15 +143,14 @@ Status Serve(const ServeOptions& options, std::ostream& out,
   out << "serving " << options.db_path << " at " << url << " (read-only; Ctrl-C stops)"
       << std::endl;
   if (on_listening) on_listening(url);
-  const bool clean = svr.listen_after_bind();
-  pthread_kill(waiter.native_handle(), SIGUSR1);
-  waiter.join();
-  // Drop a stop signal that raced with the end, then restore the caller's mask.
-  timespec zero{0, 0};
-  while (sigtimedwait(&stop_set, nullptr, &zero) > 0) {
-  }
-  pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
-  (void)clean;
+  svr.listen_after_bind();
+  const char done = kDoneByte;  // wakes the watcher when listening ended without a signal
+  (void)!::write(g_stop_pipe[1], &done, 1);
+  watcher.join();
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  ::close(g_stop_pipe[0]);
+  ::close(g_stop_pipe[1]);
   out << "stopped" << std::endl;
   return Status::Ok();
 }

@@ -341,10 +341,14 @@ TEST_F(ServeE2ETest, ConcurrentSweepRunKeepsWritingWhileTheDashboardPolls) {
     for (const auto& c : r.body["cells"]) {
       total += c["tokens_done"].get<int64_t>();
       states_seen.insert(c["status"].get<std::string>());
-      if (c["status"] == "running" && !c["eta_s"].is_null()) EXPECT_GE(c["eta_s"].get<double>(), 0);
+      if (c["status"] == "running" && !c["eta_s"].is_null()) {
+        EXPECT_GE(c["eta_s"].get<double>(), 0);
+      }
     }
     tokens_seen.insert(total);
-    if (polls % 5 == 0) EXPECT_EQ(Get(port, "/api/sweeps/live/series").status, 200);
+    if (polls % 5 == 0) {
+      EXPECT_EQ(Get(port, "/api/sweeps/live/series").status, 200);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << Slurp(live_dir + "/manager.log");
@@ -362,6 +366,15 @@ TEST_F(ServeE2ETest, ConcurrentSweepRunKeepsWritingWhileTheDashboardPolls) {
     const int64_t last_step = (c["tokens_target"].get<int64_t>() + 255) / 256;
     EXPECT_EQ(s.body["rows"].get<int64_t>(), last_step / 2 + last_step % 2) << c.dump();
   }
+}
+
+TEST_F(ServeE2ETest, ASecondServerOnTheSamePortFailsToBind) {
+  auto second = RunCommand(
+      {Binary("isoflop"), "--db", *db_, "serve", "--port", std::to_string(server_->port())});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("cannot bind 127.0.0.1:" + std::to_string(server_->port())),
+            std::string::npos)
+      << second.err;
 }
 
 TEST_F(ServeE2ETest, ZZStopsCleanlyOnSigterm) {

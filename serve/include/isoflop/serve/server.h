@@ -25,7 +25,8 @@ bool IsLoopback(const std::string& host);
 // Binds, writes "serving DB at http://HOST:PORT/" (and a warning for a non-loopback host) to
 // `out`, calls `on_listening(url)` when given, and answers requests until SIGINT or SIGTERM.
 // Returns Ok after such a stop; InvalidArgument for bad options, NotFound when the store file
-// does not exist, IoError when the address cannot be bound.
+// does not exist, IoError when the address cannot be bound. One Serve at a time per process
+// (it owns the SIGINT and SIGTERM handlers while it runs, and restores them after).
 Status Serve(const ServeOptions& options, std::ostream& out,
              const std::function<void(const std::string& url)>& on_listening = {});
 
