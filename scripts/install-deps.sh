@@ -12,7 +12,13 @@ PACKAGES=(
   python3-nbconvert python3-nbclient python3-ipykernel python3-matplotlib python3-pandas
   python3-numpy python3-scipy python3-torch
   slurm-wlm munge
+  libcpp-httplib-dev chromium
 )
+# node and npm (the dashboard's page packages, the browser test): Debian's, unless a node is
+# already installed (e.g. NodeSource's, which bundles npm and conflicts with Debian's npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -54,3 +60,17 @@ for lib in libblas.so.3 liblapack.so.3; do
     fi
   fi
 done
+
+# The dashboard's npm packages (Chart.js, embedded into `isoflop`; playwright-core, which drives
+# Debian's chromium in the browser test), exactly as serve/web/package-lock.json pins them. No
+# browser download: the test uses /usr/bin/chromium. Skipped when that lockfile is installed.
+web="$(cd "$(dirname "$0")/.." && pwd)/serve/web"
+stamp="$web/node_modules/.isoflop-lock.sha256"
+want=$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "install-deps: serve/web npm packages already installed"
+else
+  echo "install-deps: npm ci in serve/web"
+  (cd "$web" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$stamp"
+fi

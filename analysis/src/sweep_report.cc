@@ -9,6 +9,14 @@ namespace {
 
 using nlohmann::json;
 
+json FitJson(const StoredFit& f) {
+  json j = fit::ToJson(f.record);
+  j["id"] = f.id;
+  return j;
+}
+
+}  // namespace
+
 json AnswerJson(const fit::Answer& a) {
   json ci = json::object();
   for (const auto& [k, v] : a.ci) ci[k] = fit::ToJson(v);
@@ -20,14 +28,6 @@ json AnswerJson(const fit::Answer& a) {
           {"ci", ci},
           {"ci_draws_used", a.ci_draws_used}};
 }
-
-json FitJson(const StoredFit& f) {
-  json j = fit::ToJson(f.record);
-  j["id"] = f.id;
-  return j;
-}
-
-}  // namespace
 
 json SweepReport::ToJson() const {
   json others_j = json::array();

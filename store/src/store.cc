@@ -827,6 +827,28 @@ Result<std::vector<MetricRow>> Store::GetMetrics(int64_t run_id) {
   return out;
 }
 
+Result<std::optional<MetricRow>> Store::LatestMetric(int64_t run_id) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q,
+      Prepare("SELECT step, tokens, flops, train_loss, val_loss, lr, grad_norm, tokens_per_s, "
+              "wall_s FROM metrics WHERE run_id = ?1 ORDER BY step DESC LIMIT 1"));
+  q->Bind(1, run_id);
+  const int rc = q->Step();
+  if (rc == SQLITE_DONE) return std::optional<MetricRow>();
+  if (rc != SQLITE_ROW) return Error("reading the latest metric");
+  MetricRow m;
+  m.step = q->Int(0);
+  m.tokens = q->Int(1);
+  m.flops = q->Double(2);
+  m.train_loss = q->OptDouble(3);
+  m.val_loss = q->OptDouble(4);
+  m.lr = q->OptDouble(5);
+  m.grad_norm = q->OptDouble(6);
+  m.tokens_per_s = q->OptDouble(7);
+  m.wall_s = q->OptDouble(8);
+  return std::optional<MetricRow>(std::move(m));
+}
+
 Result<int64_t> Store::CountMetrics(int64_t run_id) {
   ISOFLOP_ASSIGN_OR_RETURN(StmtRef q, Prepare("SELECT count(*) FROM metrics WHERE run_id = ?1"));
   q->Bind(1, run_id);

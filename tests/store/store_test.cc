@@ -179,6 +179,32 @@ TEST_F(StoreTest, MetricIngestionIsIdempotent) {
   EXPECT_EQ(*db->CountMetrics(run), 0);
 }
 
+TEST_F(StoreTest, LatestMetricIsTheLargestStepAndNulloptWithoutRows) {
+  auto db = OpenOrDie(path_);
+  int64_t sweep = *db->UpsertSweep({0, "s", "", "", "", "", "", ""});
+  int64_t run = *db->UpsertRun(SampleRun(sweep, "k"));
+  EXPECT_FALSE(db->LatestMetric(run)->has_value());
+  std::vector<MetricRow> rows;
+  // Inserted out of order: "latest" is by step, not by insertion.
+  for (int s : {4, 12, 8}) {
+    MetricRow m;
+    m.step = s;
+    m.tokens = s * 256;
+    m.flops = 6.0 * m.tokens;
+    m.train_loss = 3.0 - 0.01 * s;
+    m.tokens_per_s = 1000.0 + s;
+    rows.push_back(m);
+  }
+  ASSERT_TRUE(db->UpsertMetrics(run, rows).ok());
+  auto latest = db->LatestMetric(run);
+  ASSERT_TRUE(latest.ok()) << latest.status().message();
+  ASSERT_TRUE(latest->has_value());
+  EXPECT_EQ((*latest)->step, 12);
+  EXPECT_EQ((*latest)->tokens, 12 * 256);
+  EXPECT_EQ((*latest)->tokens_per_s, 1012.0);
+  EXPECT_FALSE((*latest)->val_loss.has_value());
+}
+
 TEST_F(StoreTest, FailedTransactionRollsBackEverything) {
   auto db = OpenOrDie(path_);
   int64_t sweep = *db->UpsertSweep({0, "s", "", "", "", "", "", ""});

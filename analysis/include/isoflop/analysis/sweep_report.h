@@ -54,6 +54,10 @@ struct SweepReport {
   nlohmann::json ToJson() const;
 };
 
+// An answer as JSON: {c, n, d, tokens_per_param, loss, ci: {key: {lo, hi, level}},
+// ci_draws_used}. Shared by the sweep report and the dashboard's `optimal`.
+nlohmann::json AnswerJson(const fit::Answer& a);
+
 // Loads the sweep's finished runs, runs the requested fit, for a parametric one also the
 // E-at-entropy fit (stored first, so the free fit is the latest: `optimal` and `plot` use it)
 // and the isoFLOP and envelope fits, stores every fit, and answers the report budgets.

@@ -213,6 +213,9 @@ class Store {
   Status UpsertMetrics(int64_t run_id, const std::vector<MetricRow>& rows);
   Result<std::vector<MetricRow>> GetMetrics(int64_t run_id);
   Result<int64_t> CountMetrics(int64_t run_id);
+  // The run's row with the largest step (no named extras), nullopt when it has none: what a
+  // progress display needs (tokens/s now) without reading every row of a long run.
+  Result<std::optional<MetricRow>> LatestMetric(int64_t run_id);
 
   // Fits.
   Result<int64_t> InsertFit(const FitRecord& fit);
