@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git clang-format
-  libtorch-dev libceres-dev libsqlite3-dev sqlite3 libcli11-dev libyaml-cpp-dev
+  libtorch-dev libgloo-dev libceres-dev libsqlite3-dev sqlite3 libcli11-dev libyaml-cpp-dev
   nlohmann-json3-dev libgtest-dev googletest libssl-dev
   libopenblas0-openmp
   python3-nbconvert python3-nbclient python3-ipykernel python3-matplotlib python3-pandas

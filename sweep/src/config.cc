@@ -965,7 +965,7 @@ Status ParseSlurmKey(const Parser& p, const std::string& key, const YAML::Node& 
 Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   if (!n.IsDefined()) return Status::Ok();
   std::vector<std::string> allowed = {
-      "kind",           "device",          "cpus_per_run",      "gpus",
+      "kind",           "device",          "cpus_per_run",      "gpus",  "ranks_per_run",
       "max_parallel",   "max_retries",     "device_memory_gib", "mixed_precision",
       "activation_checkpointing", "fused_attention", "throughput_gflops"};
   allowed.insert(allowed.end(), SlurmKeys().begin(), SlurmKeys().end());
@@ -1015,6 +1015,8 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       }
     } else if (key == "max_parallel") {
       ISOFLOP_ASSIGN_OR_RETURN(e.max_parallel, p.IntInRange(v, kp, 0, 4096));
+    } else if (key == "ranks_per_run") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.ranks_per_run, p.IntInRange(v, kp, 1, 1024));
     } else if (key == "max_retries") {
       ISOFLOP_ASSIGN_OR_RETURN(e.max_retries, p.IntInRange(v, kp, 0, 100));
     } else if (key == "device_memory_gib") {
@@ -1030,6 +1032,11 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       ISOFLOP_ASSIGN_OR_RETURN(bool on, p.Bool(v, kp));
       e.fused_attention = on;
     }
+  }
+  if (e.ranks_per_run > 1 && e.cpus_per_run == ExecutorConfig::kAutoCpusPerRun) {
+    return p.Error(n["cpus_per_run"], "executor.cpus_per_run",
+                   "auto measures one-process runs; with ranks_per_run give the threads of each "
+                   "rank (a number)");
   }
   if (e.kind != "slurm" && !first_slurm_name.empty()) {
     return p.Error(first_slurm_key, "executor." + first_slurm_name,

@@ -53,6 +53,7 @@ Result<Resources> DetectResources(const ExecutorConfig& e) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   r.host_memory_bytes = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
   r.max_parallel = e.max_parallel;
+  r.ranks_per_run = std::max(1, e.ranks_per_run);
   if (e.device != "cpu") {
     std::vector<Device> gpus = QueryGpus();
     // $CUDA_VISIBLE_DEVICES narrows what this manager may hand out (numeric lists only).
@@ -98,7 +99,8 @@ Result<Resources> DetectResources(const ExecutorConfig& e) {
           "CUDA_VISIBLE_DEVICES hides them)");
     }
   }
-  r.threads_per_run = e.cpus_per_run > 0 ? std::min(e.cpus_per_run, cores) : cores;
+  r.threads_per_run = e.cpus_per_run > 0 ? std::min(e.cpus_per_run, cores)
+                                         : std::max(1, cores / r.ranks_per_run);
   r.cpu_slots = std::max(1, cores / r.threads_per_run);
   if (e.device_memory_gib > 0)
     r.host_memory_bytes = static_cast<int64_t>(e.device_memory_gib * (1LL << 30));
@@ -106,7 +108,7 @@ Result<Resources> DetectResources(const ExecutorConfig& e) {
 }
 
 Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& run_dir,
-                           const std::string& cuda_visible_devices) {
+                           const std::string& cuda_visible_devices, int ranks) {
   SpawnOptions o;
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
@@ -123,23 +125,40 @@ Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& r
   // trainer sees it before it touches any file.
   o.blocked_signals = {SIGTERM, SIGINT, SIGUSR2};
   o.exec_failure_message = "isoflop sweep: cannot execute isoflop-train";
-  return Spawn({train_binary, "--run-dir", run_dir}, o);
+  std::vector<std::string> argv = {train_binary, "--run-dir", run_dir};
+  if (ranks > 1) {
+    argv.push_back("--nproc");
+    argv.push_back(std::to_string(ranks));
+  }
+  return Spawn(argv, o);
 }
 
 std::string LocalExecutor::Describe() const {
-  return resources_.gpu ? std::to_string(resources_.devices.size()) + " GPU(s)"
-                        : std::to_string(resources_.cpu_slots) + " CPU slot(s) x " +
-                              std::to_string(resources_.threads_per_run) + " thread(s)";
+  const std::string ranks = resources_.ranks_per_run > 1
+                                ? ", " + std::to_string(resources_.ranks_per_run) + " ranks per run"
+                                : "";
+  return (resources_.gpu ? std::to_string(resources_.devices.size()) + " GPU(s)"
+                         : std::to_string(resources_.cpu_slots) + " CPU slot(s) x " +
+                               std::to_string(resources_.threads_per_run) + " thread(s)") +
+         ranks;
 }
 
 int LocalExecutor::Parallelism() const {
-  int n = resources_.gpu ? std::max<int>(1, resources_.devices.size()) : resources_.cpu_slots;
+  int n = (resources_.gpu ? std::max<int>(1, resources_.devices.size()) : resources_.cpu_slots) /
+          resources_.ranks_per_run;
   if (resources_.max_parallel > 0) n = std::min(n, resources_.max_parallel);
   return std::max(1, n);
 }
 
 std::string LocalExecutor::Refusal(const Job& j) const {
   char buf[200];
+  const int ranks = resources_.ranks_per_run;
+  const int have = resources_.gpu ? static_cast<int>(resources_.devices.size()) : resources_.cpu_slots;
+  if (ranks > have) {
+    std::snprintf(buf, sizeof(buf), "needs %d %s for its %d ranks, this host has %d", ranks,
+                  resources_.gpu ? "GPUs" : "CPU slots", ranks, have);
+    return buf;
+  }
   if (resources_.gpu) {
     int64_t largest = 0;
     for (const auto& d : resources_.devices) largest = std::max(largest, d.memory_bytes);
@@ -164,23 +183,24 @@ std::optional<Placement> LocalExecutor::Place(const Job& job) {
     return std::nullopt;
   Placement pl;
   pl.threads = resources_.threads_per_run;
+  pl.ranks = resources_.ranks_per_run;
   if (!resources_.gpu) {
-    if (static_cast<int>(active_.size()) >= resources_.cpu_slots) return std::nullopt;
+    if (cpu_slots_used_ + pl.ranks > resources_.cpu_slots) return std::nullopt;
     pl.device = "cpu";
     return pl;
   }
-  // Best fit: the device with the least free memory that still holds the job.
-  int best = -1;
-  int64_t best_free = 0;
+  // Best fit, one device per rank: the devices with the least free memory that still hold the
+  // job (a data-parallel rank holds a whole replica: the estimate is per GPU).
+  std::vector<std::pair<int64_t, int>> fitting;  // (free, index into devices)
   for (size_t d = 0; d < resources_.devices.size(); ++d) {
     const int64_t free = resources_.devices[d].memory_bytes - gpu_used_[d];
-    if (free >= job.memory_bytes && (best < 0 || free < best_free)) {
-      best = static_cast<int>(d);
-      best_free = free;
-    }
+    if (free >= job.memory_bytes) fitting.emplace_back(free, static_cast<int>(d));
   }
-  if (best < 0) return std::nullopt;
-  pl.devices = std::to_string(resources_.devices[best].index);
+  if (static_cast<int>(fitting.size()) < pl.ranks) return std::nullopt;
+  std::sort(fitting.begin(), fitting.end());
+  for (int k = 0; k < pl.ranks; ++k) {
+    pl.devices += (k ? "," : "") + std::to_string(resources_.devices[fitting[k].second].index);
+  }
   pl.device = "cuda";
   return pl;
 }
@@ -188,12 +208,17 @@ std::optional<Placement> LocalExecutor::Place(const Job& job) {
 Result<LaunchedJob> LocalExecutor::Launch(const Job& job, const Placement& pl) {
   std::vector<int> slots;
   if (resources_.gpu) {
-    for (size_t d = 0; d < resources_.devices.size(); ++d)
-      if (std::to_string(resources_.devices[d].index) == pl.devices) slots.push_back(int(d));
+    std::stringstream ss(pl.devices);
+    for (std::string idx; std::getline(ss, idx, ',');) {
+      for (size_t d = 0; d < resources_.devices.size(); ++d)
+        if (std::to_string(resources_.devices[d].index) == idx) slots.push_back(int(d));
+    }
   }
-  ISOFLOP_ASSIGN_OR_RETURN(pid_t pid, StartTrainer(train_binary_, job.run_dir, pl.devices));
+  ISOFLOP_ASSIGN_OR_RETURN(pid_t pid,
+                           StartTrainer(train_binary_, job.run_dir, pl.devices, pl.ranks));
   for (int s : slots) gpu_used_[s] += job.memory_bytes;
-  active_.push_back({job, std::move(slots), pid});
+  if (!resources_.gpu) cpu_slots_used_ += pl.ranks;
+  active_.push_back({job, std::move(slots), pid, pl.ranks});
   LaunchedJob launched;
   launched.id = "local:" + std::to_string(pid);
   launched.pid = pid;
@@ -213,6 +238,7 @@ std::vector<JobExit> LocalExecutor::Poll() {
     Active done = active_[i];
     active_.erase(active_.begin() + i);
     for (int s : done.gpu_slots) gpu_used_[s] -= done.job.memory_bytes;
+    if (!resources_.gpu) cpu_slots_used_ -= done.ranks;
     JobExit e;
     e.job = done.job;
     e.id = "local:" + std::to_string(done.pid);

@@ -366,6 +366,7 @@ class SweepSession {
     r.reason.clear();
     r.host = host_;
     r.devices = pl.devices.empty() ? pl.device : "cuda:" + pl.devices;
+    if (pl.ranks > 1) r.devices += " x" + std::to_string(pl.ranks) + " ranks";
     r.started_at = store::NowIso8601();
     r.finished_at.clear();
     return db_.UpsertRun(r).status();

@@ -249,7 +249,8 @@ std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
   o << "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
   directive("--signal", "USR2@" + std::to_string(s.signal_grace_s));
   directive("--output", "logs/%A_%a.out");  // relative to the submission folder: script_dir
-  directive("--ntasks", "1");
+  const int ranks = std::max(1, e.ranks_per_run);
+  directive("--ntasks", std::to_string(ranks));  // data parallel: one task per rank
   directive("--cpus-per-task", std::to_string(spec.threads));
   if (spec.gpu && s.gres.empty()) directive("--gpus-per-task", std::to_string(s.gpus_per_run));
   if (!s.gres.empty()) directive("--gres", s.gres);
@@ -265,6 +266,8 @@ std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
     << "train=" << ShellQuote(train_binary) << "\n"
     << "exec=" << ShellQuote(ExecHelperFor(train_binary)) << "\n"
     << "mapfile -t run_dirs < \"$cells\"\n"
+    << "# A data-parallel run's ranks meet at the first node, on a port of this job's own.\n"
+    << "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
     << "run_dir=${run_dirs[$SLURM_ARRAY_TASK_ID]}\n"
     << "# From here on everything this job prints goes to the run's train.log.\n"
     << "exec >>\"$run_dir/train.log\" 2>&1\n"
@@ -282,7 +285,8 @@ std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
     }
   }
   // Through isoflop-exec: a USR2 or SIGTERM during LibTorch's start-up is held, not fatal.
-  o << "srun --ntasks=1 --cpus-per-task=" << spec.threads
+  o << "srun --ntasks=" << ranks << " --cpus-per-task=" << spec.threads
+    << (ranks > 1 ? " --kill-on-bad-exit=1" : "")
     << " \"$exec\" \"$train\" --run-dir \"$run_dir\"\n";
   return o.str();
 }
@@ -414,6 +418,7 @@ std::optional<Placement> SlurmExecutor::Place(const Job&) {
   Placement pl;
   pl.threads = std::max(1, config_.cpus_per_run);
   pl.device = config_.slurm.gpus_per_run > 0 ? "cuda" : "cpu";
+  pl.ranks = std::max(1, config_.ranks_per_run);
   return pl;  // the cluster queues; --array=...%max_parallel limits what runs at once
 }
 
@@ -526,8 +531,12 @@ JobExit SlurmExecutor::Ended(const Active& a, const std::optional<SlurmTaskState
   if (a.signalled) return e;  // the manager stopped it: its exit says how
   if (word == "COMPLETED") {
     info.exit_code = 0;
-  } else if (word == "TIMEOUT" || (word == "FAILED" && st->exit_code == 128 + SIGUSR2)) {
-    // Signalled before its time limit (it checkpointed and exited 128+12), or killed at it.
+  } else if (word == "FAILED" && st->exit_code == 128 + SIGUSR2) {
+    // Signalled before its time limit: the trainer checkpointed and exited 128+12 (or, still
+    // starting, exited without touching anything): resume.
+    info.interruption = Interruption::kTimeLimit;
+  } else if (word == "TIMEOUT") {
+    // Killed at the limit: worth resubmitting only from a checkpoint.
     if (HasCheckpoint(a.job.run_dir)) info.interruption = Interruption::kTimeLimit;
   } else if (word == "PREEMPTED" || word == "NODE_FAIL" || word == "BOOT_FAIL") {
     info.interruption = Interruption::kPreempted;

@@ -200,7 +200,8 @@ TEST(SlurmScriptTest, BatchScriptQuotesEveryValueAndParses) {
         "#SBATCH \"--comment=a b\"\n", "cells='/shared/it'\\''s here/t/slurm/array-x.cells'\n",
         "train='/opt/isoflop $(x)/isoflop-train'\n", "echo '$(rm -rf /)'\ntrue\n",
         "exec='/opt/isoflop $(x)/isoflop-exec'\n",
-        "srun --ntasks=1 --cpus-per-task=4 \"$exec\" \"$train\" --run-dir \"$run_dir\"\n"}) {
+        "srun --ntasks=1 --cpus-per-task=4 \"$exec\" \"$train\" --run-dir \"$run_dir\"\n",
+        "#SBATCH --ntasks=\"1\"\n"}) {
     EXPECT_NE(s.find(line), std::string::npos) << line << "\n---\n" << s;
   }
   const std::string path = testing::TempDir() + "/batch.sh";

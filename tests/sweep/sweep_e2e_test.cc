@@ -563,5 +563,32 @@ TEST(SweepE2ETest, MoeSweepRunsAndStoresExpertsAndRouterMetrics) {
       << moe_fit.err;
 }
 
+TEST(SweepE2ETest, DataParallelCellsRunTwoRanksEachAndMatchOneRankRuns) {
+  const std::string ref_dir = TempDir("sweep_dp_ref");
+  auto ref = testing::RunCommand(
+      SweepRun(ref_dir + "/s.db", kTiny, {"--no-fit", "--set", "budgets=[1e9]"}), {}, ref_dir);
+  ASSERT_EQ(ref.exit_code, 0) << ref.out << ref.err;
+  const std::string dir = TempDir("sweep_dp");
+  auto r = testing::RunCommand(SweepRun(dir + "/s.db", kTiny,
+                                        {"--no-fit", "--set", "budgets=[1e9]", "--set",
+                                         "executor.ranks_per_run=2"}),
+                               {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("2 ranks per run"), std::string::npos) << r.out;
+  const auto expected = MetricRows(ref_dir + "/s.db", "tiny");
+  const auto got = MetricRows(dir + "/s.db", "tiny");
+  ASSERT_EQ(got.size(), 3u);
+  for (const auto& [key, rows] : expected) {
+    ASSERT_TRUE(got.count(key)) << key << ": the cell key does not depend on the ranks";
+    ASSERT_EQ(got.at(key).size(), rows.size()) << key;
+    for (const auto& [step, loss] : rows)
+      EXPECT_NEAR(got.at(key).at(step), loss, 1e-5 * loss) << key << " step " << step;
+  }
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.reason;
+    EXPECT_EQ(run.devices, "cpu x2 ranks");
+  }
+}
+
 }  // namespace
 }  // namespace isoflop

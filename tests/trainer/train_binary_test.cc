@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -553,6 +554,123 @@ TEST_F(BinaryTest, NumberOutOfRangeInRunJsonIsABadConfig) {
   const std::string err = Slurp(dir + "/stderr.log");
   EXPECT_NE(err.find(dir + "/run.json: not valid JSON"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir + "/status.json"));
+}
+
+// ---- data parallel (--nproc, Gloo on CPU) ---------------------------------------------------
+
+namespace dp {
+
+// step -> (train_loss, val_loss or NaN) of a run's metrics.jsonl.
+std::map<int64_t, std::pair<double, double>> Curve(const std::string& dir) {
+  std::map<int64_t, std::pair<double, double>> out;
+  std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    const json j = json::parse(line);
+    EXPECT_EQ(out.count(j["step"].get<int64_t>()), 0u) << "duplicate step " << j["step"];
+    out[j["step"]] = {j["train_loss"].get<double>(),
+                      j["val_loss"].is_number() ? j["val_loss"].get<double>() : NAN};
+  }
+  return out;
+}
+
+// The two runs logged the same steps with losses within 1e-5 relative.
+void ExpectSameCurve(const std::string& a, const std::string& b) {
+  const auto ca = Curve(a), cb = Curve(b);
+  ASSERT_EQ(ca.size(), cb.size());
+  for (const auto& [step, v] : ca) {
+    ASSERT_TRUE(cb.count(step)) << "step " << step;
+    EXPECT_NEAR(cb.at(step).first, v.first, 1e-5 * v.first) << "train loss, step " << step;
+    if (std::isfinite(v.second))
+      EXPECT_NEAR(cb.at(step).second, v.second, 1e-5 * v.second) << "val loss, step " << step;
+  }
+}
+
+// The pid of the child of `parent` whose environment has RANK=`rank`, or 0.
+pid_t RankPid(pid_t parent, int rank) {
+  std::error_code ec;
+  for (const auto& p : fs::directory_iterator("/proc", ec)) {
+    const std::string name = p.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = Slurp(p.path() / "stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != parent) continue;
+    std::string env = Slurp(p.path() / "environ");
+    std::replace(env.begin(), env.end(), '\0', '\n');
+    if (env.find("\nRANK=" + std::to_string(rank) + "\n") != std::string::npos ||
+        env.rfind("RANK=" + std::to_string(rank) + "\n", 0) == 0)
+      return std::stoi(name);
+  }
+  return 0;
+}
+
+}  // namespace dp
+
+TEST_F(BinaryTest, TwoRankGlooRunReproducesTheOneRankRun) {
+  const std::string one = MakeRun("one", TinyRun());
+  ASSERT_EQ(RunDir(one), 0) << Slurp(one + "/stderr.log");
+  const std::string two = MakeRun("two", TinyRun());
+  ASSERT_EQ(Wait(Start({"--run-dir", two, "--quiet", "--nproc", "2"}, two + "/stderr.log")), 0)
+      << Slurp(two + "/stderr.log");
+  dp::ExpectSameCurve(one, two);
+  const json a = Status(one), b = Status(two);
+  EXPECT_EQ(b["state"], "finished");
+  EXPECT_EQ(b["tokens"], a["tokens"]);
+  EXPECT_EQ(b["step"], a["step"]);
+  EXPECT_NEAR(b["final_val_loss"].get<double>(), a["final_val_loss"].get<double>(),
+              1e-5 * a["final_val_loss"].get<double>());
+  const auto ckpts = ListCheckpoints(two + "/ckpt");
+  ASSERT_FALSE(ckpts.empty());
+  EXPECT_EQ(json::parse(Slurp(ckpts.back().path + "/state.json"))["world_size"], 2);
+}
+
+TEST_F(BinaryTest, KilledRankTakesTheRunDownAndItResumesExactlyWithTwoRanks) {
+  json run = TinyRun();
+  run["train"]["tokens"] = 200000;  // 782 steps: the kill always lands mid-run
+  const std::string ref = MakeRun("ref", run);
+  ASSERT_EQ(RunDir(ref), 0);
+  const std::string dir = MakeRun("dp", run);
+  const pid_t launcher = Start({"--run-dir", dir, "--quiet", "--nproc", "2"}, dir + "/stderr.log");
+  ASSERT_TRUE(WaitForCheckpoint(dir, 10, 120)) << Slurp(dir + "/stderr.log");
+  const pid_t rank1 = dp::RankPid(launcher, 1);
+  ASSERT_GT(rank1, 0);
+  ::kill(rank1, SIGKILL);
+  EXPECT_EQ(Wait(launcher), kExitFailed) << Slurp(dir + "/stderr.log");
+  const json st = Status(dir);
+  EXPECT_EQ(st["state"], "failed");
+  EXPECT_NE(st["reason"].get<std::string>().find("rank 1 of 2 was killed by signal 9"),
+            std::string::npos)
+      << st.dump();
+  ASSERT_EQ(Wait(Start({"--run-dir", dir, "--quiet", "--nproc", "2"}, dir + "/stderr2.log")), 0)
+      << Slurp(dir + "/stderr2.log");
+  dp::ExpectSameCurve(ref, dir);
+}
+
+TEST_F(BinaryTest, SigtermOfTheLauncherStopsEveryRankAtOneCheckpointAndResumesExactly) {
+  json run = TinyRun();
+  run["train"]["tokens"] = 200000;
+  const std::string ref = MakeRun("ref", run);
+  ASSERT_EQ(RunDir(ref), 0);
+  const std::string dir = MakeRun("dp", run);
+  const pid_t launcher = Start({"--run-dir", dir, "--quiet", "--nproc", "2"}, dir + "/stderr.log");
+  ASSERT_TRUE(WaitForCheckpoint(dir, 10, 120));
+  ::kill(launcher, SIGTERM);
+  ASSERT_EQ(Wait(launcher), 128 + SIGTERM) << Slurp(dir + "/stderr.log");
+  const json st = Status(dir);
+  EXPECT_EQ(st["state"], "preempted");
+  const auto list = ListCheckpoints(dir + "/ckpt");
+  ASSERT_FALSE(list.empty());
+  EXPECT_EQ(list.back().step, st["step"].get<int64_t>());
+  ASSERT_EQ(Wait(Start({"--run-dir", dir, "--quiet", "--nproc", "2"}, dir + "/stderr2.log")), 0)
+      << Slurp(dir + "/stderr2.log");
+  dp::ExpectSameCurve(ref, dir);
+  EXPECT_NEAR(Status(dir)["final_val_loss"].get<double>(),
+              Status(ref)["final_val_loss"].get<double>(),
+              1e-5 * Status(ref)["final_val_loss"].get<double>());
 }
 
 }  // namespace

@@ -2,7 +2,11 @@
 // standalone form `isoflop-train --out DIR --n-layer 2 ... --tokens 2e6 --data synthetic`
 // writes DIR/run.json from flags, then runs it. Exit codes: docs/run-protocol.md.
 // This file does not include LibTorch (fast to compile); the loop lives in train_loop.cc.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "isoflop/common/files.h"
+#include "isoflop/common/subprocess.h"
 #include "isoflop/trainer/run_config.h"
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/train_loop.h"
@@ -93,6 +99,120 @@ void StopWithParent() {
   if (::getppid() != parent) std::raise(SIGTERM);  // the parent died before prctl
 }
 
+// ---- --nproc N: this process starts N ranks of itself and supervises them ----------------
+
+volatile std::sig_atomic_t g_launcher_signal = 0;
+extern "C" void OnLauncherSignal(int sig) { g_launcher_signal = sig; }
+
+// A TCP port free on loopback now (the OS picks it), for the ranks' rendezvous.
+int FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = 29500;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  if (fd >= 0) ::close(fd);
+  return port;
+}
+
+// Runs `args` (this binary's own arguments without --nproc) as `nproc` ranks with torchrun's
+// variables set, forwards stop signals to all of them, and returns rank 0's exit code. A rank
+// killed by a signal (SIGKILL, a crash) takes the others down at once: they are killed rather
+// than left waiting for the collective timeout, and status.json says which rank died (the run
+// resumes from its last checkpoint).
+int RunRanks(int nproc, const std::vector<std::string>& args, const std::string& run_dir) {
+  struct sigaction sa {};
+  sa.sa_handler = OnLauncherSignal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR2}) sigaction(sig, &sa, nullptr);
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR2}) sigaddset(&stop, sig);
+  sigprocmask(SIG_UNBLOCK, &stop, nullptr);
+  StopWithParent();
+
+  const int port = FreeLoopbackPort();
+  std::vector<std::string> base_env;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const std::string key = kv.substr(0, kv.find('='));
+    if (key == "RANK" || key == "WORLD_SIZE" || key == "LOCAL_RANK" || key == "LOCAL_WORLD_SIZE" ||
+        key == "MASTER_ADDR" || key == "MASTER_PORT")
+      continue;
+    base_env.push_back(kv);
+  }
+  std::vector<pid_t> pids(nproc, -1);
+  for (int r = 0; r < nproc; ++r) {
+    isoflop::SpawnOptions o;
+    o.env = base_env;
+    o.env->push_back("RANK=" + std::to_string(r));
+    o.env->push_back("LOCAL_RANK=" + std::to_string(r));
+    o.env->push_back("WORLD_SIZE=" + std::to_string(nproc));
+    o.env->push_back("LOCAL_WORLD_SIZE=" + std::to_string(nproc));
+    o.env->push_back("MASTER_ADDR=127.0.0.1");
+    o.env->push_back("MASTER_PORT=" + std::to_string(port));
+    o.die_with_parent = true;
+    o.blocked_signals = {SIGTERM, SIGINT, SIGUSR2};  // held until the rank's handlers are in
+    std::vector<std::string> argv = {"/proc/self/exe"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto pid = isoflop::Spawn(argv, o);
+    if (!pid.ok()) {
+      std::fprintf(stderr, "isoflop-train: cannot start rank %d: %s\n", r,
+                   pid.status().message().c_str());
+      for (pid_t p : pids)
+        if (p > 0) ::kill(p, SIGKILL);
+      return kExitFailed;
+    }
+    pids[r] = *pid;
+  }
+  int forwarded = 0, rank0_code = -1, live = nproc;
+  std::string death;  // "rank 1 was killed by signal 9"
+  std::vector<int> codes(nproc, -1);
+  auto kill_all = [&](int sig) {
+    for (int r = 0; r < nproc; ++r)
+      if (codes[r] < 0) ::kill(pids[r], sig);
+  };
+  while (live > 0) {
+    if (g_launcher_signal != 0 && g_launcher_signal != forwarded) {
+      forwarded = g_launcher_signal;
+      kill_all(forwarded);
+    }
+    int status = 0;
+    const pid_t done = ::waitpid(-1, &status, 0);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int r = 0; r < nproc; ++r) {
+      if (pids[r] != done) continue;
+      --live;
+      codes[r] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (r == 0) rank0_code = codes[r];
+      if (WIFSIGNALED(status) && death.empty() && WTERMSIG(status) != forwarded) {
+        death = "rank " + std::to_string(r) + " of " + std::to_string(nproc) +
+                " was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+                strsignal(WTERMSIG(status)) + ")";
+        kill_all(SIGKILL);  // the others would wait for it until the collective timeout
+      }
+    }
+  }
+  if (!death.empty()) {
+    StatusFile st;
+    st.state = "failed";
+    st.reason = death + "; the other ranks were stopped; the run resumes from its last checkpoint";
+    st.exit_code = kExitFailed;
+    (void)isoflop::WriteFileAtomic(run_dir + "/status.json", st.ToJson());
+    std::fprintf(stderr, "isoflop-train: failed: %s\n", st.reason.c_str());
+    return kExitFailed;
+  }
+  return rank0_code < 0 ? kExitFailed : rank0_code;
+}
+
 }  // namespace
 
 static int Main(int argc, char** argv) {
@@ -108,6 +228,11 @@ static int Main(int argc, char** argv) {
       app.add_option("--out", out_dir, "Standalone: write DIR/run.json from flags, then run it")
           ->excludes(run_opt);
   app.add_flag("--quiet", quiet, "No progress lines on stderr");
+  int nproc = 1;
+  app.add_option("--nproc", nproc,
+                 "Data parallel: start N ranks of this run on this machine (Gloo on CPU, NCCL on "
+                 "GPU), as torchrun --nproc-per-node N would")
+      ->check(CLI::Range(1, 1024));
   const std::string g = "Standalone run (with --out)";
   app.add_option("--name", f.run.name, "Free-text run name")->group(g);
   app.add_option("--seed", f.run.seed, "Model init and data RNG seed")->group(g);
@@ -220,7 +345,43 @@ static int Main(int argc, char** argv) {
     fs::create_directories(out_dir, ec);
     run_dir = out_dir;
   }
-  // Exactly one live worker owns a run directory, from before it resumes until it exits.
+  const bool launcher = nproc > 1 && std::getenv("WORLD_SIZE") == nullptr;
+  if (launcher && !out_dir.empty()) {
+    // The ranks run the folder this launcher prepares.
+    const std::string path = out_dir + "/run.json";
+    if (fs::exists(path) && ReadFile(path) != standalone_json) {
+      std::fprintf(stderr,
+                   "isoflop-train: %s exists with a different config; resume it with "
+                   "--run-dir %s or choose a new --out\n",
+                   path.c_str(), out_dir.c_str());
+      return kExitBadConfig;
+    }
+    if (Status st = WriteFileAtomic(path, standalone_json); !st.ok()) {
+      std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
+      return kExitFailed;
+    }
+  }
+  if (launcher) {
+    std::vector<std::string> args = {"--run-dir", run_dir};
+    if (quiet) args.push_back("--quiet");
+    return RunRanks(nproc, args, run_dir);
+  }
+  // Exactly one live worker owns a run directory, from before it resumes until it exits; in a
+  // data-parallel run that is rank 0 (the others only read it).
+  const char* rank_env = std::getenv("RANK");
+  const char* ntasks = std::getenv("SLURM_NTASKS");
+  if (rank_env == nullptr && std::getenv("WORLD_SIZE") == nullptr && ntasks &&
+      std::atoi(ntasks) > 1)
+    rank_env = std::getenv("SLURM_PROCID");  // srun --ntasks=K
+  const bool lead = rank_env == nullptr || std::atoi(rank_env) == 0;
+  if (!lead) {
+    auto config = LoadRunConfig(run_dir + "/run.json");
+    if (!config.ok()) {
+      std::fprintf(stderr, "isoflop-train: %s\n", config.status().message().c_str());
+      return kExitFailed;
+    }
+    return RunTraining(run_dir, *config, TrainOptions{.progress = false}).exit_code;
+  }
   auto lock = isoflop::FileLock::TryAcquire(RunDirLockPath(run_dir));
   if (!lock.ok() && lock.status().code() == Status::Code::kFailedPrecondition) {
     std::fprintf(stderr,

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "isoflop/trainer/data.h"
+#include "isoflop/trainer/distributed.h"
 #include "isoflop/trainer/model.h"
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/schedule.h"
@@ -72,6 +73,9 @@ class Trainer {
   RunOutcome Run();
 
  private:
+  bool lead() const { return group_->rank() == 0; }  // the one rank that writes files
+  // Whether any rank has been told to stop (all ranks agree, so all stop at the same step).
+  bool AgreedStop();
   Status Setup();
   Status Resume();
   Status WriteInfo() const;
@@ -105,7 +109,21 @@ class Trainer {
   Progress progress_;
   double last_val_loss_ = NAN;
   Clock::time_point start_ = Clock::now();
+  std::unique_ptr<ProcessGroup> group_ = SingleProcessGroup();
+  int agreed_signal_ = 0;  // the stop signal all ranks act on (0 while none)
 };
+
+bool Trainer::AgreedStop() {
+  if (group_->size() == 1) {
+    agreed_signal_ = g_stop_signal;
+    return agreed_signal_ != 0;
+  }
+  auto flag = torch::full({1}, g_stop_signal != 0 ? 1.0 : 0.0, torch::kDouble).to(device_);
+  std::vector<torch::Tensor> t = {flag};
+  group_->AllReduceSum(t);
+  if (t[0].item<double>() > 0) agreed_signal_ = g_stop_signal != 0 ? int(g_stop_signal) : SIGTERM;
+  return agreed_signal_ != 0;
+}
 
 Status Trainer::Setup() {
   // Device: CUDA when asked or available (the device CUDA_VISIBLE_DEVICES exposes first).
@@ -113,9 +131,21 @@ Status Trainer::Setup() {
   if (train_.device == "cuda" && !cuda) {
     return Status::FailedPrecondition("train.device is 'cuda' but no CUDA device is available");
   }
+  ISOFLOP_ASSIGN_OR_RETURN(const RankInfo rank, RankFromEnvironment());
   if (train_.device == "cuda" || (train_.device == "auto" && cuda)) {
-    device_ = torch::Device(torch::kCUDA, 0);
+    // One GPU per rank on a node: LOCAL_RANK's (launchers that set CUDA_VISIBLE_DEVICES per
+    // rank leave one visible device, 0).
+    const int visible = static_cast<int>(torch::cuda::device_count());
+    device_ = torch::Device(torch::kCUDA, visible > 1 ? rank.local_rank % visible : 0);
     autocast_ = true;
+  }
+  if (rank.world_size > 1) {
+    double timeout_s = 60;
+    if (const char* t = std::getenv("ISOFLOP_DIST_TIMEOUT_S"); t && std::atof(t) > 0)
+      timeout_s = std::atof(t);
+    ISOFLOP_ASSIGN_OR_RETURN(
+        group_, JoinProcessGroup(rank, device_.is_cuda() ? "cuda" : "cpu",
+                                 std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000))));
   }
   threads_ = ResolveThreads(train_.threads);
   torch::set_num_threads(threads_);  // LibTorch's default in C++ is 1 thread
@@ -124,6 +154,14 @@ Status Trainer::Setup() {
   model_ = Transformer(shape_);
   model_->set_activation_checkpointing(train_.activation_checkpointing);
   model_->to(device_);
+  if (group_->size() > 1) {
+    // Every replica starts from rank 0's weights.
+    std::vector<torch::Tensor> state;
+    for (auto& p : model_->parameters()) state.push_back(p.data());
+    for (auto& b : model_->buffers()) state.push_back(b);
+    torch::NoGradGuard no_grad;
+    group_->Broadcast(state, 0);
+  }
 
   // AdamW (Loshchilov & Hutter 2019); weight decay on matrices only (dim >= 2), as nanoGPT.
   std::vector<torch::Tensor> decay, no_decay;
@@ -190,12 +228,14 @@ Status Trainer::Resume() {
                    static_cast<long long>(progress_.tokens));
     }
   }
+  if (!lead()) return Status::Ok();  // only rank 0 writes the run directory
   // Lines past the checkpoint will be written again (same values on CPU).
   ISOFLOP_RETURN_IF_ERROR(TruncateMetrics(dir_ + "/metrics.jsonl", progress_.step));
   return metrics_.Open(dir_ + "/metrics.jsonl");
 }
 
 Status Trainer::WriteInfo() const {
+  if (!lead()) return Status::Ok();
   InfoFile info;
   info.n_total = accounting::TotalParams(shape_);
   info.n_non_embedding = accounting::NonEmbeddingParams(shape_);
@@ -218,11 +258,19 @@ Result<std::vector<torch::Tensor>> Trainer::NextBatch(int64_t step_tokens) {
   // Full sequences first; a budget that is not a multiple of T ends with one shorter sequence.
   std::vector<int64_t> lengths(step_tokens / T, T);
   if (step_tokens % T != 0) lengths.push_back(step_tokens % T);
+  // Data parallel: every rank draws the whole step's windows from the one shared stream (so
+  // the step is the single-process step, whatever the world size) and keeps its own
+  // contiguous slice of them.
+  const size_t n = lengths.size(), W = group_->size(), r = group_->rank();
+  const size_t lo = n * r / W, hi = n * (r + 1) / W;
+  std::vector<int64_t> skipped(T + 1);
+  for (size_t i = 0; i < lo; ++i)
+    ISOFLOP_RETURN_IF_ERROR(data_->SampleTrain(data_rng_, int(lengths[i] + 1), skipped.data()));
   std::vector<torch::Tensor> micro_batches;
-  for (size_t i = 0; i < lengths.size();) {
+  for (size_t i = lo; i < hi;) {
     const int64_t len = lengths[i];
     size_t j = i;
-    while (j < lengths.size() && lengths[j] == len && int64_t(j - i) < train_.micro_batch) ++j;
+    while (j < hi && lengths[j] == len && int64_t(j - i) < train_.micro_batch) ++j;
     const int64_t B = static_cast<int64_t>(j - i);
     std::vector<int64_t> buf(B * (len + 1));
     for (int64_t b = 0; b < B; ++b) {
@@ -233,6 +281,8 @@ Result<std::vector<torch::Tensor>> Trainer::NextBatch(int64_t step_tokens) {
         torch::from_blob(buf.data(), {B, len + 1}, torch::kInt64).to(device_, false, true));
     i = j;
   }
+  for (size_t i = hi; i < n; ++i)
+    ISOFLOP_RETURN_IF_ERROR(data_->SampleTrain(data_rng_, int(lengths[i] + 1), skipped.data()));
   return micro_batches;
 }
 
@@ -261,6 +311,13 @@ double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
     objective.backward();
     loss_sum += loss.detach().to(torch::kDouble);
   }
+  if (group_->size() > 1) {
+    // The step's gradient is the sum of every rank's share (each token weighs 1/step_tokens).
+    std::vector<torch::Tensor> loss = {loss_sum.reshape({1})};
+    group_->AllReduceSum(loss);
+    loss_sum = loss[0].reshape({});
+    AllReduceGradients(*group_, model_->parameters());
+  }
   return loss_sum.item<double>() / static_cast<double>(step_tokens);
 }
 
@@ -274,7 +331,8 @@ double Trainer::Evaluate() {
   int64_t count = 0;
   const int64_t n = val_set_.size(0), T = val_set_.size(1) - 1;
   const int64_t chunk = std::max<int64_t>(train_.micro_batch, 1);
-  for (int64_t i = 0; i < n; i += chunk) {
+  // Data parallel: rank r evaluates chunks r, r + W, ...; the sums are reduced below.
+  for (int64_t i = chunk * group_->rank(); i < n; i += chunk * group_->size()) {
     const auto tokens = val_set_.narrow(0, i, std::min(chunk, n - i)).to(device_);  // (B, T+1)
     const auto x = tokens.narrow(1, 0, T), y = tokens.narrow(1, 1, T);
     torch::Tensor logits;
@@ -290,10 +348,19 @@ double Trainer::Evaluate() {
     sum += losses.to(torch::kDouble).sum().item<double>();
     count += losses.numel();
   }
+  if (group_->size() > 1) {
+    std::vector<torch::Tensor> t = {
+        torch::tensor({sum, static_cast<double>(count)}, torch::kDouble).to(device_)};
+    group_->AllReduceSum(t);
+    const auto cpu = t[0].to(torch::kCPU);
+    sum = cpu[0].item<double>();
+    count = static_cast<int64_t>(cpu[1].item<double>());
+  }
   return sum / static_cast<double>(count);
 }
 
 Status Trainer::SaveCheckpoint() {
+  if (!lead()) return Status::Ok();  // every replica holds the same state: rank 0 saves it
   const std::string ckpt_dir = dir_ + "/ckpt";
   // Serialised in memory first: torch::save to a file reports a full disk by throwing from a
   // destructor, which aborts the process; our own writes report errno and clean up.
@@ -307,7 +374,8 @@ Status Trainer::SaveCheckpoint() {
   const json state = {{"step", progress_.step},
                       {"tokens", progress_.tokens},
                       {"wall_s", WallSeconds()},
-                      {"rng", data_rng_.ToString()}};
+                      {"rng", data_rng_.ToString()},
+                      {"world_size", group_->size()}};
   ISOFLOP_ASSIGN_OR_RETURN(std::string tmp, BeginCheckpoint(ckpt_dir, progress_.step));
   Status st = WriteFileAtomic(tmp + "/model.pt", model_bytes.str());
   if (st.ok()) st = WriteFileAtomic(tmp + "/optimizer.pt", optimizer_bytes.str());
@@ -323,6 +391,7 @@ Status Trainer::SaveCheckpoint() {
 
 Status Trainer::LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
                            double tokens_per_s, std::vector<std::pair<std::string, double>> extra) {
+  if (!lead()) return Status::Ok();
   MetricsLine line;
   line.extra = std::move(extra);
   line.step = progress_.step;
@@ -339,6 +408,13 @@ Status Trainer::LogMetrics(double train_loss, double val_loss, double lr, double
 
 RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code) {
   RunOutcome out{std::move(state), std::move(reason), exit_code};
+  if (!lead()) {
+    if (exit_code != kExitFinished && exit_code != 128 + agreed_signal_) {
+      std::fprintf(stderr, "isoflop-train: rank %d: %s: %s\n", group_->rank(), out.state.c_str(),
+                   out.reason.c_str());
+    }
+    return out;
+  }
   StatusFile status;
   status.state = out.state;
   status.reason = out.reason;
@@ -366,8 +442,9 @@ RunOutcome Trainer::Run() {
   const int64_t total_steps = (train_.tokens + train_.batch_tokens - 1) / train_.batch_tokens;
   auto interval_start = Clock::now();
   int64_t interval_tokens = 0;
+  (void)AgreedStop();  // a signal during set-up
   while (progress_.tokens < train_.tokens) {
-    if (g_stop_signal != 0) break;
+    if (agreed_signal_ != 0) break;
     // Next batch, forward, backward, clip, step, log.
     const int64_t step_tokens = std::min(train_.batch_tokens, train_.tokens - progress_.tokens);
     auto batch = NextBatch(step_tokens);
@@ -439,19 +516,20 @@ RunOutcome Trainer::Run() {
       interval_start = Clock::now();
       interval_tokens = 0;
     }
-    if (!last && (step % train_.ckpt_interval_steps == 0 || g_stop_signal != 0)) {
+    const bool stopping = !last && AgreedStop();
+    if (!last && (step % train_.ckpt_interval_steps == 0 || stopping)) {
       if (Status st = SaveCheckpoint(); !st.ok())
         return Finish("failed", st.message(), kExitFailed);
     }
   }
-  if (g_stop_signal != 0 && progress_.tokens < train_.tokens) {
+  if (agreed_signal_ != 0 && progress_.tokens < train_.tokens) {
     // A signal before the first step (or before any checkpoint) still leaves a resumable state.
-    if (ListCheckpoints(dir_ + "/ckpt").empty() ||
-        ListCheckpoints(dir_ + "/ckpt").back().step != progress_.step) {
+    if (lead() && (ListCheckpoints(dir_ + "/ckpt").empty() ||
+                   ListCheckpoints(dir_ + "/ckpt").back().step != progress_.step)) {
       if (Status st = SaveCheckpoint(); !st.ok())
         return Finish("failed", st.message(), kExitFailed);
     }
-    const int sig = g_stop_signal;
+    const int sig = agreed_signal_;
     return Finish("preempted",
                   std::string("signal ") + std::to_string(sig) + " (" + strsignal(sig) +
                       "); resumable from step " + std::to_string(progress_.step),
@@ -496,7 +574,8 @@ RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
     status.state = out.state;
     status.reason = out.reason;
     status.exit_code = out.exit_code;
-    (void)WriteFileAtomic(run_dir + "/status.json", status.ToJson());
+    const Result<RankInfo> rank = RankFromEnvironment();
+    if (!rank.ok() || rank->rank == 0) (void)WriteFileAtomic(run_dir + "/status.json", status.ToJson());
     std::fprintf(stderr, "isoflop-train: failed: %s\n", reason.c_str());
     return out;
   }

@@ -71,6 +71,9 @@ struct ExecutorConfig {
   int cpus_per_run = 0;
   std::vector<int> gpus;         // restrict to these GPU indices; empty = all visible
   int max_parallel = 0;          // most runs at once; 0 = as many as devices/slots allow
+  // Data parallel: processes (ranks) per run, one GPU each on GPU, cpus_per_run threads each on
+  // CPU (isoflop-train --nproc; SLURM: srun --ntasks). Not part of the cell key.
+  int ranks_per_run = 1;
   int max_retries = 1;           // relaunches of a crashed run (not diverged, not bad config)
   double device_memory_gib = 0;  // per-device memory for packing/warnings; 0 = detect
   // Every run recomputes block activations in backward (train.activation_checkpointing).

@@ -29,6 +29,7 @@ struct Placement {
   std::string devices;  // "0" or "0,1" on GPU; "" on CPU
   int threads = 1;
   std::string device = "cpu";  // run.json train.device: "cuda" or "cpu"
+  int ranks = 1;               // data-parallel processes (threads each, one GPU each on GPU)
 };
 
 // A job that was started: an id the executor understands, and where it runs.

@@ -28,7 +28,8 @@ struct Resources {
   bool gpu = false;
   std::vector<Device> devices;  // gpu only
   int cpu_slots = 1;            // runs at once on CPU
-  int threads_per_run = 1;      // train.threads each run gets
+  int threads_per_run = 1;      // train.threads each run (each rank) gets
+  int ranks_per_run = 1;        // data-parallel ranks per run: CPU slots or GPUs each run takes
   int max_parallel = 0;         // 0 = no limit beyond devices/slots
   int64_t host_memory_bytes = 0;
 };
@@ -47,7 +48,7 @@ Result<Resources> DetectResources(const ExecutorConfig& executor);
 // caller owns the child and must reap it. IoError when fork fails; when exec fails the child
 // writes a line to train.log and exits 127. The sweep scheduler and the throughput probe use it.
 Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& run_dir,
-                           const std::string& cuda_visible_devices);
+                           const std::string& cuda_visible_devices, int ranks = 1);
 
 // This machine's CPU slots or GPUs as an Executor: each job is an `isoflop-train` child
 // process (StartTrainer); GPU jobs are packed by their memory estimate onto the device with the
@@ -74,12 +75,14 @@ class LocalExecutor : public Executor {
     Job job;
     std::vector<int> gpu_slots;  // indices into resources_.devices
     pid_t pid;
+    int ranks = 1;
     bool signalled = false;
   };
   std::string train_binary_;
   Resources resources_;
   std::vector<int64_t> gpu_used_;
   std::vector<Active> active_;
+  int cpu_slots_used_ = 0;  // ranks of the running CPU jobs
 };
 
 }  // namespace isoflop::sweep
