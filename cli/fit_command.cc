@@ -73,11 +73,37 @@ Status CheckGranularity(const analysis::Dataset& data, const std::string& source
   return Status::Ok();
 }
 
+// The record as `--format json` prints it: every column, with its store id (0: not stored).
+nlohmann::json RecordJson(const fit::FitRecord& r, int64_t id) {
+  nlohmann::json j = fit::ToJson(r);
+  j["id"] = id;
+  return j;
+}
+
+// The point value beside which a table prints the interval `name`: a parameter, a derived
+// quantity of a parametric fit (result "derived": a, b, N_opt@C, loss@C, ...), or the isoFLOP
+// power law's own names for its exponents and coefficients.
+nlohmann::json PointOf(const fit::FitRecord& r, const std::string& name) {
+  if (auto it = r.params.find(name); it != r.params.end()) return it->second;
+  if (auto d = r.result.find("derived"); d != r.result.end() && d->is_object()) {
+    if (auto v = d->find(name); v != d->end() && v->is_number()) return *v;
+  }
+  return nullptr;
+}
+
+// isoFLOP and envelope fits name their power laws n_opt_a, d_opt_b, n_opt_k, d_opt_k; their
+// bootstrap intervals are a, b, k_n, k_d. One row each, the interval beside its value.
+const char* IntervalNameOf(const std::string& param) {
+  if (param == "n_opt_a") return "a";
+  if (param == "d_opt_b") return "b";
+  if (param == "n_opt_k") return "k_n";
+  if (param == "d_opt_k") return "k_d";
+  return nullptr;
+}
+
 void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
   if (format == Format::kJson) {
-    nlohmann::json j = fit::ToJson(r);
-    j["id"] = id;
-    std::cout << j.dump(2) << "\n";
+    std::cout << RecordJson(r, id).dump(2) << "\n";
     return;
   }
   std::cout << (id > 0 ? "fit " + std::to_string(id) : std::string("fit (not stored)")) << ": "
@@ -98,14 +124,24 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
   }
   Table t;
   t.columns = {{"quantity", ""}, {"value", "%.6g"}, {"ci_lo", "%.6g"}, {"ci_hi", "%.6g"}};
+  std::set<std::string> shown;
+  auto bound = [](const fit::Interval& iv, bool lo) {
+    const double v = lo ? iv.lo : iv.hi;
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  };
   for (const auto& [k, v] : r.params) {
+    const char* alias = IntervalNameOf(k);
     auto it = r.ci.find(k);
-    t.rows.push_back({k, v, it != r.ci.end() ? nlohmann::json(it->second.lo) : nlohmann::json(),
-                      it != r.ci.end() ? nlohmann::json(it->second.hi) : nlohmann::json()});
+    if (it == r.ci.end() && alias) it = r.ci.find(alias);
+    if (it != r.ci.end()) shown.insert(it->first);
+    t.rows.push_back({alias && it != r.ci.end() ? k + " (" + alias + ")" : k, v,
+                      it != r.ci.end() ? bound(it->second, true) : nlohmann::json(),
+                      it != r.ci.end() ? bound(it->second, false) : nlohmann::json()});
   }
   for (const auto& [k, v] : r.ci)
-    if (!r.params.count(k)) t.rows.push_back({k, nlohmann::json(), v.lo, v.hi});
+    if (!shown.count(k)) t.rows.push_back({k, PointOf(r, k), bound(v, true), bound(v, false)});
   Print(std::cout, t, format);
+  for (const std::string& w : IntervalWarnings(r)) std::cout << w << "\n";
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
   if (auto iso = r.result.find("isoflop"); iso != r.result.end() && iso->is_object()) {
     const nlohmann::json budgets = iso->value("budgets", nlohmann::json::array());
@@ -185,18 +221,48 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     methods = {"parametric", "isoflop"};
     if (!curves.empty()) methods.push_back("envelope");
   }
+  // --method all: every method runs even when one fails, and --format json prints one document,
+  // an object keyed by method ({"error": "..."} for a failed one); the exit status says whether
+  // any failed.
+  const bool all = args.method == "all";
+  nlohmann::json doc = nlohmann::json::object();
+  std::vector<std::string> failed;
   for (const std::string& method : methods) {
     cfg.method = method;
-    ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, curves, cfg));
-    const nlohmann::json options = {{"bootstrap", args.bootstrap},
-                                    {"seed", args.seed},
-                                    {"exclude_top_loss", args.exclude_top_loss},
-                                    {"fix", args.fix}};
+    Result<fit::FitRecord> rec = fit::RunFit(obs, curves, cfg);
     int64_t id = 0;
-    if (!args.no_store) {
-      ISOFLOP_ASSIGN_OR_RETURN(id, analysis::StoreFit(*db, source, rec, options));
+    if (rec.ok() && !args.no_store) {
+      const nlohmann::json options = {{"bootstrap", args.bootstrap},
+                                      {"seed", args.seed},
+                                      {"exclude_top_loss", args.exclude_top_loss},
+                                      {"fix", args.fix}};
+      Result<int64_t> stored = analysis::StoreFit(*db, source, *rec, options);
+      if (!stored.ok()) return stored.status();
+      id = *stored;
     }
-    PrintRecord(rec, id, format);
+    if (!rec.ok()) {
+      if (!all) return rec.status();
+      failed.push_back(method + ": " + rec.status().message());
+      if (format == Format::kJson)
+        doc[method] = {{"method", method}, {"error", rec.status().message()}};
+      else
+        std::cout << method << " fit failed: " << rec.status().message() << "\n";
+      continue;
+    }
+    if (all && format == Format::kJson) {
+      doc[method] = RecordJson(*rec, id);
+      continue;
+    }
+    PrintRecord(*rec, id, format);
+    if (all && method != methods.back()) std::cout << "\n";
+  }
+  if (all && format == Format::kJson) std::cout << doc.dump(2) << "\n";
+  if (!failed.empty()) {
+    std::string msg = "--method all: " + std::to_string(failed.size()) + " of " +
+                      std::to_string(methods.size()) + " fits failed (the others are " +
+                      (args.no_store ? "printed" : "stored") + ")";
+    for (const auto& f : failed) msg += "; " + f;
+    return Status::FailedPrecondition(msg);
   }
   return Status::Ok();
 }
@@ -254,7 +320,9 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   CLI::Option* csv = cmd->add_option("--csv", args->csv,
                                      "Fit the observations in this CSV file (N, D or C, loss)");
   AddCsvColumnOptions(cmd, &args->csv_columns, csv);
-  cmd->add_option("--method", args->method, "parametric | isoflop | envelope | all")
+  cmd->add_option("--method", args->method,
+                  "parametric | isoflop | envelope | all (all: with --format json, one object "
+                  "keyed by method; a failed method is {\"error\": ...} and the exit status 1)")
       ->capture_default_str();
   cmd->add_option("--form", args->form,
                   "chinchilla | kaplan | moe (parametric; moe needs each observation's "

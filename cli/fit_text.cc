@@ -32,4 +32,32 @@ std::string ExtrapolationSummary(const fit::FitRecord& rec) {
   return out;
 }
 
+std::string IntervalWarning(const std::string& name, double value, double lo, double hi) {
+  char buf[400];
+  std::snprintf(buf, sizeof buf,
+                "warning: the bootstrap interval of %s [%.4g, %.4g] does not contain its estimate "
+                "%.4g: the refits found other optima than the fit; do not quote this interval "
+                "(check the fit's starts, or the data)",
+                name.c_str(), lo, hi, value);
+  return buf;
+}
+
+std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec) {
+  std::vector<std::string> out;
+  const auto found = rec.result.find("excludes_point");
+  if (found == rec.result.end() || !found->is_array()) return out;
+  for (const auto& e : *found) {
+    if (!e.is_object()) continue;
+    auto num = [&](const char* k) {
+      const auto it = e.find(k);
+      return it != e.end() && it->is_number() ? it->get<double>() : NAN;
+    };
+    const auto name = e.find("name");
+    out.push_back(IntervalWarning(name != e.end() && name->is_string() ? name->get<std::string>()
+                                                                       : std::string("?"),
+                                  num("value"), num("lo"), num("hi")));
+  }
+  return out;
+}
+
 }  // namespace isoflop::cli

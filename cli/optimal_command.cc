@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "fit_text.h"
 #include "isoflop/analysis/dataset.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
@@ -167,6 +168,7 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   if (inference)
     t.columns.insert(t.columns.end(),
                      {{"n_inference", "%.4g"}, {"d_inference", "%.4g"}, {"total_flops", "%.4g"}});
+  std::vector<std::string> warnings;
   for (const auto& q : queries) {
     ISOFLOP_ASSIGN_OR_RETURN(fit::Answer a, fit::AnswerQuery(law.law, q, law.draws, law.ci_level));
     const char* name = q.kind == Kind::kParams ? "params"
@@ -195,8 +197,18 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
       }
     }
     t.rows.push_back(row);
+    // An interval that misses its own point came from draws in other optima than the fit's.
+    for (const fit::IntervalExclusion& e : fit::PointsOutsideIntervals(
+             {{"n", a.point.n},
+              {"d", a.point.d},
+              {"tokens_per_param", a.point.tokens_per_param},
+              {"loss", a.point.loss}},
+             a.ci))
+      warnings.push_back(std::string(name) + " " + Human(budget_query ? q.value : a.point.c) +
+                         ": " + IntervalWarning(e.name, e.value, e.lo, e.hi));
   }
   Print(std::cout, t, format);
+  for (const std::string& w : warnings) std::cerr << w << "\n";
   return Status::Ok();
 }
 

@@ -296,6 +296,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
               << "x cannot separate E from A/N^alpha and B/D^beta (that needs "
                  ">= 100x); the fit with E held at the entropy is the one to extrapolate\n";
   }
+  for (const std::string& w : IntervalWarnings(rec)) std::cout << "  " << w << "\n";
   if (const std::string x = ExtrapolationSummary(rec); !x.empty()) std::cout << "  " << x << "\n";
   for (const analysis::FitOutcome& o : report.others) {
     if (!o.fit) {

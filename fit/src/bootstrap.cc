@@ -58,6 +58,32 @@ void Exponents(const ScalingLaw& law, double* a, double* b) {
 
 }  // namespace
 
+std::map<std::string, double> BootstrapQuantities(const std::string& form,
+                                                  const std::vector<std::string>& names,
+                                                  const std::vector<double>& params,
+                                                  const FlopsConvention& flops,
+                                                  const std::vector<double>& at_compute) {
+  std::map<std::string, double> q;
+  for (size_t j = 0; j < params.size() && j < names.size(); ++j) q[names[j]] = params[j];
+  ScalingLaw law;
+  law.form = form;
+  law.params = params;
+  law.flops = flops;
+  double a, b;
+  Exponents(law, &a, &b);
+  q["a"] = a;
+  q["b"] = b;
+  for (double c : at_compute) {
+    auto alloc = ComputeOptimal(law, c);
+    if (!alloc.ok()) continue;
+    q[AtC("N_opt", c)] = alloc->n;
+    q[AtC("D_opt", c)] = alloc->d;
+    q[AtC("tokens_per_param", c)] = alloc->tokens_per_param;
+    q[AtC("loss", c)] = alloc->loss;
+  }
+  return q;
+}
+
 Status BootstrapOptions::Validate() const {
   if (resamples < 0) return Status::InvalidArgument("bootstrap resamples must be >= 0");
   if (!(level > 0 && level < 1)) return Status::InvalidArgument("interval level must be in (0,1)");
@@ -77,9 +103,14 @@ Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& 
   ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
   ISOFLOP_RETURN_IF_ERROR(options.Validate());
   ParametricOptions refit = options;
-  refit.starts.assign(
-      full.optima.begin(),
-      full.optima.begin() + std::min<size_t>(full.optima.size(), bootstrap.starts_per_resample));
+  // The reported optimum seeds every resample, whatever `optima` holds: a resample's optimum
+  // lies near the full data's, and without it the refits can all fall into a worse basin.
+  refit.starts.clear();
+  if (!full.internal.empty()) refit.starts.push_back(full.internal);
+  for (const auto& o : full.optima) {
+    if (static_cast<int>(refit.starts.size()) > bootstrap.starts_per_resample) break;
+    if (IsDistinct(o, refit.starts)) refit.starts.push_back(o);
+  }
   refit.num_threads = 1;  // parallel over resamples instead
   refit.prune_after = 0;
   refit.keep_optima = 1;
@@ -113,27 +144,16 @@ Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& 
   }
   // Intervals of every parameter and of the derived quantities.
   std::map<std::string, std::vector<double>> samples;
-  for (const auto& d : out.all_draws) {
-    for (size_t j = 0; j < d.size(); ++j) samples[full.param_names[j]].push_back(d[j]);
-    ScalingLaw law;
-    law.form = full.form;
-    law.params = d;
-    law.flops = bootstrap.flops;
-    double a, b;
-    Exponents(law, &a, &b);
-    samples["a"].push_back(a);
-    samples["b"].push_back(b);
-    for (double c : bootstrap.derived_at_compute) {
-      auto alloc = ComputeOptimal(law, c);
-      if (!alloc.ok()) continue;
-      samples[AtC("N_opt", c)].push_back(alloc->n);
-      samples[AtC("D_opt", c)].push_back(alloc->d);
-      samples[AtC("tokens_per_param", c)].push_back(alloc->tokens_per_param);
-      samples[AtC("loss", c)].push_back(alloc->loss);
-    }
-  }
+  for (const auto& d : out.all_draws)
+    for (const auto& [name, v] : BootstrapQuantities(full.form, full.param_names, d, bootstrap.flops,
+                                                     bootstrap.derived_at_compute))
+      samples[name].push_back(v);
   for (auto& [name, xs] : samples)
     out.intervals[name] = PercentileInterval(std::move(xs), bootstrap.level);
+  out.excludes_point = PointsOutsideIntervals(
+      BootstrapQuantities(full.form, full.param_names, full.params, bootstrap.flops,
+                          bootstrap.derived_at_compute),
+      out.intervals);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

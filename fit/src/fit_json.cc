@@ -352,6 +352,13 @@ Status FromJson(const json& j, ExtrapolationCheck* v) {
   return Get(j, "n_opt_rel_error", &v->n_opt_rel_error);
 }
 
+json ToJson(const std::vector<IntervalExclusion>& v) {
+  json a = json::array();
+  for (const auto& e : v)
+    a.push_back({{"name", e.name}, {"value", Num(e.value)}, {"lo", Num(e.lo)}, {"hi", Num(e.hi)}});
+  return a;
+}
+
 json FitRecord::ParamsJson() const {
   json o = json::object();
   for (const auto& [k, v] : params) o[k] = Num(v);

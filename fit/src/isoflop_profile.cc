@@ -53,6 +53,20 @@ Interval PercentileInterval(std::vector<double> values, double level) {
   return out;
 }
 
+std::vector<IntervalExclusion> PointsOutsideIntervals(const std::map<std::string, double>& points,
+                                                      const std::map<std::string, Interval>& ci) {
+  std::vector<IntervalExclusion> out;
+  for (const auto& [name, v] : points) {
+    const auto it = ci.find(name);
+    if (it == ci.end() || !std::isfinite(v)) continue;
+    const Interval& iv = it->second;
+    if (!std::isfinite(iv.lo) || !std::isfinite(iv.hi)) continue;
+    const double slack = 1e-9 * std::max(std::abs(iv.lo), std::abs(iv.hi));
+    if (v < iv.lo - slack || v > iv.hi + slack) out.push_back({name, v, iv.lo, iv.hi});
+  }
+  return out;
+}
+
 Result<PowerLaw> FitPowerLaw(const std::vector<double>& c, const std::vector<double>& y) {
   if (c.size() != y.size()) return Status::Internal("FitPowerLaw: size mismatch");
   std::set<double> distinct;

@@ -208,6 +208,15 @@ void Advance(Solver& solver, const HuberResiduals& residuals, int iterations, do
 
 }  // namespace
 
+bool IsDistinct(const std::vector<double>& x, const std::vector<std::vector<double>>& kept) {
+  for (const auto& k : kept) {
+    double diff = 0;
+    for (size_t j = 0; j < x.size() && j < k.size(); ++j) diff = std::max(diff, std::abs(x[j] - k[j]));
+    if (diff < 1e-3) return false;
+  }
+  return true;
+}
+
 Status ParametricOptions::Validate() const {
   ISOFLOP_ASSIGN_OR_RETURN(const Form* f, GetForm(form));
   if (!(huber_delta > 0)) return Status::InvalidArgument("huber_delta must be > 0");
@@ -341,25 +350,20 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
                            (j > 0 && std::find(map.source.begin(), map.source.begin() + j,
                                                map.source[j]) != map.source.begin() + j));
   }
+  // The reported optimum is always the first: when every start that reached it stopped at the
+  // iteration cap, keeping converged starts only left it out, and the bootstrap refits (seeded
+  // from these) fell into worse basins (intervals that excluded their own point estimate).
+  fit.optima.push_back(fit.internal);
+  fit.optima_objectives.push_back(fit.objective);
   for (size_t k = 0; k < order.size() && static_cast<int>(fit.optima.size()) < options.keep_optima;
        ++k) {
     const StartOutcome& o = out[order[k]];
     if (!std::isfinite(o.cost) || !o.converged) continue;
     std::vector<double> x;
     prototype.ExpandInto(o.z.data(), &x);
-    bool distinct = true;
-    for (const auto& kept : fit.optima) {
-      double diff = 0;
-      for (size_t j = 0; j < x.size(); ++j) diff = std::max(diff, std::abs(x[j] - kept[j]));
-      if (diff < 1e-3) distinct = false;
-    }
-    if (!distinct) continue;
+    if (!IsDistinct(x, fit.optima)) continue;
     fit.optima.push_back(x);
     fit.optima_objectives.push_back(o.cost);
-  }
-  if (fit.optima.empty()) {
-    fit.optima.push_back(fit.internal);
-    fit.optima_objectives.push_back(fit.objective);
   }
   fit.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return fit;

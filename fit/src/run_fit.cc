@@ -44,6 +44,12 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
   law.flops = cfg.flops;
   PowerLaw n_law, d_law;
   ImpliedPowerLaws(law, &n_law, &d_law);
+  // Point values of the derived quantities, beside which tables print their intervals.
+  nlohmann::json derived = nlohmann::json::object();
+  for (const auto& [name, v] : BootstrapQuantities(fit.form, fit.param_names, fit.params,
+                                                   cfg.flops, cfg.bootstrap.derived_at_compute))
+    if (!r.params.count(name) && std::isfinite(v)) derived[name] = v;
+  r.result["derived"] = derived;
   if (cfg.bootstrap.resamples > 0) {
     BootstrapOptions b = cfg.bootstrap;
     b.flops = cfg.flops;
@@ -53,6 +59,7 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
     if (r.ci.count("a")) n_law.a_ci = r.ci["a"];
     if (r.ci.count("b")) d_law.a_ci = r.ci["b"];
     r.result["bootstrap"] = ToJson(boot);
+    r.result["excludes_point"] = ToJson(boot.excludes_point);
   }
   r.result["n_opt"] = ToJson(n_law);
   r.result["d_opt"] = ToJson(d_law);
@@ -109,6 +116,9 @@ Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<
     ISOFLOP_ASSIGN_OR_RETURN(IsoflopFit fit, FitIsoflop(obs, cfg.isoflop));
     if (cfg.bootstrap.resamples > 0) {
       ISOFLOP_ASSIGN_OR_RETURN(r.ci, BootstrapIsoflop(obs, cfg.isoflop, cfg.bootstrap, &fit));
+      r.result["excludes_point"] = ToJson(PointsOutsideIntervals(
+          {{"a", fit.n_opt.a}, {"b", fit.d_opt.a}, {"k_n", fit.n_opt.k}, {"k_d", fit.d_opt.k}},
+          r.ci));
     }
     r.method = "isoflop";
     r.n_points = fit.n_points;

@@ -302,5 +302,73 @@ TEST_F(FitCliTest, MoeFormWithoutGranularityIsAClearError) {
   EXPECT_EQ(dense.exit_code, 0) << dense.err;
 }
 
+// Issue 14: `fit --method all --format json` is one JSON document, an object keyed by method,
+// on success and when one method fails (then exit 1, the failure as {"error": ...}). Before, it
+// printed one document per method, which no JSON parser reads.
+TEST_F(FitCliTest, MethodAllIsOneJsonDocument) {
+  auto r = Isoflop({"fit", "--observations", "chin", "--method", "all", "--bootstrap", "20",
+                    "--no-store", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out.substr(0, 400);
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["parametric"]["method"], "parametric");
+  EXPECT_EQ(j["isoflop"]["method"], "isoflop");
+  EXPECT_FALSE(j.contains("envelope"));  // an imported set has no training curves
+
+  // One budget: the isoFLOP fit cannot run; the parametric one still does.
+  const std::string csv = *dir_ + "/one_budget.csv";
+  {
+    std::ofstream f(csv);
+    f << "n,c,loss\n";
+    for (int i = 0; i < 9; ++i) {
+      const double n = 2e7 * std::pow(2.0, i), d = 1e20 / (6 * n);
+      f << n << ",1e20," << 1.69 + 406.4 / std::pow(n, 0.34) + 410.7 / std::pow(d, 0.28) << "\n";
+    }
+  }
+  auto partial =
+      Isoflop({"fit", "--csv", csv, "--method", "all", "--no-store", "--format", "json"});
+  EXPECT_EQ(partial.exit_code, 1);
+  const auto p = nlohmann::json::parse(partial.out, nullptr, false);
+  ASSERT_FALSE(p.is_discarded()) << partial.out.substr(0, 400);
+  EXPECT_EQ(p["parametric"]["method"], "parametric");
+  ASSERT_TRUE(p["isoflop"].contains("error")) << p.dump();
+  EXPECT_NE(p["isoflop"]["error"].get<std::string>().find("two compute budgets"),
+            std::string::npos);
+  EXPECT_NE(partial.err.find("1 of 2 fits failed"), std::string::npos) << partial.err;
+}
+
+// Tables print every interval beside its point value: the exponents a and b, N_opt and loss
+// at each budget (parametric), and each isoFLOP exponent with its interval in one row.
+TEST_F(FitCliTest, TablesPrintIntervalsBesideTheirValues) {
+  auto r = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--method", "all",
+                    "--bootstrap", "30", "--no-store"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto row = [&](const std::string& name) {
+    const size_t at = r.out.find("\n" + name + " ");
+    if (at == std::string::npos) return std::vector<std::string>{};
+    std::istringstream line(r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1));
+    std::vector<std::string> cells;
+    for (std::string c; line >> c;) cells.push_back(c);
+    return cells;
+  };
+  for (const std::string name : {"a", "b", "N_opt@1e+21", "loss@1e+21", "D_opt@1e+23"}) {
+    const auto cells = row(name);
+    ASSERT_EQ(cells.size(), 4u) << name << " in\n" << r.out;
+    const double v = std::stod(cells[1]), lo = std::stod(cells[2]), hi = std::stod(cells[3]);
+    EXPECT_LE(lo, v) << name;
+    EXPECT_GE(hi, v) << name;
+  }
+  // Parametric a = beta/(alpha+beta) on these 240 points (0.513 with the published fit).
+  EXPECT_NEAR(std::stod(row("a")[1]), 0.513, 0.01);
+  for (const std::string name : {"n_opt_a", "d_opt_b"}) {
+    const auto cells = row(name);
+    ASSERT_EQ(cells.size(), 5u) << name << " in\n" << r.out;  // name, (alias), value, lo, hi
+    EXPECT_LE(std::stod(cells[3]), std::stod(cells[2])) << name;
+    EXPECT_GE(std::stod(cells[4]), std::stod(cells[2])) << name;
+  }
+  EXPECT_EQ(r.out.find("\na  "), r.out.rfind("\na  "));  // the isoFLOP a is not a row of its own
+}
+
 }  // namespace
 }  // namespace isoflop::testing

@@ -47,6 +47,63 @@ TEST(BootstrapTest, IntervalsCoverTheTruthAndAreSeeded) {
   EXPECT_EQ(again->draws, boot->draws);
 }
 
+// Issue 14: on this generated set (seed 7, found by scanning seeds 0..249 with the code before
+// the fix) every start that reached the best objective stopped at the iteration cap, so the
+// best optimum was not among the bootstrap's seeds; the refits fell into a worse basin and gave
+// alpha = 0.354 [4055, 4055], E = 1.70 [2.89, 3.40]. Every interval must contain its point.
+TEST(BootstrapTest, IntervalsContainThePointWhenTheBestStartHitTheIterationCap) {
+  const auto obs = testing::IsoflopGrid(0.01, 7);
+  ParametricOptions opt;
+  auto full = FitParametric(obs, opt);
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  // The reported optimum seeds the bootstrap: it is always the first kept optimum.
+  ASSERT_FALSE(full->optima.empty());
+  EXPECT_EQ(full->optima[0], full->internal);
+  BootstrapOptions b;
+  b.resamples = 100;
+  b.seed = 0;
+  b.derived_at_compute = {1e21};
+  auto boot = BootstrapParametric(obs, opt, *full, b);
+  ASSERT_TRUE(boot.ok()) << boot.status().message();
+  ScalingLaw law;
+  law.params = full->params;
+  auto at = ComputeOptimal(law, 1e21);
+  ASSERT_TRUE(at.ok());
+  std::map<std::string, double> point = {{"N_opt@1e+21", at->n}, {"loss@1e+21", at->loss}};
+  for (size_t j = 0; j < full->params.size(); ++j) point[full->param_names[j]] = full->params[j];
+  for (const auto& [name, value] : point) {
+    const Interval& iv = boot->intervals.at(name);
+    EXPECT_LE(iv.lo, value) << name;
+    EXPECT_GE(iv.hi, value) << name;
+  }
+  EXPECT_TRUE(boot->excludes_point.empty());
+}
+
+TEST(BootstrapTest, ReportsAnIntervalThatExcludesItsPoint) {
+  // A "fit" whose reported parameters are not the data's optimum: the refits (seeded from the
+  // reported point and its true optimum) land elsewhere, and the bootstrap says so.
+  const auto obs = Synthetic(1.69, 406.4, 410.7, 0.34, 0.28, 0.01, 21);
+  ParametricOptions opt;
+  auto full = FitParametric(obs, opt);
+  ASSERT_TRUE(full.ok());
+  ParametricFit off = *full;
+  off.params[3] += 0.2;  // alpha far from its optimum
+  off.internal[3] += 0.2;
+  BootstrapOptions b;
+  b.resamples = 50;
+  auto boot = BootstrapParametric(obs, opt, off, b);
+  ASSERT_TRUE(boot.ok());
+  bool alpha_flagged = false;
+  for (const auto& e : boot->excludes_point) {
+    if (e.name != "alpha") continue;
+    alpha_flagged = true;
+    EXPECT_DOUBLE_EQ(e.value, off.params[3]);
+    EXPECT_GT(e.lo, e.value - 0.2 - 0.05);
+    EXPECT_LT(e.hi, e.value);
+  }
+  EXPECT_TRUE(alpha_flagged);
+}
+
 TEST(BootstrapTest, IsoflopPowerLawIntervals) {
   std::vector<Observation> obs;
   std::mt19937_64 rng(3);

@@ -25,8 +25,9 @@ struct BootstrapOptions {
   // Parameter draws kept in the result (bands, `isoflop optimal` intervals): every one, so an
   // answer's interval comes from all --bootstrap N resamples, not a subset.
   int keep_draws = 100000;
-  // Refits start from this many of the full fit's distinct local optima (best first): a
-  // resample's optimum lies near the full data's, so the 4,500-start grid is not repeated.
+  // Refits start from the full fit's reported optimum and up to this many of its other
+  // distinct local optima: a resample's optimum lies near the full data's, so the 4,500-start
+  // grid is not repeated.
   int starts_per_resample = 4;
   // Budgets at which N_opt, D_opt, tokens/param and loss get intervals (names "N_opt@<C>").
   std::vector<double> derived_at_compute;
@@ -43,7 +44,21 @@ struct ParametricBootstrap {
   std::vector<std::vector<double>> draws;      // reported parameters, up to keep_draws (first ones)
   std::vector<std::vector<double>> all_draws;  // every successful refit (not serialised)
   std::map<std::string, Interval> intervals;   // parameters and derived quantities
+  // Quantities whose point estimate (from `full`) lies outside its own interval: the refits
+  // found other optima than the fit. Empty when every interval contains its point.
+  std::vector<IntervalExclusion> excludes_point;
 };
+
+// Every quantity a parametric bootstrap gives an interval for, at one parameter vector (reported
+// units, `names` in form order): the parameters, the exponents "a" and "b" of N_opt ∝ C^a and
+// D_opt ∝ C^b, and per budget of `at_compute` "N_opt@<C>", "D_opt@<C>", "tokens_per_param@<C>",
+// "loss@<C>" (C printed with %g). The same function serves each draw and the point estimate.
+// Quantities a law cannot answer (no optimum at a budget) are left out.
+std::map<std::string, double> BootstrapQuantities(const std::string& form,
+                                                  const std::vector<std::string>& names,
+                                                  const std::vector<double>& params,
+                                                  const FlopsConvention& flops,
+                                                  const std::vector<double>& at_compute);
 
 // Bootstraps a parametric fit. `full` is the fit on all of `obs` with `options`.
 // Errors: InvalidArgument for bad options; those of FitParametric are counted in `failed`.

@@ -61,7 +61,8 @@ struct ParametricFit {
   int starts_at_best = 0;    // reached objective ≤ best·(1 + best_rel_tol)
   int starts_pruned = 0;
   double seconds = 0;  // wall time of the fit
-  // Up to keep_optima distinct local optima (internal units), best first, with objectives.
+  // Up to keep_optima distinct local optima (internal units), with objectives: the reported
+  // optimum (`internal`) first, always, then the other converged ones, best first.
   std::vector<std::vector<double>> optima;
   std::vector<double> optima_objectives;
 
@@ -74,6 +75,10 @@ struct ParametricFit {
 // objective. Thread-safe (spawns its own threads; shares nothing).
 Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
                                     const ParametricOptions& options);
+
+// True when `x` differs from every vector of `kept` by at least 1e-3 in some internal
+// coordinate (the rule that makes optima "distinct").
+bool IsDistinct(const std::vector<double>& x, const std::vector<std::vector<double>>& kept);
 
 // Summed Huber objective of the given reported parameters on `obs` (no fitting).
 Result<double> HuberObjective(const std::vector<Observation>& obs, const std::string& form,
