@@ -24,6 +24,8 @@ struct FitArgs {
   std::string format = "table";
   int bootstrap = 0, exclude_top_loss = 0, threads = 0;
   double budget_tol = 0.05;
+  bool keep_outside_range = false, cross_validate = false;
+  std::string isoflop_estimator = "parabola";
   uint64_t seed = 0;
   std::vector<std::string> fix;
   bool no_store = false;
@@ -143,7 +145,30 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
   Print(std::cout, t, format);
   for (const std::string& w : IntervalWarnings(r)) std::cout << w << "\n";
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
+  if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_array()) {
+    std::cout << "\nleave-one-budget-out (each budget predicted by the law fitted on the others):\n";
+    Table f;
+    f.columns = {{"held_out_c", "%.3g"},   {"runs", ""},
+                 {"loss_mean_err_%", "%.2f"}, {"loss_max_err_%", "%.2f"},
+                 {"n_opt_predicted", "%.3g"}, {"n_opt_observed", "%.3g"},
+                 {"n_opt_err_%", "%+.1f"}};
+    auto get = [](const nlohmann::json& j, const char* k, double scale = 1) {
+      const auto it = j.find(k);
+      return it != j.end() && it->is_number() ? nlohmann::json(scale * it->get<double>())
+                                              : nlohmann::json();
+    };
+    for (const auto& fold : *cv) {
+      if (!fold.is_object()) continue;
+      f.rows.push_back({get(fold, "held_out_c"), fold.value("n_test", 0),
+                        get(fold, "mean_abs_rel_error", 100), get(fold, "max_abs_rel_error", 100),
+                        get(fold, "n_opt_predicted"), get(fold, "n_opt_observed"),
+                        get(fold, "n_opt_rel_error", 100)});
+    }
+    Print(std::cout, f, format);
+  }
   if (auto iso = r.result.find("isoflop"); iso != r.result.end() && iso->is_object()) {
+    for (const auto& w : iso->value("warnings", nlohmann::json::array()))
+      if (w.is_string()) std::cout << "warning: " << w.get<std::string>() << "\n";
     const nlohmann::json budgets = iso->value("budgets", nlohmann::json::array());
     for (const auto& b : budgets) {
       if (!b.is_object()) continue;
@@ -168,6 +193,9 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.parametric.num_threads = args.threads;
   ISOFLOP_RETURN_IF_ERROR(ParseFixes(args.fix, &cfg.parametric));
   cfg.isoflop.budget_rel_tol = args.budget_tol;
+  cfg.isoflop.drop_outside_range = !args.keep_outside_range;
+  cfg.isoflop.estimator = args.isoflop_estimator;
+  cfg.cross_validate = args.cross_validate;
   cfg.bootstrap.resamples = args.bootstrap;
   cfg.bootstrap.seed = args.seed;
   cfg.bootstrap.num_threads = args.threads;
@@ -340,8 +368,20 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
                   "Parameter count of sweep runs: total | non_embedding | active")
       ->capture_default_str();
   cmd->add_option("--budget-tol", args->budget_tol,
-                  "isoFLOP grouping: runs without a budget id whose C differ by at most this "
-                  "relative amount share a budget")
+                  "isoFLOP grouping of runs without a recorded budget (sweeps and files with a "
+                  "budget column group by it): C = 6ND clustered in log space, splitting at gaps "
+                  "wider than this relative amount (and 5x the median gap, capped at 1.5x)")
+      ->capture_default_str();
+  cmd->add_flag("--cross-validate", args->cross_validate,
+                "Parametric: leave-one-budget-out scoring of every budget (one refit each): "
+                "relative error of its losses and its N_opt, as a table and in the JSON");
+  cmd->add_flag("--keep-outside-range", args->keep_outside_range,
+                "isoFLOP: keep budgets whose minimum lies outside their sampled sizes in the "
+                "power-law fits (left out by default: an extrapolated minimum can sit decades "
+                "away)");
+  cmd->add_option("--isoflop-estimator", args->isoflop_estimator,
+                  "isoFLOP optimum per budget: parabola (Hoffmann et al. 2022, Approach 2) | "
+                  "argmin (the budget's lowest-loss run, as in CS336)")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
   cmd->add_flag("--no-store", args->no_store, "Print the fit without storing it");

@@ -10,6 +10,8 @@ std::string ExtrapolationSummary(const fit::FitRecord& rec) {
   const auto found = rec.result.find("extrapolation");
   if (found == rec.result.end() || !found->is_object()) return "";
   const nlohmann::json& e = *found;
+  if (auto skipped = e.find("skipped"); skipped != e.end() && skipped->is_string())
+    return "extrapolation check: " + skipped->get<std::string>();
   auto num = [&](const char* key) {
     const auto it = e.find(key);
     return it != e.end() && it->is_number() ? it->get<double>() : NAN;
@@ -17,17 +19,20 @@ std::string ExtrapolationSummary(const fit::FitRecord& rec) {
   const double c = num("held_out_c"), mean = num("mean_abs_rel_error"),
                max = num("max_abs_rel_error");
   if (!std::isfinite(c) || !std::isfinite(mean)) return "";
-  char buf[320];
+  char buf[400];
   std::snprintf(buf, sizeof buf,
-                "extrapolation check: fitted without the largest budget (C=%.3g), the law predicts "
-                "its %d final losses within %.2f%% on average (max %.2f%%)",
-                c, static_cast<int>(num("n_test")), 100 * mean, 100 * max);
+                "extrapolation check: fitted without the largest budget of %d or more runs "
+                "(C=%.3g, %d runs), the law predicts their final losses within %.2f%% on average "
+                "(max %.2f%%)",
+                fit::kMinHeldOutRuns, c, static_cast<int>(num("n_test")), 100 * mean, 100 * max);
   std::string out = buf;
   const double predicted = num("n_opt_predicted"), observed = num("n_opt_observed");
   if (std::isfinite(predicted) && std::isfinite(observed) && observed > 0) {
     std::snprintf(buf, sizeof buf, "; N_opt %.3g predicted, %.3g observed (isoFLOP minimum)",
                   predicted, observed);
     out += buf;
+  } else {
+    out += "; that budget has no interior isoFLOP minimum to compare N_opt with";
   }
   return out;
 }

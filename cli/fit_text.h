@@ -8,9 +8,9 @@
 
 namespace isoflop::cli {
 
-// One line on a parametric fit's extrapolation check ("fitted without the largest budget
-// (C=..), it predicts that budget's n final losses within x% (mean), y% (max); N_opt ..."),
-// or "" when the fit has none.
+// One line on a parametric fit's extrapolation check ("fitted without the largest budget of 3
+// or more runs (C=.., n runs), the law predicts their final losses within x% (max y%); N_opt
+// ..."), the reason it could not check, or "" when the fit has none.
 std::string ExtrapolationSummary(const fit::FitRecord& rec);
 
 // One warning line per bootstrap interval that does not contain its own point estimate

@@ -2,6 +2,7 @@
 // tools, stored as an observation set that `isoflop fit --observations NAME` can fit.
 #include <algorithm>
 #include <iostream>
+#include <set>
 
 #include "command.h"
 #include "isoflop/store/observations_csv.h"
@@ -38,6 +39,14 @@ Status RunImport(const Context& ctx, const ImportArgs& args) {
       max_g = std::max(max_g, *p.g);
     }
     std::cout << "; granularity G " << min_g << " .. " << max_g;
+  }
+  if (points[0].budget) {  // the reader gives every row a budget or none
+    std::set<double> budgets;
+    for (const auto& p : points) budgets.insert(*p.budget);
+    std::cout << "; " << budgets.size() << " isoFLOP budgets recorded";
+  } else {
+    std::cout << "; no budget column (the isoFLOP fit will cluster C = 6ND; name one with "
+                 "--budget-column)";
   }
   std::cout << "\n";
   return Status::Ok();
@@ -90,6 +99,10 @@ void AddCsvColumnOptions(CLI::App* cmd, store::CsvColumns* columns, CLI::Option*
       cmd->add_option("--g-column", columns->g,
                       "Column holding the MoE granularity G (optional; recognised: g, "
                       "granularity); needed by `isoflop fit --form moe`"),
+      cmd->add_option("--budget-column", columns->budget,
+                      "Column holding each run's nominal isoFLOP budget (recognised: budget, "
+                      "compute_budget, budget_flops, isoflop_budget; or a C/flops column beside "
+                      "D whose values repeat); the isoFLOP fit groups by it"),
       cmd->add_option("--flops-per-param-token", columns->flops_per_param_token,
                       "k in C = k N D used to derive D from C")
           ->capture_default_str()};

@@ -204,47 +204,90 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
   return out;
 }
 
-Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
-                                              const ParametricOptions& options,
-                                              const IsoflopOptions& grouping) {
-  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
-  const auto groups = GroupByBudget(obs, grouping.budget_rel_tol, grouping.flops);
-  if (groups.size() < 2)
-    return Status::InvalidArgument(
-        "the extrapolation check needs at least two budgets; the "
-        "data form " +
-        std::to_string(groups.size()));
+namespace {
+
+// Fits on every budget but groups[held], predicts the held-out runs' losses and the budget's
+// N_opt; the observed N_opt is the budget's own interior minimum (NaN without one).
+Result<ExtrapolationCheck> HoldOut(const std::vector<Observation>& obs,
+                                   const ParametricOptions& options,
+                                   const IsoflopOptions& grouping, const BudgetGroups& groups,
+                                   size_t held) {
   std::vector<Observation> train, test;
-  for (size_t g = 0; g < groups.size(); ++g)
-    for (size_t i : groups[g]) (g + 1 == groups.size() ? test : train).push_back(obs[i]);
+  for (size_t g = 0; g < groups.groups.size(); ++g)
+    for (size_t i : groups.groups[g]) (g == held ? test : train).push_back(obs[i]);
   ISOFLOP_ASSIGN_OR_RETURN(ParametricFit fit, FitParametric(train, options));
+  ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(fit.form));
   ExtrapolationCheck out;
   out.n_train = static_cast<int>(train.size());
   out.n_test = static_cast<int>(test.size());
-  ScalingLaw law;
-  law.form = fit.form;
-  law.params = fit.params;
-  law.flops = grouping.flops;
-  double log_c = 0;
   for (const Observation& o : test) {
-    log_c += std::log(ComputeOf(o, grouping.flops)) / test.size();
-    // Predict at the point's own G (MoE) through the form.
-    ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(fit.form));
-    const double pred = form->Predict(fit.params, o.n, o.d, o.g);
+    const double pred = form->Predict(fit.params, o.n, o.d, o.g);  // at the point's own G (MoE)
     out.test_loss.push_back(o.loss);
     out.predicted_loss.push_back(pred);
     const double rel = std::abs(pred - o.loss) / o.loss;
     out.mean_abs_rel_error += rel / test.size();
     out.max_abs_rel_error = std::max(out.max_abs_rel_error, rel);
   }
-  out.held_out_c = std::exp(log_c);
+  const BudgetProfile profile = ProfileBudget(obs, groups.groups[held], groups.how, grouping);
+  out.held_out_c = profile.c;
+  ScalingLaw law;
+  law.form = fit.form;
+  law.params = fit.params;
+  law.flops = grouping.flops;
   auto alloc = ComputeOptimal(law, out.held_out_c);
   out.n_opt_predicted = alloc.ok() ? alloc->n : NAN;
+  out.n_opt_observed = NAN;
   out.n_opt_rel_error = NAN;
-  auto iso = FitIsoflop(obs, grouping);
-  if (iso.ok() && iso->budgets.back().usable) {
-    out.n_opt_observed = iso->budgets.back().n_opt;
+  if (profile.usable && !profile.outside_range) {
+    out.n_opt_observed = profile.n_opt;
     out.n_opt_rel_error = (out.n_opt_predicted - out.n_opt_observed) / out.n_opt_observed;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
+                                              const ParametricOptions& options,
+                                              const IsoflopOptions& grouping) {
+  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
+  const BudgetGroups groups = GroupBudgets(obs, grouping.budget_rel_tol, grouping.flops);
+  if (groups.groups.size() < 2)
+    return Status::InvalidArgument(
+        "cannot check extrapolation: it needs at least two budgets; the data form " +
+        std::to_string(groups.groups.size()));
+  // The largest budget with enough runs to judge a prediction by; one or two runs say little.
+  for (size_t g = groups.groups.size(); g-- > 1;) {
+    if (groups.groups[g].size() >= static_cast<size_t>(kMinHeldOutRuns))
+      return HoldOut(obs, options, grouping, groups, g);
+  }
+  const auto& last = groups.groups.back();
+  char buf[300];
+  std::snprintf(buf, sizeof buf,
+                "cannot check extrapolation: no budget above the smallest has %d or more runs to "
+                "hold out (the largest, C=%.3g, has %zu)",
+                kMinHeldOutRuns, ProfileBudget(obs, last, groups.how, grouping).c, last.size());
+  return Status::InvalidArgument(buf);
+}
+
+Result<std::vector<ExtrapolationCheck>> CrossValidateBudgets(const std::vector<Observation>& obs,
+                                                             const ParametricOptions& options,
+                                                             const IsoflopOptions& grouping) {
+  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
+  const BudgetGroups groups = GroupBudgets(obs, grouping.budget_rel_tol, grouping.flops);
+  if (groups.groups.size() < 2)
+    return Status::InvalidArgument("leave-one-budget-out needs at least two budgets; the data "
+                                   "form " +
+                                   std::to_string(groups.groups.size()));
+  std::vector<ExtrapolationCheck> out;
+  for (size_t g = 0; g < groups.groups.size(); ++g) {
+    Result<ExtrapolationCheck> check = HoldOut(obs, options, grouping, groups, g);
+    if (!check.ok()) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "holding out budget %zu: ", g + 1);
+      return check.status().WithPrefix(buf);
+    }
+    out.push_back(std::move(*check));
   }
   return out;
 }

@@ -224,7 +224,10 @@ json ToJson(const IsoflopFit& v) {
   return {{"budgets", budgets},
           {"n_opt", ToJson(v.n_opt)},
           {"d_opt", ToJson(v.d_opt)},
-          {"n_points", v.n_points}};
+          {"n_points", v.n_points},
+          {"estimator", v.estimator},
+          {"grouping", v.grouping},
+          {"warnings", v.warnings}};
 }
 Status FromJson(const json& j, IsoflopFit* v) {
   if (!j.contains("budgets") || !j.at("budgets").is_array())
@@ -256,6 +259,10 @@ Status FromJson(const json& j, IsoflopFit* v) {
   }
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("n_opt", json()), &v->n_opt).WithPrefix("n_opt"));
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("d_opt", json()), &v->d_opt).WithPrefix("d_opt"));
+  // Fits stored before these keys existed: a parabola estimator, grouping unknown.
+  if (j.contains("estimator")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "estimator", &v->estimator));
+  if (j.contains("grouping")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "grouping", &v->grouping));
+  if (j.contains("warnings")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "warnings", &v->warnings));
   return GetInt(j, "n_points", &v->n_points);
 }
 

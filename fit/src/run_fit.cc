@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 namespace isoflop::fit {
@@ -68,6 +69,13 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
     r.result["extrapolation"] =
         check.ok() ? ToJson(*check) : nlohmann::json{{"skipped", check.status().message()}};
   }
+  if (cfg.cross_validate) {
+    ISOFLOP_ASSIGN_OR_RETURN(std::vector<ExtrapolationCheck> folds,
+                             CrossValidateBudgets(obs, cfg.parametric, cfg.isoflop));
+    nlohmann::json cv = nlohmann::json::array();
+    for (const auto& f : folds) cv.push_back(ToJson(f));
+    r.result["cross_validation"] = cv;
+  }
   return r;
 }
 
@@ -119,6 +127,18 @@ Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<
       r.result["excludes_point"] = ToJson(PointsOutsideIntervals(
           {{"a", fit.n_opt.a}, {"b", fit.d_opt.a}, {"k_n", fit.n_opt.k}, {"k_d", fit.d_opt.k}},
           r.ci));
+      // An exponent whose interval holds zero is not determined by these budgets.
+      for (const char* name : {"a", "b"}) {
+        const auto it = r.ci.find(name);
+        if (it != r.ci.end() && it->second.lo < 0 && it->second.hi > 0) {
+          char buf[240];
+          std::snprintf(buf, sizeof buf,
+                        "the interval of the exponent %s [%.3g, %.3g] crosses zero: these budgets "
+                        "do not determine how the optimum scales",
+                        name, it->second.lo, it->second.hi);
+          fit.warnings.push_back(buf);
+        }
+      }
     }
     r.method = "isoflop";
     r.n_points = fit.n_points;

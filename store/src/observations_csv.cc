@@ -131,6 +131,8 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
                  {"c", "flops", "compute", "training flop", "training flops", "training_flops"});
   int loss_col = FindColumn(header, columns.loss, {"loss", "final_loss", "val_loss", "final loss"});
   int g_col = FindColumn(header, columns.g, {"g", "granularity"});
+  int budget_col = FindColumn(header, columns.budget,
+                              {"budget", "compute_budget", "budget_flops", "isoflop_budget"});
   std::string header_list;
   for (const auto& h : header) header_list += (header_list.empty() ? "" : ", ") + h;
   auto missing = [&](const std::string& what, const std::string& given, const std::string& flag) {
@@ -148,6 +150,8 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
   }
   // G is optional, but a column asked for by name must exist.
   if (g_col < 0 && !columns.g.empty()) return missing("G (granularity)", columns.g, "--g-column");
+  if (budget_col < 0 && !columns.budget.empty())
+    return missing("the budget", columns.budget, "--budget-column");
 
   std::vector<Observation> out;
   std::vector<std::string> fields;
@@ -201,10 +205,25 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
       ISOFLOP_RETURN_IF_ERROR(value(g_col, &g));
       o.g = g;
     }
+    if (budget_col >= 0) {
+      double b = 0;
+      ISOFLOP_RETURN_IF_ERROR(value(budget_col, &b));
+      o.budget = b;
+    }
     out.push_back(o);
   }
   if (in.bad()) return Status::IoError(path + ": read error");
   if (out.empty()) return Status::InvalidArgument(path + ": no data rows after the header");
+  // A C column beside D whose values repeat is a nominal budget per run (isoFLOP files), not
+  // each run's own count: at most half the rows distinct.
+  if (budget_col < 0 && d_col >= 0 && c_col >= 0) {
+    std::vector<double> cs;
+    for (const auto& o : out) cs.push_back(o.c);
+    std::sort(cs.begin(), cs.end());
+    const size_t distinct = std::unique(cs.begin(), cs.end()) - cs.begin();
+    if (2 * distinct <= out.size())
+      for (auto& o : out) o.budget = o.c;
+  }
   return out;
 }
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "isoflop/fit/fit_record.h"
 #include "test_data.h"
 
 namespace isoflop::fit {
@@ -155,6 +156,70 @@ TEST(BootstrapTest, ExtrapolationCheckPredictsTheLargestBudget) {
   EXPECT_LT(check->mean_abs_rel_error, 0.01);
   EXPECT_GT(check->n_opt_observed, 0);
   EXPECT_LT(std::abs(check->n_opt_rel_error), 0.5);
+}
+
+// Issue 14: the held-out budget has at least three runs (a lone run at a larger budget is not
+// "the largest budget"), and the observed N_opt is NaN without an interior minimum.
+std::vector<Observation> FiveBudgets(bool shift_last) {
+  std::vector<Observation> obs;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> z(0, 0.003);
+  for (double c : {1e17, 1e18, 1e19, 1e20, 1e21}) {
+    for (int i = -4; i <= 4; ++i) {
+      Observation o;
+      o.c = c;
+      o.n = 0.3 * std::pow(c, 0.5) * std::exp(0.4 * (shift_last && c == 1e21 ? i + 9 : i));
+      o.d = c / (6 * o.n);
+      o.loss =
+          (1.69 + 406.4 / std::pow(o.n, 0.34) + 410.7 / std::pow(o.d, 0.28)) * std::exp(z(rng));
+      obs.push_back(o);
+    }
+  }
+  return obs;
+}
+
+TEST(BootstrapTest, ExtrapolationHoldsOutTheLargestBudgetWithThreeRuns) {
+  auto obs = FiveBudgets(false);
+  Observation lone = obs.back();
+  lone.c = 1e22;
+  lone.n *= 3;
+  lone.d = lone.c / (6 * lone.n);
+  obs.push_back(lone);
+  auto check = CheckExtrapolation(obs, ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(check.ok()) << check.status().message();
+  EXPECT_NEAR(check->held_out_c, 1e21, 1e15);
+  EXPECT_EQ(check->n_test, 9);
+  EXPECT_EQ(check->n_train, 37);
+  // Only budgets of one or two runs: it says it cannot check.
+  std::vector<Observation> pairs;
+  for (size_t i = 0; i < obs.size(); i += 9) pairs.insert(pairs.end(), obs.begin() + i,
+                                                          obs.begin() + std::min(i + 2, obs.size()));
+  auto none = CheckExtrapolation(pairs, ParametricOptions{}, IsoflopOptions{});
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("cannot check extrapolation"), std::string::npos)
+      << none.status().message();
+}
+
+TEST(BootstrapTest, ObservedNoptIsNullWithoutAnInteriorMinimum) {
+  auto check = CheckExtrapolation(FiveBudgets(true), ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(check.ok()) << check.status().message();
+  EXPECT_TRUE(std::isnan(check->n_opt_observed));
+  EXPECT_TRUE(std::isnan(check->n_opt_rel_error));
+  EXPECT_TRUE(ToJson(*check)["n_opt_observed"].is_null());
+}
+
+TEST(BootstrapTest, CrossValidationHoldsOutEveryBudget) {
+  auto folds = CrossValidateBudgets(FiveBudgets(false), ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(folds.ok()) << folds.status().message();
+  ASSERT_EQ(folds->size(), 5u);
+  for (size_t k = 0; k < 5; ++k) {
+    const ExtrapolationCheck& f = (*folds)[k];
+    EXPECT_NEAR(f.held_out_c, std::pow(10.0, 17 + k), std::pow(10.0, 17 + k) * 1e-9);
+    EXPECT_EQ(f.n_test, 9);
+    EXPECT_EQ(f.n_train, 36);
+    EXPECT_LT(f.mean_abs_rel_error, 0.01) << k;  // the noise is 0.3%
+    EXPECT_GT(f.n_opt_observed, 0) << k;
+  }
 }
 
 }  // namespace

@@ -75,20 +75,34 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
                                                          IsoflopFit* fit);
 
 struct ExtrapolationCheck {
-  double held_out_c = 0;  // the largest budget
+  double held_out_c = 0;  // the held-out budget (recorded, else geometric-mean C)
   int n_train = 0, n_test = 0;
   std::vector<double> test_loss, predicted_loss;  // per held-out point
   double mean_abs_rel_error = 0;                  // mean |L̂ − L| / L over held-out points
   double max_abs_rel_error = 0;
   double n_opt_predicted = 0;  // from the law fitted without the held-out budget
-  double n_opt_observed = 0;   // the held-out budget's parabola minimum (0 when none)
+  // The held-out budget's own interior minimum (isoFLOP profile); NaN (JSON null) when it has
+  // none (too few sizes, not convex, or the minimum outside its sampled sizes).
+  double n_opt_observed = 0;
   double n_opt_rel_error = 0;  // (predicted − observed) / observed; NaN without a minimum
 };
 
-// Fits on every budget but the largest (grouping as `grouping`), predicts the largest's
-// losses and N_opt. InvalidArgument with fewer than two budgets; fit errors pass through.
+// A held-out budget needs this many runs: a prediction of one or two losses says little.
+inline constexpr int kMinHeldOutRuns = 3;
+
+// Holds out the largest budget with at least kMinHeldOutRuns runs (grouping as `grouping`),
+// fits on the others and predicts its losses and N_opt. InvalidArgument ("cannot check
+// extrapolation: ...") with fewer than two budgets or no such budget above the smallest; fit
+// errors pass through.
 Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
                                               const ParametricOptions& options,
                                               const IsoflopOptions& grouping);
+
+// Leave-one-budget-out: one ExtrapolationCheck per budget (ascending C), each fitted on all the
+// other budgets. InvalidArgument with fewer than two budgets; a failed fit is an error naming
+// the budget.
+Result<std::vector<ExtrapolationCheck>> CrossValidateBudgets(const std::vector<Observation>& obs,
+                                                             const ParametricOptions& options,
+                                                             const IsoflopOptions& grouping);
 
 }  // namespace isoflop::fit

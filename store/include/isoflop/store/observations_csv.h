@@ -18,16 +18,22 @@ struct CsvColumns {
   //   C: "c", "flops", "compute", "training flop", "training flops", "training_flops"
   //   loss: "loss", "final_loss", "val_loss", "final loss"
   //   G (optional, MoE granularity, Krajewski et al. 2024): "g", "granularity"
-  std::string n, d, c, loss, g;
+  //   budget (optional, each run's nominal isoFLOP budget in FLOPs): "budget",
+  //     "compute_budget", "budget_flops", "isoflop_budget". Without one, a C column beside a
+  //     D column whose values repeat (at most half the rows distinct) is taken as the budget:
+  //     isoFLOP files record the nominal budget there, and their 6ND differs from it.
+  std::string n, d, c, loss, g, budget;
   // FLOPs per parameter per token used to derive D from C (C = k·N·D).
   double flops_per_param_token = 6.0;
 };
 
-// Returns every data row as an Observation (n, d, c, loss, line, and g when the file has a G
-// column and the row's G cell is not empty; a non-empty G must be a positive finite number).
+// Returns every data row as an Observation (n, d, c, loss, line, g when the file has a G
+// column and the row's G cell is not empty; a non-empty G must be a positive finite number;
+// budget as described above, a positive finite number on every row when present).
 // Errors name the file, the line and the
 // column: NotFound (missing file), InvalidArgument (no usable header, a missing or non-numeric
-// or non-positive value, neither D nor C present, a G column given by name but absent). Never
+// or non-positive value, neither D nor C present, a G or budget column given by name but
+// absent). Never
 // returns a partial set.
 Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
                                                      const CsvColumns& columns = {});
