@@ -29,6 +29,9 @@ struct FitArgs {
   uint64_t seed = 0;
   std::vector<std::string> fix;
   bool no_store = false;
+  std::string loss = "huber";
+  double huber_delta = 1e-3;
+  double loss_floor = 0;  // a known lower bound of the loss (the data's entropy); 0 = none
 };
 
 // Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options.
@@ -75,6 +78,17 @@ Status CheckGranularity(const analysis::Dataset& data, const std::string& source
   return Status::Ok();
 }
 
+// The loss a parametric fit minimised, for people: "summed Huber (delta 0.001)", "log-MSE
+// (1/2 sum r^2)"; "" for other methods.
+std::string LossName(const fit::FitRecord& r) {
+  const auto p = r.result.find("parametric");
+  if (p == r.result.end() || !p->is_object()) return "";
+  if (p->value("loss", std::string("huber")) == "mse") return "log-MSE (1/2 sum r^2)";
+  const auto d = p->find("huber_delta");
+  return "summed Huber (delta " +
+         (d != p->end() && d->is_number() ? Human(d->get<double>(), 3) : std::string("?")) + ")";
+}
+
 // The record as `--format json` prints it: every column, with its store id (0: not stored).
 nlohmann::json RecordJson(const fit::FitRecord& r, int64_t id) {
   nlohmann::json j = fit::ToJson(r);
@@ -103,15 +117,27 @@ const char* IntervalNameOf(const std::string& param) {
   return nullptr;
 }
 
-void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
+// Predicted losses of a parametric record below its fitted E or below `floor` (0 = none).
+std::vector<std::string> FloorWarnings(const fit::FitRecord& r, double floor) {
+  std::vector<std::pair<std::string, double>> losses;
+  if (auto d = r.result.find("derived"); d != r.result.end() && d->is_object())
+    for (const auto& [k, v] : d->items())
+      if (k.rfind("loss@", 0) == 0 && v.is_number()) losses.emplace_back(k, v.get<double>());
+  const auto e = r.params.find("E");
+  return LossFloorWarnings(losses, e != r.params.end() ? e->second : NAN, floor > 0 ? floor : NAN,
+                           "the given --loss-floor");
+}
+
+void PrintRecord(const fit::FitRecord& r, int64_t id, Format format, double floor) {
   if (format == Format::kJson) {
     std::cout << RecordJson(r, id).dump(2) << "\n";
+    for (const std::string& w : FloorWarnings(r, floor)) std::cerr << w << "\n";
     return;
   }
   std::cout << (id > 0 ? "fit " + std::to_string(id) : std::string("fit (not stored)")) << ": "
             << r.method << (r.form.empty() ? "" : " " + r.form) << ", " << r.n_points
             << " points, N convention " << r.convention << ", FLOPs " << r.flops_convention;
-  if (std::isfinite(r.objective)) std::cout << ", summed Huber objective " << r.objective;
+  if (std::isfinite(r.objective)) std::cout << ", " << LossName(r) << " objective " << r.objective;
   std::cout << "\n";
   // `result` is const: operator[] on a missing key would be undefined, so find() and value().
   if (auto p = r.result.find("parametric"); p != r.result.end() && p->is_object()) {
@@ -144,6 +170,7 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
     if (!shown.count(k)) t.rows.push_back({k, PointOf(r, k), bound(v, true), bound(v, false)});
   Print(std::cout, t, format);
   for (const std::string& w : IntervalWarnings(r)) std::cout << w << "\n";
+  for (const std::string& w : FloorWarnings(r, floor)) std::cout << w << "\n";
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
   if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_array()) {
     std::cout << "\nleave-one-budget-out (each budget predicted by the law fitted on the others):\n";
@@ -191,7 +218,12 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.exclude_top_loss = args.exclude_top_loss;
   cfg.parametric.form = args.form;
   cfg.parametric.num_threads = args.threads;
+  cfg.parametric.loss = args.loss;
+  cfg.parametric.huber_delta = args.huber_delta;
   ISOFLOP_RETURN_IF_ERROR(ParseFixes(args.fix, &cfg.parametric));
+  if (!(args.loss_floor >= 0) || !std::isfinite(args.loss_floor))
+    return Status::InvalidArgument("--loss-floor: expected a loss >= 0 (0 = none), got " +
+                                   Human(args.loss_floor, 6));
   cfg.isoflop.budget_rel_tol = args.budget_tol;
   cfg.isoflop.drop_outside_range = !args.keep_outside_range;
   cfg.isoflop.estimator = args.isoflop_estimator;
@@ -220,6 +252,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   analysis::LoadOptions lo;
   lo.convention = args.convention;
   ISOFLOP_ASSIGN_OR_RETURN(analysis::Dataset data, analysis::LoadDataset(db.get(), source, lo));
+  for (const std::string& w : data.warnings) std::cerr << "warning: " << w << "\n";
   if (moe) {
     std::string what, fix;
     switch (source.kind) {
@@ -260,10 +293,12 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     Result<fit::FitRecord> rec = fit::RunFit(obs, curves, cfg);
     int64_t id = 0;
     if (rec.ok() && !args.no_store) {
-      const nlohmann::json options = {{"bootstrap", args.bootstrap},
+      nlohmann::json options = {{"bootstrap", args.bootstrap},
                                       {"seed", args.seed},
                                       {"exclude_top_loss", args.exclude_top_loss},
-                                      {"fix", args.fix}};
+                                      {"fix", args.fix},
+                                      {"loss", args.loss}};
+      if (args.loss_floor > 0) options["loss_floor"] = args.loss_floor;
       Result<int64_t> stored = analysis::StoreFit(*db, source, *rec, options);
       if (!stored.ok()) return stored.status();
       id = *stored;
@@ -279,9 +314,10 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     }
     if (all && format == Format::kJson) {
       doc[method] = RecordJson(*rec, id);
+      for (const std::string& w : FloorWarnings(*rec, args.loss_floor)) std::cerr << w << "\n";
       continue;
     }
-    PrintRecord(*rec, id, format);
+    PrintRecord(*rec, id, format, args.loss_floor);
     if (all && method != methods.back()) std::cout << "\n";
   }
   if (all && format == Format::kJson) std::cout << doc.dump(2) << "\n";
@@ -306,9 +342,10 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
   ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
   Table t;
-  t.columns = {{"id", ""},    {"created_at", ""}, {"source", ""},   {"method", ""},
-               {"form", ""},  {"convention", ""}, {"n_points", ""}, {"objective", "%.6g"},
-               {"fixed", ""}, {"params", ""}};
+  t.columns = {{"id", ""},         {"created_at", ""}, {"source", ""},
+               {"method", ""},     {"form", ""},       {"convention", ""},
+               {"n_points", ""},   {"loss", ""},       {"objective", "%.6g"},
+               {"fixed", ""},      {"params", ""}};
   for (const auto& f : fits) {
     // Parameters held fixed or tied (--fix, or E at the data's entropy in `sweep run`).
     std::string fixed;
@@ -330,8 +367,18 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
       for (const auto& [k, v] : p.items())
         params += (params.empty() ? "" : " ") + k + "=" +
                   (v.is_number() ? Human(v.get<double>(), 4) : "-");
+    // The loss a parametric fit minimised (huber with its delta, or mse), from its result.
+    nlohmann::json loss;
+    auto res = nlohmann::json::parse(f.result_json, nullptr, false);
+    if (res.is_object() && res.contains("parametric") && res["parametric"].is_object()) {
+      const auto& pj = res["parametric"];
+      const std::string name = pj.value("loss", std::string("huber"));
+      loss = name == "huber" && pj.contains("huber_delta") && pj["huber_delta"].is_number()
+                 ? "huber(" + Human(pj["huber_delta"].get<double>(), 3) + ")"
+                 : name;
+    }
     t.rows.push_back({f.id, f.created_at, f.source_kind + ":" + f.source_name, f.method, f.form,
-                      f.convention, f.n_points,
+                      f.convention, f.n_points, loss,
                       f.objective ? nlohmann::json(*f.objective) : nlohmann::json(),
                       fixed.empty() ? nlohmann::json() : nlohmann::json(fixed), params});
   }
@@ -346,7 +393,7 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--sweep", args->sweep, "Fit the finished runs of this sweep");
   cmd->add_option("--observations", args->observations, "Fit this imported observation set");
   CLI::Option* csv = cmd->add_option("--csv", args->csv,
-                                     "Fit the observations in this CSV file (N, D or C, loss)");
+                                     "Fit the observations in this CSV or JSON file (N, D or C, loss)");
   AddCsvColumnOptions(cmd, &args->csv_columns, csv);
   cmd->add_option("--method", args->method,
                   "parametric | isoflop | envelope | all (all: with --format json, one object "
@@ -364,6 +411,16 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   cmd->add_option("--fix", args->fix,
                   "Hold a parameter: NAME=VALUE (e.g. E=1.7) or tie NAME=OTHER (beta=alpha)");
+  cmd->add_option("--loss", args->loss,
+                  "Parametric loss on log residuals: huber (Hoffmann 2022, Besiroglu 2024) | mse "
+                  "(log-MSE, as Llama 3 and several reproductions)")
+      ->capture_default_str();
+  cmd->add_option("--huber-delta", args->huber_delta,
+                  "Huber threshold on log residuals (--loss huber)")
+      ->capture_default_str();
+  cmd->add_option("--loss-floor", args->loss_floor,
+                  "A known lower bound of the loss (e.g. the data's entropy): warn when a "
+                  "predicted loss falls below it (stored with the fit; `optimal` warns too)");
   cmd->add_option("--convention", args->convention,
                   "Parameter count of sweep runs: total | non_embedding | active")
       ->capture_default_str();

@@ -65,4 +65,27 @@ std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec) {
   return out;
 }
 
+std::vector<std::string> LossFloorWarnings(const std::vector<std::pair<std::string, double>>& losses,
+                                           double fitted_e, double floor,
+                                           const std::string& floor_name) {
+  std::vector<std::string> out;
+  char buf[400];
+  for (const auto& [label, loss] : losses) {
+    if (std::isfinite(floor) && loss < floor) {
+      std::snprintf(buf, sizeof buf,
+                    "warning: %s: predicted loss %.4f is below %s %.4f: no model can reach it; "
+                    "use a fit that respects it (isoflop fit --fix E=%.6g)",
+                    label.c_str(), loss, floor_name.c_str(), floor, floor);
+      out.push_back(buf);
+    } else if (std::isfinite(fitted_e) && loss < fitted_e) {
+      std::snprintf(buf, sizeof buf,
+                    "warning: %s: predicted loss %.4f is below the law's own irreducible loss "
+                    "E = %.4f",
+                    label.c_str(), loss, fitted_e);
+      out.push_back(buf);
+    }
+  }
+  return out;
+}
+
 }  // namespace isoflop::cli

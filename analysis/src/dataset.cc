@@ -115,14 +115,15 @@ Result<Dataset> LoadDataset(store::Store* db, const Source& source, const LoadOp
     return Status::Internal("loading a " + source.KindName() + " needs a store");
   }
   if (source.kind == Source::Kind::kSweep) return LoadSweep(*db, source, options);
+  Dataset out;
+  out.source = source;
   std::vector<store::Observation> imported;
   if (source.kind == Source::Kind::kCsv) {
-    ISOFLOP_ASSIGN_OR_RETURN(imported, store::ReadObservationsCsv(source.name, source.csv_columns));
+    ISOFLOP_ASSIGN_OR_RETURN(
+        imported, store::ReadObservations(source.name, source.csv_columns, &out.warnings));
   } else {
     ISOFLOP_ASSIGN_OR_RETURN(imported, db->GetObservations(source.name));
   }
-  Dataset out;
-  out.source = source;
   for (const auto& p : imported) {
     // G = 1 (dense) where none was recorded; only the moe form reads it.
     out.obs.push_back({p.n, p.d, p.loss, p.c, p.g.value_or(1.0), -1, p.budget.value_or(0.0)});

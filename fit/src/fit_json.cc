@@ -165,7 +165,8 @@ json ToJson(const ParametricFit& v) {
           {"internal", Vector(v.internal)},
           {"is_fixed", fixed},
           {"objective", Num(v.objective)},
-          {"huber_delta", v.huber_delta},
+          {"loss", v.loss},
+          {"huber_delta", Num(v.huber_delta)},
           {"n_points", v.n_points},
           {"starts_total", v.starts_total},
           {"starts_converged", v.starts_converged},
@@ -190,6 +191,8 @@ Status FromJson(const json& j, ParametricFit* v) {
   ISOFLOP_RETURN_IF_ERROR(GetAs(j, "is_fixed", &v->is_fixed));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "objective", &v->objective));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "huber_delta", &v->huber_delta));
+  v->loss = "huber";  // fits stored before the loss was recorded
+  if (j.contains("loss")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "loss", &v->loss));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "n_points", &v->n_points));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "starts_total", &v->starts_total));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "starts_converged", &v->starts_converged));

@@ -219,7 +219,10 @@ bool IsDistinct(const std::vector<double>& x, const std::vector<std::vector<doub
 
 Status ParametricOptions::Validate() const {
   ISOFLOP_ASSIGN_OR_RETURN(const Form* f, GetForm(form));
-  if (!(huber_delta > 0)) return Status::InvalidArgument("huber_delta must be > 0");
+  if (loss != "huber" && loss != "mse")
+    return Status::InvalidArgument("loss '" + loss + "' is not one of huber, mse");
+  if (!(huber_delta > 0) || !std::isfinite(huber_delta))
+    return Status::InvalidArgument("huber_delta must be a finite number > 0");
   if (!grid.empty() && static_cast<int>(grid.size()) != f->NumParams())
     return Status::InvalidArgument("grid must have one axis per parameter of form '" + form +
                                    "' (" + std::to_string(f->NumParams()) + ")");
@@ -280,7 +283,9 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
 
   std::vector<double> log_loss;
   const LogColumns cols = Columns(obs, &log_loss);
-  const HuberResiduals prototype(*form, cols, log_loss, options.huber_delta, map.source, map.base,
+  // mse is Huber with an infinite threshold: every residual is in the quadratic part.
+  const double delta = options.loss == "mse" ? kInf : options.huber_delta;
+  const HuberResiduals prototype(*form, cols, log_loss, delta, map.source, map.base,
                                  map.num_free);
   std::vector<Eigen::VectorXd> starts = BuildStarts(*form, options, map);
   if (starts.empty()) return Status::InvalidArgument("no finite starting point");
@@ -333,7 +338,9 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
 
   ParametricFit fit;
   fit.form = options.form;
-  fit.huber_delta = options.huber_delta;
+  fit.loss = options.loss;
+  fit.huber_delta = options.loss == "mse" ? std::numeric_limits<double>::quiet_NaN()
+                                          : options.huber_delta;
   fit.n_points = static_cast<int>(obs.size());
   fit.starts_total = static_cast<int>(out.size());
   fit.starts_pruned = pruned;
@@ -384,7 +391,7 @@ Result<double> HuberObjective(const std::vector<Observation>& obs, const std::st
   double sum = 0;
   for (size_t i = 0; i < obs.size(); ++i) {
     const double r = std::abs(log_loss[i] - log_pred[i]);
-    sum += r <= huber_delta ? 0.5 * r * r : huber_delta * (r - 0.5 * huber_delta);
+    sum += !(r > huber_delta) ? 0.5 * r * r : huber_delta * (r - 0.5 * huber_delta);
   }
   return sum;
 }

@@ -452,5 +452,76 @@ TEST_F(FitCliTest, CrossValidateScoresEveryBudgetHeldOut) {
   EXPECT_NE(table.out.find("n_opt_observed"), std::string::npos) << table.out;
 }
 
+// Issue 14: the loss is a choice (--loss mse, --huber-delta) recorded in the fit and listed by
+// `isoflop fits`; import takes JSON and --where, and warns when a file mixes experiments.
+TEST_F(FitCliTest, LossChoiceIsRecordedAndImportTakesJsonAndWhere) {
+  auto mse = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--loss", "mse",
+                      "--format", "json"});
+  ASSERT_EQ(mse.exit_code, 0) << mse.err;
+  const auto j = nlohmann::json::parse(mse.out);
+  EXPECT_EQ(j["result"]["parametric"]["loss"], "mse");
+  // scipy L-BFGS-B on 1/2 sum r^2 over the same 240 points: 0.005730943496 (parametric_test).
+  EXPECT_NEAR(j["objective"].get<double>(), 0.005730943496, 1e-9);
+  auto wide = Isoflop({"fit", "--observations", "chin", "--huber-delta", "0.01", "--no-store"});
+  ASSERT_EQ(wide.exit_code, 0) << wide.err;
+  EXPECT_NE(wide.out.find("summed Huber (delta 0.01) objective"), std::string::npos) << wide.out;
+  auto fits = Isoflop({"fits", "--format", "json"});
+  ASSERT_EQ(fits.exit_code, 0) << fits.err;
+  bool listed = false;
+  for (const auto& f : nlohmann::json::parse(fits.out))
+    if (f["id"] == j["id"]) listed = f["loss"] == "mse";
+  EXPECT_TRUE(listed) << fits.out;
+
+  const std::string json = *dir_ + "/two_experiments.jsonl";
+  {
+    std::ofstream f(json);
+    for (const char* exp : {"dense", "wide"})
+      for (int i = 0; i < 6; ++i)
+        f << "{\"experiment\": \"" << exp << "\", \"n\": " << 1e7 * (i + 1)
+          << ", \"d\": 1e9, \"loss\": " << 3.0 - 0.05 * i << "}\n";
+  }
+  auto mixed = Isoflop({"import", json, "--name", "mixed"});
+  ASSERT_EQ(mixed.exit_code, 0) << mixed.err;
+  EXPECT_NE(mixed.out.find("imported 12 observations"), std::string::npos) << mixed.out;
+  EXPECT_NE(mixed.err.find("column 'experiment' holds 2 different values (dense, wide): the file "
+                           "may mix experiments; take one with --where experiment=dense"),
+            std::string::npos)
+      << mixed.err;
+  auto one = Isoflop({"import", json, "--name", "wide", "--where", "experiment=wide"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("imported 6 observations"), std::string::npos) << one.out;
+  EXPECT_EQ(one.err.find("warning"), std::string::npos) << one.err;
+  auto bad = Isoflop({"import", json, "--name", "x", "--where", "exp=wide"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find(json + ":1: --where: no column named 'exp'"), std::string::npos)
+      << bad.err;
+}
+
+// Issue 14: a predicted loss below a known floor (the data's entropy, or --loss-floor) is
+// warned about by `fit` and by `optimal`, which also reads the floor stored with the fit.
+TEST_F(FitCliTest, PredictedLossBelowAKnownFloorIsWarnedAbout) {
+  // The free Chinchilla fit predicts 2.304 at 1e21 FLOPs (E = 1.817); pretend 2.5 is the floor.
+  auto fit = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--loss-floor",
+                      "2.5", "--format", "json"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  EXPECT_NE(fit.err.find("warning: loss@1e+21: predicted loss 2.30"), std::string::npos) << fit.err;
+  EXPECT_NE(fit.err.find(" is below the given --loss-floor 2.5000: no model can reach it"),
+            std::string::npos)
+      << fit.err;
+  EXPECT_EQ(fit.err.find("loss@1e+19"), std::string::npos) << fit.err;  // 2.926 is above it
+  const int64_t id = nlohmann::json::parse(fit.out)["id"].get<int64_t>();
+  auto opt = Isoflop({"optimal", "--fit", std::to_string(id), "--compute", "1e19,1e21", "--format",
+                      "json"});
+  ASSERT_EQ(opt.exit_code, 0) << opt.err;
+  EXPECT_EQ(nlohmann::json::parse(opt.out).size(), 2u);  // stdout stays one JSON document
+  EXPECT_NE(opt.err.find("compute 1e+21: predicted loss 2.30"), std::string::npos) << opt.err;
+  EXPECT_NE(opt.err.find("is below the fit's --loss-floor 2.5000"), std::string::npos) << opt.err;
+  EXPECT_EQ(opt.err.find("compute 1e+19"), std::string::npos) << opt.err;
+  auto lower = Isoflop({"optimal", "--fit", std::to_string(id), "--compute", "1e21",
+                        "--loss-floor", "2.0"});
+  ASSERT_EQ(lower.exit_code, 0) << lower.err;
+  EXPECT_EQ(lower.err.find("warning"), std::string::npos) << lower.err;
+}
+
 }  // namespace
 }  // namespace isoflop::testing
