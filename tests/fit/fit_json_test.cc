@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "isoflop/fit/fit_record.h"
@@ -68,6 +69,39 @@ TEST(FitJsonTest, IsoflopRecordHasBudgetsForPlots) {
   const auto& b = rec->result["isoflop"]["budgets"][0];
   for (const char* key : {"c", "parabola_n", "n_opt", "loss_at_n_opt", "n_lo", "n_hi"})
     EXPECT_TRUE(b.contains(key)) << key;
+}
+
+// Issue 14: an isoFLOP exponent whose bootstrap interval holds zero is flagged. Here the
+// optimum does not move with the budget (N* = 1e8 at every C) and the losses are noisy.
+TEST(FitJsonTest, IsoflopExponentIntervalCrossingZeroIsFlagged) {
+  std::vector<Observation> obs;
+  std::mt19937_64 rng(2);
+  std::normal_distribution<double> z(0, 0.01);
+  for (double c : {1e18, 1e19, 1e20}) {
+    for (int i = -3; i <= 3; ++i) {
+      Observation o;
+      o.n = 1e8 * std::exp(0.5 * i);
+      o.c = c;
+      o.d = c / (6 * o.n);
+      o.loss = 2 + 0.02 * 0.25 * i * i + z(rng);
+      obs.push_back(o);
+    }
+  }
+  FitConfig cfg;
+  cfg.method = "isoflop";
+  cfg.isoflop.drop_outside_range = false;
+  cfg.bootstrap.resamples = 200;
+  cfg.bootstrap.seed = 1;
+  auto rec = RunFit(obs, {}, cfg);
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  const Interval& a = rec->ci.at("a");
+  ASSERT_LT(a.lo, 0) << a.hi;
+  ASSERT_GT(a.hi, 0) << a.lo;
+  bool flagged = false;
+  for (const auto& w : rec->result["isoflop"]["warnings"])
+    flagged |= w.get<std::string>().rfind("the interval of the exponent a [", 0) == 0 &&
+               w.get<std::string>().find("crosses zero") != std::string::npos;
+  EXPECT_TRUE(flagged) << rec->result["isoflop"]["warnings"].dump();
 }
 
 TEST(FitJsonTest, BadColumnsAreCorrupt) {
