@@ -78,15 +78,18 @@ Status CheckGranularity(const analysis::Dataset& data, const std::string& source
   return Status::Ok();
 }
 
-// The loss a parametric fit minimised, for people: "summed Huber (delta 0.001)", "log-MSE
-// (1/2 sum r^2)"; "" for other methods.
-std::string LossName(const fit::FitRecord& r) {
-  const auto p = r.result.find("parametric");
-  if (p == r.result.end() || !p->is_object()) return "";
-  if (p->value("loss", std::string("huber")) == "mse") return "log-MSE (1/2 sum r^2)";
+// The loss a parametric fit minimised, from its result_json: "summed Huber (delta 0.001)" or
+// "log-MSE (1/2 sum r^2)"; brief: "huber(0.001)" or "mse". "" for other methods. Fits stored
+// before the loss was recorded are Huber fits.
+std::string LossLabel(const nlohmann::json& result, bool brief) {
+  const auto p = result.find("parametric");
+  if (p == result.end() || !p->is_object()) return "";
+  if (p->value("loss", std::string("huber")) == "mse")
+    return brief ? "mse" : "log-MSE (1/2 sum r^2)";
   const auto d = p->find("huber_delta");
-  return "summed Huber (delta " +
-         (d != p->end() && d->is_number() ? Human(d->get<double>(), 3) : std::string("?")) + ")";
+  const std::string delta =
+      d != p->end() && d->is_number() ? Human(d->get<double>(), 3) : std::string("?");
+  return brief ? "huber(" + delta + ")" : "summed Huber (delta " + delta + ")";
 }
 
 // The record as `--format json` prints it: every column, with its store id (0: not stored).
@@ -137,7 +140,8 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format, double floo
   std::cout << (id > 0 ? "fit " + std::to_string(id) : std::string("fit (not stored)")) << ": "
             << r.method << (r.form.empty() ? "" : " " + r.form) << ", " << r.n_points
             << " points, N convention " << r.convention << ", FLOPs " << r.flops_convention;
-  if (std::isfinite(r.objective)) std::cout << ", " << LossName(r) << " objective " << r.objective;
+  if (std::isfinite(r.objective))
+    std::cout << ", " << LossLabel(r.result, false) << " objective " << r.objective;
   std::cout << "\n";
   // `result` is const: operator[] on a missing key would be undefined, so find() and value().
   if (auto p = r.result.find("parametric"); p != r.result.end() && p->is_object()) {
@@ -173,9 +177,10 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format, double floo
   for (const std::string& w : FloorWarnings(r, floor)) std::cout << w << "\n";
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
   if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_array()) {
-    std::cout << "\nleave-one-budget-out (each budget predicted by the law fitted on the others):\n";
+    std::cout
+        << "\nleave-one-budget-out (each budget predicted by the law fitted on the others):\n";
     Table f;
-    f.columns = {{"held_out_c", "%.3g"},   {"runs", ""},
+    f.columns = {{"held_out_c", "%.3g"},      {"runs", ""},
                  {"loss_mean_err_%", "%.2f"}, {"loss_max_err_%", "%.2f"},
                  {"n_opt_predicted", "%.3g"}, {"n_opt_observed", "%.3g"},
                  {"n_opt_err_%", "%+.1f"}};
@@ -294,10 +299,10 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     int64_t id = 0;
     if (rec.ok() && !args.no_store) {
       nlohmann::json options = {{"bootstrap", args.bootstrap},
-                                      {"seed", args.seed},
-                                      {"exclude_top_loss", args.exclude_top_loss},
-                                      {"fix", args.fix},
-                                      {"loss", args.loss}};
+                                {"seed", args.seed},
+                                {"exclude_top_loss", args.exclude_top_loss},
+                                {"fix", args.fix},
+                                {"loss", args.loss}};
       if (args.loss_floor > 0) options["loss_floor"] = args.loss_floor;
       Result<int64_t> stored = analysis::StoreFit(*db, source, *rec, options);
       if (!stored.ok()) return stored.status();
@@ -342,10 +347,10 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
   ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
   Table t;
-  t.columns = {{"id", ""},         {"created_at", ""}, {"source", ""},
-               {"method", ""},     {"form", ""},       {"convention", ""},
-               {"n_points", ""},   {"loss", ""},       {"objective", "%.6g"},
-               {"fixed", ""},      {"params", ""}};
+  t.columns = {{"id", ""},       {"created_at", ""}, {"source", ""},
+               {"method", ""},   {"form", ""},       {"convention", ""},
+               {"n_points", ""}, {"loss", ""},       {"objective", "%.6g"},
+               {"fixed", ""},    {"params", ""}};
   for (const auto& f : fits) {
     // Parameters held fixed or tied (--fix, or E at the data's entropy in `sweep run`).
     std::string fixed;
@@ -367,16 +372,10 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
       for (const auto& [k, v] : p.items())
         params += (params.empty() ? "" : " ") + k + "=" +
                   (v.is_number() ? Human(v.get<double>(), 4) : "-");
-    // The loss a parametric fit minimised (huber with its delta, or mse), from its result.
-    nlohmann::json loss;
-    auto res = nlohmann::json::parse(f.result_json, nullptr, false);
-    if (res.is_object() && res.contains("parametric") && res["parametric"].is_object()) {
-      const auto& pj = res["parametric"];
-      const std::string name = pj.value("loss", std::string("huber"));
-      loss = name == "huber" && pj.contains("huber_delta") && pj["huber_delta"].is_number()
-                 ? "huber(" + Human(pj["huber_delta"].get<double>(), 3) + ")"
-                 : name;
-    }
+    // The loss a parametric fit minimised (huber with its delta, or mse).
+    const auto res = nlohmann::json::parse(f.result_json, nullptr, false);
+    const std::string label = res.is_object() ? LossLabel(res, true) : "";
+    const nlohmann::json loss = label.empty() ? nlohmann::json() : nlohmann::json(label);
     t.rows.push_back({f.id, f.created_at, f.source_kind + ":" + f.source_name, f.method, f.form,
                       f.convention, f.n_points, loss,
                       f.objective ? nlohmann::json(*f.objective) : nlohmann::json(),
@@ -392,8 +391,8 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
       "fit", "Fit a scaling law to a sweep, an imported observation set or a CSV; store it");
   cmd->add_option("--sweep", args->sweep, "Fit the finished runs of this sweep");
   cmd->add_option("--observations", args->observations, "Fit this imported observation set");
-  CLI::Option* csv = cmd->add_option("--csv", args->csv,
-                                     "Fit the observations in this CSV or JSON file (N, D or C, loss)");
+  CLI::Option* csv = cmd->add_option(
+      "--csv", args->csv, "Fit the observations in this CSV or JSON file (N, D or C, loss)");
   AddCsvColumnOptions(cmd, &args->csv_columns, csv);
   cmd->add_option("--method", args->method,
                   "parametric | isoflop | envelope | all (all: with --format json, one object "

@@ -58,16 +58,16 @@ std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec) {
       return it != e.end() && it->is_number() ? it->get<double>() : NAN;
     };
     const auto name = e.find("name");
-    out.push_back(IntervalWarning(name != e.end() && name->is_string() ? name->get<std::string>()
-                                                                       : std::string("?"),
-                                  num("value"), num("lo"), num("hi")));
+    out.push_back(IntervalWarning(
+        name != e.end() && name->is_string() ? name->get<std::string>() : std::string("?"),
+        num("value"), num("lo"), num("hi")));
   }
   return out;
 }
 
-std::vector<std::string> LossFloorWarnings(const std::vector<std::pair<std::string, double>>& losses,
-                                           double fitted_e, double floor,
-                                           const std::string& floor_name) {
+std::vector<std::string> LossFloorWarnings(
+    const std::vector<std::pair<std::string, double>>& losses, double fitted_e, double floor,
+    const std::string& floor_name) {
   std::vector<std::string> out;
   char buf[400];
   for (const auto& [label, loss] : losses) {

@@ -22,9 +22,9 @@ std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec);
 // Warnings for predicted losses below what any model can reach: below the law's own fitted E,
 // or below a known floor (the data's entropy, or a lower bound the user gave) named `floor_name`.
 // `losses` maps a label ("loss@1e+21", "C=1e21") to a predicted loss. Empty when all are fine.
-std::vector<std::string> LossFloorWarnings(const std::vector<std::pair<std::string, double>>& losses,
-                                           double fitted_e, double floor,
-                                           const std::string& floor_name);
+std::vector<std::string> LossFloorWarnings(
+    const std::vector<std::pair<std::string, double>>& losses, double fitted_e, double floor,
+    const std::string& floor_name);
 
 // The same sentence for one quantity (also used by `isoflop optimal` on its answers).
 std::string IntervalWarning(const std::string& name, double value, double lo, double hi);

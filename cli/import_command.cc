@@ -21,8 +21,7 @@ struct ImportArgs {
 Status RunImport(const Context& ctx, const ImportArgs& args) {
   // Parse everything before touching the store: a bad line imports nothing.
   std::vector<std::string> notes;
-  ISOFLOP_ASSIGN_OR_RETURN(auto points,
-                           store::ReadObservations(args.file, args.columns, &notes));
+  ISOFLOP_ASSIGN_OR_RETURN(auto points, store::ReadObservations(args.file, args.columns, &notes));
   for (const std::string& n : notes) std::cerr << "warning: " << n << "\n";
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
   ISOFLOP_ASSIGN_OR_RETURN(int64_t id,

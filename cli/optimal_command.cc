@@ -220,12 +220,12 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
     }
     t.rows.push_back(row);
     // An interval that misses its own point came from draws in other optima than the fit's.
-    for (const fit::IntervalExclusion& e : fit::PointsOutsideIntervals(
-             {{"n", a.point.n},
-              {"d", a.point.d},
-              {"tokens_per_param", a.point.tokens_per_param},
-              {"loss", a.point.loss}},
-             a.ci))
+    for (const fit::IntervalExclusion& e :
+         fit::PointsOutsideIntervals({{"n", a.point.n},
+                                      {"d", a.point.d},
+                                      {"tokens_per_param", a.point.tokens_per_param},
+                                      {"loss", a.point.loss}},
+                                     a.ci))
       warnings.push_back(std::string(name) + " " + Human(budget_query ? q.value : a.point.c) +
                          ": " + IntervalWarning(e.name, e.value, e.lo, e.hi));
     for (const std::string& w : LossFloorWarnings(

@@ -145,15 +145,15 @@ Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& 
   // Intervals of every parameter and of the derived quantities.
   std::map<std::string, std::vector<double>> samples;
   for (const auto& d : out.all_draws)
-    for (const auto& [name, v] : BootstrapQuantities(full.form, full.param_names, d, bootstrap.flops,
-                                                     bootstrap.derived_at_compute))
+    for (const auto& [name, v] : BootstrapQuantities(full.form, full.param_names, d,
+                                                     bootstrap.flops, bootstrap.derived_at_compute))
       samples[name].push_back(v);
   for (auto& [name, xs] : samples)
     out.intervals[name] = PercentileInterval(std::move(xs), bootstrap.level);
-  out.excludes_point = PointsOutsideIntervals(
-      BootstrapQuantities(full.form, full.param_names, full.params, bootstrap.flops,
-                          bootstrap.derived_at_compute),
-      out.intervals);
+  out.excludes_point =
+      PointsOutsideIntervals(BootstrapQuantities(full.form, full.param_names, full.params,
+                                                 bootstrap.flops, bootstrap.derived_at_compute),
+                             out.intervals);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }
@@ -209,9 +209,8 @@ namespace {
 // Fits on every budget but groups[held], predicts the held-out runs' losses and the budget's
 // N_opt; the observed N_opt is the budget's own interior minimum (NaN without one).
 Result<ExtrapolationCheck> HoldOut(const std::vector<Observation>& obs,
-                                   const ParametricOptions& options,
-                                   const IsoflopOptions& grouping, const BudgetGroups& groups,
-                                   size_t held) {
+                                   const ParametricOptions& options, const IsoflopOptions& grouping,
+                                   const BudgetGroups& groups, size_t held) {
   std::vector<Observation> train, test;
   for (size_t g = 0; g < groups.groups.size(); ++g)
     for (size_t i : groups.groups[g]) (g == held ? test : train).push_back(obs[i]);
@@ -276,9 +275,10 @@ Result<std::vector<ExtrapolationCheck>> CrossValidateBudgets(const std::vector<O
   ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
   const BudgetGroups groups = GroupBudgets(obs, grouping.budget_rel_tol, grouping.flops);
   if (groups.groups.size() < 2)
-    return Status::InvalidArgument("leave-one-budget-out needs at least two budgets; the data "
-                                   "form " +
-                                   std::to_string(groups.groups.size()));
+    return Status::InvalidArgument(
+        "leave-one-budget-out needs at least two budgets; the data "
+        "form " +
+        std::to_string(groups.groups.size()));
   std::vector<ExtrapolationCheck> out;
   for (size_t g = 0; g < groups.groups.size(); ++g) {
     Result<ExtrapolationCheck> check = HoldOut(obs, options, grouping, groups, g);

@@ -224,12 +224,8 @@ json ToJson(const IsoflopFit& v) {
          {"usable", b.usable},
          {"note", b.note}});
   }
-  return {{"budgets", budgets},
-          {"n_opt", ToJson(v.n_opt)},
-          {"d_opt", ToJson(v.d_opt)},
-          {"n_points", v.n_points},
-          {"estimator", v.estimator},
-          {"grouping", v.grouping},
+  return {{"budgets", budgets},     {"n_opt", ToJson(v.n_opt)}, {"d_opt", ToJson(v.d_opt)},
+          {"n_points", v.n_points}, {"estimator", v.estimator}, {"grouping", v.grouping},
           {"warnings", v.warnings}};
 }
 Status FromJson(const json& j, IsoflopFit* v) {

@@ -274,8 +274,10 @@ Result<IsoflopFit> FitIsoflop(const std::vector<Observation>& obs, const Isoflop
   fit.estimator = options.estimator;
   fit.grouping = grouping.how;
   if (grouping.how == "clustered")
-    fit.warnings.push_back("no run records its budget: budgets found by clustering C = 6ND in "
-                           "log space (" + std::to_string(groups.size()) + " budgets)");
+    fit.warnings.push_back(
+        "no run records its budget: budgets found by clustering C = 6ND in "
+        "log space (" +
+        std::to_string(groups.size()) + " budgets)");
   if (!grouping.fragmented.empty()) fit.warnings.push_back(grouping.fragmented);
   std::vector<double> cs, ns, ds;
   std::ostringstream problems;

@@ -211,7 +211,8 @@ void Advance(Solver& solver, const HuberResiduals& residuals, int iterations, do
 bool IsDistinct(const std::vector<double>& x, const std::vector<std::vector<double>>& kept) {
   for (const auto& k : kept) {
     double diff = 0;
-    for (size_t j = 0; j < x.size() && j < k.size(); ++j) diff = std::max(diff, std::abs(x[j] - k[j]));
+    for (size_t j = 0; j < x.size() && j < k.size(); ++j)
+      diff = std::max(diff, std::abs(x[j] - k[j]));
     if (diff < 1e-3) return false;
   }
   return true;
@@ -285,8 +286,7 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
   const LogColumns cols = Columns(obs, &log_loss);
   // mse is Huber with an infinite threshold: every residual is in the quadratic part.
   const double delta = options.loss == "mse" ? kInf : options.huber_delta;
-  const HuberResiduals prototype(*form, cols, log_loss, delta, map.source, map.base,
-                                 map.num_free);
+  const HuberResiduals prototype(*form, cols, log_loss, delta, map.source, map.base, map.num_free);
   std::vector<Eigen::VectorXd> starts = BuildStarts(*form, options, map);
   if (starts.empty()) return Status::InvalidArgument("no finite starting point");
   const int threads = options.num_threads > 0 ? options.num_threads
@@ -339,8 +339,8 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
   ParametricFit fit;
   fit.form = options.form;
   fit.loss = options.loss;
-  fit.huber_delta = options.loss == "mse" ? std::numeric_limits<double>::quiet_NaN()
-                                          : options.huber_delta;
+  fit.huber_delta =
+      options.loss == "mse" ? std::numeric_limits<double>::quiet_NaN() : options.huber_delta;
   fit.n_points = static_cast<int>(obs.size());
   fit.starts_total = static_cast<int>(out.size());
   fit.starts_pruned = pruned;

@@ -47,8 +47,8 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
   ImpliedPowerLaws(law, &n_law, &d_law);
   // Point values of the derived quantities, beside which tables print their intervals.
   nlohmann::json derived = nlohmann::json::object();
-  for (const auto& [name, v] : BootstrapQuantities(fit.form, fit.param_names, fit.params,
-                                                   cfg.flops, cfg.bootstrap.derived_at_compute))
+  for (const auto& [name, v] : BootstrapQuantities(fit.form, fit.param_names, fit.params, cfg.flops,
+                                                   cfg.bootstrap.derived_at_compute))
     if (!r.params.count(name) && std::isfinite(v)) derived[name] = v;
   r.result["derived"] = derived;
   if (cfg.bootstrap.resamples > 0) {

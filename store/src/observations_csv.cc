@@ -191,8 +191,8 @@ Result<RawTable> ReadJsonTable(const std::string& path, const std::string& text)
       try {
         obj = nlohmann::json::parse(line);
       } catch (const nlohmann::json::exception& e) {
-        return Status::InvalidArgument(where + ": not a JSON object (JSON lines: one per line): " +
-                                       e.what());
+        return Status::InvalidArgument(
+            where + ": not a JSON object (JSON lines: one per line): " + e.what());
       }
       ISOFLOP_RETURN_IF_ERROR(AddJsonRow(obj, where, &t));
     }
@@ -309,7 +309,8 @@ Result<std::vector<Observation>> FromTable(const std::string& path, const RawTab
       ISOFLOP_RETURN_IF_ERROR(value(c_col, &o.c));
       o.d = o.c / (k * o.n);
       if (!std::isfinite(o.d) || !(o.d > 0)) {
-        return Status::InvalidArgument(row.where + ": D = C / (k N) is not a positive finite "
+        return Status::InvalidArgument(row.where +
+                                       ": D = C / (k N) is not a positive finite "
                                        "number (C " +
                                        FormatNumber(o.c) + ", N " + FormatNumber(o.n) + ")");
       }

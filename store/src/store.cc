@@ -966,9 +966,8 @@ Result<int64_t> Store::ImportObservations(const std::string& name, const std::st
     set_id = ins->Int(0);
     ins->Step();
     ISOFLOP_ASSIGN_OR_RETURN(
-        StmtRef q,
-        Prepare("INSERT INTO observations (set_id, idx, n, d, c, loss, line, g, budget) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+        StmtRef q, Prepare("INSERT INTO observations (set_id, idx, n, d, c, loss, line, g, budget) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
     for (size_t i = 0; i < points.size(); ++i) {
       const Observation& p = points[i];
       q->Reset();
@@ -1021,9 +1020,8 @@ Result<std::vector<Observation>> Store::GetObservations(const std::string& name)
   q->Bind(1, id);
   std::vector<Observation> out;
   while ((rc = q->Step()) == SQLITE_ROW) {
-    out.push_back(
-        {q->Double(0), q->Double(1), q->Double(2), q->Double(3), q->Int(4), q->OptDouble(5),
-         q->OptDouble(6)});
+    out.push_back({q->Double(0), q->Double(1), q->Double(2), q->Double(3), q->Int(4),
+                   q->OptDouble(5), q->OptDouble(6)});
   }
   if (rc != SQLITE_DONE) return Error("reading observations");
   return out;

@@ -393,7 +393,10 @@ void WriteJitteredIsoflopCsv(const std::string& path, bool with_budget) {
       const double n = n_opt * std::pow(10.0, -0.9 + 1.8 * j / 7);
       const double d = c / (6 * n) * std::exp(jitter(rng));
       f << n << "," << d << "," << e + a / std::pow(n, alpha) + b / std::pow(d, beta) << ",";
-      if (with_budget) f << c << "\n"; else f << "x\n";
+      if (with_budget)
+        f << c << "\n";
+      else
+        f << "x\n";
     }
   }
 }
@@ -510,15 +513,15 @@ TEST_F(FitCliTest, PredictedLossBelowAKnownFloorIsWarnedAbout) {
       << fit.err;
   EXPECT_EQ(fit.err.find("loss@1e+19"), std::string::npos) << fit.err;  // 2.926 is above it
   const int64_t id = nlohmann::json::parse(fit.out)["id"].get<int64_t>();
-  auto opt = Isoflop({"optimal", "--fit", std::to_string(id), "--compute", "1e19,1e21", "--format",
-                      "json"});
+  auto opt = Isoflop(
+      {"optimal", "--fit", std::to_string(id), "--compute", "1e19,1e21", "--format", "json"});
   ASSERT_EQ(opt.exit_code, 0) << opt.err;
   EXPECT_EQ(nlohmann::json::parse(opt.out).size(), 2u);  // stdout stays one JSON document
   EXPECT_NE(opt.err.find("compute 1e+21: predicted loss 2.30"), std::string::npos) << opt.err;
   EXPECT_NE(opt.err.find("is below the fit's --loss-floor 2.5000"), std::string::npos) << opt.err;
   EXPECT_EQ(opt.err.find("compute 1e+19"), std::string::npos) << opt.err;
-  auto lower = Isoflop({"optimal", "--fit", std::to_string(id), "--compute", "1e21",
-                        "--loss-floor", "2.0"});
+  auto lower =
+      Isoflop({"optimal", "--fit", std::to_string(id), "--compute", "1e21", "--loss-floor", "2.0"});
   ASSERT_EQ(lower.exit_code, 0) << lower.err;
   EXPECT_EQ(lower.err.find("warning"), std::string::npos) << lower.err;
 }

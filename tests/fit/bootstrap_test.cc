@@ -192,8 +192,8 @@ TEST(BootstrapTest, ExtrapolationHoldsOutTheLargestBudgetWithThreeRuns) {
   EXPECT_EQ(check->n_train, 37);
   // Only budgets of one or two runs: it says it cannot check.
   std::vector<Observation> pairs;
-  for (size_t i = 0; i < obs.size(); i += 9) pairs.insert(pairs.end(), obs.begin() + i,
-                                                          obs.begin() + std::min(i + 2, obs.size()));
+  for (size_t i = 0; i < obs.size(); i += 9)
+    pairs.insert(pairs.end(), obs.begin() + i, obs.begin() + std::min(i + 2, obs.size()));
   auto none = CheckExtrapolation(pairs, ParametricOptions{}, IsoflopOptions{});
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("cannot check extrapolation"), std::string::npos)

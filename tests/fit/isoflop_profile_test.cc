@@ -85,7 +85,7 @@ std::vector<Observation> JitteredBudgets(bool record_budget) {
   for (size_t i = 0; i < obs.size(); ++i) {
     Observation& o = obs[i];
     const double nominal = std::pow(10.0, 18 + static_cast<double>(i / 7));
-    o.c = 0;                              // C = 6ND, as a plain import derives it
+    o.c = 0;  // C = 6ND, as a plain import derives it
     o.d = nominal / (6 * o.n) * std::exp(jitter(rng));
     if (record_budget) o.budget = nominal;
   }

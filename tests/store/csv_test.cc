@@ -236,8 +236,9 @@ TEST(ObservationsCsv, BudgetColumnWhereAndExperimentLabels) {
   auto unknown = ReadObservations(path, one);
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().message(),
-            path + ":1: --where: no column named 'experiment' in header [exp, n, d, loss, "
-                   "compute_budget]");
+            path +
+                ":1: --where: no column named 'experiment' in header [exp, n, d, loss, "
+                "compute_budget]");
   one.where = {"exp=c"};
   auto none = ReadObservations(path, one);
   ASSERT_FALSE(none.ok());
@@ -261,9 +262,10 @@ TEST(ObservationsCsv, JsonArrayAndJsonLinesReadLikeCsv) {
       WriteTemp("same.json", R"([{"n": 1e7, "d": 1e9, "loss": 3.1}, {"loss": 3.0, "n": 2e7,
                                  "d": "5e8"}])"));
   ASSERT_TRUE(array.ok()) << array.status().message();
-  auto lines = ReadObservations(WriteTemp(
-      "same.jsonl", "{\"n\": 1e7, \"d\": 1e9, \"loss\": 3.1}\n\n{\"n\": 2e7, \"d\": 5e8, "
-                    "\"loss\": 3.0}\n"));
+  auto lines = ReadObservations(
+      WriteTemp("same.jsonl",
+                "{\"n\": 1e7, \"d\": 1e9, \"loss\": 3.1}\n\n{\"n\": 2e7, \"d\": 5e8, "
+                "\"loss\": 3.0}\n"));
   ASSERT_TRUE(lines.ok()) << lines.status().message();
   for (const auto* r : {&*array, &*lines}) {
     ASSERT_EQ(r->size(), 2u);
@@ -281,7 +283,8 @@ TEST(ObservationsCsv, JsonArrayAndJsonLinesReadLikeCsv) {
             0u)
       << ReadObservations(p1).status().message();
   auto p2 = WriteTemp("bad.json", R"([{"n": 1e7, "d": 1e9, "loss": 3.1}, {"n": 2e7, "d": 1e9}])");
-  EXPECT_EQ(ReadObservations(p2).status().message(), p2 + ": object 2: column 'loss': missing value");
+  EXPECT_EQ(ReadObservations(p2).status().message(),
+            p2 + ": object 2: column 'loss': missing value");
   auto p3 = WriteTemp("bad3.json", R"([{"n": 1e7, "d": 1e9, "loss": "three"}])");
   EXPECT_EQ(ReadObservations(p3).status().message(),
             p3 + ": object 1: column 'loss': 'three' is not a number");

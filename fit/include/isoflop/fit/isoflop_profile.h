@@ -48,7 +48,7 @@ struct BudgetProfile {
   double d_opt = 0, loss_at_d_opt = 0;  // minimum of the log-D parabola
   bool outside_range = false;           // a minimum lies outside [n_lo, n_hi] or [d_lo, d_hi]
   bool usable = false;  // in the power-law fits (a proper minimum, not left out as outside)
-  std::string note;                     // why not usable / what is flagged, empty when fine
+  std::string note;     // why not usable / what is flagged, empty when fine
 };
 
 struct IsoflopFit {

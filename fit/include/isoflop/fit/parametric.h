@@ -22,7 +22,7 @@ struct ParametricOptions {
   // Loss on the log residuals r_i: "huber" (summed Huber_δ(r), Hoffmann 2022 / Besiroglu 2024)
   // or "mse" (½ Σ r², the log-MSE of Llama 3 and several reproductions).
   std::string loss = "huber";
-  double huber_delta = 1e-3;        // Huber threshold on log residuals; 1e-3 as Hoffmann/Besiroglu
+  double huber_delta = 1e-3;  // Huber threshold on log residuals; 1e-3 as Hoffmann/Besiroglu
   // Start grid, internal units, one axis per parameter in the form's order; empty = the form's
   // default grid (4,500 starts for chinchilla). Fixed/tied parameters' axes are ignored.
   std::vector<std::vector<double>> grid;

@@ -1,4 +1,5 @@
-// Reads (N, D, loss[, G, budget]) observations from a CSV or JSON file, for `isoflop import` and `isoflop fit
+// Reads (N, D, loss[, G, budget]) observations from a CSV or JSON file, for `isoflop import` and
+// `isoflop fit
 // --csv`. Columns are found by name (given, or recognised headers); D may be derived from
 // a compute column as D = C / (6N) (Hoffmann et al. 2022 convention).
 #pragma once
