@@ -176,6 +176,8 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format, double floo
   for (const std::string& w : IntervalWarnings(r)) std::cout << w << "\n";
   for (const std::string& w : FloorWarnings(r, floor)) std::cout << w << "\n";
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
+  if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_object())
+    std::cout << "leave-one-budget-out: " << cv->value("skipped", std::string("not run")) << "\n";
   if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_array()) {
     std::cout
         << "\nleave-one-budget-out (each budget predicted by the law fitted on the others):\n";

@@ -70,11 +70,13 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
         check.ok() ? ToJson(*check) : nlohmann::json{{"skipped", check.status().message()}};
   }
   if (cfg.cross_validate) {
-    ISOFLOP_ASSIGN_OR_RETURN(std::vector<ExtrapolationCheck> folds,
-                             CrossValidateBudgets(obs, cfg.parametric, cfg.isoflop));
+    // Like the extrapolation check, a scoring that cannot run is noted, not a failed fit.
+    auto folds = CrossValidateBudgets(obs, cfg.parametric, cfg.isoflop);
     nlohmann::json cv = nlohmann::json::array();
-    for (const auto& f : folds) cv.push_back(ToJson(f));
-    r.result["cross_validation"] = cv;
+    if (folds.ok())
+      for (const auto& f : *folds) cv.push_back(ToJson(f));
+    r.result["cross_validation"] =
+        folds.ok() ? cv : nlohmann::json{{"skipped", folds.status().message()}};
   }
   return r;
 }

@@ -2,6 +2,7 @@
 // produces the documented record for each method.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
 #include <random>
 #include <vector>
@@ -102,6 +103,26 @@ TEST(FitJsonTest, IsoflopExponentIntervalCrossingZeroIsFlagged) {
     flagged |= w.get<std::string>().rfind("the interval of the exponent a [", 0) == 0 &&
                w.get<std::string>().find("crosses zero") != std::string::npos;
   EXPECT_TRUE(flagged) << rec->result["isoflop"]["warnings"].dump();
+}
+
+// A leave-one-budget-out scoring that cannot run (one budget) is noted, not a failed fit.
+TEST(FitJsonTest, CrossValidationThatCannotRunIsNoted) {
+  std::vector<Observation> obs;
+  for (int i = 0; i < 9; ++i) {
+    Observation o;
+    o.n = 2e7 * std::pow(2.0, i);
+    o.c = 1e20;
+    o.d = o.c / (6 * o.n);
+    o.loss = 1.69 + 406.4 / std::pow(o.n, 0.34) + 410.7 / std::pow(o.d, 0.28);
+    obs.push_back(o);
+  }
+  FitConfig cfg;
+  cfg.cross_validate = true;
+  auto rec = RunFit(obs, {}, cfg);
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  const auto& cv = rec->result["cross_validation"];
+  ASSERT_TRUE(cv.is_object()) << cv.dump();
+  EXPECT_NE(cv["skipped"].get<std::string>().find("at least two budgets"), std::string::npos);
 }
 
 TEST(FitJsonTest, BadColumnsAreCorrupt) {
