@@ -24,9 +24,14 @@ struct FitArgs {
   std::string format = "table";
   int bootstrap = 0, exclude_top_loss = 0, threads = 0;
   double budget_tol = 0.05;
+  bool keep_outside_range = false, cross_validate = false;
+  std::string isoflop_estimator = "parabola";
   uint64_t seed = 0;
   std::vector<std::string> fix;
   bool no_store = false;
+  std::string loss = "huber";
+  double huber_delta = 1e-3;
+  double loss_floor = 0;  // a known lower bound of the loss (the data's entropy); 0 = none
 };
 
 // Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options.
@@ -73,17 +78,70 @@ Status CheckGranularity(const analysis::Dataset& data, const std::string& source
   return Status::Ok();
 }
 
-void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
+// The loss a parametric fit minimised, from its result_json: "summed Huber (delta 0.001)" or
+// "log-MSE (1/2 sum r^2)"; brief: "huber(0.001)" or "mse". "" for other methods. Fits stored
+// before the loss was recorded are Huber fits.
+std::string LossLabel(const nlohmann::json& result, bool brief) {
+  const auto p = result.find("parametric");
+  if (p == result.end() || !p->is_object()) return "";
+  if (p->value("loss", std::string("huber")) == "mse")
+    return brief ? "mse" : "log-MSE (1/2 sum r^2)";
+  const auto d = p->find("huber_delta");
+  const std::string delta =
+      d != p->end() && d->is_number() ? Human(d->get<double>(), 3) : std::string("?");
+  return brief ? "huber(" + delta + ")" : "summed Huber (delta " + delta + ")";
+}
+
+// The record as `--format json` prints it: every column, with its store id (0: not stored).
+nlohmann::json RecordJson(const fit::FitRecord& r, int64_t id) {
+  nlohmann::json j = fit::ToJson(r);
+  j["id"] = id;
+  return j;
+}
+
+// The point value beside which a table prints the interval `name`: a parameter, a derived
+// quantity of a parametric fit (result "derived": a, b, N_opt@C, loss@C, ...), or the isoFLOP
+// power law's own names for its exponents and coefficients.
+nlohmann::json PointOf(const fit::FitRecord& r, const std::string& name) {
+  if (auto it = r.params.find(name); it != r.params.end()) return it->second;
+  if (auto d = r.result.find("derived"); d != r.result.end() && d->is_object()) {
+    if (auto v = d->find(name); v != d->end() && v->is_number()) return *v;
+  }
+  return nullptr;
+}
+
+// isoFLOP and envelope fits name their power laws n_opt_a, d_opt_b, n_opt_k, d_opt_k; their
+// bootstrap intervals are a, b, k_n, k_d. One row each, the interval beside its value.
+const char* IntervalNameOf(const std::string& param) {
+  if (param == "n_opt_a") return "a";
+  if (param == "d_opt_b") return "b";
+  if (param == "n_opt_k") return "k_n";
+  if (param == "d_opt_k") return "k_d";
+  return nullptr;
+}
+
+// Predicted losses of a parametric record below its fitted E or below `floor` (0 = none).
+std::vector<std::string> FloorWarnings(const fit::FitRecord& r, double floor) {
+  std::vector<std::pair<std::string, double>> losses;
+  if (auto d = r.result.find("derived"); d != r.result.end() && d->is_object())
+    for (const auto& [k, v] : d->items())
+      if (k.rfind("loss@", 0) == 0 && v.is_number()) losses.emplace_back(k, v.get<double>());
+  const auto e = r.params.find("E");
+  return LossFloorWarnings(losses, e != r.params.end() ? e->second : NAN, floor > 0 ? floor : NAN,
+                           "the given --loss-floor");
+}
+
+void PrintRecord(const fit::FitRecord& r, int64_t id, Format format, double floor) {
   if (format == Format::kJson) {
-    nlohmann::json j = fit::ToJson(r);
-    j["id"] = id;
-    std::cout << j.dump(2) << "\n";
+    std::cout << RecordJson(r, id).dump(2) << "\n";
+    for (const std::string& w : FloorWarnings(r, floor)) std::cerr << w << "\n";
     return;
   }
   std::cout << (id > 0 ? "fit " + std::to_string(id) : std::string("fit (not stored)")) << ": "
             << r.method << (r.form.empty() ? "" : " " + r.form) << ", " << r.n_points
             << " points, N convention " << r.convention << ", FLOPs " << r.flops_convention;
-  if (std::isfinite(r.objective)) std::cout << ", summed Huber objective " << r.objective;
+  if (std::isfinite(r.objective))
+    std::cout << ", " << LossLabel(r.result, false) << " objective " << r.objective;
   std::cout << "\n";
   // `result` is const: operator[] on a missing key would be undefined, so find() and value().
   if (auto p = r.result.find("parametric"); p != r.result.end() && p->is_object()) {
@@ -98,16 +156,53 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format) {
   }
   Table t;
   t.columns = {{"quantity", ""}, {"value", "%.6g"}, {"ci_lo", "%.6g"}, {"ci_hi", "%.6g"}};
+  std::set<std::string> shown;
+  auto bound = [](const fit::Interval& iv, bool lo) {
+    const double v = lo ? iv.lo : iv.hi;
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  };
   for (const auto& [k, v] : r.params) {
+    const char* alias = IntervalNameOf(k);
     auto it = r.ci.find(k);
-    t.rows.push_back({k, v, it != r.ci.end() ? nlohmann::json(it->second.lo) : nlohmann::json(),
-                      it != r.ci.end() ? nlohmann::json(it->second.hi) : nlohmann::json()});
+    if (it == r.ci.end() && alias) it = r.ci.find(alias);
+    if (it != r.ci.end()) shown.insert(it->first);
+    t.rows.push_back({alias && it != r.ci.end() ? k + " (" + alias + ")" : k, v,
+                      it != r.ci.end() ? bound(it->second, true) : nlohmann::json(),
+                      it != r.ci.end() ? bound(it->second, false) : nlohmann::json()});
   }
   for (const auto& [k, v] : r.ci)
-    if (!r.params.count(k)) t.rows.push_back({k, nlohmann::json(), v.lo, v.hi});
+    if (!shown.count(k)) t.rows.push_back({k, PointOf(r, k), bound(v, true), bound(v, false)});
   Print(std::cout, t, format);
+  for (const std::string& w : IntervalWarnings(r)) std::cout << w << "\n";
+  for (const std::string& w : FloorWarnings(r, floor)) std::cout << w << "\n";
   if (const std::string e = ExtrapolationSummary(r); !e.empty()) std::cout << e << "\n";
+  if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_object())
+    std::cout << "leave-one-budget-out: " << cv->value("skipped", std::string("not run")) << "\n";
+  if (auto cv = r.result.find("cross_validation"); cv != r.result.end() && cv->is_array()) {
+    std::cout
+        << "\nleave-one-budget-out (each budget predicted by the law fitted on the others):\n";
+    Table f;
+    f.columns = {{"held_out_c", "%.3g"},      {"runs", ""},
+                 {"loss_mean_err_%", "%.2f"}, {"loss_max_err_%", "%.2f"},
+                 {"n_opt_predicted", "%.3g"}, {"n_opt_observed", "%.3g"},
+                 {"n_opt_err_%", "%+.1f"}};
+    auto get = [](const nlohmann::json& j, const char* k, double scale = 1) {
+      const auto it = j.find(k);
+      return it != j.end() && it->is_number() ? nlohmann::json(scale * it->get<double>())
+                                              : nlohmann::json();
+    };
+    for (const auto& fold : *cv) {
+      if (!fold.is_object()) continue;
+      f.rows.push_back({get(fold, "held_out_c"), fold.value("n_test", 0),
+                        get(fold, "mean_abs_rel_error", 100), get(fold, "max_abs_rel_error", 100),
+                        get(fold, "n_opt_predicted"), get(fold, "n_opt_observed"),
+                        get(fold, "n_opt_rel_error", 100)});
+    }
+    Print(std::cout, f, format);
+  }
   if (auto iso = r.result.find("isoflop"); iso != r.result.end() && iso->is_object()) {
+    for (const auto& w : iso->value("warnings", nlohmann::json::array()))
+      if (w.is_string()) std::cout << "warning: " << w.get<std::string>() << "\n";
     const nlohmann::json budgets = iso->value("budgets", nlohmann::json::array());
     for (const auto& b : budgets) {
       if (!b.is_object()) continue;
@@ -130,8 +225,16 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.exclude_top_loss = args.exclude_top_loss;
   cfg.parametric.form = args.form;
   cfg.parametric.num_threads = args.threads;
+  cfg.parametric.loss = args.loss;
+  cfg.parametric.huber_delta = args.huber_delta;
   ISOFLOP_RETURN_IF_ERROR(ParseFixes(args.fix, &cfg.parametric));
+  if (!(args.loss_floor >= 0) || !std::isfinite(args.loss_floor))
+    return Status::InvalidArgument("--loss-floor: expected a loss >= 0 (0 = none), got " +
+                                   Human(args.loss_floor, 6));
   cfg.isoflop.budget_rel_tol = args.budget_tol;
+  cfg.isoflop.drop_outside_range = !args.keep_outside_range;
+  cfg.isoflop.estimator = args.isoflop_estimator;
+  cfg.cross_validate = args.cross_validate;
   cfg.bootstrap.resamples = args.bootstrap;
   cfg.bootstrap.seed = args.seed;
   cfg.bootstrap.num_threads = args.threads;
@@ -156,6 +259,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   analysis::LoadOptions lo;
   lo.convention = args.convention;
   ISOFLOP_ASSIGN_OR_RETURN(analysis::Dataset data, analysis::LoadDataset(db.get(), source, lo));
+  for (const std::string& w : data.warnings) std::cerr << "warning: " << w << "\n";
   if (moe) {
     std::string what, fix;
     switch (source.kind) {
@@ -185,18 +289,51 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     methods = {"parametric", "isoflop"};
     if (!curves.empty()) methods.push_back("envelope");
   }
+  // --method all: every method runs even when one fails, and --format json prints one document,
+  // an object keyed by method ({"error": "..."} for a failed one); the exit status says whether
+  // any failed.
+  const bool all = args.method == "all";
+  nlohmann::json doc = nlohmann::json::object();
+  std::vector<std::string> failed;
   for (const std::string& method : methods) {
     cfg.method = method;
-    ISOFLOP_ASSIGN_OR_RETURN(fit::FitRecord rec, fit::RunFit(obs, curves, cfg));
-    const nlohmann::json options = {{"bootstrap", args.bootstrap},
-                                    {"seed", args.seed},
-                                    {"exclude_top_loss", args.exclude_top_loss},
-                                    {"fix", args.fix}};
+    Result<fit::FitRecord> rec = fit::RunFit(obs, curves, cfg);
     int64_t id = 0;
-    if (!args.no_store) {
-      ISOFLOP_ASSIGN_OR_RETURN(id, analysis::StoreFit(*db, source, rec, options));
+    if (rec.ok() && !args.no_store) {
+      nlohmann::json options = {{"bootstrap", args.bootstrap},
+                                {"seed", args.seed},
+                                {"exclude_top_loss", args.exclude_top_loss},
+                                {"fix", args.fix},
+                                {"loss", args.loss}};
+      if (args.loss_floor > 0) options["loss_floor"] = args.loss_floor;
+      Result<int64_t> stored = analysis::StoreFit(*db, source, *rec, options);
+      if (!stored.ok()) return stored.status();
+      id = *stored;
     }
-    PrintRecord(rec, id, format);
+    if (!rec.ok()) {
+      if (!all) return rec.status();
+      failed.push_back(method + ": " + rec.status().message());
+      if (format == Format::kJson)
+        doc[method] = {{"method", method}, {"error", rec.status().message()}};
+      else
+        std::cout << method << " fit failed: " << rec.status().message() << "\n";
+      continue;
+    }
+    if (all && format == Format::kJson) {
+      doc[method] = RecordJson(*rec, id);
+      for (const std::string& w : FloorWarnings(*rec, args.loss_floor)) std::cerr << w << "\n";
+      continue;
+    }
+    PrintRecord(*rec, id, format, args.loss_floor);
+    if (all && method != methods.back()) std::cout << "\n";
+  }
+  if (all && format == Format::kJson) std::cout << doc.dump(2) << "\n";
+  if (!failed.empty()) {
+    std::string msg = "--method all: " + std::to_string(failed.size()) + " of " +
+                      std::to_string(methods.size()) + " fits failed (the others are " +
+                      (args.no_store ? "printed" : "stored") + ")";
+    for (const auto& f : failed) msg += "; " + f;
+    return Status::FailedPrecondition(msg);
   }
   return Status::Ok();
 }
@@ -212,9 +349,10 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, opts));
   ISOFLOP_ASSIGN_OR_RETURN(auto fits, db->ListFits());
   Table t;
-  t.columns = {{"id", ""},    {"created_at", ""}, {"source", ""},   {"method", ""},
-               {"form", ""},  {"convention", ""}, {"n_points", ""}, {"objective", "%.6g"},
-               {"fixed", ""}, {"params", ""}};
+  t.columns = {{"id", ""},       {"created_at", ""}, {"source", ""},
+               {"method", ""},   {"form", ""},       {"convention", ""},
+               {"n_points", ""}, {"loss", ""},       {"objective", "%.6g"},
+               {"fixed", ""},    {"params", ""}};
   for (const auto& f : fits) {
     // Parameters held fixed or tied (--fix, or E at the data's entropy in `sweep run`).
     std::string fixed;
@@ -236,8 +374,12 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
       for (const auto& [k, v] : p.items())
         params += (params.empty() ? "" : " ") + k + "=" +
                   (v.is_number() ? Human(v.get<double>(), 4) : "-");
+    // The loss a parametric fit minimised (huber with its delta, or mse).
+    const auto res = nlohmann::json::parse(f.result_json, nullptr, false);
+    const std::string label = res.is_object() ? LossLabel(res, true) : "";
+    const nlohmann::json loss = label.empty() ? nlohmann::json() : nlohmann::json(label);
     t.rows.push_back({f.id, f.created_at, f.source_kind + ":" + f.source_name, f.method, f.form,
-                      f.convention, f.n_points,
+                      f.convention, f.n_points, loss,
                       f.objective ? nlohmann::json(*f.objective) : nlohmann::json(),
                       fixed.empty() ? nlohmann::json() : nlohmann::json(fixed), params});
   }
@@ -251,10 +393,12 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
       "fit", "Fit a scaling law to a sweep, an imported observation set or a CSV; store it");
   cmd->add_option("--sweep", args->sweep, "Fit the finished runs of this sweep");
   cmd->add_option("--observations", args->observations, "Fit this imported observation set");
-  CLI::Option* csv = cmd->add_option("--csv", args->csv,
-                                     "Fit the observations in this CSV file (N, D or C, loss)");
+  CLI::Option* csv = cmd->add_option(
+      "--csv", args->csv, "Fit the observations in this CSV or JSON file (N, D or C, loss)");
   AddCsvColumnOptions(cmd, &args->csv_columns, csv);
-  cmd->add_option("--method", args->method, "parametric | isoflop | envelope | all")
+  cmd->add_option("--method", args->method,
+                  "parametric | isoflop | envelope | all (all: with --format json, one object "
+                  "keyed by method; a failed method is {\"error\": ...} and the exit status 1)")
       ->capture_default_str();
   cmd->add_option("--form", args->form,
                   "chinchilla | kaplan | moe (parametric; moe needs each observation's "
@@ -268,12 +412,34 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   cmd->add_option("--fix", args->fix,
                   "Hold a parameter: NAME=VALUE (e.g. E=1.7) or tie NAME=OTHER (beta=alpha)");
+  cmd->add_option("--loss", args->loss,
+                  "Parametric loss on log residuals: huber (Hoffmann 2022, Besiroglu 2024) | mse "
+                  "(log-MSE, as Llama 3 and several reproductions)")
+      ->capture_default_str();
+  cmd->add_option("--huber-delta", args->huber_delta,
+                  "Huber threshold on log residuals (--loss huber)")
+      ->capture_default_str();
+  cmd->add_option("--loss-floor", args->loss_floor,
+                  "A known lower bound of the loss (e.g. the data's entropy): warn when a "
+                  "predicted loss falls below it (stored with the fit; `optimal` warns too)");
   cmd->add_option("--convention", args->convention,
                   "Parameter count of sweep runs: total | non_embedding | active")
       ->capture_default_str();
   cmd->add_option("--budget-tol", args->budget_tol,
-                  "isoFLOP grouping: runs without a budget id whose C differ by at most this "
-                  "relative amount share a budget")
+                  "isoFLOP grouping of runs without a recorded budget (sweeps and files with a "
+                  "budget column group by it): C = 6ND clustered in log space, splitting at gaps "
+                  "wider than this relative amount (and 5x the median gap, capped at 1.5x)")
+      ->capture_default_str();
+  cmd->add_flag("--cross-validate", args->cross_validate,
+                "Parametric: leave-one-budget-out scoring of every budget (one refit each): "
+                "relative error of its losses and its N_opt, as a table and in the JSON");
+  cmd->add_flag("--keep-outside-range", args->keep_outside_range,
+                "isoFLOP: keep budgets whose minimum lies outside their sampled sizes in the "
+                "power-law fits (left out by default: an extrapolated minimum can sit decades "
+                "away)");
+  cmd->add_option("--isoflop-estimator", args->isoflop_estimator,
+                  "isoFLOP optimum per budget: parabola (Hoffmann et al. 2022, Approach 2) | "
+                  "argmin (the budget's lowest-loss run, as in CS336)")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
   cmd->add_flag("--no-store", args->no_store, "Print the fit without storing it");

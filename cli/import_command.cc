@@ -2,6 +2,7 @@
 // tools, stored as an observation set that `isoflop fit --observations NAME` can fit.
 #include <algorithm>
 #include <iostream>
+#include <set>
 
 #include "command.h"
 #include "isoflop/store/observations_csv.h"
@@ -19,7 +20,9 @@ struct ImportArgs {
 
 Status RunImport(const Context& ctx, const ImportArgs& args) {
   // Parse everything before touching the store: a bad line imports nothing.
-  ISOFLOP_ASSIGN_OR_RETURN(auto points, store::ReadObservationsCsv(args.file, args.columns));
+  std::vector<std::string> notes;
+  ISOFLOP_ASSIGN_OR_RETURN(auto points, store::ReadObservations(args.file, args.columns, &notes));
+  for (const std::string& n : notes) std::cerr << "warning: " << n << "\n";
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
   ISOFLOP_ASSIGN_OR_RETURN(int64_t id,
                            db->ImportObservations(args.name, args.file, points, args.replace));
@@ -39,6 +42,14 @@ Status RunImport(const Context& ctx, const ImportArgs& args) {
     }
     std::cout << "; granularity G " << min_g << " .. " << max_g;
   }
+  if (points[0].budget) {  // the reader gives every row a budget or none
+    std::set<double> budgets;
+    for (const auto& p : points) budgets.insert(*p.budget);
+    std::cout << "; " << budgets.size() << " isoFLOP budgets recorded";
+  } else {
+    std::cout << "; no budget column (the isoFLOP fit will cluster C = 6ND; name one with "
+                 "--budget-column)";
+  }
   std::cout << "\n";
   return Status::Ok();
 }
@@ -46,8 +57,12 @@ Status RunImport(const Context& ctx, const ImportArgs& args) {
 void AddImportCommand(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<ImportArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "import", "Import (N, D or C, loss[, G]) observations from a CSV file as a named set");
-  cmd->add_option("file", args->file, "CSV file with a header line")->required();
+      "import",
+      "Import (N, D or C, loss[, G, budget]) observations from a CSV or JSON file as a named set");
+  cmd->add_option("file", args->file,
+                  "CSV file with a header line, or JSON: an array of objects or JSON lines "
+                  "(.json, .jsonl)")
+      ->required();
   cmd->add_option("--name", args->name, "Name of the observation set")->required();
   AddCsvColumnOptions(cmd, &args->columns);
   cmd->add_flag("--replace", args->replace, "Replace an existing set of the same name");
@@ -90,6 +105,13 @@ void AddCsvColumnOptions(CLI::App* cmd, store::CsvColumns* columns, CLI::Option*
       cmd->add_option("--g-column", columns->g,
                       "Column holding the MoE granularity G (optional; recognised: g, "
                       "granularity); needed by `isoflop fit --form moe`"),
+      cmd->add_option("--budget-column", columns->budget,
+                      "Column holding each run's nominal isoFLOP budget (recognised: budget, "
+                      "compute_budget, budget_flops, isoflop_budget; or a C/flops column beside "
+                      "D whose values repeat); the isoFLOP fit groups by it"),
+      cmd->add_option("--where", columns->where,
+                      "COLUMN=VALUE: read only the rows whose COLUMN is VALUE (repeatable, all "
+                      "must hold): one experiment of a file that mixes several"),
       cmd->add_option("--flops-per-param-token", columns->flops_per_param_token,
                       "k in C = k N D used to derive D from C")
           ->capture_default_str()};

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "fit_text.h"
 #include "isoflop/analysis/dataset.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
@@ -17,6 +18,7 @@ namespace {
 struct OptimalArgs {
   std::string compute, compute_range, given, sweep, observations, format = "table";
   double params = 0, loss = 0, inference_tokens = 0;
+  double loss_floor = 0;  // a known lower bound of the loss; 0 = the stored fit's, if any
   int64_t fit_id = 0;
   bool fit_given = false;  // --fit was on the command line
 };
@@ -77,7 +79,21 @@ Result<std::vector<double>> Budgets(const OptimalArgs& args) {
   return cs;
 }
 
-Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args) {
+// The stored fit's known loss floor: the data's entropy (`sweep run`) or --loss-floor of
+// `isoflop fit`, from the options it was stored with; NaN when none.
+double StoredFloor(const nlohmann::json& options, std::string* name) {
+  for (const char* key : {"entropy", "loss_floor"}) {
+    const auto it = options.find(key);
+    if (it != options.end() && it->is_number() && it->get<double>() > 0) {
+      *name = std::string(key) == "entropy" ? "the data's entropy" : "the fit's --loss-floor";
+      return it->get<double>();
+    }
+  }
+  return NAN;
+}
+
+Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args, double* floor,
+                               std::string* floor_name) {
   if (!args.given.empty()) {
     std::map<std::string, double> named;
     for (const auto& kv : Split(args.given, ',')) {
@@ -114,6 +130,7 @@ Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args) {
                               "beta=..");
     ISOFLOP_ASSIGN_OR_RETURN(stored, analysis::LoadFit(*db, newest));
   }
+  *floor = StoredFloor(stored->options, floor_name);
   Result<fit::RecordLaw> law = fit::LawFromRecord(stored->record);
   if (!law.ok()) return law.status().WithPrefix("stored fit " + std::to_string(stored->id));
   return law;
@@ -136,6 +153,7 @@ Status ValidateArgs(const OptimalArgs& args) {
                                        "a number of tokens >= 0 (0 = no inference)"));
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.params, "--params", "a number of parameters > 0"));
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss, "--loss", "a loss > 0"));
+  ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss_floor, "--loss-floor", "a loss >= 0 (0 = none)"));
   if (args.fit_id < 0 || (args.fit_given && args.fit_id == 0)) {
     return Status::InvalidArgument(
         "--fit: expected a stored fit id >= 1 (see `isoflop fits`), got " +
@@ -157,7 +175,12 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   if (args.loss > 0) queries.push_back({Kind::kLoss, args.loss, 0});
   if (queries.empty())
     return Status::InvalidArgument("give --compute, --compute-range, --params or --loss");
-  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, LoadLaw(ctx, args));
+  double floor = NAN;
+  std::string floor_name;
+  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, LoadLaw(ctx, args, &floor, &floor_name));
+  if (args.loss_floor > 0) floor = args.loss_floor, floor_name = "the given --loss-floor";
+  double fitted_e = NAN;
+  if (law.law.form == "chinchilla" && !law.law.params.empty()) fitted_e = law.law.params[0];
   Table t;
   t.columns = {{"query", ""},    {"compute", "%.4g"}, {"n_opt", "%.4g"},
                {"n_lo", "%.4g"}, {"n_hi", "%.4g"},    {"d_opt", "%.4g"},
@@ -167,6 +190,7 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   if (inference)
     t.columns.insert(t.columns.end(),
                      {{"n_inference", "%.4g"}, {"d_inference", "%.4g"}, {"total_flops", "%.4g"}});
+  std::vector<std::string> warnings;
   for (const auto& q : queries) {
     ISOFLOP_ASSIGN_OR_RETURN(fit::Answer a, fit::AnswerQuery(law.law, q, law.draws, law.ci_level));
     const char* name = q.kind == Kind::kParams ? "params"
@@ -195,8 +219,22 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
       }
     }
     t.rows.push_back(row);
+    // An interval that misses its own point came from draws in other optima than the fit's.
+    for (const fit::IntervalExclusion& e :
+         fit::PointsOutsideIntervals({{"n", a.point.n},
+                                      {"d", a.point.d},
+                                      {"tokens_per_param", a.point.tokens_per_param},
+                                      {"loss", a.point.loss}},
+                                     a.ci))
+      warnings.push_back(std::string(name) + " " + Human(budget_query ? q.value : a.point.c) +
+                         ": " + IntervalWarning(e.name, e.value, e.lo, e.hi));
+    for (const std::string& w : LossFloorWarnings(
+             {{std::string(name) + " " + Human(budget_query ? q.value : a.point.c), a.point.loss}},
+             fitted_e, floor, floor_name))
+      warnings.push_back(w);
   }
   Print(std::cout, t, format);
+  for (const std::string& w : warnings) std::cerr << w << "\n";
   return Status::Ok();
 }
 
@@ -220,6 +258,9 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
       ->excludes(fit_opt)
       ->excludes(sweep_opt);
   cmd->add_option("--given", args->given, "Use these parameters: E=..,A=..,B=..,alpha=..,beta=..");
+  cmd->add_option("--loss-floor", args->loss_floor,
+                  "A known lower bound of the loss (the data's entropy): warn when a predicted "
+                  "loss is below it (default: the one stored with the fit, if any)");
   cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
   cmd->callback([&ctx, args, fit_opt] {
     args->fit_given = fit_opt->count() > 0;

@@ -322,6 +322,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
               << "x cannot separate E from A/N^alpha and B/D^beta (that needs "
                  ">= 100x); the fit with E held at the entropy is the one to extrapolate\n";
   }
+  for (const std::string& w : IntervalWarnings(rec)) std::cout << "  " << w << "\n";
   if (const std::string x = ExtrapolationSummary(rec); !x.empty()) std::cout << "  " << x << "\n";
   for (const analysis::FitOutcome& o : report.others) {
     if (!o.fit) {
@@ -344,25 +345,42 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
     std::cout << "\n(fit with E held at the true entropy failed: " << report.fixed_entropy_error
               << ")\n";
   }
+  // The answer leads with a fit whose E respects the known entropy: the free fit's E below it
+  // predicts losses no model can reach. The other fit is shown beside it.
+  const bool lead_fixed = report.headline == "fixed_entropy";
   std::cout << "\ncompute-optimal allocation"
+            << (lead_fixed ? " (fit #" + std::to_string(report.fixed_entropy->id) +
+                                 ", E held at the true entropy " + Fmt("%.4f", *data.entropy) +
+                                 ": the free fit's E is below it)"
+                           : std::string())
             << (cfg.fit.bootstrap > 0 ? " (95% bootstrap intervals)"
                                       : " (no intervals: set fit.bootstrap for them)")
             << ":\n";
+  auto brief = [](const fit::Answer& b) {
+    return "N = " + Fmt("%.3g", b.point.n) + AnsCi(b, "n") + ", D = " + Fmt("%.3g", b.point.d) +
+           AnsCi(b, "d") + ", " + Fmt("%.0f", b.point.tokens_per_param) +
+           " tokens/param, predicted loss " + Fmt("%.4f", b.point.loss);
+  };
   for (const analysis::BudgetAnswer& a : report.answers) {
     if (!a.answer) {
       std::cout << "  C = " << Fmt("%.3g", a.c) << ": " << a.error << "\n";
       continue;
     }
     std::cout << "  for budget C = " << Fmt("%.3g", a.c) << " FLOPs: ";
-    PrintAllocation(*a.answer);
-    std::cout << "\n";
-    if (a.fixed_entropy) {
-      const fit::Answer& b = *a.fixed_entropy;
-      std::cout << "    (E held at the entropy: N = " << Fmt("%.3g", b.point.n) << AnsCi(b, "n")
-                << ", D = " << Fmt("%.3g", b.point.d) << AnsCi(b, "d") << ", "
-                << Fmt("%.0f", b.point.tokens_per_param) << " tokens/param, predicted loss "
-                << Fmt("%.4f", b.point.loss) << ")\n";
+    if (lead_fixed && a.fixed_entropy) {
+      PrintAllocation(*a.fixed_entropy);
+      std::cout << "\n    (free fit: " << brief(*a.answer) << ")\n";
+    } else {
+      PrintAllocation(*a.answer);
+      std::cout << "\n";
+      if (a.fixed_entropy)
+        std::cout << "    (E held at the entropy: " << brief(*a.fixed_entropy) << ")\n";
     }
+    // No model reaches a loss below the data's entropy.
+    if (data.entropy && a.answer->point.loss < *data.entropy)
+      std::cout << "    warning: the free fit predicts loss " << Fmt("%.4f", a.answer->point.loss)
+                << ", below the data's entropy " << Fmt("%.4f", *data.entropy)
+                << ": no model can reach it\n";
   }
   return Status::Ok();
 }

@@ -72,6 +72,7 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
     o.loss = *loss;
     o.c = r.flops_per_token_6n * o.d;
     if (r.budget_flops > 0) o.budget_id = budget_ids[r.budget_flops];
+    o.budget = r.budget_flops > 0 ? r.budget_flops : 0;
     // An MoE run's granularity G (Krajewski et al. 2024): 1 when its experts are not split; a
     // dense run has none (the moe form refuses a set that mixes them in).
     std::optional<double> g;
@@ -114,28 +115,32 @@ Result<Dataset> LoadDataset(store::Store* db, const Source& source, const LoadOp
     return Status::Internal("loading a " + source.KindName() + " needs a store");
   }
   if (source.kind == Source::Kind::kSweep) return LoadSweep(*db, source, options);
+  Dataset out;
+  out.source = source;
   std::vector<store::Observation> imported;
   if (source.kind == Source::Kind::kCsv) {
-    ISOFLOP_ASSIGN_OR_RETURN(imported, store::ReadObservationsCsv(source.name, source.csv_columns));
+    ISOFLOP_ASSIGN_OR_RETURN(
+        imported, store::ReadObservations(source.name, source.csv_columns, &out.warnings));
   } else {
     ISOFLOP_ASSIGN_OR_RETURN(imported, db->GetObservations(source.name));
   }
-  Dataset out;
-  out.source = source;
   for (const auto& p : imported) {
     // G = 1 (dense) where none was recorded; only the moe form reads it.
-    out.obs.push_back({p.n, p.d, p.loss, p.c, p.g.value_or(1.0), -1});
+    out.obs.push_back({p.n, p.d, p.loss, p.c, p.g.value_or(1.0), -1, p.budget.value_or(0.0)});
     out.points.push_back(
         {p.n, p.d, p.c > 0 ? p.c : 6 * p.n * p.d, p.loss, p.g, p.c > 0 ? p.c : 6 * p.n * p.d});
     if (!p.g) ++out.points_without_g;
   }
-  // No budget was recorded: each point's budget is the group the isoFLOP fit forms (C within
-  // 5%, fit::GroupByBudget), at the group's geometric-mean C.
+  // Each point's budget is the group the isoFLOP fit forms (fit::GroupBudgets: the recorded
+  // budget, else C clustered in log space), at the recorded budget or the group's
+  // geometric-mean C.
   for (const auto& group :
        fit::GroupByBudget(out.obs, fit::IsoflopOptions{}.budget_rel_tol, fit::FlopsConvention{})) {
     double log_sum = 0;
     for (size_t i : group) log_sum += std::log(out.points[i].c);
-    const double budget = std::exp(log_sum / static_cast<double>(group.size()));
+    const double budget = out.obs[group[0]].budget > 0
+                              ? out.obs[group[0]].budget
+                              : std::exp(log_sum / static_cast<double>(group.size()));
     for (size_t i : group) out.points[i].budget = budget;
   }
   return out;

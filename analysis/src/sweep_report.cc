@@ -53,7 +53,8 @@ json SweepReport::ToJson() const {
           {"fixed_entropy_error", fixed_entropy_error},
           {"others", others_j},
           {"answers", answers_j},
-          {"entropy_gap_budget_span", entropy_gap_budget_span}};
+          {"entropy_gap_budget_span", entropy_gap_budget_span},
+          {"headline", headline}};
 }
 
 Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
@@ -79,6 +80,9 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
     return report;
   }
   ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, fit::LawFromRecord(rec));
+  // The known entropy is stored with each fit, so `optimal` can warn about losses below it.
+  json options = req.options;
+  if (data.entropy) options["entropy"] = *data.entropy;
 
   // E held at the data's entropy, stored first so the free fit is the latest.
   std::optional<fit::RecordLaw> fixed_law;
@@ -88,7 +92,7 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
     fe.extrapolation_check = false;
     Result<fit::FitRecord> r = fit::RunFit(data.obs, {}, fe);
     if (r.ok()) {
-      json o = req.options;
+      json o = options;
       o["fix"] = {{"E", *data.entropy}};
       StoredFit f;
       ISOFLOP_ASSIGN_OR_RETURN(f.id, StoreFit(db, source, *r, o));
@@ -101,10 +105,11 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
       report.fixed_entropy_error = r.status().message();
     }
   }
-  ISOFLOP_ASSIGN_OR_RETURN(report.main.id, StoreFit(db, source, rec, req.options));
-  report.main.options = req.options;
+  ISOFLOP_ASSIGN_OR_RETURN(report.main.id, StoreFit(db, source, rec, options));
+  report.main.options = options;
   if (data.entropy) {
     const double e = rec.params.count("E") ? rec.params.at("E") : NAN;
+    if (report.fixed_entropy && e < *data.entropy) report.headline = "fixed_entropy";
     if (std::abs(e - *data.entropy) > 0.02 * *data.entropy) {
       double lo = INFINITY, hi = 0;
       for (const auto& p : data.points) lo = std::min(lo, p.budget), hi = std::max(hi, p.budget);

@@ -58,6 +58,32 @@ void Exponents(const ScalingLaw& law, double* a, double* b) {
 
 }  // namespace
 
+std::map<std::string, double> BootstrapQuantities(const std::string& form,
+                                                  const std::vector<std::string>& names,
+                                                  const std::vector<double>& params,
+                                                  const FlopsConvention& flops,
+                                                  const std::vector<double>& at_compute) {
+  std::map<std::string, double> q;
+  for (size_t j = 0; j < params.size() && j < names.size(); ++j) q[names[j]] = params[j];
+  ScalingLaw law;
+  law.form = form;
+  law.params = params;
+  law.flops = flops;
+  double a, b;
+  Exponents(law, &a, &b);
+  q["a"] = a;
+  q["b"] = b;
+  for (double c : at_compute) {
+    auto alloc = ComputeOptimal(law, c);
+    if (!alloc.ok()) continue;
+    q[AtC("N_opt", c)] = alloc->n;
+    q[AtC("D_opt", c)] = alloc->d;
+    q[AtC("tokens_per_param", c)] = alloc->tokens_per_param;
+    q[AtC("loss", c)] = alloc->loss;
+  }
+  return q;
+}
+
 Status BootstrapOptions::Validate() const {
   if (resamples < 0) return Status::InvalidArgument("bootstrap resamples must be >= 0");
   if (!(level > 0 && level < 1)) return Status::InvalidArgument("interval level must be in (0,1)");
@@ -77,9 +103,14 @@ Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& 
   ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
   ISOFLOP_RETURN_IF_ERROR(options.Validate());
   ParametricOptions refit = options;
-  refit.starts.assign(
-      full.optima.begin(),
-      full.optima.begin() + std::min<size_t>(full.optima.size(), bootstrap.starts_per_resample));
+  // The reported optimum seeds every resample, whatever `optima` holds: a resample's optimum
+  // lies near the full data's, and without it the refits can all fall into a worse basin.
+  refit.starts.clear();
+  if (!full.internal.empty()) refit.starts.push_back(full.internal);
+  for (const auto& o : full.optima) {
+    if (static_cast<int>(refit.starts.size()) > bootstrap.starts_per_resample) break;
+    if (IsDistinct(o, refit.starts)) refit.starts.push_back(o);
+  }
   refit.num_threads = 1;  // parallel over resamples instead
   refit.prune_after = 0;
   refit.keep_optima = 1;
@@ -113,27 +144,16 @@ Result<ParametricBootstrap> BootstrapParametric(const std::vector<Observation>& 
   }
   // Intervals of every parameter and of the derived quantities.
   std::map<std::string, std::vector<double>> samples;
-  for (const auto& d : out.all_draws) {
-    for (size_t j = 0; j < d.size(); ++j) samples[full.param_names[j]].push_back(d[j]);
-    ScalingLaw law;
-    law.form = full.form;
-    law.params = d;
-    law.flops = bootstrap.flops;
-    double a, b;
-    Exponents(law, &a, &b);
-    samples["a"].push_back(a);
-    samples["b"].push_back(b);
-    for (double c : bootstrap.derived_at_compute) {
-      auto alloc = ComputeOptimal(law, c);
-      if (!alloc.ok()) continue;
-      samples[AtC("N_opt", c)].push_back(alloc->n);
-      samples[AtC("D_opt", c)].push_back(alloc->d);
-      samples[AtC("tokens_per_param", c)].push_back(alloc->tokens_per_param);
-      samples[AtC("loss", c)].push_back(alloc->loss);
-    }
-  }
+  for (const auto& d : out.all_draws)
+    for (const auto& [name, v] : BootstrapQuantities(full.form, full.param_names, d,
+                                                     bootstrap.flops, bootstrap.derived_at_compute))
+      samples[name].push_back(v);
   for (auto& [name, xs] : samples)
     out.intervals[name] = PercentileInterval(std::move(xs), bootstrap.level);
+  out.excludes_point =
+      PointsOutsideIntervals(BootstrapQuantities(full.form, full.param_names, full.params,
+                                                 bootstrap.flops, bootstrap.derived_at_compute),
+                             out.intervals);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }
@@ -184,47 +204,90 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
   return out;
 }
 
-Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
-                                              const ParametricOptions& options,
-                                              const IsoflopOptions& grouping) {
-  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
-  const auto groups = GroupByBudget(obs, grouping.budget_rel_tol, grouping.flops);
-  if (groups.size() < 2)
-    return Status::InvalidArgument(
-        "the extrapolation check needs at least two budgets; the "
-        "data form " +
-        std::to_string(groups.size()));
+namespace {
+
+// Fits on every budget but groups[held], predicts the held-out runs' losses and the budget's
+// N_opt; the observed N_opt is the budget's own interior minimum (NaN without one).
+Result<ExtrapolationCheck> HoldOut(const std::vector<Observation>& obs,
+                                   const ParametricOptions& options, const IsoflopOptions& grouping,
+                                   const BudgetGroups& groups, size_t held) {
   std::vector<Observation> train, test;
-  for (size_t g = 0; g < groups.size(); ++g)
-    for (size_t i : groups[g]) (g + 1 == groups.size() ? test : train).push_back(obs[i]);
+  for (size_t g = 0; g < groups.groups.size(); ++g)
+    for (size_t i : groups.groups[g]) (g == held ? test : train).push_back(obs[i]);
   ISOFLOP_ASSIGN_OR_RETURN(ParametricFit fit, FitParametric(train, options));
+  ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(fit.form));
   ExtrapolationCheck out;
   out.n_train = static_cast<int>(train.size());
   out.n_test = static_cast<int>(test.size());
-  ScalingLaw law;
-  law.form = fit.form;
-  law.params = fit.params;
-  law.flops = grouping.flops;
-  double log_c = 0;
   for (const Observation& o : test) {
-    log_c += std::log(ComputeOf(o, grouping.flops)) / test.size();
-    // Predict at the point's own G (MoE) through the form.
-    ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(fit.form));
-    const double pred = form->Predict(fit.params, o.n, o.d, o.g);
+    const double pred = form->Predict(fit.params, o.n, o.d, o.g);  // at the point's own G (MoE)
     out.test_loss.push_back(o.loss);
     out.predicted_loss.push_back(pred);
     const double rel = std::abs(pred - o.loss) / o.loss;
     out.mean_abs_rel_error += rel / test.size();
     out.max_abs_rel_error = std::max(out.max_abs_rel_error, rel);
   }
-  out.held_out_c = std::exp(log_c);
+  const BudgetProfile profile = ProfileBudget(obs, groups.groups[held], groups.how, grouping);
+  out.held_out_c = profile.c;
+  ScalingLaw law;
+  law.form = fit.form;
+  law.params = fit.params;
+  law.flops = grouping.flops;
   auto alloc = ComputeOptimal(law, out.held_out_c);
   out.n_opt_predicted = alloc.ok() ? alloc->n : NAN;
+  out.n_opt_observed = NAN;
   out.n_opt_rel_error = NAN;
-  auto iso = FitIsoflop(obs, grouping);
-  if (iso.ok() && iso->budgets.back().usable) {
-    out.n_opt_observed = iso->budgets.back().n_opt;
+  if (profile.usable && !profile.outside_range) {
+    out.n_opt_observed = profile.n_opt;
     out.n_opt_rel_error = (out.n_opt_predicted - out.n_opt_observed) / out.n_opt_observed;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<ExtrapolationCheck> CheckExtrapolation(const std::vector<Observation>& obs,
+                                              const ParametricOptions& options,
+                                              const IsoflopOptions& grouping) {
+  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
+  const BudgetGroups groups = GroupBudgets(obs, grouping.budget_rel_tol, grouping.flops);
+  if (groups.groups.size() < 2)
+    return Status::InvalidArgument(
+        "cannot check extrapolation: it needs at least two budgets; the data form " +
+        std::to_string(groups.groups.size()));
+  // The largest budget with enough runs to judge a prediction by; one or two runs say little.
+  for (size_t g = groups.groups.size(); g-- > 1;) {
+    if (groups.groups[g].size() >= static_cast<size_t>(kMinHeldOutRuns))
+      return HoldOut(obs, options, grouping, groups, g);
+  }
+  const auto& last = groups.groups.back();
+  char buf[300];
+  std::snprintf(buf, sizeof buf,
+                "cannot check extrapolation: no budget above the smallest has %d or more runs to "
+                "hold out (the largest, C=%.3g, has %zu)",
+                kMinHeldOutRuns, ProfileBudget(obs, last, groups.how, grouping).c, last.size());
+  return Status::InvalidArgument(buf);
+}
+
+Result<std::vector<ExtrapolationCheck>> CrossValidateBudgets(const std::vector<Observation>& obs,
+                                                             const ParametricOptions& options,
+                                                             const IsoflopOptions& grouping) {
+  ISOFLOP_RETURN_IF_ERROR(ValidateObservations(obs));
+  const BudgetGroups groups = GroupBudgets(obs, grouping.budget_rel_tol, grouping.flops);
+  if (groups.groups.size() < 2)
+    return Status::InvalidArgument(
+        "leave-one-budget-out needs at least two budgets; the data "
+        "form " +
+        std::to_string(groups.groups.size()));
+  std::vector<ExtrapolationCheck> out;
+  for (size_t g = 0; g < groups.groups.size(); ++g) {
+    Result<ExtrapolationCheck> check = HoldOut(obs, options, grouping, groups, g);
+    if (!check.ok()) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "holding out budget %zu: ", g + 1);
+      return check.status().WithPrefix(buf);
+    }
+    out.push_back(std::move(*check));
   }
   return out;
 }

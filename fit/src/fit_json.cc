@@ -165,7 +165,8 @@ json ToJson(const ParametricFit& v) {
           {"internal", Vector(v.internal)},
           {"is_fixed", fixed},
           {"objective", Num(v.objective)},
-          {"huber_delta", v.huber_delta},
+          {"loss", v.loss},
+          {"huber_delta", Num(v.huber_delta)},
           {"n_points", v.n_points},
           {"starts_total", v.starts_total},
           {"starts_converged", v.starts_converged},
@@ -190,6 +191,8 @@ Status FromJson(const json& j, ParametricFit* v) {
   ISOFLOP_RETURN_IF_ERROR(GetAs(j, "is_fixed", &v->is_fixed));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "objective", &v->objective));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "huber_delta", &v->huber_delta));
+  v->loss = "huber";  // fits stored before the loss was recorded
+  if (j.contains("loss")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "loss", &v->loss));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "n_points", &v->n_points));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "starts_total", &v->starts_total));
   ISOFLOP_RETURN_IF_ERROR(GetInt(j, "starts_converged", &v->starts_converged));
@@ -221,10 +224,9 @@ json ToJson(const IsoflopFit& v) {
          {"usable", b.usable},
          {"note", b.note}});
   }
-  return {{"budgets", budgets},
-          {"n_opt", ToJson(v.n_opt)},
-          {"d_opt", ToJson(v.d_opt)},
-          {"n_points", v.n_points}};
+  return {{"budgets", budgets},     {"n_opt", ToJson(v.n_opt)}, {"d_opt", ToJson(v.d_opt)},
+          {"n_points", v.n_points}, {"estimator", v.estimator}, {"grouping", v.grouping},
+          {"warnings", v.warnings}};
 }
 Status FromJson(const json& j, IsoflopFit* v) {
   if (!j.contains("budgets") || !j.at("budgets").is_array())
@@ -256,6 +258,10 @@ Status FromJson(const json& j, IsoflopFit* v) {
   }
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("n_opt", json()), &v->n_opt).WithPrefix("n_opt"));
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("d_opt", json()), &v->d_opt).WithPrefix("d_opt"));
+  // Fits stored before these keys existed: a parabola estimator, grouping unknown.
+  if (j.contains("estimator")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "estimator", &v->estimator));
+  if (j.contains("grouping")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "grouping", &v->grouping));
+  if (j.contains("warnings")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "warnings", &v->warnings));
   return GetInt(j, "n_points", &v->n_points);
 }
 
@@ -350,6 +356,13 @@ Status FromJson(const json& j, ExtrapolationCheck* v) {
   ISOFLOP_RETURN_IF_ERROR(Get(j, "n_opt_predicted", &v->n_opt_predicted));
   ISOFLOP_RETURN_IF_ERROR(Get(j, "n_opt_observed", &v->n_opt_observed));
   return Get(j, "n_opt_rel_error", &v->n_opt_rel_error);
+}
+
+json ToJson(const std::vector<IntervalExclusion>& v) {
+  json a = json::array();
+  for (const auto& e : v)
+    a.push_back({{"name", e.name}, {"value", Num(e.value)}, {"lo", Num(e.lo)}, {"hi", Num(e.hi)}});
+  return a;
 }
 
 json FitRecord::ParamsJson() const {

@@ -208,9 +208,22 @@ void Advance(Solver& solver, const HuberResiduals& residuals, int iterations, do
 
 }  // namespace
 
+bool IsDistinct(const std::vector<double>& x, const std::vector<std::vector<double>>& kept) {
+  for (const auto& k : kept) {
+    double diff = 0;
+    for (size_t j = 0; j < x.size() && j < k.size(); ++j)
+      diff = std::max(diff, std::abs(x[j] - k[j]));
+    if (diff < 1e-3) return false;
+  }
+  return true;
+}
+
 Status ParametricOptions::Validate() const {
   ISOFLOP_ASSIGN_OR_RETURN(const Form* f, GetForm(form));
-  if (!(huber_delta > 0)) return Status::InvalidArgument("huber_delta must be > 0");
+  if (loss != "huber" && loss != "mse")
+    return Status::InvalidArgument("loss '" + loss + "' is not one of huber, mse");
+  if (!(huber_delta > 0) || !std::isfinite(huber_delta))
+    return Status::InvalidArgument("huber_delta must be a finite number > 0");
   if (!grid.empty() && static_cast<int>(grid.size()) != f->NumParams())
     return Status::InvalidArgument("grid must have one axis per parameter of form '" + form +
                                    "' (" + std::to_string(f->NumParams()) + ")");
@@ -271,8 +284,9 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
 
   std::vector<double> log_loss;
   const LogColumns cols = Columns(obs, &log_loss);
-  const HuberResiduals prototype(*form, cols, log_loss, options.huber_delta, map.source, map.base,
-                                 map.num_free);
+  // mse is Huber with an infinite threshold: every residual is in the quadratic part.
+  const double delta = options.loss == "mse" ? kInf : options.huber_delta;
+  const HuberResiduals prototype(*form, cols, log_loss, delta, map.source, map.base, map.num_free);
   std::vector<Eigen::VectorXd> starts = BuildStarts(*form, options, map);
   if (starts.empty()) return Status::InvalidArgument("no finite starting point");
   const int threads = options.num_threads > 0 ? options.num_threads
@@ -324,7 +338,9 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
 
   ParametricFit fit;
   fit.form = options.form;
-  fit.huber_delta = options.huber_delta;
+  fit.loss = options.loss;
+  fit.huber_delta =
+      options.loss == "mse" ? std::numeric_limits<double>::quiet_NaN() : options.huber_delta;
   fit.n_points = static_cast<int>(obs.size());
   fit.starts_total = static_cast<int>(out.size());
   fit.starts_pruned = pruned;
@@ -341,25 +357,20 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
                            (j > 0 && std::find(map.source.begin(), map.source.begin() + j,
                                                map.source[j]) != map.source.begin() + j));
   }
+  // The reported optimum is always the first: when every start that reached it stopped at the
+  // iteration cap, keeping converged starts only left it out, and the bootstrap refits (seeded
+  // from these) fell into worse basins (intervals that excluded their own point estimate).
+  fit.optima.push_back(fit.internal);
+  fit.optima_objectives.push_back(fit.objective);
   for (size_t k = 0; k < order.size() && static_cast<int>(fit.optima.size()) < options.keep_optima;
        ++k) {
     const StartOutcome& o = out[order[k]];
     if (!std::isfinite(o.cost) || !o.converged) continue;
     std::vector<double> x;
     prototype.ExpandInto(o.z.data(), &x);
-    bool distinct = true;
-    for (const auto& kept : fit.optima) {
-      double diff = 0;
-      for (size_t j = 0; j < x.size(); ++j) diff = std::max(diff, std::abs(x[j] - kept[j]));
-      if (diff < 1e-3) distinct = false;
-    }
-    if (!distinct) continue;
+    if (!IsDistinct(x, fit.optima)) continue;
     fit.optima.push_back(x);
     fit.optima_objectives.push_back(o.cost);
-  }
-  if (fit.optima.empty()) {
-    fit.optima.push_back(fit.internal);
-    fit.optima_objectives.push_back(fit.objective);
   }
   fit.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return fit;
@@ -380,7 +391,7 @@ Result<double> HuberObjective(const std::vector<Observation>& obs, const std::st
   double sum = 0;
   for (size_t i = 0; i < obs.size(); ++i) {
     const double r = std::abs(log_loss[i] - log_pred[i]);
-    sum += r <= huber_delta ? 0.5 * r * r : huber_delta * (r - 0.5 * huber_delta);
+    sum += !(r > huber_delta) ? 0.5 * r * r : huber_delta * (r - 0.5 * huber_delta);
   }
   return sum;
 }

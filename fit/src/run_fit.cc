@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 namespace isoflop::fit {
@@ -44,6 +45,12 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
   law.flops = cfg.flops;
   PowerLaw n_law, d_law;
   ImpliedPowerLaws(law, &n_law, &d_law);
+  // Point values of the derived quantities, beside which tables print their intervals.
+  nlohmann::json derived = nlohmann::json::object();
+  for (const auto& [name, v] : BootstrapQuantities(fit.form, fit.param_names, fit.params, cfg.flops,
+                                                   cfg.bootstrap.derived_at_compute))
+    if (!r.params.count(name) && std::isfinite(v)) derived[name] = v;
+  r.result["derived"] = derived;
   if (cfg.bootstrap.resamples > 0) {
     BootstrapOptions b = cfg.bootstrap;
     b.flops = cfg.flops;
@@ -53,6 +60,7 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
     if (r.ci.count("a")) n_law.a_ci = r.ci["a"];
     if (r.ci.count("b")) d_law.a_ci = r.ci["b"];
     r.result["bootstrap"] = ToJson(boot);
+    r.result["excludes_point"] = ToJson(boot.excludes_point);
   }
   r.result["n_opt"] = ToJson(n_law);
   r.result["d_opt"] = ToJson(d_law);
@@ -60,6 +68,15 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
     auto check = CheckExtrapolation(obs, cfg.parametric, cfg.isoflop);
     r.result["extrapolation"] =
         check.ok() ? ToJson(*check) : nlohmann::json{{"skipped", check.status().message()}};
+  }
+  if (cfg.cross_validate) {
+    // Like the extrapolation check, a scoring that cannot run is noted, not a failed fit.
+    auto folds = CrossValidateBudgets(obs, cfg.parametric, cfg.isoflop);
+    nlohmann::json cv = nlohmann::json::array();
+    if (folds.ok())
+      for (const auto& f : *folds) cv.push_back(ToJson(f));
+    r.result["cross_validation"] =
+        folds.ok() ? cv : nlohmann::json{{"skipped", folds.status().message()}};
   }
   return r;
 }
@@ -109,6 +126,21 @@ Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<
     ISOFLOP_ASSIGN_OR_RETURN(IsoflopFit fit, FitIsoflop(obs, cfg.isoflop));
     if (cfg.bootstrap.resamples > 0) {
       ISOFLOP_ASSIGN_OR_RETURN(r.ci, BootstrapIsoflop(obs, cfg.isoflop, cfg.bootstrap, &fit));
+      r.result["excludes_point"] = ToJson(PointsOutsideIntervals(
+          {{"a", fit.n_opt.a}, {"b", fit.d_opt.a}, {"k_n", fit.n_opt.k}, {"k_d", fit.d_opt.k}},
+          r.ci));
+      // An exponent whose interval holds zero is not determined by these budgets.
+      for (const char* name : {"a", "b"}) {
+        const auto it = r.ci.find(name);
+        if (it != r.ci.end() && it->second.lo < 0 && it->second.hi > 0) {
+          char buf[240];
+          std::snprintf(buf, sizeof buf,
+                        "the interval of the exponent %s [%.3g, %.3g] crosses zero: these budgets "
+                        "do not determine how the optimum scales",
+                        name, it->second.lo, it->second.hi);
+          fit.warnings.push_back(buf);
+        }
+      }
     }
     r.method = "isoflop";
     r.n_points = fit.n_points;

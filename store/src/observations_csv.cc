@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <fstream>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 namespace isoflop::store {
 namespace {
@@ -89,29 +92,20 @@ bool ParseDouble(const std::string& s, double* v) {
 
 }  // namespace
 
-Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
-                                                     const CsvColumns& columns) {
-  const double k = columns.flops_per_param_token;
-  if (!(k > 0) || !std::isfinite(k)) {
-    return Status::InvalidArgument(
-        "--flops-per-param-token: must be a positive finite number (k in C = k N D, 6 for "
-        "Hoffmann et al. 2022), got " +
-        FormatNumber(k));
-  }
-  // A FIFO or a device would block the open below or never end; a directory reads as nothing.
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    return Status::InvalidArgument(path + ": not a regular file (give the CSV file itself)");
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot open CSV file");
-  std::string line;
-  if (!std::getline(in, line))
-    return Status::InvalidArgument(path + ":1: empty file, expected a header line");
-  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
-  std::vector<std::string> header;
-  if (!SplitCsv(line, &header))
-    return Status::InvalidArgument(path + ":1: unterminated quote in header");
+namespace {
 
+// A file's rows as text cells under one header, each row with where it came from ("FILE:LINE"
+// for CSV and JSON lines, "FILE: object K" for a JSON array).
+struct RawTable {
+  std::vector<std::string> header;
+  struct Row {
+    std::string where;
+    std::vector<std::string> fields;
+  };
+  std::vector<Row> rows;
+};
+
+Status CheckDuplicateColumns(const std::string& path, const std::vector<std::string>& header) {
   // Two columns of one name: which one is N (or loss) would depend on the order of lookup.
   for (size_t i = 0; i < header.size(); ++i) {
     if (header[i].empty()) continue;
@@ -123,6 +117,105 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
       }
     }
   }
+  return Status::Ok();
+}
+
+Result<RawTable> ReadCsvTable(const std::string& path, std::istream& in) {
+  RawTable t;
+  std::string line;
+  if (!std::getline(in, line))
+    return Status::InvalidArgument(path + ":1: empty file, expected a header line");
+  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+  if (!SplitCsv(line, &t.header))
+    return Status::InvalidArgument(path + ":1: unterminated quote in header");
+  ISOFLOP_RETURN_IF_ERROR(CheckDuplicateColumns(path, t.header));
+  int64_t line_no = 1;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (Trim(line).empty()) continue;
+    RawTable::Row row;
+    row.where = path + ":" + std::to_string(line_no);
+    if (!SplitCsv(line, &row.fields))
+      return Status::InvalidArgument(row.where + ": unterminated quote");
+    t.rows.push_back(std::move(row));
+  }
+  if (in.bad()) return Status::IoError(path + ": read error");
+  return t;
+}
+
+// One JSON object as a row: numbers in round-trip precision, strings as they are, null empty.
+Status AddJsonRow(const nlohmann::json& obj, const std::string& where, RawTable* t) {
+  if (!obj.is_object())
+    return Status::InvalidArgument(where + ": expected an object {\"n\": .., \"loss\": ..}, got " +
+                                   std::string(obj.type_name()));
+  RawTable::Row row;
+  row.where = where;
+  for (const auto& [key, value] : obj.items()) {
+    size_t col = 0;
+    while (col < t->header.size() && Lower(t->header[col]) != Lower(key)) ++col;
+    if (col == t->header.size()) t->header.push_back(key);
+    if (row.fields.size() < t->header.size()) row.fields.resize(t->header.size());
+    row.fields[col] = value.is_string() ? value.get<std::string>()
+                      : value.is_null() ? std::string()
+                                        : value.dump();
+  }
+  t->rows.push_back(std::move(row));
+  return Status::Ok();
+}
+
+// A JSON array of objects, or JSON lines (one object per line).
+Result<RawTable> ReadJsonTable(const std::string& path, const std::string& text) {
+  RawTable t;
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && text[first] == '[') {
+    nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_array()) {
+      try {
+        (void)nlohmann::json::parse(text);
+      } catch (const nlohmann::json::exception& e) {
+        return Status::InvalidArgument(path + ": not valid JSON: " + e.what());
+      }
+      return Status::InvalidArgument(path + ": expected a JSON array of objects");
+    }
+    for (size_t k = 0; k < doc.size(); ++k)
+      ISOFLOP_RETURN_IF_ERROR(AddJsonRow(doc[k], path + ": object " + std::to_string(k + 1), &t));
+  } else {
+    std::istringstream in(text);
+    std::string line;
+    int64_t line_no = 0;
+    while (std::getline(in, line)) {
+      ++line_no;
+      if (Trim(line).empty()) continue;
+      const std::string where = path + ":" + std::to_string(line_no);
+      nlohmann::json obj;
+      try {
+        obj = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        return Status::InvalidArgument(
+            where + ": not a JSON object (JSON lines: one per line): " + e.what());
+      }
+      ISOFLOP_RETURN_IF_ERROR(AddJsonRow(obj, where, &t));
+    }
+  }
+  for (auto& row : t.rows) row.fields.resize(t.header.size());
+  return t;
+}
+
+bool LooksLikeJson(const std::string& path, const std::string& head) {
+  auto ends = [&](const char* ext) {
+    const std::string e = ext;
+    return path.size() >= e.size() && Lower(path.substr(path.size() - e.size())) == e;
+  };
+  if (ends(".json") || ends(".jsonl") || ends(".ndjson")) return true;
+  const size_t first = head.find_first_not_of(" \t\r\n");
+  return first != std::string::npos && (head[first] == '[' || head[first] == '{');
+}
+
+Result<std::vector<Observation>> FromTable(const std::string& path, const RawTable& table,
+                                           const CsvColumns& columns,
+                                           std::vector<std::string>* notes) {
+  const double k = columns.flops_per_param_token;
+  const std::vector<std::string>& header = table.header;
   int n_col = FindColumn(header, columns.n,
                          {"n", "params", "parameters", "model size", "model_size", "n_params"});
   int d_col = FindColumn(header, columns.d, {"d", "tokens", "training tokens", "n_tokens", "data"});
@@ -131,6 +224,8 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
                  {"c", "flops", "compute", "training flop", "training flops", "training_flops"});
   int loss_col = FindColumn(header, columns.loss, {"loss", "final_loss", "val_loss", "final loss"});
   int g_col = FindColumn(header, columns.g, {"g", "granularity"});
+  int budget_col = FindColumn(header, columns.budget,
+                              {"budget", "compute_budget", "budget_flops", "isoflop_budget"});
   std::string header_list;
   for (const auto& h : header) header_list += (header_list.empty() ? "" : ", ") + h;
   auto missing = [&](const std::string& what, const std::string& given, const std::string& flag) {
@@ -148,35 +243,62 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
   }
   // G is optional, but a column asked for by name must exist.
   if (g_col < 0 && !columns.g.empty()) return missing("G (granularity)", columns.g, "--g-column");
+  if (budget_col < 0 && !columns.budget.empty())
+    return missing("the budget", columns.budget, "--budget-column");
+  // --where COLUMN=VALUE: keep only the rows whose cell equals VALUE (all conditions).
+  std::vector<std::pair<int, std::string>> where;
+  for (const std::string& w : columns.where) {
+    const size_t eq = w.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return Status::InvalidArgument("--where '" + w + "': expected COLUMN=VALUE");
+    const std::string name = Trim(w.substr(0, eq));
+    const int col = FindColumn(header, name, {});
+    if (col < 0)
+      return Status::InvalidArgument(path + ":1: --where: no column named '" + name +
+                                     "' in header [" + header_list + "]");
+    where.emplace_back(col, Trim(w.substr(eq + 1)));
+  }
 
   std::vector<Observation> out;
-  std::vector<std::string> fields;
-  int64_t line_no = 1;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (Trim(line).empty()) continue;
-    if (!SplitCsv(line, &fields)) {
-      return Status::InvalidArgument(path + ":" + std::to_string(line_no) + ": unterminated quote");
-    }
+  std::vector<const RawTable::Row*> kept;
+  int64_t index = 0;
+  for (const RawTable::Row& row : table.rows) {
+    ++index;
+    const std::vector<std::string>& fields = row.fields;
+    auto cell = [&](int col) {
+      return static_cast<size_t>(col) < fields.size() ? fields[static_cast<size_t>(col)]
+                                                      : std::string();
+    };
+    if (!std::all_of(where.begin(), where.end(),
+                     [&](const auto& w) { return cell(w.first) == w.second; }))
+      continue;
     auto value = [&](int col, double* v) -> Status {
-      const std::string where = path + ":" + std::to_string(line_no) + ": column '" +
-                                header[static_cast<size_t>(col)] + "'";
+      const std::string at = row.where + ": column '" + header[static_cast<size_t>(col)] + "'";
       if (static_cast<size_t>(col) >= fields.size()) {
-        return Status::InvalidArgument(where + ": missing value (line has " +
+        return Status::InvalidArgument(at + ": missing value (line has " +
                                        std::to_string(fields.size()) + " fields, header has " +
                                        std::to_string(header.size()) + ")");
       }
       const std::string& s = fields[static_cast<size_t>(col)];
+      if (s.empty()) return Status::InvalidArgument(at + ": missing value");
       if (!ParseDouble(s, v)) {
-        return Status::InvalidArgument(where + ": '" + s + "' is not a number");
+        return Status::InvalidArgument(at + ": '" + s + "' is not a number");
       }
       if (!std::isfinite(*v) || *v <= 0) {
-        return Status::InvalidArgument(where + ": " + s + " must be a positive finite number");
+        return Status::InvalidArgument(at + ": " + s + " must be a positive finite number");
       }
       return Status::Ok();
     };
     Observation o;
-    o.line = line_no;
+    // The file's line (CSV, JSON lines) or object number (JSON array).
+    const size_t colon = row.where.rfind(':');
+    o.line = index;
+    if (colon != std::string::npos) {
+      int64_t line = 0;
+      const std::string tail = row.where.substr(colon + 1);
+      if (std::from_chars(tail.data(), tail.data() + tail.size(), line).ec == std::errc())
+        o.line = line;
+    }
     ISOFLOP_RETURN_IF_ERROR(value(n_col, &o.n));
     ISOFLOP_RETURN_IF_ERROR(value(loss_col, &o.loss));
     if (d_col >= 0) {
@@ -187,8 +309,9 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
       ISOFLOP_RETURN_IF_ERROR(value(c_col, &o.c));
       o.d = o.c / (k * o.n);
       if (!std::isfinite(o.d) || !(o.d > 0)) {
-        return Status::InvalidArgument(path + ":" + std::to_string(line_no) +
-                                       ": D = C / (k N) is not a positive finite number (C " +
+        return Status::InvalidArgument(row.where +
+                                       ": D = C / (k N) is not a positive finite "
+                                       "number (C " +
                                        FormatNumber(o.c) + ", N " + FormatNumber(o.n) + ")");
       }
     }
@@ -201,11 +324,112 @@ Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
       ISOFLOP_RETURN_IF_ERROR(value(g_col, &g));
       o.g = g;
     }
+    if (budget_col >= 0) {
+      double b = 0;
+      ISOFLOP_RETURN_IF_ERROR(value(budget_col, &b));
+      o.budget = b;
+    }
     out.push_back(o);
+    kept.push_back(&row);
   }
-  if (in.bad()) return Status::IoError(path + ": read error");
-  if (out.empty()) return Status::InvalidArgument(path + ": no data rows after the header");
+  if (out.empty()) {
+    if (!where.empty())
+      return Status::InvalidArgument(path + ": no data rows match --where (" +
+                                     std::to_string(table.rows.size()) + " rows in the file)");
+    return Status::InvalidArgument(path + ": no data rows after the header");
+  }
+  // A C column beside D whose values repeat is a nominal budget per run (isoFLOP files), not
+  // each run's own count: at most half the rows distinct.
+  if (budget_col < 0 && d_col >= 0 && c_col >= 0) {
+    std::vector<double> cs;
+    for (const auto& o : out) cs.push_back(o.c);
+    std::sort(cs.begin(), cs.end());
+    const size_t distinct = std::unique(cs.begin(), cs.end()) - cs.begin();
+    if (2 * distinct <= out.size())
+      for (auto& o : out) o.budget = o.c;
+  }
+  // A text column with a few repeated values (2 to 10, each row's value one of them) is most
+  // likely an experiment label: the file mixes experiments that should be fitted apart.
+  if (notes) {
+    const std::vector<int> used = {n_col, d_col, c_col, loss_col, g_col, budget_col};
+    for (size_t col = 0; col < header.size(); ++col) {
+      if (std::find(used.begin(), used.end(), static_cast<int>(col)) != used.end()) continue;
+      if (std::any_of(where.begin(), where.end(),
+                      [&](const auto& w) { return w.first == static_cast<int>(col); }))
+        continue;
+      std::set<std::string> values;
+      bool text = false;
+      for (const RawTable::Row* row : kept) {
+        const std::string v = col < row->fields.size() ? row->fields[col] : std::string();
+        if (v.empty()) continue;
+        double x;
+        if (!ParseDouble(v, &x)) text = true;
+        values.insert(v);
+      }
+      if (!text || values.size() < 2 || values.size() > 10 || 3 * values.size() > kept.size())
+        continue;
+      std::string list;
+      for (const auto& v : values) list += (list.empty() ? "" : ", ") + v;
+      notes->push_back(path + ": column '" + header[col] + "' holds " +
+                       std::to_string(values.size()) + " different values (" + list +
+                       "): the file may mix experiments; take one with --where " + header[col] +
+                       "=" + *values.begin());
+    }
+  }
   return out;
+}
+
+Status CheckK(double k) {
+  if (!(k > 0) || !std::isfinite(k)) {
+    return Status::InvalidArgument(
+        "--flops-per-param-token: must be a positive finite number (k in C = k N D, 6 for "
+        "Hoffmann et al. 2022), got " +
+        FormatNumber(k));
+  }
+  return Status::Ok();
+}
+
+Status CheckRegularFile(const std::string& path) {
+  // A FIFO or a device would block the open below or never end; a directory reads as nothing.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return Status::InvalidArgument(path + ": not a regular file (give the CSV file itself)");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<Observation>> ReadObservationsCsv(const std::string& path,
+                                                     const CsvColumns& columns,
+                                                     std::vector<std::string>* notes) {
+  ISOFLOP_RETURN_IF_ERROR(CheckK(columns.flops_per_param_token));
+  ISOFLOP_RETURN_IF_ERROR(CheckRegularFile(path));
+  std::ifstream in(path);
+  if (!in) return Status::NotFound(path + ": cannot open CSV file");
+  ISOFLOP_ASSIGN_OR_RETURN(RawTable table, ReadCsvTable(path, in));
+  return FromTable(path, table, columns, notes);
+}
+
+Result<std::vector<Observation>> ReadObservations(const std::string& path,
+                                                  const CsvColumns& columns,
+                                                  std::vector<std::string>* notes) {
+  ISOFLOP_RETURN_IF_ERROR(CheckK(columns.flops_per_param_token));
+  ISOFLOP_RETURN_IF_ERROR(CheckRegularFile(path));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound(path + ": cannot open file");
+  std::ostringstream all;
+  all << in.rdbuf();
+  if (in.bad()) return Status::IoError(path + ": read error");
+  std::string text = all.str();
+  if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
+  if (LooksLikeJson(path, text.substr(0, 4096))) {
+    ISOFLOP_ASSIGN_OR_RETURN(RawTable table, ReadJsonTable(path, text));
+    if (table.rows.empty()) return Status::InvalidArgument(path + ": no objects in the file");
+    return FromTable(path, table, columns, notes);
+  }
+  std::istringstream csv(text);
+  ISOFLOP_ASSIGN_OR_RETURN(RawTable table, ReadCsvTable(path, csv));
+  return FromTable(path, table, columns, notes);
 }
 
 }  // namespace isoflop::store

@@ -150,7 +150,14 @@ ALTER TABLE runs ADD COLUMN expansion_rate REAL NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN moe_json TEXT NOT NULL DEFAULT '';
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5};
+// Version 6: an imported observation's nominal isoFLOP budget (a file's budget column), which
+// the isoFLOP fit groups by: real files' 6ND differ from it by up to ±35%.
+constexpr const char* kSchemaV6 = R"sql(
+ALTER TABLE observations ADD COLUMN budget REAL;
+)sql";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3,
+                                   kSchemaV4, kSchemaV5, kSchemaV6};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 const char* const kOurTables[] = {
@@ -981,9 +988,8 @@ Result<int64_t> Store::ImportObservations(const std::string& name, const std::st
     set_id = ins->Int(0);
     ins->Step();
     ISOFLOP_ASSIGN_OR_RETURN(
-        StmtRef q,
-        Prepare("INSERT INTO observations (set_id, idx, n, d, c, loss, line, g) VALUES (?1, "
-                "?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+        StmtRef q, Prepare("INSERT INTO observations (set_id, idx, n, d, c, loss, line, g, budget) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
     for (size_t i = 0; i < points.size(); ++i) {
       const Observation& p = points[i];
       q->Reset();
@@ -995,6 +1001,7 @@ Result<int64_t> Store::ImportObservations(const std::string& name, const std::st
       q->Bind(6, p.loss);
       q->Bind(7, p.line);
       q->Bind(8, p.g);
+      q->Bind(9, p.budget);
       if (q->Step() != SQLITE_DONE) return Error("writing observation " + std::to_string(i));
     }
     return Status::Ok();
@@ -1030,12 +1037,13 @@ Result<std::vector<Observation>> Store::GetObservations(const std::string& name)
   int64_t id = find->Int(0);
   ISOFLOP_ASSIGN_OR_RETURN(
       StmtRef q,
-      Prepare("SELECT n, d, c, loss, line, g FROM observations WHERE set_id = ?1 ORDER BY idx"));
+      Prepare("SELECT n, d, c, loss, line, g, budget FROM observations WHERE set_id = ?1 "
+              "ORDER BY idx"));
   q->Bind(1, id);
   std::vector<Observation> out;
   while ((rc = q->Step()) == SQLITE_ROW) {
-    out.push_back(
-        {q->Double(0), q->Double(1), q->Double(2), q->Double(3), q->Int(4), q->OptDouble(5)});
+    out.push_back({q->Double(0), q->Double(1), q->Double(2), q->Double(3), q->Int(4),
+                   q->OptDouble(5), q->OptDouble(6)});
   }
   if (rc != SQLITE_DONE) return Error("reading observations");
   return out;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "isoflop/fit/fit_record.h"
 #include "test_data.h"
 
 namespace isoflop::fit {
@@ -45,6 +46,63 @@ TEST(BootstrapTest, IntervalsCoverTheTruthAndAreSeeded) {
   auto again = BootstrapParametric(obs, opt, *full, b);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->draws, boot->draws);
+}
+
+// Issue 14: on this generated set (seed 7, found by scanning seeds 0..249 with the code before
+// the fix) every start that reached the best objective stopped at the iteration cap, so the
+// best optimum was not among the bootstrap's seeds; the refits fell into a worse basin and gave
+// alpha = 0.354 [4055, 4055], E = 1.70 [2.89, 3.40]. Every interval must contain its point.
+TEST(BootstrapTest, IntervalsContainThePointWhenTheBestStartHitTheIterationCap) {
+  const auto obs = testing::IsoflopGrid(0.01, 7);
+  ParametricOptions opt;
+  auto full = FitParametric(obs, opt);
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  // The reported optimum seeds the bootstrap: it is always the first kept optimum.
+  ASSERT_FALSE(full->optima.empty());
+  EXPECT_EQ(full->optima[0], full->internal);
+  BootstrapOptions b;
+  b.resamples = 100;
+  b.seed = 0;
+  b.derived_at_compute = {1e21};
+  auto boot = BootstrapParametric(obs, opt, *full, b);
+  ASSERT_TRUE(boot.ok()) << boot.status().message();
+  ScalingLaw law;
+  law.params = full->params;
+  auto at = ComputeOptimal(law, 1e21);
+  ASSERT_TRUE(at.ok());
+  std::map<std::string, double> point = {{"N_opt@1e+21", at->n}, {"loss@1e+21", at->loss}};
+  for (size_t j = 0; j < full->params.size(); ++j) point[full->param_names[j]] = full->params[j];
+  for (const auto& [name, value] : point) {
+    const Interval& iv = boot->intervals.at(name);
+    EXPECT_LE(iv.lo, value) << name;
+    EXPECT_GE(iv.hi, value) << name;
+  }
+  EXPECT_TRUE(boot->excludes_point.empty());
+}
+
+TEST(BootstrapTest, ReportsAnIntervalThatExcludesItsPoint) {
+  // A "fit" whose reported parameters are not the data's optimum: the refits (seeded from the
+  // reported point and its true optimum) land elsewhere, and the bootstrap says so.
+  const auto obs = Synthetic(1.69, 406.4, 410.7, 0.34, 0.28, 0.01, 21);
+  ParametricOptions opt;
+  auto full = FitParametric(obs, opt);
+  ASSERT_TRUE(full.ok());
+  ParametricFit off = *full;
+  off.params[3] += 0.2;  // alpha far from its optimum
+  off.internal[3] += 0.2;
+  BootstrapOptions b;
+  b.resamples = 50;
+  auto boot = BootstrapParametric(obs, opt, off, b);
+  ASSERT_TRUE(boot.ok());
+  bool alpha_flagged = false;
+  for (const auto& e : boot->excludes_point) {
+    if (e.name != "alpha") continue;
+    alpha_flagged = true;
+    EXPECT_DOUBLE_EQ(e.value, off.params[3]);
+    EXPECT_GT(e.lo, e.value - 0.2 - 0.05);
+    EXPECT_LT(e.hi, e.value);
+  }
+  EXPECT_TRUE(alpha_flagged);
 }
 
 TEST(BootstrapTest, IsoflopPowerLawIntervals) {
@@ -98,6 +156,70 @@ TEST(BootstrapTest, ExtrapolationCheckPredictsTheLargestBudget) {
   EXPECT_LT(check->mean_abs_rel_error, 0.01);
   EXPECT_GT(check->n_opt_observed, 0);
   EXPECT_LT(std::abs(check->n_opt_rel_error), 0.5);
+}
+
+// Issue 14: the held-out budget has at least three runs (a lone run at a larger budget is not
+// "the largest budget"), and the observed N_opt is NaN without an interior minimum.
+std::vector<Observation> FiveBudgets(bool shift_last) {
+  std::vector<Observation> obs;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> z(0, 0.003);
+  for (double c : {1e17, 1e18, 1e19, 1e20, 1e21}) {
+    for (int i = -4; i <= 4; ++i) {
+      Observation o;
+      o.c = c;
+      o.n = 0.3 * std::pow(c, 0.5) * std::exp(0.4 * (shift_last && c == 1e21 ? i + 9 : i));
+      o.d = c / (6 * o.n);
+      o.loss =
+          (1.69 + 406.4 / std::pow(o.n, 0.34) + 410.7 / std::pow(o.d, 0.28)) * std::exp(z(rng));
+      obs.push_back(o);
+    }
+  }
+  return obs;
+}
+
+TEST(BootstrapTest, ExtrapolationHoldsOutTheLargestBudgetWithThreeRuns) {
+  auto obs = FiveBudgets(false);
+  Observation lone = obs.back();
+  lone.c = 1e22;
+  lone.n *= 3;
+  lone.d = lone.c / (6 * lone.n);
+  obs.push_back(lone);
+  auto check = CheckExtrapolation(obs, ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(check.ok()) << check.status().message();
+  EXPECT_NEAR(check->held_out_c, 1e21, 1e15);
+  EXPECT_EQ(check->n_test, 9);
+  EXPECT_EQ(check->n_train, 37);
+  // Only budgets of one or two runs: it says it cannot check.
+  std::vector<Observation> pairs;
+  for (size_t i = 0; i < obs.size(); i += 9)
+    pairs.insert(pairs.end(), obs.begin() + i, obs.begin() + std::min(i + 2, obs.size()));
+  auto none = CheckExtrapolation(pairs, ParametricOptions{}, IsoflopOptions{});
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("cannot check extrapolation"), std::string::npos)
+      << none.status().message();
+}
+
+TEST(BootstrapTest, ObservedNoptIsNullWithoutAnInteriorMinimum) {
+  auto check = CheckExtrapolation(FiveBudgets(true), ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(check.ok()) << check.status().message();
+  EXPECT_TRUE(std::isnan(check->n_opt_observed));
+  EXPECT_TRUE(std::isnan(check->n_opt_rel_error));
+  EXPECT_TRUE(ToJson(*check)["n_opt_observed"].is_null());
+}
+
+TEST(BootstrapTest, CrossValidationHoldsOutEveryBudget) {
+  auto folds = CrossValidateBudgets(FiveBudgets(false), ParametricOptions{}, IsoflopOptions{});
+  ASSERT_TRUE(folds.ok()) << folds.status().message();
+  ASSERT_EQ(folds->size(), 5u);
+  for (size_t k = 0; k < 5; ++k) {
+    const ExtrapolationCheck& f = (*folds)[k];
+    EXPECT_NEAR(f.held_out_c, std::pow(10.0, 17 + k), std::pow(10.0, 17 + k) * 1e-9);
+    EXPECT_EQ(f.n_test, 9);
+    EXPECT_EQ(f.n_train, 36);
+    EXPECT_LT(f.mean_abs_rel_error, 0.01) << k;  // the noise is 0.3%
+    EXPECT_GT(f.n_opt_observed, 0) << k;
+  }
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 // produces the documented record for each method.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "isoflop/fit/fit_record.h"
@@ -68,6 +70,59 @@ TEST(FitJsonTest, IsoflopRecordHasBudgetsForPlots) {
   const auto& b = rec->result["isoflop"]["budgets"][0];
   for (const char* key : {"c", "parabola_n", "n_opt", "loss_at_n_opt", "n_lo", "n_hi"})
     EXPECT_TRUE(b.contains(key)) << key;
+}
+
+// Issue 14: an isoFLOP exponent whose bootstrap interval holds zero is flagged. Here the
+// optimum does not move with the budget (N* = 1e8 at every C) and the losses are noisy.
+TEST(FitJsonTest, IsoflopExponentIntervalCrossingZeroIsFlagged) {
+  std::vector<Observation> obs;
+  std::mt19937_64 rng(2);
+  std::normal_distribution<double> z(0, 0.01);
+  for (double c : {1e18, 1e19, 1e20}) {
+    for (int i = -3; i <= 3; ++i) {
+      Observation o;
+      o.n = 1e8 * std::exp(0.5 * i);
+      o.c = c;
+      o.d = c / (6 * o.n);
+      o.loss = 2 + 0.02 * 0.25 * i * i + z(rng);
+      obs.push_back(o);
+    }
+  }
+  FitConfig cfg;
+  cfg.method = "isoflop";
+  cfg.isoflop.drop_outside_range = false;
+  cfg.bootstrap.resamples = 200;
+  cfg.bootstrap.seed = 1;
+  auto rec = RunFit(obs, {}, cfg);
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  const Interval& a = rec->ci.at("a");
+  ASSERT_LT(a.lo, 0) << a.hi;
+  ASSERT_GT(a.hi, 0) << a.lo;
+  bool flagged = false;
+  for (const auto& w : rec->result["isoflop"]["warnings"])
+    flagged |= w.get<std::string>().rfind("the interval of the exponent a [", 0) == 0 &&
+               w.get<std::string>().find("crosses zero") != std::string::npos;
+  EXPECT_TRUE(flagged) << rec->result["isoflop"]["warnings"].dump();
+}
+
+// A leave-one-budget-out scoring that cannot run (one budget) is noted, not a failed fit.
+TEST(FitJsonTest, CrossValidationThatCannotRunIsNoted) {
+  std::vector<Observation> obs;
+  for (int i = 0; i < 9; ++i) {
+    Observation o;
+    o.n = 2e7 * std::pow(2.0, i);
+    o.c = 1e20;
+    o.d = o.c / (6 * o.n);
+    o.loss = 1.69 + 406.4 / std::pow(o.n, 0.34) + 410.7 / std::pow(o.d, 0.28);
+    obs.push_back(o);
+  }
+  FitConfig cfg;
+  cfg.cross_validate = true;
+  auto rec = RunFit(obs, {}, cfg);
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  const auto& cv = rec->result["cross_validation"];
+  ASSERT_TRUE(cv.is_object()) << cv.dump();
+  EXPECT_NE(cv["skipped"].get<std::string>().find("at least two budgets"), std::string::npos);
 }
 
 TEST(FitJsonTest, BadColumnsAreCorrupt) {

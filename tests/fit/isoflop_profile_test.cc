@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 
 #include "isoflop/fit/envelope.h"
 
@@ -63,9 +64,99 @@ TEST(IsoflopTest, FlagsMinimaOutsideTheSampledRange) {
   auto fit = FitIsoflop(obs, keep);
   ASSERT_TRUE(fit.ok());
   for (const auto& b : fit->budgets) EXPECT_TRUE(b.outside_range);
+  for (const auto& b : fit->budgets) EXPECT_EQ(b.note.rfind("kept: ", 0), 0u) << b.note;
   auto dropped = FitIsoflop(obs, IsoflopOptions{});  // the default leaves them out
   ASSERT_FALSE(dropped.ok());
-  EXPECT_NE(dropped.status().message().find("outside the sampled range"), std::string::npos);
+  // Says plainly that they were left out, why, and which switch keeps them.
+  EXPECT_NE(dropped.status().message().find("left out: the parabola's minimum N = "),
+            std::string::npos)
+      << dropped.status().message();
+  EXPECT_NE(dropped.status().message().find("outside the sampled sizes"), std::string::npos);
+  EXPECT_NE(dropped.status().message().find("--keep-outside-range"), std::string::npos);
+}
+
+// Issue 14: real isoFLOP files record each run's nominal budget; their 6ND differs from it by
+// up to ±35%. Grouping by C within 5% shredded each budget into fragments; the recorded budget
+// groups them exactly, and the clustering fallback says what it did and how to fix it.
+std::vector<Observation> JitteredBudgets(bool record_budget) {
+  auto obs = Parabolas({1e18, 1e19, 1e20, 1e21});
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> jitter(std::log(0.65), std::log(1.35));
+  for (size_t i = 0; i < obs.size(); ++i) {
+    Observation& o = obs[i];
+    const double nominal = std::pow(10.0, 18 + static_cast<double>(i / 7));
+    o.c = 0;  // C = 6ND, as a plain import derives it
+    o.d = nominal / (6 * o.n) * std::exp(jitter(rng));
+    if (record_budget) o.budget = nominal;
+  }
+  return obs;
+}
+
+TEST(IsoflopTest, GroupsByTheRecordedBudget) {
+  const auto obs = JitteredBudgets(true);
+  const BudgetGroups g = GroupBudgets(obs, 0.05, FlopsConvention{});
+  EXPECT_EQ(g.how, "budget");
+  ASSERT_EQ(g.groups.size(), 4u);
+  EXPECT_TRUE(g.fragmented.empty());
+  IsoflopOptions keep;
+  keep.drop_outside_range = false;  // the log-D parabolas see the jitter; N* is what is checked
+  auto fit = FitIsoflop(obs, keep);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  EXPECT_EQ(fit->grouping, "budget");
+  for (size_t k = 0; k < 4; ++k) EXPECT_EQ(fit->budgets[k].c, std::pow(10.0, 18 + k));
+  EXPECT_NEAR(fit->n_opt.a, 0.5, 1e-9);  // N* = 0.1·C^0.5 exactly, at the nominal budgets
+}
+
+TEST(IsoflopTest, ClusteringWithoutABudgetSaysSoAndNamesTheFixWhenFragmented) {
+  const auto obs = JitteredBudgets(false);
+  const BudgetGroups g = GroupBudgets(obs, 0.05, FlopsConvention{});
+  EXPECT_EQ(g.how, "clustered");
+  // Within-budget 6ND spread ±35%, budgets a decade apart: the clusters are the budgets
+  // (grouping within 5% of each budget's smallest C, as before, made 24 of these 28 runs).
+  EXPECT_EQ(g.groups.size(), 4u);
+  EXPECT_TRUE(g.fragmented.empty()) << g.fragmented;
+  // Exact budgets (no jitter) cluster into one budget each, and the fit says it clustered.
+  auto exact = FitIsoflop(Parabolas({1e18, 1e19, 1e20}), IsoflopOptions{});
+  ASSERT_TRUE(exact.ok());
+  EXPECT_EQ(exact->grouping, "clustered");
+  ASSERT_FALSE(exact->warnings.empty());
+  EXPECT_NE(exact->warnings[0].find("clustering C = 6ND in log space"), std::string::npos);
+  // Many budgets of 1-2 runs: the warning names the fix.
+  std::vector<Observation> shredded;
+  for (int i = 0; i < 12; ++i) {
+    Observation o;
+    o.n = 1e8 * (1 + i % 3);
+    o.c = std::pow(10.0, 18 + 0.2 * i);
+    o.d = o.c / (6 * o.n);
+    o.loss = 3;
+    shredded.push_back(o);
+  }
+  const BudgetGroups s = GroupBudgets(shredded, 0.05, FlopsConvention{});
+  EXPECT_EQ(s.groups.size(), 12u);
+  EXPECT_NE(s.fragmented.find("12 budgets, 12 of them with only 1-2 runs"), std::string::npos)
+      << s.fragmented;
+  EXPECT_NE(s.fragmented.find("--budget-column"), std::string::npos);
+}
+
+TEST(IsoflopTest, ArgminEstimatorTakesEachBudgetsLowestLossRun) {
+  IsoflopOptions opt;
+  opt.estimator = "argmin";
+  auto fit = FitIsoflop(Parabolas({1e18, 1e19, 1e20}), opt);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  EXPECT_EQ(fit->estimator, "argmin");
+  for (const auto& b : fit->budgets) {
+    EXPECT_NEAR(b.n_opt / (0.1 * std::sqrt(b.c)), 1, 1e-4);  // the sampled N at N* (C ±1.5%)
+    EXPECT_DOUBLE_EQ(b.loss_at_n_opt, 2);
+  }
+  EXPECT_NEAR(fit->n_opt.a, 0.5, 0.01);
+  // A lowest loss at the edge of the sampled sizes is left out unless kept.
+  auto edge = FitIsoflop(Parabolas({1e18, 1e19, 1e20}, /*shift=*/2.5), opt);
+  ASSERT_FALSE(edge.ok());
+  EXPECT_NE(edge.status().message().find("lowest loss is at the smallest sampled size"),
+            std::string::npos)
+      << edge.status().message();
+  opt.estimator = "mean";
+  EXPECT_FALSE(opt.Validate().ok());
 }
 
 TEST(IsoflopTest, SingleBudgetIsAClearError) {

@@ -32,6 +32,31 @@ inline std::vector<Observation> Synthetic(double e, double a, double b, double a
   return obs;
 }
 
+// An isoFLOP design from the same law (E=1.69, A=406.4, B=410.7, α=0.34, β=0.28): 8 budgets
+// C = 1e17..1e21 (log-spaced) × 8 sizes N = N_opt(C)·10^[-0.9, 0.9] (log-spaced), D = C/(6N),
+// losses multiplied by exp(σ·z), z ~ N(0,1) from mt19937_64(seed). Every observation carries C.
+inline std::vector<Observation> IsoflopGrid(double sigma, uint64_t seed) {
+  const double e = 1.69, a = 406.4, b = 410.7, alpha = 0.34, beta = 0.28;
+  // Hoffmann et al. 2022, eq. 4: N_opt = G·(C/6)^(β/(α+β)), G = (αA/(βB))^(1/(α+β)).
+  const double g = std::pow(alpha * a / (beta * b), 1 / (alpha + beta));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> z(0, 1);
+  std::vector<Observation> obs;
+  for (int k = 0; k < 8; ++k) {
+    const double c = std::pow(10.0, 17 + 4.0 * k / 7);
+    const double n_opt = g * std::pow(c / 6, beta / (alpha + beta));
+    for (int j = 0; j < 8; ++j) {
+      Observation o;
+      o.n = n_opt * std::pow(10.0, -0.9 + 1.8 * j / 7);
+      o.c = c;
+      o.d = c / (6 * o.n);
+      o.loss = (e + a / std::pow(o.n, alpha) + b / std::pow(o.d, beta)) * std::exp(sigma * z(rng));
+      obs.push_back(o);
+    }
+  }
+  return obs;
+}
+
 // The 245 Chinchilla runs (N, C, loss; D = C/(6N)), in file order, read by the store's
 // CSV reader (the same one `isoflop import` uses).
 inline std::vector<Observation> ChinchillaAll() {

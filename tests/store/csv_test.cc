@@ -202,5 +202,99 @@ TEST(ObservationsCsv, NotARegularFileIsRefusedBeforeOpening) {
   fs::remove_all(dir);
 }
 
+// Issue 14: a budget column, --where to take one experiment out of a file, a warning when a
+// text column looks like an experiment label, and JSON input (an array or JSON lines).
+TEST(ObservationsCsv, BudgetColumnWhereAndExperimentLabels) {
+  const std::string text =
+      "exp,n,d,loss,compute_budget\n"
+      "a,1e7,1e9,3.1,6e16\n"
+      "b,1e7,1e9,3.3,6e16\n"
+      "a,2e7,5e8,3.0,6e16\n"
+      "b,2e7,5e8,3.2,6e16\n"
+      "a,4e7,2.5e8,3.05,6e16\n"
+      "b,4e7,2.5e8,3.25,6e16\n";
+  auto path = WriteTemp("where.csv", text);
+  std::vector<std::string> notes;
+  auto all = ReadObservations(path, {}, &notes);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  EXPECT_EQ(all->size(), 6u);
+  EXPECT_EQ((*all)[0].budget, 6e16);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0], path +
+                          ": column 'exp' holds 2 different values (a, b): the file may mix "
+                          "experiments; take one with --where exp=a");
+  CsvColumns one;
+  one.where = {"exp=b"};
+  notes.clear();
+  auto b = ReadObservations(path, one, &notes);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  ASSERT_EQ(b->size(), 3u);
+  EXPECT_EQ((*b)[0].loss, 3.3);
+  EXPECT_EQ((*b)[0].line, 3);  // the file's line
+  EXPECT_TRUE(notes.empty());
+  one.where = {"experiment=b"};
+  auto unknown = ReadObservations(path, one);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().message(),
+            path +
+                ":1: --where: no column named 'experiment' in header [exp, n, d, loss, "
+                "compute_budget]");
+  one.where = {"exp=c"};
+  auto none = ReadObservations(path, one);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("no data rows match --where"), std::string::npos);
+  one.where = {"exp"};
+  EXPECT_NE(ReadObservations(path, one).status().message().find("expected COLUMN=VALUE"),
+            std::string::npos);
+  // A C column beside D with repeated values is the budget; distinct per run it is not.
+  auto repeated = ReadObservations(WriteTemp("rep.csv", "n,d,c,loss\n1,2,10,3\n2,1,10,3\n"));
+  ASSERT_TRUE(repeated.ok());
+  EXPECT_EQ((*repeated)[0].budget, 10);
+  auto own = ReadObservations(WriteTemp("own.csv", "n,d,c,loss\n1,2,12,3\n2,1,13,3\n"));
+  ASSERT_TRUE(own.ok());
+  EXPECT_FALSE((*own)[0].budget.has_value());
+}
+
+TEST(ObservationsCsv, JsonArrayAndJsonLinesReadLikeCsv) {
+  auto csv = ReadObservations(WriteTemp("same.csv", "n,d,loss\n1e7,1e9,3.1\n2e7,5e8,3.0\n"));
+  ASSERT_TRUE(csv.ok());
+  auto array = ReadObservations(
+      WriteTemp("same.json", R"([{"n": 1e7, "d": 1e9, "loss": 3.1}, {"loss": 3.0, "n": 2e7,
+                                 "d": "5e8"}])"));
+  ASSERT_TRUE(array.ok()) << array.status().message();
+  auto lines = ReadObservations(
+      WriteTemp("same.jsonl",
+                "{\"n\": 1e7, \"d\": 1e9, \"loss\": 3.1}\n\n{\"n\": 2e7, \"d\": 5e8, "
+                "\"loss\": 3.0}\n"));
+  ASSERT_TRUE(lines.ok()) << lines.status().message();
+  for (const auto* r : {&*array, &*lines}) {
+    ASSERT_EQ(r->size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_EQ((*r)[i].n, (*csv)[i].n);
+      EXPECT_EQ((*r)[i].d, (*csv)[i].d);
+      EXPECT_EQ((*r)[i].loss, (*csv)[i].loss);
+    }
+  }
+  EXPECT_EQ((*lines)[1].line, 3);
+  // Errors name the file and the line (JSON lines) or the object (array), and the field.
+  auto p1 = WriteTemp("bad.jsonl", "{\"n\": 1e7, \"d\": 1e9, \"loss\": 3.1}\n{\"n\": 2e7,\n");
+  EXPECT_EQ(ReadObservations(p1).status().message().rfind(
+                p1 + ":2: not a JSON object (JSON lines: one per line): ", 0),
+            0u)
+      << ReadObservations(p1).status().message();
+  auto p2 = WriteTemp("bad.json", R"([{"n": 1e7, "d": 1e9, "loss": 3.1}, {"n": 2e7, "d": 1e9}])");
+  EXPECT_EQ(ReadObservations(p2).status().message(),
+            p2 + ": object 2: column 'loss': missing value");
+  auto p3 = WriteTemp("bad3.json", R"([{"n": 1e7, "d": 1e9, "loss": "three"}])");
+  EXPECT_EQ(ReadObservations(p3).status().message(),
+            p3 + ": object 1: column 'loss': 'three' is not a number");
+  auto p4 = WriteTemp("bad4.json", "[1, 2]");
+  EXPECT_NE(ReadObservations(p4).status().message().find(p4 + ": object 1: expected an object"),
+            std::string::npos);
+  auto p5 = WriteTemp("bad5.json", "[{\"n\": 1");
+  EXPECT_NE(ReadObservations(p5).status().message().find(p5 + ": not valid JSON"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace isoflop::store

@@ -334,6 +334,12 @@ TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
   ASSERT_TRUE(
       db->ImportObservations("with_g", "g.csv", {{1e8, 1e9, 6e17, 3.0, 2, 4.0}}, false).ok());
   EXPECT_EQ((*db->GetObservations("with_g"))[0].g, 4.0);
+  // Migration 6: the old observation has no budget, and new sets can carry one.
+  EXPECT_FALSE((*old_points)[0].budget.has_value());
+  ASSERT_TRUE(db->ImportObservations("with_budget", "b.csv",
+                                     {{1e8, 1e9, 6e17, 3.0, 2, std::nullopt, 1e18}}, false)
+                  .ok());
+  EXPECT_EQ((*db->GetObservations("with_budget"))[0].budget, 1e18);
   db.reset();
   // Reopening does not migrate again.
   auto again = OpenOrDie(path_);

@@ -181,6 +181,19 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
     auto fit = (*s)->LatestFit("sweep", "tiny", "parametric");
     ASSERT_TRUE(fit.ok() && fit->has_value());
     EXPECT_EQ((*fit)->n_points, 6);
+    // Issue 14: the answer leads with the fit whose E respects the data's entropy (stored with
+    // each fit, for `optimal`'s warnings); the other is shown beside it.
+    const auto options = nlohmann::json::parse((*fit)->options_json);
+    const double entropy = *Runs(db, "tiny")[0].data_entropy;
+    EXPECT_DOUBLE_EQ(options["entropy"].get<double>(), entropy);
+    const double e = nlohmann::json::parse((*fit)->params_json)["E"].get<double>();
+    if (e < entropy) {
+      EXPECT_NE(r.out.find("E held at the true entropy"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find(": the free fit's E is below it)"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("    (free fit: N = "), std::string::npos) << r.out;
+    } else {
+      EXPECT_NE(r.out.find("    (E held at the entropy: N = "), std::string::npos) << r.out;
+    }
   }
   // Re-running launches nothing, fits again and (plotting on this time) draws the figures.
   auto again = testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "run", kTiny}, {}, dir);

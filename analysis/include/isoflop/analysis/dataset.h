@@ -53,6 +53,8 @@ struct Dataset {
   std::optional<double> entropy;      // the data's entropy rate, when the runs know it
   // G was recorded for some points only, or none (an imported set or CSV without a G column).
   size_t points_without_g = 0;
+  // For a person: a file's text column that looks like an experiment label (the reader's notes).
+  std::vector<std::string> warnings;
 };
 
 // Loads `source`. Sweeps: D = tokens trained (the target when not recorded), C = FLOPs per

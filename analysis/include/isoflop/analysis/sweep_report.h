@@ -50,6 +50,10 @@ struct SweepReport {
   // The free E differs from the entropy by more than 2%: the budgets (spanning this factor)
   // cannot separate E from the other terms. 0 when it does not.
   double entropy_gap_budget_span = 0;
+  // Which fit the answers lead with: "fixed_entropy" when the data's entropy is known and the
+  // free fit's E lies below it (its predicted losses can fall below what any model reaches),
+  // else "free". The other is shown beside it.
+  std::string headline = "free";
 
   nlohmann::json ToJson() const;
 };

@@ -11,7 +11,8 @@
 //   objective        summed Huber objective (parametric), NaN/NULL otherwise
 //   n_points         observations (or curves for envelope) used
 //   result_json      everything else: {"parametric": ToJson(ParametricFit), "bootstrap": ...,
-//                    "extrapolation": ..., "isoflop": ..., "envelope": ...}
+//                    "extrapolation": ..., "isoflop": ..., "envelope": ...,
+//                    "excludes_point": [...] (with a bootstrap)}
 #pragma once
 
 #include <limits>
@@ -60,6 +61,8 @@ nlohmann::json ToJson(const EnvelopeFit& v);
 nlohmann::json ToJson(const ParametricBootstrap& v);
 nlohmann::json ToJson(const ExtrapolationCheck& v);
 nlohmann::json ToJson(const FitRecord& v);  // all columns in one object (for --format json)
+// [{"name","value","lo","hi"}, ...]: the result's "excludes_point".
+nlohmann::json ToJson(const std::vector<IntervalExclusion>& v);
 
 Status FromJson(const nlohmann::json& j, Interval* v);
 Status FromJson(const nlohmann::json& j, PowerLaw* v);

@@ -22,6 +22,10 @@ struct Observation {
   double c = 0;            // training FLOPs; 0 = unknown (then derived as flops(N, D))
   double g = 1;            // MoE granularity G (> 0); 1 for dense models (Krajewski 2024)
   int64_t budget_id = -1;  // the sweep's isoFLOP budget group; -1 = group by C instead
+  // The nominal isoFLOP budget (FLOPs) the run was planned at, as its source records it (a
+  // sweep cell's C, an imported file's budget column); 0 = none. It may differ from C = 6ND by
+  // tens of percent (other FLOP counts); the isoFLOP fit groups by it when every run has one.
+  double budget = 0;
 };
 
 // One run's training curve, for the envelope method (Hoffmann et al. 2022, Approach 1).

@@ -19,7 +19,10 @@ namespace isoflop::fit {
 // Options of one parametric fit. Validate() once at the edge; FitParametric validates again.
 struct ParametricOptions {
   std::string form = "chinchilla";  // a GetForm() name
-  double huber_delta = 1e-3;        // Huber threshold on log residuals; 1e-3 as Hoffmann/Besiroglu
+  // Loss on the log residuals r_i: "huber" (summed Huber_δ(r), Hoffmann 2022 / Besiroglu 2024)
+  // or "mse" (½ Σ r², the log-MSE of Llama 3 and several reproductions).
+  std::string loss = "huber";
+  double huber_delta = 1e-3;  // Huber threshold on log residuals; 1e-3 as Hoffmann/Besiroglu
   // Start grid, internal units, one axis per parameter in the form's order; empty = the form's
   // default grid (4,500 starts for chinchilla). Fixed/tied parameters' axes are ignored.
   std::vector<std::vector<double>> grid;
@@ -53,15 +56,17 @@ struct ParametricFit {
   std::vector<double> params;            // reported values (E, A, B, alpha, beta, ...)
   std::vector<double> internal;          // solver units (e = log E, ...)
   std::vector<bool> is_fixed;            // held fixed or tied (not a free parameter)
-  double objective = 0;                  // Σ Huber_δ(r_i) at `params` (summed, not averaged)
-  double huber_delta = 1e-3;
+  double objective = 0;                  // Σ Huber_δ(r_i) (or ½ Σ r_i² for mse) at `params`
+  std::string loss = "huber";            // ParametricOptions::loss
+  double huber_delta = 1e-3;             // NaN (JSON null) for mse
   int n_points = 0;
   int starts_total = 0;      // starts tried
   int starts_converged = 0;  // stopped on the step-size criterion (not iteration cap/pruning)
   int starts_at_best = 0;    // reached objective ≤ best·(1 + best_rel_tol)
   int starts_pruned = 0;
   double seconds = 0;  // wall time of the fit
-  // Up to keep_optima distinct local optima (internal units), best first, with objectives.
+  // Up to keep_optima distinct local optima (internal units), with objectives: the reported
+  // optimum (`internal`) first, always, then the other converged ones, best first.
   std::vector<std::vector<double>> optima;
   std::vector<double> optima_objectives;
 
@@ -75,7 +80,12 @@ struct ParametricFit {
 Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
                                     const ParametricOptions& options);
 
-// Summed Huber objective of the given reported parameters on `obs` (no fitting).
+// True when `x` differs from every vector of `kept` by at least 1e-3 in some internal
+// coordinate (the rule that makes optima "distinct").
+bool IsDistinct(const std::vector<double>& x, const std::vector<std::vector<double>>& kept);
+
+// Summed Huber objective of the given reported parameters on `obs` (no fitting); an infinite
+// huber_delta gives ½ Σ r² (the mse loss).
 Result<double> HuberObjective(const std::vector<Observation>& obs, const std::string& form,
                               const std::vector<double>& reported, double huber_delta = 1e-3);
 

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "isoflop/common/status.h"
@@ -20,6 +22,19 @@ struct Interval {
 // Percentile interval of `values` (NaNs/infinities skipped) at `level` (e.g. 0.95 -> 2.5%,
 // 97.5%, linear interpolation). Returns NaN bounds when no finite value is left.
 Interval PercentileInterval(std::vector<double> values, double level);
+
+// A point estimate its own interval does not contain (a bootstrap whose refits fell into
+// other optima than the fit's): what the table, the JSON and the report warn about.
+struct IntervalExclusion {
+  std::string name;
+  double value = 0, lo = 0, hi = 0;
+};
+
+// The quantities of `points` whose interval in `ci` (same name) has finite bounds and does
+// not contain the point (with a relative slack of 1e-9 for rounding). Names missing from
+// either map are skipped. Ordered by name.
+std::vector<IntervalExclusion> PointsOutsideIntervals(const std::map<std::string, double>& points,
+                                                      const std::map<std::string, Interval>& ci);
 
 // y = k·C^a fitted by least squares in log-log space over `n_budgets` points.
 struct PowerLaw {

@@ -39,6 +39,9 @@ struct FitConfig {
     return b;
   }();
   bool extrapolation_check = true;  // parametric only; skipped (noted) with < 2 budgets
+  // Parametric only: leave-one-budget-out scoring of every budget (one refit per budget), in
+  // result "cross_validation". Off by default: it costs a fit per budget.
+  bool cross_validate = false;
 
   Status Validate() const;
 };

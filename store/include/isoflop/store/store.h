@@ -18,7 +18,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -124,6 +124,9 @@ struct Observation {
   // Mixture-of-Experts granularity G (Krajewski et al. 2024), > 0 when recorded; nullopt when
   // the source had none (dense models, or data without a G column). Stored as NULL.
   std::optional<double> g;
+  // The nominal isoFLOP budget (FLOPs) the run was planned at, when the source records one (a
+  // budget column); nullopt otherwise. Stored as NULL.
+  std::optional<double> budget;
 };
 
 struct ObservationSet {
