@@ -756,6 +756,11 @@ Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
   ISOFLOP_RETURN_IF_ERROR(Scancel(slurm_jobs, /*signal_only=*/false));
   for (auto& r : runs) {
     if (Terminal(r.status) || r.status == "failed") continue;
+    if (r.status == "running") {
+      // A detached run that ended before the cancel keeps its verdict: the next sync ingests it.
+      Result<std::optional<RunStatusFile>> st = ReadRunStatus(r.run_dir);
+      if (st.ok() && *st && ((*st)->state == "finished" || (*st)->state == "diverged")) continue;
+    }
     r.status = "cancelled";
     r.reason = "cancelled by `isoflop sweep cancel`";
     ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());

@@ -414,10 +414,59 @@ TEST_F(SlurmE2ETest, FailingJobIsFailedWithTheReasonFromItsLog) {
   EXPECT_EQ(finished, 3);
 }
 
+TEST_F(SlurmE2ETest, CancelOfADetachedSweepScancelsItsJobs) {
+  const std::string dir = TempDir("slurm_sweep_cancel");
+  const std::string file = SlurmSweep(dir, dir + "/runs", "  time: \"10\"\n");
+  auto submit = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit",
+                                                   "--no-plot", "--set", "executor.max_parallel=1"}),
+                           {}, dir);
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  auto cancel = RunCommand(Isoflop(dir + "/s.db", {"sweep", "cancel", "tiny"}), {}, dir);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("cancelled (no manager was running it)"), std::string::npos)
+      << cancel.out;
+  int cancelled = 0;
+  std::set<std::string> jobs;
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    if (run.status == "cancelled") {
+      ++cancelled;
+    } else {
+      // A job that finished before the cancel keeps its verdict for the next sync.
+      EXPECT_EQ(run.status, "running");
+      EXPECT_NE(Slurp(run.run_dir + "/status.json").find("\"finished\""), std::string::npos);
+    }
+    jobs.insert(run.job_id.substr(6));
+  }
+  EXPECT_GT(cancelled, 0);
+  // Nothing of the sweep is left pending or running in SLURM: each job is CANCELLED, was done,
+  // or (a cancelled array task that never started) is gone from the queue.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto q = RunCommand({"/usr/bin/squeue", "--states=all", "-h", "-r", "-o", "%i %T"});
+        for (const auto& j : jobs) {
+          const size_t at = q.out.find("\n" + j + " ") != std::string::npos
+                                ? q.out.find("\n" + j + " ") + 1
+                                : q.out.rfind(j + " ", 0);
+          if (at == std::string::npos) continue;
+          const std::string state = q.out.substr(at + j.size() + 1, 9);
+          if (state != "CANCELLED" && state != "COMPLETED") return false;
+        }
+        return true;
+      },
+      30));
+  // And none of the cancelled cells ran to its end (without the scancel all would have).
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    if (run.status != "cancelled") continue;
+    const std::string st = Slurp(run.run_dir + "/status.json");
+    EXPECT_EQ(st.find("\"finished\""), std::string::npos) << run.cell_key << ": " << st;
+  }
+}
+
 TEST_F(SlurmE2ETest, KilledManagerLosesNothingAndSyncPicksEverythingUp) {
   const std::string dir = TempDir("slurm_kill");
   const std::string root = dir + "/runs";
-  const std::string file = SlurmSweep(dir, root);
+  // At most 4 tasks per array: the six cells go out as two arrays.
+  const std::string file = SlurmSweep(dir, root, "  max_array_size: 4\n");
   const pid_t manager = SpawnLogged(
       Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot"}), dir,
       dir + "/manager.log");
@@ -446,6 +495,10 @@ TEST_F(SlurmE2ETest, KilledManagerLosesNothingAndSyncPicksEverythingUp) {
     EXPECT_EQ(run.attempts, 1) << run.cell_key;
   }
   ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+  std::set<std::string> arrays;
+  for (const auto& run : Runs(dir + "/s.db", "tiny"))
+    arrays.insert(run.job_id.substr(0, run.job_id.find('_')));
+  EXPECT_EQ(arrays.size(), 2u);
   auto fit = store::Store::Open(dir + "/s.db");
   auto latest = (*fit)->LatestFit("sweep", "tiny", "parametric");
   EXPECT_TRUE(latest.ok() && latest->has_value()) << "the last sync fits";
