@@ -88,6 +88,10 @@ run() {
     tlib="-L$tdir/lib -Wl,-rpath,$tdir/lib -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10"
     ls "$tdir"/lib/libtorch_cuda.so >/dev/null 2>&1 && tlib="$tlib -ltorch_cuda -lc10_cuda"
     tlib="$tlib -Wl,--as-needed"
+    # NCCL's process group where this LibTorch has CUDA (distributed.cc checks the headers).
+    # Gloo is for CPU ranks (tested in make test); pip's LibTorch keeps its gloo symbols private.
+    ls "$tdir"/lib/libtorch_cuda.so >/dev/null 2>&1 && tinc+=(-DISOFLOP_HAVE_NCCL -isystem /usr/local/cuda/include)
+    tinc+=(-DISOFLOP_NO_GLOO)
     local abi
     abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
     local flags=(-std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
@@ -95,7 +99,8 @@ run() {
     local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
                 trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
                 trainer/src/run_protocol.cc common/src/files.cc common/src/process.cc
-                trainer/src/model.cc trainer/src/moe.cc trainer/src/train_loop.cc)
+                common/src/subprocess.cc trainer/src/model.cc trainer/src/moe.cc
+                trainer/src/train_loop.cc trainer/src/distributed.cc)
     local gtest_lib
     gtest_lib=$(dirname "$(find "$deps" -name libgtest.a | head -n 1)")
     local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#if __has_include(<gloo/algorithm.h>) && \
+#if !defined(ISOFLOP_NO_GLOO) && __has_include(<gloo/algorithm.h>) && \
     __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
@@ -15,7 +15,8 @@
 #define ISOFLOP_HAVE_GLOO 1
 #endif
 
-#if defined(ISOFLOP_HAVE_NCCL) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
+#if defined(ISOFLOP_HAVE_NCCL) && __has_include(<nccl.h>) && \
+    __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
 #ifndef USE_C10D_NCCL
 #define USE_C10D_NCCL
 #endif
