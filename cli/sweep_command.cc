@@ -382,6 +382,48 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
                 << ", below the data's entropy " << Fmt("%.4f", *data.entropy)
                 << ": no model can reach it\n";
   }
+  if (!report.by_experts.empty()) {
+    // Dense and MoE side by side: the fit over every run above mixes expert counts.
+    std::cout << "\none law per expert count (N = " << cfg.fit.convention << " parameters"
+              << (data.entropy ? ", E held at the entropy " + Fmt("%.4f", *data.entropy) : "")
+              << "); the fit above mixes them:\n";
+    std::vector<double> cs;
+    for (const auto& a : report.answers) cs.push_back(a.c);
+    Table t;
+    t.columns = {{"experts", ""}, {"runs", ""}, {"fit", ""}, {"alpha", "%.3f"}, {"beta", "%.3f"}};
+    for (double c : cs) {
+      const std::string at = " @" + Fmt("%.3g", c);
+      t.columns.push_back({"loss" + at, "%.4f"});
+      t.columns.push_back({"N_opt" + at, "%.3g"});
+      t.columns.push_back({"D_opt" + at, "%.3g"});
+    }
+    t.columns.push_back({"note", ""});
+    for (const analysis::ExpertCountFit& e : report.by_experts) {
+      std::vector<json> row = {e.n_experts == 0 ? json("dense") : json(e.n_experts), e.runs};
+      if (!e.fit) {
+        row.insert(row.end(), {json(), json(), json()});
+        for (size_t i = 0; i < cs.size(); ++i)
+          row.insert(row.end(), {json(), json(), json()});
+        row.push_back(e.error);
+        t.rows.push_back(std::move(row));
+        continue;
+      }
+      const auto& p = e.fit->record.params;
+      row.push_back("#" + std::to_string(e.fit->id));
+      row.push_back(p.count("alpha") ? json(p.at("alpha")) : json());
+      row.push_back(p.count("beta") ? json(p.at("beta")) : json());
+      for (const auto& a : e.answers) {
+        if (!a.answer) {
+          row.insert(row.end(), {json(), json(), json()});
+          continue;
+        }
+        row.insert(row.end(), {a.answer->point.loss, a.answer->point.n, a.answer->point.d});
+      }
+      row.push_back("");
+      t.rows.push_back(std::move(row));
+    }
+    Print(std::cout, t, Format::kTable);
+  }
   return Status::Ok();
 }
 

@@ -56,6 +56,7 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
   for (auto& [c, id] : budget_ids) id = next++;
   for (const auto& r : runs) {
     if (options.only_keys && !options.only_keys->count(r.cell_key)) continue;
+    if (options.n_experts && r.n_experts != *options.n_experts) continue;
     if (r.data_entropy) out.entropy = r.data_entropy;
     if (r.status == "diverged" && !options.include_diverged) {
       out.excluded.push_back(r.cell_key + " (" + std::to_string(r.n_layer) + "x" +
@@ -79,6 +80,11 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
     if (r.n_experts > 0) g = r.granularity > 0 ? r.granularity : 1.0;
     o.g = g.value_or(1.0);
     out.obs.push_back(o);
+    if (std::find(out.expert_counts.begin(), out.expert_counts.end(), int(r.n_experts)) ==
+        out.expert_counts.end()) {
+      out.expert_counts.push_back(static_cast<int>(r.n_experts));
+      std::sort(out.expert_counts.begin(), out.expert_counts.end());
+    }
     out.points.push_back({o.n, o.d, o.c, o.loss, g, r.budget_flops > 0 ? r.budget_flops : o.c});
     if (!g) ++out.points_without_g;
     if (!options.curves) continue;

@@ -54,7 +54,23 @@ json SweepReport::ToJson() const {
           {"others", others_j},
           {"answers", answers_j},
           {"entropy_gap_budget_span", entropy_gap_budget_span},
-          {"headline", headline}};
+          {"headline", headline},
+          {"by_expert_count", [&] {
+             json arr = json::array();
+             for (const auto& e : by_experts) {
+               json ans = json::array();
+               for (const auto& a : e.answers)
+                 ans.push_back({{"c", a.c},
+                                {"answer", a.answer ? AnswerJson(*a.answer) : json(nullptr)},
+                                {"error", a.error}});
+               arr.push_back({{"n_experts", e.n_experts},
+                              {"runs", e.runs},
+                              {"fit", e.fit ? FitJson(*e.fit) : json(nullptr)},
+                              {"error", e.error},
+                              {"answers", ans}});
+             }
+             return arr;
+           }()}};
 }
 
 Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
@@ -105,6 +121,64 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
       report.fixed_entropy_error = r.status().message();
     }
   }
+  // One law per expert count, when the sweep has several; stored before the main fit, which
+  // stays the latest (`optimal` and `plot` use it).
+  if (data.expert_counts.size() > 1) {
+    for (int k : data.expert_counts) {
+      ExpertCountFit ef;
+      ef.n_experts = k;
+      LoadOptions klo = lo;
+      klo.n_experts = k;
+      klo.curves = false;
+      Result<Dataset> kd = LoadDataset(&db, source, klo);
+      if (!kd.ok()) {
+        ef.error = kd.status().message();
+        report.by_experts.push_back(std::move(ef));
+        continue;
+      }
+      ef.runs = kd->obs.size();
+      if (kd->obs.size() < 4) {
+        ef.error = "only " + std::to_string(kd->obs.size()) + " finished run(s); a law needs 4";
+        report.by_experts.push_back(std::move(ef));
+        continue;
+      }
+      fit::FitConfig kc = req.config;
+      kc.method = "parametric";
+      kc.extrapolation_check = false;
+      json o = options;
+      o["n_experts"] = k;
+      if (data.entropy) {
+        kc.parametric.fixed["E"] = *data.entropy;
+        o["fix"] = {{"E", *data.entropy}};
+      }
+      Result<fit::FitRecord> r = fit::RunFit(kd->obs, {}, kc);
+      Result<fit::RecordLaw> kl = r.ok() ? fit::LawFromRecord(*r) : Result<fit::RecordLaw>(r.status());
+      if (!r.ok() || !kl.ok()) {
+        ef.error = (r.ok() ? kl.status() : r.status()).message();
+        report.by_experts.push_back(std::move(ef));
+        continue;
+      }
+      StoredFit f;
+      ISOFLOP_ASSIGN_OR_RETURN(f.id, StoreFit(db, source, *r, o));
+      f.options = o;
+      f.record = std::move(*r);
+      ef.fit = std::move(f);
+      for (double c : req.report_budgets) {
+        BudgetAnswer a;
+        a.c = c;
+        Result<fit::Answer> ans =
+            fit::AnswerQuery(kl->law, {fit::Query::Kind::kCompute, c}, kl->draws, kl->ci_level);
+        if (ans.ok()) {
+          a.answer = *ans;
+        } else {
+          a.error = ans.status().message();
+        }
+        ef.answers.push_back(std::move(a));
+      }
+      report.by_experts.push_back(std::move(ef));
+    }
+  }
+
   ISOFLOP_ASSIGN_OR_RETURN(report.main.id, StoreFit(db, source, rec, options));
   report.main.options = options;
   if (data.entropy) {

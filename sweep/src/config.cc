@@ -733,6 +733,12 @@ Status ParseTrain(const Parser& p, const YAML::Node& n, SweepConfig* c) {
 
 // ---- parameters (W&B-style grid axes) -------------------------------------------------------
 
+const std::set<std::string>& MoeAxisFields() {
+  static const std::set<std::string> k = {"moe.n_experts", "moe.top_k", "moe.granularity",
+                                          "moe.n_shared_experts"};
+  return k;
+}
+
 Status ParseParameters(const Parser& p, const YAML::Node& n, const std::string& cwd,
                        SweepConfig* c) {
   if (!n.IsDefined()) return Status::Ok();
@@ -751,10 +757,18 @@ Status ParseParameters(const Parser& p, const YAML::Node& n, const std::string& 
       const auto& keys = DataKeys().at(source);
       known = field != "source" && std::find(keys.begin(), keys.end(), field) != keys.end();
     }
+    // An MoE sweep's expert settings: dense (n_experts 0) against 4, 8, 16 experts at every
+    // budget, top-k, granularity, shared experts.
+    const bool moe_axis = section == "model" && MoeAxisFields().count(field) > 0;
+    if (moe_axis && c->family != "moe") {
+      return p.Error(it->first, ap, "expert axes need model.family: moe (and a moe: block)");
+    }
+    known = known || moe_axis;
     if (!known) {
       return p.Error(it->first, ap,
-                     "unknown axis: expected train.<field> or data.<field> of this source "
-                     "(e.g. train.lr)");
+                     "unknown axis: expected train.<field>, data.<field> of this source (e.g. "
+                     "train.lr), or with family moe model.moe.n_experts, model.moe.top_k, "
+                     "model.moe.granularity or model.moe.n_shared_experts");
     }
     ISOFLOP_RETURN_IF_ERROR(
         p.CheckKeys(spec, ap, {"values", "value", "min", "max", "distribution", "count", "q"}));
@@ -821,6 +835,18 @@ Status ParseParameters(const Parser& p, const YAML::Node& n, const std::string& 
       for (auto& v : ax.values) {
         ISOFLOP_RETURN_IF_ERROR(CheckTrainValue(p, spec, ap, field, v));
         if (IntegerTrainFields().count(field)) v = static_cast<int64_t>(v.get<double>());
+      }
+    }
+    if (moe_axis) {
+      for (size_t i = 0; i < ax.values.size(); ++i) {
+        json& v = ax.values[i];
+        const int64_t lo = field == "moe.n_experts" || field == "moe.n_shared_experts" ? 0 : 1;
+        if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > 4096) {
+          return p.Error(spec, ap + "[" + std::to_string(i) + "]",
+                         "expected a whole number in [" + std::to_string(lo) + ", 4096]" +
+                             (field == "moe.n_experts" ? " (0 = a dense model)" : "") + ", got " +
+                             v.dump());
+        }
       }
     }
     if (section == "data" && IsPathField(source, field)) {
@@ -1097,8 +1123,11 @@ Status ParseFit(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       }
     } else if (key == "convention") {
       ISOFLOP_ASSIGN_OR_RETURN(f.convention, p.String(v, kp));
-      if (f.convention != "total" && f.convention != "non_embedding") {
-        return p.Error(v, kp, "expected total or non_embedding, got '" + f.convention + "'");
+      if (f.convention != "total" && f.convention != "non_embedding" &&
+          f.convention != "active") {
+        return p.Error(v, kp,
+                       "expected total, non_embedding or active (MoE: the parameters a token "
+                       "uses), got '" + f.convention + "'");
       }
     } else if (key == "bootstrap") {
       ISOFLOP_ASSIGN_OR_RETURN(f.bootstrap, p.IntInRange(v, kp, 0, 100000));

@@ -252,7 +252,7 @@ class SweepSession {
     store::RunRecord r = stored ? *stored : store::RunRecord();
     r.sweep_id = sweep_id_;
     r.cell_key = cell.key;
-    r.family = cfg_.family;
+    r.family = cell.config["model"].value("family", cfg_.family);  // expert axes: per cell
     r.n_layer = cell.shape.n_layer;
     r.d_model = cell.shape.d_model;
     r.n_head = cell.shape.n_head;

@@ -149,9 +149,25 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
                               " size(s), which cannot bracket an isoFLOP minimum (need >= 3)");
     }
     for (size_t si : sizes) {
-      const accounting::Shape& shape = c.ladder[si];
       for (uint64_t seed : c.seeds) {
         for (const auto& axes : grid) {
+          // Expert axes change the model itself (and so N, D and the FLOPs); n_experts 0 is the
+          // dense model of the same shape, with the dense sweep's cell key.
+          accounting::Shape shape = c.ladder[si];
+          std::string family = c.family;
+          for (const auto& [path, value] : axes) {
+            if (path.rfind("model.moe.", 0) != 0 || !shape.moe) continue;
+            const int v = value.get<int>();
+            const std::string f = path.substr(10);
+            if (f == "n_experts") shape.moe->n_experts = v;
+            if (f == "top_k") shape.moe->top_k = v;
+            if (f == "granularity") shape.moe->granularity = v;
+            if (f == "n_shared_experts") shape.moe->n_shared_experts = v;
+          }
+          if (shape.moe && shape.moe->n_experts == 0) {
+            shape.moe.reset();
+            family = "dense";
+          }
           Cell cell;
           cell.budget_index = static_cast<int>(bi);
           cell.budget_flops = budget;
@@ -179,6 +195,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           json data = c.data;
           json train = c.train;
           for (const auto& [path, value] : axes) {
+            if (path.rfind("model.", 0) == 0) continue;  // applied to the shape above
             const std::string field = path.substr(path.find('.') + 1);
             (path.rfind("train.", 0) == 0 ? train : data)[field] = value;
           }
@@ -193,7 +210,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           if (c.executor.activation_checkpointing) train["activation_checkpointing"] = true;
           cell.config = json{{"schema", 1},
                              {"seed", seed},
-                             {"model", trainer::ModelToJson(c.family, shape)},
+                             {"model", trainer::ModelToJson(family, shape)},
                              {"data", data},
                              {"train", train}};
           cell.key = Sha256Hex(cell.config.dump()).substr(0, 16);

@@ -111,8 +111,9 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        base + "parameters:\n  train.lr: {min: 0, max: 1, distribution: log_uniform_values}\n",
        "s.yaml:15:19: parameters.train.lr.min: must be > 0 for log_uniform_values"},
       {"unknown axis", base + "parameters:\n  model.d_model: {values: [1]}\n",
-       "s.yaml:15:3: parameters.model.d_model: unknown axis: expected train.<field> or "
-       "data.<field> of this source (e.g. train.lr)"},
+       "s.yaml:15:3: parameters.model.d_model: unknown axis: expected train.<field>, "
+       "data.<field> of this source (e.g. train.lr), or with family moe model.moe.n_experts, "
+       "model.moe.top_k, model.moe.granularity or model.moe.n_shared_experts"},
       {"min_lr above lr", base + "  lr: 1e-3\n  min_lr: 1e-2\n",
        "s.yaml:15:11: train.min_lr: must be <= train.lr"},
       {"vocab mismatch", replace("source: synthetic", "source: synthetic\n  vocab: 48"),

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "isoflop/sweep/config.h"
@@ -376,6 +377,58 @@ TEST(PlannerTest, CommittedGpuLadderPlans) {
   Result<Plan> qp = PlanSweep(*q, PlanEnvironment{});
   ASSERT_TRUE(qp.ok());
   EXPECT_EQ(qp->cells.size(), 15u);
+}
+
+TEST(PlannerTest, ExpertAxesChangeTheModelAndZeroExpertsIsTheDenseCell) {
+  const std::string moe = std::string(kSweep).replace(
+      std::string(kSweep).find("model:\n"), 7,
+      "model:\n  family: moe\n  moe: {n_experts: 4, top_k: 1}\n");
+  const Plan dense = MustPlan(kSweep);
+  const Plan plan = MustPlan(moe + "parameters:\n  model.moe.n_experts: {values: [0, 4, 8]}\n");
+  ASSERT_EQ(plan.cells.size(), 3 * dense.cells.size());
+  std::set<std::string> dense_keys;
+  for (const Cell& c : dense.cells) dense_keys.insert(c.key);
+  std::map<int, int> by_experts;
+  for (const Cell& c : plan.cells) {
+    const int e = c.shape.moe ? c.shape.moe->n_experts : 0;
+    ++by_experts[e];
+    if (e == 0) {
+      // The dense model of the same shape: the dense sweep's own cell.
+      EXPECT_TRUE(dense_keys.count(c.key)) << c.key;
+      EXPECT_EQ(c.config["model"]["family"], "dense");
+      EXPECT_EQ(c.n_active, c.n_total);
+    } else {
+      EXPECT_EQ(c.config["model"]["family"], "moe");
+      EXPECT_EQ(c.config["model"]["moe"]["n_experts"], e);
+      EXPECT_GT(c.n_total, c.n_active);  // top-1 of e experts
+      // Sized by active parameters: D = C / FLOPs per token of the parameters a token uses.
+      EXPECT_NEAR(double(c.tokens), c.budget_flops / c.flops_per_token_6n, 1.0);
+    }
+  }
+  EXPECT_EQ(by_experts[0], by_experts[4]);
+  EXPECT_EQ(by_experts[4], by_experts[8]);
+  // Expert axes on a dense sweep, and values that are no expert count, are errors at the line.
+  Result<SweepConfig> bad = ParseSweepConfig(
+      std::string(kSweep) + "parameters:\n  model.moe.n_experts: {values: [4]}\n", "p.yaml", {},
+      "/a");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "p.yaml:19:3: parameters.model.moe.n_experts: expert axes need model.family: moe (and "
+            "a moe: block)");
+  Result<SweepConfig> frac = ParseSweepConfig(
+      moe + "parameters:\n  model.moe.top_k: {values: [1.5]}\n", "p.yaml", {}, "/a");
+  ASSERT_FALSE(frac.ok());
+  EXPECT_NE(frac.status().message().find("parameters.model.moe.top_k[0]: expected a whole number "
+                                         "in [1, 4096], got 1.5"),
+            std::string::npos)
+      << frac.status().message();
+  // top_k above the expert count meets the trainer's own check, at the axis's line.
+  Result<SweepConfig> k = ParseSweepConfig(
+      moe + "parameters:\n  model.moe.top_k: {values: [8]}\n", "p.yaml", {}, "/a");
+  ASSERT_TRUE(k.ok()) << k.status().message();
+  Result<Plan> kp = PlanSweep(*k, PlanEnvironment{});
+  ASSERT_FALSE(kp.ok());
+  EXPECT_NE(kp.status().message().find("top_k"), std::string::npos) << kp.status().message();
 }
 
 }  // namespace

@@ -603,5 +603,58 @@ TEST(SweepE2ETest, DataParallelCellsRunTwoRanksEachAndMatchOneRankRuns) {
   }
 }
 
+TEST(SweepE2ETest, ExpertCountAxisRunsDenseAndMoeCellsAndFitsOneLawPerCount) {
+  const std::string dir = TempDir("sweep_moe_axis");
+  const std::string db = dir + "/s.db";
+  const std::string file = dir + "/axis.yaml";
+  std::ofstream(file) << Slurp(std::string(ISOFLOP_SOURCE_DIR) +
+                               "/tests/sweep/testdata/tiny_moe.yaml")
+                      << "parameters:\n  model.moe.n_experts: {values: [0, 4]}\n";
+  auto r = testing::RunCommand(
+      SweepRun(db, file, {"--set", "budgets=[1e9, 2e9]", "--set", "fit.convention=active"}), {},
+      dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto runs = Runs(db, "tiny_moe");
+  ASSERT_EQ(runs.size(), 12u);
+  int dense = 0;
+  for (const auto& run : runs) {
+    EXPECT_EQ(run.status, "finished") << run.reason;
+    if (run.n_experts == 0) {
+      ++dense;
+      EXPECT_EQ(run.family, "dense");
+      EXPECT_EQ(run.n_active, run.n_total);
+    } else {
+      EXPECT_EQ(run.family, "moe");
+      EXPECT_EQ(run.n_experts, 4);
+    }
+  }
+  EXPECT_EQ(dense, 6);
+  EXPECT_NE(r.out.find("one law per expert count (N = active parameters, E held at the entropy"),
+            std::string::npos)
+      << r.out;
+  // One stored law per count, each over its own six runs; the fit over all runs stays the
+  // latest (what `optimal --sweep` and `plot` use).
+  auto s = store::Store::Open(db);
+  auto fits = (*s)->ListFits();
+  ASSERT_TRUE(fits.ok());
+  std::map<int, int> per_count;
+  int64_t last_parametric = 0, main_points = 0;
+  for (const auto& f : *fits) {
+    if (f.source_name != "tiny_moe" || f.method != "parametric") continue;
+    const auto o = nlohmann::json::parse(f.options_json);
+    if (o.contains("n_experts")) {
+      ++per_count[o["n_experts"].get<int>()];
+      EXPECT_EQ(f.n_points, 6);
+    }
+    if (f.id > last_parametric) {
+      last_parametric = f.id;
+      main_points = o.contains("n_experts") ? -1 : f.n_points;
+    }
+  }
+  EXPECT_EQ(per_count[0], 1);
+  EXPECT_EQ(per_count[4], 1);
+  EXPECT_EQ(main_points, 12);
+}
+
 }  // namespace
 }  // namespace isoflop

@@ -35,6 +35,8 @@ struct LoadOptions {
   // cells of an older version of the file stay in the store but out of the fit).
   std::optional<std::set<std::string>> only_keys;
   bool curves = true;  // sweeps: also read every run's metrics as a training curve
+  // Sweeps: only runs with this many routed experts (0 = the dense runs of an MoE sweep).
+  std::optional<int> n_experts;
 };
 
 // One observation as the figures show it. Plain value.
@@ -53,6 +55,8 @@ struct Dataset {
   std::optional<double> entropy;      // the data's entropy rate, when the runs know it
   // G was recorded for some points only, or none (an imported set or CSV without a G column).
   size_t points_without_g = 0;
+  // Sweeps: the routed-expert counts of the runs loaded (0 = dense), ascending.
+  std::vector<int> expert_counts;
   // For a person: a file's text column that looks like an experiment label (the reader's notes).
   std::vector<std::string> warnings;
 };

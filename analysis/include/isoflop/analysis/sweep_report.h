@@ -40,6 +40,17 @@ struct BudgetAnswer {
   std::optional<fit::Answer> fixed_entropy;
 };
 
+// An MoE sweep with an expert-count axis: one Chinchilla law per routed-expert count (0 =
+// dense), E held at the data's entropy when it is known so the laws differ only where the
+// expert count acts, and its answers at the report budgets.
+struct ExpertCountFit {
+  int n_experts = 0;
+  size_t runs = 0;
+  std::optional<StoredFit> fit;
+  std::string error;
+  std::vector<BudgetAnswer> answers;
+};
+
 struct SweepReport {
   Dataset data;                            // what was fitted (excluded runs, entropy)
   StoredFit main;                          // the requested method's fit (the latest stored)
@@ -54,6 +65,8 @@ struct SweepReport {
   // free fit's E lies below it (its predicted losses can fall below what any model reaches),
   // else "free". The other is shown beside it.
   std::string headline = "free";
+  // Sweeps whose runs have several routed-expert counts (dense and MoE side by side).
+  std::vector<ExpertCountFit> by_experts;
 
   nlohmann::json ToJson() const;
 };
