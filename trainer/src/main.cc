@@ -99,6 +99,23 @@ void StopWithParent() {
   if (::getppid() != parent) std::raise(SIGTERM);  // the parent died before prctl
 }
 
+// The standalone form's OUT/run.json: written, or found equal (a resume). 0, or the exit code.
+int WriteStandaloneRunJson(const std::string& out_dir, const std::string& run_json) {
+  const std::string path = out_dir + "/run.json";
+  if (fs::exists(path) && ReadFile(path) != run_json) {
+    std::fprintf(stderr,
+                 "isoflop-train: %s exists with a different config; resume it with "
+                 "--run-dir %s or choose a new --out\n",
+                 path.c_str(), out_dir.c_str());
+    return kExitBadConfig;
+  }
+  if (Status st = WriteFileAtomic(path, run_json); !st.ok()) {
+    std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
+    return kExitFailed;
+  }
+  return 0;
+}
+
 // ---- --nproc N: this process starts N ranks of itself and supervises them ----------------
 
 volatile std::sig_atomic_t g_launcher_signal = 0;
@@ -348,18 +365,7 @@ static int Main(int argc, char** argv) {
   const bool launcher = nproc > 1 && std::getenv("WORLD_SIZE") == nullptr;
   if (launcher && !out_dir.empty()) {
     // The ranks run the folder this launcher prepares.
-    const std::string path = out_dir + "/run.json";
-    if (fs::exists(path) && ReadFile(path) != standalone_json) {
-      std::fprintf(stderr,
-                   "isoflop-train: %s exists with a different config; resume it with "
-                   "--run-dir %s or choose a new --out\n",
-                   path.c_str(), out_dir.c_str());
-      return kExitBadConfig;
-    }
-    if (Status st = WriteFileAtomic(path, standalone_json); !st.ok()) {
-      std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
-      return kExitFailed;
-    }
+    if (const int rc = WriteStandaloneRunJson(out_dir, standalone_json); rc != 0) return rc;
   }
   if (launcher) {
     std::vector<std::string> args = {"--run-dir", run_dir};
@@ -398,18 +404,7 @@ static int Main(int argc, char** argv) {
   if (const int sig = PendingStopSignal(); sig != 0) return 128 + sig;
 
   if (!out_dir.empty()) {
-    const std::string path = out_dir + "/run.json";
-    if (fs::exists(path) && ReadFile(path) != standalone_json) {
-      std::fprintf(stderr,
-                   "isoflop-train: %s exists with a different config; resume it with "
-                   "--run-dir %s or choose a new --out\n",
-                   path.c_str(), out_dir.c_str());
-      return kExitBadConfig;
-    }
-    if (Status st = WriteFileAtomic(path, standalone_json); !st.ok()) {
-      std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
-      return kExitFailed;
-    }
+    if (const int rc = WriteStandaloneRunJson(out_dir, standalone_json); rc != 0) return rc;
   }
 
   auto config = LoadRunConfig(run_dir + "/run.json");
