@@ -99,10 +99,12 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
   Table t;
   if (!args.observations.empty()) {
     ISOFLOP_ASSIGN_OR_RETURN(auto points, db->GetObservations(args.observations));
-    // g last, so columns that programs index by position keep their place; empty without G.
-    t.columns = {{"n", "%.6g"},    {"d", "%.6g"}, {"c", "%.6g"},
-                 {"loss", "%.6g"}, {"line", ""},  {"g", "%.6g"}};
-    for (const auto& p : points) t.rows.push_back({p.n, p.d, p.c, p.loss, p.line, Opt(p.g)});
+    // New columns go last, so columns that programs index by position keep their place; g
+    // empty without G, budget empty when the import recorded none (a re-import reads it back).
+    t.columns = {{"n", "%.6g"},    {"d", "%.6g"}, {"c", "%.6g"},      {"loss", "%.6g"},
+                 {"line", ""},     {"g", "%.6g"}, {"budget", "%.6g"}};
+    for (const auto& p : points)
+      t.rows.push_back({p.n, p.d, p.c, p.loss, p.line, Opt(p.g), Opt(p.budget)});
     Print(std::cout, t, format);
     return Status::Ok();
   }
@@ -223,7 +225,7 @@ void AddExportCommand(CLI::App& app, Context& ctx) {
   auto* sweep = cmd->add_option("--sweep", args->sweep, "Only runs of this sweep");
   cmd->add_option("--observations", args->observations,
                   "Export this imported observation set instead of runs (columns n,d,c,loss,"
-                  "line,g; g empty when the set has no granularity)")
+                  "line,g,budget; g and budget empty when the set has none)")
       ->excludes(sweep);
   cmd->add_option("--status", args->status,
                   "Only runs in this state (planned, running, finished, failed, diverged, "

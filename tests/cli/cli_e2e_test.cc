@@ -52,7 +52,7 @@ TEST_F(CliTest, ImportChinchillaThenExportMatchesTheSource) {
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
   auto rows = ParseCsv(exp.out);
   ASSERT_EQ(rows.size(), 246u);
-  EXPECT_EQ(rows[0], (std::vector<std::string>{"n", "d", "c", "loss", "line", "g"}));
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"n", "d", "c", "loss", "line", "g", "budget"}));
 
   auto src = ParseCsv([&] {
     std::ifstream f(kChinchilla);

@@ -250,8 +250,14 @@ TEST_F(FitCliTest, MoeFormRecoversTheGranularityLawFromAnImportedSet) {
   std::string header, first;
   std::getline(lines, header);
   std::getline(lines, first);
-  EXPECT_EQ(header, "n,d,c,loss,line,g");
-  EXPECT_EQ(std::stod(first.substr(first.rfind(',') + 1)), 1.0) << first;  // CSV line 2: G = 1
+  EXPECT_EQ(header, "n,d,c,loss,line,g,budget");
+  // CSV line 2: G = 1 (the sixth column); no budget recorded (the last, empty).
+  std::vector<std::string> fields;
+  std::stringstream row(first);
+  for (std::string f; std::getline(row, f, ',');) fields.push_back(f);
+  ASSERT_EQ(fields.size(), 6u) << first;  // the empty trailing budget ends the line with ','
+  EXPECT_EQ(std::stod(fields[5]), 1.0) << first;
+  EXPECT_EQ(first.back(), ',') << first;
 }
 
 // `fit --csv` takes the import's column options: the same file fitted directly gives the same
@@ -418,6 +424,13 @@ TEST_F(FitCliTest, IsoflopGroupsByTheImportedBudgetColumn) {
   EXPECT_EQ(j["result"]["isoflop"]["budgets"][0]["c"].get<double>(), 1e17);
   // N_opt ∝ C^(β/(α+β)) = C^0.4516 for this law.
   EXPECT_NEAR(j["params"]["n_opt_a"].get<double>(), beta / (alpha + beta), 0.03);
+  // Exported and imported again, the set keeps its budgets.
+  auto exported = Isoflop({"export", "--observations", "budgets", "--format", "csv"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::ofstream(*dir_ + "/exported.csv") << exported.out;
+  auto again = Isoflop({"import", *dir_ + "/exported.csv", "--name", "budgets_again"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("8 isoFLOP budgets recorded"), std::string::npos) << again.out;
 
   // The same runs without a budget: 6ND clustered, and the table says so.
   auto plain = Isoflop({"fit", "--csv", without, "--method", "isoflop", "--no-store"});
