@@ -798,6 +798,23 @@ Status Store::UpsertMetrics(int64_t run_id, const std::vector<MetricRow>& rows) 
   });
 }
 
+namespace {
+// A metrics row as GetMetrics and LatestMetric select it (step, tokens, flops, ... wall_s).
+MetricRow MetricFromRow(const Statement& q) {
+  MetricRow m;
+  m.step = q.Int(0);
+  m.tokens = q.Int(1);
+  m.flops = q.Double(2);
+  m.train_loss = q.OptDouble(3);
+  m.val_loss = q.OptDouble(4);
+  m.lr = q.OptDouble(5);
+  m.grad_norm = q.OptDouble(6);
+  m.tokens_per_s = q.OptDouble(7);
+  m.wall_s = q.OptDouble(8);
+  return m;
+}
+}  // namespace
+
 Result<std::vector<MetricRow>> Store::GetMetrics(int64_t run_id) {
   ISOFLOP_ASSIGN_OR_RETURN(
       StmtRef q,
@@ -807,17 +824,7 @@ Result<std::vector<MetricRow>> Store::GetMetrics(int64_t run_id) {
   std::vector<MetricRow> out;
   int rc;
   while ((rc = q->Step()) == SQLITE_ROW) {
-    MetricRow m;
-    m.step = q->Int(0);
-    m.tokens = q->Int(1);
-    m.flops = q->Double(2);
-    m.train_loss = q->OptDouble(3);
-    m.val_loss = q->OptDouble(4);
-    m.lr = q->OptDouble(5);
-    m.grad_norm = q->OptDouble(6);
-    m.tokens_per_s = q->OptDouble(7);
-    m.wall_s = q->OptDouble(8);
-    out.push_back(std::move(m));
+    out.push_back(MetricFromRow(*q));
   }
   if (rc != SQLITE_DONE) return Error("reading metrics");
   ISOFLOP_ASSIGN_OR_RETURN(
@@ -843,17 +850,7 @@ Result<std::optional<MetricRow>> Store::LatestMetric(int64_t run_id) {
   const int rc = q->Step();
   if (rc == SQLITE_DONE) return std::optional<MetricRow>();
   if (rc != SQLITE_ROW) return Error("reading the latest metric");
-  MetricRow m;
-  m.step = q->Int(0);
-  m.tokens = q->Int(1);
-  m.flops = q->Double(2);
-  m.train_loss = q->OptDouble(3);
-  m.val_loss = q->OptDouble(4);
-  m.lr = q->OptDouble(5);
-  m.grad_norm = q->OptDouble(6);
-  m.tokens_per_s = q->OptDouble(7);
-  m.wall_s = q->OptDouble(8);
-  return std::optional<MetricRow>(std::move(m));
+  return std::optional<MetricRow>(MetricFromRow(*q));
 }
 
 Result<int64_t> Store::CountMetrics(int64_t run_id) {

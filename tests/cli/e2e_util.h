@@ -2,7 +2,11 @@
 // run a command with arguments (no shell), capture stdout and stderr and the exit code.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace isoflop::testing {
@@ -22,5 +26,27 @@ std::string Binary(const std::string& name);
 
 // A fresh empty temporary directory, unique per call.
 std::string TempDir(const std::string& tag);
+
+// A file's whole text ("" when it cannot be read).
+std::string Slurp(const std::string& path);
+
+// Starts `argv` (argv[0] a path, no shell) in `cwd` with stdout and stderr to `log` (truncated)
+// and returns at once with its pid; WaitExit reaps it.
+pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& cwd,
+                  const std::string& log);
+
+// Waits for `pid`: its exit code, or 128 + signal when a signal killed it.
+int WaitExit(pid_t pid);
+
+// Polls `pred` every 20 ms until it holds or `seconds` pass; its last value.
+template <typename F>
+bool WaitFor(F pred, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
 
 }  // namespace isoflop::testing

@@ -31,39 +31,11 @@ const std::string kTiny = std::string(ISOFLOP_SOURCE_DIR) + "/tests/sweep/testda
 const std::string kChinchilla =
     std::string(ISOFLOP_DATA_DIR) + "/chinchilla/svg_extracted_data.csv";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Starts argv with stdout and stderr to `log` in `cwd`; returns the pid (no shell).
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (chdir(cwd.c_str()) != 0) _exit(126);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int WaitExit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 // A running `isoflop serve` on any free port; stopped with SIGTERM (which must exit 0).
 class Server {
  public:
   Server(const std::string& db, const std::string& dir) : log_(dir + "/serve.log") {
-    pid_ = Spawn({Binary("isoflop"), "--db", db, "serve", "--port", "0"}, dir, log_);
+    pid_ = SpawnLogged({Binary("isoflop"), "--db", db, "serve", "--port", "0"}, dir, log_);
     const std::regex re(R"(at http://127\.0\.0\.1:(\d+)/)");
     for (int i = 0; i < 500 && port_ == 0; ++i) {
       std::smatch m;
@@ -323,7 +295,7 @@ TEST_F(ServeE2ETest, ConcurrentSweepRunKeepsWritingWhileTheDashboardPolls) {
   const int port = server_->port();
   const std::string live_dir = *dir_ + "/live";
   fs::create_directories(live_dir);
-  const pid_t manager = Spawn({Binary("isoflop"), "--db", *db_, "sweep", "run", kTiny, "--set",
+  const pid_t manager = SpawnLogged({Binary("isoflop"), "--db", *db_, "sweep", "run", kTiny, "--set",
                                "name=live", "--set", "budgets=[1e9]", "--no-fit", "--no-plot"},
                               live_dir, live_dir + "/manager.log");
   std::set<int64_t> tokens_seen;
@@ -398,7 +370,7 @@ TEST(ServeCliTest, RefusesAMissingStoreAndWarnsOffLoopback) {
   ASSERT_EQ(imp.exit_code, 0) << imp.err;
   {
     const std::string log = dir + "/wide.log";
-    const pid_t pid = Spawn(
+    const pid_t pid = SpawnLogged(
         {Binary("isoflop"), "--db", dir + "/s.db", "serve", "--host", "0.0.0.0", "--port", "0"},
         dir, log);
     for (int i = 0; i < 500 && Slurp(log).find("serving") == std::string::npos; ++i)

@@ -27,24 +27,13 @@ namespace {
 namespace fs = std::filesystem;
 using testing::Binary;
 using testing::RunCommand;
+using testing::Slurp;
+using testing::SpawnLogged;
 using testing::TempDir;
+using testing::WaitExit;
+using testing::WaitFor;
 
 const std::string kTiny = std::string(ISOFLOP_SOURCE_DIR) + "/tests/sweep/testdata/tiny.yaml";
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-template <typename F>
-bool WaitFor(F pred, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
 
 // tiny.yaml with its executor section replaced by a slurm one (`executor_lines` indented by two
 // spaces, after `kind: slurm`).
@@ -67,30 +56,6 @@ std::vector<std::string> Isoflop(const std::string& db, std::vector<std::string>
   std::vector<std::string> argv = {Binary("isoflop"), "--db", db};
   argv.insert(argv.end(), args.begin(), args.end());
   return argv;
-}
-
-pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& cwd,
-                  const std::string& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    if (chdir(cwd.c_str()) != 0) _exit(126);
-    FILE* f = fopen(log.c_str(), "w");
-    if (f == nullptr) _exit(126);
-    dup2(fileno(f), 1);
-    dup2(fileno(f), 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int WaitExit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 std::vector<store::RunRecord> Runs(const std::string& db, const std::string& sweep) {

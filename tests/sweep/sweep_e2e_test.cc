@@ -26,48 +26,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::Binary;
+using testing::Slurp;
+using testing::SpawnLogged;
 using testing::TempDir;
+using testing::WaitExit;
+using testing::WaitFor;
 
 const std::string kTiny = std::string(ISOFLOP_SOURCE_DIR) + "/tests/sweep/testdata/tiny.yaml";
-
-// Starts `argv` in `cwd` with stdout+stderr to `log`; returns the pid (no shell).
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (chdir(cwd.c_str()) != 0) _exit(126);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int WaitExit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Polls until `pred` holds or `seconds` pass.
-template <typename F>
-bool WaitFor(F pred, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
 
 // A run folder of `runs_dir` that has a complete checkpoint and no status.json (still running).
 std::string RunningWithCheckpoint(const std::string& runs_dir) {
@@ -264,7 +229,7 @@ TEST(SweepE2ETest, SigkillMidSweepThenRerunGivesExactlyTheUninterruptedRows) {
 
   const std::string dir = TempDir("sweep_kill");
   const std::string runs = dir + "/runs/tiny";
-  pid_t manager = Spawn(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), dir, dir + "/log1");
+  pid_t manager = SpawnLogged(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), dir, dir + "/log1");
   ASSERT_TRUE(WaitFor([&] { return !RunningWithCheckpoint(runs).empty(); }, 60))
       << Slurp(dir + "/log1");
   kill(manager, SIGKILL);
@@ -332,7 +297,7 @@ executor: {cpus_per_run: 1, max_retries: 0}
 TEST(SweepE2ETest, SigintLeavesResumableCheckpoints) {
   const std::string dir = TempDir("sweep_int");
   const std::string runs = dir + "/runs/tiny";
-  pid_t manager = Spawn(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), dir, dir + "/log1");
+  pid_t manager = SpawnLogged(SweepRun(dir + "/s.db", kTiny, {"--no-fit"}), dir, dir + "/log1");
   std::string stopped;
   ASSERT_TRUE(WaitFor([&] { return !(stopped = RunningWithCheckpoint(runs)).empty(); }, 60))
       << Slurp(dir + "/log1");
@@ -366,7 +331,7 @@ TEST(SweepE2ETest, SigintDuringPlanProbeLeavesNoFolderBehind) {
   const char* old_tmpdir = std::getenv("TMPDIR");
   const std::string saved = old_tmpdir ? old_tmpdir : "";
   setenv("TMPDIR", tmp.c_str(), 1);  // the probe's folder goes here (inherited by the child)
-  pid_t plan = Spawn({Binary("isoflop"), "sweep", "plan", kTiny}, dir, dir + "/log");
+  pid_t plan = SpawnLogged({Binary("isoflop"), "sweep", "plan", kTiny}, dir, dir + "/log");
   if (old_tmpdir) {
     setenv("TMPDIR", saved.c_str(), 1);
   } else {
@@ -391,7 +356,7 @@ TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
   const std::string dir = TempDir("sweep_cancel");
   const std::string db = dir + "/s.db";
   const std::string runs = dir + "/runs/tiny";
-  pid_t manager = Spawn(SweepRun(db, kTiny, {"--no-fit"}), dir, dir + "/log1");
+  pid_t manager = SpawnLogged(SweepRun(db, kTiny, {"--no-fit"}), dir, dir + "/log1");
   ASSERT_TRUE(WaitFor([&] { return !RunningWithCheckpoint(runs).empty(); }, 60))
       << Slurp(dir + "/log1");
   auto cancel =
@@ -439,7 +404,7 @@ TEST(SweepE2ETest, DelayedOrphanOfAKilledManagerLosesNoMetricRows) {
       {"HELD_EXEC_GATE", gate},
       {"HELD_EXEC_PIDFILE", held}};
   for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);  // the first manager's only
-  pid_t manager = Spawn(SweepRun(db, kTiny, one_budget), dir, dir + "/log1");
+  pid_t manager = SpawnLogged(SweepRun(db, kTiny, one_budget), dir, dir + "/log1");
   for (const auto& [k, v] : env) unsetenv(k.c_str());
   // The worker the first manager started, held before it touched anything.
   ASSERT_TRUE(WaitFor([&] { return !Slurp(held).empty(); }, 60)) << Slurp(dir + "/log1");
@@ -450,7 +415,7 @@ TEST(SweepE2ETest, DelayedOrphanOfAKilledManagerLosesNoMetricRows) {
   ASSERT_FALSE(run_dir.empty()) << "the manager did not record its worker's pid " << orphan;
   kill(manager, SIGKILL);
   WaitExit(manager);
-  pid_t rerun = Spawn(SweepRun(db, kTiny, one_budget), dir, dir + "/log2");
+  pid_t rerun = SpawnLogged(SweepRun(db, kTiny, one_budget), dir, dir + "/log2");
   // Let the orphan go once a new worker trains in its folder, or the new manager waits for it.
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -485,7 +450,7 @@ TEST(SweepE2ETest, OneManagerPerSweepFromAnyDirectoryAndStaleLeaseTakeover) {
   const std::string dir2 = TempDir("sweep_lease2");
   const std::string db = dir1 + "/s.db";
   const std::string runs = dir1 + "/runs/tiny";
-  pid_t manager = Spawn(SweepRun(db, kTiny, {"--no-fit"}), dir1, dir1 + "/log1");
+  pid_t manager = SpawnLogged(SweepRun(db, kTiny, {"--no-fit"}), dir1, dir1 + "/log1");
   std::string interrupted;
   ASSERT_TRUE(WaitFor([&] { return !(interrupted = RunningWithCheckpoint(runs)).empty(); }, 60))
       << Slurp(dir1 + "/log1");
