@@ -1,6 +1,7 @@
 // `isoflop optimal`: compute-optimal N and D (with bootstrap intervals) from the latest stored
 // parametric fit, a chosen fit (--fit ID) or given parameters (--given E=..,A=..,...).
 #include <cmath>
+#include <optional>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -8,6 +9,7 @@
 #include "command.h"
 #include "fit_text.h"
 #include "isoflop/analysis/dataset.h"
+#include "isoflop/analysis/moe_sizing.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
 #include "output.h"
@@ -93,7 +95,8 @@ double StoredFloor(const nlohmann::json& options, std::string* name) {
 }
 
 Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args, double* floor,
-                               std::string* floor_name) {
+                               std::string* floor_name,
+                               std::optional<analysis::MoeSizing>* sizing) {
   if (!args.given.empty()) {
     std::map<std::string, double> named;
     for (const auto& kv : Split(args.given, ',')) {
@@ -131,6 +134,12 @@ Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args, doub
     ISOFLOP_ASSIGN_OR_RETURN(stored, analysis::LoadFit(*db, newest));
   }
   *floor = StoredFloor(stored->options, floor_name);
+  // An MoE fit (N = active parameters) carries how its sweep's total parameters follow.
+  if (const auto it = stored->options.find("moe_sizing"); it != stored->options.end()) {
+    Result<analysis::MoeSizing> s = analysis::MoeSizing::FromJson(*it);
+    if (!s.ok()) return s.status().WithPrefix("stored fit " + std::to_string(stored->id));
+    *sizing = *s;
+  }
   Result<fit::RecordLaw> law = fit::LawFromRecord(stored->record);
   if (!law.ok()) return law.status().WithPrefix("stored fit " + std::to_string(stored->id));
   return law;
@@ -177,7 +186,8 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
     return Status::InvalidArgument("give --compute, --compute-range, --params or --loss");
   double floor = NAN;
   std::string floor_name;
-  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, LoadLaw(ctx, args, &floor, &floor_name));
+  std::optional<analysis::MoeSizing> moe;
+  ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, LoadLaw(ctx, args, &floor, &floor_name, &moe));
   if (args.loss_floor > 0) floor = args.loss_floor, floor_name = "the given --loss-floor";
   double fitted_e = NAN;
   if (law.law.form == "chinchilla" && !law.law.params.empty()) fitted_e = law.law.params[0];
@@ -190,6 +200,13 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   if (inference)
     t.columns.insert(t.columns.end(),
                      {{"n_inference", "%.4g"}, {"d_inference", "%.4g"}, {"total_flops", "%.4g"}});
+  // An MoE fit: n_opt is active parameters; the model to build holds every expert.
+  if (moe)
+    t.columns.insert(t.columns.end(), {{"n_total", "%.4g"},
+                                       {"n_total_lo", "%.4g"},
+                                       {"n_total_hi", "%.4g"},
+                                       {"train_state_gib", "%.4g"},
+                                       {"serve_gib", "%.4g"}});
   std::vector<std::string> warnings;
   for (const auto& q : queries) {
     ISOFLOP_ASSIGN_OR_RETURN(fit::Answer a, fit::AnswerQuery(law.law, q, law.draws, law.ci_level));
@@ -218,6 +235,17 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
         row.insert(row.end(), {nullptr, nullptr, nullptr});
       }
     }
+    if (moe) {
+      const double total = moe->Total(a.point.n);
+      auto total_at = [&](const nlohmann::json& n) {
+        return n.is_number() ? nlohmann::json(moe->Total(n.get<double>())) : nlohmann::json();
+      };
+      constexpr double kGiB = 1024.0 * 1024 * 1024;
+      row.insert(row.end(),
+                 {total, total_at(Ci(a, "n", true)), total_at(Ci(a, "n", false)),
+                  total * analysis::kTrainStateBytesPerParam / kGiB,
+                  total * analysis::kServeBytesPerParam / kGiB});
+    }
     t.rows.push_back(row);
     // An interval that misses its own point came from draws in other optima than the fit's.
     for (const fit::IntervalExclusion& e :
@@ -234,6 +262,17 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
       warnings.push_back(w);
   }
   Print(std::cout, t, format);
+  if (moe) {
+    std::cerr << "MoE fit (" << moe->n_experts
+              << " routed experts): n_opt is active parameters per token; n_total counts every "
+                 "expert, from the sweep's "
+              << moe->runs << " runs (log-log line over N_active " << Human(moe->n_active_lo)
+              << ".." << Human(moe->n_active_hi) << ", within "
+              << Human(100 * moe->max_rel_error, 2)
+              << "% of them; extrapolated outside); train_state_gib = fp32 weights, gradients "
+                 "and AdamW moments of n_total (16 bytes each, activations extra); serve_gib = "
+                 "bf16 weights\n";
+  }
   for (const std::string& w : warnings) std::cerr << w << "\n";
   return Status::Ok();
 }

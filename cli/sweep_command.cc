@@ -280,6 +280,44 @@ void PrintAllocation(const fit::Answer& a) {
 
 // The end of `sweep run`: the fits the sweep file asks for (analysis::FitSweep runs and stores
 // them), printed.
+// What each MoE expert count is worth against the dense runs' law at the report budgets:
+// the dense parameters reaching its loss on its tokens, and the dense compute reaching it.
+void PrintDenseEquivalents(const analysis::SweepReport& report) {
+  Table t;
+  t.columns = {{"experts", ""},        {"compute", "%.3g"},       {"N_active", "%.3g"},
+               {"loss", "%.4f"},       {"dense_N", "%.3g"},       {"dense_N_lo", "%.3g"},
+               {"dense_N_hi", "%.3g"}, {"N_ratio", "%.2f"},       {"dense_C_ratio", "%.2f"},
+               {"C_ratio_lo", "%.2f"}, {"C_ratio_hi", "%.2f"},    {"note", ""}};
+  auto num = [](double v) { return std::isnan(v) ? json() : json(v); };
+  auto bound = [&](const fit::DenseEquivalent& e, const char* key, bool lo) {
+    const auto it = e.ci.find(key);
+    if (it == e.ci.end()) return json();
+    const double v = lo ? it->second.lo : it->second.hi;
+    return std::isinf(v) ? json("inf") : num(v);
+  };
+  for (const analysis::ExpertCountFit& ef : report.by_experts) {
+    for (const analysis::BudgetAnswer& a : ef.answers) {
+      if (!a.dense_equivalent && a.dense_equivalent_error.empty()) continue;
+      if (!a.dense_equivalent) {
+        t.rows.push_back({std::to_string(ef.n_experts), a.c, json(), json(), json(), json(), json(), json(),
+                          json(), json(), json(), a.dense_equivalent_error});
+        continue;
+      }
+      const fit::DenseEquivalent& e = *a.dense_equivalent;
+      t.rows.push_back({std::to_string(ef.n_experts), a.c, e.moe.n, e.moe.loss, num(e.n_effective),
+                        bound(e, "n_effective", true), bound(e, "n_effective", false),
+                        num(e.effective_ratio), num(e.compute_multiplier),
+                        bound(e, "compute_multiplier", true), bound(e, "compute_multiplier", false),
+                        e.note});
+    }
+  }
+  if (t.rows.empty()) return;
+  std::cout << "\neach MoE in dense terms: dense_N reaches the MoE's loss on its D tokens "
+               "(N_ratio = dense_N / N_active), dense_C_ratio = dense compute for that loss / C "
+               "(< 1: dense is better here; bootstrap intervals):\n";
+  Print(std::cout, t, Format::kTable);
+}
+
 Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep::Plan& plan) {
   analysis::SweepFitRequest req;
   req.sweep = cfg.name;
@@ -423,6 +461,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
       t.rows.push_back(std::move(row));
     }
     Print(std::cout, t, Format::kTable);
+    PrintDenseEquivalents(report);
   }
   return Status::Ok();
 }

@@ -85,7 +85,8 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
       out.expert_counts.push_back(static_cast<int>(r.n_experts));
       std::sort(out.expert_counts.begin(), out.expert_counts.end());
     }
-    out.points.push_back({o.n, o.d, o.c, o.loss, g, r.budget_flops > 0 ? r.budget_flops : o.c});
+    out.points.push_back({o.n, o.d, o.c, o.loss, g, r.budget_flops > 0 ? r.budget_flops : o.c,
+                          static_cast<double>(r.n_total), static_cast<double>(r.n_active)});
     if (!g) ++out.points_without_g;
     if (!options.curves) continue;
     ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "isoflop/analysis/moe_sizing.h"
+
 namespace isoflop::analysis {
 namespace {
 
@@ -27,6 +29,22 @@ json AnswerJson(const fit::Answer& a) {
           {"loss", a.point.loss},
           {"ci", ci},
           {"ci_draws_used", a.ci_draws_used}};
+}
+
+json DenseEquivalentJson(const fit::DenseEquivalent& e) {
+  // NaN (no dense model reaches the loss) and an unbounded interval end are null in JSON.
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  json ci = json::object();
+  for (const auto& [k, v] : e.ci) ci[k] = {{"lo", num(v.lo)}, {"hi", num(v.hi)}, {"level", v.level}};
+  return {{"c", e.c},
+          {"moe", {{"n", e.moe.n}, {"d", e.moe.d}, {"loss", e.moe.loss}}},
+          {"n_effective", num(e.n_effective)},
+          {"effective_ratio", num(e.effective_ratio)},
+          {"dense", {{"c", num(e.dense.c)}, {"n", num(e.dense.n)}, {"d", num(e.dense.d)}}},
+          {"compute_multiplier", num(e.compute_multiplier)},
+          {"note", e.note},
+          {"ci", ci},
+          {"ci_draws_used", e.ci_draws_used}};
 }
 
 json SweepReport::ToJson() const {
@@ -62,7 +80,11 @@ json SweepReport::ToJson() const {
                for (const auto& a : e.answers)
                  ans.push_back({{"c", a.c},
                                 {"answer", a.answer ? AnswerJson(*a.answer) : json(nullptr)},
-                                {"error", a.error}});
+                                {"error", a.error},
+                                {"dense_equivalent", a.dense_equivalent
+                                                         ? DenseEquivalentJson(*a.dense_equivalent)
+                                                         : json(nullptr)},
+                                {"dense_equivalent_error", a.dense_equivalent_error}});
                arr.push_back({{"n_experts", e.n_experts},
                               {"runs", e.runs},
                               {"fit", e.fit ? FitJson(*e.fit) : json(nullptr)},
@@ -99,6 +121,9 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
   // The known entropy is stored with each fit, so `optimal` can warn about losses below it.
   json options = req.options;
   if (data.entropy) options["entropy"] = *data.entropy;
+  // An MoE sweep of one expert count: `optimal` can then say what its N_active means in total
+  // parameters and memory.
+  if (std::optional<MoeSizing> sizing = FitMoeSizing(data)) options["moe_sizing"] = sizing->ToJson();
 
   // E held at the data's entropy, stored first so the free fit is the latest.
   std::optional<fit::RecordLaw> fixed_law;
@@ -124,6 +149,8 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
   // One law per expert count, when the sweep has several; stored before the main fit, which
   // stays the latest (`optimal` and `plot` use it).
   if (data.expert_counts.size() > 1) {
+    std::optional<fit::RecordLaw> dense_law;
+    std::vector<std::pair<int, fit::RecordLaw>> expert_laws;
     for (int k : data.expert_counts) {
       ExpertCountFit ef;
       ef.n_experts = k;
@@ -158,6 +185,9 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
         report.by_experts.push_back(std::move(ef));
         continue;
       }
+      if (k > 0) {
+        if (std::optional<MoeSizing> sizing = FitMoeSizing(*kd)) o["moe_sizing"] = sizing->ToJson();
+      }
       StoredFit f;
       ISOFLOP_ASSIGN_OR_RETURN(f.id, StoreFit(db, source, *r, o));
       f.options = o;
@@ -175,7 +205,27 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
         }
         ef.answers.push_back(std::move(a));
       }
+      if (k == 0) dense_law = *kl;
+      expert_laws.emplace_back(k, std::move(*kl));
       report.by_experts.push_back(std::move(ef));
+    }
+    // Each MoE law against the dense one (the dense count sorts first: 0).
+    if (dense_law) {
+      for (ExpertCountFit& ef : report.by_experts) {
+        if (ef.n_experts == 0 || !ef.fit) continue;
+        const auto it = std::find_if(expert_laws.begin(), expert_laws.end(),
+                                     [&](const auto& e) { return e.first == ef.n_experts; });
+        for (BudgetAnswer& a : ef.answers) {
+          Result<fit::DenseEquivalent> eq =
+              fit::DenseEquivalentAt(it->second.law, dense_law->law, a.c, it->second.draws,
+                                     dense_law->draws, it->second.ci_level);
+          if (eq.ok()) {
+            a.dense_equivalent = *eq;
+          } else {
+            a.dense_equivalent_error = eq.status().message();
+          }
+        }
+      }
     }
   }
 

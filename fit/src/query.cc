@@ -252,4 +252,73 @@ Result<Answer> AnswerQuery(const ScalingLaw& law, const Query& q,
   return ans;
 }
 
+namespace {
+
+constexpr double kHuge = 1e300;
+
+// The dense N reaching `loss` with d tokens (loss decreases in N); NaN when even N -> 1e40
+// does not reach it.
+double ParamsForLossAtTokens(const ScalingLaw& law, double loss, double d) {
+  if (!(law.Loss(std::exp(kLogMax), d) < loss)) return kNaN;
+  if (law.Loss(1.0, d) <= loss) return 1.0;
+  return std::exp(Bisect([&](double x) { return loss - law.Loss(std::exp(x), d); }, 0, kLogMax));
+}
+
+// One pair of laws; the point estimate and each bootstrap pair.
+Result<DenseEquivalent> DenseEquivalentOne(const ScalingLaw& moe, const ScalingLaw& dense,
+                                           double c) {
+  DenseEquivalent out;
+  out.c = c;
+  ISOFLOP_ASSIGN_OR_RETURN(out.moe, ComputeOptimal(moe, c));
+  ISOFLOP_RETURN_IF_ERROR(CheckLaw(dense));
+  out.n_effective = ParamsForLossAtTokens(dense, out.moe.loss, out.moe.d);
+  out.effective_ratio = out.n_effective / out.moe.n;
+  if (std::isnan(out.n_effective)) {
+    out.note = "no dense model reaches the MoE's loss with its " + std::to_string(out.moe.d) +
+               " tokens";
+  }
+  Result<Allocation> least = LeastComputeForLoss(dense, out.moe.loss);
+  if (least.ok()) {
+    out.dense = *least;
+    out.compute_multiplier = least->c / c;
+  } else {
+    out.dense.c = out.dense.n = out.dense.d = out.dense.loss = kNaN;
+    out.compute_multiplier = kNaN;
+    if (out.note.empty()) out.note = "dense law: " + least.status().message();
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<DenseEquivalent> DenseEquivalentAt(const ScalingLaw& moe, const ScalingLaw& dense, double c,
+                                          const std::vector<std::vector<double>>& moe_draws,
+                                          const std::vector<std::vector<double>>& dense_draws,
+                                          double level) {
+  ISOFLOP_ASSIGN_OR_RETURN(DenseEquivalent out, DenseEquivalentOne(moe, dense, c));
+  const size_t pairs = std::min(moe_draws.size(), dense_draws.size());
+  std::map<std::string, std::vector<double>> samples;
+  for (size_t i = 0; i < pairs; ++i) {
+    ScalingLaw m = moe, d = dense;
+    m.params = moe_draws[i];
+    d.params = dense_draws[i];
+    Result<DenseEquivalent> r = DenseEquivalentOne(m, d, c);
+    if (!r.ok()) continue;
+    ++out.ci_draws_used;
+    // A draw whose dense law never reaches the MoE's loss has an unbounded effective size: it
+    // stays in the upper tail (as kHuge, turned back into +inf below) instead of being dropped.
+    auto finite = [](double v) { return std::isnan(v) ? kHuge : v; };
+    samples["n_effective"].push_back(finite(r->n_effective));
+    samples["effective_ratio"].push_back(finite(r->effective_ratio));
+    samples["compute_multiplier"].push_back(finite(r->compute_multiplier));
+  }
+  for (auto& [k, xs] : samples) {
+    Interval ci = PercentileInterval(std::move(xs), level);
+    if (ci.hi >= kHuge / 2) ci.hi = HUGE_VAL;
+    if (ci.lo >= kHuge / 2) ci.lo = HUGE_VAL;
+    out.ci[k] = ci;
+  }
+  return out;
+}
+
 }  // namespace isoflop::fit

@@ -357,7 +357,7 @@ Status ParseLadder(const Parser& p, const YAML::Node& n, SweepConfig* c) {
                    "{params: [...], aspect: {...}}");
   }
   std::stable_sort(shapes.begin(), shapes.end(), [](const auto& a, const auto& b) {
-    return accounting::TotalParams(a) < accounting::TotalParams(b);
+    return accounting::ActiveParams(a) < accounting::ActiveParams(b);
   });
   c->ladder.clear();
   for (const auto& s : shapes) {

@@ -125,5 +125,81 @@ TEST(QueryTest, ChinchillaLawNamesTheMissingParameter) {
   EXPECT_NE(law.status().message().find("'beta'"), std::string::npos);
 }
 
+// The same law on both sides: an "MoE" worth exactly its own size and compute.
+TEST(QueryTest, DenseEquivalentOfTheDenseLawIsItself) {
+  auto eq = DenseEquivalentAt(Hoffmann(), Hoffmann(), 1e21);
+  ASSERT_TRUE(eq.ok()) << eq.status().message();
+  EXPECT_NEAR(eq->n_effective / eq->moe.n, 1.0, 1e-9);
+  EXPECT_NEAR(eq->effective_ratio, 1.0, 1e-9);
+  EXPECT_NEAR(eq->compute_multiplier, 1.0, 1e-6);
+  EXPECT_TRUE(eq->note.empty());
+}
+
+// A law with half the parameter term (an MoE whose experts help) against Hoffmann's, by hand:
+// N_eff = (A / (L - E - B / D^beta))^(1/alpha) with the MoE's compute-optimal D and L.
+TEST(QueryTest, DenseEquivalentMatchesTheHandFormula) {
+  ScalingLaw moe = Hoffmann();
+  moe.params[1] = 0.5 * 406.4;
+  const double c = 1e21;
+  auto eq = DenseEquivalentAt(moe, Hoffmann(), c);
+  ASSERT_TRUE(eq.ok()) << eq.status().message();
+  // The MoE's optimum, closed form (Hoffmann et al. 2022 eq. 4) written out.
+  const double E = 1.69, A = 406.4, B = 410.7, a = 0.34, b = 0.28, Am = 0.5 * A;
+  const double g = std::pow(a * Am / (b * B), 1 / (a + b));
+  const double n = g * std::pow(c / 6, b / (a + b)), d = std::pow(c / 6, a / (a + b)) / g;
+  const double loss = E + Am / std::pow(n, a) + B / std::pow(d, b);
+  EXPECT_NEAR(eq->moe.n / n, 1.0, 1e-9);
+  EXPECT_NEAR(eq->moe.loss, loss, 1e-12);
+  const double n_eff = std::pow(A / (loss - E - B / std::pow(d, b)), 1 / a);
+  EXPECT_NEAR(eq->n_effective / n_eff, 1.0, 1e-9);
+  EXPECT_NEAR(eq->effective_ratio, n_eff / n, 1e-9);
+  EXPECT_NEAR(eq->effective_ratio, std::pow(2.0, 1 / a), 1e-6);  // A/2 = A/(2^(1/a) N)^a
+  // The dense compute reaching the same loss, and that it is more than c.
+  EXPECT_GT(eq->compute_multiplier, 1.0);
+  auto dense_opt = ComputeOptimal(Hoffmann(), eq->compute_multiplier * c);
+  ASSERT_TRUE(dense_opt.ok());
+  EXPECT_NEAR(dense_opt->loss, loss, 1e-9);
+}
+
+// A dense law whose floor E lies above the MoE's loss: no dense model of any size matches it.
+TEST(QueryTest, DenseEquivalentSaysWhenNoDenseModelReachesTheLoss) {
+  ScalingLaw dense = Hoffmann();
+  dense.params[0] = 3.0;
+  auto eq = DenseEquivalentAt(Hoffmann(), dense, 1e21);
+  ASSERT_TRUE(eq.ok()) << eq.status().message();
+  EXPECT_TRUE(std::isnan(eq->n_effective));
+  EXPECT_TRUE(std::isnan(eq->compute_multiplier));
+  EXPECT_NE(eq->note.find("no dense model"), std::string::npos) << eq->note;
+}
+
+// Intervals over draw pairs contain the point; a draw pair whose dense law cannot reach the
+// loss keeps the upper bound unbounded instead of being dropped.
+TEST(QueryTest, DenseEquivalentIntervalsFromDrawPairs) {
+  ScalingLaw moe = Hoffmann();
+  moe.params[1] = 0.5 * 406.4;
+  std::vector<std::vector<double>> md, dd;
+  for (int i = 0; i < 40; ++i) {
+    md.push_back({1.69, 203.2 * (1 + 0.01 * (i - 20)), 410.7, 0.34, 0.28});
+    dd.push_back({1.69, 406.4, 410.7, 0.34 + 0.001 * (i - 20), 0.28});
+  }
+  auto eq = DenseEquivalentAt(moe, Hoffmann(), 1e21, md, dd, 0.9);
+  ASSERT_TRUE(eq.ok());
+  EXPECT_EQ(eq->ci_draws_used, 40);
+  for (const char* k : {"n_effective", "effective_ratio", "compute_multiplier"}) {
+    ASSERT_TRUE(eq->ci.count(k)) << k;
+    EXPECT_DOUBLE_EQ(eq->ci.at(k).level, 0.9);
+  }
+  EXPECT_LT(eq->ci.at("n_effective").lo, eq->n_effective);
+  EXPECT_GT(eq->ci.at("n_effective").hi, eq->n_effective);
+  EXPECT_LT(eq->ci.at("effective_ratio").lo, eq->effective_ratio);
+  EXPECT_GT(eq->ci.at("effective_ratio").hi, eq->effective_ratio);
+  // Half the dense draws can never reach the loss: the upper bound is unbounded.
+  for (int i = 0; i < 20; ++i) dd[i][0] = 3.0;
+  auto wide = DenseEquivalentAt(moe, Hoffmann(), 1e21, md, dd, 0.9);
+  ASSERT_TRUE(wide.ok());
+  EXPECT_TRUE(std::isinf(wide->ci.at("n_effective").hi));
+  EXPECT_TRUE(std::isfinite(wide->ci.at("n_effective").lo));
+}
+
 }  // namespace
 }  // namespace isoflop::fit

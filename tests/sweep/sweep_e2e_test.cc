@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "e2e_util.h"
+#include "isoflop/analysis/moe_sizing.h"
 #include "isoflop/store/store.h"
 
 namespace isoflop {
@@ -576,7 +577,10 @@ TEST(SweepE2ETest, ExpertCountAxisRunsDenseAndMoeCellsAndFitsOneLawPerCount) {
                                "/tests/sweep/testdata/tiny_moe.yaml")
                       << "parameters:\n  model.moe.n_experts: {values: [0, 4]}\n";
   auto r = testing::RunCommand(
-      SweepRun(db, file, {"--set", "budgets=[1e9, 2e9]", "--set", "fit.convention=active"}), {},
+      SweepRun(db, file,
+               {"--set", "budgets=[1e9, 2e9]", "--set", "fit.convention=active", "--set",
+                "fit.bootstrap=20"}),
+      {},
       dir);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const auto runs = Runs(db, "tiny_moe");
@@ -619,6 +623,48 @@ TEST(SweepE2ETest, ExpertCountAxisRunsDenseAndMoeCellsAndFitsOneLawPerCount) {
   EXPECT_EQ(per_count[0], 1);
   EXPECT_EQ(per_count[4], 1);
   EXPECT_EQ(main_points, 12);
+
+  // The 4-expert law against the dense one: a row of the dense-equivalent table.
+  const size_t table = r.out.find("each MoE in dense terms");
+  ASSERT_NE(table, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n4 ", table), std::string::npos) << r.out.substr(table);
+
+  // The 4-expert fit knows how its runs' total parameters follow their active ones, and
+  // `optimal` answers with both and with the memory the total needs.
+  int64_t moe_fit = 0;
+  nlohmann::json sizing;
+  for (const auto& f : *fits) {
+    const auto o = nlohmann::json::parse(f.options_json);
+    if (o.value("n_experts", -1) == 4) moe_fit = f.id, sizing = o["moe_sizing"];
+    if (o.value("n_experts", -1) == 0) EXPECT_FALSE(o.contains("moe_sizing")) << o.dump();
+  }
+  ASSERT_GT(moe_fit, 0);
+  ASSERT_TRUE(sizing.is_object()) << sizing.dump();
+  EXPECT_EQ(sizing["n_experts"], 4);
+  EXPECT_EQ(sizing["runs"], 6);
+  auto parsed = analysis::MoeSizing::FromJson(sizing);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  EXPECT_LT(parsed->max_rel_error, 0.05);
+  for (const auto& run : runs) {
+    if (run.n_experts != 4) continue;
+    EXPECT_GT(run.n_total, run.n_active);
+    EXPECT_NEAR(parsed->Total(double(run.n_active)) / double(run.n_total), 1.0,
+                parsed->max_rel_error + 1e-12);
+  }
+  auto opt = testing::RunCommand({Binary("isoflop"), "--db", db, "optimal", "--fit",
+                                  std::to_string(moe_fit), "--compute", "4e9", "--format", "json"},
+                                 {}, dir);
+  ASSERT_EQ(opt.exit_code, 0) << opt.out << opt.err;
+  const auto rows = nlohmann::json::parse(opt.out);
+  ASSERT_EQ(rows.size(), 1u) << opt.out;
+  const auto& row = rows[0];
+  const double n = row["n_opt"].get<double>(), total = row["n_total"].get<double>();
+  EXPECT_NEAR(total, parsed->Total(n), 1e-9 * total);
+  EXPECT_GT(total, n);
+  EXPECT_NEAR(row["train_state_gib"].get<double>(), total * 16 / (1024.0 * 1024 * 1024),
+              1e-12 * total);
+  EXPECT_NEAR(row["serve_gib"].get<double>(), total * 2 / (1024.0 * 1024 * 1024), 1e-12 * total);
+  EXPECT_NE(opt.err.find("n_opt is active parameters"), std::string::npos) << opt.err;
 }
 
 }  // namespace

@@ -96,6 +96,24 @@ TEST(Accounting, SolveShapeTooSmall) {
   EXPECT_FALSE(SolveShape(1000, rule, base).ok());
 }
 
+// An MoE ladder is sized by active parameters: the solved shape's ActiveParams is near the
+// target while its experts put TotalParams well above it.
+TEST(Accounting, SolveShapeSizesMoeByActiveParams) {
+  Shape base;
+  base.moe.emplace();
+  base.moe->n_experts = 8;
+  base.moe->top_k = 1;
+  AspectRule rule;
+  for (double target : {1e5, 1e6, 1e7}) {
+    auto r = SolveShape(target, rule, base);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    ASSERT_TRUE(r->moe.has_value());
+    EXPECT_EQ(r->moe->n_experts, 8);
+    EXPECT_LT(std::abs(std::log(ActiveParams(*r) / target)), 0.5) << ActiveParams(*r);
+    EXPECT_GT(static_cast<double>(TotalParams(*r)), 2.0 * target) << TotalParams(*r);
+  }
+}
+
 TEST(Accounting, ParseRoundTrip) {
   for (auto v : {Norm::kRmsNorm, Norm::kLayerNorm}) EXPECT_EQ(*ParseNorm(ToString(v)), v);
   for (auto v : {PosEmbedding::kRope, PosEmbedding::kAlibi, PosEmbedding::kLearned}) {

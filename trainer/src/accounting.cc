@@ -257,16 +257,16 @@ Result<Shape> SolveShape(double target_params, const AspectRule& rule, const Sha
       s.d_model = d;
       s.n_head = d / rule.head_dim;
       if (!s.Validate().ok()) continue;
-      const double err = std::abs(std::log(static_cast<double>(TotalParams(s))) - log_target);
+      const double err = std::abs(std::log(static_cast<double>(ActiveParams(s))) - log_target);
       if (err < at_depth_err) {
         at_depth_err = err;
         at_depth = s;
       }
-      if (TotalParams(s) > target_params) break;  // N grows with d: the next one is farther
+      if (ActiveParams(s) > target_params) break;  // N grows with d: the next one is farther
     }
     if (!at_depth) continue;
     // A width that overshoots by more than one rounding step means the depth is too large.
-    if (at_depth_err > std::log(2.0) && TotalParams(*at_depth) > target_params) continue;
+    if (at_depth_err > std::log(2.0) && ActiveParams(*at_depth) > target_params) continue;
     const double aspect_err = std::abs(std::log(static_cast<double>(at_depth->d_model) / layers) -
                                        std::log(rule.d_model_per_layer));
     if (aspect_err < best_aspect_err) {

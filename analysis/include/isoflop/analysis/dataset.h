@@ -44,6 +44,9 @@ struct Point {
   double n = 0, d = 0, c = 0, loss = 0;
   std::optional<double> g;  // MoE granularity when recorded
   double budget = 0;        // its isoFLOP budget: the sweep cell's C, else its own C
+  // Sweeps: the run's total and active parameters whatever the convention (an MoE's total
+  // counts every expert); 0 for imported points.
+  double n_total = 0, n_active = 0;
 };
 
 struct Dataset {

@@ -38,11 +38,16 @@ struct BudgetAnswer {
   std::optional<fit::Answer> answer;
   std::string error;
   std::optional<fit::Answer> fixed_entropy;
+  // Expert-count laws of MoE runs only: what the MoE at this budget is worth in dense
+  // parameters and compute, against the dense runs' law (absent without dense runs).
+  std::optional<fit::DenseEquivalent> dense_equivalent;
+  std::string dense_equivalent_error;
 };
 
 // An MoE sweep with an expert-count axis: one Chinchilla law per routed-expert count (0 =
 // dense), E held at the data's entropy when it is known so the laws differ only where the
-// expert count acts, and its answers at the report budgets.
+// expert count acts, and its answers at the report budgets (for an MoE count, with its dense
+// equivalent against the dense law).
 struct ExpertCountFit {
   int n_experts = 0;
   size_t runs = 0;
@@ -74,6 +79,10 @@ struct SweepReport {
 // An answer as JSON: {c, n, d, tokens_per_param, loss, ci: {key: {lo, hi, level}},
 // ci_draws_used}. Shared by the sweep report and the dashboard's `optimal`.
 nlohmann::json AnswerJson(const fit::Answer& a);
+// A dense equivalent as JSON: {c, moe: {n, d, loss}, n_effective, effective_ratio,
+// dense: {c, n, d}, compute_multiplier, note, ci: {key: {lo, hi, level}}, ci_draws_used};
+// null where a value is NaN or an interval end unbounded.
+nlohmann::json DenseEquivalentJson(const fit::DenseEquivalent& e);
 
 // Loads the sweep's finished runs, runs the requested fit, for a parametric one also the
 // E-at-entropy fit (stored first, so the free fit is the latest: `optimal` and `plot` use it)

@@ -91,4 +91,29 @@ struct Answer {
 Result<Answer> AnswerQuery(const ScalingLaw& law, const Query& q,
                            const std::vector<std::vector<double>>& draws = {}, double level = 0.95);
 
+// What an MoE is worth in dense parameters and compute, from two laws fitted on the same data
+// and FLOPs convention (N = active parameters for the MoE): at budget c the MoE law's
+// compute-optimal allocation reaches loss L; `n_effective` is the dense parameter count that
+// reaches L with the same D tokens (Clark et al. 2022's effective parameter count), and
+// `dense` the least dense compute reaching L, so compute_multiplier = dense.c / c is the MoE's
+// compute advantage (below 1: the dense model is better at this budget).
+struct DenseEquivalent {
+  double c = 0;
+  Allocation moe;               // compute-optimal under the MoE law
+  double n_effective = 0;       // NaN when no dense model reaches moe.loss with moe.d tokens
+  double effective_ratio = 0;   // n_effective / moe.n
+  Allocation dense;             // least dense compute reaching moe.loss (NaN c when none)
+  double compute_multiplier = 0;  // dense.c / c; NaN when the dense law never reaches moe.loss
+  std::string note;             // why a value is NaN, else empty
+  // Keys "n_effective", "effective_ratio", "compute_multiplier": percentile intervals over
+  // pairs (moe draw i, dense draw i), the two fits' bootstraps being independent.
+  std::map<std::string, Interval> ci;
+  int ci_draws_used = 0;
+};
+// InvalidArgument when either law cannot be queried at c.
+Result<DenseEquivalent> DenseEquivalentAt(const ScalingLaw& moe, const ScalingLaw& dense, double c,
+                                          const std::vector<std::vector<double>>& moe_draws = {},
+                                          const std::vector<std::vector<double>>& dense_draws = {},
+                                          double level = 0.95);
+
 }  // namespace isoflop::fit

@@ -116,8 +116,10 @@ struct AspectRule {
 };
 
 // Returns the valid shape (n_layer, d_model, n_head; other fields copied from `base`) whose
-// TotalParams is nearest to `target_params` in log space under `rule`. InvalidArgument when
-// no shape can satisfy the rule (e.g. target smaller than the embedding alone).
+// ActiveParams is nearest to `target_params` in log space under `rule` (for a dense base that
+// is TotalParams; an MoE ladder is sized by what a token uses, as its FLOPs are, and its
+// experts come on top). InvalidArgument when no shape can satisfy the rule (e.g. target
+// smaller than the embedding alone).
 Result<Shape> SolveShape(double target_params, const AspectRule& rule, const Shape& base);
 
 // Parsing helpers for configs ("rmsnorm", "layernorm", "rope", "alibi", "learned",
