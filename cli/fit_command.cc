@@ -9,6 +9,7 @@
 #include "command.h"
 #include "fit_text.h"
 #include "isoflop/analysis/dataset.h"
+#include "isoflop/analysis/moe_sizing.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/observations_csv.h"
 #include "isoflop/store/store.h"
@@ -32,6 +33,7 @@ struct FitArgs {
   std::string loss = "huber";
   double huber_delta = 1e-3;
   double loss_floor = 0;  // a known lower bound of the loss (the data's entropy); 0 = none
+  int n_experts = -1;     // sweeps: only the runs with this many routed experts (-1 = all)
 };
 
 // Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options.
@@ -220,6 +222,8 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   const int sources = !args.sweep.empty() + !args.observations.empty() + !args.csv.empty();
   if (sources != 1)
     return Status::InvalidArgument("give exactly one of --sweep, --observations or --csv");
+  if (args.n_experts >= 0 && args.sweep.empty())
+    return Status::InvalidArgument("--n-experts: only with --sweep (runs record their experts)");
   fit::FitConfig cfg;
   cfg.convention = args.convention;
   cfg.exclude_top_loss = args.exclude_top_loss;
@@ -258,7 +262,16 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   }
   analysis::LoadOptions lo;
   lo.convention = args.convention;
+  if (args.n_experts >= 0) lo.n_experts = args.n_experts;
   ISOFLOP_ASSIGN_OR_RETURN(analysis::Dataset data, analysis::LoadDataset(db.get(), source, lo));
+  // One expert count of an MoE sweep: a per-count law, as `sweep run` stores one (the report's
+  // per-count curves pick it up), with how the runs' total parameters follow their active ones.
+  nlohmann::json expert_options = nlohmann::json::object();
+  if (args.n_experts >= 0) {
+    expert_options["n_experts"] = args.n_experts;
+    if (std::optional<analysis::MoeSizing> sizing = analysis::FitMoeSizing(data))
+      expert_options["moe_sizing"] = sizing->ToJson();
+  }
   for (const std::string& w : data.warnings) std::cerr << "warning: " << w << "\n";
   if (moe) {
     std::string what, fix;
@@ -306,6 +319,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
                                 {"fix", args.fix},
                                 {"loss", args.loss}};
       if (args.loss_floor > 0) options["loss_floor"] = args.loss_floor;
+      options.update(expert_options);
       Result<int64_t> stored = analysis::StoreFit(*db, source, *rec, options);
       if (!stored.ok()) return stored.status();
       id = *stored;
@@ -422,6 +436,10 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--loss-floor", args->loss_floor,
                   "A known lower bound of the loss (e.g. the data's entropy): warn when a "
                   "predicted loss falls below it (stored with the fit; `optimal` warns too)");
+  cmd->add_option("--n-experts", args->n_experts,
+                  "Sweeps: fit only the runs with this many routed experts (0 = the dense runs "
+                  "of an MoE sweep); stored as that count's law")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--convention", args->convention,
                   "Parameter count of sweep runs: total | non_embedding | active")
       ->capture_default_str();

@@ -48,6 +48,14 @@ FIGURES = [
      "The law fitted without the largest budget, predicting that budget's losses."),
     ("moe", "Mixture-of-Experts",
      "Final loss against active parameters for each expert count."),
+    ("moe_compute", "MoE loss against compute",
+     "Per expert count: the best final loss at each budget, and the compute-optimal loss of that "
+     "count's own law L*(C) (the curve a dense-vs-MoE decision compares), extrapolated past the "
+     "largest budget."),
+    ("expert_load", "Expert load over training",
+     "Per MoE expert count, its largest run: each routed expert's share of the token "
+     "assignments at every logging step, relative to a perfectly balanced share (1 = balanced; "
+     "hot experts are bright rows), with the max/mean imbalance below."),
     ("granularity", "Granularity law (fine-grained MoE)",
      "Final loss against MoE granularity G at a few fixed (N, D) from the data, with the fitted "
      "law L = c + (g/G^γ + a)/N^α + b/D^β (Krajewski et al. 2024, eq. 5) and its limit G → ∞; "
@@ -163,6 +171,10 @@ def load_fits(con, kind: str, name: str) -> dict:
         f["ci"] = _json(f.get("ci_json"), {})
         f["result"] = _json(f.get("result_json"), {})
         f["options"] = _json(f.get("options_json"), {})
+        if "n_experts" in f["options"]:
+            # One expert count's law (`sweep run`, `fit --n-experts`): not the source's law;
+            # moe_compute draws them from the analysis file's "by_expert_count".
+            continue
         fits[f["method"]] = f
         if f["method"] == "parametric":
             fits["parametric:" + (f.get("form") or "chinchilla")] = f
@@ -195,8 +207,26 @@ def load_runs(con, sweep: str) -> pd.DataFrame:
     # D is the tokens trained (the fit's D), the target only where none was recorded.
     df["d"] = np.where(df["tokens_done"] > 0, df["tokens_done"], df["target_tokens"]).astype(float)
     df["n_experts"] = df["n_experts"].fillna(0).astype(int)
-    df["g"] = np.nan  # runs record no granularity G (`isoflop fit` counts them as G = 1)
+    # An MoE run's granularity G (1 when its experts are not split), as `isoflop fit` reads it;
+    # dense runs have none.
+    gran = df["granularity"].fillna(0).astype(float) if "granularity" in df else 0.0
+    df["g"] = np.where(df["n_experts"] > 0, np.where(gran > 0, gran, 1.0), np.nan)
     return df
+
+
+def load_expert_loads(con, run_id: int) -> pd.DataFrame:
+    """One MoE run's per-expert load over training: step, tokens and one column load_i per
+    routed expert (fraction of routed token assignments, from the metric extras)."""
+    df = pd.read_sql_query(
+        "SELECT m.step, m.tokens, x.name, x.value FROM metric_extras x JOIN metrics m "
+        "ON m.run_id = x.run_id AND m.step = x.step WHERE x.run_id = ? AND x.name LIKE 'load\\_%' "
+        "ESCAPE '\\' ORDER BY m.step", con, params=(int(run_id),))
+    if df.empty:
+        return df
+    wide = df.pivot_table(index=["step", "tokens"], columns="name", values="value").reset_index()
+    cols = sorted((c for c in wide.columns if re.fullmatch(r"load_\d+", str(c))),
+                  key=lambda c: int(c.split("_")[1]))
+    return wide[["step", "tokens"] + cols]
 
 
 def load_curves(con, sweep: str) -> pd.DataFrame:
@@ -920,14 +950,111 @@ class Report:
 
     # ---- figure 7
 
+    def moe_compute(self):
+        """Loss against compute per expert count: the best final loss at each budget, and each
+        count's law's compute-optimal loss L*(C) (evaluated by the C++ fit library)."""
+        name = "moe_compute"
+        if self.kind != "sweep" or not self.mixed:
+            return self._skip(name, "no Mixture-of-Experts runs (n_experts > 0) in this source")
+        obs = self.obs[~self.obs["excluded"]] if "excluded" in self.obs else self.obs
+        counts = sorted(obs["n_experts"].unique())
+        laws = {int(e["n_experts"]): e for e in self.cpp.get("by_expert_count", [])}
+        colours = plt.get_cmap("tab10")
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        notes, drawn_laws = [], 0
+        for i, e in enumerate(counts):
+            lbl = "dense" if e == 0 else f"{e} experts"
+            best = obs[obs["n_experts"] == e].groupby("budget")["loss"].min().sort_index()
+            ax.plot(best.index, best.values, ls="none", marker="o", ms=6, color=colours(i % 10),
+                    label=f"{lbl}: best run per budget")
+            entry = laws.get(int(e))
+            frontier = ((entry or {}).get("curves") or {}).get("parametric", {}).get("frontier")
+            if frontier and frontier.get("c"):
+                ax.plot(frontier["c"], frontier["loss"], color=colours(i % 10), lw=1.5,
+                        label=f"{lbl}: L*(C), fit #{entry['fit_id']}")
+                drawn_laws += 1
+            elif entry and entry.get("error"):
+                notes.append(f"{lbl}: law not drawn: {entry['error']}")
+        if drawn_laws == 0:
+            notes.append("no per-expert-count laws stored: `isoflop sweep run` fits one per count; "
+                         f"or run `isoflop fit --sweep {self.name} --n-experts K` for each K")
+        ent = None
+        if self.runs is not None and "data_entropy" in self.runs:
+            e_vals = self.runs["data_entropy"].dropna()
+            ent = float(e_vals.iloc[0]) if len(e_vals) else None
+        if ent:
+            ax.axhline(ent, color="0.4", ls=":", lw=1, label=f"data entropy {ent:.4f}")
+        ax.set_xscale("log")
+        ax.set_xlabel("Training compute C (FLOPs, by active parameters)")
+        ax.set_ylabel("Final loss (nats/token)")
+        _clip_loss_axis(ax, list(obs["loss"]) + ([ent] if ent else []))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, framealpha=0.9)
+        ax.set_title(f"MoE loss against compute - sweep '{self.name}'", fontsize=11)
+        return self._save(fig, name, notes)
+
+    # ---- figure 8
+
+    def expert_load(self, panels: int = 4):
+        """Per-expert load over training for the largest run of each MoE expert count."""
+        name = "expert_load"
+        if self.kind != "sweep" or self.runs is None or not self.mixed:
+            return self._skip(name, "no Mixture-of-Experts runs (n_experts > 0) in this source")
+        runs = self.runs[(self.runs["n_experts"] > 0) & self.runs["loss"].notna()]
+        picks = []
+        for e in sorted(runs["n_experts"].unique()):
+            g = runs[runs["n_experts"] == e].sort_values(["budget_flops", "n_active"])
+            for _, run in g.iloc[::-1].iterrows():  # largest budget, then largest model
+                loads = load_expert_loads(self.con, run["id"])
+                if not loads.empty:
+                    picks.append((int(e), run, loads))
+                    break
+        if not picks:
+            return self._skip(name, "the MoE runs logged no per-expert load (metric extras "
+                                    "load_0, load_1, ...)")
+        picks = picks[:panels]
+        fig, axes = plt.subplots(2, len(picks), figsize=(4.6 * len(picks), 6.2), squeeze=False,
+                                 gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
+        vmax = 1.0
+        for _, _, loads in picks:
+            cols = [c for c in loads.columns if c.startswith("load_")]
+            vmax = max(vmax, float(np.nanmax(loads[cols].to_numpy() * len(cols))))
+        norm = Normalize(vmin=0, vmax=vmax)
+        for j, (e, run, loads) in enumerate(picks):
+            cols = [c for c in loads.columns if c.startswith("load_")]
+            rel = loads[cols].to_numpy().T * len(cols)  # (experts, steps), 1 = balanced
+            tokens = loads["tokens"].to_numpy(dtype=float)
+            ax, axb = axes[0][j], axes[1][j]
+            edges = np.concatenate([[0.0], tokens]) if len(tokens) else np.array([0.0, 1.0])
+            im = ax.pcolormesh(edges, np.arange(len(cols) + 1) - 0.5, rel, cmap="magma",
+                               norm=norm, shading="flat")
+            ax.set_ylabel("routed expert")
+            ax.set_yticks(range(len(cols)))
+            ax.set_title(f"{e} experts: N_active {_sci(float(run['n_active']))}, "
+                         f"C = {_sci(float(run['budget_flops']))}", fontsize=9)
+            axb.plot(tokens, rel.max(axis=0), color="#d62728", lw=1.2, label="max / mean")
+            axb.axhline(1.0, color="0.4", ls=":", lw=1)
+            axb.set_xlabel("Tokens trained")
+            axb.set_ylabel("imbalance")
+            axb.grid(True, alpha=0.3)
+            axb.legend(fontsize=7, loc="upper right")
+        fig.colorbar(im, ax=list(axes[0]), label="load / balanced share", shrink=0.9)
+        fig.suptitle(f"Expert load over training - sweep '{self.name}'", fontsize=11)
+        return self._save(fig, name)
+
+    # ---- figure 9
+
     def granularity(self, panels: int = 4):
         """Loss against granularity G at `panels` fixed (N, D) of the data, with the stored
         moe-form law (Krajewski et al. 2024, eq. 5), and the law's residuals against G."""
         name = "granularity"
         obs = self.obs[np.isfinite(self.obs["g"].to_numpy(dtype=float))]
         if obs["g"].nunique() < 2:
-            if self.kind == "sweep":
-                why = "sweep runs record no MoE granularity G"
+            if self.kind == "sweep" and len(obs) == 0:
+                why = "the sweep has no MoE runs (dense runs have no granularity G)"
+            elif self.kind == "sweep":
+                why = (f"every MoE run of the sweep has granularity G = {obs['g'].iloc[0]:g} "
+                       "(sweep over model.moe.granularity for the law)")
             elif len(obs) == 0:
                 why = ("this observation set has no MoE granularity G (import it with "
                        "`isoflop import FILE --g-column NAME`)")

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "isoflop/fit/power_law.h"
 #include "isoflop/fit/query.h"
@@ -181,6 +182,44 @@ Result<json> FitCurves(const StoredFit& stored, const Dataset& data, const Curve
   return out;
 }
 
+namespace {
+
+// A sweep's per-expert-count laws (`sweep run` stores one per routed-expert count, its options
+// naming the count): the newest of each, evaluated over that count's runs only.
+Result<json> ExpertCountCurves(store::Store& db, const Source& source, const CurveOptions& options) {
+  json out = json::array();
+  if (source.kind != Source::Kind::kSweep) return out;
+  ISOFLOP_ASSIGN_OR_RETURN(std::vector<store::FitRecord> fits, db.ListFits());
+  std::map<int, int64_t> newest;  // expert count -> fit id
+  for (const store::FitRecord& f : fits) {
+    if (f.source_kind != "sweep" || f.source_name != source.name || f.method != "parametric")
+      continue;
+    const json o = json::parse(f.options_json, nullptr, /*allow_exceptions=*/false);
+    if (!o.is_object() || !o.contains("n_experts") || !o["n_experts"].is_number_integer()) continue;
+    int64_t& id = newest[o["n_experts"].get<int>()];
+    id = std::max(id, f.id);
+  }
+  for (const auto& [k, id] : newest) {
+    json entry = {{"n_experts", k}, {"fit_id", id}};
+    ISOFLOP_ASSIGN_OR_RETURN(StoredFit fit, LoadFit(db, id));
+    LoadOptions lo;
+    lo.convention = fit.record.convention;
+    lo.curves = false;
+    lo.n_experts = k;
+    Result<Dataset> data = LoadDataset(&db, source, lo);
+    Result<json> curves = data.ok() ? FitCurves(fit, *data, options) : Result<json>(data.status());
+    if (curves.ok()) {
+      entry["curves"] = *curves;
+    } else {
+      entry["error"] = curves.status().message();
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<json> SourceCurves(store::Store& db, const Source& source, const CurveOptions& options) {
   json out = json::object();
   // The source's points with the budget each belongs to (the sweep cell's, or the isoFLOP
@@ -223,6 +262,7 @@ Result<json> SourceCurves(store::Store& db, const Source& source, const CurveOpt
     out[method] =
         curves.ok() ? *curves : json{{"fit_id", fit->id}, {"error", curves.status().message()}};
   }
+  ISOFLOP_ASSIGN_OR_RETURN(out["by_expert_count"], ExpertCountCurves(db, source, options));
   return out;
 }
 

@@ -205,7 +205,18 @@ Result<std::optional<StoredFit>> LatestFit(store::Store& db, const std::string& 
                            db.LatestFit(source_kind, source_name, method, form));
   if (!row) return std::optional<StoredFit>();
   ISOFLOP_ASSIGN_OR_RETURN(StoredFit fit, FromRow(*row));
-  return std::optional<StoredFit>(std::move(fit));
+  if (!fit.options.contains("n_experts")) return std::optional<StoredFit>(std::move(fit));
+  // The newest is one expert count's law: the source's own law is the newest over all runs.
+  ISOFLOP_ASSIGN_OR_RETURN(std::vector<store::FitRecord> rows, db.ListFits());
+  std::optional<StoredFit> best;
+  for (const store::FitRecord& r : rows) {
+    if (r.source_kind != source_kind || r.source_name != source_name || r.method != method ||
+        (!form.empty() && r.form != form) || (best && best->id > r.id))
+      continue;
+    ISOFLOP_ASSIGN_OR_RETURN(StoredFit f, FromRow(r));
+    if (!f.options.contains("n_experts")) best = std::move(f);
+  }
+  return best;
 }
 
 }  // namespace isoflop::analysis

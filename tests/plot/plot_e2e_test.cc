@@ -222,7 +222,15 @@ void BuildSyntheticSweep(const std::string& db_path, const std::string& sweep) {
           m.flops = 6 * n * m.tokens;
           m.val_loss = law(n, m.tokens) * gain * (1 + noise(rng));
           m.train_loss = *m.val_loss + 0.02;
-          if (experts) m.extra = {{"router_aux_loss", 0.01}};
+          if (experts) {
+            // Expert 0 runs hot early and cools down (what expert_load.png shows).
+            m.extra = {{"router_aux_loss", 0.01}};
+            const double hot = 0.6 - 0.4 * step / 40.0;
+            for (int e = 0; e < experts; ++e) {
+              m.extra.emplace_back("load_" + std::to_string(e),
+                                   e == 0 ? hot : (1 - hot) / (experts - 1));
+            }
+          }
           rows.push_back(m);
         }
         ASSERT_TRUE(db.UpsertMetrics(*run_id, rows).ok());
@@ -231,9 +239,16 @@ void BuildSyntheticSweep(const std::string& db_path, const std::string& sweep) {
   }
 }
 
-TEST_F(PlotTest, SyntheticSweepWithMoeDrawsAllSevenFigures) {
+TEST_F(PlotTest, SyntheticSweepWithMoeDrawsEveryMoeFigure) {
   BuildSyntheticSweep(db_, "synthetic");
   if (HasFailure()) return;
+  // One law per expert count, as `sweep run` stores them (the loss-against-compute figure
+  // draws each); stored first, so the fits over all runs below stay the sweep's own.
+  for (const char* k : {"0", "4", "8"}) {
+    auto per = Isoflop({"fit", "--sweep", "synthetic", "--convention", "active", "--n-experts", k,
+                        "--bootstrap", "20"});
+    ASSERT_EQ(per.exit_code, 0) << k << ": " << per.out << per.err;
+  }
   // MoE runs enter the fit by active parameters, as the dense law would count them.
   FitAll([&](std::vector<std::string> a) { return Isoflop(a); },
          {"--sweep", "synthetic", "--convention", "active"});
@@ -241,10 +256,21 @@ TEST_F(PlotTest, SyntheticSweepWithMoeDrawsAllSevenFigures) {
   auto r = Isoflop({"plot", "--sweep", "synthetic", "--out", out_});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ExpectFigures({"isoflop_curves", "optimal_n_d", "loss_contours", "training_curves", "residuals",
-                 "extrapolation", "moe"},
+                 "extrapolation", "moe", "moe_compute", "expert_load"},
                 {"png"});
-  // Only the granularity law is skipped: sweep runs record no G.
-  EXPECT_NE(r.out.find("skipped granularity: sweep runs record no MoE granularity G"),
+  // Each count's law is in the analysis file the notebook drew from, over that count's runs.
+  const auto analysis = nlohmann::json::parse(Slurp(out_ + "/analysis.json"));
+  ASSERT_EQ(analysis["by_expert_count"].size(), 3u) << analysis["by_expert_count"].dump();
+  for (const auto& e : analysis["by_expert_count"]) {
+    const auto& pts = e["curves"]["parametric"]["points"];
+    EXPECT_EQ(pts.size(), e["n_experts"] == 0 ? 24u : 12u) << e.dump().substr(0, 300);
+    EXPECT_FALSE(e["curves"]["parametric"]["frontier"]["loss"].empty());
+  }
+  // The sweep's own law is the fit over all 48 runs, not the newest per-count one.
+  EXPECT_EQ(analysis["parametric"]["parametric"]["points"].size(), 48u);
+  EXPECT_EQ(r.out.find("no per-expert-count laws"), std::string::npos) << r.out;
+  // Only the granularity law is skipped: every MoE run has G = 1.
+  EXPECT_NE(r.out.find("skipped granularity: every MoE run of the sweep has granularity G = 1"),
             std::string::npos)
       << r.out;
   EXPECT_EQ(r.out.find("skipped", r.out.find("skipped granularity") + 1), std::string::npos)

@@ -32,8 +32,10 @@ Result<nlohmann::json> FitCurves(const StoredFit& fit, const Dataset& data,
 // budget}] (the source's observations and the budget each belongs to), "parametric":
 // FitCurves(..) or null, "isoflop": .., "envelope": ..}: the parametric fit of the chinchilla form
 // when there is one (the figures' "parametric law"), else the newest parametric fit of any form.
-// Each is evaluated over the source's observations loaded with the fit's own N convention. Store
-// and data errors; a fit whose curves cannot be evaluated is {"error": "..."} in its slot.
+// Each is evaluated over the source's observations loaded with the fit's own N convention.
+// "by_expert_count": for a sweep with one law per routed-expert count, [{n_experts, fit_id,
+// curves: FitCurves(..) over that count's runs}] (else []). Store and data errors; a fit whose
+// curves cannot be evaluated is {"error": "..."} in its slot.
 Result<nlohmann::json> SourceCurves(store::Store& db, const Source& source,
                                     const CurveOptions& options = {});
 

@@ -83,7 +83,9 @@ struct StoredFit {
   nlohmann::json options = nlohmann::json::object();
 };
 Result<StoredFit> LoadFit(store::Store& db, int64_t id);
-// The newest fit of a source for a method (form "" = any), or nullopt.
+// The newest fit of a source for a method (form "" = any), or nullopt. Fits of one expert count
+// of an MoE sweep (options "n_experts", see FitSweep and `fit --n-experts`) are not the
+// source's law and are passed over.
 Result<std::optional<StoredFit>> LatestFit(store::Store& db, const std::string& source_kind,
                                            const std::string& source_name,
                                            const std::string& method, const std::string& form = "");
