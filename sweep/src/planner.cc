@@ -225,7 +225,8 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           cell.memory = EstimateMemory(shape, mem_opts);
           const double flops = cell.flops_per_token_6n * double(cell.tokens);
           cell.est_seconds =
-              flops / EstimateFlopsPerSecond(cell.n_total, env.gpu, env.threads_per_run,
+              // An MoE runs matmuls of its active size (each expert on its share of tokens).
+              flops / EstimateFlopsPerSecond(cell.n_active, env.gpu, env.threads_per_run,
                                              c.executor.throughput_gflops);
           const std::string tag = "cell " + cell.key + " (budget " + Fmt("%.3g", budget) + ", " +
                                   cell.ShapeString() + ")";

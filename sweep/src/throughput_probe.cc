@@ -95,7 +95,7 @@ struct ScratchFolder {
 int64_t ProbeSteps(const Cell& cell, int threads, const ProbeOptions& o) {
   const int64_t batch = cell.config["train"]["batch_tokens"].get<int64_t>();
   const double model_tokens_per_s =
-      EstimateFlopsPerSecond(cell.n_total, /*gpu=*/false, threads, 0) /
+      EstimateFlopsPerSecond(cell.n_active, /*gpu=*/false, threads, 0) /
       std::max(cell.flops_per_token_6n, 1.0);
   const double steps = std::ceil(o.target_seconds * model_tokens_per_s / double(batch));
   return o.warmup_steps +

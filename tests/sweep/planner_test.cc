@@ -379,6 +379,44 @@ TEST(PlannerTest, CommittedGpuLadderPlans) {
   EXPECT_EQ(qp->cells.size(), 15u);
 }
 
+// The committed MoE ladder: sized by active parameters, dense / 8 / 16 experts at every budget,
+// every cell within an 80 GB GPU although the experts multiply the stored parameters.
+TEST(PlannerTest, CommittedMoeGpuLadderPlansByActiveParameters) {
+  Result<SweepConfig> c =
+      LoadSweepConfig(std::string(ISOFLOP_SOURCE_DIR) + "/sweeps/moe_gpu_ladder.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  const std::vector<double> targets = {2e7, 3e7, 4.5e7, 7e7, 1e8, 1.5e8, 2.2e8, 3.3e8};
+  ASSERT_EQ(c->ladder.size(), targets.size());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const double active = static_cast<double>(accounting::ActiveParams(c->ladder[i]));
+    EXPECT_LT(std::abs(std::log(active / targets[i])), 0.25) << i << ": " << active;
+    EXPECT_GT(accounting::TotalParams(c->ladder[i]), 2 * accounting::ActiveParams(c->ladder[i]));
+  }
+  PlanEnvironment env;
+  env.gpu = true;
+  env.device_memory_bytes = 80.0 * (1LL << 30);
+  Result<Plan> p = PlanSweep(*c, env);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->cells.size(), c->budgets.size() * 4 * 3);
+  std::map<std::string, int64_t> dense_active;  // shape -> the dense cell's N
+  for (const Cell& cell : p->cells)
+    if (!cell.shape.moe) dense_active[cell.ShapeString()] = cell.n_active;
+  for (const Cell& cell : p->cells) {
+    EXPECT_LT(cell.memory.total, env.device_memory_bytes) << cell.ShapeString();
+    EXPECT_GT(cell.steps, 100);
+    EXPECT_NEAR(cell.tokens_per_param(), double(cell.tokens) / cell.n_active, 1e-9);
+    if (!cell.shape.moe) continue;
+    // Top-1 experts of the dense MLP's size: a token uses the dense model plus the router.
+    EXPECT_GT(cell.n_total, 2 * cell.n_active);
+    const int64_t router = int64_t(cell.shape.n_layer) * cell.shape.d_model * cell.shape.moe->n_experts;
+    EXPECT_EQ(cell.n_active, dense_active.at(cell.ShapeString()) + router) << cell.ShapeString();
+  }
+  for (const auto& w : p->warnings) {
+    EXPECT_EQ(w.find("cannot bracket"), std::string::npos) << w;
+    EXPECT_EQ(w.find("refused"), std::string::npos) << w;
+  }
+}
+
 TEST(PlannerTest, ExpertAxesChangeTheModelAndZeroExpertsIsTheDenseCell) {
   const std::string moe = std::string(kSweep).replace(
       std::string(kSweep).find("model:\n"), 7,

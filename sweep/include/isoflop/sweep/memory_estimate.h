@@ -42,7 +42,8 @@ inline constexpr int64_t kCudaContextBytes = int64_t{512} << 20;
 // dropout, SwiGLU or GELU MLP). Never fails; the shape is assumed valid.
 MemoryEstimate EstimateMemory(const accounting::Shape& shape, const MemoryOptions& opts);
 
-// Achieved training throughput in FLOP/s for a model of `n_total` parameters. On CPU it
+// Achieved training throughput in FLOP/s for a model of `n_total` parameters (an MoE's active
+// ones: its matmuls are of that size). On CPU it
 // interpolates measured figures for this project's trainer (8 GFLOP/s at 12k parameters, 45 at
 // 800k, with 2 threads; scaled linearly by `threads`); on GPU it assumes 35% of a 400 TFLOP/s
 // bf16 device for large models, less for small ones. `override_gflops` > 0 replaces the model.

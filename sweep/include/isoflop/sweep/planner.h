@@ -40,7 +40,8 @@ struct Cell {
   enum class EstimateSource { kModel, kProbed, kInterpolated };
   EstimateSource est_source = EstimateSource::kModel;
 
-  double tokens_per_param() const { return n_total > 0 ? double(tokens) / n_total : 0; }
+  // Tokens per active parameter (what a token costs; for a dense model per parameter).
+  double tokens_per_param() const { return n_active > 0 ? double(tokens) / n_active : 0; }
   std::string ShapeString() const;  // "2x64h4"
 };
 
