@@ -934,7 +934,7 @@ Status ParseSetup(const Parser& p, const YAML::Node& v, const std::string& kp,
 const std::vector<std::string>& SlurmKeys() {
   static const std::vector<std::string> k = {
       "partition", "account",   "qos",         "time",           "constraint",
-      "gres",      "mem",       "gpus_per_run", "max_array_size", "signal_grace",
+      "gres",      "mem",       "max_array_size", "signal_grace",
       "poll_seconds", "sbatch_args", "setup",  "run_root"};
   return k;
 }
@@ -961,8 +961,6 @@ Status ParseSlurmKey(const Parser& p, const std::string& key, const YAML::Node& 
                      "expected a SLURM time limit (minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S), "
                      "got '" + s->time + "'");
     }
-  } else if (key == "gpus_per_run") {
-    ISOFLOP_ASSIGN_OR_RETURN(s->gpus_per_run, p.IntInRange(v, kp, 0, 1024));
   } else if (key == "max_array_size") {
     ISOFLOP_ASSIGN_OR_RETURN(s->max_array_size, p.IntInRange(v, kp, 1, 4000000));
   } else if (key == "signal_grace") {
@@ -993,7 +991,7 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
   std::vector<std::string> allowed = {
       "kind",           "device",          "cpus_per_run",      "gpus",  "ranks_per_run",
       "max_parallel",   "max_retries",     "device_memory_gib", "mixed_precision",
-      "activation_checkpointing", "fused_attention", "throughput_gflops"};
+      "activation_checkpointing", "fused_attention", "throughput_gflops", "gpus_per_run"};
   allowed.insert(allowed.end(), SlurmKeys().begin(), SlurmKeys().end());
   ISOFLOP_RETURN_IF_ERROR(p.CheckKeys(n, "executor", allowed));
   ExecutorConfig& e = c->executor;
@@ -1043,6 +1041,8 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       ISOFLOP_ASSIGN_OR_RETURN(e.max_parallel, p.IntInRange(v, kp, 0, 4096));
     } else if (key == "ranks_per_run") {
       ISOFLOP_ASSIGN_OR_RETURN(e.ranks_per_run, p.IntInRange(v, kp, 1, 1024));
+    } else if (key == "gpus_per_run") {
+      ISOFLOP_ASSIGN_OR_RETURN(e.slurm.gpus_per_run, p.IntInRange(v, kp, 0, 1024));
     } else if (key == "max_retries") {
       ISOFLOP_ASSIGN_OR_RETURN(e.max_retries, p.IntInRange(v, kp, 0, 100));
     } else if (key == "device_memory_gib") {
@@ -1058,6 +1058,23 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       ISOFLOP_ASSIGN_OR_RETURN(bool on, p.Bool(v, kp));
       e.fused_attention = on;
     }
+  }
+  // A run on K GPUs is K data-parallel ranks, one GPU each (a rank drives one device).
+  const int gpus_per_run = e.slurm.gpus_per_run;
+  if (gpus_per_run > 0) {
+    if (e.device == "cpu") {
+      return p.Error(n["device"], "executor.device",
+                     "device cpu with gpus_per_run " + std::to_string(gpus_per_run) +
+                         ": ask for no GPUs, or use device cuda");
+    }
+    if (n["ranks_per_run"].IsDefined() && e.ranks_per_run != gpus_per_run) {
+      return p.Error(n["ranks_per_run"], "executor.ranks_per_run",
+                     "a GPU run has one rank per GPU: with gpus_per_run " +
+                         std::to_string(gpus_per_run) + " leave ranks_per_run out or make it " +
+                         std::to_string(gpus_per_run));
+    }
+    e.ranks_per_run = gpus_per_run;
+    if (e.device == "auto") e.device = "cuda";
   }
   if (e.ranks_per_run > 1 && e.cpus_per_run == ExecutorConfig::kAutoCpusPerRun) {
     return p.Error(n["cpus_per_run"], "executor.cpus_per_run",
@@ -1081,13 +1098,9 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
                      "SLURM chooses the GPUs; use gpus_per_run (and gres or constraint for a "
                      "GPU model)");
     }
-    if (e.device == "auto") e.device = e.slurm.gpus_per_run > 0 ? "cuda" : "cpu";
-    if (e.device == "cuda" && e.slurm.gpus_per_run == 0) e.slurm.gpus_per_run = 1;
-    if (e.device == "cpu" && e.slurm.gpus_per_run > 0) {
-      return p.Error(n["device"], "executor.device",
-                     "device cpu with gpus_per_run " + std::to_string(e.slurm.gpus_per_run) +
-                         ": ask for no GPUs, or use device cuda");
-    }
+    if (e.device == "auto") e.device = "cpu";  // gpus_per_run > 0 made it cuda above
+    // device cuda alone: one GPU per rank.
+    if (e.device == "cuda" && e.slurm.gpus_per_run == 0) e.slurm.gpus_per_run = e.ranks_per_run;
     if (!e.slurm.time.empty() && e.slurm.signal_grace_s >= SlurmTimeSeconds(e.slurm.time)) {
       const YAML::Node at = n["signal_grace"].IsDefined() ? n["signal_grace"] : n["time"];
       return p.Error(at, "executor.signal_grace",

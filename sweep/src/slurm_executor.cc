@@ -252,7 +252,8 @@ std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
   const int ranks = std::max(1, e.ranks_per_run);
   directive("--ntasks", std::to_string(ranks));  // data parallel: one task per rank
   directive("--cpus-per-task", std::to_string(spec.threads));
-  if (spec.gpu && s.gres.empty()) directive("--gpus-per-task", std::to_string(s.gpus_per_run));
+  // One GPU per task: each rank drives one device (gpus_per_run GPUs = that many tasks).
+  if (spec.gpu && s.gres.empty()) directive("--gpus-per-task", "1");
   if (!s.gres.empty()) directive("--gres", s.gres);
   if (!s.partition.empty()) directive("--partition", s.partition);
   if (!s.account.empty()) directive("--account", s.account);

@@ -43,6 +43,7 @@ class ExecutorTest : public ::testing::Test {
     std::ofstream(worker_) << "#!/bin/sh\n"
                               "d=\"$2\"\n"
                               "echo \"$CUDA_VISIBLE_DEVICES\" > \"$d/devices\"\n"
+                              "echo \"$4\" > \"$d/nproc\"\n"
                               "date +%s.%N > \"$d/start\"\n"
                               "sleep 0.3\n"
                               "date +%s.%N > \"$d/end\"\n"
@@ -155,6 +156,85 @@ TEST_F(ExecutorTest, SeveralSmallRunsShareOneGpu) {
   ASSERT_TRUE(RunJobs(ex, jobs, cb, 0, 0.02, &interrupted).ok());
   EXPECT_EQ(max_concurrent, 3);  // 3 x 2 GiB fit in 8 GiB at once
   for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "0");
+}
+
+// A data-parallel GPU run (ranks_per_run 2, from executor.gpus_per_run) takes two devices, one
+// per rank, each holding a whole replica: the estimate is per GPU. Runs never overlap beyond a
+// device's memory, a run whose replica fits no GPU is refused, and so is one wanting more GPUs
+// than the host has.
+TEST_F(ExecutorTest, MultiGpuRunsTakeOneDevicePerRank) {
+  Resources res;
+  res.gpu = true;
+  res.ranks_per_run = 2;
+  res.devices = {{0, 16 * kGiB}, {1, 16 * kGiB}, {2, 16 * kGiB}, {5, 8 * kGiB}};
+  std::vector<Job> jobs = {MakeJob("a", 12 * kGiB, 40), MakeJob("b", 12 * kGiB, 30),
+                           MakeJob("c", 6 * kGiB, 20), MakeJob("d", 6 * kGiB, 10),
+                           MakeJob("huge", 20 * kGiB, 99)};
+  std::map<std::string, ExitInfo> exits;
+  JobCallbacks cb;
+  cb.on_start = [&](const Job&, const Placement& pl, const LaunchedJob&) {
+    EXPECT_EQ(pl.ranks, 2);
+    EXPECT_EQ(pl.device, "cuda");
+  };
+  cb.on_exit = [&](const Job& j, const ExitInfo& e) {
+    exits[j.key] = e;
+    return false;
+  };
+  LocalExecutor ex(worker_, res);
+  EXPECT_EQ(ex.Parallelism(), 2);  // 4 GPUs / 2 per run
+  bool interrupted = false;
+  ASSERT_TRUE(RunJobs(ex, jobs, cb, 0, 0.02, &interrupted).ok());
+  ASSERT_TRUE(exits.count("huge"));
+  EXPECT_NE(exits["huge"].refused.find("out of memory"), std::string::npos) << exits["huge"].refused;
+  EXPECT_FALSE(fs::exists(fs::path(dir_ / "huge") / "start"));
+
+  std::map<std::string, int64_t> capacity = {
+      {"0", 16 * kGiB}, {"1", 16 * kGiB}, {"2", 16 * kGiB}, {"5", 8 * kGiB}};
+  std::vector<std::pair<Span, int64_t>> spans;
+  for (const char* key : {"a", "b", "c", "d"}) {
+    EXPECT_EQ(exits[key].exit_code, 0) << key;
+    const Job j = MakeJob(key, 0, 0);  // same run_dir
+    Span s = Read(j);
+    std::ifstream nproc(fs::path(j.run_dir) / "nproc");
+    std::string n;
+    std::getline(nproc, n);
+    EXPECT_EQ(n, "2") << key << ": one process started with --nproc 2";
+    // Two distinct devices, each one the host has.
+    const auto comma = s.devices.find(',');
+    ASSERT_NE(comma, std::string::npos) << key << " got CUDA_VISIBLE_DEVICES=" << s.devices;
+    const std::string d0 = s.devices.substr(0, comma), d1 = s.devices.substr(comma + 1);
+    EXPECT_NE(d0, d1);
+    EXPECT_TRUE(capacity.count(d0) && capacity.count(d1)) << s.devices;
+    spans.push_back({s, key[0] <= 'b' ? 12 * kGiB : 6 * kGiB});
+  }
+  for (const auto& [probe, unused] : spans) {
+    const double t = (probe.start + probe.end) / 2;
+    std::map<std::string, int64_t> used;
+    for (const auto& [s, mem] : spans) {
+      if (!(s.start <= t && t <= s.end)) continue;
+      std::stringstream ss(s.devices);
+      for (std::string dev; std::getline(ss, dev, ',');) used[dev] += mem;
+    }
+    for (const auto& [dev, mem] : used) EXPECT_LE(mem, capacity[dev]) << "device " << dev;
+  }
+
+  // Three ranks per run on a two-GPU host: refused, naming what it needs.
+  Resources small;
+  small.gpu = true;
+  small.ranks_per_run = 3;
+  small.devices = {{0, 16 * kGiB}, {1, 16 * kGiB}};
+  LocalExecutor ex3(worker_, small);
+  std::map<std::string, ExitInfo> exits3;
+  JobCallbacks cb3;
+  cb3.on_exit = [&](const Job& j, const ExitInfo& e) {
+    exits3[j.key] = e;
+    return false;
+  };
+  std::vector<Job> one = {MakeJob("three", 1 * kGiB, 1)};
+  ASSERT_TRUE(RunJobs(ex3, one, cb3, 0, 0.02, &interrupted).ok());
+  EXPECT_NE(exits3["three"].refused.find("needs 3 GPUs for its 3 ranks, this host has 2"),
+            std::string::npos)
+      << exits3["three"].refused;
 }
 
 TEST_F(ExecutorTest, CpuSlotsAreNeverExceededAndFailuresCanRetry) {

@@ -136,7 +136,18 @@ TEST(SlurmConfigTest, ReadsEveryKey) {
   EXPECT_EQ(e.slurm.partition, "gpu");
   EXPECT_EQ(e.slurm.time, "2:00:00");
   EXPECT_EQ(e.slurm.gpus_per_run, 2);
+  EXPECT_EQ(e.ranks_per_run, 2);  // one rank per GPU
   EXPECT_EQ(e.cpus_per_run, 16);
+  ArraySpec spec;
+  spec.name = "isoflop-t";
+  spec.script_dir = "/shared/t/slurm";
+  spec.tag = "x";
+  spec.run_dirs = {"/shared/t/a"};
+  spec.threads = 16;
+  spec.gpu = true;
+  const std::string script = BatchScript(spec, e, "/opt/isoflop-train");
+  EXPECT_NE(script.find("#SBATCH --ntasks=\"2\"\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --gpus-per-task=\"1\"\n"), std::string::npos) << script;
   EXPECT_EQ(e.slurm.max_array_size, 500);
   ASSERT_EQ(e.slurm.setup.size(), 2u);
   EXPECT_EQ(e.slurm.setup[0].shell, "module load cuda");
@@ -169,6 +180,23 @@ TEST(SlurmConfigTest, ErrorsNameTheLineAndField) {
     ASSERT_FALSE(r.ok()) << c.lines;
     EXPECT_EQ(r.status().message().substr(0, c.message.size()), c.message) << r.status().message();
   }
+  // gpus_per_run means a rank per GPU, for either executor.
+  const std::string local_sweep =
+      std::string(kSweep).replace(std::string(kSweep).find("kind: slurm"), 11, "kind: local");
+  for (const Case& c : std::vector<Case>{
+           {"  gpus_per_run: 2\n  ranks_per_run: 3\n",
+            "s.yaml:16:18: executor.ranks_per_run: a GPU run has one rank per GPU: with "
+            "gpus_per_run 2 leave ranks_per_run out or make it 2"},
+           {"  gpus_per_run: 2\n  device: cpu\n",
+            "s.yaml:16:11: executor.device: device cpu with gpus_per_run 2"}}) {
+    Result<SweepConfig> r = ParseSweepConfig(local_sweep + c.lines, "s.yaml", {}, "/work");
+    ASSERT_FALSE(r.ok()) << c.lines;
+    EXPECT_EQ(r.status().message().substr(0, c.message.size()), c.message) << r.status().message();
+  }
+  Result<SweepConfig> two = ParseSweepConfig(local_sweep + "  gpus_per_run: 2\n", "s.yaml", {}, "/work");
+  ASSERT_TRUE(two.ok()) << two.status().message();
+  EXPECT_EQ(two->executor.ranks_per_run, 2);
+  EXPECT_EQ(two->executor.device, "cuda");
   // Slurm keys under the local executor are a mistake worth naming.
   Result<SweepConfig> local = ParseSweepConfig(
       std::string(kSweep).replace(std::string(kSweep).find("kind: slurm"), 11, "kind: local") +

@@ -92,7 +92,9 @@ struct ExecutorConfig {
   };
   struct Slurm {
     std::string partition, account, qos, time, constraint, gres, mem;
-    int gpus_per_run = 0;        // GPUs each run's job asks for (0: a CPU job)
+    // GPUs each run takes, one data-parallel rank per GPU (ranks_per_run follows it); read by
+    // the local executor too, despite living here. 0: no GPU asked for.
+    int gpus_per_run = 0;
     int max_array_size = 1000;   // a job array holds at most this many tasks (MaxArraySize)
     int signal_grace_s = 120;    // USR2 this long before the time limit: checkpoint and exit
     double poll_seconds = 10;    // sacct/squeue polling; backs off to 4x while nothing changes
