@@ -38,19 +38,27 @@ std::string Slurp(const std::string& p) {
   return ss.str();
 }
 
-// Starts isoflop-train with args; stderr goes to DIR/stderr.log. Returns the pid.
-pid_t Start(const std::vector<std::string>& args, const std::string& log) {
+// Starts `program` with args; stderr (and for other programs than isoflop-train stdout too)
+// goes to `log`. Returns the pid.
+pid_t StartProgram(const std::string& program, const std::vector<std::string>& args,
+                   const std::string& log) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 2);
-    std::vector<char*> argv{const_cast<char*>(kTrain.c_str())};
+    if (program != kTrain) ::dup2(fd, 1);
+    std::vector<char*> argv{const_cast<char*>(program.c_str())};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    ::execv(kTrain.c_str(), argv.data());
+    ::execv(program.c_str(), argv.data());
     ::_exit(127);
   }
   return pid;
+}
+
+// Starts isoflop-train with args; stderr goes to `log`. Returns the pid.
+pid_t Start(const std::vector<std::string>& args, const std::string& log) {
+  return StartProgram(kTrain, args, log);
 }
 
 // Waits for pid; returns the exit code, or 128 + signal when killed by one.
@@ -624,6 +632,36 @@ TEST_F(BinaryTest, TwoRankGlooRunReproducesTheOneRankRun) {
   EXPECT_NEAR(b["final_val_loss"].get<double>(), a["final_val_loss"].get<double>(),
               1e-5 * a["final_val_loss"].get<double>());
   const auto ckpts = ListCheckpoints(two + "/ckpt");
+  ASSERT_FALSE(ckpts.empty());
+  EXPECT_EQ(json::parse(Slurp(ckpts.back().path + "/state.json"))["world_size"], 2);
+}
+
+// torchrun (Debian's python3-torch) as the launcher: its agent serves the rendezvous store
+// (TORCHELASTIC_USE_AGENT_STORE), the ranks join it as clients, and the run is the --nproc
+// run's, step for step; a one-rank run of the same cell agrees to 1e-5.
+TEST_F(BinaryTest, TorchrunLaunchReproducesTheNprocRun) {
+  const std::string torchrun = "/usr/bin/torchrun";
+  ASSERT_TRUE(fs::exists(torchrun)) << "python3-torch provides " << torchrun
+                                    << " (scripts/install-deps.sh installs it)";
+  const std::string one = MakeRun("one", TinyRun());
+  ASSERT_EQ(RunDir(one), 0) << Slurp(one + "/stderr.log");
+  const std::string nproc = MakeRun("nproc", TinyRun());
+  ASSERT_EQ(Wait(Start({"--run-dir", nproc, "--quiet", "--nproc", "2"}, nproc + "/stderr.log")), 0)
+      << Slurp(nproc + "/stderr.log");
+  const std::string tr = MakeRun("torchrun", TinyRun());
+  // --redirects/--tee 1: Debian's torchrun 1.13 on Python 3.11 cannot parse the default 0.
+  const int rc = Wait(StartProgram(torchrun,
+                                   {"--no_python", "--standalone", "--nproc_per_node", "2",
+                                    "--redirects", "1", "--tee", "1", kTrain, "--run-dir", tr,
+                                    "--quiet"},
+                                   tr + "/torchrun.log"));
+  ASSERT_EQ(rc, 0) << Slurp(tr + "/torchrun.log");
+  const json st = Status(tr);
+  EXPECT_EQ(st["state"], "finished");
+  EXPECT_EQ(st["tokens"], Status(nproc)["tokens"]);
+  dp::ExpectSameCurve(nproc, tr);
+  dp::ExpectSameCurve(one, tr);
+  const auto ckpts = ListCheckpoints(tr + "/ckpt");
   ASSERT_FALSE(ckpts.empty());
   EXPECT_EQ(json::parse(Slurp(ckpts.back().path + "/state.json"))["world_size"], 2);
 }

@@ -4,12 +4,14 @@
 
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #if !defined(ISOFLOP_NO_GLOO) && __has_include(<gloo/algorithm.h>) && \
     __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
 #endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #define ISOFLOP_HAVE_GLOO 1
@@ -20,6 +22,7 @@
 #ifndef USE_C10D_NCCL
 #define USE_C10D_NCCL
 #endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #define ISOFLOP_NCCL_BACKEND 1
@@ -81,10 +84,20 @@ class C10dGroup : public ProcessGroup {
 c10::intrusive_ptr<c10d::Store> MakeStore(const RankInfo& info, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(info.master_port);
+  o.timeout = timeout;
+  if (info.agent_store) {
+    // torchrun's agent already serves a store at MASTER_ADDR:MASTER_PORT (its own keys in it):
+    // every rank is a client, and this attempt's keys get a prefix of their own, so a restarted
+    // attempt never reads the previous one's.
+    o.isServer = false;
+    o.waitWorkers = false;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
+    return c10::make_intrusive<c10d::PrefixStore>(
+        "isoflop/attempt_" + std::to_string(info.restart_count), tcp);
+  }
   o.isServer = info.rank == 0;
   o.numWorkers = static_cast<size_t>(info.world_size);
   o.waitWorkers = true;
-  o.timeout = timeout;
   return c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
 }
 #endif
@@ -130,6 +143,13 @@ Result<RankInfo> RankFromEnvironment() {
       ISOFLOP_ASSIGN_OR_RETURN(info.master_port, EnvInt("MASTER_PORT", 1, 65535));
     }
     info.source = info.world_size > 1 ? "torchrun" : "";
+    // torchrun (torchelastic) serves the rendezvous store from its agent.
+    if (const char* a = std::getenv("TORCHELASTIC_USE_AGENT_STORE"); a && std::string(a) == "True")
+      info.agent_store = true;
+    if (std::getenv("TORCHELASTIC_RESTART_COUNT") != nullptr) {
+      ISOFLOP_ASSIGN_OR_RETURN(info.restart_count,
+                               EnvInt("TORCHELASTIC_RESTART_COUNT", 0, 1 << 20));
+    }
     return info;
   }
   if (const char* n = std::getenv("SLURM_NTASKS"); n && std::atoi(n) > 1) {

@@ -40,6 +40,10 @@ struct RankInfo {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string source;  // "torchrun", "slurm" or "" (one process)
+  // torchrun: its agent serves the store (TORCHELASTIC_USE_AGENT_STORE=True), every rank joins
+  // as a client under a prefix per restart (TORCHELASTIC_RESTART_COUNT).
+  bool agent_store = false;
+  int restart_count = 0;
 };
 
 // The rendezvous variables of torchrun (RANK, WORLD_SIZE, ...) or of srun (SLURM_PROCID,
