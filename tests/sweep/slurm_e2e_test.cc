@@ -230,6 +230,39 @@ TEST_F(SlurmE2ETest, SweepRunsThroughJobArraysAndFitsWithAHostileRunRoot) {
   EXPECT_EQ((*latest)->n_points, 6);
 }
 
+// ranks_per_run 2 on SLURM: one job per run with --ntasks=2, srun starts both ranks, which find
+// each other from SLURM_PROCID / SLURM_NTASKS and the node list; the losses are the local
+// one-rank run's.
+TEST_F(SlurmE2ETest, DataParallelCellsRunAsTwoSrunTasks) {
+  const std::string dir = TempDir("slurm_dp");
+  const std::string root = dir + "/root";
+  const std::string file = SlurmSweep(dir, root, "  ranks_per_run: 2\n");
+  auto r = RunCommand(
+      Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot", "--set", "budgets=[1e9]"}),
+      {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto runs = Runs(dir + "/s.db", "tiny");
+  ASSERT_EQ(runs.size(), 3u);
+  for (const auto& run : runs) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    EXPECT_EQ(run.devices, "cpu x2 ranks") << run.cell_key;
+    int complete = 0;  // every complete checkpoint was written by a world of two
+    for (const auto& c : fs::directory_iterator(run.run_dir + "/ckpt")) {
+      if (!fs::exists(c.path() / "DONE")) continue;
+      ++complete;
+      EXPECT_EQ(nlohmann::json::parse(Slurp(c.path() / "state.json"))["world_size"], 2) << c.path();
+    }
+    EXPECT_GT(complete, 0) << run.run_dir;
+  }
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+  for (const auto& e : fs::directory_iterator(root + "/tiny/slurm")) {
+    if (e.path().extension() != ".sh") continue;
+    const std::string script = Slurp(e.path());
+    EXPECT_NE(script.find("#SBATCH --ntasks=\"2\""), std::string::npos) << script;
+    EXPECT_NE(script.find("srun --ntasks=2 "), std::string::npos) << script;
+  }
+}
+
 TEST_F(SlurmE2ETest, RequeuedJobResumesFromItsCheckpointWithEveryStepOnce) {
   const std::string dir = TempDir("slurm_requeue");
   const std::string root = dir + "/runs";
