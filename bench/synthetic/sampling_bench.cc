@@ -18,7 +18,8 @@ int main() {
   DataConfig skills;
   skills.language = SyntheticKind::kSkills;
   skills.vocab = 192;  // the quickstart's
-  for (const Case& c : {Case{"markov V=32 (default)", DataConfig{}}, Case{"skills V=192", skills}}) {
+  for (const Case& c :
+       {Case{"markov V=32 (default)", DataConfig{}}, Case{"skills V=192", skills}}) {
     const auto t0 = Clock::now();
     auto lang = SyntheticLanguage::Build(c.config);
     const double build_s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -36,9 +37,10 @@ int main() {
       checksum += w[len - 1];
     }
     const double s = std::chrono::duration<double>(Clock::now() - t1).count();
-    std::printf("%-22s H %.4f nats/token  build %6.1f ms  sample %6.1f M tokens/s  (checksum %lld)\n",
-                c.name, lang->EntropyRate(), 1e3 * build_s, windows * double(len) / s / 1e6,
-                static_cast<long long>(checksum));
+    std::printf(
+        "%-22s H %.4f nats/token  build %6.1f ms  sample %6.1f M tokens/s  (checksum %lld)\n",
+        c.name, lang->EntropyRate(), 1e3 * build_s, windows * double(len) / s / 1e6,
+        static_cast<long long>(checksum));
   }
   return 0;
 }
