@@ -66,7 +66,7 @@ class SyntheticLanguage {
   const Next* Row(int a, int b) const { return &next_[(size_t(a) * vocab_ + b) * row_len_]; }
   int NextToken(Rng& rng, int a, int b) const;
   static Result<SyntheticLanguage> BuildSkills(const DataConfig& c);
-  double SkillsProb(int a, int b, int c) const;
+  double SkillsProb(int x, int y, int c) const;  // P(c | x, y)
   void SampleSkills(Rng& rng, int len, int64_t* out) const;
 
   SyntheticKind kind_ = SyntheticKind::kMarkov;
