@@ -283,6 +283,48 @@ TEST_F(BinaryTest, StandaloneOutWritesRunJsonAndRuns) {
   const json run = json::parse(Slurp(dir + "/run.json"));
   EXPECT_EQ(run["train"]["tokens"], 2000);
   EXPECT_EQ(Status(dir)["state"], "finished");
+  EXPECT_FALSE(run["data"].contains("language"));  // markov: the run.json it always had
+
+  // --synthetic-language skills --skill-zipf S reach run.json; a wrong name is refused naming
+  // the field.
+  const std::string skills = root_ + "/skills";
+  ASSERT_EQ(Wait(Start({"--out",
+                        skills,
+                        "--n-layer",
+                        "1",
+                        "--d-model",
+                        "32",
+                        "--n-head",
+                        "2",
+                        "--seq-len",
+                        "32",
+                        "--vocab-size",
+                        "48",
+                        "--batch-tokens",
+                        "256",
+                        "--tokens",
+                        "2e3",
+                        "--eval-tokens",
+                        "512",
+                        "--threads",
+                        "1",
+                        "--synthetic-language",
+                        "skills",
+                        "--skill-zipf",
+                        "1.25"},
+                       root_ + "/skills.log")),
+            0)
+      << Slurp(root_ + "/skills.log");
+  const json sk = json::parse(Slurp(skills + "/run.json"));
+  EXPECT_EQ(sk["data"]["language"], "skills");
+  EXPECT_EQ(sk["data"]["skill_zipf"], 1.25);
+  EXPECT_NE(Slurp(skills + "/info.json").find("data_entropy_nats"), std::string::npos);
+  EXPECT_EQ(
+      Wait(Start({"--out", root_ + "/bad", "--tokens", "2e3", "--synthetic-language", "zipfian"},
+                 root_ + "/bad.log")),
+      2);
+  EXPECT_NE(Slurp(root_ + "/bad.log").find("data.language"), std::string::npos)
+      << Slurp(root_ + "/bad.log");
 }
 
 // train.activation_checkpointing changes memory, not numbers: the same run with it finishes
