@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "command.h"
@@ -333,12 +334,74 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
         std::cout << method << " fit failed: " << rec.status().message() << "\n";
       continue;
     }
-    if (all && format == Format::kJson) {
-      doc[method] = RecordJson(*rec, id);
+    // --loss-floor X and a free E below it: the fit with E held at X leads the answer, stored
+    // after the free one so `optimal` (the latest fit) answers with it; the free fit is shown
+    // beside it with its note. A user's own --fix E is left alone.
+    const auto free_e = rec->params.find("E");
+    const bool below_floor = method == "parametric" && args.loss_floor > 0 &&
+                             !cfg.parametric.fixed.count("E") && free_e != rec->params.end() &&
+                             free_e->second < args.loss_floor;
+    std::optional<fit::FitRecord> held;
+    int64_t held_id = 0;
+    std::string held_error;
+    if (below_floor) {
+      fit::FitConfig hc = cfg;
+      hc.parametric.fixed["E"] = args.loss_floor;
+      Result<fit::FitRecord> h = fit::RunFit(obs, curves, hc);
+      if (h.ok()) {
+        held = std::move(*h);
+        if (!args.no_store) {
+          std::vector<std::string> fix = args.fix;
+          fix.push_back("E=" + Human(args.loss_floor, 6));
+          nlohmann::json options = {{"bootstrap", args.bootstrap},
+                                    {"seed", args.seed},
+                                    {"exclude_top_loss", args.exclude_top_loss},
+                                    {"fix", fix},
+                                    {"loss", args.loss},
+                                    {"loss_floor", args.loss_floor}};
+          ISOFLOP_ASSIGN_OR_RETURN(held_id, analysis::StoreFit(*db, source, *held, options));
+        }
+      } else {
+        held_error = h.status().message();
+      }
+    }
+    const std::string free_note =
+        below_floor ? "its E = " + Human(free_e->second, 5) + " is below the --loss-floor " +
+                          Human(args.loss_floor, 5) + ": no model reaches a loss under the floor"
+                    : "";
+    if (format == Format::kJson) {
+      // The record stays the free fit (its shape does not depend on the data); the fit that
+      // leads is named by "headline".
+      nlohmann::json j = RecordJson(*rec, id);
+      if (args.loss_floor > 0 && method == "parametric") {
+        j["headline"] = held ? "loss_floor_fit" : "free";
+        if (below_floor) j["free_fit_note"] = free_note;
+        if (held) j["loss_floor_fit"] = RecordJson(*held, held_id);
+        if (!held_error.empty()) j["loss_floor_fit_error"] = held_error;
+      }
       for (const std::string& w : FloorWarnings(*rec, args.loss_floor)) std::cerr << w << "\n";
+      if (all) {
+        doc[method] = j;
+      } else {
+        std::cout << j.dump(2) << "\n";
+      }
       continue;
     }
+    if (held) {
+      std::cout << "E held at the --loss-floor " << Human(args.loss_floor, 5)
+                << " (the free fit's E = " << Human(free_e->second, 5)
+                << " is below it); this fit leads:\n";
+      PrintRecord(*held, held_id, format, args.loss_floor);
+      std::cout << "\nfree fit, beside it (" << free_note << "):\n";
+    } else if (!held_error.empty()) {
+      std::cout << "(fit with E held at the --loss-floor failed: " << held_error << ")\n";
+    }
     PrintRecord(*rec, id, format, args.loss_floor);
+    if (method == "parametric" && args.loss_floor > 0 && !below_floor &&
+        free_e != rec->params.end() && !cfg.parametric.fixed.count("E")) {
+      std::cout << "E = " << Human(free_e->second, 5) << " respects the --loss-floor "
+                << Human(args.loss_floor, 5) << "\n";
+    }
     if (all && method != methods.back()) std::cout << "\n";
   }
   if (all && format == Format::kJson) std::cout << doc.dump(2) << "\n";
@@ -434,8 +497,10 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
                   "Huber threshold on log residuals (--loss huber)")
       ->capture_default_str();
   cmd->add_option("--loss-floor", args->loss_floor,
-                  "A known lower bound of the loss (e.g. the data's entropy): warn when a "
-                  "predicted loss falls below it (stored with the fit; `optimal` warns too)");
+                  "A known lower bound of the loss (e.g. the data's entropy): when the free fit's "
+                  "E is below it, a fit with E held at it is stored too and leads the answer, "
+                  "the free fit beside it; predicted losses below it are warned about (stored "
+                  "with the fit; `optimal` warns too)");
   cmd->add_option("--n-experts", args->n_experts,
                   "Sweeps: fit only the runs with this many routed experts (0 = the dense runs "
                   "of an MoE sweep); stored as that count's law")

@@ -157,7 +157,8 @@ YAML::Node Child(const YAML::Node& map, const std::string& key) {
 const std::map<std::string, std::vector<std::string>>& DataKeys() {
   static const std::map<std::string, std::vector<std::string>> keys = {
       {"synthetic",
-       {"source", "vocab", "build_seed", "train_seed", "val_seed", "k1", "k2", "lambda", "zipf"}},
+       {"source", "vocab", "build_seed", "train_seed", "val_seed", "k1", "k2", "lambda", "zipf",
+        "language", "skill_zipf"}},
       {"text", {"source", "paths", "val_fraction"}},
       {"bin", {"source", "train", "val"}},
       {"llmc", {"source", "train", "val"}},
@@ -224,7 +225,10 @@ Status ParseData(const Parser& p, const YAML::Node& n, const std::string& cwd, S
       ISOFLOP_ASSIGN_OR_RETURN(double x, p.Number(v, path));
       if (!(x >= 0 && x <= 1)) return p.Error(v, path, "must be in [0, 1], got " + v.Scalar());
       data[key] = x;
-    } else if (key == "zipf") {
+    } else if (key == "language") {  // the trainer names the allowed values (run_config.cc)
+      ISOFLOP_ASSIGN_OR_RETURN(std::string s, p.String(v, path));
+      data[key] = s;
+    } else if (key == "zipf" || key == "skill_zipf") {
       ISOFLOP_ASSIGN_OR_RETURN(double x, p.Number(v, path));
       if (x < 0) return p.Error(v, path, "must be >= 0");
       data[key] = x;

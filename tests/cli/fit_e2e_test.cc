@@ -539,5 +539,52 @@ TEST_F(FitCliTest, PredictedLossBelowAKnownFloorIsWarnedAbout) {
   EXPECT_EQ(lower.err.find("warning"), std::string::npos) << lower.err;
 }
 
+// Issue 14: with --loss-floor above the free fit's E, the answer leads with the fit whose E
+// respects the floor (E held at it), stored last so `optimal` answers with it; the free fit is
+// shown beside it with its note. Above the floor, the free fit stands alone.
+TEST_F(FitCliTest, LossFloorAboveTheFreeEMakesTheHeldFitLead) {
+  // The free Chinchilla fit has E = 1.817; a floor of 2.0 is above it.
+  auto fit =
+      Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--loss-floor", "2.0"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  const size_t lead = fit.out.find("E held at the --loss-floor 2 (the free fit's E = 1.817");
+  const size_t beside = fit.out.find("free fit, beside it (its E = 1.817");
+  ASSERT_NE(lead, std::string::npos) << fit.out;
+  ASSERT_NE(beside, std::string::npos) << fit.out;
+  EXPECT_LT(lead, beside);
+  EXPECT_EQ(lead, 0u) << fit.out;  // the answer's first line
+  // The held fit's table comes first, with E exactly the floor.
+  const size_t e_row = fit.out.find("\nE ", lead);
+  ASSERT_NE(e_row, std::string::npos);
+  EXPECT_LT(e_row, beside);
+  EXPECT_NE(fit.out.substr(e_row, 40).find(" 2 "), std::string::npos) << fit.out.substr(e_row, 40);
+
+  auto fits = Isoflop({"fits", "--format", "json"});
+  ASSERT_EQ(fits.exit_code, 0) << fits.err;
+  const auto listed = nlohmann::json::parse(fits.out);
+  ASSERT_GE(listed.size(), 2u);
+  EXPECT_NE(listed.back()["fixed"].get<std::string>().find("E=2"), std::string::npos)
+      << listed.back().dump();
+  auto opt = Isoflop({"optimal", "--compute", "1e21", "--format", "json"});
+  ASSERT_EQ(opt.exit_code, 0) << opt.err;
+  EXPECT_GT(nlohmann::json::parse(opt.out)[0]["loss"].get<double>(), 2.0);
+
+  // JSON: the record is the free fit's, the held one beside it, and "headline" names the lead.
+  auto js = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--loss-floor",
+                     "2.0", "--no-store", "--format", "json"});
+  ASSERT_EQ(js.exit_code, 0) << js.err;
+  const auto j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j["headline"], "loss_floor_fit");
+  EXPECT_NEAR(j["params"]["E"].get<double>(), 1.817, 0.01);
+  EXPECT_EQ(j["loss_floor_fit"]["params"]["E"].get<double>(), 2.0);
+
+  // A floor below the free E: the free fit leads and says it respects the floor.
+  auto low = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--loss-floor",
+                      "1.5", "--no-store"});
+  ASSERT_EQ(low.exit_code, 0) << low.err;
+  EXPECT_EQ(low.out.find("E held at"), std::string::npos) << low.out;
+  EXPECT_NE(low.out.find("E = 1.8172 respects the --loss-floor 1.5"), std::string::npos) << low.out;
+}
+
 }  // namespace
 }  // namespace isoflop::testing

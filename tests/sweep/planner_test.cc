@@ -376,7 +376,41 @@ TEST(PlannerTest, CommittedGpuLadderPlans) {
   ASSERT_TRUE(q.ok()) << q.status().message();
   Result<Plan> qp = PlanSweep(*q, PlanEnvironment{});
   ASSERT_TRUE(qp.ok());
-  EXPECT_EQ(qp->cells.size(), 15u);
+  EXPECT_EQ(qp->cells.size(), 20u);
+  EXPECT_EQ(qp->cells[0].config["data"]["language"], "skills");  // the power-law language
+}
+
+// data.language picks the synthetic language; the default (markov) cells keep their keys, and
+// a wrong value or a field of the other language is an error naming the field.
+TEST(PlannerTest, SyntheticLanguageIsADataFieldThatLeavesMarkovKeysAlone) {
+  const std::string sweep = kSweep;
+  const std::string data = "data: {source: synthetic}";
+  auto with = [&](const std::string& d) {
+    return std::string(sweep).replace(sweep.find(data), data.size(), d);
+  };
+  const Plan markov = MustPlan(sweep);
+  const Plan same = MustPlan(with("data: {source: synthetic, language: markov}"));
+  ASSERT_EQ(markov.cells.size(), same.cells.size());
+  // An explicit markov changes the file's text, not what the runs train on.
+  for (size_t i = 0; i < markov.cells.size(); ++i) {
+    EXPECT_EQ(markov.cells[i].config["data"].contains("language"), false);
+  }
+  const Plan skills =
+      MustPlan(with("data: {source: synthetic, language: skills, skill_zipf: 1.3}"));
+  ASSERT_EQ(skills.cells.size(), markov.cells.size());
+  EXPECT_EQ(skills.cells[0].config["data"]["skill_zipf"], 1.3);
+  EXPECT_NE(skills.cells[0].key, markov.cells[0].key);
+  for (const auto& [d, what] : std::vector<std::pair<std::string, std::string>>{
+           {"data: {source: synthetic, language: zipfian}",
+            "p.yaml:2:37: data.language: expected one of markov, skills; got 'zipfian'"},
+           {"data: {source: synthetic, language: skills, k2: 3}",
+            "p.yaml:2:49: data.k2: only with data.language 'markov'"}}) {
+    Result<SweepConfig> c = ParseSweepConfig(with(d), "p.yaml", {}, "/a");
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+    ASSERT_FALSE(p.ok()) << d;
+    EXPECT_NE(p.status().message().find(what), std::string::npos) << p.status().message();
+  }
 }
 
 // The committed MoE ladder: sized by active parameters, dense / 8 / 16 experts at every budget,
@@ -418,9 +452,9 @@ TEST(PlannerTest, CommittedMoeGpuLadderPlansByActiveParameters) {
 }
 
 TEST(PlannerTest, ExpertAxesChangeTheModelAndZeroExpertsIsTheDenseCell) {
-  const std::string moe = std::string(kSweep).replace(
-      std::string(kSweep).find("model:\n"), 7,
-      "model:\n  family: moe\n  moe: {n_experts: 4, top_k: 1}\n");
+  const std::string moe =
+      std::string(kSweep).replace(std::string(kSweep).find("model:\n"), 7,
+                                  "model:\n  family: moe\n  moe: {n_experts: 4, top_k: 1}\n");
   const Plan dense = MustPlan(kSweep);
   const Plan plan = MustPlan(moe + "parameters:\n  model.moe.n_experts: {values: [0, 4, 8]}\n");
   ASSERT_EQ(plan.cells.size(), 3 * dense.cells.size());
@@ -446,9 +480,9 @@ TEST(PlannerTest, ExpertAxesChangeTheModelAndZeroExpertsIsTheDenseCell) {
   EXPECT_EQ(by_experts[0], by_experts[4]);
   EXPECT_EQ(by_experts[4], by_experts[8]);
   // Expert axes on a dense sweep, and values that are no expert count, are errors at the line.
-  Result<SweepConfig> bad = ParseSweepConfig(
-      std::string(kSweep) + "parameters:\n  model.moe.n_experts: {values: [4]}\n", "p.yaml", {},
-      "/a");
+  Result<SweepConfig> bad =
+      ParseSweepConfig(std::string(kSweep) + "parameters:\n  model.moe.n_experts: {values: [4]}\n",
+                       "p.yaml", {}, "/a");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(),
             "p.yaml:19:3: parameters.model.moe.n_experts: expert axes need model.family: moe (and "
@@ -461,8 +495,8 @@ TEST(PlannerTest, ExpertAxesChangeTheModelAndZeroExpertsIsTheDenseCell) {
             std::string::npos)
       << frac.status().message();
   // top_k above the expert count meets the trainer's own check, at the axis's line.
-  Result<SweepConfig> k = ParseSweepConfig(
-      moe + "parameters:\n  model.moe.top_k: {values: [8]}\n", "p.yaml", {}, "/a");
+  Result<SweepConfig> k =
+      ParseSweepConfig(moe + "parameters:\n  model.moe.top_k: {values: [8]}\n", "p.yaml", {}, "/a");
   ASSERT_TRUE(k.ok()) << k.status().message();
   Result<Plan> kp = PlanSweep(*k, PlanEnvironment{});
   ASSERT_FALSE(kp.ok());

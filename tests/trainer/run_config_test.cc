@@ -75,6 +75,31 @@ TEST(RunConfig, DenseModelJsonHasNoMoeKeys) {
                                             "vocab_size"}));
 }
 
+// The skills language round-trips with its own fields; the markov language's run.json (and so
+// every older sweep's data object) has no `language` key.
+TEST(RunConfig, SkillsLanguageRoundTripsAndMarkovJsonIsUnchanged) {
+  auto c = ParseRunConfig(
+      R"({"model": {"vocab_size": 96}, "data": {"source": "synthetic", "vocab": 96,
+          "language": "skills", "skill_zipf": 1.25}, "train": {"tokens": 100000}})");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->data.language, SyntheticKind::kSkills);
+  EXPECT_DOUBLE_EQ(c->data.skill_zipf, 1.25);
+  auto again = ParseRunConfig(RunConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->data.language, SyntheticKind::kSkills);
+  EXPECT_EQ(RunConfigToJson(*again), RunConfigToJson(*c));
+  EXPECT_EQ(RunConfigToJson(*c).find("\"k1\""), std::string::npos);
+
+  auto markov = ParseRunConfig(kMinimal);
+  ASSERT_TRUE(markov.ok());
+  EXPECT_EQ(markov->data.language, SyntheticKind::kMarkov);
+  const nlohmann::json data = nlohmann::json::parse(RunConfigToJson(*markov))["data"];
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : data.items()) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"build_seed", "k1", "k2", "lambda", "source",
+                                            "val_seed", "vocab", "zipf"}));
+}
+
 struct BadCase {
   const char* json;
   const char* field;  // must appear in the message
@@ -119,6 +144,21 @@ INSTANTIATE_TEST_SUITE_P(
                 "'train.batch_tokens'"},
         BadCase{R"({"data": {"source": "synthetic", "vocab": 48}, "train": {"tokens": 100000}})",
                 "'data.vocab'"},
+        BadCase{R"({"data": {"source": "synthetic", "language": "zipfian"},
+                   "train": {"tokens": 100000}})",
+                "'data.language': expected one of markov, skills; got 'zipfian'"},
+        BadCase{R"({"model": {"vocab_size": 96}, "data": {"source": "synthetic", "vocab": 96,
+                   "language": "skills", "skill_zipf": 0}, "train": {"tokens": 100000}})",
+                "'data.skill_zipf': must be in (0, 10]"},
+        BadCase{R"({"model": {"vocab_size": 96}, "data": {"source": "synthetic", "vocab": 96,
+                   "language": "skills", "k1": 4}, "train": {"tokens": 100000}})",
+                "'data.k1': only with data.language 'markov'"},
+        BadCase{R"({"data": {"source": "synthetic", "skill_zipf": 1.5},
+                   "train": {"tokens": 100000}})",
+                "'data.skill_zipf': only with data.language 'skills'"},
+        BadCase{R"({"model": {"vocab_size": 4}, "data": {"source": "synthetic", "vocab": 4,
+                   "language": "skills"}, "train": {"tokens": 100000}})",
+                "'data.vocab': must be in 6..512 for the skills language"},
         BadCase{R"({"data": {"source": "bin", "train": "a.bin"}, "train": {"tokens": 100000}})",
                 "'data.val'"},
         BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000,

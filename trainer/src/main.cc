@@ -48,6 +48,8 @@ struct StandaloneFlags {
   }();
   std::string router = isoflop::accounting::ToString(moe.router);
   std::string data = "synthetic";
+  std::string language = "markov";  // synthetic: markov | skills (run.json data.language)
+  double skill_zipf = 0;            // skills: 0 = the protocol's default
   std::vector<std::string> data_paths, val_paths;
   double tokens = 0;  // a double so that 2e6 is accepted; the parser checks it is whole
 };
@@ -71,6 +73,10 @@ std::string BuildRunJson(const StandaloneFlags& f) {
   if (f.data == "synthetic") {
     data["vocab"] = f.run.model.vocab_size;
     data["build_seed"] = f.run.data.build_seed;
+    // Written only when asked for, so markov runs keep the run.json they always had; a value
+    // that is no language, or skill_zipf with markov, meets the parser's error naming the field.
+    if (f.language != "markov") data["language"] = f.language;
+    if (f.skill_zipf != 0) data["skill_zipf"] = f.skill_zipf;
   } else if (f.data == "text") {
     data["paths"] = f.data_paths;
   } else if (f.data == "bin") {
@@ -291,6 +297,13 @@ static int Main(int argc, char** argv) {
       ->group(g);
   app.add_option("--val-path", f.val_paths, "bin: val.bin; llmc: validation shards")->group(g);
   app.add_option("--build-seed", f.run.data.build_seed, "synthetic: the language's seed")->group(g);
+  app.add_option("--synthetic-language", f.language,
+                 "synthetic: markov (order-2 mixture) | skills (Zipf-distributed skills whose "
+                 "loss follows a power law; vocab at least 6; docs/synthetic-data.md)")
+      ->group(g);
+  app.add_option("--skill-zipf", f.skill_zipf,
+                 "skills: exponent s of the skill frequencies p_r ~ r^-s (default 1.4)")
+      ->group(g);
   app.add_option("--tokens", f.tokens, "Training tokens D (e.g. 2e6)")->group(g);
   app.add_option("--batch-tokens", f.run.train.batch_tokens, "Tokens per optimizer step")->group(g);
   app.add_option("--micro-batch", f.run.train.micro_batch, "Sequences per forward pass")->group(g);

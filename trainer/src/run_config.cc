@@ -131,6 +131,12 @@ class ObjectReader {
   std::set<std::string> used_;
 };
 
+Result<SyntheticKind> ParseSyntheticKind(const std::string& s) {
+  if (s == "markov") return SyntheticKind::kMarkov;
+  if (s == "skills") return SyntheticKind::kSkills;
+  return Status::InvalidArgument("expected one of markov, skills; got '" + s + "'");
+}
+
 Result<DataSource> ParseDataSource(const std::string& s) {
   if (s == "synthetic") return DataSource::kSynthetic;
   if (s == "text") return DataSource::kText;
@@ -212,6 +218,25 @@ Status ParseData(const json& j, DataConfig* d) {
         d->train_seed = v;
       }
       ISOFLOP_RETURN_IF_ERROR(r.Uint("val_seed", &d->val_seed));
+      ISOFLOP_RETURN_IF_ERROR(r.Enum("language", &d->language, ParseSyntheticKind));
+      if (d->language == SyntheticKind::kSkills) {
+        for (const char* markov_only : {"k1", "k2", "lambda", "zipf"}) {
+          if (r.Has(markov_only)) {
+            return r.Error(markov_only, "only with data.language 'markov' (this is 'skills')");
+          }
+        }
+        ISOFLOP_RETURN_IF_ERROR(r.Double("skill_zipf", &d->skill_zipf));
+        if (d->vocab < 6 || d->vocab > 512) {
+          return r.Error("vocab", "must be in 6..512 for the skills language (three alphabets)");
+        }
+        if (!(d->skill_zipf > 0 && d->skill_zipf <= 10)) {
+          return r.Error("skill_zipf", "must be in (0, 10]");
+        }
+        break;
+      }
+      if (r.Has("skill_zipf")) {
+        return r.Error("skill_zipf", "only with data.language 'skills'");
+      }
       ISOFLOP_RETURN_IF_ERROR(r.Int("k1", &d->k1));
       ISOFLOP_RETURN_IF_ERROR(r.Int("k2", &d->k2));
       ISOFLOP_RETURN_IF_ERROR(r.Double("lambda", &d->lambda));
@@ -464,6 +489,16 @@ std::string RunConfigToJson(const RunConfig& c) {
   json data = {{"source", ToString(d.source)}};
   switch (d.source) {
     case DataSource::kSynthetic:
+      if (d.language == SyntheticKind::kSkills) {
+        data.update({{"vocab", d.vocab},
+                     {"build_seed", d.build_seed},
+                     {"val_seed", d.val_seed},
+                     {"language", "skills"},
+                     {"skill_zipf", d.skill_zipf}});
+        if (d.train_seed) data["train_seed"] = *d.train_seed;
+        break;
+      }
+      // markov: the fields (and so the text) of run.json files written before `language` existed
       data.update({{"vocab", d.vocab},
                    {"build_seed", d.build_seed},
                    {"val_seed", d.val_seed},

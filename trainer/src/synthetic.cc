@@ -38,6 +38,7 @@ std::vector<std::pair<int, double>> DrawSuccessors(Rng& rng, const std::vector<d
 }  // namespace
 
 Result<SyntheticLanguage> SyntheticLanguage::Build(const DataConfig& c) {
+  if (c.language == SyntheticKind::kSkills) return BuildSkills(c);
   const int V = c.vocab;
   if (V < 2 || V > 512) return Status::InvalidArgument("synthetic vocab must be in 2..512");
   if (c.k1 < 1 || c.k1 > V || c.k2 < 1 || c.k2 > V) {
@@ -109,7 +110,76 @@ Result<SyntheticLanguage> SyntheticLanguage::Build(const DataConfig& c) {
   return L;
 }
 
+Result<SyntheticLanguage> SyntheticLanguage::BuildSkills(const DataConfig& c) {
+  const int V = c.vocab;
+  if (V < 6 || V > 512) return Status::InvalidArgument("skills vocab must be in 6..512");
+  if (!(c.skill_zipf > 0 && c.skill_zipf <= 10)) {
+    return Status::InvalidArgument("skill_zipf must be in (0, 10]");
+  }
+  SyntheticLanguage L;
+  L.kind_ = SyntheticKind::kSkills;
+  L.vocab_ = V;
+  L.m_ = V / 3;
+  const int m = L.m_, n_answers = V - 2 * m;
+  const size_t K = size_t(m) * m;
+  Rng rng(c.build_seed);
+
+  // Rank the skills by a random permutation (Fisher-Yates), then p_r ∝ r^-s.
+  std::vector<size_t> by_rank(K);
+  std::iota(by_rank.begin(), by_rank.end(), size_t{0});
+  for (size_t i = K - 1; i > 0; --i) std::swap(by_rank[i], by_rank[rng.Below(i + 1)]);
+  L.skill_p_.assign(K, 0.0);
+  double norm = 0;
+  for (size_t r = 0; r < K; ++r) {
+    L.skill_p_[by_rank[r]] = std::pow(r + 1.0, -c.skill_zipf);
+    norm += L.skill_p_[by_rank[r]];
+  }
+  L.answer_.resize(K);
+  for (size_t k = 0; k < K; ++k) L.answer_[k] = 2 * m + static_cast<int>(rng.Below(n_answers));
+
+  L.skill_cdf_.resize(K);
+  L.a_p_.assign(m, 0.0);
+  double cum = 0, h = 0;
+  for (size_t k = 0; k < K; ++k) {
+    const double p = L.skill_p_[k] /= norm;
+    cum += p;
+    L.skill_cdf_[k] = cum;
+    L.a_p_[k / m] += p;
+    h -= p * std::log(p);
+  }
+  L.skill_cdf_.back() = 1.0;
+  // One chunk of three tokens carries the skill choice; the answer is determined.
+  L.entropy_ = h / 3.0;
+  return L;
+}
+
+double SyntheticLanguage::SkillsProb(int x, int y, int c) const {
+  const int m = m_;
+  auto in_a = [m](int t) { return t >= 0 && t < m; };
+  auto in_b = [m](int t) { return t >= m && t < 2 * m; };
+  if (y >= 2 * m && y < vocab_) return in_a(c) ? a_p_[c] : 0.0;  // after an answer: a
+  if (in_a(y)) return in_b(c) ? skill_p_[size_t(y) * m + (c - m)] / a_p_[y] : 0.0;
+  if (in_b(y) && in_a(x)) return answer_[size_t(x) * m + (y - m)] == c ? 1.0 : 0.0;
+  return 0.0;  // a context the language never produces
+}
+
+void SyntheticLanguage::SampleSkills(Rng& rng, int len, int64_t* out) const {
+  // A uniform phase of the chunk stream: the stream's stationary distribution.
+  int t = -static_cast<int>(rng.Below(3));
+  while (t < len) {
+    const double u = rng.Uniform();
+    const size_t k = std::min<size_t>(
+        std::upper_bound(skill_cdf_.begin(), skill_cdf_.end(), u) - skill_cdf_.begin(),
+        skill_cdf_.size() - 1);
+    const int chunk[3] = {static_cast<int>(k / m_), m_ + static_cast<int>(k % m_), answer_[k]};
+    for (int i = 0; i < 3; ++i, ++t) {
+      if (t >= 0 && t < len) out[t] = chunk[i];
+    }
+  }
+}
+
 double SyntheticLanguage::Prob(int a, int b, int c) const {
+  if (kind_ == SyntheticKind::kSkills) return SkillsProb(a, b, c);
   const Next* row = Row(a, b);
   for (int i = 0; i < row_len_; ++i) {
     if (row[i].token == c && row[i].prob > 0) return row[i].prob;
@@ -131,6 +201,7 @@ int SyntheticLanguage::NextToken(Rng& rng, int a, int b) const {
 }
 
 void SyntheticLanguage::Sample(Rng& rng, int len, int64_t* out) const {
+  if (kind_ == SyntheticKind::kSkills) return SampleSkills(rng, len, out);
   const double u = rng.Uniform();
   const size_t ab = std::upper_bound(pi_cdf_.begin(), pi_cdf_.end(), u) - pi_cdf_.begin();
   int a = static_cast<int>(std::min(ab, pi_cdf_.size() - 1) / vocab_);

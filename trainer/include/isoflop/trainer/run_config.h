@@ -14,6 +14,9 @@
 namespace isoflop::trainer {
 
 enum class DataSource { kSynthetic, kText, kBin, kLlmc };
+// Which built-in synthetic language (docs/synthetic-data.md): the order-2 Markov mixture, or the
+// Zipf-distributed skills whose learnable part grows as a power of N and D.
+enum class SyntheticKind { kMarkov, kSkills };
 enum class Schedule { kCosine, kWsd, kConstant };
 
 // Data options; which fields matter depends on `source`. Plain value.
@@ -28,6 +31,9 @@ struct DataConfig {
   int k2 = 3;                          // successors per order-2 context
   double lambda = 0.7;                 // weight of the order-2 table in the mixture
   double zipf = 1.0;                   // exponent of the token popularity law u_i ~ i^-zipf
+  // k1, k2, lambda and zipf belong to the markov language; skill_zipf to the skills language.
+  SyntheticKind language = SyntheticKind::kMarkov;  // markov keeps every older sweep's data
+  double skill_zipf = 1.4;  // skill frequency p_k ~ k^-skill_zipf; > 1 gives a power-law tail
   // text
   std::vector<std::string> paths;  // files whose raw bytes are the corpus (vocab 256)
   double val_fraction = 0.1;       // tail fraction of each file held out for validation
