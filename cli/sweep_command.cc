@@ -379,6 +379,8 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
     std::cout << "\nfit #" << report.fixed_entropy->id << " with E held at the true entropy "
               << Fmt("%.4f", *data.entropy) << ":\n";
     PrintLaw(report.fixed_entropy->record);
+    if (const std::string x = ExtrapolationSummary(report.fixed_entropy->record); !x.empty())
+      std::cout << "  " << x << "\n";
   } else if (!report.fixed_entropy_error.empty()) {
     std::cout << "\n(fit with E held at the true entropy failed: " << report.fixed_entropy_error
               << ")\n";

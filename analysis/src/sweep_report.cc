@@ -125,29 +125,29 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
   // parameters and memory.
   if (std::optional<MoeSizing> sizing = FitMoeSizing(data)) options["moe_sizing"] = sizing->ToJson();
 
-  // E held at the data's entropy, stored first so the free fit is the latest.
+  // E held at the data's entropy; stored beside the free fit below, the headline one last.
   std::optional<fit::RecordLaw> fixed_law;
+  std::optional<StoredFit> fixed_pending;  // not stored yet
   if (req.fixed_entropy && data.entropy) {
     fit::FitConfig fe = req.config;
     fe.parametric.fixed["E"] = *data.entropy;
-    fe.extrapolation_check = false;
+    // Its own extrapolation check too: when it leads, the report draws it.
+    fe.extrapolation_check = req.config.extrapolation_check;
     Result<fit::FitRecord> r = fit::RunFit(data.obs, {}, fe);
     if (r.ok()) {
-      json o = options;
-      o["fix"] = {{"E", *data.entropy}};
       StoredFit f;
-      ISOFLOP_ASSIGN_OR_RETURN(f.id, StoreFit(db, source, *r, o));
-      f.options = o;
+      f.options = options;
+      f.options["fix"] = {{"E", *data.entropy}};
       Result<fit::RecordLaw> fl = fit::LawFromRecord(*r);
       if (fl.ok()) fixed_law = *fl;
       f.record = std::move(*r);
-      report.fixed_entropy = std::move(f);
+      fixed_pending = std::move(f);
     } else {
       report.fixed_entropy_error = r.status().message();
     }
   }
-  // One law per expert count, when the sweep has several; stored before the main fit, which
-  // stays the latest (`optimal` and `plot` use it).
+  // One law per expert count, when the sweep has several; stored before the main fits (and
+  // never taken for the sweep's own law: LatestFit passes them over).
   if (data.expert_counts.size() > 1) {
     std::optional<fit::RecordLaw> dense_law;
     std::vector<std::pair<int, fit::RecordLaw>> expert_laws;
@@ -229,11 +229,24 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
     }
   }
 
+  // The fit the answer leads with is stored last, so `optimal --sweep` and `plot` (the newest
+  // parametric fit) answer with it: the E-held fit when the free E lies below the entropy.
+  const double free_e = rec.params.count("E") ? rec.params.at("E") : NAN;
+  if (fixed_pending && data.entropy && free_e < *data.entropy) report.headline = "fixed_entropy";
+  auto store_fixed = [&]() -> Status {
+    if (!fixed_pending) return Status::Ok();
+    ISOFLOP_ASSIGN_OR_RETURN(fixed_pending->id,
+                             StoreFit(db, source, fixed_pending->record, fixed_pending->options));
+    report.fixed_entropy = std::move(fixed_pending);
+    fixed_pending.reset();
+    return Status::Ok();
+  };
+  if (report.headline != "fixed_entropy") ISOFLOP_RETURN_IF_ERROR(store_fixed());
   ISOFLOP_ASSIGN_OR_RETURN(report.main.id, StoreFit(db, source, rec, options));
   report.main.options = options;
+  if (report.headline == "fixed_entropy") ISOFLOP_RETURN_IF_ERROR(store_fixed());
   if (data.entropy) {
-    const double e = rec.params.count("E") ? rec.params.at("E") : NAN;
-    if (report.fixed_entropy && e < *data.entropy) report.headline = "fixed_entropy";
+    const double e = free_e;
     if (std::abs(e - *data.entropy) > 0.02 * *data.entropy) {
       double lo = INFINITY, hi = 0;
       for (const auto& p : data.points) lo = std::min(lo, p.budget), hi = std::max(hi, p.budget);

@@ -58,7 +58,7 @@ struct ExpertCountFit {
 
 struct SweepReport {
   Dataset data;                            // what was fitted (excluded runs, entropy)
-  StoredFit main;                          // the requested method's fit (the latest stored)
+  StoredFit main;                          // the requested method's fit (free E)
   std::optional<StoredFit> fixed_entropy;  // parametric with E = the data's entropy
   std::string fixed_entropy_error;
   std::vector<FitOutcome> others;     // isoflop and envelope beside a parametric fit
@@ -85,8 +85,9 @@ nlohmann::json AnswerJson(const fit::Answer& a);
 nlohmann::json DenseEquivalentJson(const fit::DenseEquivalent& e);
 
 // Loads the sweep's finished runs, runs the requested fit, for a parametric one also the
-// E-at-entropy fit (stored first, so the free fit is the latest: `optimal` and `plot` use it)
-// and the isoFLOP and envelope fits, stores every fit, and answers the report budgets.
+// E-at-entropy fit (of the two, the headline one is stored last, so `optimal --sweep` and
+// `plot`, which take the newest parametric fit, answer with it) and the isoFLOP and envelope
+// fits, stores every fit, and answers the report budgets.
 // FailedPrecondition with fewer than 5 finished runs; fit and store errors otherwise (a failed
 // secondary fit is an outcome, not an error).
 Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& request);
