@@ -167,8 +167,12 @@ async function main() {
     check(finished, 'every live cell shows finished without a reload');
     check(await page.evaluate(() => window.notReloaded === true), 'the page was not reloaded');
     check(seen.size >= 3, `the live table changed ${seen.size - 1} times while the sweep ran`);
-    await page.waitForFunction(() => window.isoflop.charts['chart-tokens'] &&
-      window.isoflop.charts['chart-tokens'].data.datasets.length === 3, null, { timeout: 10000 });
+    // The chart's series arrive after the table's last poll: wait until all three carry their
+    // points (a timeout leaves the check below to say what was drawn).
+    await page.waitForFunction(() => {
+      const c = window.isoflop.charts['chart-tokens'];
+      return c && c.data.datasets.length === 3 && c.data.datasets.every(d => d.data.length > 1);
+    }, null, { timeout: 15000 }).catch(() => {});
     const livePoints = await page.evaluate(() => window.isoflop.charts['chart-tokens'].data.datasets.map(d => d.data.length));
     check(livePoints.every(k => k > 1), `live curves drawn: points ${livePoints.join(',')}`);
 
