@@ -675,7 +675,9 @@ TEST(SweepE2ETest, ExpertCountAxisRunsDenseAndMoeCellsAndFitsOneLawPerCount) {
   for (const auto& f : *fits) {
     const auto o = nlohmann::json::parse(f.options_json);
     if (o.value("n_experts", -1) == 4) moe_fit = f.id, sizing = o["moe_sizing"];
-    if (o.value("n_experts", -1) == 0) EXPECT_FALSE(o.contains("moe_sizing")) << o.dump();
+    if (o.value("n_experts", -1) == 0) {
+      EXPECT_FALSE(o.contains("moe_sizing")) << o.dump();
+    }
   }
   ASSERT_GT(moe_fit, 0);
   ASSERT_TRUE(sizing.is_object()) << sizing.dump();
