@@ -123,7 +123,9 @@ std::string ClassifyExit(int exit_code, int signal, const std::string& reason,
   // Killed by a signal it did not handle (SIGKILL, a segfault): no verdict of its own.
   if (signal != 0) return stop_requested ? "preempted" : "crashed";
   const trainer::ExitClass c = trainer::ClassOfExit(exit_code);
-  if (c == trainer::ExitClass::kStopped) return stop_requested ? "preempted" : "crashed";
+  // Stopped at a checkpoint by a signal the manager did not send (an operator's kill, a
+  // shutdown): nothing crashed, and it resumes from that checkpoint when retried.
+  if (c == trainer::ExitClass::kStopped) return stop_requested ? "preempted" : "interrupted";
   // Trainers before exit code 5 said "out of memory" in the reason only.
   if (c == trainer::ExitClass::kFailed && reason.rfind("out of memory", 0) == 0) {
     return "out of memory";
@@ -485,8 +487,14 @@ class SweepSession {
       r.reason = cls + ": " + reason;
     } else {
       r.status = "failed";
-      const bool retryable_class = cls == "crashed" || cls == "failed" || cls == "busy";
-      if (retryable_class && info.refused.empty()) {
+      const bool retryable_class =
+          cls == "crashed" || cls == "failed" || cls == "busy" || cls == "interrupted";
+      if (cls == "interrupted") {
+        r.reason = "interrupted: stopped at a checkpoint (step " +
+                   (st && st->step ? std::to_string(*st->step) : std::string("?")) +
+                   ") by a signal the manager did not send (exit code " +
+                   std::to_string(info.exit_code) + "); a retry resumes from it";
+      } else if (retryable_class && info.refused.empty()) {
         const std::string how = info.signal ? "killed by signal " + std::to_string(info.signal)
                                             : "exit code " + std::to_string(info.exit_code);
         r.reason = cls + " (" + how + ")" + (reason.empty() ? "" : ": " + reason);

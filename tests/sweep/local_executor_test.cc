@@ -352,7 +352,7 @@ TEST(ClassifyExitTest, ExitCodesAndSignals) {
       {1, 0, "data file does not exist", false, "failed"},
       {1, 0, "reason mentions out of memory later", false, "failed"},
       {143, 0, "signal 15", true, "preempted"},
-      {143, 0, "signal 15", false, "crashed"},
+      {143, 0, "signal 15", false, "interrupted"},
       {-1, 9, "", true, "preempted"},
       {-1, 11, "", false, "crashed"},
       {127, 0, "", false, "crashed"},

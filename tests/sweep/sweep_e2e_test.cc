@@ -255,6 +255,57 @@ TEST(SweepE2ETest, SigkillMidSweepThenRerunGivesExactlyTheUninterruptedRows) {
   for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
 }
 
+// A trainer stopped from outside the manager (an operator's SIGTERM) checkpoints and exits 143:
+// the cell is "interrupted", not crashed, and the retry resumes it from that checkpoint with
+// every metric row once. Deterministic: the trainer is held (SIGSTOP) when the signal is sent.
+TEST(SweepE2ETest, TrainerStoppedFromOutsideIsInterruptedAndResumes) {
+  const std::string ref_dir = TempDir("sweep_ext_ref");
+  auto ref = testing::RunCommand(
+      SweepRun(ref_dir + "/s.db", kTiny, {"--no-fit", "--set", "budgets=[1e9]"}), {}, ref_dir);
+  ASSERT_EQ(ref.exit_code, 0) << ref.out << ref.err;
+  const auto expected = MetricRows(ref_dir + "/s.db", "tiny");
+
+  const std::string dir = TempDir("sweep_ext");
+  const std::string runs = dir + "/runs/tiny";
+  pid_t manager = SpawnLogged(SweepRun(dir + "/s.db", kTiny, {"--no-fit", "--set", "budgets=[1e9]"}),
+                              dir, dir + "/log");
+  std::string run_dir;
+  pid_t trainer = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        run_dir = RunningWithCheckpoint(runs);
+        if (run_dir.empty()) return false;
+        trainer = std::atoi(Slurp(run_dir + "/.lock").c_str());
+        if (trainer <= 0 || kill(trainer, SIGSTOP) != 0) return false;
+        // Held; but it may have finished between the checks: then try another.
+        if (fs::exists(run_dir + "/status.json")) {
+          kill(trainer, SIGCONT);
+          return false;
+        }
+        return true;
+      },
+      60))
+      << Slurp(dir + "/log");
+  ASSERT_TRUE(WaitFor([&] { return ProcState(trainer) == 'T'; }, 10));
+  kill(trainer, SIGTERM);
+  kill(trainer, SIGCONT);
+  EXPECT_EQ(WaitExit(manager), 0) << Slurp(dir + "/log");
+  const std::string log = Slurp(dir + "/log");
+  EXPECT_NE(log.find("interrupted: stopped at a checkpoint (step "), std::string::npos) << log;
+  EXPECT_EQ(log.find("crashed"), std::string::npos) << log;
+  const auto got = MetricRows(dir + "/s.db", "tiny");
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    if (run.run_dir == run_dir) {
+      EXPECT_EQ(run.attempts, 2) << "the retry resumed it";
+    }
+    ASSERT_TRUE(expected.count(run.cell_key));
+    ASSERT_EQ(got.at(run.cell_key).size(), expected.at(run.cell_key).size()) << run.cell_key;
+    for (const auto& [step, loss] : expected.at(run.cell_key))
+      EXPECT_NEAR(got.at(run.cell_key).at(step), loss, 1e-4) << run.cell_key << " step " << step;
+  }
+}
+
 TEST(SweepE2ETest, BadDataPathFailsThatCellWithItsReasonWhileOthersFinish) {
   const std::string dir = TempDir("sweep_bad");
   {

@@ -61,7 +61,9 @@ Result<SweepOutcome> RunSweep(store::Store& db, const SweepConfig& config, const
 // Failure class of a run from its exit (see docs/run-protocol.md): "finished", "diverged"
 // (exit 3), "bad config" (exit 2), "busy" (exit 4: another live worker owns the run folder),
 // "out of memory" (exit 5, or the reason says so), "preempted" (stopped by the manager),
-// "failed" (exit 1 with a reason), "crashed" (any other code or signal). Exposed for tests.
+// "interrupted" (exit 143, stopped at a checkpoint by a signal the manager did not send;
+// retried like a crash, resuming), "failed" (exit 1 with a reason), "crashed" (any other code
+// or signal). Exposed for tests.
 std::string ClassifyExit(int exit_code, int signal, const std::string& reason, bool stop_requested);
 
 // Marks cells of `sweep_name` for another attempt: their status becomes planned and attempts 0.
