@@ -204,6 +204,28 @@ TEST(Synthetic, DeterministicFromBuildSeed) {
   }
 }
 
+// Mean -log P(next | two previous) over `windows` sampled windows of 65 tokens (targets with at
+// least two tokens of context, as validation scores them), and its standard error.
+double MonteCarloEntropy(const SyntheticLanguage& lang, int windows, double* stderr_mean) {
+  Rng rng(12345);
+  const int len = 65;
+  std::vector<int64_t> w(len);
+  double sum = 0, sum_sq = 0;
+  int64_t n = 0;
+  for (int i = 0; i < windows; ++i) {
+    lang.Sample(rng, len, w.data());
+    for (int t = 2; t < len; ++t) {
+      const double nll = -std::log(lang.Prob(int(w[t - 2]), int(w[t - 1]), int(w[t])));
+      sum += nll;
+      sum_sq += nll * nll;
+      ++n;
+    }
+  }
+  const double mean = sum / n;
+  *stderr_mean = std::sqrt((sum_sq / n - mean * mean) / n);
+  return mean;
+}
+
 TEST(Synthetic, EntropyAgreesWithMonteCarlo) {
   DataConfig c;  // V 32, k1 8, k2 3, λ 0.7: the MoE quickstart's language
   auto lang = SyntheticLanguage::Build(c);
@@ -212,22 +234,8 @@ TEST(Synthetic, EntropyAgreesWithMonteCarlo) {
   EXPECT_GT(h, 1.0);
   EXPECT_LT(h, std::log(32.0));
   // -log P over 2M targets with >= 2 tokens of context, in windows as training draws them.
-  Rng rng(12345);
-  const int len = 65;
-  std::vector<int64_t> w(len);
-  double sum = 0, sum_sq = 0;
-  int64_t n = 0;
-  for (int i = 0; i < 32000; ++i) {
-    lang->Sample(rng, len, w.data());
-    for (int t = 2; t < len; ++t) {
-      const double nll = -std::log(lang->Prob(w[t - 2], w[t - 1], w[t]));
-      sum += nll;
-      sum_sq += nll * nll;
-      ++n;
-    }
-  }
-  const double mean = sum / n;
-  const double stderr_mean = std::sqrt((sum_sq / n - mean * mean) / n);
+  double stderr_mean = 0;
+  const double mean = MonteCarloEntropy(*lang, 32000, &stderr_mean);
   // Windows are short, so samples are nearly independent; 5 standard errors (~3e-3 nats).
   EXPECT_NEAR(mean, h, 5 * stderr_mean + 1e-4) << "H " << h << " MC " << mean;
 }
@@ -311,22 +319,8 @@ TEST(SkillsLanguage, EntropyAgreesWithStationaryChainAndMonteCarlo) {
     EXPECT_LT(h, 2 * std::log(16.0) / 3);  // at most log(m²) per three tokens
     EXPECT_NEAR(StationaryEntropy(*lang), h, 1e-9) << "skill_zipf " << s;
 
-    Rng rng(12345);
-    const int len = 65;
-    std::vector<int64_t> w(len);
-    double sum = 0, sum_sq = 0;
-    int64_t n = 0;
-    for (int i = 0; i < 20000; ++i) {
-      lang->Sample(rng, len, w.data());
-      for (int t = 2; t < len; ++t) {
-        const double nll = -std::log(lang->Prob(int(w[t - 2]), int(w[t - 1]), int(w[t])));
-        sum += nll;
-        sum_sq += nll * nll;
-        ++n;
-      }
-    }
-    const double mean = sum / n;
-    const double stderr_mean = std::sqrt((sum_sq / n - mean * mean) / n);
+    double stderr_mean = 0;
+    const double mean = MonteCarloEntropy(*lang, 20000, &stderr_mean);
     EXPECT_NEAR(mean, h, 5 * stderr_mean + 1e-4) << "H " << h << " MC " << mean;
   }
 }
