@@ -6,7 +6,8 @@
 #
 #   scripts/device-check.sh prepare   here, on Debian: copies the header-only and test
 #                                     dependencies (CLI11, nlohmann-json, GoogleTest with their
-#                                     CMake configs) into .device-deps/ (git-ignored), since
+#                                     CMake configs and GoogleTest's sources, built there when
+#                                     torch uses the pre-C++11 ABI) into .device-deps/ (git-ignored), since
 #                                     the GPU machine cannot install packages
 #   scripts/device-check.sh run       there, from the repository root, with .device-deps
 #                                     carried; writes summary.txt and logs.tgz (every log,
@@ -25,7 +26,7 @@ deps="$here/.device-deps"
 prepare() {
   rm -rf "$deps" && mkdir -p "$deps"
   local list="$deps/.files"
-  for pkg in libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev; do
+  for pkg in libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev googletest; do
     dpkg -L "$pkg" >/dev/null 2>&1 || { echo "prepare: package $pkg is not installed" >&2; exit 1; }
     dpkg -L "$pkg" | while read -r f; do
       case "$f" in /usr/share/doc/*) continue ;; esac
@@ -52,7 +53,8 @@ run() {
 
   say "== machine"
   nvidia-smi -L 2>&1 | tee -a "$summary"
-  say "$(g++ --version | head -n 1); $(cmake --version | head -n 1)"
+  say "$(g++ --version | head -n 1); $(cmake --version | head -n 1); $(command -v ninja || echo 'no ninja')"
+  say "$( (/usr/local/cuda/bin/nvcc --version 2>/dev/null || echo 'no nvcc') | tail -n 1)"
   torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)') || exit 1
   say "$(python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
         "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI, "gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")')"
@@ -60,16 +62,44 @@ run() {
   say "== build (ISOFLOP_TRAINER_ONLY against $torch_prefix)"
   cuda_root=/usr/local/cuda
   [ -d "$cuda_root" ] && export PATH="$cuda_root/bin:$PATH"
-  local t0=$SECONDS
-  if cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  local abi
+  abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+  # NCCL's header: pip wheels keep it in the nvidia-nccl package, not in torch/include.
+  local nccl_inc nccl_lib=""
+  nccl_inc=$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "include"))' 2>/dev/null)
+  if [ -n "$nccl_inc" ] && [ -f "$nccl_inc/nccl.h" ]; then
+    nccl_lib="-L$nccl_inc/../lib -Wl,-rpath,$nccl_inc/../lib -l:libnccl.so.2"
+  elif [ -f "$cuda_root/include/nccl.h" ]; then
+    nccl_inc="$cuda_root/include"
+  else
+    nccl_inc=""
+  fi
+  say "nccl.h: ${nccl_inc:-not found (multi-rank CUDA runs compiled out)}"
+  local t0=$SECONDS gen=Ninja
+  command -v ninja >/dev/null || gen="Unix Makefiles"
+  # The CMake path links Debian's GoogleTest, built with the C++11 ABI: a pre-C++11-ABI torch
+  # goes straight to the g++ path, which builds GoogleTest from its sources with torch's ABI.
+  # It also links the toolkit's CUDA libraries, which must be the CUDA torch was built with;
+  # the g++ path links only torch's own.
+  local torch_cuda nvcc_cuda
+  torch_cuda=$(python3 -c 'import torch; print(torch.version.cuda or "")')
+  nvcc_cuda=$("$cuda_root/bin/nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\),.*/\1/p')
+  say "CUDA: torch built with ${torch_cuda:-none}, toolkit ${nvcc_cuda:-none}"
+  if [ "$abi" = 1 ] && [ "$torch_cuda" = "$nvcc_cuda" ] &&
+     cmake -S . -B build-device -G "$gen" -DCMAKE_BUILD_TYPE=Release \
        -DISOFLOP_TRAINER_ONLY=ON -DISOFLOP_BUILD_BENCH=OFF \
        -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DCUDAToolkit_ROOT="$cuda_root" \
+       -DUSE_SYSTEM_NVTX=ON -Dnvtx3_dir="$cuda_root/include" \
+       ${nccl_inc:+-DCMAKE_CXX_FLAGS="-isystem $nccl_inc"} \
+       ${nccl_lib:+-DCMAKE_EXE_LINKER_FLAGS="$nccl_lib"} \
        >"$out/configure.log" 2>&1 &&
      cmake --build build-device -j "$(nproc)" >"$out/build.log" 2>&1; then
     say "built in $((SECONDS - t0)) s"
     bin=build-device/bin
   else
-    say "CMAKE BUILD FAILED after $((SECONDS - t0)) s; last lines:"
+    [ "$abi" = 1 ] || say "torch uses the pre-C++11 ABI: the g++ path builds everything with it"
+    [ "$torch_cuda" = "$nvcc_cuda" ] || say "toolkit CUDA differs from torch's: the g++ path"
+    say "CMAKE BUILD FAILED or skipped after $((SECONDS - t0)) s; last lines:"
     tail -n 40 "$out/configure.log" "$out/build.log" 2>/dev/null | tee -a "$summary"
     # Fallback: the same sources straight through g++ against torch's own include and lib
     # folders, so the CUDA checks still run; C++17 (torch's own standard; the trainer compiles
@@ -90,10 +120,12 @@ run() {
     tlib="$tlib -Wl,--as-needed"
     # NCCL's process group where this LibTorch has CUDA (distributed.cc checks the headers).
     # Gloo is for CPU ranks (tested in make test); pip's LibTorch keeps its gloo symbols private.
-    ls "$tdir"/lib/libtorch_cuda.so >/dev/null 2>&1 && tinc+=(-DISOFLOP_HAVE_NCCL -isystem /usr/local/cuda/include)
+    if ls "$tdir"/lib/libtorch_cuda.so >/dev/null 2>&1; then
+      tinc+=(-DISOFLOP_HAVE_NCCL -isystem "$cuda_root/include")
+      [ -n "$nccl_inc" ] && tinc+=(-isystem "$nccl_inc") && tlib="$tlib $nccl_lib"
+    fi
     tinc+=(-DISOFLOP_NO_GLOO)
-    local abi
-    abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+    local gt=$deps/usr/src/googletest/googletest
     local flags=(-std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
                  -Ibuild-device-manual/generated -isystem "$deps/usr/include" "${tinc[@]}")
     local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
@@ -101,32 +133,51 @@ run() {
                 trainer/src/run_protocol.cc common/src/files.cc common/src/process.cc
                 common/src/subprocess.cc trainer/src/model.cc trainer/src/moe.cc
                 trainer/src/train_loop.cc trainer/src/distributed.cc)
-    local gtest_lib
-    gtest_lib=$(dirname "$(find "$deps" -name libgtest.a | head -n 1)")
     local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""
                 -DISOFLOP_DATA_DIR="\"$here/data\"")
     local objs=() pids=() f o
     for f in "${srcs[@]}" trainer/src/main.cc tests/trainer/model_test.cc \
-             tests/trainer/moe_test.cc tests/trainer/train_binary_test.cc; do  # all at once
+             tests/trainer/moe_test.cc tests/trainer/distributed_test.cc \
+             tests/trainer/train_binary_test.cc; do  # all at once
       o=build-device-manual/$(basename "$f" .cc).o
       objs+=("$o")
       g++ "${flags[@]}" "${defs[@]}" -c "$f" -o "$o" >"$o.log" 2>&1 &
       pids+=($!)
     done
-    local failed=0 p
-    for p in "${pids[@]}"; do wait "$p" || failed=1; done
-    cat build-device-manual/*.o.log >"$out/manual_build.log"
+    # GoogleTest from its sources, with torch's ABI (Debian's libgtest.a has the C++11 one).
+    for f in "$gt/src/gtest-all.cc" "$gt/src/gtest_main.cc"; do
+      g++ "${flags[@]}" -I"$gt" -I"$gt/include" -c "$f" -o "build-device-manual/$(basename "$f" .cc).gt.o" \
+        >"build-device-manual/$(basename "$f" .cc).gt.log" 2>&1 &
+      pids+=($!)
+    done
+    # The library and main.o make isoflop-train; a test file that fails to compile costs only
+    # the test binary, so the throughput run still happens.
+    local p lib_failed=0 test_failed=0 i=0
+    local n_lib=$((${#srcs[@]} + 1))  # the sources and main.cc come first
+    for p in "${pids[@]}"; do
+      if ! wait "$p"; then
+        if [ $i -lt $n_lib ]; then lib_failed=1; else test_failed=1; fi
+      fi
+      i=$((i + 1))
+    done
+    cat build-device-manual/*.log >"$out/manual_build.log"
     local lib_objs=("${objs[@]:0:${#srcs[@]}}")
-    [ $failed -eq 0 ] &&
+    [ $lib_failed -eq 0 ] &&
       g++ "${lib_objs[@]}" build-device-manual/main.o $tlib -lpthread -o "$bin/isoflop-train" \
-        >>"$out/manual_build.log" 2>&1 &&
-      g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/moe_test.o \
-        build-device-manual/train_binary_test.o \
-        -L"$gtest_lib" -lgtest -lgtest_main $tlib -lpthread -o "$bin/trainer_gpu_test" \
         >>"$out/manual_build.log" 2>&1
-    if [ $? -ne 0 ]; then
+    if [ -x "$bin/isoflop-train" ] &&
+       ! { [ $test_failed -eq 0 ] &&
+           g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/moe_test.o \
+             build-device-manual/distributed_test.o build-device-manual/train_binary_test.o \
+             build-device-manual/gtest-all.gt.o build-device-manual/gtest_main.gt.o \
+             $tlib -lpthread -o "$bin/trainer_gpu_test" >>"$out/manual_build.log" 2>&1; }; then
+      say "TEST BINARY FAILED to build (isoflop-train built); first errors:"
+      grep -m 20 -E "error" "$out/manual_build.log" | tee -a "$summary"
+    fi
+    if [ ! -x "$bin/isoflop-train" ]; then
       say "FALLBACK BUILD FAILED after $((SECONDS - t0)) s; last lines:"
-      tail -n 40 "$out/manual_build.log" | tee -a "$summary"
+      grep -m 20 -E "error" "$out/manual_build.log" | tee -a "$summary"
+      tail -n 20 "$out/manual_build.log" | tee -a "$summary"
       exit 1
     fi
     say "fallback built in $((SECONDS - t0)) s"
@@ -134,10 +185,12 @@ run() {
   say "$(ldd $bin/isoflop-train | grep -oE 'lib(torch_cuda|c10_cuda|cudart)[^ ]*' | sort -u | tr '\n' ' ')"
 
   say "== tests (ISOFLOP_EXPECT_CUDA=1)"
-  local rc
-  if [ -x "$bin/trainer_gpu_test" ]; then  # the fallback's single test binary
-    ISOFLOP_EXPECT_CUDA=1 "$bin/trainer_gpu_test" >"$out/gpu_test.log" 2>&1
-    rc=$?
+  local rc=1
+  if [ "$bin" = build-device-manual/bin ]; then  # the fallback's single test binary
+    if [ -x "$bin/trainer_gpu_test" ]; then
+      ISOFLOP_EXPECT_CUDA=1 "$bin/trainer_gpu_test" >"$out/gpu_test.log" 2>&1
+      rc=$?
+    fi
     grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) +\]" "$out/gpu_test.log" | tee -a "$summary"
   else
     ISOFLOP_EXPECT_CUDA=1 ctest --test-dir build-device --output-on-failure -j 4 >"$out/ctest.log" 2>&1
@@ -151,10 +204,13 @@ run() {
   local run=/tmp/isoflop-gpu-run
   rm -rf "$run" && mkdir -p "$run/data"
   python3 - "$run/data" <<'PY'
-import sys, numpy as np
-rng = np.random.default_rng(0)
+# uint16 token files without numpy (a pip torch does not bring it): int16 holds the same bits.
+import ctypes, sys, torch
+g = torch.Generator().manual_seed(0)
 for name, n in (("train.bin", 50_000_000), ("val.bin", 1_000_000)):
-    rng.integers(0, 50257, size=n, dtype=np.uint16).tofile(f"{sys.argv[1]}/{name}")
+    t = torch.randint(0, 50257, (n,), generator=g, dtype=torch.int32).to(torch.int16)
+    with open(f"{sys.argv[1]}/{name}", "wb") as f:
+        f.write(ctypes.string_at(t.data_ptr(), 2 * n))
 PY
   $bin/isoflop-train --out "$run/r" --quiet --device cuda --data bin \
     --data-path "$run/data/train.bin" --val-path "$run/data/val.bin" \

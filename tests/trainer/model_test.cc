@@ -12,6 +12,7 @@
 #include <set>
 
 #include "isoflop/trainer/data.h"
+#include "isoflop/trainer/distributed.h"
 #include "isoflop/trainer/synthetic.h"
 
 namespace isoflop::trainer {
@@ -339,6 +340,43 @@ TEST(ModelCuda, Bf16AutocastForwardIsCloseToFp32) {
 
 // Checkpointing on the GPU under bf16 autocast: the recomputation restores autocast, so the
 // gradients match the plain backward's to bf16 precision.
+// The data-parallel reducer on the GPU: its hooks run on autograd's CUDA thread, buckets live
+// on the device, and a group of one hands every gradient back unchanged (bf16 autocast).
+TEST(ModelCuda, GradientReducerStartsEveryBucketDuringTheCudaBackward) {
+  ISOFLOP_REQUIRE_CUDA();
+  Shape s;
+  s.n_layer = 2, s.d_model = 64, s.n_head = 4, s.seq_len = 48;
+  torch::manual_seed(9);
+  Transformer cpu(s, AttentionImpl::kExplicit);
+  Transformer gpu = CopyTo(cpu, s, AttentionImpl::kFused, torch::kCUDA);
+  const auto idx = torch::randint(0, s.vocab_size, {4, s.seq_len + 1}, torch::kInt64)
+                       .to(torch::kCUDA);
+  const auto x = idx.narrow(1, 0, s.seq_len), y = idx.narrow(1, 1, s.seq_len);  // (B, T)
+  const auto loss_of = [&] {
+    CudaAutocast guard(true);
+    return torch::nn::functional::cross_entropy(
+        gpu->forward(x).reshape({-1, s.vocab_size}).to(torch::kFloat), y.reshape({-1}));
+  };
+  loss_of().backward();
+  std::vector<torch::Tensor> want;
+  for (const auto& p : gpu->parameters()) want.push_back(p.grad().clone());
+  gpu->zero_grad(/*set_to_none=*/true);
+  auto group = SingleProcessGroup();
+  GradientReducer reducer(*group, gpu->parameters(), 64 << 10, 64 << 10);
+  ASSERT_GT(reducer.buckets(), 2);
+  const torch::Tensor loss = loss_of();
+  reducer.Arm(loss);
+  loss.backward();
+  EXPECT_EQ(reducer.started_early(), reducer.buckets());
+  reducer.Finish();
+  const auto params = gpu->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    ASSERT_TRUE(params[i].grad().defined()) << i;
+    EXPECT_EQ(params[i].grad().device().type(), torch::kCUDA);
+    EXPECT_TRUE(torch::allclose(params[i].grad(), want[i], 1e-5, 1e-6)) << i;
+  }
+}
+
 TEST(ModelCuda, ActivationCheckpointingUnderAutocastGivesTheSameGradients) {
   ISOFLOP_REQUIRE_CUDA();
   Shape s;

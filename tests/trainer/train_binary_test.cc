@@ -23,6 +23,7 @@
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/synthetic.h"
 #include "isoflop/trainer/train_loop.h"
+#include "require_gloo.h"
 
 namespace isoflop::trainer {
 namespace {
@@ -695,6 +696,7 @@ pid_t RankPid(pid_t parent, int rank) {
 }  // namespace dp
 
 TEST_F(BinaryTest, TwoRankGlooRunReproducesTheOneRankRun) {
+  ISOFLOP_REQUIRE_GLOO();
   const std::string one = MakeRun("one", TinyRun());
   ASSERT_EQ(RunDir(one), 0) << Slurp(one + "/stderr.log");
   const std::string two = MakeRun("two", TinyRun());
@@ -716,6 +718,7 @@ TEST_F(BinaryTest, TwoRankGlooRunReproducesTheOneRankRun) {
 // (TORCHELASTIC_USE_AGENT_STORE), the ranks join it as clients, and the run is the --nproc
 // run's, step for step; a one-rank run of the same cell agrees to 1e-5.
 TEST_F(BinaryTest, TorchrunLaunchReproducesTheNprocRun) {
+  ISOFLOP_REQUIRE_GLOO();
   const std::string torchrun = "/usr/bin/torchrun";
   ASSERT_TRUE(fs::exists(torchrun)) << "python3-torch provides " << torchrun
                                     << " (scripts/install-deps.sh installs it)";
@@ -743,6 +746,7 @@ TEST_F(BinaryTest, TorchrunLaunchReproducesTheNprocRun) {
 }
 
 TEST_F(BinaryTest, KilledRankTakesTheRunDownAndItResumesExactlyWithTwoRanks) {
+  ISOFLOP_REQUIRE_GLOO();
   json run = TinyRun();
   run["train"]["tokens"] = 200000;  // 782 steps: the kill always lands mid-run
   const std::string ref = MakeRun("ref", run);
@@ -765,6 +769,7 @@ TEST_F(BinaryTest, KilledRankTakesTheRunDownAndItResumesExactlyWithTwoRanks) {
 }
 
 TEST_F(BinaryTest, SigtermOfTheLauncherStopsEveryRankAtOneCheckpointAndResumesExactly) {
+  ISOFLOP_REQUIRE_GLOO();
   json run = TinyRun();
   run["train"]["tokens"] = 200000;
   const std::string ref = MakeRun("ref", run);

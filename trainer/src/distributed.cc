@@ -2,9 +2,16 @@
 // NCCL where this LibTorch was built with it; rendezvous from torchrun's or srun's variables.
 #include "isoflop/trainer/distributed.h"
 
+#include <torch/csrc/autograd/functions/accumulate_grad.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 #if !defined(ISOFLOP_NO_GLOO) && __has_include(<gloo/algorithm.h>) && \
     __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
@@ -31,8 +38,16 @@
 namespace isoflop::trainer {
 namespace {
 
+class Done : public PendingCollective {
+ public:
+  void Wait() override {}
+};
+
 class Single : public ProcessGroup {
  public:
+  std::unique_ptr<PendingCollective> StartAllReduceSum(torch::Tensor) override {
+    return std::make_unique<Done>();
+  }
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string backend() const override { return "single"; }
@@ -42,6 +57,17 @@ class Single : public ProcessGroup {
 };
 
 #if defined(ISOFLOP_HAVE_GLOO) || defined(ISOFLOP_NCCL_BACKEND)
+class C10dPending : public PendingCollective {
+ public:
+  C10dPending(c10::intrusive_ptr<c10d::Work> work, std::chrono::milliseconds timeout)
+      : work_(std::move(work)), timeout_(timeout) {}
+  void Wait() override { work_->wait(timeout_); }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::chrono::milliseconds timeout_;
+};
+
 // Any c10d process group (Gloo, NCCL) behind the seam.
 template <typename PG>
 class C10dGroup : public ProcessGroup {
@@ -62,6 +88,10 @@ class C10dGroup : public ProcessGroup {
       std::vector<at::Tensor> one = {t};
       pg_->allreduce(one, c10d::AllreduceOptions())->wait(timeout_);
     }
+  }
+  std::unique_ptr<PendingCollective> StartAllReduceSum(torch::Tensor tensor) override {
+    std::vector<at::Tensor> one = {std::move(tensor)};
+    return std::make_unique<C10dPending>(pg_->allreduce(one, c10d::AllreduceOptions()), timeout_);
   }
   void Broadcast(std::vector<torch::Tensor>& tensors, int root) override {
     c10d::BroadcastOptions o;
@@ -211,45 +241,159 @@ Result<std::unique_ptr<ProcessGroup>> JoinProcessGroup(const RankInfo& info,
   }
 }
 
-void AllReduceGradients(ProcessGroup& group, const std::vector<torch::Tensor>& params,
-                        int64_t bucket_bytes) {
-  if (group.size() <= 1 || params.empty()) return;
-  // Which parameters have a gradient on any rank.
-  auto has = torch::zeros({static_cast<int64_t>(params.size())}, torch::kFloat);
-  for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].grad().defined()) has[i] = 1.0f;
-  has = has.to(params[0].device());
-  std::vector<torch::Tensor> h = {has};
-  group.AllReduceSum(h);
-  has = has.to(torch::kCPU);
-  std::vector<torch::Tensor> grads;
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (has[i].item<float>() == 0) continue;
-    torch::Tensor p = params[i];
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    grads.push_back(p.grad());
-  }
-  // Flat buckets of one dtype each, in parameter order.
-  size_t i = 0;
-  while (i < grads.size()) {
-    std::vector<torch::Tensor> bucket;
-    int64_t bytes = 0;
-    const auto dtype = grads[i].scalar_type();
-    while (i < grads.size() && grads[i].scalar_type() == dtype &&
-           (bucket.empty() || bytes + grads[i].numel() * grads[i].element_size() <= bucket_bytes)) {
-      bytes += grads[i].numel() * grads[i].element_size();
-      bucket.push_back(grads[i++]);
+GradientReducer::GradientReducer(ProcessGroup& group, std::vector<torch::Tensor> params,
+                                 int64_t bucket_bytes, int64_t first_bucket_bytes)
+    : group_(group), params_(std::move(params)) {
+  slot_of_.resize(params_.size());
+  filled_.assign(params_.size(), 0);
+  // Reverse parameter order: the output end of the model, whose gradients come first.
+  std::vector<int64_t> elements;  // per bucket, gradient elements so far
+  for (size_t k = params_.size(); k-- > 0;) {
+    const torch::Tensor& p = params_[k];
+    const int64_t cap = buckets_.size() == 1 ? first_bucket_bytes : bucket_bytes;
+    Bucket* b = buckets_.empty() ? nullptr : &buckets_.back();
+    if (b == nullptr || b->flat.scalar_type() != p.scalar_type() ||
+        b->flat.device() != p.device() ||
+        (elements.back() + p.numel()) * p.element_size() > cap) {
+      buckets_.emplace_back();
+      elements.push_back(0);
+      b = &buckets_.back();
+      b->flat = torch::empty({0}, p.options());  // its dtype and device until sized below
     }
-    std::vector<torch::Tensor> flats;
-    for (const auto& g : bucket) flats.push_back(g.reshape({-1}));
-    std::vector<torch::Tensor> flat = {torch::cat(flats)};
-    group.AllReduceSum(flat);
-    int64_t at = 0;
-    for (auto& g : bucket) {
-      g.copy_(flat[0].narrow(0, at, g.numel()).view_as(g));
-      at += g.numel();
+    b->offset.push_back(elements.back());
+    b->params.push_back(k);
+    elements.back() += p.numel();
+    slot_of_[k] = {buckets_.size() - 1, b->params.size() - 1};
+  }
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+    // Gradients, then one presence count per parameter (how many ranks had a gradient).
+    Bucket& b = buckets_[bi];
+    b.flat = torch::empty({elements[bi] + static_cast<int64_t>(b.params.size())},
+                          b.flat.options().requires_grad(false));
+    b.missing = static_cast<int>(b.params.size());
+  }
+  // AccumulateGrad's post hook fires once per backward, after the gradient is accumulated into
+  // .grad() (a tied weight's uses are summed before it runs), as DDP's reducer relies on.
+  for (size_t k = 0; k < params_.size(); ++k) {
+    if (!params_[k].requires_grad()) continue;
+    auto acc = torch::autograd::impl::grad_accumulator(params_[k]);
+    const uintptr_t key =
+        acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [this, k](const torch::autograd::variable_list& outputs,
+                      const torch::autograd::variable_list&) {
+              OnGradientReady(k);
+              return outputs;
+            }));
+    hooks_.push_back({k, std::move(acc), key});
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& h : hooks_) h.accumulator->del_post_hook(h.key);
+}
+
+void GradientReducer::Arm(const torch::Tensor& loss) {
+  armed_ = true;
+  started_early_ = 0;
+  if (!loss.defined() || !loss.grad_fn()) return;
+  std::unordered_set<const torch::autograd::Node*> reached;
+  std::vector<torch::autograd::Node*> stack = {loss.grad_fn().get()};
+  reached.insert(stack.back());
+  while (!stack.empty()) {
+    torch::autograd::Node* node = stack.back();
+    stack.pop_back();
+    for (const auto& edge : node->next_edges()) {
+      if (edge.function && reached.insert(edge.function.get()).second)
+        stack.push_back(edge.function.get());
     }
   }
+  // A parameter reached through an AccumulateGrad node other than the one holding its hook has
+  // been reloaded or replaced since the reducer was built: its gradient would go unsummed.
+  std::unordered_map<const c10::TensorImpl*, const torch::autograd::Node*> hooked;
+  for (const auto& h : hooks_) hooked[params_[h.param].unsafeGetTensorImpl()] = h.accumulator.get();
+  for (const torch::autograd::Node* node : reached) {
+    const auto* acc = dynamic_cast<const torch::autograd::AccumulateGrad*>(node);
+    if (acc == nullptr) continue;
+    auto it = hooked.find(acc->variable.unsafeGetTensorImpl());
+    if (it != hooked.end() && it->second != node) {
+      throw std::logic_error(
+          "data parallel: a parameter's gradient hook is no longer in the graph (its tensor "
+          "was reloaded after the GradientReducer was built); build the reducer after loading "
+          "weights");
+    }
+  }
+  const size_t before = next_;
+  for (const auto& h : hooks_)
+    if (!filled_[h.param] && reached.count(h.accumulator.get()) == 0) Fill(h.param);
+  StartReadyBuckets();
+  started_early_ += static_cast<int>(next_ - before);
+}
+
+void GradientReducer::Fill(size_t k) {
+  const auto [bi, slot] = slot_of_[k];
+  Bucket& b = buckets_[bi];
+  const torch::Tensor& p = params_[k];
+  const int64_t n = p.numel();
+  const int64_t presence = b.flat.numel() - static_cast<int64_t>(b.params.size()) + slot;
+  torch::NoGradGuard no_grad;
+  if (p.grad().defined()) {
+    b.flat.narrow(0, b.offset[slot], n).copy_(p.grad().reshape({-1}), /*non_blocking=*/true);
+    b.flat.narrow(0, presence, 1).fill_(1);
+  } else {
+    // No gradient here (an expert none of this rank's tokens reached): this rank adds zeros.
+    b.flat.narrow(0, b.offset[slot], n).zero_();
+    b.flat.narrow(0, presence, 1).zero_();
+  }
+  filled_[k] = 1;
+  --b.missing;
+}
+
+void GradientReducer::OnGradientReady(size_t k) {
+  if (!armed_) return;
+  if (filled_[k]) {
+    throw std::logic_error("data parallel: parameter " + std::to_string(k) +
+                           " got a second gradient in one armed backward, or one after Arm "
+                           "found it unreachable (a nested backward needs Arm() without a loss)");
+  }
+  Fill(k);
+  const size_t before = next_;
+  StartReadyBuckets();
+  started_early_ += static_cast<int>(next_ - before);
+}
+
+void GradientReducer::StartReadyBuckets() {
+  // In bucket order only: a later bucket that is complete waits for the earlier ones, so every
+  // rank issues the same sequence of collectives.
+  while (next_ < buckets_.size() && buckets_[next_].missing == 0) {
+    buckets_[next_].pending = group_.StartAllReduceSum(buckets_[next_].flat);
+    ++next_;
+  }
+}
+
+void GradientReducer::Finish() {
+  const bool armed_before_finish = armed_;
+  armed_ = false;
+  for (size_t bi = next_; bi < buckets_.size(); ++bi)
+    for (size_t k : buckets_[bi].params)
+      if (!filled_[k]) Fill(k);
+  StartReadyBuckets();
+  torch::NoGradGuard no_grad;
+  for (auto& b : buckets_) {
+    b.pending->Wait();
+    b.pending.reset();
+    const int64_t presence0 = b.flat.numel() - static_cast<int64_t>(b.params.size());
+    const torch::Tensor counts = b.flat.narrow(0, presence0, b.params.size()).to(torch::kCPU);
+    for (size_t slot = 0; slot < b.params.size(); ++slot) {
+      torch::Tensor p = params_[b.params[slot]];
+      if (counts[slot].item<double>() == 0) continue;  // no rank had a gradient: keep none
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      p.mutable_grad().copy_(b.flat.narrow(0, b.offset[slot], p.numel()).view_as(p));
+    }
+    b.missing = static_cast<int>(b.params.size());
+  }
+  std::fill(filled_.begin(), filled_.end(), 0);
+  next_ = 0;
+  if (!armed_before_finish) started_early_ = 0;
 }
 
 }  // namespace isoflop::trainer

@@ -2,10 +2,7 @@
 // standalone form `isoflop-train --out DIR --n-layer 2 ... --tokens 2e6 --data synthetic`
 // writes DIR/run.json from flags, then runs it. Exit codes: docs/run-protocol.md.
 // This file does not include LibTorch (fast to compile); the loop lives in train_loop.cc.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +15,7 @@
 #include <sstream>
 
 #include "isoflop/common/files.h"
+#include "isoflop/common/process.h"
 #include "isoflop/common/subprocess.h"
 #include "isoflop/trainer/run_config.h"
 #include "isoflop/trainer/run_dir.h"
@@ -127,22 +125,6 @@ int WriteStandaloneRunJson(const std::string& out_dir, const std::string& run_js
 volatile std::sig_atomic_t g_launcher_signal = 0;
 extern "C" void OnLauncherSignal(int sig) { g_launcher_signal = sig; }
 
-// A TCP port free on loopback now (the OS picks it), for the ranks' rendezvous.
-int FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 29500;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  if (fd >= 0) ::close(fd);
-  return port;
-}
-
 // Runs `args` (this binary's own arguments without --nproc) as `nproc` ranks with torchrun's
 // variables set, forwards stop signals to all of them, and returns rank 0's exit code. A rank
 // killed by a signal (SIGKILL, a crash) takes the others down at once: they are killed rather
@@ -159,7 +141,7 @@ int RunRanks(int nproc, const std::vector<std::string>& args, const std::string&
   sigprocmask(SIG_UNBLOCK, &stop, nullptr);
   StopWithParent();
 
-  const int port = FreeLoopbackPort();
+  const int port = isoflop::FreeLoopbackPort();
   std::vector<std::string> base_env;
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;

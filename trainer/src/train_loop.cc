@@ -7,16 +7,19 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
+#include "isoflop/common/process.h"
 #include "isoflop/trainer/data.h"
 #include "isoflop/trainer/distributed.h"
 #include "isoflop/trainer/model.h"
@@ -46,12 +49,6 @@ int ResolveThreads(int requested) {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-std::string HostName() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "";
-  return buf;
-}
-
 // Everything a checkpoint holds besides tensors.
 struct Progress {
   int64_t step = 0;
@@ -78,6 +75,7 @@ class Trainer {
   bool AgreedStop();
   Status Setup();
   Status Resume();
+  void StartGradientReducer();  // data parallel: the bucketed all-reduce of gradients
   Status WriteInfo() const;
   // Draws the windows of one step into micro-batches of token ids, each (B, T+1).
   Result<std::vector<torch::Tensor>> NextBatch(int64_t step_tokens);
@@ -110,6 +108,8 @@ class Trainer {
   double last_val_loss_ = NAN;
   Clock::time_point start_ = Clock::now();
   std::unique_ptr<ProcessGroup> group_ = SingleProcessGroup();
+  std::unique_ptr<GradientReducer> reducer_;  // data parallel only
+  bool overlap_reduce_ = true;  // start buckets during the last backward (else after it)
   int agreed_signal_ = 0;  // the stop signal all ranks act on (0 while none)
 };
 
@@ -191,6 +191,23 @@ Status Trainer::Setup() {
   }
   val_set_ = torch::from_blob(buf.data(), {n_val, T + 1}, torch::kInt64).clone();
   return Status::Ok();
+}
+
+void Trainer::StartGradientReducer() {
+  // Knobs for benchmarks and debugging, like DDP's bucket_cap_mb: the bucket size in MB and
+  // ISOFLOP_GRAD_REDUCE=after-backward (all-reduce only once backward is done).
+  int64_t bucket_bytes = 25 << 20;
+  if (const char* mb = std::getenv("ISOFLOP_BUCKET_MB"); mb && std::atof(mb) > 0)
+    bucket_bytes = static_cast<int64_t>(std::atof(mb) * (1 << 20));
+  if (const char* m = std::getenv("ISOFLOP_GRAD_REDUCE"); m && std::string(m) == "after-backward")
+    overlap_reduce_ = false;
+  reducer_ = std::make_unique<GradientReducer>(*group_, model_->parameters(), bucket_bytes,
+                                               std::min<int64_t>(bucket_bytes, 1 << 20));
+  if (options_.progress && lead()) {
+    std::fprintf(stderr, "isoflop-train: %d ranks over %s; gradients in %d buckets, %s\n",
+                 group_->size(), group_->backend().c_str(), reducer_->buckets(),
+                 overlap_reduce_ ? "all-reduced during backward" : "all-reduced after backward");
+  }
 }
 
 Status Trainer::Resume() {
@@ -291,7 +308,8 @@ double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
   const int64_t V = shape_.vocab_size;
   torch::Tensor loss_sum =
       torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
-  for (const auto& tokens : micro_batches) {  // (B, T+1)
+  for (size_t m = 0; m < micro_batches.size(); ++m) {
+    const torch::Tensor& tokens = micro_batches[m];  // (B, T+1)
     const int64_t T = tokens.size(1) - 1;
     const auto x = tokens.narrow(1, 0, T), y = tokens.narrow(1, 1, T);  // (B, T)
     torch::Tensor logits;
@@ -308,15 +326,21 @@ double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
     if (const torch::Tensor aux = model_->MoeAuxLoss(); aux.defined()) {
       objective = objective + aux * (static_cast<double>(x.numel()) / step_tokens);
     }
+    // Data parallel: the last micro-batch's gradients are final as backward makes them, so
+    // each bucket's all-reduce starts while backward goes on through the earlier layers.
+    // (Reentrant activation checkpointing reaches parameters only through a nested backward,
+    // so the reducer cannot look for unused ones in the graph.)
+    if (reducer_ && overlap_reduce_ && m + 1 == micro_batches.size())
+      reducer_->Arm(train_.activation_checkpointing ? torch::Tensor() : objective);
     objective.backward();
     loss_sum += loss.detach().to(torch::kDouble);
   }
-  if (group_->size() > 1) {
+  if (reducer_) {
     // The step's gradient is the sum of every rank's share (each token weighs 1/step_tokens).
+    reducer_->Finish();
     std::vector<torch::Tensor> loss = {loss_sum.reshape({1})};
     group_->AllReduceSum(loss);
     loss_sum = loss[0].reshape({});
-    AllReduceGradients(*group_, model_->parameters());
   }
   return loss_sum.item<double>() / static_cast<double>(step_tokens);
 }
@@ -437,6 +461,8 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
 RunOutcome Trainer::Run() {
   if (Status st = Setup(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
   if (Status st = Resume(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
+  // After Resume: loading a checkpoint into the parameters detaches gradient hooks.
+  if (group_->size() > 1) StartGradientReducer();
   if (Status st = WriteInfo(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
 
   const int64_t total_steps = (train_.tokens + train_.batch_tokens - 1) / train_.batch_tokens;

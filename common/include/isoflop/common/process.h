@@ -13,6 +13,10 @@ namespace isoflop {
 // gethostname(), or "" when it fails.
 std::string HostName();
 
+// A TCP port free on loopback now (the OS picks it; 29500 when it cannot), for a rendezvous of
+// processes on this host. Another process may take it before it is used.
+int FreeLoopbackPort();
+
 // The start time of process `pid` as the kernel reports it (/proc/PID/stat field 22, clock
 // ticks after boot, prefixed by the boot id so that it cannot repeat across reboots). nullopt
 // when no such process exists or it is a zombie (it has exited and only waits to be reaped).

@@ -9,6 +9,7 @@
 // sets torchrun's variables for the N ranks it starts.
 #pragma once
 
+#include <torch/csrc/autograd/function.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -20,6 +21,16 @@
 
 namespace isoflop::trainer {
 
+// A collective that has been started and not yet waited for.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective() = default;
+  // Blocks until the collective is done; throws like the blocking collectives.
+  virtual void Wait() = 0;
+};
+
+// Not thread-safe: one thread at a time issues collectives (the autograd thread that runs
+// GradientReducer's hooks and the training loop never overlap).
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
@@ -29,6 +40,9 @@ class ProcessGroup {
   // Element-wise sum over every rank, in place, for tensors of one device and dtype. Throws
   // (std::runtime_error from LibTorch) when a rank is gone and the timeout passes.
   virtual void AllReduceSum(std::vector<torch::Tensor>& tensors) = 0;
+  // Starts summing `tensor` over every rank, in place, and returns at once; the sum is there
+  // after Wait(). Every rank must start its collectives in the same order.
+  virtual std::unique_ptr<PendingCollective> StartAllReduceSum(torch::Tensor tensor) = 0;
   // Rank `root`'s values to every rank, in place.
   virtual void Broadcast(std::vector<torch::Tensor>& tensors, int root) = 0;
   virtual void Barrier() = 0;
@@ -63,11 +77,69 @@ Result<std::unique_ptr<ProcessGroup>> JoinProcessGroup(const RankInfo& info,
                                                        const std::string& device,
                                                        std::chrono::milliseconds timeout);
 
-// Sums the gradients of `params` over the group in flat buckets of about `bucket_bytes`
-// (fewer, larger messages than one per tensor), in place. A parameter that has no gradient on
-// some ranks (an MoE expert no token of theirs reached) gets zeros there when any rank has one,
-// and stays without a gradient when no rank has.
-void AllReduceGradients(ProcessGroup& group, const std::vector<torch::Tensor>& params,
-                        int64_t bucket_bytes = 25 << 20);
+// Sums a replica's gradients over the group in flat buckets, each started as soon as its last
+// gradient of the step is final, so communication overlaps the rest of the backward pass (as
+// PyTorch's DistributedDataParallel does). Buckets follow the reverse of parameter order, the
+// order backward produces gradients in; the first is about 1 MB so communication starts early,
+// the rest about `bucket_bytes`. Buckets are started in one fixed order on every rank whatever
+// order gradients arrive in, so ranks whose graphs differ (an MoE expert that none of a rank's
+// tokens reached never gets a gradient there) cannot deadlock: such a bucket starts when
+// Finish() fills the missing gradient with zeros. A parameter that has a gradient on no rank
+// keeps none (the optimizer skips it, as in the one-process run).
+//
+// Use: Arm(loss) before the last backward() of the step (earlier micro-batches only
+// accumulate), then Finish(). Arm walks loss's graph, as DDP's find_unused_parameters does:
+// parameters it cannot reach will get no gradient this step, so their slots are filled at once
+// and the buckets after them need not wait for Finish(). Arm() without a loss skips the walk,
+// for graphs that reach parameters only through a nested backward (reentrant activation
+// checkpointing). Without Arm() every bucket starts in Finish(): all-reduce after backward.
+// Not thread-safe beyond that protocol. Hooks are removed when the reducer is destroyed; the
+// group and the parameters must outlive it. Build it after loading a checkpoint: torch::load
+// into the parameters detaches hooks placed before (Arm(loss) then throws std::logic_error
+// rather than let gradients go unsummed).
+class GradientReducer {
+ public:
+  GradientReducer(ProcessGroup& group, std::vector<torch::Tensor> params,
+                  int64_t bucket_bytes = 25 << 20, int64_t first_bucket_bytes = 1 << 20);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  void Arm(const torch::Tensor& loss = {});
+  // Starts the buckets not started yet, waits for all, and writes the sums into each
+  // parameter's .grad(). Throws (std::runtime_error) when a collective times out.
+  void Finish();
+
+  int buckets() const { return static_cast<int>(buckets_.size()); }
+  // How many buckets the last step started before Finish() (at Arm or during backward).
+  int started_early() const { return started_early_; }
+
+ private:
+  struct Bucket {
+    std::vector<size_t> params;   // indices into params_, in slot order
+    std::vector<int64_t> offset;  // each one's first element in flat
+    torch::Tensor flat;           // gradients, then one presence count per parameter
+    int missing = 0;              // slots not yet filled this step
+    std::unique_ptr<PendingCollective> pending;
+  };
+  void OnGradientReady(size_t param);
+  void Fill(size_t param);  // copies its gradient (or zeros) into its bucket
+  void StartReadyBuckets();
+
+  ProcessGroup& group_;
+  std::vector<torch::Tensor> params_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::pair<size_t, size_t>> slot_of_;  // param -> (bucket, slot)
+  std::vector<char> filled_;
+  struct Hook {
+    size_t param;
+    std::shared_ptr<torch::autograd::Node> accumulator;  // held, so every graph reuses it
+    uintptr_t key;
+  };
+  std::vector<Hook> hooks_;
+  size_t next_ = 0;  // the first bucket not started yet
+  bool armed_ = false;
+  int started_early_ = 0;
+};
 
 }  // namespace isoflop::trainer
