@@ -714,6 +714,34 @@ TEST_F(BinaryTest, TwoRankGlooRunReproducesTheOneRankRun) {
   EXPECT_EQ(json::parse(Slurp(ckpts.back().path + "/state.json"))["world_size"], 2);
 }
 
+// An MoE run over two ranks: every rank routes its own tokens, yet the selection bias (updated
+// from the whole step's loads, summed over the ranks) and the logged loads are the one-rank
+// run's, so the losses agree at every logged step. Each rank's slice is one of the one-rank
+// run's micro-batches, so the router losses are the same too.
+TEST_F(BinaryTest, TwoRankMoeRunWithLossFreeBiasReproducesTheOneRankRun) {
+  ISOFLOP_REQUIRE_GLOO();
+  json run = TinyMoeRun(0.01);
+  run["train"]["tokens"] = 8192;
+  const std::string one = MakeRun("one", run);
+  ASSERT_EQ(RunDir(one), 0) << Slurp(one + "/stderr.log");
+  const std::string two = MakeRun("two", run);
+  ASSERT_EQ(Wait(Start({"--run-dir", two, "--quiet", "--nproc", "2"}, two + "/stderr.log")), 0)
+      << Slurp(two + "/stderr.log");
+  dp::ExpectSameCurve(one, two);
+  // The loads in the metrics are the whole step's, not rank 0's share.
+  const auto last_line = [](const std::string& dir) {
+    std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
+    std::string line, last;
+    while (std::getline(lines, line)) last = line;
+    return json::parse(last);
+  };
+  const json a = last_line(one), b = last_line(two);
+  for (const char* key : {"load_0", "load_1", "load_2", "load_3", "aux_loss", "router_entropy"}) {
+    ASSERT_TRUE(a["extra"].contains(key)) << key;
+    EXPECT_NEAR(b["extra"][key].get<double>(), a["extra"][key].get<double>(), 1e-6) << key;
+  }
+}
+
 // torchrun (Debian's python3-torch) as the launcher: its agent serves the rendezvous store
 // (TORCHELASTIC_USE_AGENT_STORE), the ranks join it as clients, and the run is the --nproc
 // run's, step for step; a one-rank run of the same cell agrees to 1e-5.

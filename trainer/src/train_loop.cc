@@ -76,6 +76,7 @@ class Trainer {
   Status Setup();
   Status Resume();
   void StartGradientReducer();  // data parallel: the bucketed all-reduce of gradients
+  void ReduceMoeStepStats();    // data parallel: every MoE layer's routing stats, summed
   Status WriteInfo() const;
   // Draws the windows of one step into micro-batches of token ids, each (B, T+1).
   Result<std::vector<torch::Tensor>> NextBatch(int64_t step_tokens);
@@ -207,6 +208,35 @@ void Trainer::StartGradientReducer() {
     std::fprintf(stderr, "isoflop-train: %d ranks over %s; gradients in %d buckets, %s\n",
                  group_->size(), group_->backend().c_str(), reducer_->buckets(),
                  overlap_reduce_ ? "all-reduced during backward" : "all-reduced after backward");
+  }
+}
+
+void Trainer::ReduceMoeStepStats() {
+  const auto layers = model_->moe_layers();
+  if (layers.empty()) return;
+  // One message: per layer the loads (E), then assignments, dropped, tokens and the three sums.
+  // Counts stay exact in doubles (below 2^53).
+  std::vector<double> flat;
+  for (const MoeImpl* m : layers) {
+    const auto& st = m->step_stats();
+    flat.insert(flat.end(), st.load.begin(), st.load.end());
+    flat.insert(flat.end(), {double(st.assignments), double(st.dropped), double(st.tokens),
+                             st.entropy_sum, st.aux_sum, st.z_sum});
+  }
+  std::vector<torch::Tensor> t = {
+      torch::tensor(flat, torch::TensorOptions().dtype(torch::kDouble)).to(device_)};
+  group_->AllReduceSum(t);
+  const torch::Tensor sum = t[0].to(torch::kCPU);
+  const double* v = sum.data_ptr<double>();
+  for (MoeImpl* m : layers) {
+    auto& st = m->mutable_step_stats();
+    for (double& load : st.load) load = *v++;
+    st.assignments = std::llround(*v++);
+    st.dropped = std::llround(*v++);
+    st.tokens = std::llround(*v++);
+    st.entropy_sum = *v++;
+    st.aux_sum = *v++;
+    st.z_sum = *v++;
   }
 }
 
@@ -502,8 +532,9 @@ RunOutcome Trainer::Run() {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     optimizer_->step();
-    // DeepSeek-V3's selection bias follows the load of the step just taken; it is a buffer of
-    // the model, so the next checkpoint holds it.
+    // DeepSeek-V3's selection bias follows the load of the step just taken (every rank's); it
+    // is a buffer of the model, so the next checkpoint holds it.
+    if (group_->size() > 1) ReduceMoeStepStats();
     for (MoeImpl* moe : model_->moe_layers()) moe->UpdateSelectionBias();
     progress_.step = step;
     progress_.tokens += step_tokens;

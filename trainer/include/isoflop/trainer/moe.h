@@ -48,6 +48,9 @@ class MoeImpl : public torch::nn::Module {
     double aux_sum = 0, z_sum = 0;  // Σ over forwards of tokens · aux_loss() (resp. z_loss())
   };
   const StepStats& step_stats() const { return stats_; }
+  // Data parallel: the trainer sums every rank's stats into it, so the selection bias and the
+  // logged loads follow the whole step's routing, identically on every replica.
+  StepStats& mutable_step_stats() { return stats_; }
   void ResetStepStats();
 
   // DeepSeek-V3 (2024, section 2.1.2) auxiliary-loss-free balancing, called after each
