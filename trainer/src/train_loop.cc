@@ -324,8 +324,11 @@ Result<std::vector<torch::Tensor>> Trainer::NextBatch(int64_t step_tokens) {
       ISOFLOP_RETURN_IF_ERROR(
           data_->SampleTrain(data_rng_, static_cast<int>(len + 1), &buf[b * (len + 1)]));
     }
-    micro_batches.push_back(
-        torch::from_blob(buf.data(), {B, len + 1}, torch::kInt64).to(device_, false, true));
+    const torch::Tensor host = torch::from_blob(buf.data(), {B, len + 1}, torch::kInt64);
+    // To a GPU from pinned memory without blocking (the caching host allocator keeps the
+    // pinned copy alive until the transfer is done); on CPU a copy, since buf goes away.
+    micro_batches.push_back(device_.is_cuda() ? host.pin_memory().to(device_, /*non_blocking=*/true)
+                                              : host.clone());
     i = j;
   }
   for (size_t i = hi; i < n; ++i)
