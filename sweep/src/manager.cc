@@ -599,6 +599,7 @@ class SweepSession {
   void ShowProgress() {
     std::vector<RunView> views;
     double remaining = 0;
+    const std::map<std::string, std::string> queued = executor_.Queued();
     for (const auto& key : active_) {
       const Cell& cell = *cells_[key];
       RunView v;
@@ -607,6 +608,7 @@ class SweepSession {
       v.budget = cell.budget_flops;
       v.tokens_target = cell.tokens;
       v.tokens_done = records_[key].tokens_done;
+      if (auto q = queued.find(key); q != queued.end()) v.queued = q->second;
       if (auto it = live_.find(key); it != live_.end()) {
         v.loss = it->second.train_loss;
         v.tokens_per_s = it->second.tokens_per_s;

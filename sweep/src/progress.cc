@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 namespace isoflop::sweep {
 namespace {
@@ -14,11 +15,16 @@ double Now() {
 }
 
 std::string Line(const RunView& r) {
+  char buf[256];
+  if (!r.queued.empty()) {
+    std::snprintf(buf, sizeof(buf), "  %s C=%.2g %-10s queued: %s", r.key.substr(0, 8).c_str(),
+                  r.budget, r.shape.c_str(), r.queued.c_str());
+    return buf;
+  }
   const double frac =
       r.tokens_target > 0 ? std::min(1.0, double(r.tokens_done) / r.tokens_target) : 0.0;
   const int width = 20, filled = static_cast<int>(frac * width);
   std::string bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
-  char buf[256];
   std::string loss = r.loss ? std::to_string(*r.loss).substr(0, 6) : "-";
   std::string eta = "-";
   if (r.tokens_per_s && *r.tokens_per_s > 0) {
@@ -62,13 +68,17 @@ void ProgressDisplay::Event(const std::string& line) {
 void ProgressDisplay::Update(const std::vector<RunView>& runs, int done, int total,
                              double eta_seconds) {
   const double now = Now();
-  if (now - last_draw_ < (live_ ? 0.5 : 30.0)) return;
+  size_t queued = 0;
+  for (const auto& r : runs) queued += !r.queued.empty();
+  const std::pair<size_t, size_t> counts{runs.size() - queued, queued};
+  // A log (not live) gets a block every 30 s, and at once when jobs start or leave the queue.
+  if (now - last_draw_ < (live_ ? 0.5 : 30.0) && (live_ || counts == last_counts_)) return;
   last_draw_ = now;
+  last_counts_ = counts;
   Erase();
-  char head[160];
-  std::snprintf(head, sizeof(head), "sweep: %d/%d cells done, %zu running, eta %s", done, total,
-                runs.size(), Duration(eta_seconds).c_str());
-  out_ << head << "\n";
+  out_ << "sweep: " << done << "/" << total << " cells done, " << counts.first << " running, "
+       << (queued > 0 ? std::to_string(queued) + " queued, " : "") << "eta "
+       << Duration(eta_seconds) << "\n";
   for (const auto& r : runs) out_ << Line(r) << "\n";
   out_ << std::flush;
   if (live_) drawn_lines_ = 1 + static_cast<int>(runs.size());

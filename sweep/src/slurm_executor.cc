@@ -475,7 +475,8 @@ std::vector<Result<LaunchedJob>> SlurmExecutor::LaunchBatch(
           << id << " array-" << spec.tag << ".sh " << idx.size() << " task(s)\n";
       for (size_t k = 0; k < idx.size(); ++k) {
         const std::string task = id + "_" + std::to_string(k);
-        active_.push_back({jobs[idx[k]].first, task, false, ""});
+        // Queued until a poll says otherwise (an adopted job's state is unknown until then).
+        active_.push_back({jobs[idx[k]].first, task, false, "SUBMITTED", ""});
         LaunchedJob l;
         l.id = "slurm:" + task;
         out[idx[k]] = l;
@@ -490,7 +491,7 @@ std::vector<Result<LaunchedJob>> SlurmExecutor::LaunchBatch(
 
 bool SlurmExecutor::Adopt(const Job& job, const std::string& id) {
   if (id.rfind("slurm:", 0) != 0 || id.size() <= 6) return false;
-  active_.push_back({job, id.substr(6), false, ""});
+  active_.push_back({job, id.substr(6), false, "", ""});
   next_poll_ = std::chrono::steady_clock::now();  // look at once
   return true;
 }
@@ -566,6 +567,7 @@ std::vector<JobExit> SlurmExecutor::Poll() {
       if (it != states->end() && !SlurmStateIsFinal(it->second.state)) {
         if (it->second.state != a.last_state) changed = true;
         a.last_state = it->second.state;
+        a.last_reason = it->second.reason;
         ++i;
         continue;
       }
@@ -579,6 +581,20 @@ std::vector<JobExit> SlurmExecutor::Poll() {
   interval_s_ = changed ? base : std::min(4 * base, interval_s_ * 1.5);
   next_poll_ = std::chrono::steady_clock::now() +
                std::chrono::milliseconds(static_cast<int64_t>(interval_s_ * 1000));
+  return out;
+}
+
+std::map<std::string, std::string> SlurmExecutor::Queued() const {
+  std::map<std::string, std::string> out;
+  for (const auto& a : active_) {
+    // Waiting for a node: just submitted, pending (held, no resources...), or put back in the
+    // queue by a requeue.
+    if (a.last_state != "SUBMITTED" && a.last_state != "PENDING" &&
+        a.last_state.rfind("REQUEUE", 0) != 0)
+      continue;
+    const bool has_reason = !a.last_reason.empty() && a.last_reason != "None";
+    out[a.job.key] = a.last_state + (has_reason ? " (" + a.last_reason + ")" : "");
+  }
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "e2e_util.h"
@@ -410,6 +411,43 @@ TEST_F(SlurmE2ETest, FailingJobIsFailedWithTheReasonFromItsLog) {
   }
   EXPECT_EQ(failed, 3);
   EXPECT_EQ(finished, 3);
+}
+
+// Jobs waiting in SLURM's queue show as queued, with SLURM's reason, not as running: every
+// job is submitted held (sbatch --hold), so the display must say "queued: PENDING
+// (JobHeldUser)" and count nothing running until the test releases them; released, each cell
+// runs and the sweep ends with the reference rows.
+TEST_F(SlurmE2ETest, HeldJobsShowAsQueuedUntilReleased) {
+  const std::string dir = TempDir("slurm_sweep_held");
+  const std::string file = SlurmSweep(dir, dir + "/runs", "  sbatch_args: [\"--hold\"]\n");
+  const std::string log = dir + "/sweep.log";
+  const pid_t pid = SpawnLogged(
+      Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot"}), dir, log);
+  ASSERT_GT(pid, 0);
+  const bool shown = WaitFor(
+      [&] { return Slurp(log).find("queued: PENDING (JobHeldUser)") != std::string::npos; }, 60);
+  const std::string held = Slurp(log);
+  EXPECT_TRUE(shown) << held;
+  // The tiny sweep's six cells go in one array; none of them counts as running.
+  EXPECT_NE(held.find("0 running, 6 queued"), std::string::npos) << held;
+  EXPECT_EQ(held.find("running, eta"), std::string::npos) << held;
+  // Release what is held until the sweep ends (each later submission is held too).
+  int code = -1;
+  const bool ended = WaitFor(
+      [&] {
+        auto q = RunCommand({"/usr/bin/squeue", "-h", "-t", "PD", "-o", "%F"});  // array ids
+        std::istringstream ids(q.out);
+        for (std::string id; std::getline(ids, id);)
+          if (!id.empty()) RunCommand({"/usr/bin/scontrol", "release", id});
+        const pid_t done = waitpid(pid, &code, WNOHANG);
+        return done == pid;
+      },
+      180);
+  if (!ended) kill(pid, SIGKILL);
+  ASSERT_TRUE(ended) << Slurp(log);
+  ASSERT_TRUE(WIFEXITED(code) && WEXITSTATUS(code) == 0) << Slurp(log);
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
 }
 
 TEST_F(SlurmE2ETest, CancelOfADetachedSweepScancelsItsJobs) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -86,6 +87,9 @@ class Executor {
   virtual void StopAll(bool hard) = 0;
   // Jobs launched and not yet returned by Poll.
   virtual size_t Running() const = 0;
+  // Those of them still waiting in a scheduler's queue, as of the last Poll: cell key -> the
+  // scheduler's state and reason ("PENDING (Resources)"). A local executor queues nothing.
+  virtual std::map<std::string, std::string> Queued() const { return {}; }
 
   // Executors that submit many jobs at once (SLURM job arrays) return true: RunJobs then places
   // every job it can and hands them to LaunchBatch together instead of calling Launch. The

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@ struct RunView {
   double budget = 0;
   int64_t tokens_done = 0, tokens_target = 0;
   std::optional<double> loss, tokens_per_s;
+  std::string queued;  // non-empty: still in the scheduler's queue ("PENDING (Resources)")
 };
 
 // Not thread-safe; owned by the manager's loop.
@@ -41,6 +43,7 @@ class ProgressDisplay {
   bool live_;
   int drawn_lines_ = 0;
   double last_draw_ = -1e9;
+  std::pair<size_t, size_t> last_counts_{0, 0};  // (running, queued) when last drawn
 };
 
 }  // namespace isoflop::sweep

@@ -106,13 +106,15 @@ class SlurmExecutor : public Executor {
   // scancel.
   void StopAll(bool hard) override;
   size_t Running() const override { return active_.size(); }
+  std::map<std::string, std::string> Queued() const override;
 
  private:
   struct Active {
     Job job;
     std::string task;  // "123_4"
     bool signalled = false;
-    std::string last_state;
+    // As the last poll saw them; before it "SUBMITTED" (launched here) or "" (adopted).
+    std::string last_state, last_reason;
   };
   JobExit Ended(const Active& a, const std::optional<SlurmTaskState>& st) const;
 
