@@ -121,7 +121,7 @@ run() {
     # NCCL's process group where this LibTorch has CUDA (distributed.cc checks the headers).
     # Gloo is for CPU ranks (tested in make test); pip's LibTorch keeps its gloo symbols private.
     if ls "$tdir"/lib/libtorch_cuda.so >/dev/null 2>&1; then
-      tinc+=(-DISOFLOP_HAVE_NCCL -isystem "$cuda_root/include")
+      tinc+=(-DISOFLOP_HAVE_NCCL -DISOFLOP_HAVE_CUDA -isystem "$cuda_root/include")
       [ -n "$nccl_inc" ] && tinc+=(-isystem "$nccl_inc") && tlib="$tlib $nccl_lib"
     fi
     tinc+=(-DISOFLOP_NO_GLOO)
@@ -132,13 +132,13 @@ run() {
                 trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
                 trainer/src/run_protocol.cc common/src/files.cc common/src/process.cc
                 common/src/subprocess.cc trainer/src/model.cc trainer/src/moe.cc
-                trainer/src/train_loop.cc trainer/src/distributed.cc)
+                trainer/src/train_loop.cc trainer/src/distributed.cc trainer/src/step_values.cc)
     local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""
                 -DISOFLOP_DATA_DIR="\"$here/data\"")
     local objs=() pids=() f o
     for f in "${srcs[@]}" trainer/src/main.cc tests/trainer/model_test.cc \
              tests/trainer/moe_test.cc tests/trainer/distributed_test.cc \
-             tests/trainer/train_binary_test.cc; do  # all at once
+             tests/trainer/step_values_test.cc tests/trainer/train_binary_test.cc; do  # all at once
       o=build-device-manual/$(basename "$f" .cc).o
       objs+=("$o")
       g++ "${flags[@]}" "${defs[@]}" -c "$f" -o "$o" >"$o.log" 2>&1 &
@@ -168,7 +168,8 @@ run() {
     if [ -x "$bin/isoflop-train" ] &&
        ! { [ $test_failed -eq 0 ] &&
            g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/moe_test.o \
-             build-device-manual/distributed_test.o build-device-manual/train_binary_test.o \
+             build-device-manual/distributed_test.o build-device-manual/step_values_test.o \
+             build-device-manual/train_binary_test.o \
              build-device-manual/gtest-all.gt.o build-device-manual/gtest_main.gt.o \
              $tlib -lpthread -o "$bin/trainer_gpu_test" >>"$out/manual_build.log" 2>&1; }; then
       say "TEST BINARY FAILED to build (isoflop-train built); first errors:"
@@ -196,7 +197,8 @@ run() {
     ISOFLOP_EXPECT_CUDA=1 ctest --test-dir build-device --output-on-failure -j 4 >"$out/ctest.log" 2>&1
     rc=$?
     grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | tee -a "$summary"
-    ISOFLOP_EXPECT_CUDA=1 $bin/trainer_model_test --gtest_filter='ModelCuda.*' >"$out/model_cuda.log" 2>&1
+    ISOFLOP_EXPECT_CUDA=1 $bin/trainer_model_test --gtest_filter='ModelCuda.*:StepValuesCuda.*' \
+      >"$out/model_cuda.log" 2>&1
     grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$out/model_cuda.log" | tee -a "$summary"
   fi
 

@@ -79,7 +79,7 @@ def main():
             loss_sum += loss.detach().double()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss_v = loss_sum.item() / step_tokens  # one sync per step, as isoflop-train
+        loss_v = loss_sum.item() / step_tokens  # one sync per step (isoflop-train: logged steps)
         if step >= 3:
             times.append(time.perf_counter() - t0)
     times.sort()

@@ -256,6 +256,36 @@ TEST_F(BinaryTest, HugeLearningRateDiverges) {
   EXPECT_NE(st["reason"].get<std::string>().find("at step"), std::string::npos);
 }
 
+// A step's loss and gradient norm are read on the host one step late unless the step is
+// logged (so a GPU never waits). Divergence at an unlogged step is still reported at that
+// step, with the progress before it, and nothing of later steps is kept: the same status as
+// a run that reads every step at once (log_interval_steps 1).
+TEST_F(BinaryTest, DivergenceAtAnUnloggedStepIsReportedAtThatStep) {
+  json run = TinyRun();
+  run["train"]["lr"] = 1e6;
+  run["train"]["min_lr"] = 1e5;
+  run["train"]["log_interval_steps"] = 1;
+  const std::string every = MakeRun("every", run);
+  ASSERT_EQ(RunDir(every), 3) << Slurp(every + "/stderr.log");
+  run["train"]["log_interval_steps"] = 50;
+  run["train"]["eval_interval_steps"] = 50;
+  run["train"]["ckpt_interval_steps"] = 50;
+  const std::string late = MakeRun("late", run);
+  ASSERT_EQ(RunDir(late), 3) << Slurp(late + "/stderr.log");
+  const json a = Status(every), b = Status(late);
+  EXPECT_EQ(b["state"], "diverged");
+  EXPECT_EQ(b["reason"], a["reason"]);
+  EXPECT_EQ(b["step"], a["step"]);
+  EXPECT_EQ(b["tokens"], a["tokens"]);
+  const int64_t diverged_at = a["step"].get<int64_t>() + 1;
+  ASSERT_NE(a["reason"].get<std::string>().find("at step " + std::to_string(diverged_at)),
+            std::string::npos)
+      << a["reason"];
+  ASSERT_LT(diverged_at, 50) << "the divergence should fall on an unlogged step";
+  EXPECT_EQ(Slurp(late + "/metrics.jsonl"), "");  // no step before it was logged
+  EXPECT_TRUE(ListCheckpoints(late + "/ckpt").empty());
+}
+
 TEST_F(BinaryTest, BadRunJsonExits2NamingFileAndField) {
   struct Case {
     std::function<void(json&)> edit;
@@ -358,15 +388,18 @@ TEST_F(BinaryTest, ActivationCheckpointingKeepsTheLoss) {
       << Slurp(bad + "/stderr.log");
 }
 
-// `device: cuda`. Where LibTorch sees a GPU, the run trains in bf16 autocast to its exact budget
-// and its validation loss falls; elsewhere it must fail with exit 1 and say why in status.json.
+// `device: cuda`. Where LibTorch sees a GPU, the run trains in bf16 autocast to its exact budget,
+// with no host synchronisation in an unlogged step, and its validation loss falls; elsewhere it must fail with exit 1 and say why in status.json.
 // ISOFLOP_EXPECT_CUDA=1 (scripts/device-check.sh) turns the second outcome into a failure.
 TEST_F(BinaryTest, CudaDeviceTrainsInBf16OrRefusesClearly) {
   json run = TinyRun();
   run["train"]["device"] = "cuda";
   run["train"]["tokens"] = 60000;
   const std::string dir = MakeRun("cuda", run);
+  // On the GPU no step between logged ones may read the device (c10's sync debug mode).
+  ::setenv("ISOFLOP_SYNC_CHECK", "error", 1);
   const int rc = RunDir(dir);
+  ::unsetenv("ISOFLOP_SYNC_CHECK");
   const std::string err = Slurp(dir + "/stderr.log");
   const json st = Status(dir);
   if (rc != 0) {

@@ -246,6 +246,7 @@ GradientReducer::GradientReducer(ProcessGroup& group, std::vector<torch::Tensor>
     : group_(group), params_(std::move(params)) {
   slot_of_.resize(params_.size());
   filled_.assign(params_.size(), 0);
+  had_grad_.assign(params_.size(), 0);
   // Reverse parameter order: the output end of the model, whose gradients come first.
   std::vector<int64_t> elements;  // per bucket, gradient elements so far
   for (size_t k = params_.size(); k-- > 0;) {
@@ -339,10 +340,13 @@ void GradientReducer::Fill(size_t k) {
   if (p.grad().defined()) {
     b.flat.narrow(0, b.offset[slot], n).copy_(p.grad().reshape({-1}), /*non_blocking=*/true);
     b.flat.narrow(0, presence, 1).fill_(1);
+    had_grad_[k] = 1;
   } else {
     // No gradient here (an expert none of this rank's tokens reached): this rank adds zeros.
     b.flat.narrow(0, b.offset[slot], n).zero_();
     b.flat.narrow(0, presence, 1).zero_();
+    had_grad_[k] = 0;
+    ++b.absent_here;
   }
   filled_[k] = 1;
   --b.missing;
@@ -381,14 +385,22 @@ void GradientReducer::Finish() {
   for (auto& b : buckets_) {
     b.pending->Wait();
     b.pending.reset();
-    const int64_t presence0 = b.flat.numel() - static_cast<int64_t>(b.params.size());
-    const torch::Tensor counts = b.flat.narrow(0, presence0, b.params.size()).to(torch::kCPU);
+    // A parameter this rank had a gradient for has one on every rank after the sum. Only a
+    // bucket with a parameter absent here reads its presence counts back: a host sync, which
+    // a dense model (every parameter used on every rank) never pays.
+    torch::Tensor counts;
+    if (b.absent_here > 0) {
+      const int64_t presence0 = b.flat.numel() - static_cast<int64_t>(b.params.size());
+      counts = b.flat.narrow(0, presence0, b.params.size()).to(torch::kCPU);
+    }
     for (size_t slot = 0; slot < b.params.size(); ++slot) {
-      torch::Tensor p = params_[b.params[slot]];
-      if (counts[slot].item<double>() == 0) continue;  // no rank had a gradient: keep none
+      const size_t k = b.params[slot];
+      torch::Tensor p = params_[k];
+      if (!had_grad_[k] && counts[slot].item<double>() == 0) continue;  // no rank had one
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
       p.mutable_grad().copy_(b.flat.narrow(0, b.offset[slot], p.numel()).view_as(p));
     }
+    b.absent_here = 0;
     b.missing = static_cast<int>(b.params.size());
   }
   std::fill(filled_.begin(), filled_.end(), 0);

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -25,6 +26,7 @@
 #include "isoflop/trainer/model.h"
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/schedule.h"
+#include "isoflop/trainer/step_values.h"
 
 namespace isoflop::trainer {
 
@@ -71,7 +73,7 @@ class Trainer {
 
  private:
   bool lead() const { return group_->rank() == 0; }  // the one rank that writes files
-  // Whether any rank has been told to stop (all ranks agree, so all stop at the same step).
+  // Whether any rank has been told to stop, asked of every rank at once (a collective).
   bool AgreedStop();
   Status Setup();
   Status Resume();
@@ -80,9 +82,21 @@ class Trainer {
   Status WriteInfo() const;
   // Draws the windows of one step into micro-batches of token ids, each (B, T+1).
   Result<std::vector<torch::Tensor>> NextBatch(int64_t step_tokens);
-  // Forward/backward of one step; returns the mean cross-entropy over its tokens (an MoE
-  // model's router losses are backpropagated too, but not part of the returned loss).
-  double ForwardBackward(const std::vector<torch::Tensor>& micro_batches, int64_t step_tokens);
+  // Forward/backward of one step. Returns, on the device, {the mean cross-entropy over the
+  // step's tokens, how many ranks have been told to stop} (an MoE model's router losses are
+  // backpropagated too, but not part of the loss).
+  torch::Tensor ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
+                                int64_t step_tokens);
+  // A step whose values the host has not read yet, and the progress before it.
+  struct PendingStep {
+    int64_t step;
+    int64_t tokens_before;
+    StepValues values;  // {loss, stop votes, gradient norm}
+  };
+  // Reads a step's values (waiting for them if need be) into *loss and *grad_norm; with
+  // several ranks, a stop vote sets the agreed signal. A non-finite loss or norm ends the run
+  // as diverged, with the progress before that step.
+  std::optional<RunOutcome> ReadStep(PendingStep& p, double* loss, double* grad_norm);
   double Evaluate();
   Status SaveCheckpoint();
   Status LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
@@ -336,8 +350,8 @@ Result<std::vector<torch::Tensor>> Trainer::NextBatch(int64_t step_tokens) {
   return micro_batches;
 }
 
-double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
-                                int64_t step_tokens) {
+torch::Tensor Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
+                                       int64_t step_tokens) {
   const int64_t V = shape_.vocab_size;
   torch::Tensor loss_sum =
       torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
@@ -368,14 +382,38 @@ double Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_batches,
     objective.backward();
     loss_sum += loss.detach().to(torch::kDouble);
   }
+  // The stop vote rides with the loss: ranks learn of each other's signals without a
+  // collective of their own, and every rank reads the sum at the same step.
+  torch::Tensor values = torch::stack(
+      {loss_sum, torch::full({}, g_stop_signal != 0 ? 1.0 : 0.0, loss_sum.options())});
   if (reducer_) {
     // The step's gradient is the sum of every rank's share (each token weighs 1/step_tokens).
     reducer_->Finish();
-    std::vector<torch::Tensor> loss = {loss_sum.reshape({1})};
-    group_->AllReduceSum(loss);
-    loss_sum = loss[0].reshape({});
+    std::vector<torch::Tensor> t = {values};
+    group_->AllReduceSum(t);
+    values = t[0];
   }
-  return loss_sum.item<double>() / static_cast<double>(step_tokens);
+  return values / torch::tensor({static_cast<double>(step_tokens), 1.0}, values.options());
+}
+
+std::optional<RunOutcome> Trainer::ReadStep(PendingStep& p, double* loss, double* grad_norm) {
+  const double* v = p.values.Get();
+  *loss = v[0];
+  *grad_norm = v[2];
+  if (group_->size() > 1 && v[1] > 0 && agreed_signal_ == 0)
+    agreed_signal_ = g_stop_signal != 0 ? int(g_stop_signal) : SIGTERM;
+  std::string what;
+  if (!std::isfinite(*loss)) {
+    what = "loss is " + std::to_string(*loss);
+  } else if (!std::isfinite(*grad_norm)) {
+    what = "gradient norm is " + std::to_string(*grad_norm);
+  } else {
+    return std::nullopt;
+  }
+  // The status names the last sound step; the weights of later ones are not kept.
+  progress_.step = p.step - 1;
+  progress_.tokens = p.tokens_before;
+  return Finish("diverged", what + " at step " + std::to_string(p.step), kExitDiverged);
 }
 
 double Trainer::Evaluate() {
@@ -384,7 +422,8 @@ double Trainer::Evaluate() {
   // Targets at position t have t+1 tokens of context; skip those with fewer than the source's
   // minimum (synthetic: 2, so the floor of this loss is exactly the entropy rate).
   const int64_t skip = data_->MinValContext() - 1;
-  double sum = 0;
+  // Summed on the device in double (one read at the end), in the same order as on the host.
+  torch::Tensor sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
   int64_t count = 0;
   const int64_t n = val_set_.size(0), T = val_set_.size(1) - 1;
   const int64_t chunk = std::max<int64_t>(train_.micro_batch, 1);
@@ -402,18 +441,17 @@ double Trainer::Evaluate() {
                       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
                       .view({-1, T});  // (B, T)
     losses = losses.narrow(1, skip, T - skip);
-    sum += losses.to(torch::kDouble).sum().item<double>();
+    sum += losses.to(torch::kDouble).sum();
     count += losses.numel();
   }
+  torch::Tensor values = torch::stack({sum, torch::full({}, double(count), sum.options())});
   if (group_->size() > 1) {
-    std::vector<torch::Tensor> t = {
-        torch::tensor({sum, static_cast<double>(count)}, torch::kDouble).to(device_)};
+    std::vector<torch::Tensor> t = {values};
     group_->AllReduceSum(t);
-    const auto cpu = t[0].to(torch::kCPU);
-    sum = cpu[0].item<double>();
-    count = static_cast<int64_t>(cpu[1].item<double>());
+    values = t[0];
   }
-  return sum / static_cast<double>(count);
+  const torch::Tensor cpu = values.to(torch::kCPU);
+  return cpu[0].item<double>() / cpu[1].item<double>();
 }
 
 Status Trainer::SaveCheckpoint() {
@@ -501,6 +539,7 @@ RunOutcome Trainer::Run() {
   const int64_t total_steps = (train_.tokens + train_.batch_tokens - 1) / train_.batch_tokens;
   auto interval_start = Clock::now();
   int64_t interval_tokens = 0;
+  std::optional<PendingStep> pending;  // the last step whose values are still on their way
   (void)AgreedStop();  // a signal during set-up
   while (progress_.tokens < train_.tokens) {
     if (agreed_signal_ != 0) break;
@@ -513,28 +552,21 @@ RunOutcome Trainer::Run() {
     // before a resume. With zeroed gradients it would decay only in a run that never restarted.
     model_->zero_grad(/*set_to_none=*/true);
     for (MoeImpl* moe : model_->moe_layers()) moe->ResetStepStats();
-    const double train_loss = ForwardBackward(*batch, step_tokens);
     const int64_t step = progress_.step + 1;
-    if (!std::isfinite(train_loss)) {
-      return Finish("diverged",
-                    "loss is " + std::to_string(train_loss) + " at step " + std::to_string(step),
-                    kExitDiverged);
+    std::optional<PendingStep> current;
+    {
+      // Nothing from here to the optimizer step reads the device (ISOFLOP_SYNC_CHECK checks).
+      SyncCheck no_sync(device_.is_cuda());
+      const torch::Tensor loss_votes = ForwardBackward(*batch, step_tokens);
+      const torch::Tensor norm = ClipGradNorm(model_->parameters(), train_.grad_clip);
+      const double lr = LearningRate(train_, progress_.tokens + step_tokens);
+      for (auto& group : optimizer_->param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      }
+      optimizer_->step();
+      current.emplace(PendingStep{step, progress_.tokens,
+                                  StepValues(torch::cat({loss_votes, norm.to(torch::kDouble).reshape({1})}))});
     }
-    const double grad_norm =
-        train_.grad_clip > 0
-            ? torch::nn::utils::clip_grad_norm_(model_->parameters(), train_.grad_clip)
-            : torch::nn::utils::clip_grad_norm_(model_->parameters(), 1e30);
-    if (!std::isfinite(grad_norm)) {
-      return Finish(
-          "diverged",
-          "gradient norm is " + std::to_string(grad_norm) + " at step " + std::to_string(step),
-          kExitDiverged);
-    }
-    const double lr = LearningRate(train_, progress_.tokens + step_tokens);
-    for (auto& group : optimizer_->param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    }
-    optimizer_->step();
     // DeepSeek-V3's selection bias follows the load of the step just taken (every rank's); it
     // is a buffer of the model, so the next checkpoint holds it.
     if (group_->size() > 1) ReduceMoeStepStats();
@@ -543,9 +575,32 @@ RunOutcome Trainer::Run() {
     progress_.tokens += step_tokens;
     interval_tokens += step_tokens;
 
+    // The previous step's values: this step is queued behind them, so on a GPU they have
+    // landed and the device has work while the host checks them.
+    double train_loss = NAN, grad_norm = NAN;
+    if (pending) {
+      if (auto out = ReadStep(*pending, &train_loss, &grad_norm)) return *out;
+      pending.reset();
+    }
+    pending = std::move(current);
     const bool last = progress_.tokens == train_.tokens;
+    const bool eval = step % train_.eval_interval_steps == 0 || last;
+    const bool log = step % train_.log_interval_steps == 0 || eval;
+    const bool ckpt = !last && step % train_.ckpt_interval_steps == 0;
+    // One process: a signal is seen at once. Several: through the votes read so far, which
+    // every rank has read at the same steps.
+    if (group_->size() == 1) agreed_signal_ = g_stop_signal;
+    // This step's own values, where the host needs them now: to log them, or to know the
+    // weights are sound before evaluating or checkpointing them.
+    if (log || ckpt || agreed_signal_ != 0) {
+      if (auto out = ReadStep(*pending, &train_loss, &grad_norm)) return *out;
+      pending.reset();
+    }
+    const bool stopping = !last && agreed_signal_ != 0;
+    const double lr = LearningRate(train_, progress_.tokens);
+
     double val_loss = NAN;
-    if (step % train_.eval_interval_steps == 0 || last) {
+    if (eval) {
       val_loss = Evaluate();
       last_val_loss_ = val_loss;
       if (!std::isfinite(val_loss)) {
@@ -555,7 +610,7 @@ RunOutcome Trainer::Run() {
             kExitDiverged);
       }
     }
-    if (step % train_.log_interval_steps == 0 || std::isfinite(val_loss) || last) {
+    if (log) {
       const double seconds = SecondsSince(interval_start);
       const double tokens_per_s = seconds > 0 ? interval_tokens / seconds : 0.0;
       if (Status st = LogMetrics(train_loss, val_loss, lr, grad_norm, tokens_per_s,
@@ -576,8 +631,7 @@ RunOutcome Trainer::Run() {
       interval_start = Clock::now();
       interval_tokens = 0;
     }
-    const bool stopping = !last && AgreedStop();
-    if (!last && (step % train_.ckpt_interval_steps == 0 || stopping)) {
+    if (ckpt || stopping) {
       if (Status st = SaveCheckpoint(); !st.ok())
         return Finish("failed", st.message(), kExitFailed);
     }

@@ -120,6 +120,7 @@ class GradientReducer {
     std::vector<int64_t> offset;  // each one's first element in flat
     torch::Tensor flat;           // gradients, then one presence count per parameter
     int missing = 0;              // slots not yet filled this step
+    int absent_here = 0;          // slots this rank had no gradient for this step
     std::unique_ptr<PendingCollective> pending;
   };
   void OnGradientReady(size_t param);
@@ -131,6 +132,7 @@ class GradientReducer {
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> slot_of_;  // param -> (bucket, slot)
   std::vector<char> filled_;
+  std::vector<char> had_grad_;  // this rank had a gradient for the parameter this step
   struct Hook {
     size_t param;
     std::shared_ptr<torch::autograd::Node> accumulator;  // held, so every graph reuses it
