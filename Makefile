@@ -4,7 +4,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test quickstart bench format clean
+.PHONY: all deps configure build test quickstart bench torch2-check format clean
 
 all: build
 
@@ -29,6 +29,10 @@ quickstart: deps build
 
 bench: build
 	./bench/run-all.sh $(BUILD_DIR)
+
+# The trainer against LibTorch 2.x (Debian trixie's 2.6, fetched into /tmp; nothing installed).
+torch2-check: build
+	./scripts/torch2-check.sh
 
 format:
 	git ls-files '*.cc' '*.h' | xargs clang-format -i

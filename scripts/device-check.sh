@@ -107,9 +107,6 @@ run() {
     say "== fallback build with g++"
     t0=$SECONDS
     bin=build-device-manual/bin
-    mkdir -p "$bin" build-device-manual/generated/isoflop/common
-    sed 's/@PROJECT_VERSION@/device-check/' common/version.h.in \
-      >build-device-manual/generated/isoflop/common/version.h
     local tdir tinc=() tlib
     tdir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
     for d in $(python3 -c 'from torch.utils.cpp_extension import include_paths; print(*include_paths())'); do
@@ -124,54 +121,12 @@ run() {
       tinc+=(-DISOFLOP_HAVE_NCCL -DISOFLOP_HAVE_CUDA -isystem "$cuda_root/include")
       [ -n "$nccl_inc" ] && tinc+=(-isystem "$nccl_inc") && tlib="$tlib $nccl_lib"
     fi
-    tinc+=(-DISOFLOP_NO_GLOO)
-    local gt=$deps/usr/src/googletest/googletest
-    local flags=(-std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
-                 -Ibuild-device-manual/generated -isystem "$deps/usr/include" "${tinc[@]}")
-    local srcs=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
-                trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc
-                trainer/src/run_protocol.cc common/src/files.cc common/src/process.cc
-                common/src/subprocess.cc trainer/src/model.cc trainer/src/moe.cc
-                trainer/src/train_loop.cc trainer/src/distributed.cc trainer/src/step_values.cc)
-    local defs=(-DISOFLOP_SOURCE_DIR="\"$here\"" -DISOFLOP_BINARY_DIR="\"$here/$bin\""
-                -DISOFLOP_DATA_DIR="\"$here/data\"")
-    local objs=() pids=() f o
-    for f in "${srcs[@]}" trainer/src/main.cc tests/trainer/model_test.cc \
-             tests/trainer/moe_test.cc tests/trainer/distributed_test.cc \
-             tests/trainer/step_values_test.cc tests/trainer/train_binary_test.cc; do  # all at once
-      o=build-device-manual/$(basename "$f" .cc).o
-      objs+=("$o")
-      g++ "${flags[@]}" "${defs[@]}" -c "$f" -o "$o" >"$o.log" 2>&1 &
-      pids+=($!)
-    done
-    # GoogleTest from its sources, with torch's ABI (Debian's libgtest.a has the C++11 one).
-    for f in "$gt/src/gtest-all.cc" "$gt/src/gtest_main.cc"; do
-      g++ "${flags[@]}" -I"$gt" -I"$gt/include" -c "$f" -o "build-device-manual/$(basename "$f" .cc).gt.o" \
-        >"build-device-manual/$(basename "$f" .cc).gt.log" 2>&1 &
-      pids+=($!)
-    done
-    # The library and main.o make isoflop-train; a test file that fails to compile costs only
-    # the test binary, so the throughput run still happens.
-    local p lib_failed=0 test_failed=0 i=0
-    local n_lib=$((${#srcs[@]} + 1))  # the sources and main.cc come first
-    for p in "${pids[@]}"; do
-      if ! wait "$p"; then
-        if [ $i -lt $n_lib ]; then lib_failed=1; else test_failed=1; fi
-      fi
-      i=$((i + 1))
-    done
-    cat build-device-manual/*.log >"$out/manual_build.log"
-    local lib_objs=("${objs[@]:0:${#srcs[@]}}")
-    [ $lib_failed -eq 0 ] &&
-      g++ "${lib_objs[@]}" build-device-manual/main.o $tlib -lpthread -o "$bin/isoflop-train" \
-        >>"$out/manual_build.log" 2>&1
-    if [ -x "$bin/isoflop-train" ] &&
-       ! { [ $test_failed -eq 0 ] &&
-           g++ "${lib_objs[@]}" build-device-manual/model_test.o build-device-manual/moe_test.o \
-             build-device-manual/distributed_test.o build-device-manual/step_values_test.o \
-             build-device-manual/train_binary_test.o \
-             build-device-manual/gtest-all.gt.o build-device-manual/gtest_main.gt.o \
-             $tlib -lpthread -o "$bin/trainer_gpu_test" >>"$out/manual_build.log" 2>&1; }; then
+    tinc+=(-DISOFLOP_NO_GLOO -isystem "$deps/usr/include")
+    # shellcheck source=scripts/lib/gxx-trainer.sh
+    . "$here/scripts/lib/gxx-trainer.sh"
+    gxx_build_trainer build-device-manual "$abi" "$deps/usr/src/googletest/googletest" \
+      "$(nproc)" "$out/manual_build.log" -- "${tinc[@]}" -- $tlib -lpthread
+    if [ -x "$bin/isoflop-train" ] && [ ! -x "$bin/trainer_gpu_test" ]; then
       say "TEST BINARY FAILED to build (isoflop-train built); first errors:"
       grep -m 20 -E "error" "$out/manual_build.log" | tee -a "$summary"
     fi

@@ -14,6 +14,7 @@
 #include "isoflop/trainer/data.h"
 #include "isoflop/trainer/distributed.h"
 #include "isoflop/trainer/synthetic.h"
+#include "require_cuda.h"
 
 namespace isoflop::trainer {
 namespace {
@@ -264,19 +265,6 @@ TEST(Model, ActivationCheckpointingGivesTheSameGradients) {
     }
   }
 }
-
-bool ExpectCuda() {
-  const char* v = std::getenv("ISOFLOP_EXPECT_CUDA");
-  return v && std::strcmp(v, "1") == 0;
-}
-
-#define ISOFLOP_REQUIRE_CUDA()                                                      \
-  do {                                                                              \
-    if (!torch::cuda::is_available()) {                                             \
-      if (ExpectCuda()) FAIL() << "ISOFLOP_EXPECT_CUDA=1 but LibTorch sees no GPU"; \
-      GTEST_SKIP() << "no CUDA device";                                             \
-    }                                                                               \
-  } while (0)
 
 // A copy of `m` (same parameters) on `device`.
 Transformer CopyTo(Transformer& m, const Shape& s, AttentionImpl impl, torch::Device device) {

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "isoflop/trainer/model.h"
+#include "require_cuda.h"
 
 namespace isoflop::trainer {
 namespace {
@@ -99,19 +100,6 @@ TEST(StepValues, SyncCheckReadsItsMode) {
   EXPECT_EQ(SyncCheck::RequestedMode(), 0);
   ::unsetenv("ISOFLOP_SYNC_CHECK");
 }
-
-bool ExpectCuda() {
-  const char* v = std::getenv("ISOFLOP_EXPECT_CUDA");
-  return v && std::strcmp(v, "1") == 0;
-}
-
-#define ISOFLOP_REQUIRE_CUDA()                                                      \
-  do {                                                                              \
-    if (!torch::cuda::is_available()) {                                             \
-      if (ExpectCuda()) FAIL() << "ISOFLOP_EXPECT_CUDA=1 but LibTorch sees no GPU"; \
-      GTEST_SKIP() << "no CUDA device";                                             \
-    }                                                                               \
-  } while (0)
 
 // On the GPU: the values come back through pinned memory once the device has made them (a
 // chain of large matmuls keeps it busy), and the clip matches the CPU's to float rounding.

@@ -111,6 +111,20 @@ class C10dGroup : public ProcessGroup {
   std::chrono::milliseconds timeout_;
 };
 
+c10::intrusive_ptr<c10d::TCPStore> NewTcpStore(const std::string& host, c10d::TCPStoreOptions o) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+  // LibTorch >= 2.4 asks for the libuv server by default; one built without libuv (Debian's
+  // 2.x) refuses that, so fall back to the classic server.
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(host, o);
+  } catch (const c10::Error& e) {
+    if (!o.useLibUV || std::string(e.what()).find("libuv") == std::string::npos) throw;
+    o.useLibUV = false;
+  }
+#endif
+  return c10::make_intrusive<c10d::TCPStore>(host, o);
+}
+
 c10::intrusive_ptr<c10d::Store> MakeStore(const RankInfo& info, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(info.master_port);
@@ -121,14 +135,14 @@ c10::intrusive_ptr<c10d::Store> MakeStore(const RankInfo& info, std::chrono::mil
     // attempt never reads the previous one's.
     o.isServer = false;
     o.waitWorkers = false;
-    auto tcp = c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
+    auto tcp = NewTcpStore(info.master_addr, o);
     return c10::make_intrusive<c10d::PrefixStore>(
         "isoflop/attempt_" + std::to_string(info.restart_count), tcp);
   }
   o.isServer = info.rank == 0;
   o.numWorkers = static_cast<size_t>(info.world_size);
   o.waitWorkers = true;
-  return c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
+  return NewTcpStore(info.master_addr, o);
 }
 #endif
 
