@@ -393,7 +393,8 @@ torch::Tensor Trainer::ForwardBackward(const std::vector<torch::Tensor>& micro_b
     group_->AllReduceSum(t);
     values = t[0];
   }
-  return values / torch::tensor({static_cast<double>(step_tokens), 1.0}, values.options());
+  // (No tensor made from host numbers here: its copy to the GPU would be a blocking one.)
+  return torch::stack({values[0] / static_cast<double>(step_tokens), values[1]});
 }
 
 std::optional<RunOutcome> Trainer::ReadStep(PendingStep& p, double* loss, double* grad_norm) {
