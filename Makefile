@@ -30,9 +30,10 @@ quickstart: deps build
 bench: build
 	./bench/run-all.sh $(BUILD_DIR)
 
-# The trainer against LibTorch 2.x (Debian trixie's 2.6, fetched into /tmp; nothing installed).
+# The trainer against LibTorch 2.x (Debian trixie's 2.6, or SUITE=sid for sid's 2.14, fetched
+# into /tmp; nothing installed).
 torch2-check: build
-	./scripts/torch2-check.sh
+	./scripts/torch2-check.sh $(if $(SUITE),--suite $(SUITE))
 
 format:
 	git ls-files '*.cc' '*.h' | xargs clang-format -i

@@ -1,8 +1,9 @@
 #!/bin/bash
 # The trainer's GPU check: builds isoflop-train and its tests against the LibTorch 2.x inside a
 # GPU machine's python3 torch, runs them with ISOFLOP_EXPECT_CUDA=1 (so the CUDA cases fail
-# rather than skip), then times a GPT-2-small-shaped run in bf16 autocast beside the same model
-# and step in PyTorch (bench/trainer/gpu_reference.py).
+# rather than skip), then times two sizes (about 20M parameters, and GPT-2 small's 125M) for 200
+# steps each in bf16 autocast, beside the same model and step in PyTorch
+# (bench/trainer/gpu_reference.py).
 #
 #   scripts/device-check.sh prepare   here, on Debian: copies the header-only and test
 #                                     dependencies (CLI11, nlohmann-json, GoogleTest with their
@@ -13,7 +14,8 @@
 #                                     carried; writes summary.txt and logs.tgz (every log,
 #                                     the GPU run's metrics) to $OUT (or /tmp/device-check)
 #
-# The `run` step fits in about 5 minutes on one H200 (build ~2 min on 16 cores). If CMake cannot
+# The `run` step should fit in about 6 minutes on one H200 (estimated: build ~2 min on 16
+# cores, tests ~2, the runs ~2; it has never run). If CMake cannot
 # configure against that torch, it falls back to g++ straight against torch's include and lib
 # folders (isoflop-train plus one test binary with the model and binary tests), so the CUDA
 # checks still run; both paths were exercised here against Debian's LibTorch 1.13 on CPU, where
@@ -36,6 +38,63 @@ prepare() {
   tar -C / -cf - --no-recursion -T "$list" | tar -C "$deps" -xf - || exit 1
   rm -f "$list"
   echo "prepare: $(du -sh "$deps" | cut -f1) in $deps; carry .device-deps"
+}
+
+# throughput RUN LAYERS D_MODEL HEADS NAME: one isoflop-train run on the GPU and the PyTorch
+# reference on the same shape; tokens/s and MFU into the summary.
+throughput() {
+  local run=$1 layers=$2 d=$3 heads=$4 name=$5
+  say "== throughput $name: $layers layers x $d, $heads heads, vocab 50304, seq 1024, bf16 autocast"
+  local r="$run/r-$name"
+  timeout 240 $bin/isoflop-train --out "$r" --quiet --device cuda --data bin \
+    --data-path "$run/data/train.bin" --val-path "$run/data/val.bin" \
+    --n-layer "$layers" --d-model "$d" --n-head "$heads" --vocab-size 50304 --seq-len 1024 \
+    --batch-tokens 131072 --micro-batch 32 --tokens 26214400 --eval-interval 100000 \
+    --eval-tokens 65536 --log-interval 10 --ckpt-interval 100000 >"$out/gpu_run_$name.log" 2>&1
+  local run_rc=$?
+  say "isoflop-train exit $run_rc"
+  mkdir -p "$out/run-$name"
+  cp "$r/info.json" "$r/status.json" "$r/metrics.jsonl" "$out/run-$name/" 2>/dev/null
+  if [ $run_rc -ne 0 ]; then
+    tail -n 20 "$out/gpu_run_$name.log" | tee -a "$summary"
+    return 1
+  fi
+  python3 - "$r" "$layers" "$d" <<'PY' | tee -a "$summary"
+import json, sys
+d, layers, d_model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+info = json.load(open(f"{d}/info.json"))
+rows = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.endswith("\n")]
+tps = sorted(r["tokens_per_s"] for r in rows[2:] if r.get("tokens_per_s"))  # skip warm-up lines
+med = tps[len(tps) // 2] if tps else float("nan")
+best = tps[-1] if tps else float("nan")
+n, fpt = info["n_total"], info["flops_per_token_6n"]
+print(f"isoflop {info['device']} {info['precision']} torch {info['torch_version']} N {n:,}: "
+      f"{len(rows)} logged steps, tokens/s median {med:,.0f} best {best:,.0f}")
+# MFU: model FLOP per token over the H200's dense bf16 peak (989 TFLOP/s, NVIDIA's figure) and
+# over the 790 TFLOP/s an 8192^3 bf16 matmul reaches there; 6N (N with the tied head, a real
+# matmul) and PaLM's 6N + 12 L T d, which adds attention's score and value products.
+palm = fpt + 12 * layers * 1024 * d_model
+for label, f in (("6N", fpt), ("6N+12LTd", palm)):
+    print(f"  model FLOP/s ({label}) {med * f / 1e12:.1f} TFLOP/s: MFU {100 * med * f / 989e12:.1f}% "
+          f"of 989 peak, {100 * med * f / 790e12:.1f}% of 790 measured matmul")
+open(f"{d}/tokens_per_s_median", "w").write(f"{med:.0f}\n")
+st = json.load(open(f"{d}/status.json"))
+print(f"  state {st.get('state')} step {st.get('step')}; train_loss first/last "
+      f"{rows[0]['train_loss']:.3f}/{rows[-1]['train_loss']:.3f}; final val_loss "
+      f"{st.get('final_val_loss')}")
+PY
+  timeout 120 python3 bench/trainer/gpu_reference.py --device cuda --layers "$layers" \
+    --d-model "$d" --heads "$heads" --vocab 50304 --seq 1024 --micro-batch 32 --accum 4 \
+    --steps 20 >"$out/reference_$name.log" 2>&1
+  local ref_rc=$?
+  tail -n 3 "$out/reference_$name.log" | tee -a "$summary"
+  [ $ref_rc -eq 0 ] || say "gpu_reference.py exit $ref_rc"
+  local ours theirs
+  ours=$(cat "$r/tokens_per_s_median" 2>/dev/null)
+  theirs=$(sed -n 's/.* tokens\/s \([0-9,]*\) .*/\1/p' "$out/reference_$name.log" | tr -d , | tail -n 1)
+  [ -n "$ours" ] && [ -n "$theirs" ] &&
+    say "$name: isoflop-train $ours tokens/s, PyTorch $theirs: ratio $(python3 -c "print(f'{$ours / $theirs:.2f}')")"
+  return 0
 }
 
 run() {
@@ -102,8 +161,8 @@ run() {
     say "CMAKE BUILD FAILED or skipped after $((SECONDS - t0)) s; last lines:"
     tail -n 40 "$out/configure.log" "$out/build.log" 2>/dev/null | tee -a "$summary"
     # Fallback: the same sources straight through g++ against torch's own include and lib
-    # folders, so the CUDA checks still run; C++17 (torch's own standard; the trainer compiles
-    # as C++17 too) in case C++20 was what failed.
+    # folders, so the CUDA checks still run (C++20, as CMake builds it: newer LibTorch's (2.14's)
+    # headers require it).
     say "== fallback build with g++"
     t0=$SECONDS
     bin=build-device-manual/bin
@@ -144,12 +203,13 @@ run() {
   local rc=1
   if [ "$bin" = build-device-manual/bin ]; then  # the fallback's single test binary
     if [ -x "$bin/trainer_gpu_test" ]; then
-      ISOFLOP_EXPECT_CUDA=1 "$bin/trainer_gpu_test" >"$out/gpu_test.log" 2>&1
+      ISOFLOP_EXPECT_CUDA=1 timeout 240 "$bin/trainer_gpu_test" >"$out/gpu_test.log" 2>&1
       rc=$?
     fi
     grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) +\]" "$out/gpu_test.log" | tee -a "$summary"
   else
-    ISOFLOP_EXPECT_CUDA=1 ctest --test-dir build-device --output-on-failure -j 4 >"$out/ctest.log" 2>&1
+    ISOFLOP_EXPECT_CUDA=1 timeout 240 ctest --test-dir build-device --output-on-failure -j 6 \
+      >"$out/ctest.log" 2>&1
     rc=$?
     grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest.log" | tee -a "$summary"
     ISOFLOP_EXPECT_CUDA=1 $bin/trainer_model_test --gtest_filter='ModelCuda.*:StepValuesCuda.*' \
@@ -157,7 +217,8 @@ run() {
     grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$out/model_cuda.log" | tee -a "$summary"
   fi
 
-  say "== throughput: 12 layers x 768, vocab 50304, seq 1024, 0.5M-token batches, bf16 autocast"
+  # Two sizes, each for 200 steps of 128 Ki-token batches (micro-batch 32 x 1024, 4 micro-steps)
+  # in bf16 autocast, then the same model and step in PyTorch on the same GPU.
   local run=/tmp/isoflop-gpu-run
   rm -rf "$run" && mkdir -p "$run/data"
   python3 - "$run/data" <<'PY'
@@ -169,37 +230,11 @@ for name, n in (("train.bin", 50_000_000), ("val.bin", 1_000_000)):
     with open(f"{sys.argv[1]}/{name}", "wb") as f:
         f.write(ctypes.string_at(t.data_ptr(), 2 * n))
 PY
-  $bin/isoflop-train --out "$run/r" --quiet --device cuda --data bin \
-    --data-path "$run/data/train.bin" --val-path "$run/data/val.bin" \
-    --n-layer 12 --d-model 768 --n-head 12 --vocab-size 50304 --seq-len 1024 \
-    --batch-tokens 524288 --micro-batch 32 --tokens 1.5e7 --eval-interval 1000 \
-    --eval-tokens 65536 --log-interval 5 --ckpt-interval 1000 >"$out/gpu_run.log" 2>&1
-  local run_rc=$?
-  say "isoflop-train exit $run_rc"
-  if [ $run_rc -ne 0 ]; then
-    tail -n 20 "$out/gpu_run.log" | tee -a "$summary"
-    return 1
-  fi
-  cp "$run/r/info.json" "$run/r/status.json" "$run/r/metrics.jsonl" "$out/" 2>/dev/null
-  python3 - "$run/r" <<'PY' | tee -a "$summary"
-import json, sys
-d = sys.argv[1]
-info = json.load(open(f"{d}/info.json"))
-rows = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.endswith("\n")]
-tps = [r["tokens_per_s"] for r in rows[2:] if r.get("tokens_per_s")]  # skip warm-up lines
-best = max(tps) if tps else float("nan")
-med = sorted(tps)[len(tps) // 2] if tps else float("nan")
-fpt = info["flops_per_token_6n"]
-print(f"device {info['device']} precision {info['precision']} torch {info['torch_version']} "
-      f"N {info['n_total']:,}")
-print(f"tokens/s median {med:,.0f} best {best:,.0f}; model FLOP/s (6N) {med * fpt / 1e12:.1f} "
-      f"TFLOP/s = {100 * med * fpt / 790e12:.1f}% of the 790 TFLOP/s bf16 matmul peak")
-print("train_loss first/last:", rows[0]["train_loss"], rows[-1]["train_loss"],
-      "final val_loss:", json.load(open(f"{d}/status.json")).get("final_val_loss"))
-PY
-  say "== the same model and step in PyTorch (bench/trainer/gpu_reference.py)"
-  python3 bench/trainer/gpu_reference.py --device cuda --layers 12 --d-model 768 --heads 12 \
-    --vocab 50304 --seq 1024 --micro-batch 32 --accum 16 --steps 10 2>&1 | tail -n 3 | tee -a "$summary"
+  local size failed=0
+  for size in "8 256 4 20M" "12 768 12 125M"; do
+    throughput "$run" $size || failed=1
+  done
+  [ $failed -eq 0 ] || rc=1
   return $rc
 }
 

@@ -1,26 +1,37 @@
 #!/bin/bash
-# The trainer against LibTorch 2.x, on a machine without a GPU: fetches Debian trixie's
-# LibTorch 2.6 (CPU, with Gloo) and everything it needs at run time from Debian's archive into
-# a scratch folder (nothing is installed), builds isoflop-train and the trainer's LibTorch
-# tests against it with g++ (scripts/lib/gxx-trainer.sh), runs the tests under trixie's own
-# loader and libc, and trains one run with LibTorch 1.13 (build/, `make build`) and 2.6 side
-# by side. GPU users build against LibTorch 2.x; `make test` builds against Debian's 1.13.
+# The trainer against LibTorch 2.x, on a machine without a GPU: fetches a Debian release's
+# LibTorch (CPU, with Gloo: trixie's 2.6 by default, sid's 2.14 with --suite sid) and
+# everything it needs at run time from Debian's archive into a scratch folder (nothing is
+# installed), builds isoflop-train and the trainer's LibTorch tests against it with g++
+# (scripts/lib/gxx-trainer.sh), runs the tests under that release's own loader and libc, and
+# trains one run with LibTorch 1.13 (build/, `make build`) and 2.x side by side. GPU users
+# build against LibTorch 2.x; `make test` builds against Debian's 1.13.
 #
-#   scripts/torch2-check.sh [WORK]   WORK: the scratch folder (default /tmp/isoflop-torch2);
-#                                    the build goes to build-torch2/ (git-ignored)
+#   scripts/torch2-check.sh [--suite SUITE] [WORK]
+#       SUITE: trixie (default) or sid; WORK: the scratch folder (default
+#       /tmp/isoflop-torch2-SUITE); the build goes to build-torch2/ for trixie and
+#       build-torch2-SUITE/ otherwise (git-ignored)
 #
 # About 11 minutes on 2 cores (downloads 180 MB the first time). The binaries it builds carry
-# trixie's loader as their interpreter, so a test that starts isoflop-train gets 2.6 too.
+# the release's loader as their interpreter, so a test that starts isoflop-train gets its
+# LibTorch too.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-/tmp/isoflop-torch2}
+suite=trixie
+if [ "${1:-}" = --suite ]; then suite=${2:?--suite needs a Debian suite}; shift 2; fi
+case "$suite" in
+  trixie) bdir=build-torch2 ;;
+  *[!a-z-]*|"") echo "torch2-check: '$suite' is not a Debian suite name" >&2; exit 2 ;;
+  *) bdir=build-torch2-$suite ;;
+esac
+work=${1:-/tmp/isoflop-torch2-$suite}
 cd "$here"
 mkdir -p "$work/apt/lists/partial" "$work/apt/archives/partial" "$work/sources"
-cat >"$work/sources/trixie.sources" <<'EOF'
+cat >"$work/sources/debian.sources" <<EOF
 Types: deb
 URIs: http://deb.debian.org/debian
-Suites: trixie
+Suites: $suite
 Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
@@ -28,7 +39,7 @@ apt_opts=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$work/sour
           -o Dir::State="$work/apt" -o Dir::State::Lists="$work/apt/lists"
           -o Dir::Cache="$work/apt" -o Dir::Cache::Archives="$work/apt/archives"
           -o Dir::State::status=/dev/null -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
-echo "== LibTorch 2.6 from Debian trixie into $work (download only)"
+echo "== LibTorch from Debian $suite into $work (download only)"
 apt-get "${apt_opts[@]}" -qq update || { echo "cannot reach Debian's archive" >&2; exit 1; }
 # The closure from an empty system (libc included), so nothing of this machine's is assumed.
 apt-get "${apt_opts[@]}" -qq -y --download-only --no-install-recommends \
@@ -52,42 +63,62 @@ lib=$sys/usr/lib/x86_64-linux-gnu
 inc=$work/include
 mkdir -p "$inc"
 for d in ATen c10 torch caffe2 gloo; do ln -sfn "$sys/usr/include/$d" "$inc/$d"; done
-version=$(sed -n 's/^#define TORCH_VERSION_M[A-Z]* \([0-9]*\)/\1/p' \
-  "$sys/usr/include/torch/csrc/api/include/torch/version.h" | head -n 2 | paste -sd.)
+# (LibTorch 2.14 keeps the numbers in torch/headeronly/version.h.)
+version=$(cat "$sys/usr/include/torch/csrc/api/include/torch/version.h" \
+  "$sys/usr/include/torch/headeronly/version.h" 2>/dev/null |
+  sed -n 's/^#define TORCH_VERSION_M[A-Z]* \([0-9]*\)/\1/p' | head -n 2 | paste -sd.)
 echo "LibTorch $version; $(ls "$work"/apt/archives/*.deb | wc -l) packages"
 
 echo "== build with g++ ($(g++ --version | head -n 1))"
 t0=$SECONDS
 # shellcheck source=scripts/lib/gxx-trainer.sh
 . "$here/scripts/lib/gxx-trainer.sh"
-# Linked against trixie's libraries, run by trixie's loader (its libc and libstdc++ are newer
+# Linked against the release's libraries, run by its loader (its libc and libstdc++ are newer
 # than this machine's, which the objects were compiled against: backward compatible).
-gxx_build_trainer build-torch2 1 /usr/src/googletest/googletest "$(nproc)" \
+gxx_build_trainer "$bdir" 1 /usr/src/googletest/googletest "$(nproc)" \
   "$work/build.log" -- -isystem "$inc" -isystem "$inc/torch/csrc/api/include" \
   -- -L"$lib" -L"$sys/usr/lib" -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -lgloo \
   -Wl,--as-needed -lpthread -Wl,--allow-shlib-undefined \
   -Wl,--dynamic-linker="$lib/ld-linux-x86-64.so.2" -Wl,--disable-new-dtags \
   -Wl,-rpath,"$lib:$sys/usr/lib"
 built=$?
-if [ $built -ne 0 ] || [ ! -x build-torch2/bin/trainer_gpu_test ]; then
+if [ $built -ne 0 ] || [ ! -x "$bdir"/bin/trainer_gpu_test ]; then
   echo "BUILD FAILED after $((SECONDS - t0)) s; first errors:"
   grep -m 20 -E "error" "$work/build.log"
   exit 1
 fi
 echo "built in $((SECONDS - t0)) s"
 
-echo "== the CUDA and NCCL paths compiled (not run) against libtorch-cuda-dev's headers"
+echo "== the CUDA and NCCL paths compiled (not run) against LibTorch's CUDA headers"
 cuda_inc=""
 for d in /usr/local/cuda/include /usr/include; do [ -f "$d/cuda_runtime_api.h" ] && cuda_inc=$d && break; done
-if [ -n "$cuda_inc" ] && [ -f "$cuda_inc/nccl.h" ]; then
-  mkdir -p "$work/cuda"
-  (cd "$work/cuda" && apt-get "${apt_opts[@]}" -qq download libtorch-cuda-dev) &&
+# Newer libtorch-dev packages carry the CUDA headers themselves (sid's 2.14); trixie's keep them
+# in libtorch-cuda-dev, used only where its version is libtorch-dev's.
+cinc=""
+mkdir -p "$work/cuda"
+if [ -f "$inc/c10/cuda/CUDAFunctions.h" ] &&
+   [ -f "$inc/torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp" ]; then
+  cinc=$inc
+elif [ -n "$cuda_inc" ]; then
+  (cd "$work/cuda" && rm -f ./*.deb && apt-get "${apt_opts[@]}" -qq download libtorch-cuda-dev) &&
     rm -rf "$work/cuda/root" && dpkg-deb -x "$work"/cuda/libtorch-cuda-dev_*.deb "$work/cuda/root" || exit 1
-  cinc=$work/cuda/root/usr/include
+  cuda_version=$(dpkg-deb -f "$work"/cuda/libtorch-cuda-dev_*.deb Version)
+  cpu_version=$(dpkg-deb -f "$work"/apt/archives/libtorch-dev_*.deb Version)
+  if [ "${cuda_version%%+*}" = "${cpu_version%%+*}" ]; then
+    cinc=$work/cuda/root/usr/include
+  else
+    echo "libtorch-cuda-dev is $cuda_version, libtorch-dev $cpu_version: skipped"
+  fi
+fi
+if [ -n "$cuda_inc" ] && [ -f "$cuda_inc/nccl.h" ] && [ -n "$cinc" ]; then
+  # A CPU build generates no c10/cuda/impl/cuda_cmake_macros.h; c10 has a switch for that (the
+  # file defines only C10_CUDA_BUILD_SHARED_LIBS, which matters on Windows alone).
+  cflags_cuda=()
+  [ -f "$cinc/c10/cuda/impl/cuda_cmake_macros.h" ] || cflags_cuda=(-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE)
   running=0
   for f in "${GXX_TRAINER_SOURCES[@]}" "${GXX_TRAINER_TESTS[@]}"; do
-    g++ -std=c++17 -fsyntax-only -DISOFLOP_HAVE_CUDA -DISOFLOP_HAVE_NCCL -Itrainer/include \
-      -Icommon/include -Ibuild-torch2/generated -isystem "$cinc" \
+    g++ -std=c++20 -fsyntax-only -DISOFLOP_HAVE_CUDA -DISOFLOP_HAVE_NCCL "${cflags_cuda[@]}" -Itrainer/include \
+      -Icommon/include -I"$bdir"/generated -isystem "$cinc" \
       -isystem "$cinc/torch/csrc/api/include" -isystem "$inc" -isystem "$cuda_inc" \
       -DISOFLOP_SOURCE_DIR='""' -DISOFLOP_BINARY_DIR='""' -DISOFLOP_DATA_DIR='""' "$f" \
       >"$work/cuda/$(basename "$f").log" 2>&1 &
@@ -102,12 +133,12 @@ if [ -n "$cuda_inc" ] && [ -f "$cuda_inc/nccl.h" ]; then
     fi
   done
   [ -z "${cuda_failed:-}" ] && echo "all ${#GXX_TRAINER_SOURCES[@]} sources and ${#GXX_TRAINER_TESTS[@]} test files compile with CUDA and NCCL on"
-else
+elif [ -z "$cuda_inc" ] || [ ! -f "$cuda_inc/nccl.h" ]; then
   echo "no CUDA toolkit with nccl.h here: skipped"
 fi
 
 echo "== the trainer's LibTorch tests on $version (CUDA cases skip: no GPU)"
-build-torch2/bin/trainer_gpu_test >"$work/test.log" 2>&1
+"$bdir"/bin/trainer_gpu_test >"$work/test.log" 2>&1
 rc=$?
 grep -E "^\[ +(FAILED|PASSED|SKIPPED) +\] [0-9]+ test" "$work/test.log"
 grep -E "^\[  FAILED  \] [A-Za-z]" "$work/test.log" | sort -u
@@ -117,7 +148,7 @@ echo "== one run on LibTorch 1.13 (build/) and $version, 3 interleaved rounds"
 status=0
 if [ -x build/bin/isoflop-train ]; then
   for round in 1 2 3; do
-    for t in 1.13:build/bin/isoflop-train "$version":build-torch2/bin/isoflop-train; do
+    for t in 1.13:build/bin/isoflop-train "$version":"$bdir"/bin/isoflop-train; do
       d=$work/run-${t%%:*}-$round
       rm -rf "$d" && mkdir -p "$d"
       cat >"$d/run.json" <<'EOF'

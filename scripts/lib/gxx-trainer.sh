@@ -31,7 +31,7 @@ gxx_build_trainer() {
   root=$(pwd)
   mkdir -p "$dir/bin" "$dir/generated/isoflop/common"
   sed 's/@PROJECT_VERSION@/gxx-build/' common/version.h.in >"$dir/generated/isoflop/common/version.h"
-  local flags=(-std=c++17 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
+  local flags=(-std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI="$abi" -Itrainer/include -Icommon/include
                -I"$dir/generated" "${cflags[@]}")
   local defs=(-DISOFLOP_SOURCE_DIR="\"$root\"" -DISOFLOP_BINARY_DIR="\"$root/$dir/bin\""
               -DISOFLOP_DATA_DIR="\"$root/data\"")

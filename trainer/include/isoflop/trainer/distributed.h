@@ -15,6 +15,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "isoflop/common/status.h"
@@ -135,7 +136,9 @@ class GradientReducer {
   std::vector<char> had_grad_;  // this rank had a gradient for the parameter this step
   struct Hook {
     size_t param;
-    std::shared_ptr<torch::autograd::Node> accumulator;  // held, so every graph reuses it
+    // held, so every graph reuses it (a std::shared_ptr in LibTorch 1.13 and 2.6, a
+    // c10::intrusive_ptr in 2.14)
+    decltype(torch::autograd::impl::grad_accumulator(std::declval<torch::Tensor>())) accumulator;
     uintptr_t key;
   };
   std::vector<Hook> hooks_;
