@@ -171,7 +171,7 @@ Result<RawTable> ReadJsonTable(const std::string& path, const std::string& text)
     nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
     if (doc.is_discarded() || !doc.is_array()) {
       try {
-        (void)nlohmann::json::parse(text);
+        [[maybe_unused]] const nlohmann::json again = nlohmann::json::parse(text);  // throws
       } catch (const nlohmann::json::exception& e) {
         return Status::InvalidArgument(path + ": not valid JSON: " + e.what());
       }

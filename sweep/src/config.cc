@@ -411,7 +411,8 @@ Status ParseModel(const Parser& p, const YAML::Node& n, SweepConfig* c) {
         trainer::FieldError e = trainer::SplitFieldError(st.message());
         if (e.field.empty()) e.field = kp;
         const YAML::Node at = Child(v, e.field.substr(e.field.rfind('.') + 1));
-        return p.Error(at.IsDefined() ? at : v, e.field, e.what);
+        if (at.IsDefined()) return p.Error(at, e.field, e.what);
+        return p.Error(v, e.field, e.what);
       }
       b.moe = shape;
     } else if (key == "vocab_size") {

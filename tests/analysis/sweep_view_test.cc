@@ -158,7 +158,7 @@ TEST_F(SweepViewStoreTest, OptimalAtAnswersFromTheNewestParametricFit) {
           (1.8 + 400 / std::pow(o.n, 0.34) + 2000 / std::pow(o.d, 0.37)) * std::exp(0.01 * z(rng));
       o.c = 6 * o.n * o.d;
       obs.push_back(o);
-      pts.push_back({o.n, o.d, o.c, o.loss, 0, std::nullopt});
+      pts.push_back({o.n, o.d, o.c, o.loss, 0, std::nullopt, std::nullopt});
     }
   }
   ASSERT_TRUE(db_->ImportObservations("g", "gen", pts, false).ok());

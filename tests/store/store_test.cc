@@ -267,13 +267,13 @@ TEST_F(StoreTest, FitsRoundTripAndLatest) {
 
 TEST_F(StoreTest, ObservationsAreAllOrNothingAndNamed) {
   auto db = OpenOrDie(path_);
-  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2, std::nullopt},
-                                  {2e8, 1e9, 1.2e18, 3.0, 3, std::nullopt}};
+  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2, std::nullopt, std::nullopt},
+                                  {2e8, 1e9, 1.2e18, 3.0, 3, std::nullopt, std::nullopt}};
   ASSERT_TRUE(db->ImportObservations("paper", "p.csv", pts, false).ok());
   auto again = db->ImportObservations("paper", "p.csv", pts, false);
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.status().message().find("already exists"), std::string::npos);
-  pts.push_back({4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt});
+  pts.push_back({4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt, std::nullopt});
   ASSERT_TRUE(db->ImportObservations("paper", "p.csv", pts, true).ok());
   auto got = db->GetObservations("paper");
   ASSERT_TRUE(got.ok());
@@ -289,9 +289,9 @@ TEST_F(StoreTest, ObservationsAreAllOrNothingAndNamed) {
 
 TEST_F(StoreTest, ObservationGranularityRoundTripsAndAbsentStaysAbsent) {
   auto db = OpenOrDie(path_);
-  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2, 8.0},
-                                  {2e8, 1e9, 1.2e18, 3.0, 3, 0.5},
-                                  {4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt}};
+  std::vector<Observation> pts = {{1e8, 2e9, 1.2e18, 3.1, 2, 8.0, std::nullopt},
+                                  {2e8, 1e9, 1.2e18, 3.0, 3, 0.5, std::nullopt},
+                                  {4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt, std::nullopt}};
   ASSERT_TRUE(db->ImportObservations("moe", "m.csv", pts, false).ok());
   db.reset();
   auto again = OpenOrDie(path_);
@@ -332,7 +332,7 @@ TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
   ASSERT_EQ(old_points->size(), 1u);
   EXPECT_FALSE((*old_points)[0].g.has_value());
   ASSERT_TRUE(
-      db->ImportObservations("with_g", "g.csv", {{1e8, 1e9, 6e17, 3.0, 2, 4.0}}, false).ok());
+      db->ImportObservations("with_g", "g.csv", {{1e8, 1e9, 6e17, 3.0, 2, 4.0, std::nullopt}}, false).ok());
   EXPECT_EQ((*db->GetObservations("with_g"))[0].g, 4.0);
   // Migration 6: the old observation has no budget, and new sets can carry one.
   EXPECT_FALSE((*old_points)[0].budget.has_value());

@@ -56,9 +56,10 @@ TEST(StepValues, ClipGradNormIsLibTorchsClipToTheBit) {
     EXPECT_EQ(norm.item<double>(), want_norm) << max_norm;
     for (size_t i = 0; i < params.size(); ++i) {
       ASSERT_EQ(got[i].grad().defined(), want[i].grad().defined()) << i;
-      if (want[i].grad().defined())
+      if (want[i].grad().defined()) {
         EXPECT_TRUE(torch::equal(got[i].grad(), want[i].grad())) << "param " << i << " at "
                                                                   << max_norm;
+      }
     }
   }
   // After a hard clip the gradients' norm is the maximum (to float rounding).
