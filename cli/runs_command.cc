@@ -159,14 +159,10 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
       moe[2] = r.expert_d_ff;
       moe[3] = r.router;
       moe[4] = r.expansion_rate;
-      ISOFLOP_ASSIGN_OR_RETURN(auto rows, db->GetMetrics(r.id));
-      for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
-        if (it->extra.empty()) continue;
-        for (size_t k = 0; k < std::size(kRouterMetrics); ++k) {
-          for (const auto& [name, value] : it->extra)
-            if (name == kRouterMetrics[k]) moe[5 + k] = value;
-        }
-        break;
+      ISOFLOP_ASSIGN_OR_RETURN(auto extras, db->LatestExtras(r.id));
+      for (size_t k = 0; k < std::size(kRouterMetrics); ++k) {
+        for (const auto& [name, value] : extras)
+          if (name == kRouterMetrics[k]) moe[5 + k] = value;
       }
     }
     t.rows.push_back({r.id,

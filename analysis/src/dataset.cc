@@ -89,7 +89,7 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
                           static_cast<double>(r.n_total), static_cast<double>(r.n_active)});
     if (!g) ++out.points_without_g;
     if (!options.curves) continue;
-    ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id));
+    ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id, store::Store::Extras::kOmit));
     fit::Curve curve = SmoothedTrainingCurve(metrics);
     curve.n = o.n;
     if (!curve.points.empty()) out.curves.push_back(std::move(curve));

@@ -186,7 +186,8 @@ Result<RunSeries> LoadRunSeries(store::Store& db, int64_t run_id, int max_points
   ISOFLOP_ASSIGN_OR_RETURN(std::optional<store::RunRecord> run, db.GetRun(run_id));
   if (!run)
     return Status::NotFound("no run with id " + std::to_string(run_id) + " in " + db.path());
-  ISOFLOP_ASSIGN_OR_RETURN(std::vector<store::MetricRow> rows, db.GetMetrics(run_id));
+  ISOFLOP_ASSIGN_OR_RETURN(std::vector<store::MetricRow> rows,
+                           db.GetMetrics(run_id, store::Store::Extras::kOmit));
   return DownsampleMetrics(run_id, rows, max_points);
 }
 

@@ -815,7 +815,7 @@ MetricRow MetricFromRow(const Statement& q) {
 }
 }  // namespace
 
-Result<std::vector<MetricRow>> Store::GetMetrics(int64_t run_id) {
+Result<std::vector<MetricRow>> Store::GetMetrics(int64_t run_id, Extras extras) {
   ISOFLOP_ASSIGN_OR_RETURN(
       StmtRef q,
       Prepare("SELECT step, tokens, flops, train_loss, val_loss, lr, grad_norm, tokens_per_s, "
@@ -827,6 +827,7 @@ Result<std::vector<MetricRow>> Store::GetMetrics(int64_t run_id) {
     out.push_back(MetricFromRow(*q));
   }
   if (rc != SQLITE_DONE) return Error("reading metrics");
+  if (extras == Extras::kOmit) return out;
   ISOFLOP_ASSIGN_OR_RETURN(
       StmtRef x,
       Prepare("SELECT step, name, value FROM metric_extras WHERE run_id = ?1 ORDER BY step, name"));
@@ -851,6 +852,18 @@ Result<std::optional<MetricRow>> Store::LatestMetric(int64_t run_id) {
   if (rc == SQLITE_DONE) return std::optional<MetricRow>();
   if (rc != SQLITE_ROW) return Error("reading the latest metric");
   return std::optional<MetricRow>(MetricFromRow(*q));
+}
+
+Result<std::vector<std::pair<std::string, double>>> Store::LatestExtras(int64_t run_id) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q, Prepare("SELECT name, value FROM metric_extras WHERE run_id = ?1 AND step = "
+                         "(SELECT max(step) FROM metric_extras WHERE run_id = ?1) ORDER BY name"));
+  q->Bind(1, run_id);
+  std::vector<std::pair<std::string, double>> out;
+  int rc;
+  while ((rc = q->Step()) == SQLITE_ROW) out.emplace_back(q->Text(0), q->Double(1));
+  if (rc != SQLITE_DONE) return Error("reading the latest extra metrics");
+  return out;
 }
 
 Result<int64_t> Store::CountMetrics(int64_t run_id) {

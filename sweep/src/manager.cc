@@ -461,7 +461,7 @@ class SweepSession {
       r.status = "finished";
       if (st && st->final_val_loss) r.final_val_loss = st->final_val_loss;
       if (!r.final_val_loss) {
-        if (auto rows = db_.GetMetrics(r.id); rows.ok()) {
+        if (auto rows = db_.GetMetrics(r.id, store::Store::Extras::kOmit); rows.ok()) {
           for (const auto& m : *rows)
             if (m.val_loss) r.final_val_loss = m.val_loss;
         }

@@ -174,6 +174,12 @@ TEST_F(StoreTest, MetricIngestionIsIdempotent) {
   ASSERT_EQ(got[49].extra.size(), 2u);
   EXPECT_EQ(got[49].extra[0].first, "aux_loss");
   EXPECT_EQ(got[49].extra[1].second, 0.25);
+  // Without extras: the same rows, none of their named metrics.
+  auto bare = *db->GetMetrics(run, Store::Extras::kOmit);
+  ASSERT_EQ(bare.size(), 50u);
+  EXPECT_TRUE(bare[49].extra.empty());
+  EXPECT_EQ(bare[9].val_loss, got[9].val_loss);
+  EXPECT_EQ(bare[49].train_loss, got[49].train_loss);
   // Deleting the run deletes its metrics (foreign keys are on).
   ASSERT_TRUE(db->DeleteRun(run).ok());
   EXPECT_EQ(*db->CountMetrics(run), 0);
@@ -203,6 +209,34 @@ TEST_F(StoreTest, LatestMetricIsTheLargestStepAndNulloptWithoutRows) {
   EXPECT_EQ((*latest)->tokens, 12 * 256);
   EXPECT_EQ((*latest)->tokens_per_s, 1012.0);
   EXPECT_FALSE((*latest)->val_loss.has_value());
+}
+
+TEST_F(StoreTest, LatestExtrasAreTheLargestStepWithAnyAndEmptyWithout) {
+  auto db = OpenOrDie(path_);
+  int64_t sweep = *db->UpsertSweep({0, "s", "", "", "", "", "", ""});
+  int64_t run = *db->UpsertRun(SampleRun(sweep, "k"));
+  int64_t other = *db->UpsertRun(SampleRun(sweep, "other"));
+  EXPECT_TRUE(db->LatestExtras(run)->empty());
+  std::vector<MetricRow> rows;
+  // Step 9 has extras, step 12 (a row with none, as an evaluation-only line) does not; another
+  // run's later extras are not this run's.
+  for (int s : {3, 9, 12}) {
+    MetricRow m;
+    m.step = s;
+    m.tokens = s * 256;
+    if (s == 3) m.extra = {{"aux_loss", 0.3}};
+    if (s == 9) m.extra = {{"z_loss", 0.02}, {"aux_loss", 0.1}};
+    rows.push_back(m);
+  }
+  ASSERT_TRUE(db->UpsertMetrics(run, rows).ok());
+  MetricRow late;
+  late.step = 40;
+  late.extra = {{"aux_loss", 9.0}};
+  ASSERT_TRUE(db->UpsertMetrics(other, {late}).ok());
+  auto latest = db->LatestExtras(run);
+  ASSERT_TRUE(latest.ok()) << latest.status().message();
+  const std::vector<std::pair<std::string, double>> want = {{"aux_loss", 0.1}, {"z_loss", 0.02}};
+  EXPECT_EQ(*latest, want);
 }
 
 TEST_F(StoreTest, FailedTransactionRollsBackEverything) {
@@ -331,8 +365,9 @@ TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
   ASSERT_TRUE(old_points.ok()) << old_points.status().message();
   ASSERT_EQ(old_points->size(), 1u);
   EXPECT_FALSE((*old_points)[0].g.has_value());
-  ASSERT_TRUE(
-      db->ImportObservations("with_g", "g.csv", {{1e8, 1e9, 6e17, 3.0, 2, 4.0, std::nullopt}}, false).ok());
+  ASSERT_TRUE(db->ImportObservations("with_g", "g.csv",
+                                     {{1e8, 1e9, 6e17, 3.0, 2, 4.0, std::nullopt}}, false)
+                  .ok());
   EXPECT_EQ((*db->GetObservations("with_g"))[0].g, 4.0);
   // Migration 6: the old observation has no budget, and new sets can carry one.
   EXPECT_FALSE((*old_points)[0].budget.has_value());

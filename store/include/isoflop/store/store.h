@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "isoflop/common/status.h"
@@ -214,11 +215,17 @@ class Store {
   // Metrics: upsert by (run_id, step), so ingesting the same lines twice changes nothing.
   // All rows go in one transaction (joined if one is open).
   Status UpsertMetrics(int64_t run_id, const std::vector<MetricRow>& rows);
-  Result<std::vector<MetricRow>> GetMetrics(int64_t run_id);
+  // Every row of the run by step; with kOmit, no named extras (MetricRow::extra stays empty):
+  // an MoE run logs about 70 a step, so a curve that needs none reads 70x fewer rows.
+  enum class Extras { kInclude, kOmit };
+  Result<std::vector<MetricRow>> GetMetrics(int64_t run_id, Extras extras = Extras::kInclude);
   Result<int64_t> CountMetrics(int64_t run_id);
   // The run's row with the largest step (no named extras), nullopt when it has none: what a
   // progress display needs (tokens/s now) without reading every row of a long run.
   Result<std::optional<MetricRow>> LatestMetric(int64_t run_id);
+  // The named extras of the largest step that has any, by name (empty when none): a run's final
+  // router statistics without reading its whole history.
+  Result<std::vector<std::pair<std::string, double>>> LatestExtras(int64_t run_id);
 
   // Fits.
   Result<int64_t> InsertFit(const FitRecord& fit);
