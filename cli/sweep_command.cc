@@ -719,7 +719,7 @@ Status SweepStatus(const Context& ctx, const std::string& name, const std::strin
       std::string state;
       if (has && slurm_states) {
         auto it = slurm_states->find(r.job_id.substr(6));
-        state = it == slurm_states->end() ? "(forgotten)" : it->second.state;
+        state = it == slurm_states->end() ? "(no record)" : it->second.state;
         if (it != slurm_states->end() && !it->second.reason.empty() &&
             it->second.state == "PENDING")
           state += " (" + it->second.reason + ")";

@@ -322,13 +322,16 @@ std::optional<std::map<std::string, SlurmTaskState>> QuerySlurm(
     for (auto& st : ParseSacct(r.out)) out[st.id] = st;
     // A just-submitted job can be missing from accounting for a moment: squeue fills it in.
   }
+  // -r: one line per task, pending ones too. Without it a pending array is one line whose task
+  // list SLURM cuts at about 30 characters ("12_[0,3,6,...,30" and no more), so the tasks past
+  // the cut would be missing.
   const std::string fields = "JobArrayID:|,State:|,Reason:|,NodeList:|,exit_code:|";
-  r = RunClient({"squeue", "--states=all", "--noheader", "-O", fields, "-j", list});
+  r = RunClient({"squeue", "-r", "--states=all", "--noheader", "-O", fields, "-j", list});
   if (r.exit_code != 0) {
     // One id the controller has forgotten fails the whole call: ask one array at a time.
     bool any = false;
     for (const auto& a : arrays) {
-      Ran one = RunClient({"squeue", "--states=all", "--noheader", "-O", fields, "-j", a});
+      Ran one = RunClient({"squeue", "-r", "--states=all", "--noheader", "-O", fields, "-j", a});
       if (one.exit_code != 0) {
         if (one.out.find("Invalid job id") == std::string::npos) continue;
         any = true;  // forgotten: not an error
@@ -496,6 +499,20 @@ bool SlurmExecutor::Adopt(const Job& job, const std::string& id) {
   return true;
 }
 
+namespace {
+
+// The trainer's exit code when its status.json says it ended (finished, failed, diverged).
+std::optional<int> RunFolderVerdict(const std::string& run_dir) {
+  Result<std::optional<RunStatusFile>> sf = ReadRunStatus(run_dir);
+  if (sf.ok() && *sf && (*sf)->exit_code &&
+      ((*sf)->state == "finished" || (*sf)->state == "failed" || (*sf)->state == "diverged")) {
+    return *(*sf)->exit_code;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 JobExit SlurmExecutor::Ended(const Active& a, const std::optional<SlurmTaskState>& st) const {
   JobExit e;
   e.job = a.job;
@@ -513,10 +530,8 @@ JobExit SlurmExecutor::Ended(const Active& a, const std::optional<SlurmTaskState
     // The scheduler has forgotten the job (no accounting, MinJobAge passed): the run folder's
     // verdict decides, else it resumes from its checkpoint.
     info.scheduler_state = "unknown to SLURM";
-    Result<std::optional<RunStatusFile>> sf = ReadRunStatus(a.job.run_dir);
-    if (sf.ok() && *sf && (*sf)->exit_code &&
-        ((*sf)->state == "finished" || (*sf)->state == "failed" || (*sf)->state == "diverged")) {
-      info.exit_code = *(*sf)->exit_code;
+    if (std::optional<int> code = RunFolderVerdict(a.job.run_dir)) {
+      info.exit_code = *code;
     } else {
       info.interruption = Interruption::kPreempted;
     }
@@ -560,9 +575,26 @@ std::vector<JobExit> SlurmExecutor::Poll() {
       const bool known_array = std::any_of(states->begin(), states->end(), [&](const auto& kv) {
         return kv.first.substr(0, kv.first.find('_')) == a.task.substr(0, a.task.find('_'));
       });
+      std::optional<SlurmTaskState> gone;
       if (it == states->end() && known_array) {
-        ++i;  // a task of a known array not listed yet (rare): look again next time
-        continue;
+        // SLURM lists every task of an array it knows, pending ones too (squeue -r), until
+        // MinJobAge after the task ends, so a missing one left no trace. Last seen waiting, or
+        // adopted and never started (no node.txt, which a task writes first), it was cancelled
+        // before it started: SLURM drops such a task and, without accounting, records nothing.
+        // (Its status.json, if it says the run ended, still wins: Ended reads it.) One that ran
+        // was purged before its array (MinJobAge passed): wait until the array is forgotten too,
+        // as before; the run folder decides then.
+        const bool waiting = a.last_state == "SUBMITTED" || a.last_state == "PENDING" ||
+                             a.last_state.rfind("REQUEUE", 0) == 0;
+        const bool never_started =
+            a.last_state.empty() && !fs::exists(fs::path(a.job.run_dir) / "node.txt");
+        if (!waiting && !never_started) {
+          ++i;
+          continue;
+        }
+        if (!RunFolderVerdict(a.job.run_dir)) {
+          gone = SlurmTaskState{a.task, "CANCELLED while pending", -1, 0, "", ""};
+        }
       }
       if (it != states->end() && !SlurmStateIsFinal(it->second.state)) {
         if (it->second.state != a.last_state) changed = true;
@@ -571,7 +603,7 @@ std::vector<JobExit> SlurmExecutor::Poll() {
         ++i;
         continue;
       }
-      out.push_back(Ended(a, it == states->end() ? std::nullopt : std::optional(it->second)));
+      out.push_back(Ended(a, it != states->end() ? std::optional(it->second) : gone));
       active_.erase(active_.begin() + i);
       changed = true;
     }

@@ -450,6 +450,96 @@ TEST_F(SlurmE2ETest, HeldJobsShowAsQueuedUntilReleased) {
   for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
 }
 
+// A task cancelled while still pending leaves no record: SLURM drops it from its array, and
+// without accounting nothing remembers it. The manager must not wait for it (it used to, until
+// every other task of the array had left the queue, then resubmit it): it is failed "cancelled
+// while pending" as soon as it is gone, whether the manager watching saw it pending (task 4) or
+// adopted it after the cancel (task 5, never started: no node.txt). `sweep status` lists the
+// pending tasks one by one (squeue -r) and "(no record)" for the cancelled one.
+TEST_F(SlurmE2ETest, TasksCancelledWhilePendingAreRecordedCancelledAtOnce) {
+  const std::string dir = TempDir("slurm_cancel_pending");
+  const std::string root = dir + "/runs";
+  std::string text = Slurp(SlurmSweep(dir, root));
+  const size_t at = text.find("max_parallel: 2");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 15, "max_parallel: 1");  // one task at a time: the others wait
+  const std::string file = dir + "/one_at_a_time.yaml";
+  std::ofstream(file) << text;
+  const std::string db = dir + "/s.db";
+  auto submit =
+      RunCommand(Isoflop(db, {"sweep", "run", file, "--detach", "--no-fit", "--no-plot"}), {}, dir);
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  std::string held_dir;
+  const pid_t trainer = HoldATrainer(root + "/tiny", &held_dir);
+  ASSERT_GT(trainer, 0);
+  // The held task runs; the five others wait behind it.
+  std::map<int, store::RunRecord> by_task;
+  for (const auto& r : Runs(db, "tiny"))
+    by_task[std::stoi(r.job_id.substr(r.job_id.find('_') + 1))] = r;
+  ASSERT_EQ(by_task.size(), 6u);
+  ASSERT_EQ(by_task[0].run_dir, held_dir);
+  const std::string job5 = by_task[5].job_id.substr(6), job4 = by_task[4].job_id.substr(6);
+  // Task 5 is cancelled before any manager looks.
+  auto cancel = RunCommand({"/usr/bin/scancel", job5});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  auto status = RunCommand(Isoflop(db, {"sweep", "status", "tiny"}), {}, dir);
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  std::smatch m;
+  for (int task = 1; task <= 4; ++task) {
+    const std::string job = by_task[task].job_id.substr(6);
+    EXPECT_TRUE(std::regex_search(status.out, m, std::regex(job + " +PENDING"))) << status.out;
+  }
+  EXPECT_TRUE(std::regex_search(status.out, m, std::regex(job5 + R"( +\(no record\))")))
+      << status.out;
+  // A manager that follows the sweep sees task 4 pending; then task 4 is cancelled too.
+  const std::string log = dir + "/sync.log";
+  const pid_t manager = SpawnLogged(
+      Isoflop(db, {"sweep", "sync", "tiny", "--watch", "--no-fit", "--no-plot"}), dir, log);
+  const std::regex seen(by_task[4].cell_key.substr(0, 8) + ".*queued: PENDING");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string text = Slurp(log);
+        return std::regex_search(text, m, seen);
+      },
+      60))
+      << Slurp(log);
+  cancel = RunCommand({"/usr/bin/scancel", job4});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  kill(trainer, SIGCONT);
+  // A regression waits for the array to leave the queue (MinJobAge, an hour here): give up after
+  // five minutes (the sweep itself takes seconds).
+  int code = -1;
+  const bool ended = WaitFor(
+      [&] {
+        int st = 0;
+        if (::waitpid(manager, &st, WNOHANG) != manager) return false;
+        code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        return true;
+      },
+      300);
+  if (!ended) {
+    kill(manager, SIGKILL);
+    WaitExit(manager);
+  }
+  ASSERT_TRUE(ended) << "sweep sync --watch waited for a cancelled task\n" << Slurp(log);
+  EXPECT_NE(code, 0) << Slurp(log);  // two cells failed
+  for (const auto& run : Runs(db, "tiny")) {
+    if (run.run_dir == by_task[4].run_dir || run.run_dir == by_task[5].run_dir) {
+      EXPECT_EQ(run.status, "failed");
+      EXPECT_EQ(run.reason.rfind("cancelled: CANCELLED while pending", 0), 0u) << run.reason;
+      EXPECT_EQ(run.tokens_done, 0);
+      EXPECT_FALSE(fs::exists(run.run_dir + "/node.txt")) << "it never started";
+    } else {
+      EXPECT_EQ(run.status, "finished") << run.reason;
+    }
+  }
+  auto retry =
+      RunCommand(Isoflop(db, {"sweep", "retry", "tiny", "--no-fit", "--no-plot"}), {}, dir);
+  ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
+  for (const auto& run : Runs(db, "tiny")) EXPECT_EQ(run.status, "finished");
+  ExpectSameRows(MetricRows(db, "tiny"), *reference_);
+}
+
 TEST_F(SlurmE2ETest, CancelOfADetachedSweepScancelsItsJobs) {
   const std::string dir = TempDir("slurm_sweep_cancel");
   const std::string file = SlurmSweep(dir, dir + "/runs", "  time: \"10\"\n");
