@@ -94,6 +94,22 @@ std::string TimeTag() {
   return buf;
 }
 
+// The trainer's exit code when its status.json says it ended (finished, failed, diverged).
+std::optional<int> RunFolderVerdict(const std::string& run_dir) {
+  Result<std::optional<RunStatusFile>> sf = ReadRunStatus(run_dir);
+  if (sf.ok() && *sf && (*sf)->exit_code &&
+      ((*sf)->state == "finished" || (*sf)->state == "failed" || (*sf)->state == "diverged")) {
+    return *(*sf)->exit_code;
+  }
+  return std::nullopt;
+}
+
+// Whether a task in `state` (as a poll saw it) waits for a node: just submitted, pending (held,
+// no resources...), or put back in the queue by a requeue.
+bool Waiting(const std::string& state) {
+  return state == "SUBMITTED" || state == "PENDING" || state.rfind("REQUEUE", 0) == 0;
+}
+
 }  // namespace
 
 std::string ExecHelperFor(const std::string& train_binary) {
@@ -499,20 +515,6 @@ bool SlurmExecutor::Adopt(const Job& job, const std::string& id) {
   return true;
 }
 
-namespace {
-
-// The trainer's exit code when its status.json says it ended (finished, failed, diverged).
-std::optional<int> RunFolderVerdict(const std::string& run_dir) {
-  Result<std::optional<RunStatusFile>> sf = ReadRunStatus(run_dir);
-  if (sf.ok() && *sf && (*sf)->exit_code &&
-      ((*sf)->state == "finished" || (*sf)->state == "failed" || (*sf)->state == "diverged")) {
-    return *(*sf)->exit_code;
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
 JobExit SlurmExecutor::Ended(const Active& a, const std::optional<SlurmTaskState>& st) const {
   JobExit e;
   e.job = a.job;
@@ -584,11 +586,9 @@ std::vector<JobExit> SlurmExecutor::Poll() {
         // (Its status.json, if it says the run ended, still wins: Ended reads it.) One that ran
         // was purged before its array (MinJobAge passed): wait until the array is forgotten too,
         // as before; the run folder decides then.
-        const bool waiting = a.last_state == "SUBMITTED" || a.last_state == "PENDING" ||
-                             a.last_state.rfind("REQUEUE", 0) == 0;
         const bool never_started =
             a.last_state.empty() && !fs::exists(fs::path(a.job.run_dir) / "node.txt");
-        if (!waiting && !never_started) {
+        if (!Waiting(a.last_state) && !never_started) {
           ++i;
           continue;
         }
@@ -619,11 +619,7 @@ std::vector<JobExit> SlurmExecutor::Poll() {
 std::map<std::string, std::string> SlurmExecutor::Queued() const {
   std::map<std::string, std::string> out;
   for (const auto& a : active_) {
-    // Waiting for a node: just submitted, pending (held, no resources...), or put back in the
-    // queue by a requeue.
-    if (a.last_state != "SUBMITTED" && a.last_state != "PENDING" &&
-        a.last_state.rfind("REQUEUE", 0) != 0)
-      continue;
+    if (!Waiting(a.last_state)) continue;
     const bool has_reason = !a.last_reason.empty() && a.last_reason != "None";
     out[a.job.key] = a.last_state + (has_reason ? " (" + a.last_reason + ")" : "");
   }
