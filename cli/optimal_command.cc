@@ -247,6 +247,12 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
                   total * analysis::kServeBytesPerParam / kGiB});
     }
     t.rows.push_back(row);
+    if (a.ci_draws_unbounded > 0) {
+      warnings.push_back("loss " + Human(q.value) + ": " + std::to_string(a.ci_draws_unbounded) +
+                         " of " + std::to_string(a.ci_draws_used) +
+                         " bootstrap draws never reach it (their law's floor is above it): they "
+                         "count as unbounded N and D, so an upper end may be inf");
+    }
     // An interval that misses its own point came from draws in other optima than the fit's.
     for (const fit::IntervalExclusion& e :
          fit::PointsOutsideIntervals({{"n", a.point.n},

@@ -584,8 +584,29 @@ Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& pl
   return Status::Ok();
 }
 
+Result<std::unique_ptr<store::Store>> OpenRead(const Context& ctx) {
+  store::OpenOptions o;
+  o.create_if_missing = false;
+  return store::Store::Open(ctx.db_path, o);
+}
+
+// A sweep's relative data paths resolve against the directory it was first run from, stored
+// with it, whatever the current directory of a later run: against another they would name
+// other files, and every cell key (which hashes the resolved data) would change, so the whole
+// sweep would run again on data that is not there.
 Status RunRunCommand(const Context& ctx, const RunArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg, sweep::LoadSweepConfig(args.file, args.sets));
+  std::error_code ec;
+  if (fs::exists(ctx.db_path, ec)) {
+    ISOFLOP_ASSIGN_OR_RETURN(auto db, OpenRead(ctx));
+    ISOFLOP_ASSIGN_OR_RETURN(auto stored, db->GetSweep(cfg.name));
+    if (stored && !stored->base_dir.empty() && stored->base_dir != cfg.base_dir) {
+      std::cout << "note: relative paths in " << args.file << " resolve against "
+                << stored->base_dir << ", where sweep " << cfg.name << " was first run\n";
+      ISOFLOP_ASSIGN_OR_RETURN(
+          cfg, sweep::ParseSweepConfig(cfg.text, args.file, args.sets, stored->base_dir));
+    }
+  }
   return Execute(ctx, std::move(cfg), "", args);
 }
 
@@ -632,9 +653,12 @@ Status RunRetryCommand(const Context& ctx, RunArgs args) {
   std::vector<std::string> sets;
   SplitStoredText(*sweep, &text, &sets);
   std::error_code ec;
-  ISOFLOP_ASSIGN_OR_RETURN(
-      sweep::SweepConfig cfg,
-      sweep::ParseSweepConfig(text, sweep->file_path, sets, fs::current_path(ec).string()));
+  // Relative data paths resolve where the sweep was first run (a store from before schema 7
+  // did not record it: the current directory, as then).
+  const std::string base =
+      sweep->base_dir.empty() ? fs::current_path(ec).string() : sweep->base_dir;
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg,
+                           sweep::ParseSweepConfig(text, sweep->file_path, sets, base));
   // Keep the run folders where they are, whatever the current directory.
   store::RunFilter f;
   f.sweep_name = args.name;
@@ -649,12 +673,6 @@ Status RunRetryCommand(const Context& ctx, RunArgs args) {
 }
 
 // ---- status, sweeps, cancel ----------------------------------------------------------------
-
-Result<std::unique_ptr<store::Store>> OpenRead(const Context& ctx) {
-  store::OpenOptions o;
-  o.create_if_missing = false;
-  return store::Store::Open(ctx.db_path, o);
-}
 
 Status ListSweeps(const Context& ctx, const std::string& format_name) {
   ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(format_name));

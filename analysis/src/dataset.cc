@@ -71,7 +71,11 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
     o.n = ParamsOf(r, options.convention);
     o.d = static_cast<double>(r.tokens_done > 0 ? r.tokens_done : r.target_tokens);
     o.loss = *loss;
-    o.c = r.flops_per_token_6n * o.d;
+    // C in the fit's own convention, 6·N·D with N counted as the law counts it, so that the
+    // isoFLOP minima, the envelope and the extrapolation check are in the units of the law's
+    // answer (D_opt = C / 6 N_opt). The trainer's count, 6·N_active·D, agrees whenever N is
+    // N_active (active, or total on a dense model); the sweep's budgets still group the runs.
+    o.c = 6 * o.n * o.d;
     if (r.budget_flops > 0) o.budget_id = budget_ids[r.budget_flops];
     o.budget = r.budget_flops > 0 ? r.budget_flops : 0;
     // An MoE run's granularity G (Krajewski et al. 2024): 1 when its experts are not split; a
@@ -92,6 +96,9 @@ Result<Dataset> LoadSweep(store::Store& db, const Source& source, const LoadOpti
     ISOFLOP_ASSIGN_OR_RETURN(auto metrics, db.GetMetrics(r.id, store::Store::Extras::kOmit));
     fit::Curve curve = SmoothedTrainingCurve(metrics);
     curve.n = o.n;
+    if (r.flops_per_token_6n > 0 && r.flops_per_token_6n != 6 * o.n) {  // the same convention
+      for (auto& point : curve.points) point.first *= 6 * o.n / r.flops_per_token_6n;
+    }
     if (!curve.points.empty()) out.curves.push_back(std::move(curve));
   }
   if (out.obs.empty()) {

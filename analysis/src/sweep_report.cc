@@ -172,6 +172,10 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
       fit::FitConfig kc = req.config;
       kc.method = "parametric";
       kc.extrapolation_check = false;
+      // Each count's bootstrap draws its own resamples: the MoE-vs-dense intervals pair draw i
+      // of one fit with draw i of the other as independent (query.h), and with one seed, fits
+      // of equally many runs in the same order would resample the same cells.
+      kc.bootstrap.seed = req.config.bootstrap.seed + 0x9E3779B97F4A7C15ull * uint64_t(k + 1);
       json o = options;
       o["n_experts"] = k;
       if (data.entropy) {

@@ -163,17 +163,22 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
                                                          const BootstrapOptions& bootstrap,
                                                          IsoflopFit* fit) {
   ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
-  const auto groups = GroupByBudget(obs, options.budget_rel_tol, options.flops);
+  const BudgetGroups grouping = GroupBudgets(obs, options.budget_rel_tol, options.flops);
+  const auto& groups = grouping.groups;
   std::vector<std::array<double, 4>> results(bootstrap.resamples);
   std::vector<char> ok(bootstrap.resamples, 0);
   ParallelFor(bootstrap.resamples, Threads(bootstrap.num_threads), [&](int i) {
     std::mt19937_64 rng(bootstrap.seed + static_cast<uint64_t>(i));
     std::vector<Observation> sample;
-    for (const auto& g : groups) {  // stratified: each budget keeps its size
+    for (size_t gi = 0; gi < groups.size(); ++gi) {  // stratified: each budget keeps its size
+      const auto& g = groups[gi];
       std::uniform_int_distribution<size_t> pick(0, g.size() - 1);
       for (size_t k = 0; k < g.size(); ++k) {
         Observation o = obs[g[pick(rng)]];
         if (o.budget_id < 0 && o.c == 0) o.c = ComputeOf(o, options.flops);
+        // Clustered budgets stay the full fit's: a resample's repeated draws add zero gaps in
+        // log C, which shrink the median gap and would split its budgets when clustered anew.
+        if (grouping.how == "clustered") o.budget_id = static_cast<int64_t>(gi);
         sample.push_back(o);
       }
     }

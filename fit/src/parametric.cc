@@ -11,7 +11,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+#include <set>
 #include <thread>
 
 namespace isoflop::fit {
@@ -281,6 +283,33 @@ Result<ParametricFit> FitParametric(const std::vector<Observation>& obs,
                                    " observation(s) for " + std::to_string(map.num_free) +
                                    " free parameter(s) of form '" + options.form +
                                    "'; add runs or fix parameters");
+  // One model size (or one token count) leaves a flat direction: E + A/N^α is one number for
+  // every (A, α), so the fit would report whichever α its start had, with tight intervals.
+  const auto number = [](double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.4g", v);
+    return std::string(text);
+  };
+  const auto distinct = [&](auto field) {
+    std::set<double> seen;
+    for (const Observation& o : obs) seen.insert(field(o));
+    return seen.size();
+  };
+  if (distinct([](const Observation& o) { return o.n; }) < 2)
+    return Status::InvalidArgument(
+        "a parametric fit needs runs of at least two model sizes; all " +
+        std::to_string(obs.size()) + " have N = " + number(obs[0].n) +
+        ", which cannot tell A from alpha (add sizes, or use --method isoflop)");
+  if (distinct([](const Observation& o) { return o.d; }) < 2)
+    return Status::InvalidArgument(
+        "a parametric fit needs runs of at least two token counts; all " +
+        std::to_string(obs.size()) + " have D = " + number(obs[0].d) +
+        ", which cannot tell B from beta");
+  if (form->name() == "moe" && distinct([](const Observation& o) { return o.g; }) < 2)
+    return Status::InvalidArgument(
+        "the moe form needs runs of at least two granularities G: with one, g/G^gamma + a is a "
+        "single number that cannot tell g, a and gamma apart (add a granularity axis, or use "
+        "--form chinchilla)");
 
   std::vector<double> log_loss;
   const LogColumns cols = Columns(obs, &log_loss);

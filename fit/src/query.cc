@@ -196,6 +196,30 @@ Result<InferenceAllocation> InferenceAware(const ScalingLaw& law, double c,
   return out;
 }
 
+namespace {
+
+// PercentileInterval over draws some of which are +inf (unbounded): an end is +inf when the
+// percentile reaches into them, else the interpolated finite value; NaN draws are dropped.
+Interval IntervalWithUnbounded(std::vector<double> xs, double level) {
+  xs.erase(std::remove_if(xs.begin(), xs.end(), [](double v) { return std::isnan(v); }), xs.end());
+  double max_finite = -HUGE_VAL;
+  bool any_inf = false;
+  for (double& x : xs) {
+    if (std::isfinite(x)) {
+      max_finite = std::max(max_finite, x);
+    } else {
+      any_inf = true;
+      x = std::numeric_limits<double>::max();  // kept, sorting last
+    }
+  }
+  Interval ci = PercentileInterval(std::move(xs), level);
+  if (any_inf && ci.hi > max_finite) ci.hi = HUGE_VAL;
+  if (any_inf && ci.lo > max_finite) ci.lo = HUGE_VAL;
+  return ci;
+}
+
+}  // namespace
+
 Result<Answer> AnswerQuery(const ScalingLaw& law, const Query& q,
                            const std::vector<std::vector<double>>& draws, double level) {
   // Answers one law; fills `values` with the named quantities.
@@ -244,17 +268,27 @@ Result<Answer> AnswerQuery(const ScalingLaw& law, const Query& q,
     ScalingLaw l = law;
     l.params = d;
     std::map<std::string, double> v;
-    if (!one(l, nullptr, &v).ok()) continue;
+    if (!one(l, nullptr, &v).ok()) {
+      // A draw whose law never reaches the loss (its floor is above it) needs unbounded N, D
+      // and C: it stays in the upper tail instead of being dropped, which would cut that tail
+      // off and report a finite upper end the draws do not support.
+      if (q.kind == Query::Kind::kLoss &&
+          !(l.Loss(std::exp(kLogMax), std::exp(kLogMax)) < q.value)) {
+        ++ans.ci_draws_used;
+        ++ans.ci_draws_unbounded;
+        for (const char* k : {"n", "d", "c"}) samples[k].push_back(HUGE_VAL);
+        samples["loss"].push_back(q.value);
+      }
+      continue;
+    }
     ++ans.ci_draws_used;
     for (const auto& [k, x] : v) samples[k].push_back(x);
   }
-  for (auto& [k, xs] : samples) ans.ci[k] = PercentileInterval(std::move(xs), level);
+  for (auto& [k, xs] : samples) ans.ci[k] = IntervalWithUnbounded(std::move(xs), level);
   return ans;
 }
 
 namespace {
-
-constexpr double kHuge = 1e300;
 
 // The dense N reaching `loss` with d tokens (loss decreases in N); NaN when even N -> 1e40
 // does not reach it.
@@ -306,18 +340,13 @@ Result<DenseEquivalent> DenseEquivalentAt(const ScalingLaw& moe, const ScalingLa
     if (!r.ok()) continue;
     ++out.ci_draws_used;
     // A draw whose dense law never reaches the MoE's loss has an unbounded effective size: it
-    // stays in the upper tail (as kHuge, turned back into +inf below) instead of being dropped.
-    auto finite = [](double v) { return std::isnan(v) ? kHuge : v; };
-    samples["n_effective"].push_back(finite(r->n_effective));
-    samples["effective_ratio"].push_back(finite(r->effective_ratio));
-    samples["compute_multiplier"].push_back(finite(r->compute_multiplier));
+    // stays in the upper tail (as +inf) instead of being dropped.
+    auto unbounded = [](double v) { return std::isnan(v) ? HUGE_VAL : v; };
+    samples["n_effective"].push_back(unbounded(r->n_effective));
+    samples["effective_ratio"].push_back(unbounded(r->effective_ratio));
+    samples["compute_multiplier"].push_back(unbounded(r->compute_multiplier));
   }
-  for (auto& [k, xs] : samples) {
-    Interval ci = PercentileInterval(std::move(xs), level);
-    if (ci.hi >= kHuge / 2) ci.hi = HUGE_VAL;
-    if (ci.lo >= kHuge / 2) ci.lo = HUGE_VAL;
-    out.ci[k] = ci;
-  }
+  for (auto& [k, xs] : samples) out.ci[k] = IntervalWithUnbounded(std::move(xs), level);
   return out;
 }
 

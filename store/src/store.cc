@@ -156,8 +156,14 @@ constexpr const char* kSchemaV6 = R"sql(
 ALTER TABLE observations ADD COLUMN budget REAL;
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3,
-                                   kSchemaV4, kSchemaV5, kSchemaV6};
+// Version 7: the directory a sweep was first run from, against which its file's relative data
+// paths resolve on every later run, retry and sync (from any directory).
+constexpr const char* kSchemaV7 = R"sql(
+ALTER TABLE sweeps ADD COLUMN base_dir TEXT NOT NULL DEFAULT '';
+)sql";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
+                                   kSchemaV5, kSchemaV6, kSchemaV7};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 const char* const kOurTables[] = {
@@ -402,7 +408,7 @@ Result<DbInfo> Store::Info() {
 namespace {
 constexpr const char* kSweepColumns =
     "id, name, file_path, config_text, config_hash, status, created_at, updated_at, "
-    "overrides_json";
+    "overrides_json, base_dir";
 
 SweepRecord ReadSweep(const Statement& q) {
   SweepRecord s;
@@ -415,6 +421,7 @@ SweepRecord ReadSweep(const Statement& q) {
   s.created_at = q.Text(6);
   s.updated_at = q.Text(7);
   s.overrides_json = q.Text(8);
+  s.base_dir = q.Text(9);
   return s;
 }
 }  // namespace
@@ -422,13 +429,14 @@ SweepRecord ReadSweep(const Statement& q) {
 Result<int64_t> Store::UpsertSweep(const SweepRecord& sweep) {
   std::string now = NowIso8601();
   ISOFLOP_ASSIGN_OR_RETURN(
-      StmtRef q,
-      Prepare("INSERT INTO sweeps (name, file_path, config_text, config_hash, status, "
-              "created_at, updated_at, overrides_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) "
-              "ON CONFLICT(name) DO UPDATE SET file_path = excluded.file_path, "
-              "config_text = excluded.config_text, config_hash = excluded.config_hash, "
-              "status = excluded.status, updated_at = excluded.updated_at, "
-              "overrides_json = excluded.overrides_json RETURNING id"));
+      StmtRef q, Prepare("INSERT INTO sweeps (name, file_path, config_text, config_hash, status, "
+                         "created_at, updated_at, overrides_json, base_dir) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) "
+                         "ON CONFLICT(name) DO UPDATE SET file_path = excluded.file_path, "
+                         "config_text = excluded.config_text, config_hash = excluded.config_hash, "
+                         "status = excluded.status, updated_at = excluded.updated_at, "
+                         "overrides_json = excluded.overrides_json, base_dir = excluded.base_dir "
+                         "RETURNING id"));
   q->Bind(1, sweep.name);
   q->Bind(2, sweep.file_path);
   q->Bind(3, sweep.config_text);
@@ -436,6 +444,7 @@ Result<int64_t> Store::UpsertSweep(const SweepRecord& sweep) {
   q->Bind(5, sweep.status.empty() ? std::string("planned") : sweep.status);
   q->Bind(6, now);
   q->Bind(7, sweep.overrides_json.empty() ? std::string("[]") : sweep.overrides_json);
+  q->Bind(8, sweep.base_dir);
   if (q->Step() != SQLITE_ROW) return Error("writing sweep '" + sweep.name + "'");
   int64_t id = q->Int(0);
   q->Step();

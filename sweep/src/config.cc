@@ -473,6 +473,17 @@ Result<std::vector<double>> ParseBudgetList(const Parser& p, const YAML::Node& n
     for (size_t i = 0; i < n.size(); ++i) {
       const std::string item = path + "[" + std::to_string(i) + "]";
       ISOFLOP_ASSIGN_OR_RETURN(double v, p.Positive(n[i], item));
+      // Given twice is most likely a typo for another budget (1e15 for 1e16): refused, as a
+      // seed given twice is, rather than run once.
+      for (size_t j = 0; j < i; ++j) {
+        if (out[j].first == v) {
+          char text[32];
+          std::snprintf(text, sizeof text, "%g", v);
+          return p.Error(n[i], item,
+                         "budget " + std::string(text) + " is given twice (also " + path + "[" +
+                             std::to_string(j) + "])");
+        }
+      }
       out.emplace_back(v, p.Where(n[i], item));
     }
   } else if (n.IsMap()) {  // {min, max, count}: log-spaced, both ends included
@@ -484,6 +495,14 @@ Result<std::vector<double>> ParseBudgetList(const Parser& p, const YAML::Node& n
     ISOFLOP_ASSIGN_OR_RETURN(double hi, p.Positive(Child(n, "max"), path + ".max"));
     ISOFLOP_ASSIGN_OR_RETURN(int count, p.IntInRange(Child(n, "count"), path + ".count", 1, 1000));
     if (hi < lo) return p.Error(Child(n, "max"), path + ".max", "must be >= min");
+    if (count == 1 && hi != lo) {
+      return p.Error(Child(n, "count"), path + ".count",
+                     "1 budget between a min and a different max: give count >= 2, or max = min");
+    }
+    if (count > 1 && hi == lo) {
+      return p.Error(Child(n, "count"), path + ".count",
+                     std::to_string(count) + " budgets between equal min and max are one budget");
+    }
     for (int i = 0; i < count; ++i) {
       const double t = count == 1 ? 0.0 : static_cast<double>(i) / (count - 1);
       out.emplace_back(std::exp(std::log(lo) + t * (std::log(hi) - std::log(lo))),
@@ -552,6 +571,9 @@ Status ParseSizes(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     if (s.min_tokens_per_param < 0 || s.max_tokens_per_param <= s.min_tokens_per_param) {
       return p.Error(window, "sizes.tokens_per_param", "need 0 <= min < max");
     }
+  }
+  if (!points.IsDefined()) {
+    // Without points_per_budget these would be silently ignored (every size at every budget).
     for (const char* k : {"guess_tokens_per_param", "shift"}) {
       if (Child(n, k).IsDefined()) {
         return p.Error(Child(n, k), std::string("sizes.") + k,
@@ -693,6 +715,13 @@ Status ParseTrain(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     c->train[key] = v;
   }
   if (c->train["min_lr"].get<double>() > c->train["lr"].get<double>()) {
+    if (!Child(n, "min_lr").IsDefined()) {  // the default's fault, not a field they wrote
+      char text[64];
+      std::snprintf(text, sizeof text, "%g", c->train["min_lr"].get<double>());
+      return p.Error(Child(n, "lr"), "train.lr",
+                     "is below train.min_lr, whose default is " + std::string(text) +
+                         ": set train.min_lr too (at most train.lr)");
+    }
     return p.Error(Child(n, "min_lr"), "train.min_lr", "must be <= train.lr");
   }
   const int64_t bt = c->train["batch_tokens"].get<int64_t>();
@@ -959,6 +988,16 @@ Status ParseSlurmKey(const Parser& p, const std::string& key, const YAML::Node& 
     ISOFLOP_ASSIGN_OR_RETURN(s->gres, OneLine(p, v, kp));
   } else if (key == "mem") {
     ISOFLOP_ASSIGN_OR_RETURN(s->mem, OneLine(p, v, kp));
+    // sbatch's --mem: a whole number of MiB, or of K, M, G or T (0: all of the node's memory).
+    const size_t digits = s->mem.find_first_not_of("0123456789");
+    if (digits == 0 || (digits != std::string::npos &&
+                        (digits + 1 != s->mem.size() ||
+                         std::string("KMGTkmgt").find(s->mem[digits]) == std::string::npos))) {
+      return p.Error(v, kp,
+                     "expected a whole number with an optional unit K, M, G or T, as sbatch "
+                     "--mem takes (e.g. 64G), got '" +
+                         s->mem + "'");
+    }
   } else if (key == "time") {
     ISOFLOP_ASSIGN_OR_RETURN(s->time, OneLine(p, v, kp));
     if (SlurmTimeSeconds(s->time) <= 0) {
@@ -1151,6 +1190,12 @@ Status ParseFit(const Parser& p, const YAML::Node& n, SweepConfig* c) {
       ISOFLOP_ASSIGN_OR_RETURN(f.bootstrap, p.IntInRange(v, kp, 0, 100000));
     } else if (key == "fixed_entropy") {
       ISOFLOP_ASSIGN_OR_RETURN(f.fixed_entropy, p.Bool(v, kp));
+      if (f.fixed_entropy && c->data.value("source", "") != "synthetic") {
+        return p.Error(v, kp,
+                       "only for synthetic data, whose entropy is known; " +
+                           c->data.value("source", std::string("this")) +
+                           " data has none to hold E at");
+      }
     } else if (key == "include_diverged") {
       ISOFLOP_ASSIGN_OR_RETURN(f.include_diverged, p.Bool(v, kp));
     }
@@ -1369,6 +1414,7 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
       }
     }
     c.output_dir = Absolute(cwd, output);
+    c.base_dir = cwd;
     if (!c.executor.slurm.run_root.empty()) {
       // On a cluster the runs live where every node sees them.
       c.output_dir = (std::filesystem::path(c.executor.slurm.run_root) / c.name).string();

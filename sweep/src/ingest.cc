@@ -18,8 +18,8 @@ Result<std::string> ReadWhole(const std::string& path) {
 
 }  // namespace
 
-Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text,
-                                                        int64_t* consumed) {
+Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text, int64_t* consumed,
+                                                        std::vector<SkippedLine>* skipped) {
   std::vector<store::MetricRow> rows;
   size_t pos = 0;
   int line_no = 0;
@@ -35,6 +35,11 @@ Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text,
       continue;
     }
     Result<trainer::MetricsLine> m = trainer::MetricsLine::Parse(line);
+    if (!m.ok() && skipped != nullptr) {
+      skipped->push_back({static_cast<int64_t>(pos - line.size() - 1), m.status().message()});
+      *consumed = static_cast<int64_t>(pos);
+      continue;
+    }
     if (!m.ok()) {
       return Status::Corrupt("metrics.jsonl line " + std::to_string(line_no) + ": " +
                              m.status().message());
@@ -81,9 +86,14 @@ Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run) {
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
   int64_t consumed = 0;
-  Result<std::vector<store::MetricRow>> rows = ParseMetricsLines(text, &consumed);
+  std::vector<SkippedLine> skipped;
+  Result<std::vector<store::MetricRow>> rows = ParseMetricsLines(text, &consumed, &skipped);
   if (!rows.ok()) return rows.status().WithPrefix(path);
   if (consumed == 0) return progress;
+  for (const SkippedLine& s : skipped) {
+    progress.skipped.push_back(path + ": byte " + std::to_string(offset + s.offset) + ": " + s.why +
+                               "; line skipped");
+  }
   store::RunRecord updated = *run;
   updated.ingest_offset = offset + consumed;
   // A re-read from the start (the trainer truncated the file when it resumed) may lower the

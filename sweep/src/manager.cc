@@ -200,6 +200,7 @@ class SweepSession {
     sweep.file_path = cfg_.file_path;
     sweep.config_text = cfg_.text;
     sweep.overrides_json = nlohmann::json(cfg_.overrides).dump();
+    sweep.base_dir = cfg_.base_dir;
     sweep.config_hash = cfg_.hash;
     sweep.status = "running";
     ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db_.Begin());
@@ -289,7 +290,7 @@ class SweepSession {
         executor_.Adopt({cell.key, r.run_dir, cell.memory.total, cell.est_seconds}, r.job_id)) {
       // Its job still belongs to the scheduler (a detached or killed manager's SLURM job): it
       // is followed as if this session had launched it.
-      ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db_, &r).status());
+      ISOFLOP_RETURN_IF_ERROR(Ingest(&r).status());
       records_[cell.key] = r;
       active_.insert(cell.key);
       started_at_[cell.key] = NowSeconds();
@@ -303,7 +304,7 @@ class SweepSession {
         ISOFLOP_RETURN_IF_ERROR(StopPreviousWorker(r, host_, opts_.orphan_grace_s, display_));
       }
       // Rows written after the last ingestion (e.g. the manager was SIGKILLed) come in now.
-      ISOFLOP_RETURN_IF_ERROR(IngestMetrics(db_, &r).status());
+      ISOFLOP_RETURN_IF_ERROR(Ingest(&r).status());
       if (StateOf(r) == CellState::kRunning) {
         ISOFLOP_ASSIGN_OR_RETURN(auto st, ReadRunStatus(r.run_dir));
         ApplyRecoveredVerdict(st, &r);
@@ -345,6 +346,15 @@ class SweepSession {
                    std::to_string(outcome_.already_finished) + " already done, " +
                    (adopted_ > 0 ? std::to_string(adopted_) + " running, " : "") +
                    std::to_string(jobs_.size()) + " to run on " + executor_.Describe());
+  }
+
+  // IngestMetrics, with the lines it had to leave out shown (once: the offset moves past them).
+  Result<IngestProgress> Ingest(store::RunRecord* r) {
+    Result<IngestProgress> p = IngestMetrics(db_, r);
+    if (p.ok()) {
+      for (const std::string& s : p->skipped) display_.Event("warn   " + r->cell_key + "  " + s);
+    }
+    return p;
   }
 
   void KeepError(const Status& st) {
@@ -403,7 +413,7 @@ class SweepSession {
     live_.erase(job.key);
     r.worker_pid = 0;
     r.worker_start.clear();
-    KeepError(IngestMetrics(db_, &r).status());
+    KeepError(Ingest(&r).status());
     if (Result<RunInfo> ri = ReadRunInfo(r.run_dir); ri.ok() && ri->data_entropy_nats) {
       r.data_entropy = ri->data_entropy_nats;
     }
@@ -412,12 +422,29 @@ class SweepSession {
     std::string reason = st ? st->reason : "";
     std::string cls;
     if (!info.node.empty()) r.host = info.node;
-    if (info.interruption != Interruption::kNone && !info.stop_requested) {
+    // The run's own "finished" (status.json, written after its last metrics line; this
+    // attempt's, since BeforeLaunch removed any older one) is final whatever ended the process
+    // afterwards: a crash or SIGKILL at teardown, a rank dying at exit, SLURM's time limit or a
+    // preemption in the last seconds. Retrying would retrain its tail from a checkpoint.
+    const bool finished = st && st->state == "finished";
+    if (!finished && info.interruption != Interruption::kNone && !info.stop_requested) {
       return OnInterrupted(job, info, &r);
     }
     const std::string sched = info.scheduler_state.substr(0, info.scheduler_state.find(' '));
-    if (sched == "CANCELLED" || sched == "OUT_OF_MEMORY" || sched == "TIMEOUT" ||
-        sched == "DEADLINE" || (sched == "COMPLETED" && !(st && st->state == "finished"))) {
+    if (finished) {
+      cls = "finished";
+      r.exit_code = trainer::kExitFinished;
+      if (info.signal != 0 || info.exit_code != 0 || !info.refused.empty() ||
+          (!sched.empty() && sched != "COMPLETED")) {
+        display_.Event("note   " + job.key + ": finished (its status.json), then its process " +
+                       (info.signal != 0 ? "was killed by signal " + std::to_string(info.signal)
+                        : !sched.empty() && sched != "COMPLETED"
+                            ? "ended " + info.scheduler_state
+                            : "exited " + std::to_string(info.exit_code)) +
+                       "; kept as finished");
+      }
+    } else if (sched == "CANCELLED" || sched == "OUT_OF_MEMORY" || sched == "TIMEOUT" ||
+               sched == "DEADLINE" || (sched == "COMPLETED" && !(st && st->state == "finished"))) {
       // The scheduler ended it; its verdict, not the worker's exit code, says how.
       if (sched == "CANCELLED" && info.stop_requested) {
         cls = "preempted";
@@ -588,7 +615,7 @@ class SweepSession {
     if (now - last_ingest_ >= 1.0) {
       last_ingest_ = now;
       for (const auto& key : active_) {
-        Result<IngestProgress> p = IngestMetrics(db_, &records_[key]);
+        Result<IngestProgress> p = Ingest(&records_[key]);
         KeepError(p.status());
         if (p.ok() && p->new_rows > 0) live_[key] = *p;
       }

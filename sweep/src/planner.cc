@@ -239,12 +239,9 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
             continue;
           }
           ++planned;
+          // (A run no longer than train.warmup_tokens is refused here, as the trainer would.)
           ISOFLOP_RETURN_IF_ERROR(ValidateCell(c, cell, tag));
-          if (cell.warmup_tokens >= cell.tokens) {
-            plan.warnings.push_back(tag + ": the run (" + std::to_string(cell.tokens) +
-                                    " tokens) is shorter than its warmup (" +
-                                    std::to_string(cell.warmup_tokens) + " tokens)");
-          } else if (cell.steps < 20) {
+          if (cell.steps < 20) {
             plan.warnings.push_back(tag + ": only " + std::to_string(cell.steps) +
                                     " optimizer steps; the loss will be far from converged");
           }

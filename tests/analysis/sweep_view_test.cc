@@ -142,6 +142,42 @@ TEST_F(SweepViewStoreTest, CellsCarryProgressRateAndEtaSortedByBudgetThenN) {
   EXPECT_EQ(series->step, std::vector<int64_t>{10});
 }
 
+// C is 6·N·D with N as the fit counts it, so the isoFLOP minima and the envelope are in the
+// law's units: with non-embedding N, the trainer's 6·N_total·D is rescaled, curves included.
+TEST_F(SweepViewStoreTest, DatasetCountsComputeInTheFitsOwnConvention) {
+  const int64_t sweep = *db_->UpsertSweep({0, "s", "s.yaml", "", "", "finished", "", ""});
+  for (int i = 0; i < 2; ++i) {
+    store::RunRecord r =
+        Run(sweep, "k" + std::to_string(i), "finished", 6e9, 1000 * (i + 1), 8000, 8000);
+    r.n_non_embedding = 400 * (i + 1);
+    r.n_active = r.n_total;
+    r.flops_per_token_6n = 6.0 * double(r.n_total);
+    r.final_val_loss = 2.0 - 0.1 * i;
+    const int64_t id = *db_->UpsertRun(r);
+    store::MetricRow m;
+    m.step = 1;
+    m.tokens = 4000;
+    m.flops = 4000 * r.flops_per_token_6n;
+    m.train_loss = 2.5;
+    ASSERT_TRUE(db_->UpsertMetrics(id, {m}).ok());
+  }
+  for (const char* convention : {"total", "non_embedding"}) {
+    LoadOptions lo;
+    lo.convention = convention;
+    Result<Dataset> d = LoadDataset(db_.get(), Source{Source::Kind::kSweep, "s", {}}, lo);
+    ASSERT_TRUE(d.ok()) << d.status().message();
+    ASSERT_EQ(d->obs.size(), 2u);
+    ASSERT_EQ(d->curves.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      const double n = std::string(convention) == "total" ? 1000.0 * (i + 1) : 400.0 * (i + 1);
+      EXPECT_DOUBLE_EQ(d->obs[i].n, n) << convention;
+      EXPECT_DOUBLE_EQ(d->obs[i].c, 6 * n * 8000) << convention;
+      EXPECT_DOUBLE_EQ(d->points[i].c, 6 * n * 8000) << convention;
+      EXPECT_DOUBLE_EQ(d->curves[i].points.at(0).first, 6 * n * 4000) << convention;
+    }
+  }
+}
+
 TEST_F(SweepViewStoreTest, OptimalAtAnswersFromTheNewestParametricFit) {
   EXPECT_EQ(OptimalAt(*db_, "observations", "g", 1e21).status().code(), Status::Code::kNotFound);
   // 64 points of a known law with 1% noise (seed written down), imported as a set and fitted.

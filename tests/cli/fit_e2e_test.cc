@@ -300,7 +300,7 @@ TEST_F(FitCliTest, MoeFormWithoutGranularityIsAClearError) {
     std::ofstream f(one_g);
     f << "n,d,loss,g\n";
     for (int i = 0; i < 12; ++i)
-      f << 1e7 * (i + 1) << "," << 1e9 << "," << 3.0 - 0.05 * i << ",4\n";
+      f << 1e7 * (i + 1) << "," << 1e9 * (1 + i % 3) << "," << 3.0 - 0.05 * i << ",4\n";
   }
   auto same = Isoflop({"fit", "--csv", one_g, "--form", "moe", "--no-store"});
   EXPECT_EQ(same.exit_code, 1);

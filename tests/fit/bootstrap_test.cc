@@ -132,6 +132,46 @@ TEST(BootstrapTest, IsoflopPowerLawIntervals) {
   EXPECT_DOUBLE_EQ(fit->n_opt.a_ci.lo, ci->at("a").lo);
 }
 
+// Runs whose C scatter around their budget (imported data without a budget column): each
+// resample keeps the full fit's clustered budgets, so its intervals are exactly those of the
+// same runs given those budgets as ids. Clustering a resample anew would split budgets: its
+// repeated draws add zero gaps in log C, shrinking the median gap the clustering scales by.
+TEST(BootstrapTest, IsoflopResamplesKeepTheClusteredBudgets) {
+  std::vector<Observation> clustered;
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> z(0, 0.003);
+  for (double c : {1e17, 1e18, 1e19, 1e20, 1e21}) {
+    const double xs = std::log(0.1 * std::sqrt(c));
+    for (int i = -3; i <= 3; ++i) {  // C rising with i, -14% .. +14%
+      Observation o;
+      o.n = std::exp(xs + 0.5 * i);
+      o.c = c * std::exp(0.045 * i + 0.004 * (i * i % 3));
+      o.d = o.c / (6 * o.n);
+      o.loss = 2 + 0.025 * i * i + z(rng);
+      o.budget_id = -1;
+      clustered.push_back(o);
+    }
+  }
+  std::vector<Observation> by_id = clustered;
+  for (size_t k = 0; k < by_id.size(); ++k) by_id[k].budget_id = static_cast<int64_t>(k / 7);
+  IsoflopOptions iso;
+  auto fit = FitIsoflop(clustered, iso);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  ASSERT_EQ(fit->grouping, "clustered");
+  ASSERT_EQ(fit->budgets.size(), 5u);
+  BootstrapOptions b;
+  b.resamples = 300;
+  auto a = BootstrapIsoflop(clustered, iso, b, nullptr);
+  auto ref = BootstrapIsoflop(by_id, iso, b, nullptr);
+  ASSERT_TRUE(a.ok() && ref.ok());
+  for (const char* name : {"a", "b", "k_n", "k_d"}) {
+    EXPECT_DOUBLE_EQ(a->at(name).lo, ref->at(name).lo) << name;
+    EXPECT_DOUBLE_EQ(a->at(name).hi, ref->at(name).hi) << name;
+  }
+  EXPECT_LT(a->at("a").lo, 0.5);
+  EXPECT_GT(a->at("a").hi, 0.5);
+}
+
 TEST(BootstrapTest, ExtrapolationCheckPredictsTheLargestBudget) {
   // Isoflop-style sampling from a known chinchilla law: prediction error is the noise level.
   std::vector<Observation> obs;

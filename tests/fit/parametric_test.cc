@@ -232,8 +232,19 @@ TEST(ParametricTest, BadInputIsRejectedWithAClearMessage) {
   zero_n[2].n = 0;
   auto neg_d = Few(10);
   neg_d[4].d = -5;
+  auto one_size = Few(10);
+  for (auto& o : one_size) o.n = 1e8;
+  auto one_d = Few(10);
+  for (auto& o : one_d) o.d = 2e9;
   const std::vector<BadInput> cases = {
       {"too few points", Few(4), ParametricOptions{}, "too few points"},
+      {"one model size", one_size, ParametricOptions{},
+       "a parametric fit needs runs of at least two model sizes; all 10 have N = 1e+08, which "
+       "cannot tell A from alpha"},
+      {"one token count", one_d, ParametricOptions{},
+       "a parametric fit needs runs of at least two token counts; all 10 have D = 2e+09"},
+      {"moe form at one granularity", Few(10), With([](auto& o) { o.form = "moe"; }),
+       "the moe form needs runs of at least two granularities G"},
       {"NaN loss", nan_loss, ParametricOptions{}, "observation 3: loss"},
       {"zero N", zero_n, ParametricOptions{}, "observation 2: N"},
       {"negative D", neg_d, ParametricOptions{}, "observation 4: D"},

@@ -119,6 +119,34 @@ TEST(QueryTest, IntervalsFromDraws) {
   EXPECT_DOUBLE_EQ(ans->ci.at("n").level, 0.9);
 }
 
+// A loss query: draws whose E lies above the loss can never reach it at any compute. They are
+// the interval's upper tail (unbounded N and D), not dropped: 10 of 50 (20%) is more than the
+// 5% a 90% interval leaves above it, so the upper ends are +inf, the lower ones finite.
+TEST(QueryTest, LossIntervalsKeepDrawsThatNeverReachTheLoss) {
+  std::vector<std::vector<double>> draws;
+  for (int i = 0; i < 50; ++i)
+    draws.push_back({i < 10 ? 2.5 : 1.69 + 0.001 * (i - 30), 406.4, 410.7, 0.34, 0.28});
+  Query q{Query::Kind::kLoss, 2.0, 0};
+  auto ans = AnswerQuery(Hoffmann(), q, draws, 0.9);
+  ASSERT_TRUE(ans.ok()) << ans.status().message();
+  EXPECT_EQ(ans->ci_draws_used, 50);
+  EXPECT_EQ(ans->ci_draws_unbounded, 10);
+  for (const char* k : {"n", "d", "c"}) {
+    EXPECT_TRUE(std::isinf(ans->ci.at(k).hi)) << k;
+    EXPECT_TRUE(std::isfinite(ans->ci.at(k).lo)) << k;
+    EXPECT_LT(ans->ci.at(k).lo, k == std::string("n")   ? ans->point.n
+                                : k == std::string("d") ? ans->point.d
+                                                        : ans->point.c)
+        << k;
+  }
+  // A few such draws (2 of 50) stay beyond the 95th percentile: the upper end is finite.
+  for (int i = 2; i < 10; ++i) draws[i][0] = 1.69;
+  auto few = AnswerQuery(Hoffmann(), q, draws, 0.9);
+  ASSERT_TRUE(few.ok());
+  EXPECT_EQ(few->ci_draws_unbounded, 2);
+  EXPECT_TRUE(std::isfinite(few->ci.at("n").hi));
+}
+
 TEST(QueryTest, ChinchillaLawNamesTheMissingParameter) {
   auto law = ChinchillaLaw({{"E", 1.69}, {"A", 406.4}, {"B", 410.7}, {"alpha", 0.34}});
   ASSERT_FALSE(law.ok());

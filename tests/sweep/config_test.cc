@@ -116,6 +116,24 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        "model.moe.top_k, model.moe.granularity or model.moe.n_shared_experts"},
       {"min_lr above lr", base + "  lr: 1e-3\n  min_lr: 1e-2\n",
        "s.yaml:15:11: train.min_lr: must be <= train.lr"},
+      {"lr below min_lr's default", base + "  lr: 1e-4\n",
+       "s.yaml:14:7: train.lr: is below train.min_lr, whose default is 0.0003: set train.min_lr "
+       "too (at most train.lr)"},
+      {"budget given twice", replace("[1e9, 4e9]", "[1e9, 4e9, 1e9]"),
+       "s.yaml:11:21: budgets[2]: budget 1e+09 is given twice (also budgets[0])"},
+      {"one budget between different ends", replace("[1e9, 4e9]", "{min: 1e9, max: 4e9, count: 1}"),
+       "s.yaml:11:38: budgets.count: 1 budget between a min and a different max: give count >= 2, "
+       "or max = min"},
+      {"sizes shift without points_per_budget", base + "sizes: {shift: 1}\n",
+       "s.yaml:14:16: sizes.shift: only applies with points_per_budget"},
+      {"fixed_entropy without an entropy",
+       replace("source: synthetic", "source: text\n  paths: [a.txt]") +
+           "fit: {fixed_entropy: true}\n",
+       "s.yaml:15:22: fit.fixed_entropy: only for synthetic data, whose entropy is known; text "
+       "data has none to hold E at"},
+      {"slurm mem not a size", base + "executor: {kind: slurm, mem: 64GB}\n",
+       "s.yaml:14:30: executor.mem: expected a whole number with an optional unit K, M, G or T, "
+       "as sbatch --mem takes (e.g. 64G), got '64GB'"},
       {"vocab mismatch", replace("source: synthetic", "source: synthetic\n  vocab: 48"),
        "s.yaml:4:10: data.vocab: must equal model.vocab_size (32)"},
       // A name is a folder name; std::regex recursed once per character and overflowed the

@@ -97,13 +97,30 @@ TEST_F(IngestTest, TruncationAfterResumeRereadsWithoutDuplicates) {
   for (size_t i = 0; i < rows->size(); ++i) EXPECT_EQ((*rows)[i].step, int64_t(i + 1));
 }
 
-TEST_F(IngestTest, CorruptLineNamesFileAndLine) {
-  Write(Line(1, 3.0) + "not json\n");
+// A complete line that is not a metrics object (a disk fault, another writer) is left out and
+// named, once; the lines around it are ingested, so one bad line neither blocks the sweep (the
+// manager ingests every cell before it launches any) nor drops the rest of the run.
+TEST_F(IngestTest, CorruptLineIsSkippedAndNamedOnceWithTheRowsAroundIt) {
+  Write(Line(1, 3.0) + "not json\n" + Line(3, 2.8));
   Result<IngestProgress> p = IngestMetrics(*db_, &run_);
-  ASSERT_FALSE(p.ok());
-  EXPECT_NE(p.status().message().find("metrics.jsonl: metrics.jsonl line 2"), std::string::npos)
-      << p.status().message();
-  EXPECT_EQ(*db_->CountMetrics(run_.id), 0);  // all or nothing
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  ASSERT_EQ(p->skipped.size(), 1u);
+  const std::string at = "metrics.jsonl: byte " + std::to_string(Line(1, 3.0).size()) + ": ";
+  EXPECT_NE(p->skipped[0].find(at), std::string::npos) << p->skipped[0];
+  EXPECT_NE(p->skipped[0].find("; line skipped"), std::string::npos) << p->skipped[0];
+  EXPECT_EQ(p->new_rows, 2);
+  EXPECT_EQ(*db_->CountMetrics(run_.id), 2);
+  Write(Line(4, 2.7));
+  p = IngestMetrics(*db_, &run_);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->skipped.empty());  // named once
+  EXPECT_EQ(*db_->CountMetrics(run_.id), 3);
+  // Without the list to report into, the parser still refuses the line, naming it.
+  int64_t consumed = 0;
+  Result<std::vector<store::MetricRow>> rows =
+      ParseMetricsLines(Line(1, 3.0) + "not json\n", &consumed);
+  ASSERT_FALSE(rows.ok());
+  EXPECT_NE(rows.status().message().find("metrics.jsonl line 2"), std::string::npos);
 }
 
 TEST_F(IngestTest, ReadsInfoAndStatusFiles) {

@@ -255,6 +255,28 @@ TEST(SweepE2ETest, SigkillMidSweepThenRerunGivesExactlyTheUninterruptedRows) {
   for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
 }
 
+// A worker killed after it wrote "finished" (a crash or SIGKILL at teardown; the hook kills it
+// once its status.json exists) leaves a finished cell, not a crashed one that would be retried.
+TEST(SweepE2ETest, WorkerKilledAfterItsFinishedVerdictLeavesTheCellFinished) {
+  const std::string dir = TempDir("sweep_kill_at_exit");
+  auto r =
+      testing::RunCommand(SweepRun(dir + "/s.db", kTiny, {"--no-fit", "--set", "budgets=[1e9]"}),
+                          {"ISOFLOP_TEST_KILL_AT_EXIT=0"}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("finished (its status.json), then its process was killed by signal 9; "
+                       "kept as finished"),
+            std::string::npos)
+      << r.out;
+  const auto runs = Runs(dir + "/s.db", "tiny");
+  ASSERT_EQ(runs.size(), 3u);
+  for (const auto& run : runs) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    EXPECT_EQ(run.attempts, 1) << run.cell_key;
+    EXPECT_EQ(run.exit_code.value_or(-1), 0) << run.cell_key;
+    EXPECT_TRUE(run.final_val_loss.has_value()) << run.cell_key;
+  }
+}
+
 // A trainer stopped from outside the manager (an operator's SIGTERM) checkpoints and exits 143:
 // the cell is "interrupted", not crashed, and the retry resumes it from that checkpoint with
 // every metric row once. Deterministic: the trainer is held (SIGSTOP) when the signal is sent.
@@ -347,6 +369,33 @@ executor: {cpus_per_run: 1, max_retries: 0}
   }
   EXPECT_EQ(finished, 2);
   EXPECT_EQ(failed, 2);
+  // The file appears; `sweep retry` from another directory still resolves the sweep's relative
+  // paths where it was first run: the same 4 cells, the 2 failed ones now finish.
+  {
+    std::ofstream text(dir + "/missing.txt");
+    for (int i = 0; i < 4000; ++i) text << "a lazy dog sleeps under the brown fox " << i << "\n";
+  }
+  fs::create_directories(dir + "/elsewhere");
+  auto retry = testing::RunCommand(
+      {Binary("isoflop"), "--db", dir + "/s.db", "sweep", "retry", "bad", "--no-fit", "--no-plot"},
+      {}, dir + "/elsewhere");
+  ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
+  EXPECT_NE(retry.out.find("retrying 2 cell(s) of bad"), std::string::npos) << retry.out;
+  const auto runs = Runs(dir + "/s.db", "bad");
+  ASSERT_EQ(runs.size(), 4u);
+  for (const auto& run : runs) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    EXPECT_EQ(run.config_json.find("elsewhere"), std::string::npos) << run.config_json;
+  }
+  // So does `sweep run` of the file from there: nothing to run.
+  auto again = testing::RunCommand(SweepRun(dir + "/s.db", dir + "/bad.yaml", {"--no-fit"}), {},
+                                   dir + "/elsewhere");
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("note: relative paths in " + dir + "/bad.yaml resolve against " + dir +
+                           ", where sweep bad was first run"),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("4 already done, 0 to run"), std::string::npos) << again.out;
 }
 
 TEST(SweepE2ETest, SigintLeavesResumableCheckpoints) {

@@ -698,8 +698,9 @@ void ExpectSameCurve(const std::string& a, const std::string& b) {
   for (const auto& [step, v] : ca) {
     ASSERT_TRUE(cb.count(step)) << "step " << step;
     EXPECT_NEAR(cb.at(step).first, v.first, 1e-5 * v.first) << "train loss, step " << step;
-    if (std::isfinite(v.second))
+    if (std::isfinite(v.second)) {
       EXPECT_NEAR(cb.at(step).second, v.second, 1e-5 * v.second) << "val loss, step " << step;
+    }
   }
 }
 
@@ -827,6 +828,24 @@ TEST_F(BinaryTest, KilledRankTakesTheRunDownAndItResumesExactlyWithTwoRanks) {
   ASSERT_EQ(Wait(Start({"--run-dir", dir, "--quiet", "--nproc", "2"}, dir + "/stderr2.log")), 0)
       << Slurp(dir + "/stderr2.log");
   dp::ExpectSameCurve(ref, dir);
+}
+
+// A rank that dies at exit, after rank 0 wrote the run's "finished" (a process group's teardown
+// crashing, as NCCL's and Gloo's destructors can): every step and the verdict are in, so the
+// launcher keeps the verdict and exits 0 rather than failing a finished run, whose retry would
+// retrain its tail. Deterministic: the hook kills rank 1 only once status.json exists.
+TEST_F(BinaryTest, RankKilledAtExitAfterTheRunFinishedLeavesItFinished) {
+  ISOFLOP_REQUIRE_GLOO();
+  const std::string dir = MakeRun("dp", TinyRun());
+  ::setenv("ISOFLOP_TEST_KILL_AT_EXIT", "1", 1);
+  const int rc = Wait(Start({"--run-dir", dir, "--quiet", "--nproc", "2"}, dir + "/stderr.log"));
+  ::unsetenv("ISOFLOP_TEST_KILL_AT_EXIT");
+  const std::string err = Slurp(dir + "/stderr.log");
+  EXPECT_EQ(rc, 0) << err;
+  EXPECT_EQ(Status(dir)["state"], "finished") << err;
+  EXPECT_NE(err.find("rank 1 of 2 was killed by signal 9 (Killed) after the run finished"),
+            std::string::npos)
+      << err;
 }
 
 TEST_F(BinaryTest, SigtermOfTheLauncherStopsEveryRankAtOneCheckpointAndResumesExactly) {

@@ -207,6 +207,14 @@ int RunRanks(int nproc, const std::vector<std::string>& args, const std::string&
     }
   }
   if (!death.empty()) {
+    // Rank 0 wrote "finished" before a rank died (in teardown: a process group's destructor,
+    // an exit handler): every step, metric and the verdict are in; the run stands finished.
+    if (auto done = StatusFile::Parse(ReadFile(run_dir + "/status.json"));
+        done.ok() && done->state == "finished") {
+      std::fprintf(stderr, "isoflop-train: %s after the run finished; it stands finished\n",
+                   death.c_str());
+      return kExitFinished;
+    }
     StatusFile st;
     st.state = "failed";
     st.reason = death + "; the other ranks were stopped; the run resumes from its last checkpoint";
@@ -216,6 +224,16 @@ int RunRanks(int nproc, const std::vector<std::string>& args, const std::string&
     return kExitFailed;
   }
   return rank0_code < 0 ? kExitFailed : rank0_code;
+}
+
+// Test hook: ISOFLOP_TEST_KILL_AT_EXIT=R makes rank R kill itself (SIGKILL) once its run is over
+// and rank 0's status.json is written, as a crash in a process group's teardown would, so that
+// what becomes of a finished run killed at exit is tested deterministically.
+void KillAtExitIfAsked(const std::string& run_dir, int rank) {
+  const char* v = std::getenv("ISOFLOP_TEST_KILL_AT_EXIT");
+  if (v == nullptr || *v == '\0' || std::atoi(v) != rank) return;
+  for (int i = 0; i < 3000 && !fs::exists(run_dir + "/status.json"); ++i) ::usleep(10000);
+  ::raise(SIGKILL);
 }
 
 }  // namespace
@@ -381,7 +399,9 @@ static int Main(int argc, char** argv) {
       std::fprintf(stderr, "isoflop-train: %s\n", config.status().message().c_str());
       return kExitFailed;
     }
-    return RunTraining(run_dir, *config, TrainOptions{.progress = false}).exit_code;
+    const int code = RunTraining(run_dir, *config, TrainOptions{.progress = false}).exit_code;
+    KillAtExitIfAsked(run_dir, std::atoi(rank_env));
+    return code;
   }
   auto lock = isoflop::FileLock::TryAcquire(RunDirLockPath(run_dir));
   if (!lock.ok() && lock.status().code() == Status::Code::kFailedPrecondition) {
@@ -408,6 +428,7 @@ static int Main(int argc, char** argv) {
     return config.status().code() == Status::Code::kInvalidArgument ? kExitBadConfig : kExitFailed;
   }
   const RunOutcome outcome = RunTraining(run_dir, *config, TrainOptions{.progress = !quiet});
+  KillAtExitIfAsked(run_dir, 0);
   return outcome.exit_code;
 }
 

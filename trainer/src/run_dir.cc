@@ -44,6 +44,11 @@ Status MetricsLog::Open(const std::string& path) {
 
 Status MetricsLog::Append(const std::string& line) { return WriteAll(fd_, line + "\n", path_); }
 
+Status MetricsLog::Sync() {
+  if (fd_ >= 0 && ::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+  return Status::Ok();
+}
+
 Status TruncateMetrics(const std::string& path, int64_t max_step) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::Ok();

@@ -77,6 +77,9 @@ class Trainer {
   bool AgreedStop();
   Status Setup();
   Status Resume();
+  // Data parallel: every rank resumed from the same step (each lists the checkpoints itself; a
+  // stale listing of a shared folder on one node would train from different states).
+  Status AgreeOnResumedStep();
   void StartGradientReducer();  // data parallel: the bucketed all-reduce of gradients
   void ReduceMoeStepStats();    // data parallel: every MoE layer's routing stats, summed
   Status WriteInfo() const;
@@ -138,6 +141,27 @@ bool Trainer::AgreedStop() {
   group_->AllReduceSum(t);
   if (t[0].item<double>() > 0) agreed_signal_ = g_stop_signal != 0 ? int(g_stop_signal) : SIGTERM;
   return agreed_signal_ != 0;
+}
+
+Status Trainer::AgreeOnResumedStep() {
+  const int n = group_->size();
+  if (n == 1) return Status::Ok();
+  // Each rank's step at its own slot: after the sum every rank has them all.
+  std::vector<torch::Tensor> t = {torch::zeros({n}, torch::kDouble)};
+  t[0][group_->rank()] = static_cast<double>(progress_.step);
+  t[0] = t[0].to(device_);
+  group_->AllReduceSum(t);
+  const torch::Tensor steps = t[0].cpu();
+  for (int r = 1; r < n; ++r) {
+    if (steps[r].item<double>() != steps[0].item<double>()) {
+      return Status::FailedPrecondition(
+          "the ranks resumed from different checkpoints: rank 0 from step " +
+          std::to_string(std::llround(steps[0].item<double>())) + ", rank " + std::to_string(r) +
+          " from step " + std::to_string(std::llround(steps[r].item<double>())) +
+          " (every rank must see the same run folder: a shared filesystem's stale listing?)");
+    }
+  }
+  return Status::Ok();
 }
 
 Status Trainer::Setup() {
@@ -472,6 +496,10 @@ Status Trainer::SaveCheckpoint() {
                       {"wall_s", WallSeconds()},
                       {"rng", data_rng_.ToString()},
                       {"world_size", group_->size()}};
+  // The metrics lines up to this step reach the disk before the checkpoint that resumes after
+  // them does: a node that dies after the commit (page cache lost) must not leave a run that
+  // resumes past lines nobody has read.
+  ISOFLOP_RETURN_IF_ERROR(metrics_.Sync());
   ISOFLOP_ASSIGN_OR_RETURN(std::string tmp, BeginCheckpoint(ckpt_dir, progress_.step));
   Status st = WriteFileAtomic(tmp + "/model.pt", model_bytes.str());
   if (st.ok()) st = WriteFileAtomic(tmp + "/optimizer.pt", optimizer_bytes.str());
@@ -519,6 +547,9 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
   status.final_val_loss = last_val_loss_;
   status.exit_code = exit_code;
   status.wall_s = WallSeconds();
+  // Every metrics line is on disk before the verdict that says the run is over.
+  if (Status synced = metrics_.Sync(); !synced.ok())
+    std::fprintf(stderr, "isoflop-train: %s\n", synced.message().c_str());
   const Status st = WriteFileAtomic(dir_ + "/status.json", status.ToJson());
   if (!st.ok()) std::fprintf(stderr, "isoflop-train: %s\n", st.message().c_str());
   if (options_.progress || exit_code != kExitFinished) {
@@ -533,6 +564,8 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
 RunOutcome Trainer::Run() {
   if (Status st = Setup(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
   if (Status st = Resume(); !st.ok()) return Finish("failed", st.message(), kExitFailed);
+  if (Status st = AgreeOnResumedStep(); !st.ok())
+    return Finish("failed", st.message(), kExitFailed);
   // After Resume: loading a checkpoint into the parameters detaches gradient hooks.
   if (group_->size() > 1) StartGradientReducer();
   if (Status st = WriteInfo(); !st.ok()) return Finish("failed", st.message(), kExitFailed);

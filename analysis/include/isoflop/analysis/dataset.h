@@ -64,11 +64,12 @@ struct Dataset {
   std::vector<std::string> warnings;
 };
 
-// Loads `source`. Sweeps: D = tokens trained (the target when not recorded), C = FLOPs per
-// token (6N) x D, loss = final validation loss (training loss if none), budget = the cell's.
-// Imported points: C as imported (flops(N, D) when 0). Errors: NotFound for an unknown sweep or
-// set; FailedPrecondition when a sweep has no finished run with a loss; the CSV reader's errors.
-// `db` may be null for a CSV source (nothing else needs a store).
+// Loads `source`. Sweeps: D = tokens trained (the target when not recorded), C = 6·N·D with N
+// in the options' convention (training curves' FLOPs rescaled to match), loss = final validation
+// loss (training loss if none), budget = the cell's. Imported points: C as imported (flops(N, D)
+// when 0). Errors: NotFound for an unknown sweep or set; FailedPrecondition when a sweep has no
+// finished run with a loss; the CSV reader's errors. `db` may be null for a CSV source (nothing
+// else needs a store).
 Result<Dataset> LoadDataset(store::Store* db, const Source& source, const LoadOptions& options);
 
 // Stores `rec` in the fits table for `source` with the options it ran with; returns the id.

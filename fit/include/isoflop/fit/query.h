@@ -76,14 +76,16 @@ struct Query {
 
 // An answer with intervals over bootstrap draws (keys "n", "d", "c", "tokens_per_param",
 // "loss", and for kInference "n_inference", "d_inference", "total_flops"). `ci` is empty
-// without draws; draws where the query has no answer are skipped (`ci_draws_used` says how
-// many counted).
+// without draws. A kLoss draw whose law never reaches the loss counts as +inf N, D and C (an
+// interval's upper end may then be +inf); other draws where the query has no answer are
+// skipped (`ci_draws_used` says how many counted).
 struct Answer {
   Query query;
   Allocation point;
   InferenceAllocation inference;  // kInference only
   std::map<std::string, Interval> ci;
   int ci_draws_used = 0;
+  int ci_draws_unbounded = 0;  // kLoss: draws that never reach the loss (in ci_draws_used)
 };
 
 // Answers `q` for `law`, and over each draw (reported parameters, same form) for intervals at

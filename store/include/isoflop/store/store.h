@@ -19,7 +19,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 6;
+inline constexpr int kSchemaVersion = 7;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -37,6 +37,7 @@ struct SweepRecord {
   std::string created_at;   // ISO-8601 UTC, set by the store on insert
   std::string updated_at;
   std::string overrides_json = "[]";  // the `--set key=value` overrides, a JSON array of strings
+  std::string base_dir{};  // where it was first run: its relative data paths resolve against it
 };
 
 // The one manager that drives a sweep (DESIGN.md: a lease in the store, not a lock file beside

@@ -140,6 +140,7 @@ struct SweepConfig {
   FitSection fit;
   std::vector<double> report_budgets;  // budgets to answer for; default: next budget up
   std::string output_dir;              // absolute; run dirs are output_dir/<cell key>
+  std::string base_dir;                // the `cwd` relative data paths and output resolved against
 };
 
 // Parses sweep-file `text` (named `file_path` in messages) with `overrides` ("a.b=value", the

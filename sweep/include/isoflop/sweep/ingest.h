@@ -20,12 +20,24 @@ struct IngestProgress {
   int64_t new_rows = 0;  // lines ingested by this call
   int64_t step = 0, tokens = 0;
   std::optional<double> train_loss, val_loss, tokens_per_s;
+  // Complete lines that are not metrics objects (a disk or NFS fault, another writer): left
+  // out, "PATH: byte B: why; line skipped" each, so that one bad line neither blocks the
+  // sweep nor drops the lines after it.
+  std::vector<std::string> skipped;
+};
+
+// A complete metrics line that is not a metrics object: where it starts in the text, and why.
+struct SkippedLine {
+  int64_t offset = 0;
+  std::string why;
 };
 
 // Parses complete lines of metrics.jsonl text (a torn last line is left unparsed). Returns the
-// rows and sets *consumed to the bytes of the complete lines. Corrupt names the 1-based line
-// (counted from the start of `text`) that is not a valid metrics object.
-Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text, int64_t* consumed);
+// rows and sets *consumed to the bytes of the complete lines. A complete line that is not a
+// valid metrics object is Corrupt, naming its 1-based line (counted from the start of `text`);
+// with `skipped`, it is left out instead and listed there.
+Result<std::vector<store::MetricRow>> ParseMetricsLines(
+    const std::string& text, int64_t* consumed, std::vector<SkippedLine>* skipped = nullptr);
 
 // Reads run->run_dir/metrics.jsonl from run->ingest_offset and, in ONE transaction, upserts the
 // new rows and stores the advanced offset, tokens_done and last train loss in the run record

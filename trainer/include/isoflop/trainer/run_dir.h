@@ -32,6 +32,8 @@ class MetricsLog {
   Status Open(const std::string& path);
   // `line` without the trailing newline.
   Status Append(const std::string& line);
+  // The lines appended so far on disk (fdatasync); Ok when the log is not open.
+  Status Sync();
 
  private:
   int fd_ = -1;
