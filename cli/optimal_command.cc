@@ -21,6 +21,7 @@ struct OptimalArgs {
   std::string compute, compute_range, given, sweep, observations, format = "table";
   double params = 0, loss = 0, inference_tokens = 0;
   double loss_floor = 0;  // a known lower bound of the loss; 0 = the stored fit's, if any
+  double granularity = 0;  // moe form: the G to answer at; 0 = 1 (said so)
   int64_t fit_id = 0;
   bool fit_given = false;  // --fit was on the command line
 };
@@ -163,6 +164,8 @@ Status ValidateArgs(const OptimalArgs& args) {
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.params, "--params", "a number of parameters > 0"));
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss, "--loss", "a loss > 0"));
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss_floor, "--loss-floor", "a loss >= 0 (0 = none)"));
+  ISOFLOP_RETURN_IF_ERROR(
+      non_negative(args.granularity, "--granularity", "a granularity G > 0 (moe form)"));
   if (args.fit_id < 0 || (args.fit_given && args.fit_id == 0)) {
     return Status::InvalidArgument(
         "--fit: expected a stored fit id >= 1 (see `isoflop fits`), got " +
@@ -189,6 +192,15 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   std::optional<analysis::MoeSizing> moe;
   ISOFLOP_ASSIGN_OR_RETURN(fit::RecordLaw law, LoadLaw(ctx, args, &floor, &floor_name, &moe));
   if (args.loss_floor > 0) floor = args.loss_floor, floor_name = "the given --loss-floor";
+  // The moe form (Krajewski et al. 2024) answers at one granularity G.
+  if (law.law.form == "moe") {
+    law.law.g = args.granularity > 0 ? args.granularity : 1.0;
+    std::cerr << "moe form: answered at granularity G = " << Human(law.law.g)
+              << (args.granularity > 0 ? "" : " (--granularity G for another)") << "\n";
+  } else if (args.granularity > 0) {
+    return Status::InvalidArgument("--granularity: only for a fit of the moe form; this one is " +
+                                   law.law.form);
+  }
   double fitted_e = NAN;
   if (law.law.form == "chinchilla" && !law.law.params.empty()) fitted_e = law.law.params[0];
   Table t;
@@ -291,6 +303,8 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--compute-range", args->compute_range, "LO:HI:COUNT log-spaced budgets");
   cmd->add_option("--params", args->params, "Best D (and budget) for a model of N parameters");
   cmd->add_option("--loss", args->loss, "Least compute (and N, D) reaching this loss");
+  cmd->add_option("--granularity", args->granularity,
+                  "moe form: answer at this MoE granularity G (default 1)");
   cmd->add_option("--inference-tokens", args->inference_tokens,
                   "Also size for T inference tokens (Sardana 2023: minimise 6ND + 2NT)");
   auto* fit_opt =

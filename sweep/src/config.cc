@@ -32,15 +32,23 @@ std::string Join(const std::vector<std::string>& v, const std::string& sep = ", 
 // Parsing context: where the document came from, for messages.
 class Parser {
  public:
-  Parser(std::string file, std::map<std::string, std::string> overrides)
-      : file_(std::move(file)), overrides_(std::move(overrides)) {}
+  // `created`: the mappings an override made (path -> its key), for `--set a.b.c=v` where the
+  // file has no `a` (its errors are the override's too).
+  Parser(std::string file, std::map<std::string, std::string> overrides,
+         std::map<std::string, std::string> created = {})
+      : file_(std::move(file)), overrides_(std::move(overrides)), created_(std::move(created)) {}
 
   // "FILE:LINE:COL: path", or "--set k=v: path" when `path` came from an override.
   std::string Where(const YAML::Node& node, const std::string& path) const {
+    const auto under = [&](const std::string& key) {
+      return path == key || path.rfind(key + ".", 0) == 0 || path.rfind(key + "[", 0) == 0 ||
+             path.rfind(key + " (", 0) == 0;  // "budgets (budget 2 of 5)"
+    };
     for (const auto& [key, value] : overrides_) {
-      if (path == key || path.rfind(key + ".", 0) == 0 || path.rfind(key + "[", 0) == 0) {
-        return "--set " + key + "=" + value + ": " + path;
-      }
+      if (under(key)) return "--set " + key + "=" + value + ": " + path;
+    }
+    for (const auto& [made, key] : created_) {
+      if (under(made)) return "--set " + key + "=" + overrides_.at(key) + ": " + path;
     }
     std::string where = file_;
     if (node.IsDefined() && node.Mark().line >= 0) {
@@ -145,6 +153,7 @@ class Parser {
  private:
   std::string file_;
   std::map<std::string, std::string> overrides_;
+  std::map<std::string, std::string> created_;
 };
 
 YAML::Node Child(const YAML::Node& map, const std::string& key) {
@@ -1273,7 +1282,8 @@ Status CheckDuplicateKeys(const YAML::Node& n, const std::string& path, const st
 // ---- overrides -----------------------------------------------------------------------------
 
 Status ApplyOverride(YAML::Node& root, const std::string& arg,
-                     std::map<std::string, std::string>* seen) {
+                     std::map<std::string, std::string>* seen,
+                     std::map<std::string, std::string>* created) {
   const size_t eq = arg.find('=');
   if (eq == std::string::npos || eq == 0) {
     return Status::InvalidArgument("--set " + arg + ": expected key.path=value");
@@ -1305,6 +1315,9 @@ Status ApplyOverride(YAML::Node& root, const std::string& arg,
     if (!next.IsDefined() || next.IsNull()) {
       cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
       next = cur[parts[i]];
+      std::string made = parts[0];
+      for (size_t k = 1; k <= i; ++k) made += "." + parts[k];
+      created->emplace(made, key);
     }
     cur.reset(next);
   }
@@ -1349,9 +1362,9 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
     std::set<size_t> seen_nodes;
     ISOFLOP_RETURN_IF_ERROR(CheckDuplicateKeys(root, "", file_path, true, &seen_nodes));
   }
-  std::map<std::string, std::string> seen;
-  for (const auto& o : overrides) ISOFLOP_RETURN_IF_ERROR(ApplyOverride(root, o, &seen));
-  Parser p(file_path, seen);
+  std::map<std::string, std::string> seen, created;
+  for (const auto& o : overrides) ISOFLOP_RETURN_IF_ERROR(ApplyOverride(root, o, &seen, &created));
+  Parser p(file_path, seen, created);
   SweepConfig c;
   c.file_path = file_path;
   c.text = text;

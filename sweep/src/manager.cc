@@ -24,6 +24,7 @@
 #include "isoflop/sweep/lease.h"
 #include "isoflop/sweep/progress.h"
 #include "isoflop/sweep/slurm_executor.h"
+#include "isoflop/trainer/run_dir.h"
 
 namespace isoflop::sweep {
 namespace {
@@ -81,6 +82,37 @@ Status StopPreviousWorker(const store::RunRecord& r, const std::string& host, do
   return Status::FailedPrecondition("the previous worker of " + r.cell_key + " (pid " +
                                     std::to_string(pid) + ") cannot be stopped; " + r.run_dir +
                                     " stays untouched");
+}
+
+// A local run folder whose lock a live process still holds (the worker of an earlier manager
+// that the store no longer calls running: a sweep cancelled while its manager was dead, a
+// data-parallel launcher killed while its ranks checkpoint): the holder is told to stop, as in
+// StopPreviousWorker, and the folder waited for, so the relaunch does not exit "busy" and use
+// up the cell's retries in seconds.
+Status StopFolderHolder(const store::RunRecord& r, double grace_s, ProgressDisplay& display) {
+  const std::string lock = trainer::RunDirLockPath(r.run_dir);
+  const pid_t pid = LockHolder(lock);
+  if (pid <= 0 || ::kill(pid, 0) != 0) return Status::Ok();
+  display.Event("wait   " + r.cell_key + "  pid " + std::to_string(pid) +
+                " still holds its run folder; stopping it at a checkpoint first");
+  kill(pid, SIGTERM);
+  kill(pid, SIGCONT);
+  auto free_within = [&](double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (LockHolder(lock) > 0) {
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  };
+  if (free_within(grace_s)) return Status::Ok();
+  display.Event("kill   " + r.cell_key + "  pid " + std::to_string(pid) + " did not stop in " +
+                Fmt("%.0f", grace_s) + " s");
+  kill(pid, SIGKILL);
+  if (free_within(10)) return Status::Ok();
+  return Status::FailedPrecondition(r.run_dir + " is still locked by pid " +
+                                    std::to_string(LockHolder(lock)) +
+                                    ", which cannot be stopped; the folder stays untouched");
 }
 
 // What a dead manager's running cell became, from the verdict its worker wrote (status.json):
@@ -302,6 +334,10 @@ class SweepSession {
         // The manager that launched it died. Its worker may live on (an orphan): it must be
         // gone before anyone reads its verdict or launches the cell again.
         ISOFLOP_RETURN_IF_ERROR(StopPreviousWorker(r, host_, opts_.orphan_grace_s, display_));
+      }
+      if (cfg_.executor.kind != "slurm" && !Terminal(r.status)) {
+        // (On a cluster the holder runs on another node, under SLURM, which stops it.)
+        ISOFLOP_RETURN_IF_ERROR(StopFolderHolder(r, opts_.orphan_grace_s, display_));
       }
       // Rows written after the last ingestion (e.g. the manager was SIGKILLed) come in now.
       ISOFLOP_RETURN_IF_ERROR(Ingest(&r).status());
@@ -562,7 +598,6 @@ class SweepSession {
     const char* key = timeout ? "timeouts" : "preemptions";
     const int n = counts.value(key, 0) + 1;
     counts[key] = n;
-    KeepError(WriteFileAtomic(counts_path, counts.dump() + "\n"));
     const std::string what =
         timeout ? "time limit (executor.time " + cfg_.executor.slurm.time +
                       "): stopped at a checkpoint"
@@ -583,6 +618,9 @@ class SweepSession {
     }
     r->finished_at = store::NowIso8601();
     KeepError(db_.UpsertRun(*r).status());
+    // The count after the record: a manager killed between the two writes leaves one
+    // interruption uncounted (one retry more), never the ended task adopted and counted twice.
+    KeepError(WriteFileAtomic(counts_path, counts.dump() + "\n"));
     const Cell& cell = *cells_[job.key];
     display_.Event((retry ? "requeue " : "FAIL   ") + job.key + "  C=" +
                    Fmt("%.3g", cell.budget_flops) + "  " + cell.ShapeString() + "  " + r->reason);

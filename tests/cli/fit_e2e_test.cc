@@ -240,6 +240,31 @@ TEST_F(FitCliTest, MoeFormRecoversTheGranularityLawFromAnImportedSet) {
   EXPECT_NEAR(std::log(p("a")), std::log(law.a), 0.22);
   EXPECT_NEAR(std::log(p("b")), std::log(law.b), 0.26);
 
+  // `optimal` answers the moe form at one granularity, G = 1 unless --granularity says, and
+  // says so: at fixed G the law is Chinchilla's with A = g/G^gamma + a (hand formula).
+  for (double gran : {1.0, 8.0}) {
+    std::vector<std::string> cmd = {"optimal", "--observations", "moe", "--compute",
+                                    "1e20",    "--format",       "json"};
+    if (gran != 1.0) cmd.insert(cmd.end(), {"--granularity", "8"});
+    auto opt = Isoflop(cmd);
+    ASSERT_EQ(opt.exit_code, 0) << opt.err;
+    EXPECT_NE(opt.err.find(gran == 1.0 ? "moe form: answered at granularity G = 1 (--granularity"
+                                       : "moe form: answered at granularity G = 8\n"),
+              std::string::npos)
+        << opt.err;
+    const double big_a = p("g") / std::pow(gran, p("gamma")) + p("a");
+    const double gg =
+        std::pow(p("alpha") * big_a / (p("beta") * p("b")), 1 / (p("alpha") + p("beta")));
+    const double n_opt = gg * std::pow(1e20 / 6, p("beta") / (p("alpha") + p("beta")));
+    const double n = nlohmann::json::parse(opt.out)[0]["n_opt"].get<double>();
+    EXPECT_NEAR(n, n_opt, 1e-6 * n_opt) << "G = " << gran;
+  }
+  auto dense_g = Isoflop({"optimal", "--given", "E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28",
+                          "--compute", "1e20", "--granularity", "4"});
+  EXPECT_EQ(dense_g.exit_code, 1);
+  EXPECT_NE(dense_g.err.find("--granularity: only for a fit of the moe form"), std::string::npos)
+      << dense_g.err;
+
   // The stored fit is the moe form of this set.
   auto fits = Isoflop({"fits", "--format", "csv"});
   EXPECT_NE(fits.out.find("observations:moe,parametric,moe"), std::string::npos) << fits.out;

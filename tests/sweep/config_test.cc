@@ -276,6 +276,19 @@ TEST(SweepConfigTest, SetOverridesApplyAndNameThemselvesInErrors) {
   EXPECT_EQ(typo.status().message().rfind("--set train.lrr=1: train.lrr: unknown key", 0), 0u)
       << typo.status().message();
   EXPECT_FALSE(Parse(kBase, {"novalue"}).ok());
+  // A misspelt section the override itself created is the override's error, not the file's.
+  Result<SweepConfig> section = Parse(kBase, {"trian.lr=1"});
+  ASSERT_FALSE(section.ok());
+  EXPECT_EQ(section.status().message().rfind("--set trian.lr=1: trian: unknown key", 0), 0u)
+      << section.status().message();
+  // So is a budget of a range given on the command line (not a line of the file).
+  Result<SweepConfig> range = Parse(kBase, {"budgets={min: 1e9, max: 1e30, count: 2}"});
+  ASSERT_FALSE(range.ok());
+  EXPECT_EQ(range.status().message().rfind("--set budgets={min: 1e9, max: 1e30, count: 2}: "
+                                           "budgets (budget 2 of 2): 1e+30 FLOPs gives every",
+                                           0),
+            0u)
+      << range.status().message();
 }
 
 TEST(SweepConfigTest, ParameterAxesExpandLikeWandb) {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -376,11 +377,34 @@ executor: {cpus_per_run: 1, max_retries: 0}
     for (int i = 0; i < 4000; ++i) text << "a lazy dog sleeps under the brown fox " << i << "\n";
   }
   fs::create_directories(dir + "/elsewhere");
+  // And one failed cell's folder is still locked by a live process (as by the worker of an
+  // earlier manager the store no longer calls running): the manager stops it and waits for the
+  // folder before relaunching, instead of launching into "busy" (exit 4) and failing the cell.
+  std::string held;
+  for (const auto& run : Runs(dir + "/s.db", "bad"))
+    if (run.config_json.find("missing.txt") != std::string::npos) held = run.run_dir + "/.lock";
+  ASSERT_FALSE(held.empty());
+  const pid_t holder =
+      SpawnLogged({"/usr/bin/flock", "-o", held, "sleep", "600"}, dir, dir + "/flock.log");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const int fd = ::open(held.c_str(), O_RDONLY);
+        const bool locked = fd >= 0 && ::flock(fd, LOCK_SH | LOCK_NB) != 0;
+        if (fd >= 0) ::close(fd);
+        return locked;
+      },
+      10));
+  std::ofstream(held) << holder;  // what a worker's FileLock writes there
   auto retry = testing::RunCommand(
       {Binary("isoflop"), "--db", dir + "/s.db", "sweep", "retry", "bad", "--no-fit", "--no-plot"},
       {}, dir + "/elsewhere");
   ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
   EXPECT_NE(retry.out.find("retrying 2 cell(s) of bad"), std::string::npos) << retry.out;
+  EXPECT_NE(retry.out.find("pid " + std::to_string(holder) +
+                           " still holds its run folder; stopping it at a checkpoint first"),
+            std::string::npos)
+      << retry.out;
+  EXPECT_EQ(WaitExit(holder), 128 + SIGTERM);
   const auto runs = Runs(dir + "/s.db", "bad");
   ASSERT_EQ(runs.size(), 4u);
   for (const auto& run : runs) {
