@@ -271,6 +271,7 @@ class SweepSession {
         outcome_.file_changed = true;
         outcome_.diff = DiffKeys(old_keys, plan_.cells);
       }
+      live_jobs_ = executor_.LiveJobs();
     }
     std::error_code ec;
     fs::create_directories(root, ec);
@@ -317,6 +318,16 @@ class SweepSession {
     r.seed = static_cast<int64_t>(cell.seed);
     r.config_json = cell.config.dump();
     if (r.run_dir.empty()) r.run_dir = (fs::path(root) / cell.key).string();
+    if (stored && StateOf(r) == CellState::kRunning) {
+      // A job in the queue for this folder that the store does not name: its manager was
+      // killed between submitting it and recording its id. Followed, not submitted again.
+      if (auto live = live_jobs_.find(r.run_dir);
+          live != live_jobs_.end() && live->second != r.job_id) {
+        display_.Event("adopt  " + cell.key + "  SLURM job " + live->second.substr(6) +
+                       ", submitted by a manager killed before it recorded the job");
+        r.job_id = live->second;
+      }
+    }
     ISOFLOP_ASSIGN_OR_RETURN(r.id, db_.UpsertRun(r));
     if (stored && StateOf(r) == CellState::kRunning && !r.job_id.empty() &&
         executor_.Adopt({cell.key, r.run_dir, cell.memory.total, cell.est_seconds}, r.job_id)) {
@@ -765,6 +776,8 @@ class SweepSession {
   double measured_ = 0, estimated_ = 0;
   int done_count_ = 0;
   int adopted_ = 0;  // cells whose running job this session took over
+  // The scheduler's live jobs of this sweep by run folder, looked up once at the start.
+  std::map<std::string, std::string> live_jobs_;
   Status callback_error_;
   double last_ingest_ = 0, last_renew_ = NowSeconds();
   bool cancel_seen_ = false;

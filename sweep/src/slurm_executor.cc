@@ -515,6 +515,40 @@ bool SlurmExecutor::Adopt(const Job& job, const std::string& id) {
   return true;
 }
 
+std::map<std::string, std::string> SlurmExecutor::LiveJobs() const {
+  std::map<std::string, std::string> out;
+  const Ran r = RunClient(
+      {"squeue", "--noheader", "-r", "--me", "--name", "isoflop-" + sweep_name_, "-o", "%i|%o"});
+  if (r.exit_code != 0) return out;
+  std::map<std::string, std::vector<std::string>> cells;  // script -> its run folders
+  std::stringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t bar = line.find('|');
+    if (bar == std::string::npos) continue;
+    const std::string task = Trim(line.substr(0, bar));
+    const fs::path script = Trim(line.substr(bar + 1));
+    const size_t under = task.find('_');
+    if (under == std::string::npos || script.extension() != ".sh" ||
+        script.parent_path().lexically_normal() != fs::path(script_dir_).lexically_normal())
+      continue;
+    auto it = cells.find(script.string());
+    if (it == cells.end()) {
+      std::vector<std::string> dirs;
+      if (std::optional<std::string> text =
+              ReadSmallFile(fs::path(script).replace_extension(".cells").string())) {
+        std::stringstream ss(*text);
+        for (std::string d; std::getline(ss, d);) dirs.push_back(d);
+      }
+      it = cells.emplace(script.string(), std::move(dirs)).first;
+    }
+    const std::string index = task.substr(under + 1);
+    if (index.empty() || index.find_first_not_of("0123456789") != std::string::npos) continue;
+    const size_t k = std::stoul(index);
+    if (k < it->second.size()) out[it->second[k]] = "slurm:" + task;
+  }
+  return out;
+}
+
 JobExit SlurmExecutor::Ended(const Active& a, const std::optional<SlurmTaskState>& st) const {
   JobExit e;
   e.job = a.job;

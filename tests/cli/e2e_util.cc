@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -61,7 +62,14 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector
   int out_pipe[2], err_pipe[2];
   if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) return {};
   std::vector<std::string> envs;
-  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const std::string key = kv.substr(0, kv.find('=') + 1);
+    // An entry of `env` replaces the inherited one (getenv would find the first of two).
+    if (std::none_of(env.begin(), env.end(),
+                     [&](const std::string& x) { return x.rfind(key, 0) == 0; }))
+      envs.push_back(kv);
+  }
   for (const auto& e : env) envs.push_back(e);
   std::vector<char*> cargv, cenv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));

@@ -16,7 +16,8 @@ struct CommandResult {
   std::string out, err;  // captured stdout and stderr
 };
 
-// Runs `argv` (argv[0] is a path) with `env` entries ("K=V") added to the environment,
+// Runs `argv` (argv[0] is a path) with `env` entries ("K=V") added to the environment (each
+// replacing an inherited K),
 // in directory `cwd` (empty = current). Blocks until it exits.
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          const std::vector<std::string>& env = {}, const std::string& cwd = "");

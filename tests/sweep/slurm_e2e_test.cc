@@ -588,6 +588,57 @@ TEST_F(SlurmE2ETest, CancelOfADetachedSweepScancelsItsJobs) {
   }
 }
 
+// The manager is killed after sbatch accepted its array and before it recorded the job ids:
+// an sbatch wrapper on its PATH submits, prints the id, then SIGKILLs the manager (its parent)
+// while it still waits for sbatch's output. The next manager finds the array in the queue by
+// name and script, and follows it: nothing is submitted twice, every step is in the store once.
+TEST_F(SlurmE2ETest, ManagerKilledBetweenSbatchAndRecordingAdoptsTheQueuedArray) {
+  const std::string dir = TempDir("slurm_unrecorded");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  const std::string wrap = dir + "/bin";
+  fs::create_directories(wrap);
+  // (Only a submission kills: `sbatch --version`, which the manager runs first, passes.)
+  std::ofstream(wrap + "/sbatch") << R"(#!/bin/sh
+out=$(/usr/bin/sbatch "$@") || { echo "$out"; exit 1; }
+echo "$out"
+if [ "$1" = --parsable ] && [ ! -e "$KILLED" ]; then
+  echo "$out" > "$KILLED"; kill -9 $PPID
+fi
+)";
+  fs::permissions(wrap + "/sbatch", fs::perms::owner_all);
+  auto first =
+      RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot"}),
+                 {"PATH=" + wrap + ":" + std::getenv("PATH"), "KILLED=" + dir + "/killed"}, dir);
+  ASSERT_EQ(first.exit_code, 128 + SIGKILL) << first.out << first.err;
+  ASSERT_TRUE(fs::exists(dir + "/killed"));
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "running") << run.cell_key;
+    EXPECT_EQ(run.job_id, "") << run.cell_key;  // never recorded
+  }
+  auto sync = RunCommand(
+      Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--watch", "--no-fit", "--no-plot"}), {},
+      dir);
+  ASSERT_EQ(sync.exit_code, 0) << sync.out << sync.err;
+  size_t adopted = 0;
+  for (size_t at = 0; (at = sync.out.find("submitted by a manager killed before it recorded the "
+                                          "job",
+                                          at)) != std::string::npos;
+       ++at)
+    ++adopted;
+  EXPECT_EQ(adopted, 6u) << sync.out;
+  // Every cell ran as a task of the one array the killed manager submitted.
+  const std::string array =
+      Slurp(dir + "/killed").substr(0, Slurp(dir + "/killed").find_first_of(";\n"));
+  ASSERT_FALSE(array.empty());
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    EXPECT_EQ(run.attempts, 1) << run.cell_key;
+    EXPECT_EQ(run.job_id.rfind("slurm:" + array + "_", 0), 0u) << run.cell_key << " " << run.job_id;
+  }
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+}
+
 TEST_F(SlurmE2ETest, KilledManagerLosesNothingAndSyncPicksEverythingUp) {
   const std::string dir = TempDir("slurm_kill");
   const std::string root = dir + "/runs";

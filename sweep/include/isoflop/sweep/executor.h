@@ -101,6 +101,11 @@ class Executor {
   // this executor can follow it (Poll reports its end), false when it cannot (a local child of
   // a dead process: the caller recovers the cell itself).
   virtual bool Adopt(const Job& job, const std::string& id) { return false; }
+  // The scheduler's live (pending or running) jobs of this sweep, by run folder -> the id
+  // Launch would have returned: what a manager killed after submitting and before recording
+  // the ids left in the queue, for the next one to adopt instead of submitting again. A local
+  // executor's children die with their manager: none.
+  virtual std::map<std::string, std::string> LiveJobs() const { return {}; }
 };
 
 // What RunJobs tells its caller, and asks of it.

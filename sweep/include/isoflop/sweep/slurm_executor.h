@@ -101,6 +101,9 @@ class SlurmExecutor : public Executor {
   std::vector<Result<LaunchedJob>> LaunchBatch(
       const std::vector<std::pair<Job, Placement>>& jobs) override;
   bool Adopt(const Job& job, const std::string& id) override;
+  // This user's queued and running tasks named isoflop-SWEEP whose batch script is one of this
+  // sweep's (script folder/array-TAG.sh): task k runs line k of array-TAG.cells.
+  std::map<std::string, std::string> LiveJobs() const override;
   std::vector<JobExit> Poll() override;
   // Soft: USR2 to running jobs (they checkpoint and exit), pending ones cancelled. Hard:
   // scancel.
