@@ -637,6 +637,26 @@ void SplitStoredText(const store::SweepRecord& sweep, std::string* text,
   *sets = found;
 }
 
+// A stored sweep's configuration: its file text and overrides as stored, its relative data
+// paths resolved where it was first run (a store from before schema 7 did not record that: the
+// current directory, as then), its run folders where they are, whatever the current directory.
+Result<sweep::SweepConfig> StoredSweepConfig(store::Store& db, const store::SweepRecord& sweep) {
+  std::string text;
+  std::vector<std::string> sets;
+  SplitStoredText(sweep, &text, &sets);
+  std::error_code ec;
+  const std::string base = sweep.base_dir.empty() ? fs::current_path(ec).string() : sweep.base_dir;
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg,
+                           sweep::ParseSweepConfig(text, sweep.file_path, sets, base));
+  store::RunFilter f;
+  f.sweep_name = sweep.name;
+  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
+  if (!runs.empty() && !runs.front().run_dir.empty()) {
+    cfg.output_dir = fs::path(runs.front().run_dir).parent_path().string();
+  }
+  return cfg;
+}
+
 // sweep retry (reset failed cells, then run) and sweep sync (run as stored): the stored sweep
 // file and overrides, the run folders where they are; sync --watch follows the jobs to the end.
 Status RunRetryCommand(const Context& ctx, RunArgs args) {
@@ -649,23 +669,7 @@ Status RunRetryCommand(const Context& ctx, RunArgs args) {
     ISOFLOP_ASSIGN_OR_RETURN(int n, sweep::ResetCells(*db, args.name, args.failed_only));
     std::cout << "retrying " << n << " cell(s) of " << args.name << "\n";
   }
-  std::string text;
-  std::vector<std::string> sets;
-  SplitStoredText(*sweep, &text, &sets);
-  std::error_code ec;
-  // Relative data paths resolve where the sweep was first run (a store from before schema 7
-  // did not record it: the current directory, as then).
-  const std::string base =
-      sweep->base_dir.empty() ? fs::current_path(ec).string() : sweep->base_dir;
-  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg,
-                           sweep::ParseSweepConfig(text, sweep->file_path, sets, base));
-  // Keep the run folders where they are, whatever the current directory.
-  store::RunFilter f;
-  f.sweep_name = args.name;
-  ISOFLOP_ASSIGN_OR_RETURN(auto runs, db->ListRuns(f));
-  if (!runs.empty() && !runs.front().run_dir.empty()) {
-    cfg.output_dir = fs::path(runs.front().run_dir).parent_path().string();
-  }
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg, StoredSweepConfig(*db, *sweep));
   db.reset();
   // sync detaches only where the jobs outlive this process; a local sweep simply resumes.
   args.detach = args.sync && !args.watch && cfg.executor.kind == "slurm";
@@ -762,12 +766,26 @@ Status CancelCommand(const Context& ctx, const std::string& name) {
   store::OpenOptions o;
   o.create_if_missing = false;
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, o));
-  ISOFLOP_ASSIGN_OR_RETURN(int pid, sweep::CancelSweep(*db, name));
-  if (pid > 0) {
-    std::cout << "asked the running manager (pid " << pid << ") to stop sweep " << name
+  ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(name));
+  if (!sweep) return Status::NotFound("no sweep named '" + name + "' in " + ctx.db_path);
+  // A SLURM sweep's queued and running tasks, recorded or not: a manager killed between sbatch
+  // and recording the job ids left an array that only the queue knows of.
+  std::map<std::string, std::string> live;
+  if (Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep);
+      cfg.ok() && cfg->executor.kind == "slurm") {
+    live = sweep::SlurmExecutor("", cfg->executor, cfg->name, cfg->output_dir).LiveJobs();
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::CancelOutcome c, sweep::CancelSweep(*db, name, live));
+  if (c.manager_pid > 0) {
+    std::cout << "asked the running manager (pid " << c.manager_pid << ") to stop sweep " << name
               << "; its runs stop at a checkpoint\n";
   } else {
-    std::cout << "sweep " << name << " cancelled (no manager was running it)\n";
+    std::cout << "sweep " << name << " cancelled (no manager was running it)";
+    if (!c.scancelled.empty()) {
+      std::cout << "; scancel of " << c.scancelled.size() << " SLURM task(s):";
+      for (const std::string& id : c.scancelled) std::cout << " " << id;
+    }
+    std::cout << "\n";
   }
   return Status::Ok();
 }

@@ -188,8 +188,12 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
     ok[i] = 1;
   });
   std::vector<double> a, b, kn, kd;
+  int failed = 0;
   for (int i = 0; i < bootstrap.resamples; ++i) {
-    if (!ok[i]) continue;
+    if (!ok[i]) {
+      ++failed;
+      continue;
+    }
     a.push_back(results[i][0]);
     b.push_back(results[i][1]);
     kn.push_back(results[i][2]);
@@ -205,6 +209,19 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
     fit->d_opt.a_ci = out["b"];
     fit->n_opt.k_ci = out["k_n"];
     fit->d_opt.k_ci = out["k_d"];
+    fit->bootstrap_resamples = bootstrap.resamples;
+    fit->bootstrap_failed = failed;
+    if (failed > 0) {
+      // A resample fails where a budget drew too few distinct sizes for a minimum: the
+      // intervals are those of the resamples that had one, narrower than the truth.
+      fit->warnings.push_back(
+          std::to_string(failed) + " of " + std::to_string(bootstrap.resamples) +
+          " bootstrap resamples had fewer than two budgets with a minimum and were left out" +
+          (failed == bootstrap.resamples ? ": no intervals"
+                                         : "; the intervals come from the other " +
+                                               std::to_string(bootstrap.resamples - failed) +
+                                               " and understate the uncertainty"));
+    }
   }
   return out;
 }

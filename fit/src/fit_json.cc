@@ -224,9 +224,12 @@ json ToJson(const IsoflopFit& v) {
          {"usable", b.usable},
          {"note", b.note}});
   }
-  return {{"budgets", budgets},     {"n_opt", ToJson(v.n_opt)}, {"d_opt", ToJson(v.d_opt)},
-          {"n_points", v.n_points}, {"estimator", v.estimator}, {"grouping", v.grouping},
-          {"warnings", v.warnings}};
+  json out = {{"budgets", budgets},     {"n_opt", ToJson(v.n_opt)}, {"d_opt", ToJson(v.d_opt)},
+              {"n_points", v.n_points}, {"estimator", v.estimator}, {"grouping", v.grouping},
+              {"warnings", v.warnings}};
+  if (v.bootstrap_resamples > 0)
+    out["bootstrap"] = {{"resamples", v.bootstrap_resamples}, {"failed", v.bootstrap_failed}};
+  return out;
 }
 Status FromJson(const json& j, IsoflopFit* v) {
   if (!j.contains("budgets") || !j.at("budgets").is_array())
@@ -258,8 +261,16 @@ Status FromJson(const json& j, IsoflopFit* v) {
   }
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("n_opt", json()), &v->n_opt).WithPrefix("n_opt"));
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("d_opt", json()), &v->d_opt).WithPrefix("d_opt"));
-  // Fits stored before these keys existed: a parabola estimator, grouping unknown.
+  // Fits stored before these keys existed: a parabola estimator, grouping unknown, no
+  // bootstrap counts.
   if (j.contains("estimator")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "estimator", &v->estimator));
+  v->bootstrap_resamples = v->bootstrap_failed = 0;
+  if (j.contains("bootstrap")) {
+    const json& b = j.at("bootstrap");
+    ISOFLOP_RETURN_IF_ERROR(
+        GetInt(b, "resamples", &v->bootstrap_resamples).WithPrefix("bootstrap"));
+    ISOFLOP_RETURN_IF_ERROR(GetInt(b, "failed", &v->bootstrap_failed).WithPrefix("bootstrap"));
+  }
   if (j.contains("grouping")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "grouping", &v->grouping));
   if (j.contains("warnings")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "warnings", &v->warnings));
   return GetInt(j, "n_points", &v->n_points);

@@ -162,8 +162,15 @@ constexpr const char* kSchemaV7 = R"sql(
 ALTER TABLE sweeps ADD COLUMN base_dir TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Version 8: which metrics.jsonl the ingest offset counts bytes of ("device:inode"): the
+// trainer truncates it on resume by writing a new file, whose line starts can fall where the
+// old offset does, so the offset alone cannot tell the file was rewritten.
+constexpr const char* kSchemaV8 = R"sql(
+ALTER TABLE runs ADD COLUMN ingest_file TEXT NOT NULL DEFAULT '';
+)sql";
+
 const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
-                                   kSchemaV5, kSchemaV6, kSchemaV7};
+                                   kSchemaV5, kSchemaV6, kSchemaV7, kSchemaV8};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 const char* const kOurTables[] = {
@@ -581,7 +588,7 @@ constexpr const char* kRunColumns =
     "target_flops, seed, config_json, run_dir, attempts, exit_code, reason, host, devices, "
     "job_id, final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
     "created_at, started_at, finished_at, worker_pid, worker_start, granularity, "
-    "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json";
+    "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json, ingest_file";
 
 RunRecord ReadRun(const Statement& q) {
   RunRecord r;
@@ -633,6 +640,7 @@ RunRecord ReadRun(const Statement& q) {
   r.router = q.Text(c++);
   r.expansion_rate = q.Double(c++);
   r.moe_json = q.Text(c++);
+  r.ingest_file = q.Text(c++);
   return r;
 }
 }  // namespace
@@ -647,10 +655,10 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "config_json, run_dir, attempts, exit_code, reason, host, devices, job_id, "
               "final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
               "created_at, started_at, finished_at, worker_pid, worker_start, granularity, "
-              "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json) VALUES (?1, ?2, "
-              "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
-              "?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, "
-              "?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46) "
+              "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json, ingest_file) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
+              "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, "
+              "?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47) "
               "ON CONFLICT(sweep_id, cell_key) DO UPDATE SET status = excluded.status, "
               "family = excluded.family, n_layer = excluded.n_layer, "
               "d_model = excluded.d_model, n_head = excluded.n_head, d_ff = excluded.d_ff, "
@@ -673,7 +681,7 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "worker_start = excluded.worker_start, granularity = excluded.granularity, "
               "n_shared_experts = excluded.n_shared_experts, expert_d_ff = excluded.expert_d_ff, "
               "router = excluded.router, expansion_rate = excluded.expansion_rate, "
-              "moe_json = excluded.moe_json RETURNING id"));
+              "moe_json = excluded.moe_json, ingest_file = excluded.ingest_file RETURNING id"));
   int c = 1;
   q->Bind(c++, r.sweep_id);
   q->Bind(c++, r.cell_key);
@@ -721,6 +729,7 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
   q->Bind(c++, r.router);
   q->Bind(c++, r.expansion_rate);
   q->Bind(c++, r.moe_json);
+  q->Bind(c++, r.ingest_file);
   if (q->Step() != SQLITE_ROW) return Error("writing run '" + r.cell_key + "'");
   int64_t id = q->Int(0);
   q->Step();
@@ -762,6 +771,17 @@ Status Store::DeleteRun(int64_t run_id) {
 
 // ---------------------------------------------------------------------------------------
 // Metrics
+
+Status Store::DeleteMetricsAfter(int64_t run_id, int64_t step) {
+  ISOFLOP_ASSIGN_OR_RETURN(StmtRef q,
+                           Prepare("DELETE FROM metrics WHERE run_id = ?1 AND step > ?2"));
+  q->Bind(1, run_id);
+  q->Bind(2, step);
+  if (q->Step() != SQLITE_DONE)
+    return Error("deleting metrics of run " + std::to_string(run_id) + " after step " +
+                 std::to_string(step));
+  return Status::Ok();
+}
 
 Status Store::UpsertMetrics(int64_t run_id, const std::vector<MetricRow>& rows) {
   return InTransaction([&]() -> Status {

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -819,7 +820,9 @@ Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool fai
   return n;
 }
 
-Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
+Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_name,
+                                  const std::map<std::string, std::string>& live_jobs) {
+  CancelOutcome out;
   ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db.GetSweep(sweep_name));
   if (!sweep) return Status::NotFound("no sweep named '" + sweep_name + "' in " + db.path());
   ISOFLOP_ASSIGN_OR_RETURN(store::Transaction txn, db.Begin());
@@ -829,17 +832,23 @@ Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
     // heartbeat, stops its runs at a checkpoint and marks the rest cancelled).
     ISOFLOP_RETURN_IF_ERROR(db.RequestCancel(sweep->id).status());
     ISOFLOP_RETURN_IF_ERROR(txn.Commit());
-    return static_cast<int>(held->pid);
+    out.manager_pid = static_cast<int>(held->pid);
+    return out;
   }
   if (held) ISOFLOP_RETURN_IF_ERROR(db.ReleaseLease(*held));  // a dead manager's
   store::RunFilter f;
   f.sweep_name = sweep_name;
   ISOFLOP_ASSIGN_OR_RETURN(auto runs, db.ListRuns(f));
   // A detached sweep's jobs are the scheduler's: cancel them there too.
-  std::vector<std::string> slurm_jobs;
+  std::vector<std::string>& slurm_jobs = out.scancelled;
   for (const auto& r : runs) {
     if (r.status == "running" && r.job_id.rfind("slurm:", 0) == 0)
       slurm_jobs.push_back(r.job_id.substr(6));
+  }
+  for (const auto& [dir, id] : live_jobs) {
+    if (id.rfind("slurm:", 0) == 0 &&
+        std::find(slurm_jobs.begin(), slurm_jobs.end(), id.substr(6)) == slurm_jobs.end())
+      slurm_jobs.push_back(id.substr(6));
   }
   ISOFLOP_RETURN_IF_ERROR(Scancel(slurm_jobs, /*signal_only=*/false));
   for (auto& r : runs) {
@@ -855,7 +864,7 @@ Result<int> CancelSweep(store::Store& db, const std::string& sweep_name) {
   }
   ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep->id, "cancelled"));
   ISOFLOP_RETURN_IF_ERROR(txn.Commit());
-  return 0;
+  return out;
 }
 
 }  // namespace isoflop::sweep

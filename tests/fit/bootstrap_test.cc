@@ -172,6 +172,65 @@ TEST(BootstrapTest, IsoflopResamplesKeepTheClusteredBudgets) {
   EXPECT_GT(a->at("a").hi, 0.5);
 }
 
+// Two budgets of three sizes each: a resample has a parabola at a budget only when its three
+// draws are the three sizes (3!/3^3 = 6/27), so the fit (two budgets needed) fails with
+// probability 1 - (6/27)^2 = 0.9506. The failures are counted, stored and warned about.
+TEST(BootstrapTest, IsoflopCountsTheResamplesWhoseFitFailed) {
+  std::vector<Observation> obs;
+  for (double c : {1e18, 1e20}) {
+    const double xs = std::log(0.1 * std::sqrt(c));
+    for (int i = -1; i <= 1; ++i) {
+      Observation o;
+      o.n = std::exp(xs + i);
+      o.c = c;
+      o.d = c / (6 * o.n);
+      o.loss = 2 + 0.05 * i * i + 0.001 * i;
+      o.budget_id = c == 1e18 ? 0 : 1;
+      obs.push_back(o);
+    }
+  }
+  IsoflopOptions iso;
+  auto fit = FitIsoflop(obs, iso);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  BootstrapOptions b;
+  b.resamples = 1000;
+  ASSERT_TRUE(BootstrapIsoflop(obs, iso, b, &*fit).ok());
+  EXPECT_EQ(fit->bootstrap_resamples, 1000);
+  // 950.6 expected, binomial sd 6.9: within 4 sd.
+  EXPECT_GE(fit->bootstrap_failed, 923);
+  EXPECT_LE(fit->bootstrap_failed, 978);
+  ASSERT_FALSE(fit->warnings.empty());
+  EXPECT_NE(fit->warnings.back().find(std::to_string(fit->bootstrap_failed) +
+                                      " of 1000 bootstrap resamples"),
+            std::string::npos)
+      << fit->warnings.back();
+  IsoflopFit back;
+  ASSERT_TRUE(FromJson(ToJson(*fit), &back).ok());
+  EXPECT_EQ(back.bootstrap_resamples, 1000);
+  EXPECT_EQ(back.bootstrap_failed, fit->bootstrap_failed);
+  // Nine sizes a budget: every resample has its minimum, nothing fails, nothing is said.
+  std::vector<Observation> wide;
+  for (double c : {1e18, 1e20}) {
+    const double xs = std::log(0.1 * std::sqrt(c));
+    for (int i = -4; i <= 4; ++i) {
+      Observation o;
+      o.n = std::exp(xs + 0.5 * i);
+      o.c = c;
+      o.d = c / (6 * o.n);
+      o.loss = 2 + 0.02 * i * i;
+      o.budget_id = c == 1e18 ? 0 : 1;
+      wide.push_back(o);
+    }
+  }
+  iso.drop_outside_range = false;  // a resample drawing one side only keeps its budget
+  auto wide_fit = FitIsoflop(wide, iso);
+  ASSERT_TRUE(wide_fit.ok());
+  b.resamples = 200;
+  ASSERT_TRUE(BootstrapIsoflop(wide, iso, b, &*wide_fit).ok());
+  EXPECT_EQ(wide_fit->bootstrap_failed, 0);
+  EXPECT_TRUE(wide_fit->warnings.empty()) << wide_fit->warnings.front();
+}
+
 TEST(BootstrapTest, ExtrapolationCheckPredictsTheLargestBudget) {
   // Isoflop-style sampling from a known chinchilla law: prediction error is the noise level.
   std::vector<Observation> obs;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "isoflop/common/files.h"
 #include "isoflop/store/store.h"
 
 namespace isoflop::sweep {
@@ -47,6 +48,16 @@ class IngestTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   void Write(const std::string& text, bool append = true) {
     std::ofstream(dir_ / "run" / "metrics.jsonl", append ? std::ios::app : std::ios::trunc) << text;
+  }
+  // As the trainer truncates on resume: a new file renamed over the old one.
+  void Rewrite(const std::string& text) {
+    ASSERT_TRUE(WriteFileAtomic((dir_ / "run" / "metrics.jsonl").string(), text).ok());
+  }
+  std::vector<double> Losses() {
+    std::vector<double> out;
+    const auto rows = db_->GetMetrics(run_.id);  // (a range over *temporary would dangle)
+    for (const auto& r : *rows) out.push_back(r.train_loss.value_or(-1));
+    return out;
   }
   fs::path dir_;
   std::unique_ptr<store::Store> db_;
@@ -95,6 +106,48 @@ TEST_F(IngestTest, TruncationAfterResumeRereadsWithoutDuplicates) {
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 5u);
   for (size_t i = 0; i < rows->size(); ++i) EXPECT_EQ((*rows)[i].step, int64_t(i + 1));
+}
+
+// The trainer resumed from step 2 and, before the manager looked again, logged steps 3 and 4
+// anew (other values: a GPU run is not bit-exact) and step 5. The old offset is a line start
+// of the new file; the file's identity, not the offset, says it was rewritten.
+TEST_F(IngestTest, AResumedFileIsRereadWhereverTheOldOffsetFalls) {
+  Write(Line(1, 3.0) + Line(2, 2.9) + Line(3, 2.8) + Line(4, 2.7));
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_FALSE(run_.ingest_file.empty());
+  EXPECT_EQ((*db_->GetRun(run_.id))->ingest_file, run_.ingest_file);
+  Rewrite(Line(1, 3.0) + Line(2, 2.9) + Line(3, 2.5) + Line(4, 2.4) + Line(5, 2.3));
+  Result<IngestProgress> p = IngestMetrics(*db_, &run_);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->new_rows, 5);
+  EXPECT_EQ(Losses(), (std::vector<double>{3.0, 2.9, 2.5, 2.4, 2.3}));
+  EXPECT_EQ(run_.tokens_done, 5 * 256);
+}
+
+// Rows past the truncation are the attempt before the resume: the store follows the file, down
+// to nothing when the trainer restarted without a checkpoint.
+TEST_F(IngestTest, RowsPastTheTruncationAreDeleted) {
+  Write(Line(1, 3.0) + Line(2, 2.9) + Line(3, 2.8) + Line(4, 2.7));
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  Rewrite(Line(1, 3.0) + Line(2, 2.9));
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_EQ(Losses(), (std::vector<double>{3.0, 2.9}));
+  EXPECT_EQ(run_.tokens_done, 2 * 256);
+  EXPECT_DOUBLE_EQ(run_.final_train_loss.value_or(-1), 2.9);
+  auto stored = db_->GetRun(run_.id);
+  EXPECT_EQ((*stored)->tokens_done, 2 * 256);
+  Write(Line(3, 2.6));
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_EQ(Losses(), (std::vector<double>{3.0, 2.9, 2.6}));
+  Rewrite("");
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_EQ(*db_->CountMetrics(run_.id), 0);
+  EXPECT_EQ(run_.tokens_done, 0);
+  EXPECT_FALSE(run_.final_train_loss.has_value());
+  EXPECT_EQ((*db_->GetRun(run_.id))->ingest_offset, 0);
+  Write(Line(1, 3.1));
+  ASSERT_TRUE(IngestMetrics(*db_, &run_).ok());
+  EXPECT_EQ(Losses(), (std::vector<double>{3.1}));
 }
 
 // A complete line that is not a metrics object (a disk fault, another writer) is left out and

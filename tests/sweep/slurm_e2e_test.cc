@@ -592,10 +592,11 @@ TEST_F(SlurmE2ETest, CancelOfADetachedSweepScancelsItsJobs) {
 // an sbatch wrapper on its PATH submits, prints the id, then SIGKILLs the manager (its parent)
 // while it still waits for sbatch's output. The next manager finds the array in the queue by
 // name and script, and follows it: nothing is submitted twice, every step is in the store once.
-TEST_F(SlurmE2ETest, ManagerKilledBetweenSbatchAndRecordingAdoptsTheQueuedArray) {
-  const std::string dir = TempDir("slurm_unrecorded");
-  const std::string root = dir + "/runs";
-  const std::string file = SlurmSweep(dir, root);
+// Runs `sweep run FILE` with an sbatch wrapper on its PATH that submits, prints the id, runs
+// `then` (a shell line; $ID is the array's id), then SIGKILLs the manager (its parent) while it
+// still waits for sbatch's output. DIR/killed holds sbatch's answer afterwards.
+void RunManagerKilledAfterSbatch(const std::string& dir, const std::string& file,
+                                 const std::string& then = "") {
   const std::string wrap = dir + "/bin";
   fs::create_directories(wrap);
   // (Only a submission kills: `sbatch --version`, which the manager runs first, passes.)
@@ -603,6 +604,7 @@ TEST_F(SlurmE2ETest, ManagerKilledBetweenSbatchAndRecordingAdoptsTheQueuedArray)
 out=$(/usr/bin/sbatch "$@") || { echo "$out"; exit 1; }
 echo "$out"
 if [ "$1" = --parsable ] && [ ! -e "$KILLED" ]; then
+  ID=${out%%;*}; )" << then << R"(
   echo "$out" > "$KILLED"; kill -9 $PPID
 fi
 )";
@@ -616,6 +618,13 @@ fi
     EXPECT_EQ(run.status, "running") << run.cell_key;
     EXPECT_EQ(run.job_id, "") << run.cell_key;  // never recorded
   }
+}
+
+TEST_F(SlurmE2ETest, ManagerKilledBetweenSbatchAndRecordingAdoptsTheQueuedArray) {
+  const std::string dir = TempDir("slurm_unrecorded");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  ASSERT_NO_FATAL_FAILURE(RunManagerKilledAfterSbatch(dir, file));
   auto sync = RunCommand(
       Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--watch", "--no-fit", "--no-plot"}), {},
       dir);
@@ -637,6 +646,36 @@ fi
     EXPECT_EQ(run.job_id.rfind("slurm:" + array + "_", 0), 0u) << run.cell_key << " " << run.job_id;
   }
   ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+}
+
+// The same kill, then `sweep cancel` with no manager running: the array that only the queue
+// knows of is cancelled too (its tasks held pending by the wrapper, so none can end first).
+TEST_F(SlurmE2ETest, CancelAfterAManagerKilledBeforeRecordingScancelsTheUnrecordedArray) {
+  const std::string dir = TempDir("slurm_unrecorded_cancel");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  ASSERT_NO_FATAL_FAILURE(RunManagerKilledAfterSbatch(dir, file, "scontrol hold $ID;"));
+  const std::string array =
+      Slurp(dir + "/killed").substr(0, Slurp(dir + "/killed").find_first_of(";\n"));
+  auto queued = [&] {
+    return RunCommand({"/usr/bin/squeue", "--noheader", "-r", "--name", "isoflop-tiny", "-o", "%i"},
+                      {}, dir)
+        .out;
+  };
+  ASSERT_NE(queued().find(array + "_5"), std::string::npos) << queued();
+  auto cancel = RunCommand(Isoflop(dir + "/s.db", {"sweep", "cancel", "tiny"}), {}, dir);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("scancel of 6 SLURM task(s)"), std::string::npos) << cancel.out;
+  std::string left = queued();
+  for (int i = 0; i < 100 && !left.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    left = queued();
+  }
+  EXPECT_EQ(left, "") << "still queued after the cancel";
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "cancelled") << run.cell_key;
+    EXPECT_FALSE(fs::exists(run.run_dir + "/metrics.jsonl")) << run.cell_key << " ran";
+  }
 }
 
 TEST_F(SlurmE2ETest, KilledManagerLosesNothingAndSyncPicksEverythingUp) {

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "isoflop/common/process.h"
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/synthetic.h"
 #include "isoflop/trainer/train_loop.h"
@@ -870,6 +871,49 @@ TEST_F(BinaryTest, SigtermOfTheLauncherStopsEveryRankAtOneCheckpointAndResumesEx
   EXPECT_NEAR(Status(dir)["final_val_loss"].get<double>(),
               Status(ref)["final_val_loss"].get<double>(),
               1e-5 * Status(ref)["final_val_loss"].get<double>());
+}
+
+// Ranks that resume from different checkpoints (a shared filesystem showing one rank a stale
+// folder) would train different weights under one run: the run stops before its first step,
+// naming both steps, and changes neither folder's checkpoints. Deterministic: rank 1 is given
+// a copy of the folder taken at an earlier checkpoint.
+TEST_F(BinaryTest, RanksResumedFromDifferentCheckpointsStopNamingBoth) {
+  ISOFLOP_REQUIRE_GLOO();
+  json run = TinyRun();
+  run["train"]["tokens"] = 200000;
+  const std::string a = MakeRun("a", run);
+  const auto stop_at = [&](int64_t step, const std::string& log) {
+    const pid_t launcher = Start({"--run-dir", a, "--quiet", "--nproc", "2"}, log);
+    ASSERT_TRUE(WaitForCheckpoint(a, step, 120)) << Slurp(log);
+    ::kill(launcher, SIGTERM);
+    ASSERT_EQ(Wait(launcher), 128 + SIGTERM) << Slurp(log);
+  };
+  ASSERT_NO_FATAL_FAILURE(stop_at(10, a + "/stderr1.log"));
+  const int64_t early = ListCheckpoints(a + "/ckpt").back().step;
+  const std::string b = root_ + "/b";
+  fs::copy(a, b, fs::copy_options::recursive);
+  ASSERT_NO_FATAL_FAILURE(stop_at(early + 10, a + "/stderr2.log"));
+  const int64_t late = ListCheckpoints(a + "/ckpt").back().step;
+  ASSERT_GT(late, early);
+  ::setenv("WORLD_SIZE", "2", 1);
+  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  ::setenv("MASTER_PORT", std::to_string(FreeLoopbackPort()).c_str(), 1);
+  ::setenv("RANK", "0", 1);
+  const pid_t rank0 = Start({"--run-dir", a, "--quiet"}, a + "/rank0.log");
+  ::setenv("RANK", "1", 1);
+  const pid_t rank1 = Start({"--run-dir", b, "--quiet"}, b + "/rank1.log");
+  for (const char* k : {"WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK"}) ::unsetenv(k);
+  EXPECT_EQ(Wait(rank0), kExitFailed) << Slurp(a + "/rank0.log");
+  EXPECT_EQ(Wait(rank1), kExitFailed) << Slurp(b + "/rank1.log");
+  const json st = Status(a);
+  EXPECT_EQ(st["state"], "failed");
+  EXPECT_NE(st["reason"].get<std::string>().find(
+                "the ranks resumed from different checkpoints: rank 0 from step " +
+                std::to_string(late) + ", rank 1 from step " + std::to_string(early)),
+            std::string::npos)
+      << st.dump();
+  EXPECT_EQ(ListCheckpoints(a + "/ckpt").back().step, late);
+  EXPECT_EQ(ListCheckpoints(b + "/ckpt").back().step, early);
 }
 
 }  // namespace

@@ -58,6 +58,9 @@ struct IsoflopFit {
   std::string estimator = "parabola";  // IsoflopOptions::estimator
   std::string grouping;                // how budgets were found (BudgetGroups::how)
   std::vector<std::string> warnings;   // fragmented budgets, exponent intervals crossing zero
+  // BootstrapIsoflop's resamples and those whose fit failed (fewer than two budgets with a
+  // minimum): the intervals come from the others. 0 and 0 without a bootstrap.
+  int bootstrap_resamples = 0, bootstrap_failed = 0;
 };
 
 // Observations grouped into isoFLOP budgets. Plain value.

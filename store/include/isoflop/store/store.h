@@ -19,7 +19,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -91,6 +91,7 @@ struct RunRecord {
   std::optional<double> final_val_loss, final_train_loss;
   int64_t tokens_done = 0;
   int64_t ingest_offset = 0;           // bytes of metrics.jsonl already ingested
+  std::string ingest_file;  // that file's "device:inode" ("" before anything was ingested)
   std::optional<double> data_entropy;  // nats/token when the data source knows it
   std::string created_at, started_at, finished_at;
 };
@@ -216,6 +217,8 @@ class Store {
   // Metrics: upsert by (run_id, step), so ingesting the same lines twice changes nothing.
   // All rows go in one transaction (joined if one is open).
   Status UpsertMetrics(int64_t run_id, const std::vector<MetricRow>& rows);
+  // Removes the run's rows (and their extras) with a step above `step`.
+  Status DeleteMetricsAfter(int64_t run_id, int64_t step);
   // Every row of the run by step; with kOmit, no named extras (MetricRow::extra stays empty):
   // an MoE run logs about 70 a step, so a curve that needs none reads 70x fewer rows.
   enum class Extras { kInclude, kOmit };

@@ -40,11 +40,13 @@ Result<std::vector<store::MetricRow>> ParseMetricsLines(
     const std::string& text, int64_t* consumed, std::vector<SkippedLine>* skipped = nullptr);
 
 // Reads run->run_dir/metrics.jsonl from run->ingest_offset and, in ONE transaction, upserts the
-// new rows and stores the advanced offset, tokens_done and last train loss in the run record
-// (so a crash never duplicates or drops rows). *run is updated to what was stored. When the
-// file shrank (the trainer truncates after a resume) or the offset no longer starts a line, it
-// re-reads from the beginning: rows are upserted by step, so nothing is duplicated; a
-// finished run's tokens_done is never lowered by such a re-read. A missing
+// new rows and stores the advanced offset, the file's identity (device:inode), tokens_done and
+// last train loss in the run record (so a crash never duplicates or drops rows). *run is updated
+// to what was stored. When the file is another one than the offset counts bytes of (the trainer
+// truncates on resume by writing a new file), shrank, or the offset no longer starts a line, it
+// re-reads from the beginning and the store follows the file: rows are upserted by step, so
+// nothing is duplicated, and rows past the file's last step (from the attempt before the
+// resume) are deleted. A finished run is never re-read: its rows stay as they are. A missing
 // file is not an error (nothing to ingest). `run` must already exist in the store (id > 0).
 Result<IngestProgress> IngestMetrics(store::Store& db, store::RunRecord* run);
 

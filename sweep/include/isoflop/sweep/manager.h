@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -70,10 +71,18 @@ std::string ClassifyExit(int exit_code, int signal, const std::string& reason, b
 // `failed_only`: only failed cells; else failed, diverged and cancelled. Returns how many.
 Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool failed_only);
 
+struct CancelOutcome {
+  int manager_pid = 0;                  // the live manager asked to stop; 0: none was running
+  std::vector<std::string> scancelled;  // SLURM tasks cancelled here ("123_4"), in order
+};
+
 // Cancels a sweep: when a live manager holds its lease, sets the lease's cancel flag (the
 // manager sees it at its next heartbeat, stops its runs at a checkpoint and marks the rest
-// cancelled), from any host; otherwise marks the sweep and its unfinished cells cancelled
-// itself. Returns the pid of the manager asked, or 0. NotFound for an unknown sweep.
-Result<int> CancelSweep(store::Store& db, const std::string& sweep_name);
+// cancelled), from any host; otherwise scancels its running cells' SLURM tasks and every task
+// in `live_jobs` (run folder -> "slurm:ID", Executor::LiveJobs: tasks the queue holds for the
+// sweep, including an array a killed manager never recorded), and marks the sweep and its
+// unfinished cells cancelled itself. NotFound for an unknown sweep.
+Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_name,
+                                  const std::map<std::string, std::string>& live_jobs = {});
 
 }  // namespace isoflop::sweep
