@@ -49,6 +49,26 @@ std::string IntervalWarning(const std::string& name, double value, double lo, do
 
 std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec) {
   std::vector<std::string> out;
+  // Refits left out of every interval: the intervals are those of the others.
+  if (auto b = rec.result.find("bootstrap"); b != rec.result.end() && b->is_object()) {
+    const int n = b->value("resamples", 0), failed = b->value("failed", 0),
+              non_finite = b->value("non_finite", 0);
+    if (failed + non_finite > 0) {
+      std::string w = "warning: " + std::to_string(failed + non_finite) + " of " +
+                      std::to_string(n) + " bootstrap refits ";
+      if (failed > 0 && non_finite > 0) {
+        w += "were left out (" + std::to_string(failed) + " failed, " + std::to_string(non_finite) +
+             " gave a non-finite parameter)";
+      } else {
+        w += failed > 0 ? "failed" : "gave a non-finite parameter";
+      }
+      w += ": the intervals come from the other " + std::to_string(n - failed - non_finite) +
+           (failed > 0 ? " (a resample fails where it draws one model size or one token count "
+                         "only, or too few points for the law)"
+                       : "");
+      out.push_back(w);
+    }
+  }
   const auto found = rec.result.find("excludes_point");
   if (found == rec.result.end() || !found->is_array()) return out;
   for (const auto& e : *found) {

@@ -14,9 +14,11 @@ namespace isoflop::cli {
 // ..."), the reason it could not check, or "" when the fit has none.
 std::string ExtrapolationSummary(const fit::FitRecord& rec);
 
-// One warning line per bootstrap interval that does not contain its own point estimate
-// (the record's result "excludes_point"): "warning: the 95% interval of alpha [24, 24] does
-// not contain its estimate 0.389 ...". Empty when there is none (or no bootstrap).
+// A warning line when bootstrap refits were left out (failed, or a non-finite parameter:
+// "warning: 35 of 1000 bootstrap refits failed: the intervals come from the other 965 ..."),
+// then one per bootstrap interval that does not contain its own point estimate (the record's
+// result "excludes_point"): "warning: the 95% interval of alpha [24, 24] does not contain its
+// estimate 0.389 ..."). Empty when there is none (or no bootstrap).
 std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec);
 
 // Warnings for predicted losses below what any model can reach: below the law's own fitted E,

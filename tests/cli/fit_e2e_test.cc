@@ -10,6 +10,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <sstream>
 
 #include "e2e_util.h"
@@ -287,6 +288,57 @@ TEST_F(FitCliTest, MoeFormRecoversTheGranularityLawFromAnImportedSet) {
 
 // `fit --csv` takes the import's column options: the same file fitted directly gives the same
 // parameters as the imported set, to the last printed digit.
+// Refits that fail are in no interval, and the output says how many. Parametric: two sizes
+// by three token counts, so a resample of the six runs has one size with probability
+// 2/2^6 = 3.1% and one token count with 3/3^6 = 0.4% (both 0.01%): about 35 of 1000 fail.
+// isoFLOP: two budgets of three sizes, so a resample has a minimum at both only when each
+// budget draws its three sizes (6/27 each): about 951 of 1000 fail.
+TEST_F(FitCliTest, FailedBootstrapRefitsAreCountedAndSaid) {
+  const std::string csv = *dir_ + "/few.csv";
+  {
+    std::ofstream out(csv);
+    out << "n,d,loss\n" << std::setprecision(17);
+    for (double n : {1e7, 4e7})
+      for (double d : {2e8, 8e8, 3.2e9})
+        out << n << "," << d << "," << 1.69 + 406.4 / std::pow(n, 0.34) + 410.7 / std::pow(d, 0.28)
+            << "\n";
+  }
+  const auto warned = [](const std::string& out, const std::string& what) {
+    std::smatch m;
+    EXPECT_TRUE(
+        std::regex_search(out, m, std::regex("warning: ([0-9]+) of 1000 bootstrap " + what)))
+        << out;
+    return m.size() > 1 ? std::stoi(m[1]) : -1;
+  };
+  auto table = Isoflop({"fit", "--csv", csv, "--bootstrap", "1000", "--no-store"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  const int failed = warned(table.out, "refits failed");
+  EXPECT_GE(failed, 12);  // 35.2 expected, sd 5.8: 4 sd either side
+  EXPECT_LE(failed, 59);
+  auto json_out =
+      Isoflop({"fit", "--csv", csv, "--bootstrap", "1000", "--no-store", "--format", "json"});
+  ASSERT_EQ(json_out.exit_code, 0) << json_out.err;
+  const auto boot = nlohmann::json::parse(json_out.out)["result"]["bootstrap"];
+  EXPECT_EQ(boot["failed"].get<int>() + boot["non_finite"].get<int>(), failed);
+
+  const std::string iso_csv = *dir_ + "/two_budgets.csv";
+  {
+    std::ofstream out(iso_csv);
+    out << "n,d,loss,budget\n" << std::setprecision(17);
+    for (double c : {1e18, 1e20})
+      for (int i = -1; i <= 1; ++i) {
+        const double n = 0.1 * std::sqrt(c) * std::exp(i), d = c / (6 * n);
+        out << n << "," << d << "," << 2 + 0.05 * i * i + 0.001 * i << "," << c << "\n";
+      }
+  }
+  auto iso = Isoflop(
+      {"fit", "--csv", iso_csv, "--method", "isoflop", "--bootstrap", "1000", "--no-store"});
+  ASSERT_EQ(iso.exit_code, 0) << iso.err;
+  const int iso_failed = warned(iso.out, "resamples had fewer than two budgets");
+  EXPECT_GE(iso_failed, 923);  // 950.6 expected, sd 6.9
+  EXPECT_LE(iso_failed, 978);
+}
+
 TEST_F(FitCliTest, FitCsvTakesColumnOptions) {
   const std::string csv = *dir_ + "/moe.csv";
   WriteMoeCsv(csv, MoeLaw{}, 7);
