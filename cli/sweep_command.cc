@@ -771,8 +771,11 @@ Status CancelCommand(const Context& ctx, const std::string& name) {
   // A SLURM sweep's queued and running tasks, recorded or not: a manager killed between sbatch
   // and recording the job ids left an array that only the queue knows of.
   std::map<std::string, std::string> live;
-  if (Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep);
-      cfg.ok() && cfg->executor.kind == "slurm") {
+  if (Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep); !cfg.ok()) {
+    std::cout << "note: sweep " << name << "'s stored file does not parse now ("
+              << cfg.status().message()
+              << "); on SLURM, only the jobs the store recorded are cancelled\n";
+  } else if (cfg->executor.kind == "slurm") {
     live = sweep::SlurmExecutor("", cfg->executor, cfg->name, cfg->output_dir).LiveJobs();
   }
   ISOFLOP_ASSIGN_OR_RETURN(sweep::CancelOutcome c, sweep::CancelSweep(*db, name, live));

@@ -11,7 +11,7 @@ PACKAGES=(
   libopenblas0-openmp
   python3-nbconvert python3-nbclient python3-ipykernel python3-matplotlib python3-pandas
   python3-numpy python3-scipy python3-torch
-  slurm-wlm munge
+  slurm-wlm munge slurmdbd mariadb-server
   libcpp-httplib-dev chromium
 )
 # node and npm (the dashboard's page packages, the browser test): Debian's, unless a node is

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # A single-node SLURM on loopback for the tests: munged, slurmctld and slurmd from Debian's
 # slurm-wlm, every state, spool, log, pid and socket path under one temporary directory, no
-# cgroups, no systemd, no accounting database (jobcomp/filetxt records finished jobs).
+# cgroups, no systemd. By default no accounting database (jobcomp/filetxt records finished
+# jobs); with --accounting also a MariaDB server and slurmdbd of its own (sacct answers), and
+# finished jobs leave the controller's memory after MinJobAge=2 s, so only sacct knows them.
 #
-#   cluster.sh start DIR      starts the daemons (DIR is created), waits until the node is idle,
+#   cluster.sh start DIR [--accounting]
+#                             starts the daemons (DIR is created), waits until the node is idle,
 #                             prints `export SLURM_CONF=DIR/slurm.conf`
 #   cluster.sh stop DIR       stops them (idempotent)
-#   cluster.sh run CMD...     starts a cluster in a fresh directory, runs CMD with SLURM_CONF set,
+#   cluster.sh run [--accounting] CMD...
+#                             starts a cluster in a fresh directory, runs CMD with SLURM_CONF set,
 #                             always stops it (also on failure or a signal), exits with CMD's code
 set -euo pipefail
 
@@ -19,8 +23,58 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.clos
 PY
 }
 
+wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
+  local n=$(($1 * 10)) i
+  shift
+  for i in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+
+# MariaDB on a loopback port with its data in DIR/mysql, a user for slurmdbd, then slurmdbd
+# itself (DIR/slurmdbd.conf, beside slurm.conf, where slurmdbd looks for it).
+start_accounting() {
+  local dir=$1 db_port=$2 dbd_port=$3
+  for b in mariadbd mariadb-install-db slurmdbd sacctmgr; do
+    command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] ||
+      die "$b not found: install mariadb-server and slurmdbd (scripts/install-deps.sh)"
+  done
+  mkdir -p "$dir/mysql"
+  mariadb-install-db --no-defaults --datadir="$dir/mysql" --user=root --skip-test-db \
+    --auth-root-authentication-method=socket >"$dir/log/mariadb-install.log" 2>&1 ||
+    die "mariadb-install-db failed (see $dir/log/mariadb-install.log)"
+  /usr/sbin/mariadbd --no-defaults --datadir="$dir/mysql" --socket="$dir/run/mysql.sock" \
+    --port="$db_port" --bind-address=127.0.0.1 --skip-name-resolve --user=root \
+    --pid-file="$dir/run/mariadb.pid" --log-error="$dir/log/mariadb.log" \
+    --innodb-buffer-pool-size=32M </dev/null >/dev/null 2>&1 &
+  wait_for 30 mariadb --no-defaults --socket="$dir/run/mysql.sock" -u root -e "SELECT 1" ||
+    die "MariaDB did not start (see $dir/log/mariadb.log)"
+  mariadb --no-defaults --socket="$dir/run/mysql.sock" -u root -e \
+    "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'isoflop-test';
+     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || die "cannot create the slurm user"
+  cat >"$dir/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+AuthInfo=socket=$dir/munge/munge.socket
+DbdAddr=127.0.0.1
+DbdHost=$(hostname -s)
+DbdPort=$dbd_port
+SlurmUser=root
+LogFile=$dir/log/slurmdbd.log
+PidFile=$dir/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$db_port
+StorageUser=slurm
+StoragePass=isoflop-test
+StorageLoc=slurm_acct_db
+CONF
+  chmod 600 "$dir/slurmdbd.conf"
+  /usr/sbin/slurmdbd || die "slurmdbd did not start (see $dir/log/slurmdbd.log)"
+  wait_for 30 sacctmgr -n list cluster || die "slurmdbd does not answer (see $dir/log/slurmdbd.log)"
+  sacctmgr -i add cluster isoflop-test >/dev/null || die "sacctmgr cannot add the cluster"
+}
+
 start() {
-  local dir=$1
+  local dir=$1 accounting=${2:-}
   for b in munged slurmctld slurmd sbatch squeue scontrol; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] ||
       die "$b not found: install slurm-wlm and munge (scripts/install-deps.sh)"
@@ -41,6 +95,16 @@ start() {
   mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
   ctld_port=$(free_port)
   d_port=$(free_port)
+  local acct="AccountingStorageType=accounting_storage/none" min_job_age=3600
+  if [ "$accounting" = --accounting ]; then
+    local dbd_port
+    dbd_port=$(free_port)
+    acct="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$dbd_port
+AccountingStoragePass=$dir/munge/munge.socket"
+    min_job_age=2
+  fi
   cat >"$dir/slurm.conf" <<CONF
 ClusterName=isoflop-test
 SlurmctldHost=$host(127.0.0.1)
@@ -61,7 +125,7 @@ MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+$acct
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/log/jobcomp.txt
 SchedulerType=sched/backfill
@@ -69,7 +133,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 DependencyParameters=kill_invalid_depend
 ReturnToService=2
-MinJobAge=3600
+MinJobAge=$min_job_age
 KillWait=10
 SlurmctldTimeout=30
 SlurmdTimeout=30
@@ -78,6 +142,9 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   export SLURM_CONF="$dir/slurm.conf"
+  if [ "$accounting" = --accounting ]; then
+    start_accounting "$dir" "$(free_port)" "${dbd_port:?}"
+  fi
   /usr/sbin/slurmctld -i || die "slurmctld did not start (see $dir/log/slurmctld.log)"
   /usr/sbin/slurmd || die "slurmd did not start (see $dir/log/slurmd.log)"
   local i state=""
@@ -108,7 +175,8 @@ stop() {
   if [ -f "$dir/slurm.conf" ]; then
     SLURM_CONF="$dir/slurm.conf" timeout 5 scancel --full --quiet --user=root 2>/dev/null || true
   fi
-  for f in "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid" "$dir/munge/munged.pid"; do
+  for f in "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid" "$dir/run/slurmdbd.pid" \
+    "$dir/run/mariadb.pid" "$dir/munge/munged.pid"; do
     kill_pidfile "$f"
   done
   # slurmstepd processes of this cluster's jobs, if any outlived slurmd.
@@ -116,15 +184,21 @@ stop() {
 }
 
 case "${1:-}" in
-  start) [ $# -eq 2 ] || die "usage: cluster.sh start DIR"; start "$2" ;;
+  start)
+    [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = --accounting ]; } ||
+      die "usage: cluster.sh start DIR [--accounting]"
+    start "$2" "${3:-}"
+    ;;
   stop) [ $# -eq 2 ] || die "usage: cluster.sh stop DIR"; stop "$2" ;;
   run)
     shift
-    [ $# -ge 1 ] || die "usage: cluster.sh run CMD..."
+    accounting=""
+    if [ "${1:-}" = --accounting ]; then accounting=--accounting; shift; fi
+    [ $# -ge 1 ] || die "usage: cluster.sh run [--accounting] CMD..."
     dir=$(mktemp -d /tmp/isoflop-slurm.XXXXXX)
     trap 'stop "$dir"; rm -rf "$dir"' EXIT
     trap 'exit 143' TERM INT
-    eval "$(start "$dir")"
+    eval "$(start "$dir" $accounting)"
     set +e
     "$@"
     rc=$?
@@ -135,5 +209,5 @@ case "${1:-}" in
     fi
     exit $rc
     ;;
-  *) die "usage: cluster.sh start DIR | stop DIR | run CMD..." ;;
+  *) die "usage: cluster.sh start DIR [--accounting] | stop DIR | run [--accounting] CMD..." ;;
 esac

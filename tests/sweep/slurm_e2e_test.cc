@@ -720,5 +720,77 @@ TEST_F(SlurmE2ETest, KilledManagerLosesNothingAndSyncPicksEverythingUp) {
   EXPECT_TRUE(latest.ok() && latest->has_value()) << "the last sync fits";
 }
 
+// Against a cluster with accounting (cluster.sh run --accounting: MariaDB, slurmdbd, MinJobAge
+// 2 s), where a finished job leaves the controller's memory two seconds after it ends and only
+// sacct still knows how it ended.
+class SlurmAccountingE2ETest : public SlurmE2ETest {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(RunCommand({"/usr/bin/sacct", "--noheader", "-X"}).exit_code, 0)
+        << "run these cases through tests/slurm/cluster.sh run --accounting (ctest does)";
+    SlurmE2ETest::SetUpTestSuite();
+  }
+};
+
+// The manager looks only after every task has left squeue: a task scancelled mid-run (its
+// trainer checkpointed on the SIGTERM, so its folder alone says "preempted, resume me") is
+// failed "cancelled" from sacct's CANCELLED, not resubmitted against the user's cancel; the
+// others are finished from sacct's COMPLETED, with the reference's rows, and `sweep status`
+// shows the states sacct gives.
+TEST_F(SlurmAccountingE2ETest, JobsTheControllerForgotAreJudgedBySacct) {
+  const std::string dir = TempDir("slurm_acct");
+  const std::string root = dir + "/runs";
+  const std::string file = SlurmSweep(dir, root);
+  auto submit = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit",
+                                                   "--no-plot", "--set", "budgets=[2e9]"}),
+                           {}, dir);
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  std::string run_dir;
+  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
+  ASSERT_GT(trainer, 0);
+  const std::string job = JobOf(dir + "/s.db", "tiny", run_dir);
+  ASSERT_FALSE(job.empty());
+  ASSERT_EQ(RunCommand({"/usr/bin/scancel", job}).exit_code, 0);
+  kill(trainer, SIGCONT);
+  const auto queued = [&] {
+    return RunCommand({"/usr/bin/squeue", "--noheader", "-r", "--states=all", "--name",
+                       "isoflop-tiny", "-o", "%i %T"})
+        .out;
+  };
+  WaitFor([&] { return queued().empty(); }, 180);
+  ASSERT_EQ(queued(), "") << "the controller still lists the tasks";
+  const std::string array = job.substr(0, job.find('_'));
+  auto sacct = RunCommand(
+      {"/usr/bin/sacct", "--noheader", "-X", "--parsable2", "-o", "JobID,State", "-j", array});
+  EXPECT_NE(sacct.out.find(job + "|CANCELLED"), std::string::npos) << sacct.out;
+  auto sync = RunCommand(
+      Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--watch", "--no-fit", "--no-plot"}), {},
+      dir);
+  EXPECT_NE(sync.exit_code, 0) << sync.out;  // the cancelled cell failed
+  int finished = 0;
+  auto rows = MetricRows(dir + "/s.db", "tiny");
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.attempts, 1) << run.cell_key << " " << run.reason;
+    if (run.run_dir == run_dir) {
+      EXPECT_EQ(run.status, "failed");
+      EXPECT_EQ(run.reason.rfind("cancelled: CANCELLED", 0), 0u) << run.reason;
+      rows.erase(run.cell_key);  // stopped part way
+    } else {
+      EXPECT_EQ(run.status, "finished") << run.reason;
+      ++finished;
+    }
+  }
+  EXPECT_EQ(finished, 2);
+  ExpectSameRows(rows, *reference_);
+  auto status = RunCommand(Isoflop(dir + "/s.db", {"sweep", "status", "tiny"}), {}, dir);
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  size_t completed = 0;
+  for (size_t at = 0; (at = status.out.find("COMPLETED", at)) != std::string::npos; ++at)
+    ++completed;
+  EXPECT_EQ(completed, 2u) << status.out;
+  EXPECT_NE(status.out.find("CANCELLED"), std::string::npos) << status.out;
+  EXPECT_EQ(status.out.find("(no record)"), std::string::npos) << status.out;
+}
+
 }  // namespace
 }  // namespace isoflop
