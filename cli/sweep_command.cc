@@ -717,6 +717,23 @@ Status SweepStatus(const Context& ctx, const std::string& name, const std::strin
   t.columns = {{"cell", ""},     {"budget", "%.3g"}, {"shape", ""},          {"n_total", ""},
                {"tokens", ""},   {"status", ""},     {"progress", "%.0f%%"}, {"val_loss", "%.4f"},
                {"attempts", ""}, {"reason", ""}};
+  // A running cell without a job: its array was submitted by a manager killed before it
+  // recorded the ids. The queue still knows the task (shown here; `sweep sync` adopts it).
+  if (std::any_of(runs.begin(), runs.end(),
+                  [](const auto& r) { return r.status == "running" && r.job_id.empty(); })) {
+    if (Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep);
+        cfg.ok() && cfg->executor.kind == "slurm") {
+      const auto live =
+          sweep::SlurmExecutor("", cfg->executor, cfg->name, cfg->output_dir).LiveJobs();
+      for (auto& r : runs) {
+        const auto it = live.find(r.run_dir);
+        if (r.status != "running" || !r.job_id.empty() || it == live.end()) continue;
+        r.job_id = it->second;
+        r.reason = "job not recorded (its manager was killed after sbatch); `isoflop sweep sync " +
+                   name + "` adopts it";
+      }
+    }
+  }
   // SLURM sweeps: each cell's job and what the scheduler says of it now.
   std::vector<std::string> slurm_ids;
   for (const auto& r : runs)

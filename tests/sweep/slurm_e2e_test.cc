@@ -663,6 +663,14 @@ TEST_F(SlurmE2ETest, CancelAfterAManagerKilledBeforeRecordingScancelsTheUnrecord
         .out;
   };
   ASSERT_NE(queued().find(array + "_5"), std::string::npos) << queued();
+  // `sweep status` shows the tasks the store never recorded, with what SLURM says of them.
+  auto status =
+      RunCommand(Isoflop(dir + "/s.db", {"sweep", "status", "tiny", "--format", "csv"}), {}, dir);
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  for (int k = 0; k < 6; ++k)
+    EXPECT_NE(status.out.find(array + "_" + std::to_string(k) + ",PENDING"), std::string::npos)
+        << status.out;
+  EXPECT_NE(status.out.find("job not recorded"), std::string::npos) << status.out;
   auto cancel = RunCommand(Isoflop(dir + "/s.db", {"sweep", "cancel", "tiny"}), {}, dir);
   ASSERT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
   EXPECT_NE(cancel.out.find("scancel of 6 SLURM task(s)"), std::string::npos) << cancel.out;
