@@ -657,6 +657,15 @@ Result<sweep::SweepConfig> StoredSweepConfig(store::Store& db, const store::Swee
   return cfg;
 }
 
+// The tasks the queue holds for a stored SLURM sweep, recorded in the store or not (run folder
+// -> "slurm:ID"); none for a local sweep. The parse error when its stored file no longer parses.
+Result<std::map<std::string, std::string>> LiveSlurmJobs(store::Store& db,
+                                                         const store::SweepRecord& sweep) {
+  ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepConfig cfg, StoredSweepConfig(db, sweep));
+  if (cfg.executor.kind != "slurm") return std::map<std::string, std::string>();
+  return sweep::SlurmExecutor("", cfg.executor, cfg.name, cfg.output_dir).LiveJobs();
+}
+
 // sweep retry (reset failed cells, then run) and sweep sync (run as stored): the stored sweep
 // file and overrides, the run folders where they are; sync --watch follows the jobs to the end.
 Status RunRetryCommand(const Context& ctx, RunArgs args) {
@@ -721,13 +730,10 @@ Status SweepStatus(const Context& ctx, const std::string& name, const std::strin
   // recorded the ids. The queue still knows the task (shown here; `sweep sync` adopts it).
   if (std::any_of(runs.begin(), runs.end(),
                   [](const auto& r) { return r.status == "running" && r.job_id.empty(); })) {
-    if (Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep);
-        cfg.ok() && cfg->executor.kind == "slurm") {
-      const auto live =
-          sweep::SlurmExecutor("", cfg->executor, cfg->name, cfg->output_dir).LiveJobs();
+    if (auto live = LiveSlurmJobs(*db, *sweep); live.ok()) {
       for (auto& r : runs) {
-        const auto it = live.find(r.run_dir);
-        if (r.status != "running" || !r.job_id.empty() || it == live.end()) continue;
+        const auto it = live->find(r.run_dir);
+        if (r.status != "running" || !r.job_id.empty() || it == live->end()) continue;
         r.job_id = it->second;
         r.reason = "job not recorded (its manager was killed after sbatch); `isoflop sweep sync " +
                    name + "` adopts it";
@@ -787,15 +793,15 @@ Status CancelCommand(const Context& ctx, const std::string& name) {
   if (!sweep) return Status::NotFound("no sweep named '" + name + "' in " + ctx.db_path);
   // A SLURM sweep's queued and running tasks, recorded or not: a manager killed between sbatch
   // and recording the job ids left an array that only the queue knows of.
-  std::map<std::string, std::string> live;
-  if (Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep); !cfg.ok()) {
+  auto live = LiveSlurmJobs(*db, *sweep);
+  if (!live.ok()) {
     std::cout << "note: sweep " << name << "'s stored file does not parse now ("
-              << cfg.status().message()
+              << live.status().message()
               << "); on SLURM, only the jobs the store recorded are cancelled\n";
-  } else if (cfg->executor.kind == "slurm") {
-    live = sweep::SlurmExecutor("", cfg->executor, cfg->name, cfg->output_dir).LiveJobs();
   }
-  ISOFLOP_ASSIGN_OR_RETURN(sweep::CancelOutcome c, sweep::CancelSweep(*db, name, live));
+  ISOFLOP_ASSIGN_OR_RETURN(
+      sweep::CancelOutcome c,
+      sweep::CancelSweep(*db, name, live.ok() ? *live : std::map<std::string, std::string>()));
   if (c.manager_pid > 0) {
     std::cout << "asked the running manager (pid " << c.manager_pid << ") to stop sweep " << name
               << "; its runs stop at a checkpoint\n";
