@@ -1306,26 +1306,51 @@ Status ApplyOverride(YAML::Node& root, const std::string& arg,
     std::set<size_t> seen_nodes;
     ISOFLOP_RETURN_IF_ERROR(CheckDuplicateKeys(parsed, key, "--set " + arg, false, &seen_nodes));
   }
+  // Walk the key path. A mapping's key may itself hold dots (a parameter axis, `train.lr`):
+  // at each level the longest run of components naming an existing key is that key; a new key
+  // under `parameters` is an axis, so it takes every remaining component but a trailing axis
+  // field (`--set parameters.train.lr.values=[1e-3]`); anywhere else a new key is one component.
+  const auto join = [&](size_t from, size_t to) {
+    std::string s = parts[from];
+    for (size_t k = from + 1; k < to; ++k) s += "." + parts[k];
+    return s;
+  };
+  static const std::set<std::string> kAxisFields = {"values",       "value", "min", "max",
+                                                    "distribution", "count", "q"};
   YAML::Node cur = root;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+  std::string path;  // the mapping `cur` is, as a dotted path ("" = the root)
+  for (size_t i = 0; i < parts.size();) {
     if (!cur.IsMap()) {
-      return Status::InvalidArgument("--set " + arg + ": '" + parts[i - 1] + "' is not a mapping");
+      return Status::InvalidArgument("--set " + arg + ": '" + path + "' is not a mapping");
     }
-    YAML::Node next = cur[parts[i]];
+    size_t j = 0;
+    const YAML::Node& look = cur;  // const: a missing key is not inserted
+    for (size_t to = parts.size(); to > i && j == 0; --to) {
+      if (look[join(i, to)].IsDefined()) j = to;
+    }
+    if (j == 0) {
+      j = i + 1;
+      if (path == "parameters") {
+        j = parts.size();
+        if (j - i >= 2 && kAxisFields.count(parts.back())) --j;
+      }
+    }
+    const std::string name = join(i, j);
+    const std::string child = path.empty() ? name : path + "." + name;
+    if (j == parts.size()) {
+      cur[name] = parsed;
+      break;
+    }
+    YAML::Node next = cur[name];
     if (!next.IsDefined() || next.IsNull()) {
-      cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
-      next = cur[parts[i]];
-      std::string made = parts[0];
-      for (size_t k = 1; k <= i; ++k) made += "." + parts[k];
-      created->emplace(made, key);
+      cur[name] = YAML::Node(YAML::NodeType::Map);
+      next = cur[name];
+      created->emplace(child, key);
     }
     cur.reset(next);
+    path = child;
+    i = j;
   }
-  if (!cur.IsMap()) {
-    return Status::InvalidArgument("--set " + arg + ": the parent of '" + parts.back() +
-                                   "' is not a mapping");
-  }
-  cur[parts.back()] = parsed;
   (*seen)[key] = value;
   return Status::Ok();
 }

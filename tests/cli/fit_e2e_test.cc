@@ -521,6 +521,78 @@ TEST_F(FitCliTest, IsoflopGroupsByTheImportedBudgetColumn) {
   EXPECT_NE(bad.err.find("--budget-column"), std::string::npos);
 }
 
+// Approach 2 against numpy: the same noisy isoFLOP file fitted by `isoflop fit --method isoflop`
+// and by numpy.polyfit in /usr/bin/python3 (each budget's parabola in ln N and in ln D, its
+// vertex, then ln N_opt and ln D_opt against ln C by least squares), which must agree to 1e-9
+// relative. The losses carry 0.5% noise so the parabolas are not the law's exact shape.
+TEST_F(FitCliTest, IsoflopProfilesAgreeWithNumpy) {
+  const std::string csv = *dir_ + "/noisy_isoflop.csv";
+  {
+    const double e = 1.69, a = 406.4, b = 410.7, alpha = 0.34, beta = 0.28;
+    std::mt19937_64 rng(11);
+    std::normal_distribution<double> noise(0, 0.005);
+    std::ofstream f(csv);
+    f << "n,d,loss,budget\n" << std::setprecision(17);
+    for (int k = 0; k < 5; ++k) {
+      const double c = std::pow(10.0, 18 + k * 0.5);
+      for (int j = 0; j < 7; ++j) {
+        const double n = 1e8 * std::pow(10.0, 0.5 * k * 0.45 + (j - 3) * 0.2);
+        const double d = c / (6 * n);
+        const double loss = (e + a / std::pow(n, alpha) + b / std::pow(d, beta)) * (1 + noise(rng));
+        f << n << "," << d << "," << loss << "," << c << "\n";
+      }
+    }
+  }
+  auto fit = Isoflop({"fit", "--csv", csv, "--method", "isoflop", "--no-store",
+                      "--keep-outside-range", "--format", "json"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  const auto ours = nlohmann::json::parse(fit.out)["result"]["isoflop"];
+  ASSERT_EQ(ours["grouping"], "budget");
+  const char kNumpy[] = R"PY(
+import csv, json, sys
+import numpy as np
+rows = list(csv.DictReader(open(sys.argv[1])))
+budgets = sorted({float(r["budget"]) for r in rows})
+out = {"budgets": []}
+for c in budgets:
+    g = [r for r in rows if float(r["budget"]) == c]
+    n = np.array([float(r["n"]) for r in g]); d = np.array([float(r["d"]) for r in g])
+    y = np.array([float(r["loss"]) for r in g])
+    pn = np.polyfit(np.log(n), y, 2); pd = np.polyfit(np.log(d), y, 2)  # highest power first
+    xn, xd = -pn[1] / (2 * pn[0]), -pd[1] / (2 * pd[0])
+    out["budgets"].append({"c": c, "parabola_n": pn[::-1].tolist(), "parabola_d": pd[::-1].tolist(),
+                           "n_opt": float(np.exp(xn)), "d_opt": float(np.exp(xd)),
+                           "loss_at_n_opt": float(np.polyval(pn, xn))})
+lc = np.log([b["c"] for b in out["budgets"]])
+for key in ("n_opt", "d_opt"):
+    a, lk = np.polyfit(lc, np.log([b[key] for b in out["budgets"]]), 1)
+    out[key] = {"a": float(a), "k": float(np.exp(lk))}
+print(json.dumps(out))
+)PY";
+  auto py = RunCommand({"/usr/bin/python3", "-c", kNumpy, csv});
+  ASSERT_EQ(py.exit_code, 0) << py.err;
+  const auto ref = nlohmann::json::parse(py.out);
+  const auto rel = [](double x, double y) {
+    return std::abs(x - y) / std::max(std::abs(y), 1e-300);
+  };
+  ASSERT_EQ(ours["budgets"].size(), ref["budgets"].size());
+  for (size_t i = 0; i < ref["budgets"].size(); ++i) {
+    const auto &o = ours["budgets"][i], &r = ref["budgets"][i];
+    SCOPED_TRACE("budget " + std::to_string(i));
+    EXPECT_EQ(o["c"].get<double>(), r["c"].get<double>());
+    EXPECT_TRUE(o["usable"].get<bool>()) << o["note"];
+    for (const char* key : {"n_opt", "d_opt", "loss_at_n_opt"})
+      EXPECT_LT(rel(o[key].get<double>(), r[key].get<double>()), 1e-9) << key;
+    for (const char* key : {"parabola_n", "parabola_d"})
+      for (int p = 0; p < 3; ++p)
+        EXPECT_LT(rel(o[key][p].get<double>(), r[key][p].get<double>()), 1e-9) << key << p;
+  }
+  for (const char* key : {"n_opt", "d_opt"}) {
+    EXPECT_LT(rel(ours[key]["a"].get<double>(), ref[key]["a"].get<double>()), 1e-9) << key;
+    EXPECT_LT(rel(ours[key]["k"].get<double>(), ref[key]["k"].get<double>()), 1e-9) << key;
+  }
+}
+
 // Issue 14: the extrapolation check holds out the largest budget with 3 or more runs, and
 // --cross-validate scores every budget held out in turn (table and JSON).
 TEST_F(FitCliTest, CrossValidateScoresEveryBudgetHeldOut) {

@@ -307,6 +307,41 @@ TEST(SweepConfigTest, ParameterAxesExpandLikeWandb) {
   EXPECT_NEAR(c->parameters[2].values[2].get<double>(), 0.2, 1e-12);
 }
 
+TEST(SweepConfigTest, SetAddressesAParameterAxisByItsDottedName) {
+  const std::string axes = std::string(kBase) +
+                           "parameters:\n"
+                           "  train.lr: {values: [1e-3, 3e-3]}\n"
+                           "  train.micro_batch: {values: [4, 8]}\n";
+  // An existing axis: its one field replaced, the other axis untouched.
+  Result<SweepConfig> one = Parse(axes, {"parameters.train.lr.values=[2e-3]"});
+  ASSERT_TRUE(one.ok()) << one.status().message();
+  ASSERT_EQ(one->parameters.size(), 2u);
+  EXPECT_EQ(one->parameters[0].path, "train.lr");
+  EXPECT_EQ(one->parameters[0].values, (std::vector<nlohmann::json>{2e-3}));
+  EXPECT_EQ(one->parameters[1].values, (std::vector<nlohmann::json>{4, 8}));
+  // A whole axis by its name.
+  Result<SweepConfig> whole = Parse(axes, {"parameters.train.lr={value: 5e-4}"});
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_EQ(whole->parameters[0].values, (std::vector<nlohmann::json>{5e-4}));
+  // A new axis, in a file without `parameters`: the trailing field is the axis's, the rest its
+  // name.
+  Result<SweepConfig> added = Parse(kBase, {"parameters.train.weight_decay.values=[0, 0.1]"});
+  ASSERT_TRUE(added.ok()) << added.status().message();
+  ASSERT_EQ(added->parameters.size(), 1u);
+  EXPECT_EQ(added->parameters[0].path, "train.weight_decay");
+  EXPECT_EQ(added->parameters[0].values, (std::vector<nlohmann::json>{0, 0.1}));
+  // A misspelt field of an existing axis is the axis's unknown key, named by the override.
+  Result<SweepConfig> typo = Parse(axes, {"parameters.train.lr.valuse=[1]"});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.status().message().find("parameters.train.lr.valuse: unknown key"),
+            std::string::npos)
+      << typo.status().message();
+  // Descending into a scalar names it.
+  Result<SweepConfig> scalar = Parse(kBase, {"name.first=x"});
+  ASSERT_FALSE(scalar.ok());
+  EXPECT_EQ(scalar.status().message(), "--set name.first=x: 'name' is not a mapping");
+}
+
 TEST(SweepConfigTest, LadderFromTargetParamsUsesTheAspectRule) {
   std::string text = kBase;
   const std::string from =
