@@ -100,6 +100,71 @@ TEST_F(FitCliTest, OptimalUsesEveryBootstrapDraw) {
   EXPECT_NEAR(o["n_hi"].get<double>(), ci["hi"].get<double>(), 1e-9 * ci["hi"].get<double>());
 }
 
+// `optimal` against numpy over the fit's own bootstrap draws: the closed form (DESIGN.md:
+// G = (αA/(βB))^(1/(α+β)), N_opt = G·(C/6)^(β/(α+β)), D_opt = C/(6·N_opt)), the law's loss
+// there, and numpy.percentile's 2.5% and 97.5% of each across the draws; and the fit's own
+// exponent intervals against numpy.percentile of the draws' α and β. All to 1e-9 relative.
+TEST_F(FitCliTest, OptimalAndIntervalsAgreeWithNumpyOverTheDraws) {
+  auto fit = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--bootstrap",
+                      "200", "--seed", "5", "--format", "json"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  const std::string fit_json = *dir_ + "/numpy_fit.json";
+  std::ofstream(fit_json) << fit.out;
+  const auto j = nlohmann::json::parse(fit.out);
+  auto opt = Isoflop({"optimal", "--fit", std::to_string(j["id"].get<int64_t>()), "--compute",
+                      "5.88e23,1e20", "--format", "json"});
+  ASSERT_EQ(opt.exit_code, 0) << opt.err;
+  const char kNumpy[] = R"PY(
+import json, sys
+import numpy as np
+fit = json.load(open(sys.argv[1]))
+p = fit["params"]
+draws = np.array(fit["result"]["bootstrap"]["draws"])  # rows E, A, B, alpha, beta
+def optimum(E, A, B, al, be, c):
+    g = (al * A / (be * B)) ** (1 / (al + be))
+    n = g * (c / 6) ** (be / (al + be))
+    d = c / (6 * n)
+    return n, d, E + A / n ** al + B / d ** be
+out = {"n_draws": len(draws), "alpha": np.percentile(draws[:, 3], [2.5, 97.5]).tolist(),
+       "beta": np.percentile(draws[:, 4], [2.5, 97.5]).tolist(), "budgets": []}
+for c in map(float, sys.argv[2:]):
+    n, d, loss = optimum(p["E"], p["A"], p["B"], p["alpha"], p["beta"], c)
+    dn, dd, dl = optimum(draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3], draws[:, 4], c)
+    q = lambda v: np.percentile(v, [2.5, 97.5]).tolist()
+    out["budgets"].append({"n_opt": n, "d_opt": d, "loss": loss,
+                           "n": q(dn), "d": q(dd), "l": q(dl)})
+print(json.dumps(out))
+)PY";
+  auto py = RunCommand({"/usr/bin/python3", "-c", kNumpy, fit_json, "5.88e23", "1e20"});
+  ASSERT_EQ(py.exit_code, 0) << py.err;
+  const auto ref = nlohmann::json::parse(py.out);
+  EXPECT_EQ(ref["n_draws"].get<size_t>(), j["result"]["bootstrap"]["draws"].size());
+  EXPECT_GT(ref["n_draws"].get<int>(), 150);
+  const auto near = [](double ours, double theirs, const std::string& what) {
+    EXPECT_LT(std::abs(ours - theirs), 1e-9 * std::abs(theirs))
+        << what << ": " << ours << " vs " << theirs;
+  };
+  for (const char* k : {"alpha", "beta"}) {
+    near(j["ci"][k]["lo"].get<double>(), ref[k][0].get<double>(), std::string(k) + " lo");
+    near(j["ci"][k]["hi"].get<double>(), ref[k][1].get<double>(), std::string(k) + " hi");
+  }
+  const auto o = nlohmann::json::parse(opt.out);
+  ASSERT_EQ(o.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const auto &ours = o[i], &r = ref["budgets"][i];
+    const std::string at = " at C=" + ours["compute"].dump();
+    near(ours["n_opt"].get<double>(), r["n_opt"].get<double>(), "n_opt" + at);
+    near(ours["d_opt"].get<double>(), r["d_opt"].get<double>(), "d_opt" + at);
+    near(ours["loss"].get<double>(), r["loss"].get<double>(), "loss" + at);
+    near(ours["n_lo"].get<double>(), r["n"][0].get<double>(), "n_lo" + at);
+    near(ours["n_hi"].get<double>(), r["n"][1].get<double>(), "n_hi" + at);
+    near(ours["d_lo"].get<double>(), r["d"][0].get<double>(), "d_lo" + at);
+    near(ours["d_hi"].get<double>(), r["d"][1].get<double>(), "d_hi" + at);
+    near(ours["loss_lo"].get<double>(), r["l"][0].get<double>(), "loss_lo" + at);
+    near(ours["loss_hi"].get<double>(), r["l"][1].get<double>(), "loss_hi" + at);
+  }
+}
+
 // `isoflop curves`: one JSON document with what the figures draw, the frontier passing
 // through the same N_opt that `optimal` answers (the same fit library, evaluated once).
 TEST_F(FitCliTest, CurvesOfAFitAreOneJsonDocumentAgreeingWithOptimal) {
