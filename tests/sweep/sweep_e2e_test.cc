@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -188,6 +189,58 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
     auto s = store::Store::Open(db);
     auto fit = (*s)->LatestFit("sweep", "tiny", "envelope");
     EXPECT_TRUE(fit.ok() && fit->has_value());
+  }
+  // Approach 1 against numpy, from the SQLite file itself (Python's sqlite3, not isoflop's
+  // reader): each finished run's training losses against FLOPs, a centred 5-point mean, linear
+  // in ln C; at 40 levels from the shortest run's end to the largest FLOPs the lowest curve
+  // (np.interp); ln N and ln D of the winners against ln C by np.polyfit. To 1e-9 relative.
+  {
+    const char kNumpy[] = R"PY(
+import json, sqlite3, sys
+import numpy as np
+con = sqlite3.connect(sys.argv[1])
+runs = con.execute("SELECT r.id, r.n_total, r.flops_per_token_6n FROM runs r JOIN sweeps s ON "
+                   "r.sweep_id = s.id WHERE s.name = 'tiny' AND r.status = 'finished' ORDER BY r.id")
+curves = []
+for rid, n, fpt in runs.fetchall():
+    rows = con.execute("SELECT flops, train_loss FROM metrics WHERE run_id = ? AND flops > 0 AND "
+                       "train_loss > 0 ORDER BY step", (rid,)).fetchall()
+    lf = np.log(np.array([r[0] for r in rows]) * (6 * n / fpt))
+    loss = np.array([r[1] for r in rows])
+    curves.append((n, lf, np.array([loss[max(0, i - 2):i + 3].mean() for i in range(len(loss))])))
+lo = max(min(c[1][0] for c in curves), min(c[1][-1] for c in curves))
+hi = max(c[1][-1] for c in curves)
+pts = []
+for x in np.linspace(lo, hi, 40):
+    inside = [(np.interp(x, lf, sm), n) for n, lf, sm in curves if lf[0] <= x <= lf[-1]]
+    loss, n = min(inside, key=lambda t: t[0])
+    pts.append((np.exp(x), n, loss))
+c, n = np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
+a_n, k_n = np.polyfit(np.log(c), np.log(n), 1)
+a_d, k_d = np.polyfit(np.log(c), np.log(c / (6 * n)), 1)
+print(json.dumps({"points": [{"c": p[0], "n": p[1], "loss": p[2]} for p in pts],
+                  "n_opt": [a_n, float(np.exp(k_n))], "d_opt": [a_d, float(np.exp(k_d))]}))
+)PY";
+    auto py = testing::RunCommand({"/usr/bin/python3", "-c", kNumpy, db});
+    ASSERT_EQ(py.exit_code, 0) << py.err;
+    const auto ref = nlohmann::json::parse(py.out);
+    auto env = testing::RunCommand({Binary("isoflop"), "--db", db, "fit", "--sweep", "tiny",
+                                    "--method", "envelope", "--no-store", "--format", "json"},
+                                   {}, dir);
+    ASSERT_EQ(env.exit_code, 0) << env.err;
+    const auto ours = nlohmann::json::parse(env.out)["result"]["envelope"];
+    const auto rel = [](double x, double y) { return std::abs(x - y) / std::abs(y); };
+    ASSERT_EQ(ours["points"].size(), ref["points"].size());
+    for (size_t i = 0; i < ref["points"].size(); ++i) {
+      for (const char* k : {"c", "n", "loss"}) {
+        EXPECT_LT(rel(ours["points"][i][k].get<double>(), ref["points"][i][k].get<double>()), 1e-9)
+            << "level " << i << " " << k;
+      }
+    }
+    for (const char* law : {"n_opt", "d_opt"}) {
+      EXPECT_LT(rel(ours[law]["a"].get<double>(), ref[law][0].get<double>()), 1e-9) << law;
+      EXPECT_LT(rel(ours[law]["k"].get<double>(), ref[law][1].get<double>()), 1e-9) << law;
+    }
   }
   // A changed file keeps matching cells and shows the difference.
   auto changed =
