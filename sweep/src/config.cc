@@ -81,8 +81,16 @@ class Parser {
     return path.empty() ? key : path + "." + key;
   }
 
+  // What a node holds, for "got ..." in messages: 'text', a list, a mapping, or nothing.
+  static std::string Got(const YAML::Node& n) {
+    if (n.IsScalar()) return "'" + n.Scalar() + "'";
+    if (n.IsSequence()) return "a list";
+    if (n.IsMap()) return "a mapping";
+    return "nothing (null)";
+  }
+
   Result<double> Number(const YAML::Node& n, const std::string& path) const {
-    if (!n.IsScalar()) return Error(n, path, "expected a number");
+    if (!n.IsScalar()) return Error(n, path, "expected a number, got " + Got(n));
     const std::string s = n.Scalar();
     char* end = nullptr;
     errno = 0;
@@ -107,11 +115,11 @@ class Parser {
       if (s == "true" || s == "yes" || s == "on") return true;
       if (s == "false" || s == "no" || s == "off") return false;
     }
-    return Error(n, path, "expected true or false");
+    return Error(n, path, "expected true or false, got " + Got(n));
   }
 
   Result<std::string> String(const YAML::Node& n, const std::string& path) const {
-    if (!n.IsScalar()) return Error(n, path, "expected a string");
+    if (!n.IsScalar()) return Error(n, path, "expected a string, got " + Got(n));
     return n.Scalar();
   }
 
@@ -658,14 +666,14 @@ Status CheckTrainValue(const Parser& p, const YAML::Node& at, const std::string&
                        const std::string& key, const json& v) {
   if (key == "schedule") {
     if (!v.is_string() || (v != "cosine" && v != "wsd" && v != "constant")) {
-      return p.Error(at, path, "expected cosine, wsd or constant");
+      return p.Error(at, path, "expected cosine, wsd or constant, got " + Parser::Got(at));
     }
     return Status::Ok();
   }
-  if (!v.is_number()) return p.Error(at, path, "expected a number");
+  if (!v.is_number()) return p.Error(at, path, "expected a number, got " + Parser::Got(at));
   const double x = v.get<double>();
   if (IntegerTrainFields().count(key) && x != std::floor(x)) {
-    return p.Error(at, path, "expected an integer");
+    return p.Error(at, path, "expected an integer, got " + Parser::Got(at));
   }
   auto bad = [&](const std::string& why) { return p.Error(at, path, why + ", got " + v.dump()); };
   if ((key == "batch_tokens" || key == "micro_batch" || key == "lr" || key == "eps" ||
@@ -715,7 +723,8 @@ Status ParseTrain(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     if (key == "rules") continue;
     c->field_where[kp] = p.Where(it->second, kp);
     json v = it->second.IsScalar() ? Parser::ScalarJson(it->second) : json();
-    if (key != "schedule" && v.is_string()) return p.Error(it->second, kp, "expected a number");
+    if (key != "schedule" && v.is_string())
+      return p.Error(it->second, kp, "expected a number, got " + Parser::Got(it->second));
     ISOFLOP_RETURN_IF_ERROR(CheckTrainValue(p, it->second, kp, key, v));
     if (IntegerTrainFields().count(key))
       v = static_cast<int64_t>(v.get<double>());

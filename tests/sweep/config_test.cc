@@ -67,7 +67,13 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        "beta1, beta2, ckpt_interval_steps, decay_frac, eps, eval_interval_steps, eval_tokens, "
        "grad_clip, log_interval_steps, lr, micro_batch, min_lr, schedule, warmup_frac, "
        "warmup_tokens, weight_decay, rules)"},
-      {"wrong type", base + "  lr: fast\n", "s.yaml:14:7: train.lr: expected a number"},
+      {"wrong type", base + "  lr: fast\n", "s.yaml:14:7: train.lr: expected a number, got 'fast'"},
+      {"a list for a number", base + "  lr: [1, 2]\n",
+       "s.yaml:14:7: train.lr: expected a number, got a list"},
+      {"null for an integer", base + "  micro_batch: ~\n",
+       "s.yaml:14:16: train.micro_batch: expected a number, got nothing (null)"},
+      {"a mapping for a budget", replace("[1e9, 4e9]", "[1e9, {c: 4e9}]"),
+       "s.yaml:11:16: budgets[1]: expected a number, got a mapping"},
       {"negative budget", replace("[1e9, 4e9]", "[1e9, -4e9]"),
        "s.yaml:11:16: budgets[1]: must be > 0, got -4e9"},
       {"budget not a number", replace("[1e9, 4e9]", "[1e9, lots]"),
