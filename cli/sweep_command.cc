@@ -674,6 +674,19 @@ Status RunRetryCommand(const Context& ctx, RunArgs args) {
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, oo));
   ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(args.name));
   if (!sweep) return Status::NotFound("no sweep named '" + args.name + "' in " + ctx.db_path);
+  if (args.sync && sweep->status == "cancelled") {
+    // A cancel stands until someone asks for the cells again: a sync (from cron, say) must not
+    // resubmit what `sweep cancel` stopped.
+    std::cout << "sweep " << args.name
+              << " is cancelled: sync submits nothing (`isoflop sweep retry " << args.name
+              << "` runs its cancelled cells again)\n";
+    if (auto live = LiveSlurmJobs(*db, *sweep); live.ok() && !live->empty()) {
+      std::cout << live->size() << " SLURM task(s) of it are still queued or running:";
+      for (const auto& [dir, id] : *live) std::cout << " " << id.substr(id.find(':') + 1);
+      std::cout << "; `isoflop sweep cancel " << args.name << "` stops them\n";
+    }
+    return Status::Ok();
+  }
   if (!args.sync) {
     ISOFLOP_ASSIGN_OR_RETURN(int n, sweep::ResetCells(*db, args.name, args.failed_only));
     std::cout << "retrying " << n << " cell(s) of " << args.name << "\n";

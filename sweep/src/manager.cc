@@ -830,7 +830,10 @@ Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_nam
   if (held && LeaseIsLive(*held)) {
     // The running manager is the store's writer: ask it to stop (it sees the flag at its next
     // heartbeat, stops its runs at a checkpoint and marks the rest cancelled).
+    // The sweep reads cancelled at once, so the cancel stands even if that manager dies before
+    // it sees the flag: `sweep sync` then submits nothing (its own end overwrites the status).
     ISOFLOP_RETURN_IF_ERROR(db.RequestCancel(sweep->id).status());
+    ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep->id, "cancelled"));
     ISOFLOP_RETURN_IF_ERROR(txn.Commit());
     out.manager_pid = static_cast<int>(held->pid);
     return out;
@@ -850,7 +853,10 @@ Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_nam
         std::find(slurm_jobs.begin(), slurm_jobs.end(), id.substr(6)) == slurm_jobs.end())
       slurm_jobs.push_back(id.substr(6));
   }
-  ISOFLOP_RETURN_IF_ERROR(Scancel(slurm_jobs, /*signal_only=*/false));
+  // The store says cancelled before the scheduler is told: a cancel killed in between leaves a
+  // cancelled sweep whose tasks still run (`sweep sync` submits nothing for it and names them,
+  // a second cancel stops them), never tasks killed under a sweep that still reads "running",
+  // which the next sync would resume.
   for (auto& r : runs) {
     if (Terminal(r.status) || r.status == "failed") continue;
     if (r.status == "running") {
@@ -864,6 +870,12 @@ Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_nam
   }
   ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep->id, "cancelled"));
   ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+  if (Status st = Scancel(slurm_jobs, /*signal_only=*/false); !st.ok()) {
+    return Status::IoError(st.message() + "; sweep " + sweep_name +
+                           " is marked cancelled, but its SLURM tasks may still run: run "
+                           "`isoflop sweep cancel " +
+                           sweep_name + "` again");
+  }
   return out;
 }
 

@@ -588,6 +588,57 @@ TEST_F(SlurmE2ETest, CancelOfADetachedSweepScancelsItsJobs) {
   }
 }
 
+// `sweep cancel` of a detached sweep is SIGKILLed after it marked the sweep cancelled and before
+// its scancel ran (a scancel wrapper on its PATH kills it, its parent, first). The cancel must
+// stand: every cell cancelled, and `sweep sync` submits nothing and names the tasks still queued;
+// a second cancel scancels them. (Every job is held, so none can start or end meanwhile.)
+TEST_F(SlurmE2ETest, CancelKilledBeforeItsScancelStandsAndASecondCancelStopsTheJobs) {
+  const std::string dir = TempDir("slurm_cancel_killed");
+  const std::string file = SlurmSweep(dir, dir + "/runs", "  sbatch_args: [\"--hold\"]\n");
+  auto submit = RunCommand(
+      Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit", "--no-plot"}), {}, dir);
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  auto queued = [&] {
+    auto q = RunCommand(
+        {"/usr/bin/squeue", "--noheader", "-r", "--name", "isoflop-tiny", "-o", "%i"}, {}, dir);
+    std::set<std::string> ids;
+    std::istringstream lines(q.out);
+    for (std::string id; std::getline(lines, id);)
+      if (!id.empty()) ids.insert(id);
+    return ids;
+  };
+  const std::set<std::string> submitted = queued();
+  ASSERT_EQ(submitted.size(), 6u);
+  const std::string wrap = dir + "/bin";
+  fs::create_directories(wrap);
+  std::ofstream(wrap + "/scancel") << "#!/bin/sh\ntouch \"$KILLED\"; kill -9 $PPID\n";
+  fs::permissions(wrap + "/scancel", fs::perms::owner_all);
+  auto killed =
+      RunCommand(Isoflop(dir + "/s.db", {"sweep", "cancel", "tiny"}),
+                 {"PATH=" + wrap + ":" + std::getenv("PATH"), "KILLED=" + dir + "/killed"}, dir);
+  ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+  ASSERT_TRUE(fs::exists(dir + "/killed"));
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "cancelled");
+  EXPECT_EQ(queued(), submitted);  // nothing was scancelled
+  auto sync = RunCommand(Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--no-fit", "--no-plot"}),
+                         {}, dir);
+  ASSERT_EQ(sync.exit_code, 0) << sync.out << sync.err;
+  EXPECT_NE(sync.out.find("sweep tiny is cancelled: sync submits nothing"), std::string::npos)
+      << sync.out;
+  EXPECT_NE(sync.out.find("6 SLURM task(s) of it are still queued or running:"), std::string::npos)
+      << sync.out;
+  EXPECT_EQ(queued(), submitted);  // and submitted nothing
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "cancelled");
+  auto cancel = RunCommand(Isoflop(dir + "/s.db", {"sweep", "cancel", "tiny"}), {}, dir);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("scancel of 6 SLURM task(s)"), std::string::npos) << cancel.out;
+  EXPECT_TRUE(WaitFor([&] { return queued().empty(); }, 30)) << "still queued after the cancel";
+  for (const auto& run : Runs(dir + "/s.db", "tiny")) {
+    EXPECT_EQ(run.status, "cancelled") << run.cell_key;
+    EXPECT_FALSE(fs::exists(run.run_dir + "/metrics.jsonl")) << run.cell_key << " ran";
+  }
+}
+
 // The manager is killed after sbatch accepted its array and before it recorded the job ids:
 // an sbatch wrapper on its PATH submits, prints the id, then SIGKILLs the manager (its parent)
 // while it still waits for sbatch's output. The next manager finds the array in the queue by

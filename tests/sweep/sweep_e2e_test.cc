@@ -555,6 +555,17 @@ TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
     cancelled += run.status == "cancelled";
   }
   EXPECT_GT(cancelled, 0);
+  // A cancel stands: `sweep sync` (safe from cron) runs nothing of a cancelled sweep.
+  auto sync = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "sweep", "sync", "tiny", "--no-plot", "--no-fit"}, {}, dir);
+  ASSERT_EQ(sync.exit_code, 0) << sync.out << sync.err;
+  EXPECT_NE(sync.out.find("sweep tiny is cancelled: sync submits nothing (`isoflop sweep retry "
+                          "tiny` runs its cancelled cells again)"),
+            std::string::npos)
+      << sync.out;
+  int still = 0;
+  for (const auto& run : Runs(db, "tiny")) still += run.status == "cancelled";
+  EXPECT_EQ(still, cancelled);
   auto retry = testing::RunCommand(
       {Binary("isoflop"), "--db", db, "sweep", "retry", "tiny", "--no-plot", "--no-fit"}, {}, dir);
   ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
@@ -562,6 +573,43 @@ TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
             std::string::npos)
       << retry.out;
   for (const auto& run : Runs(db, "tiny")) EXPECT_EQ(run.status, "finished") << run.cell_key;
+  MetricRows(db, "tiny");  // asserts no duplicate steps
+}
+
+// `sweep cancel` asks a live manager to stop, and the manager dies before it sees the flag (held
+// with SIGSTOP from before the cancel until its SIGKILL). The cancel still stands: `sweep sync`
+// runs nothing, and `sweep retry` then finishes every cell with each step stored once.
+TEST(SweepE2ETest, CancelStandsWhenItsManagerDiesBeforeSeeingIt) {
+  const std::string dir = TempDir("sweep_cancel_dies");
+  const std::string db = dir + "/s.db";
+  const std::string runs = dir + "/runs/tiny";
+  pid_t manager = SpawnLogged(SweepRun(db, kTiny, {"--no-fit"}), dir, dir + "/log1");
+  ASSERT_TRUE(WaitFor([&] { return !RunningWithCheckpoint(runs).empty(); }, 60))
+      << Slurp(dir + "/log1");
+  ASSERT_EQ(kill(manager, SIGSTOP), 0);
+  auto cancel =
+      testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "cancel", "tiny"}, {}, dir);
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("asked the running manager"), std::string::npos) << cancel.out;
+  kill(manager, SIGKILL);
+  WaitExit(manager);
+  // Its workers stop at a checkpoint (parent-death signal).
+  ASSERT_TRUE(WaitFor([&] { return AllLaunchedEnded(runs); }, 60));
+  auto sync = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "sweep", "sync", "tiny", "--no-plot", "--no-fit"}, {}, dir);
+  ASSERT_EQ(sync.exit_code, 0) << sync.out << sync.err;
+  EXPECT_NE(sync.out.find("sweep tiny is cancelled: sync submits nothing"), std::string::npos)
+      << sync.out;
+  int finished = 0;
+  for (const auto& run : Runs(db, "tiny")) finished += run.status == "finished";
+  EXPECT_LT(finished, 6);
+  auto retry = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "sweep", "retry", "tiny", "--no-plot", "--no-fit"}, {}, dir);
+  ASSERT_EQ(retry.exit_code, 0) << retry.out << retry.err;
+  for (const auto& run : Runs(db, "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key;
+    ExpectEveryRow(db, run);
+  }
   MetricRows(db, "tiny");  // asserts no duplicate steps
 }
 

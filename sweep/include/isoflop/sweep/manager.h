@@ -78,10 +78,12 @@ struct CancelOutcome {
 
 // Cancels a sweep: when a live manager holds its lease, sets the lease's cancel flag (the
 // manager sees it at its next heartbeat, stops its runs at a checkpoint and marks the rest
-// cancelled), from any host; otherwise scancels its running cells' SLURM tasks and every task
-// in `live_jobs` (run folder -> "slurm:ID", Executor::LiveJobs: tasks the queue holds for the
-// sweep, including an array a killed manager never recorded), and marks the sweep and its
-// unfinished cells cancelled itself. NotFound for an unknown sweep.
+// cancelled), from any host, and the sweep's status to cancelled; otherwise marks the sweep and
+// its unfinished cells cancelled, commits, then scancels its running cells' SLURM tasks and
+// every task in `live_jobs` (run folder -> "slurm:ID", Executor::LiveJobs: tasks the queue holds
+// for the sweep, including an array a killed manager never recorded). Either way the cancel is
+// in the store before anything else happens, so it stands if this or the manager dies next
+// (`sweep sync` submits nothing for a cancelled sweep). NotFound for an unknown sweep.
 Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_name,
                                   const std::map<std::string, std::string>& live_jobs = {});
 
