@@ -15,6 +15,7 @@
 #include "isoflop/store/observations_csv.h"
 #include "isoflop/store/store.h"
 #include "output.h"
+#include "stored_sweep.h"
 
 namespace isoflop::cli {
 namespace {
@@ -35,7 +36,30 @@ struct FitArgs {
   double huber_delta = 1e-3;
   double loss_floor = 0;  // a known lower bound of the loss (the data's entropy); 0 = none
   int n_experts = -1;     // sweeps: only the runs with this many routed experts (-1 = all)
+  std::string at;         // --at C,...: budgets of the N_opt, D_opt and loss intervals
 };
+
+// The budgets the bootstrap gives N_opt, D_opt, tokens per parameter and the loss at: --at;
+// else a sweep's report budgets (those `sweep run` answers for: its next budget up); else
+// Chinchilla's scale, 1e19, 1e21 and 1e23.
+Result<std::vector<double>> DerivedBudgets(const FitArgs& args, store::Store* db) {
+  if (!args.at.empty()) {
+    std::vector<double> cs;
+    for (const std::string& c : Split(args.at, ',')) {
+      ISOFLOP_ASSIGN_OR_RETURN(double v, ParseNumber(c, "--at"));
+      cs.push_back(v);
+    }
+    return cs;
+  }
+  if (!args.sweep.empty() && db != nullptr) {
+    ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(args.sweep));
+    if (sweep) {
+      Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep);
+      if (cfg.ok() && !cfg->report_budgets.empty()) return cfg->report_budgets;
+    }
+  }
+  return std::vector<double>{1e19, 1e21, 1e23};
+}
 
 // Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options.
 Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions* opt) {
@@ -243,7 +267,9 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.bootstrap.resamples = args.bootstrap;
   cfg.bootstrap.seed = args.seed;
   cfg.bootstrap.num_threads = args.threads;
-  cfg.bootstrap.derived_at_compute = {1e19, 1e21, 1e23};
+  if (!args.at.empty()) {
+    ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, DerivedBudgets(args, nullptr));
+  }
   ISOFLOP_RETURN_IF_ERROR(cfg.Validate());
 
   // A CSV fitted without storing needs no store (and must not create one).
@@ -251,6 +277,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   if (args.csv.empty() || !args.no_store) {
     ISOFLOP_ASSIGN_OR_RETURN(db, store::Store::Open(ctx.db_path));
   }
+  ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, DerivedBudgets(args, db.get()));
   const bool moe = args.form == "moe" && (args.method == "parametric" || args.method == "all");
   analysis::Source source;
   if (!args.sweep.empty()) {
@@ -484,6 +511,9 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--bootstrap", args->bootstrap, "Bootstrap resamples for intervals (0 = none)")
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Bootstrap seed")->capture_default_str();
+  cmd->add_option("--at", args->at,
+                  "Budgets C,... to give N_opt, D_opt and the loss at, with intervals (default: a "
+                  "sweep's report budgets, else 1e19,1e21,1e23)");
   cmd->add_option("--exclude-top-loss", args->exclude_top_loss,
                   "Drop the K highest-loss observations first (the Chinchilla replication: 5)")
       ->capture_default_str();

@@ -26,22 +26,6 @@ struct OptimalArgs {
   bool fit_given = false;  // --fit was on the command line
 };
 
-Result<double> ParseNumber(const std::string& s, const std::string& flag) {
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size() || !(v > 0))
-    return Status::InvalidArgument(flag + ": '" + s + "' is not a positive number");
-  return v;
-}
-
-std::vector<std::string> Split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep)) out.push_back(item);
-  return out;
-}
-
 // Most budgets one command answers: a table for people or a curve for a program; one more
 // digit of COUNT (1e8) allocated gigabytes and died of std::bad_alloc.
 constexpr int kMaxBudgets = 10000;

@@ -2,7 +2,9 @@
 #include "output.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <sstream>
 
 namespace isoflop::cli {
 
@@ -17,6 +19,22 @@ std::string Human(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*g", digits, v);
   return buf;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) out.push_back(item);
+  return out;
+}
+
+Result<double> ParseNumber(const std::string& s, const std::string& flag) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !(v > 0) || !std::isfinite(v))
+    return Status::InvalidArgument(flag + ": '" + s + "' is not a positive number");
+  return v;
 }
 
 std::string CsvField(const std::string& s) {

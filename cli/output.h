@@ -36,4 +36,10 @@ std::string Human(double v, int digits = 3);
 // A string as a CSV field: quoted when it holds a comma, quote or newline.
 std::string CsvField(const std::string& s);
 
+// `s` split at every `sep` (empty pieces kept).
+std::vector<std::string> Split(const std::string& s, char sep);
+
+// A positive finite number written as `s`; InvalidArgument naming `flag` otherwise.
+Result<double> ParseNumber(const std::string& s, const std::string& flag);
+
 }  // namespace isoflop::cli

@@ -24,6 +24,7 @@
 #include "isoflop/sweep/throughput_probe.h"
 #include "output.h"
 #include "plot.h"
+#include "stored_sweep.h"
 
 namespace isoflop::cli {
 namespace {
@@ -637,9 +638,10 @@ void SplitStoredText(const store::SweepRecord& sweep, std::string* text,
   *sets = found;
 }
 
-// A stored sweep's configuration: its file text and overrides as stored, its relative data
-// paths resolved where it was first run (a store from before schema 7 did not record that: the
-// current directory, as then), its run folders where they are, whatever the current directory.
+}  // namespace
+
+// (stored_sweep.h.) A store from before schema 7 did not record where the sweep was first run:
+// its relative data paths resolve against the current directory, as they did then.
 Result<sweep::SweepConfig> StoredSweepConfig(store::Store& db, const store::SweepRecord& sweep) {
   std::string text;
   std::vector<std::string> sets;
@@ -656,6 +658,8 @@ Result<sweep::SweepConfig> StoredSweepConfig(store::Store& db, const store::Swee
   }
   return cfg;
 }
+
+namespace {
 
 // The tasks the queue holds for a stored SLURM sweep, recorded in the store or not (run folder
 // -> "slurm:ID"); none for a local sweep. The parse error when its stored file no longer parses.

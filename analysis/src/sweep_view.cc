@@ -111,6 +111,10 @@ Result<std::vector<CellView>> SweepCells(store::Store& db, const std::string& na
       v.latest_step = last->step;
       v.latest_loss = last->train_loss;
       v.tokens_per_s = last->tokens_per_s;
+      // A run that has ended: its mean rate over its training time (wall_s adds up its
+      // lifetimes), not its last interval's, which holds the final evaluation.
+      if (r.status != "running" && last->wall_s && *last->wall_s > 0 && last->tokens > 0)
+        v.tokens_per_s = double(last->tokens) / *last->wall_s;
     }
     if (r.status == "running" && v.tokens_per_s && *v.tokens_per_s > 0) {
       v.eta_s = std::max<double>(0, double(r.target_tokens - r.tokens_done)) / *v.tokens_per_s;

@@ -5,8 +5,16 @@
 
 const POLL_MS = 3000;
 const state = {
-  kind: null, name: null, revision: null, cells: [], sort: { key: 'budget', dir: 1 },
-  charts: {}, refreshes: 0, timer: null,
+  kind: null,
+  name: null,
+  revision: null,
+  cells: [],
+  sort: {key: 'budget', dir: 1},
+  charts: {},
+  refreshes: 0,
+  timer: null,
+  optimalSeq: 0,
+  optimalAuto: false,  // the optimal box: latest question, filled in by the page
 };
 window.isoflop = state;  // for the browser test and for curious users in the console
 
@@ -166,7 +174,12 @@ function drawFits(fits) {
     const tr = document.createElement('tr');
     const params = Object.entries(f.params || {}).filter(([, v]) => typeof v === 'number').map(([k, v]) => {
       const ci = f.ci && f.ci[k];
-      return `${k}=${fmt(v, 4)}` + (ci && isFinite(ci.lo) ? ` [${fmt(ci.lo, 3)}, ${fmt(ci.hi, 3)}]` : '');
+      // A held parameter (--fix, or E at the data's entropy) is the same in every draw.
+      const held = ci && ci.lo === v && ci.hi === v;
+      return `${k}=${fmt(v, 4)}` +
+          (held                      ? ' (held)' :
+               ci && isFinite(ci.lo) ? ` [${fmt(ci.lo, 3)}, ${fmt(ci.hi, 3)}]` :
+                                       '');
     }).join('  ');
     for (const v of [f.id, f.method, f.form || '', f.n_points, params || f.error || '', f.created_at || '']) {
       const td = document.createElement('td');
@@ -290,6 +303,13 @@ async function refreshSource() {
     if (state.kind !== kind || state.name !== name) return;
     if (series) drawRuns(series);
     drawFits(fits);
+    // New fits may change the answer: ask again (for the page's default, or what was typed).
+    const c = el('optimal-c').value.trim() && !state.optimalAuto ? null : defaultBudget(fits);
+    if (c) {
+      el('optimal-c').value = c.toExponential().replace('e+', 'e');
+      state.optimalAuto = true;
+    }
+    if (el('optimal-c').value.trim()) answerOptimal();
     if (kind !== 'sweep') el('source-meta').textContent = `observation set · ${fits.curves.points.length} points`;
     state.revision = revision;
   }
@@ -333,17 +353,21 @@ function route() {
     for (const id of ['optimal-n', 'optimal-d', 'optimal-tpp', 'optimal-loss']) el(id).textContent = '–';
     for (const id of ['optimal-n-ci', 'optimal-d-ci', 'optimal-loss-ci', 'optimal-note']) el(id).textContent = '';
   }
+  state.optimalSeq++;  // an answer still on its way was for the source left behind
+  if (state.optimalAuto) el('optimal-c').value = '';  // the next source gets its own default
   tick();
 }
 
 // The optimal box: the server answers from the newest parametric fit (as `isoflop optimal`).
-el('optimal').addEventListener('submit', async ev => {
-  ev.preventDefault();
+// Only the latest question's answer is shown, however the replies arrive.
+async function answerOptimal() {
+  const seq = ++state.optimalSeq;
   const c = el('optimal-c').value.trim();
   const note = el('optimal-note');
   note.textContent = '';
   try {
     const a = await getJson(`${base()}/optimal?c=${encodeURIComponent(c)}`);
+    if (seq !== state.optimalSeq) return;
     const ci = k => a.ci && a.ci[k] ? `[${fmt(a.ci[k].lo)}, ${fmt(a.ci[k].hi)}]` : '';
     el('optimal-n').textContent = fmt(a.n);
     el('optimal-d').textContent = fmt(a.d);
@@ -354,11 +378,32 @@ el('optimal').addEventListener('submit', async ev => {
     el('optimal-loss-ci').textContent = ci('loss');
     note.textContent = `fit ${a.fit_id} (${a.form})` + (a.ci_draws_used ? `, ${a.ci_draws_used} bootstrap draws` : '');
   } catch (e) {
+    if (seq !== state.optimalSeq) return;
     for (const id of ['optimal-n', 'optimal-d', 'optimal-tpp', 'optimal-loss']) el(id).textContent = '–';
     note.textContent = e.message;
   }
   document.body.dataset.optimal = c;
+}
+el('optimal').addEventListener('submit', ev => {
+  ev.preventDefault();
+  answerOptimal();
 });
+el('optimal-c').addEventListener('input', () => {
+  state.optimalAuto = false;
+});
+
+// The budget the box answers for when a source opens: the largest budget the newest parametric
+// fit gives N_opt at (a sweep's report budgets, the next budget up; 1e19..1e23 for imported
+// data), so the page leads with the answer `sweep run` printed. Null without such a fit.
+function defaultBudget(fits) {
+  const f = (fits.fits || []).find(x => x.method === 'parametric' && x.result && x.result.derived);
+  if (!f) return null;
+  const cs = Object.keys(f.result.derived)
+                 .filter(k => k.startsWith('N_opt@'))
+                 .map(k => Number(k.slice(6)));
+  const ok = cs.filter(c => isFinite(c) && c > 0);
+  return ok.length ? Math.max(...ok) : null;
+}
 
 window.addEventListener('hashchange', route);
 route();

@@ -111,6 +111,20 @@ TEST_F(SweepViewStoreTest, CellsCarryProgressRateAndEtaSortedByBudgetThenN) {
   m.train_loss = 2.5;
   m.tokens_per_s = 250;
   ASSERT_TRUE(db_->UpsertMetrics(running, {m}).ok());
+  // The finished run's last row holds its final evaluation (a slow interval): the cell shows
+  // its mean rate, tokens over its training time, instead.
+  store::MetricRow last;
+  last.step = 20;
+  last.tokens = 8000;
+  last.flops = 1;
+  last.tokens_per_s = 40;
+  last.wall_s = 16;
+  int64_t finished = 0;
+  const Result<std::vector<store::RunRecord>> all = db_->ListRuns();
+  ASSERT_TRUE(all.ok());
+  for (const auto& run : *all)
+    if (run.cell_key == "a") finished = run.id;
+  ASSERT_TRUE(db_->UpsertMetrics(finished, {last}).ok());
 
   Result<std::vector<CellView>> cells = SweepCells(*db_, "s");
   ASSERT_TRUE(cells.ok()) << cells.status().message();
@@ -125,6 +139,7 @@ TEST_F(SweepViewStoreTest, CellsCarryProgressRateAndEtaSortedByBudgetThenN) {
   EXPECT_DOUBLE_EQ(*r.eta_s, 7500.0 / 250.0);
   EXPECT_EQ(r.shape, "1x16h2");
   EXPECT_FALSE((*cells)[1].eta_s.has_value());  // finished: no ETA
+  EXPECT_EQ((*cells)[1].tokens_per_s, 8000.0 / 16);
   EXPECT_EQ((*cells)[0].ToJson()["reason"], "out of memory");
 
   Result<std::vector<SweepSummary>> sums = ListSweepSummaries(*db_);

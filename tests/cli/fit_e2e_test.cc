@@ -200,6 +200,33 @@ TEST_F(FitCliTest, CurvesOfAFitAreOneJsonDocumentAgreeingWithOptimal) {
       << bad.err;
 }
 
+// --at chooses the budgets of the derived intervals (default for imported data: 1e19, 1e21,
+// 1e23); a budget that is not a positive number is a usage error naming the option.
+TEST_F(FitCliTest, AtChoosesTheBudgetsOfTheDerivedIntervals) {
+  auto plain = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--bootstrap",
+                        "20", "--no-store", "--format", "json"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const auto pj = nlohmann::json::parse(plain.out);
+  for (const char* k : {"N_opt@1e+19", "N_opt@1e+21", "D_opt@1e+23", "loss@1e+21"})
+    EXPECT_TRUE(pj["ci"].contains(k)) << k;
+  auto at = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--bootstrap",
+                     "20", "--no-store", "--format", "json", "--at", "5.88e23,1e25"});
+  ASSERT_EQ(at.exit_code, 0) << at.err;
+  const auto aj = nlohmann::json::parse(at.out);
+  for (const char* k : {"N_opt@5.88e+23", "D_opt@1e+25", "tokens_per_param@5.88e+23", "loss@1e+25"})
+    EXPECT_TRUE(aj["ci"].contains(k)) << k;
+  EXPECT_FALSE(aj["ci"].contains("N_opt@1e+21"));
+  // The point values at those budgets are the closed form's (the same law as without --at).
+  const auto& p = aj["params"];
+  const double al = p["alpha"], be = p["beta"], a = p["A"], b = p["B"];
+  const double g = std::pow(al * a / (be * b), 1 / (al + be));
+  const double n = g * std::pow(5.88e23 / 6, be / (al + be));
+  EXPECT_NEAR(aj["result"]["derived"]["N_opt@5.88e+23"].get<double>(), n, 1e-9 * n);
+  auto bad = Isoflop({"fit", "--observations", "chin", "--at", "1e21,0", "--no-store"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--at: '0' is not a positive number"), std::string::npos) << bad.err;
+}
+
 TEST_F(FitCliTest, TableOutputReportsStartsAndTheExtrapolationCheck) {
   auto r = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5", "--no-store"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

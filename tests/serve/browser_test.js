@@ -33,25 +33,10 @@ function isoflop(bin, db, argv, cwd) {
   return execFileSync(bin, ['--db', db, ...argv], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
 }
 
-// Starts `isoflop serve --port 0` and resolves with {proc, url} once it prints its address.
-function startServer(bin, db, cwd) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(bin, ['--db', db, 'serve', '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${out}`)), 20000);
-    proc.stdout.on('data', d => {
-      out += d;
-      const m = out.match(/at (http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m) { clearTimeout(timer); resolve({ proc, url: m[1] }); }
-    });
-    proc.stderr.on('data', d => { out += d; });
-    proc.on('exit', code => reject(new Error(`serve exited ${code}: ${out}`)));
-  });
-}
-
 async function main() {
   const a = args();
-  const { chromium } = require(path.join(a.source, 'serve', 'web', 'node_modules', 'playwright-core'));
+  const {startServer, launchChromium} =
+      require(path.join(a.source, 'scripts', 'lib', 'serve-page.js'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'isoflop_browser_'));
   const db = path.join(dir, 's.db');
   const tiny = path.join(a.source, 'tests', 'sweep', 'testdata', 'tiny.yaml');
@@ -62,18 +47,19 @@ async function main() {
     // A parametric fit with a bootstrap, so the frontier has its band (tiny.yaml fits without).
     isoflop(a.isoflop, db, ['fit', '--sweep', 'tiny', '--bootstrap', '40'], dir);
     isoflop(a.isoflop, db, ['import', chin, '--name', 'chinchilla'], dir);
+    // A fit with E held (stored first: the newest parametric fit, which answers, is the next).
+    isoflop(
+        a.isoflop, db,
+        [
+          'fit', '--observations', 'chinchilla', '--exclude-top-loss', '5', '--fix', 'E=1.82',
+          '--bootstrap', '20'
+        ],
+        dir);
     isoflop(a.isoflop, db, ['fit', '--observations', 'chinchilla', '--exclude-top-loss', '5', '--bootstrap', '40', '--method', 'all'], dir);
     const cells = JSON.parse(isoflop(a.isoflop, db, ['sweep', 'status', 'tiny', '--format', 'json'], dir));
 
     server = await startServer(a.isoflop, db, dir);
-    const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'isoflop_chromium_'));
-    browser = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: a.chromium,
-      headless: true,
-      viewport: { width: 1400, height: 1000 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium(a.source, a.chromium);
     const page = browser.pages()[0] || await browser.newPage();
     const errors = [];
     page.on('pageerror', e => errors.push(String(e)));
@@ -96,6 +82,26 @@ async function main() {
     await page.waitForFunction(n => document.querySelectorAll('#cells tbody tr').length === n &&
       window.isoflop.charts['chart-tokens'] && window.isoflop.charts['chart-nopt'], cells.length, { timeout: 30000 });
     console.log(`page loaded and drawn in ${Date.now() - t0} ms`);
+
+    // On arrival the optimal box answers at the newest fit's largest report budget (tiny.yaml's
+    // 8e9: `isoflop fit --sweep` gives its intervals there), as `isoflop optimal`.
+    const wantDefault = JSON.parse(isoflop(
+        a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '8e9', '--format', 'json'],
+        dir))[0];
+    await page.waitForFunction(
+        () => document.body.dataset.optimal === '8e9' &&
+            document.getElementById('optimal-n').textContent !== '–',
+        null, {timeout: 10000});
+    const gotDefault = await page.evaluate(() => ({
+                                             c: document.getElementById('optimal-c').value,
+                                             n: document.getElementById('optimal-n').textContent,
+                                             ci: document.getElementById('optimal-n-ci').textContent
+                                           }));
+    check(
+        gotDefault.c === '8e9' && gotDefault.n === Number(wantDefault.n_opt).toPrecision(4) &&
+            gotDefault.ci.startsWith('['),
+        `optimal box answers at the report budget on arrival: C ${gotDefault.c}, N ${
+            gotDefault.n} ${gotDefault.ci} = isoflop optimal ${wantDefault.n_opt}`);
 
     // The cell table lists every cell of `isoflop sweep status`, in its state colour.
     const rows = await page.$$eval('#cells tbody tr', trs => trs.map(tr => ({ cell: tr.dataset.cell, cls: tr.className })));
@@ -122,10 +128,15 @@ async function main() {
     await page.click('#cells th[data-key="budget"]');
 
     // The optimal box shows `isoflop optimal`'s N and D (the page prints 4 significant digits).
-    const want = JSON.parse(isoflop(a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '8e9', '--format', 'json'], dir))[0];
-    await page.fill('#optimal-c', '8e9');
+    const want = JSON.parse(isoflop(
+        a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '3e9', '--format', 'json'],
+        dir))[0];
+    await page.fill('#optimal-c', '3e9');
     await page.click('#optimal-go');
-    await page.waitForFunction(() => document.body.dataset.optimal === '8e9' && document.getElementById('optimal-n').textContent !== '–', null, { timeout: 10000 });
+    await page.waitForFunction(
+        () => document.body.dataset.optimal === '3e9' &&
+            document.getElementById('optimal-n').textContent !== '–',
+        null, {timeout: 10000});
     const got = await page.evaluate(() => ({ n: document.getElementById('optimal-n').textContent, d: document.getElementById('optimal-d').textContent }));
     check(got.n === Number(want.n_opt).toPrecision(4), `optimal N ${got.n} = isoflop optimal ${want.n_opt}`);
     check(got.d === Number(want.d_opt).toPrecision(4), `optimal D ${got.d} = isoflop optimal ${want.d_opt}`);
@@ -192,6 +203,13 @@ async function main() {
     const gotObs = await page.evaluate(() => ({ n: document.getElementById('optimal-n').textContent, d: document.getElementById('optimal-d').textContent }));
     check(gotObs.n === Number(wantObs.n_opt).toPrecision(4) && gotObs.d === Number(wantObs.d_opt).toPrecision(4),
       `observations: optimal N ${gotObs.n}, D ${gotObs.d} = isoflop optimal ${wantObs.n_opt}, ${wantObs.d_opt}`);
+    // The fits table: a held parameter says so instead of an interval of one value.
+    const fitRows = await page.$$eval('#fits tbody tr', trs => trs.map(tr => tr.textContent));
+    check(
+        fitRows.some(t => t.includes('E=1.820 (held)')) &&
+            !fitRows.some(t => /E=1\.820 \[/.test(t)),
+        `fits table: the held E reads "(held)": ${
+            fitRows.find(t => t.includes('E=1.820')) || 'no row'}`);
     await page.screenshot({ path: path.join(a.artifacts, 'serve-observations.png'), fullPage: true });
 
     check(foreign.length === 0, `no request left the server: ${foreign.join(' ')}`);

@@ -242,6 +242,17 @@ print(json.dumps({"points": [{"c": p[0], "n": p[1], "loss": p[2]} for p in pts],
       EXPECT_LT(rel(ours[law]["k"].get<double>(), ref[law][1].get<double>()), 1e-9) << law;
     }
   }
+  // `isoflop fit --sweep` gives its intervals at the sweep's report budgets, as `sweep run`
+  // does (tiny.yaml's report budget, 8e9), not at Chinchilla's 1e21.
+  {
+    auto fit = testing::RunCommand({Binary("isoflop"), "--db", db, "fit", "--sweep", "tiny",
+                                    "--bootstrap", "10", "--no-store", "--format", "json"},
+                                   {}, dir);
+    ASSERT_EQ(fit.exit_code, 0) << fit.err;
+    const auto j = nlohmann::json::parse(fit.out);
+    EXPECT_TRUE(j["result"]["derived"].contains("N_opt@8e+09")) << j["result"]["derived"].dump();
+    EXPECT_FALSE(j["result"]["derived"].contains("N_opt@1e+21"));
+  }
   // A changed file keeps matching cells and shows the difference.
   auto changed =
       testing::RunCommand(SweepRun(db, kTiny, {"--set", "budgets=[1e9]", "--no-fit"}), {}, dir);

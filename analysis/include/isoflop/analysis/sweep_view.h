@@ -34,7 +34,7 @@ struct CellView {
   store::RunRecord run;
   std::string shape;                   // "LxDhH", as `isoflop sweep status` prints it
   double progress = 0;                 // tokens_done / target_tokens, 0..1
-  std::optional<double> tokens_per_s;  // the latest metric row's (running or last attempt)
+  std::optional<double> tokens_per_s;  // running: the latest row's; ended: tokens / wall_s
   std::optional<double> eta_s;         // running cells: tokens left / tokens_per_s
   std::optional<double> latest_loss;   // the latest row's train loss
   int64_t latest_step = 0;
