@@ -49,7 +49,8 @@ const MARKERS = ['circle', 'triangle', 'rect', 'rectRot', 'star', 'crossRot'];
 function tickLabel(v) {
   const a = Math.abs(v);
   if (a === 0 || (a >= 1e-2 && a < 1e5)) return Number(v.toPrecision(3)).toString();
-  return v.toExponential(0).replace('e+', 'e');
+  // Two significant digits, so that 1e9 and 1.2e9 on a narrow range are not both "1e9".
+  return Number(v.toPrecision(2)).toExponential().replace('e+', 'e');
 }
 function logAxis(title, type = 'logarithmic') {
   const ticks = { maxTicksLimit: 8 };

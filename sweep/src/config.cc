@@ -70,11 +70,31 @@ class Parser {
     for (auto it = map.begin(); it != map.end(); ++it) {
       const std::string key = it->first.as<std::string>();
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        return Error(it->first, Sub(path, key),
+        return Error(it->first, Sub(path, Printable(key)),
                      "unknown key (expected one of: " + Join(allowed) + ")");
       }
     }
     return Status::Ok();
+  }
+
+  // A key as one short line: a stray quote can make YAML read several lines as one key, which
+  // must not spill the message over many lines. Control characters escaped, long keys cut.
+  static std::string Printable(const std::string& key) {
+    constexpr size_t kMax = 60;
+    std::string out;
+    for (const char ch : key) {
+      if (out.size() >= kMax) return out + "...";
+      if (ch == '\n') {
+        out += "\\n";
+      } else if (ch == '\t') {
+        out += "\\t";
+      } else if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+        out += '?';
+      } else {
+        out += ch;
+      }
+    }
+    return out;
   }
 
   static std::string Sub(const std::string& path, const std::string& key) {

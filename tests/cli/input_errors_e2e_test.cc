@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
 #include <thread>
 
 #include "e2e_util.h"
@@ -269,6 +272,115 @@ TEST_F(InputErrorsTest, AnExceptionInACommandIsAnInternalErrorWithExitCodeOne) {
   EXPECT_EQ(r.err.rfind("isoflop: internal error: ", 0), 0u) << r.err;
   EXPECT_NE(r.err.find("invalid UTF-8"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;  // one line
+}
+
+// Mutation fuzzing of the two files users write or bring (seeded, so every run tries the same
+// cases): every ready sweep file under sweeps/ and the Chinchilla CSV, each with one to three
+// lines damaged (a value swapped for a hostile token, a line dropped, doubled, indented or cut,
+// a stray character). Each case must either work (a sweep plan is then one valid JSON
+// document) or end with exit status 1 and one "isoflop: error: FILE:..." message naming the
+// damaged file: never a crash, a hang, an internal error or a message without its file.
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+std::string Damage(std::vector<std::string> lines, std::mt19937_64& rng,
+                   const std::vector<std::string>& tokens, char sep) {
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  const int edits = 1 + static_cast<int>(pick(3));
+  for (int e = 0; e < edits && !lines.empty(); ++e) {
+    const size_t i = pick(lines.size());
+    std::string& l = lines[i];
+    switch (pick(6)) {
+      case 0:
+      case 1: {  // a value swapped for a hostile token
+        const size_t at = l.rfind(sep);
+        l = (at == std::string::npos ? l : l.substr(0, at + 1)) + (sep == ':' ? " " : "") +
+            tokens[pick(tokens.size())];
+        break;
+      }
+      case 2:
+        lines.erase(lines.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      case 3:
+        lines.insert(lines.begin() + static_cast<std::ptrdiff_t>(i), lines[pick(lines.size())]);
+        break;
+      case 4:
+        l.insert(pick(l.size() + 1), 1, " :-[]{}#'\",\t"[pick(12)]);
+        break;
+      default:
+        l = sep == ':' ? "  " + l : l.substr(0, pick(l.size() + 1));
+        break;
+    }
+  }
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+TEST_F(InputErrorsTest, DamagedSweepFilesAndCsvsAreClearErrorsNeverCrashes) {
+  const std::vector<std::string> tokens = {"-1",
+                                           "0",
+                                           "1e400",
+                                           "nan",
+                                           ".inf",
+                                           "abc",
+                                           "[]",
+                                           "{}",
+                                           "null",
+                                           "~",
+                                           "1e-400",
+                                           "3.5",
+                                           "99999999999999999999",
+                                           "true",
+                                           "''",
+                                           "[1, 2]",
+                                           "{a: 1}",
+                                           "!!binary aGk=",
+                                           "*x",
+                                           "0x10",
+                                           "1_000",
+                                           "\"\"",
+                                           ",",
+                                           "é"};
+  std::mt19937_64 rng(20261204);
+  std::vector<std::string> sweeps;
+  for (const auto& f : fs::directory_iterator(std::string(ISOFLOP_SOURCE_DIR) + "/sweeps"))
+    if (f.path().extension() == ".yaml") sweeps.push_back(f.path().string());
+  std::sort(sweeps.begin(), sweeps.end());
+  ASSERT_GE(sweeps.size(), 3u);
+  const std::string yaml = dir_ + "/damaged.yaml", csv = dir_ + "/damaged.csv";
+  const std::string chinchilla = Slurp(kChinchilla);
+  int worked = 0, refused = 0;
+  for (int k = 0; k < 400; ++k) {
+    const bool sweep = k % 2 == 0;
+    const std::string& file = sweep ? yaml : csv;
+    const std::string text =
+        sweep ? Damage(Lines(Slurp(sweeps[rng() % sweeps.size()])), rng, tokens, ':')
+              : Damage(Lines(chinchilla), rng, tokens, ',');
+    WriteFile(file, text);
+    CommandResult r = sweep ? Isoflop({"sweep", "plan", yaml, "--no-probe", "--format", "json"})
+                            : Isoflop({"import", csv, "--name", "damaged", "--replace"});
+    const std::string what = "case " + std::to_string(k) + ":\n" + text;
+    if (r.exit_code == 0) {
+      ++worked;
+      if (sweep) {
+        EXPECT_TRUE(nlohmann::json::accept(r.out)) << what << r.out;
+      }
+      continue;
+    }
+    ++refused;
+    EXPECT_EQ(r.exit_code, 1) << what << r.err;
+    EXPECT_EQ(r.err.rfind("isoflop: error: " + file, 0), 0u) << what << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << r.err;
+    EXPECT_EQ(r.err.find("internal error"), std::string::npos) << what << r.err;
+  }
+  // Both outcomes occur: the damage is neither always harmless nor always fatal.
+  EXPECT_GT(worked, 10);
+  EXPECT_GT(refused, 150);
 }
 
 }  // namespace

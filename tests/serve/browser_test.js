@@ -120,6 +120,20 @@ async function main() {
     const points = await page.evaluate(() => window.isoflop.charts['chart-profiles'].data.datasets.reduce((k, d) => k + d.data.length, 0));
     check(points === cells.length, `isoFLOP profiles: ${points} final losses (want ${cells.length})`);
 
+    // No axis labels two of its ticks alike (1e9 and 1.2e9 both read "1e9" before).
+    const dupes = await page.evaluate(
+        () => Object.entries(window.isoflop.charts)
+                  .flatMap(([id, c]) => Object.entries(c.scales).map(([axis, sc]) => {
+                    const labels = sc.ticks.map(t => String(t.label)).filter(l => l !== '');
+                    return new Set(labels).size === labels.length ?
+                        null :
+                        `${id}.${axis}: ${labels.join(' ')}`;
+                  }))
+                  .filter(Boolean));
+    check(
+        dupes.length === 0,
+        `tick labels are distinct on every axis: ${dupes.join(' | ') || 'yes'}`);
+
     // Sorting: by N descending after two clicks.
     await page.click('#cells th[data-key="n_total"]');
     await page.click('#cells th[data-key="n_total"]');

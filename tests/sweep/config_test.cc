@@ -313,6 +313,19 @@ TEST(SweepConfigTest, ParameterAxesExpandLikeWandb) {
   EXPECT_NEAR(c->parameters[2].values[2].get<double>(), 0.2, 1e-12);
 }
 
+// A stray quote makes YAML read the rest of the file as one key (a blank line in it is a line
+// break): the unknown-key error names it on one line, escaped and cut short (found by the
+// mutation test in input_errors_e2e_test).
+TEST(SweepConfigTest, AKeySpanningLinesIsNamedOnOneLine) {
+  Result<SweepConfig> c =
+      Parse(std::string(kBase) + "'\nfit:\n  method: parametric\n\nreport:\n  budgets: [1e20]\n");
+  ASSERT_FALSE(c.ok());
+  const std::string& m = c.status().message();
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  EXPECT_NE(m.find(": unknown key (expected one of: name,"), std::string::npos) << m;
+  EXPECT_NE(m.find("\\n"), std::string::npos) << m;  // the line breaks, escaped
+}
+
 TEST(SweepConfigTest, SetAddressesAParameterAxisByItsDottedName) {
   const std::string axes = std::string(kBase) +
                            "parameters:\n"
