@@ -719,6 +719,9 @@ Status CheckTrainValue(const Parser& p, const YAML::Node& at, const std::string&
   if (IntegerTrainFields().count(key) && x > kMaxTokens) {
     return bad("the count exceeds 2^53 (9007199254740992), above which it is not exact");
   }
+  if ((key == "lr" || key == "grad_clip") && x > 3.4e38) {
+    return bad("must be at most 3.4e38 (LibTorch uses it as a 32-bit float)");
+  }
   if (key == "warmup_frac" && !(x >= 0 && x < 1)) return bad("must be in [0, 1)");
   if (key == "decay_frac" && !(x > 0 && x <= 1)) return bad("must be in (0, 1]");
   if ((key == "beta1" || key == "beta2") && !(x >= 0 && x < 1)) return bad("must be in [0, 1)");

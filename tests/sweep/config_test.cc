@@ -74,6 +74,9 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        "s.yaml:14:16: train.micro_batch: expected a number, got nothing (null)"},
       {"a mapping for a budget", replace("[1e9, 4e9]", "[1e9, {c: 4e9}]"),
        "s.yaml:11:16: budgets[1]: expected a number, got a mapping"},
+      {"lr beyond a float", base + "  lr: 1e39\n",
+       "s.yaml:14:7: train.lr: must be at most 3.4e38 (LibTorch uses it as a 32-bit float), got "
+       "1e+39"},
       {"negative budget", replace("[1e9, 4e9]", "[1e9, -4e9]"),
        "s.yaml:11:16: budgets[1]: must be > 0, got -4e9"},
       {"budget not a number", replace("[1e9, 4e9]", "[1e9, lots]"),

@@ -299,6 +299,10 @@ Status ParseTrain(const json& j, TrainConfig* t) {
   return r.NoUnknownKeys();
 }
 
+constexpr double kMaxFloatSetting = 3.4e38;  // just below FLT_MAX
+constexpr const char* kFloatOverflow =
+    "must be at most 3.4e38 (LibTorch uses it as a 32-bit float)";
+
 Status CheckField(bool ok, const std::string& field, const std::string& why) {
   return ok ? Status::Ok() : Status::InvalidArgument("field '" + field + "': " + why);
 }
@@ -325,6 +329,10 @@ Status RunConfig::Validate() const {
                                          std::to_string(t.batch_tokens) + ")"));
   ISOFLOP_RETURN_IF_ERROR(CheckField(t.micro_batch >= 1, "train.micro_batch", "must be >= 1"));
   ISOFLOP_RETURN_IF_ERROR(CheckField(t.lr > 0, "train.lr", "must be > 0"));
+  // The optimizer and the clipping compute in 32-bit floats: larger values overflow in LibTorch.
+  ISOFLOP_RETURN_IF_ERROR(CheckField(t.lr <= kMaxFloatSetting, "train.lr", kFloatOverflow));
+  ISOFLOP_RETURN_IF_ERROR(
+      CheckField(t.grad_clip <= kMaxFloatSetting, "train.grad_clip", kFloatOverflow));
   ISOFLOP_RETURN_IF_ERROR(
       CheckField(t.min_lr >= 0 && t.min_lr <= t.lr, "train.min_lr", "must be in [0, train.lr]"));
   ISOFLOP_RETURN_IF_ERROR(CheckField(t.warmup_frac >= 0 && t.warmup_frac < 1, "train.warmup_frac",
