@@ -277,7 +277,9 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   if (args.csv.empty() || !args.no_store) {
     ISOFLOP_ASSIGN_OR_RETURN(db, store::Store::Open(ctx.db_path));
   }
-  ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, DerivedBudgets(args, db.get()));
+  if (args.at.empty()) {
+    ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, DerivedBudgets(args, db.get()));
+  }
   const bool moe = args.form == "moe" && (args.method == "parametric" || args.method == "all");
   analysis::Source source;
   if (!args.sweep.empty()) {
