@@ -81,14 +81,19 @@ std::string FormatNumber(double v) {
   return buf;
 }
 
-bool ParseDouble(const std::string& s, double* v) {
-  if (s.empty()) return false;
+// A whole field as a double: std::errc() when it is one, result_out_of_range when it is a
+// number no double holds (1e-400, 1e400), invalid_argument otherwise.
+std::errc ParseNumberField(const std::string& s, double* v) {
+  if (s.empty()) return std::errc::invalid_argument;
   const char* b = s.data();
   const char* e = s.data() + s.size();
   if (*b == '+') ++b;
   auto [p, ec] = std::from_chars(b, e, *v);
-  return ec == std::errc() && p == e;
+  if (p != e) return std::errc::invalid_argument;
+  return ec;
 }
+
+bool ParseDouble(const std::string& s, double* v) { return ParseNumberField(s, v) == std::errc(); }
 
 }  // namespace
 
@@ -281,7 +286,11 @@ Result<std::vector<Observation>> FromTable(const std::string& path, const RawTab
       }
       const std::string& s = fields[static_cast<size_t>(col)];
       if (s.empty()) return Status::InvalidArgument(at + ": missing value");
-      if (!ParseDouble(s, v)) {
+      if (const std::errc ec = ParseNumberField(s, v); ec == std::errc::result_out_of_range) {
+        return Status::InvalidArgument(at + ": " + s +
+                                       " is beyond the range of a double (about 2.2e-308 to "
+                                       "1.8e308)");
+      } else if (ec != std::errc()) {
         return Status::InvalidArgument(at + ": '" + s + "' is not a number");
       }
       if (!std::isfinite(*v) || *v <= 0) {
