@@ -39,20 +39,12 @@ struct FitArgs {
   std::string at;         // --at C,...: budgets of the N_opt, D_opt and loss intervals
 };
 
-// The budgets the bootstrap gives N_opt, D_opt, tokens per parameter and the loss at: --at;
-// else a sweep's report budgets (those `sweep run` answers for: its next budget up); else
+// The budgets the bootstrap gives N_opt, D_opt, tokens per parameter and the loss at, without
+// --at: a sweep's report budgets (those `sweep run` answers for: its next budget up); else
 // Chinchilla's scale, 1e19, 1e21 and 1e23.
-Result<std::vector<double>> DerivedBudgets(const FitArgs& args, store::Store* db) {
-  if (!args.at.empty()) {
-    std::vector<double> cs;
-    for (const std::string& c : Split(args.at, ',')) {
-      ISOFLOP_ASSIGN_OR_RETURN(double v, ParseNumber(c, "--at"));
-      cs.push_back(v);
-    }
-    return cs;
-  }
-  if (!args.sweep.empty() && db != nullptr) {
-    ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(args.sweep));
+Result<std::vector<double>> DefaultDerivedBudgets(const std::string& sweep_name, store::Store* db) {
+  if (!sweep_name.empty() && db != nullptr) {
+    ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(sweep_name));
     if (sweep) {
       Result<sweep::SweepConfig> cfg = StoredSweepConfig(*db, *sweep);
       if (cfg.ok() && !cfg->report_budgets.empty()) return cfg->report_budgets;
@@ -268,7 +260,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.bootstrap.seed = args.seed;
   cfg.bootstrap.num_threads = args.threads;
   if (!args.at.empty()) {
-    ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, DerivedBudgets(args, nullptr));
+    ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, ParseBudgetList(args.at, "--at"));
   }
   ISOFLOP_RETURN_IF_ERROR(cfg.Validate());
 
@@ -278,7 +270,8 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
     ISOFLOP_ASSIGN_OR_RETURN(db, store::Store::Open(ctx.db_path));
   }
   if (args.at.empty()) {
-    ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute, DerivedBudgets(args, db.get()));
+    ISOFLOP_ASSIGN_OR_RETURN(cfg.bootstrap.derived_at_compute,
+                             DefaultDerivedBudgets(args.sweep, db.get()));
   }
   const bool moe = args.form == "moe" && (args.method == "parametric" || args.method == "all");
   analysis::Source source;

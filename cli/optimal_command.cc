@@ -33,15 +33,9 @@ constexpr int kMaxBudgets = 10000;
 // Budgets from --compute a,b,c or --compute-range lo:hi:count (log-spaced).
 Result<std::vector<double>> Budgets(const OptimalArgs& args) {
   std::vector<double> cs;
-  if (!args.compute.empty())
-    for (const auto& s : Split(args.compute, ',')) {
-      ISOFLOP_ASSIGN_OR_RETURN(double c, ParseNumber(s, "--compute"));
-      cs.push_back(c);
-      if (cs.size() > kMaxBudgets) {
-        return Status::InvalidArgument("--compute: more than " + std::to_string(kMaxBudgets) +
-                                       " budgets");
-      }
-    }
+  if (!args.compute.empty()) {
+    ISOFLOP_ASSIGN_OR_RETURN(cs, ParseBudgetList(args.compute, "--compute", kMaxBudgets));
+  }
   if (!args.compute_range.empty()) {
     const auto parts = Split(args.compute_range, ':');
     if (parts.size() != 3)

@@ -37,6 +37,20 @@ Result<double> ParseNumber(const std::string& s, const std::string& flag) {
   return v;
 }
 
+Result<std::vector<double>> ParseBudgetList(const std::string& s, const std::string& flag,
+                                            size_t max_count) {
+  std::vector<double> cs;
+  for (const std::string& c : Split(s, ',')) {
+    ISOFLOP_ASSIGN_OR_RETURN(double v, ParseNumber(c, flag));
+    cs.push_back(v);
+    if (cs.size() > max_count) {
+      return Status::InvalidArgument(flag + ": more than " + std::to_string(max_count) +
+                                     " budgets");
+    }
+  }
+  return cs;
+}
+
 std::string CsvField(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string out = "\"";

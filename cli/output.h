@@ -2,6 +2,7 @@
 // CSV, or JSON (an array of objects). Every listing command builds a Table and calls Print.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
@@ -41,5 +42,10 @@ std::vector<std::string> Split(const std::string& s, char sep);
 
 // A positive finite number written as `s`; InvalidArgument naming `flag` otherwise.
 Result<double> ParseNumber(const std::string& s, const std::string& flag);
+
+// Compute budgets written as "C,C,..." (each a positive finite number), at most `max_count` of
+// them; InvalidArgument naming `flag` otherwise.
+Result<std::vector<double>> ParseBudgetList(const std::string& s, const std::string& flag,
+                                            size_t max_count = SIZE_MAX);
 
 }  // namespace isoflop::cli

@@ -5,16 +5,9 @@
 
 const POLL_MS = 3000;
 const state = {
-  kind: null,
-  name: null,
-  revision: null,
-  cells: [],
-  sort: {key: 'budget', dir: 1},
-  charts: {},
-  refreshes: 0,
-  timer: null,
-  optimalSeq: 0,
-  optimalAuto: false,  // the optimal box: latest question, filled in by the page
+  kind: null, name: null, revision: null, cells: [], sort: { key: 'budget', dir: 1 },
+  charts: {}, refreshes: 0, timer: null,
+  optimalSeq: 0, optimalAuto: false,  // the optimal box: latest question; filled in by the page
 };
 window.isoflop = state;  // for the browser test and for curious users in the console
 
@@ -177,10 +170,8 @@ function drawFits(fits) {
       const ci = f.ci && f.ci[k];
       // A held parameter (--fix, or E at the data's entropy) is the same in every draw.
       const held = ci && ci.lo === v && ci.hi === v;
-      return `${k}=${fmt(v, 4)}` +
-          (held                      ? ' (held)' :
-               ci && isFinite(ci.lo) ? ` [${fmt(ci.lo, 3)}, ${fmt(ci.hi, 3)}]` :
-                                       '');
+      if (held) return `${k}=${fmt(v, 4)} (held)`;
+      return `${k}=${fmt(v, 4)}` + (ci && isFinite(ci.lo) ? ` [${fmt(ci.lo, 3)}, ${fmt(ci.hi, 3)}]` : '');
     }).join('  ');
     for (const v of [f.id, f.method, f.form || '', f.n_points, params || f.error || '', f.created_at || '']) {
       const td = document.createElement('td');
@@ -305,7 +296,7 @@ async function refreshSource() {
     if (series) drawRuns(series);
     drawFits(fits);
     // New fits may change the answer: ask again (for the page's default, or what was typed).
-    const c = el('optimal-c').value.trim() && !state.optimalAuto ? null : defaultBudget(fits);
+    const c = state.optimalAuto || !el('optimal-c').value.trim() ? defaultBudget(fits) : null;
     if (c) {
       el('optimal-c').value = c.toExponential().replace('e+', 'e');
       state.optimalAuto = true;
@@ -385,13 +376,8 @@ async function answerOptimal() {
   }
   document.body.dataset.optimal = c;
 }
-el('optimal').addEventListener('submit', ev => {
-  ev.preventDefault();
-  answerOptimal();
-});
-el('optimal-c').addEventListener('input', () => {
-  state.optimalAuto = false;
-});
+el('optimal').addEventListener('submit', ev => { ev.preventDefault(); answerOptimal(); });
+el('optimal-c').addEventListener('input', () => { state.optimalAuto = false; });
 
 // The budget the box answers for when a source opens: the largest budget the newest parametric
 // fit gives N_opt at (a sweep's report budgets, the next budget up; 1e19..1e23 for imported
@@ -399,11 +385,9 @@ el('optimal-c').addEventListener('input', () => {
 function defaultBudget(fits) {
   const f = (fits.fits || []).find(x => x.method === 'parametric' && x.result && x.result.derived);
   if (!f) return null;
-  const cs = Object.keys(f.result.derived)
-                 .filter(k => k.startsWith('N_opt@'))
-                 .map(k => Number(k.slice(6)));
-  const ok = cs.filter(c => isFinite(c) && c > 0);
-  return ok.length ? Math.max(...ok) : null;
+  const cs = Object.keys(f.result.derived).filter(k => k.startsWith('N_opt@')).map(k => Number(k.slice(6)))
+    .filter(c => isFinite(c) && c > 0);
+  return cs.length ? Math.max(...cs) : null;
 }
 
 window.addEventListener('hashchange', route);
