@@ -525,6 +525,64 @@ std::vector<json> MetricsLines(const std::string& dir) {
   return out;
 }
 
+// A line's train_loss is the token-weighted mean of every step's loss since the line before
+// (the same run logging each step says what those were), and a checkpoint keeps the open
+// interval: the run rewound to its last checkpoint, two steps past its last full line, logs
+// the same final line again. (Each step's own loss on the lines fails the first check; an
+// interval lost at the checkpoint, the second: the rewound line would average 2 steps, not 4.)
+TEST_F(BinaryTest, TrainLossIsTheIntervalMeanAndACheckpointKeepsTheOpenInterval) {
+  json every = TinyRun();
+  every["train"]["log_interval_steps"] = 1;
+  const std::string ref = MakeRun("every", every);
+  ASSERT_EQ(RunDir(ref), 0) << Slurp(ref + "/stderr.log");
+  json sparse = TinyRun();
+  sparse["train"]["ckpt_interval_steps"] = 7;  // 70, 77 kept; lines at 75 and 79
+  const std::string dir = MakeRun("sparse", sparse);
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+
+  std::map<int64_t, std::pair<double, int64_t>> step_loss;  // step -> (loss, tokens)
+  int64_t prev_tokens = 0;
+  for (const json& m : MetricsLines(ref)) {
+    const int64_t tokens = m["tokens"];
+    step_loss[m["step"]] = {m["train_loss"].get<double>(), tokens - prev_tokens};
+    prev_tokens = tokens;
+  }
+  ASSERT_EQ(step_loss.size(), 79u);
+  const std::vector<json> lines = MetricsLines(dir);
+  ASSERT_GE(lines.size(), 16u);
+  int64_t from = 1;
+  double spread = 0;  // how far a line's own step is from its interval's mean, at most
+  for (const json& m : lines) {
+    const int64_t step = m["step"];
+    double sum = 0, tokens = 0;
+    for (int64_t s = from; s <= step; ++s) {
+      sum += step_loss[s].first * step_loss[s].second;
+      tokens += step_loss[s].second;
+    }
+    const double mean = sum / tokens, got = m["train_loss"];
+    EXPECT_NEAR(got, mean, 1e-12 * mean)
+        << "line of step " << step << " (steps " << from << "-" << step << ")";
+    spread = std::max(spread, std::abs(step_loss[step].first - mean));
+    from = step + 1;
+  }
+  EXPECT_GT(spread, 1e-4);  // the means are not the steps' own losses
+
+  // Rewind to step 77: the status goes, the trainer resumes from that checkpoint, truncates the
+  // lines after it and logs step 79 again.
+  const auto checkpoints = ListCheckpoints(dir + "/ckpt");
+  ASSERT_FALSE(checkpoints.empty());
+  ASSERT_EQ(checkpoints.back().step, 77);
+  const json last = lines.back();
+  ASSERT_EQ(last["step"], 79);
+  fs::remove(dir + "/status.json");
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  const std::vector<json> again = MetricsLines(dir);
+  ASSERT_EQ(again.size(), lines.size());
+  EXPECT_EQ(again.back()["step"], 79);
+  EXPECT_DOUBLE_EQ(again.back()["train_loss"].get<double>(), last["train_loss"].get<double>());
+  EXPECT_DOUBLE_EQ(again.back()["val_loss"].get<double>(), last["val_loss"].get<double>());
+}
+
 // SIGKILL mid-run, then resume: the final validation loss is the uninterrupted run's (1e-6
 // relative). The selection bias is part of that state: the same run without it ends elsewhere,
 // so a resume that lost the bias could not match. Every metrics line carries the router

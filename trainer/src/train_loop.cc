@@ -94,11 +94,12 @@ class Trainer {
   struct PendingStep {
     int64_t step;
     int64_t tokens_before;
+    int64_t tokens;     // this step's
     StepValues values;  // {loss, stop votes, gradient norm}
   };
-  // Reads a step's values (waiting for them if need be) into *loss and *grad_norm; with
-  // several ranks, a stop vote sets the agreed signal. A non-finite loss or norm ends the run
-  // as diverged, with the progress before that step.
+  // Reads a step's values (waiting for them if need be) into *loss and *grad_norm, and adds
+  // its loss to the interval's; with several ranks, a stop vote sets the agreed signal. A
+  // non-finite loss or norm ends the run as diverged, with the progress before that step.
   std::optional<RunOutcome> ReadStep(PendingStep& p, double* loss, double* grad_norm);
   double Evaluate();
   Status SaveCheckpoint();
@@ -124,6 +125,12 @@ class Trainer {
   MetricsLog metrics_;
   Progress progress_;
   double last_val_loss_ = NAN;
+  // A metrics line's train_loss is the token-weighted mean loss of the steps since the line
+  // before, not its own step's: one step's loss is batch noise (on the quickstart its spread is
+  // several times the gap between neighbouring model sizes, which the envelope ranks). A
+  // checkpoint keeps the open interval, so a resumed run logs the same means.
+  double interval_loss_sum_ = 0;  // sum of loss x tokens over the steps read since the last line
+  int64_t interval_loss_tokens_ = 0;
   Clock::time_point start_ = Clock::now();
   std::unique_ptr<ProcessGroup> group_ = SingleProcessGroup();
   std::unique_ptr<GradientReducer> reducer_;  // data parallel only
@@ -307,6 +314,20 @@ Status Trainer::Resume() {
     progress_.tokens = tokens->get<int64_t>();
     progress_.wall_s = wall->get<double>();
     ISOFLOP_RETURN_IF_ERROR(data_rng_.FromString(rng->get<std::string>()));
+    // The open logging interval (absent from checkpoints written before it was kept: the first
+    // line after such a resume averages only the steps since).
+    const json *loss_sum = field("interval_loss_sum"), *loss_tokens = field("interval_loss_tokens");
+    if ((loss_sum != nullptr) != (loss_tokens != nullptr) ||
+        (loss_sum && (!loss_sum->is_number() || !loss_tokens->is_number_integer() ||
+                      loss_tokens->get<int64_t>() < 0))) {
+      return Status::Corrupt(c.path +
+                             "/state.json: \"interval_loss_sum\" (a number) and "
+                             "\"interval_loss_tokens\" (an integer >= 0) go together");
+    }
+    if (loss_sum) {
+      interval_loss_sum_ = loss_sum->get<double>();
+      interval_loss_tokens_ = loss_tokens->get<int64_t>();
+    }
     if (options_.progress) {
       std::fprintf(stderr, "isoflop-train: resuming %s from step %lld (%lld tokens)\n",
                    dir_.c_str(), static_cast<long long>(progress_.step),
@@ -425,6 +446,8 @@ std::optional<RunOutcome> Trainer::ReadStep(PendingStep& p, double* loss, double
   const double* v = p.values.Get();
   *loss = v[0];
   *grad_norm = v[2];
+  interval_loss_sum_ += v[0] * static_cast<double>(p.tokens);
+  interval_loss_tokens_ += p.tokens;
   if (group_->size() > 1 && v[1] > 0 && agreed_signal_ == 0)
     agreed_signal_ = g_stop_signal != 0 ? int(g_stop_signal) : SIGTERM;
   std::string what;
@@ -495,7 +518,9 @@ Status Trainer::SaveCheckpoint() {
                       {"tokens", progress_.tokens},
                       {"wall_s", WallSeconds()},
                       {"rng", data_rng_.ToString()},
-                      {"world_size", group_->size()}};
+                      {"world_size", group_->size()},
+                      {"interval_loss_sum", interval_loss_sum_},
+                      {"interval_loss_tokens", interval_loss_tokens_}};
   // The metrics lines up to this step reach the disk before the checkpoint that resumes after
   // them does: a node that dies after the commit (page cache lost) must not leave a run that
   // resumes past lines nobody has read.
@@ -598,8 +623,9 @@ RunOutcome Trainer::Run() {
         static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
       }
       optimizer_->step();
-      current.emplace(PendingStep{step, progress_.tokens,
-                                  StepValues(torch::cat({loss_votes, norm.to(torch::kDouble).reshape({1})}))});
+      current.emplace(
+          PendingStep{step, progress_.tokens, step_tokens,
+                      StepValues(torch::cat({loss_votes, norm.to(torch::kDouble).reshape({1})}))});
     }
     // DeepSeek-V3's selection bias follows the load of the step just taken (every rank's); it
     // is a buffer of the model, so the next checkpoint holds it.
@@ -645,6 +671,10 @@ RunOutcome Trainer::Run() {
       }
     }
     if (log) {
+      // Every step up to this one has been read: the interval's mean is complete.
+      train_loss = interval_loss_sum_ / static_cast<double>(interval_loss_tokens_);
+      interval_loss_sum_ = 0;
+      interval_loss_tokens_ = 0;
       const double seconds = SecondsSince(interval_start);
       const double tokens_per_s = seconds > 0 ? interval_tokens / seconds : 0.0;
       if (Status st = LogMetrics(train_loss, val_loss, lr, grad_norm, tokens_per_s,

@@ -14,8 +14,8 @@ struct EnvelopeOptions {
   int levels = 40;  // log-spaced FLOP levels, from the end of the shortest run to the largest FLOPs
   // Start the levels where the shortest run ends, not at the first logged point. Below it every
   // point is mid-schedule (often mid-warm-up) and only the smallest models have logged a loss
-  // yet, which drags N_opt(C) down: on the quickstart the exponent is 0.24 over all points and
-  // 0.49 from the shortest run's end (isoFLOP profiles: 0.57). Where every run ends at the same
+  // yet, which drags N_opt(C) down: on the quickstart the exponent is 0.27 over all points and
+  // 0.63 from the shortest run's end (isoFLOP profiles: 0.71). Where every run ends at the same
   // FLOPs (a single budget) the whole range is used.
   bool from_shortest_end = true;
   FlopsConvention flops;  // D = tokens reached at C by a model of size N
