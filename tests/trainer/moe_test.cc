@@ -247,44 +247,99 @@ TEST(Moe, LoadsSumToOneAndOnlyTrainingForwardsCount) {
 
 // Capacity ceil(1.0 · 8 · 1 / 2) = 4 per expert: of the 6 tokens routed to expert 0, the first
 // 4 are served and the last 2 get nothing (their residual carries them); expert 1's 2 tokens
-// are served. Exactly 2 of 8 assignments are counted as dropped.
+// are served. Exactly 2 of 8 assignments are counted as dropped. Both dispatches.
 TEST(Moe, CapacityDropsExactlyTheOverCapacityTokens) {
-  const int E = 2;
-  Shape s = MoeShapeOf(E, 1);
-  s.moe->capacity_factor = 1.0;
-  torch::manual_seed(17);
-  Moe moe(s);
-  SetIdentityRouter(*moe, E);
-  const std::vector<int> to = {0, 1, 0, 0, 1, 0, 0, 0};
-  const auto x = OneHotTokens(to, s.d_model);  // (1, 8, C)
-  const auto y = moe->forward(x)[0];           // (8, C)
-  auto expert = [&](int e, int n) {
-    auto* mlp = moe->named_modules()["experts." + std::to_string(e)]->as<MlpImpl>();
-    return mlp->forward(x[0][n].unsqueeze(0))[0];
-  };
-  int served0 = 0;
-  for (int n = 0; n < 8; ++n) {
-    const bool served = to[n] == 1 || served0++ < 4;
-    if (served) {
-      EXPECT_TRUE(torch::allclose(y[n], expert(to[n], n), 1e-6, 1e-7)) << "token " << n;
-    } else {
-      EXPECT_TRUE(torch::equal(y[n], torch::zeros_like(y[n]))) << "token " << n;
+  for (MoeImpl::Dispatch dispatch : {MoeImpl::Dispatch::kGrouped, MoeImpl::Dispatch::kPadded}) {
+    SCOPED_TRACE(dispatch == MoeImpl::Dispatch::kPadded ? "padded" : "grouped");
+    const int E = 2;
+    Shape s = MoeShapeOf(E, 1);
+    s.moe->capacity_factor = 1.0;
+    torch::manual_seed(17);
+    Moe moe(s);
+    moe->set_dispatch(dispatch);
+    SetIdentityRouter(*moe, E);
+    const std::vector<int> to = {0, 1, 0, 0, 1, 0, 0, 0};
+    const auto x = OneHotTokens(to, s.d_model);  // (1, 8, C)
+    const auto y = moe->forward(x)[0];           // (8, C)
+    auto expert = [&](int e, int n) {
+      auto* mlp = moe->named_modules()["experts." + std::to_string(e)]->as<MlpImpl>();
+      return mlp->forward(x[0][n].unsqueeze(0))[0];
+    };
+    int served0 = 0;
+    for (int n = 0; n < 8; ++n) {
+      const bool served = to[n] == 1 || served0++ < 4;
+      if (served) {
+        EXPECT_TRUE(torch::allclose(y[n], expert(to[n], n), 1e-6, 1e-7)) << "token " << n;
+      } else {
+        EXPECT_TRUE(torch::equal(y[n], torch::zeros_like(y[n]))) << "token " << n;
+      }
     }
+    const auto st = moe->step_stats();
+    EXPECT_EQ(st.dropped, 2);
+    EXPECT_EQ(st.assignments, 8);
+    EXPECT_EQ(st.load, (std::vector<double>{6, 2}));
+    std::map<std::string, double> metrics;
+    for (const auto& [k, v] : MoeStepMetrics({moe.get()})) metrics[k] = v;
+    EXPECT_DOUBLE_EQ(metrics.at("dropped_fraction"), 0.25);
+    // A larger capacity drops nothing.
+    Shape roomy = s;
+    roomy.moe->capacity_factor = 1.5;  // ceil(6) = 6
+    Moe big(roomy);
+    big->set_dispatch(dispatch);
+    SetIdentityRouter(*big, E);
+    big->forward(x);
+    EXPECT_EQ(big->step_stats().dropped, 0);
   }
-  const auto& st = moe->step_stats();
-  EXPECT_EQ(st.dropped, 2);
-  EXPECT_EQ(st.assignments, 8);
-  EXPECT_EQ(st.load, (std::vector<double>{6, 2}));
-  std::map<std::string, double> metrics;
-  for (const auto& [k, v] : MoeStepMetrics({moe.get()})) metrics[k] = v;
-  EXPECT_DOUBLE_EQ(metrics.at("dropped_fraction"), 0.25);
-  // A larger capacity drops nothing.
-  Shape roomy = s;
-  roomy.moe->capacity_factor = 1.5;  // ceil(6) = 6
-  Moe big(roomy);
-  SetIdentityRouter(*big, E);
-  big->forward(x);
-  EXPECT_EQ(big->step_stats().dropped, 0);
+}
+
+// The padded dispatch (CUDA's, which reads nothing back) and the grouped one compute the same
+// layer: on a skewed router with a binding capacity (a fifth of the assignments dropped or
+// more), top-2 over 4 experts plus a shared one, the outputs, the gradients of the input and
+// of every parameter, and the step's stats agree (to float rounding: the experts' matmuls see
+// different row counts).
+TEST(Moe, PaddedAndGroupedDispatchComputeTheSameLayer) {
+  for (double capacity_factor : {0.75, 1.25}) {
+    SCOPED_TRACE("capacity_factor " + std::to_string(capacity_factor));
+    Shape s = MoeShapeOf(4, 2);
+    s.moe->n_shared_experts = 1;
+    s.moe->capacity_factor = capacity_factor;
+    s.bias = true;  // an empty slot's expert output is then not 0: it must land nowhere
+    torch::manual_seed(18);
+    Moe grouped(s), padded(s);
+    CopyByName(*grouped, *padded, [](const std::string& n) { return n; });
+    {
+      torch::NoGradGuard ng;
+      grouped->router->weight[0].add_(0.5);  // expert 0 scores higher for most tokens
+      padded->router->weight.copy_(grouped->router->weight);
+    }
+    grouped->set_dispatch(MoeImpl::Dispatch::kGrouped);
+    padded->set_dispatch(MoeImpl::Dispatch::kPadded);
+    const auto x0 = torch::randn({3, 16, s.d_model}) + 0.5;
+    const auto up = torch::randn({3, 16, s.d_model});  // the upstream gradient
+    auto run = [&](Moe& m) {
+      auto x = x0.clone().requires_grad_(true);
+      const auto y = m->forward(x);
+      ((y * up).sum() + m->aux_loss() + m->z_loss()).backward();
+      return std::make_pair(y.detach(), x.grad());
+    };
+    const auto [yg, gxg] = run(grouped);
+    const auto [yp, gxp] = run(padded);
+    EXPECT_TRUE(torch::allclose(yp, yg, 1e-5, 1e-6)) << (yp - yg).abs().max().item<double>();
+    EXPECT_TRUE(torch::allclose(gxp, gxg, 1e-5, 1e-6)) << (gxp - gxg).abs().max().item<double>();
+    auto pg = grouped->named_parameters();
+    for (const auto& p : padded->named_parameters()) {
+      const torch::Tensor& want = pg[p.key()].grad();
+      ASSERT_TRUE(want.defined() && p.value().grad().defined()) << p.key();
+      EXPECT_TRUE(torch::allclose(p.value().grad(), want, 1e-5, 1e-6))
+          << p.key() << ": " << (p.value().grad() - want).abs().max().item<double>();
+    }
+    const auto sg = grouped->step_stats(), sp = padded->step_stats();
+    EXPECT_EQ(sp.load, sg.load);
+    EXPECT_EQ(sp.dropped, sg.dropped);
+    EXPECT_GE(sg.dropped, sg.assignments / (capacity_factor < 1 ? 4 : 20)) << sg.dropped;
+    EXPECT_DOUBLE_EQ(sp.entropy_sum, sg.entropy_sum);
+    EXPECT_DOUBLE_EQ(sp.aux_sum, sg.aux_sum);
+  }
 }
 
 // The selection bias is a buffer: torch::save of the module carries it, so a checkpoint does.

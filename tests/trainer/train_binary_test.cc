@@ -135,6 +135,14 @@ bool WaitForCheckpoint(const std::string& dir, int64_t step, double timeout_s) {
   return false;
 }
 
+std::vector<json> MetricsLines(const std::string& dir) {
+  std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
+  std::string line;
+  std::vector<json> out;
+  while (std::getline(lines, line)) out.push_back(json::parse(line));
+  return out;
+}
+
 TEST_F(BinaryTest, FinishesExactBudgetWithPartialLastStep) {
   const std::string dir = MakeRun("run", TinyRun());
   ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
@@ -430,6 +438,33 @@ TEST_F(BinaryTest, CudaDeviceTrainsInBf16OrRefusesClearly) {
   EXPECT_GT(val.back(), info["data_entropy_nats"].get<double>() - 0.1);
 }
 
+// An MoE run on the GPU under the same check: with a capacity (the padded dispatch) no step
+// between logged ones reads the device, routing stats and selection bias included; dropless,
+// each MoE layer's read of its expert sizes is the only one it makes (moe.h, Dispatch).
+TEST_F(BinaryTest, CudaMoeStepsReadTheDeviceOnlyForDroplessExpertSizes) {
+  for (const double capacity_factor : {1.25, 0.0}) {
+    json run = TinyMoeRun();
+    run["model"]["moe"]["capacity_factor"] = capacity_factor;
+    run["train"]["device"] = "cuda";
+    const std::string dir = MakeRun(capacity_factor > 0 ? "capacity" : "dropless", run);
+    ::setenv("ISOFLOP_SYNC_CHECK", "error", 1);
+    const int rc = RunDir(dir);
+    ::unsetenv("ISOFLOP_SYNC_CHECK");
+    const std::string err = Slurp(dir + "/stderr.log");
+    if (rc != 0 &&
+        Status(dir)["reason"] == "train.device is 'cuda' but no CUDA device is available") {
+      const char* expect = std::getenv("ISOFLOP_EXPECT_CUDA");
+      if (expect && std::string(expect) == "1") FAIL() << "ISOFLOP_EXPECT_CUDA=1: " << err;
+      GTEST_SKIP() << "no CUDA device";
+    }
+    ASSERT_EQ(rc, 0) << "capacity_factor " << capacity_factor << ": " << err;
+    EXPECT_EQ(Status(dir)["state"], "finished");
+    const std::vector<json> lines = MetricsLines(dir);
+    ASSERT_FALSE(lines.empty());
+    EXPECT_TRUE(lines.back()["extra"].contains("load_0")) << lines.back().dump();
+  }
+}
+
 // Exactly one live worker owns a run directory. A second worker started on the folder of a
 // live one (held mid-run with SIGSTOP) exits 4 and changes no file of it; the owner, let go,
 // checkpoints on SIGTERM, and a later worker resumes and finishes.
@@ -515,14 +550,6 @@ TEST_F(BinaryTest, FullDiskWhileCheckpointingFailsCleanly) {
   EXPECT_NE(st["reason"].get<std::string>().find("checkpoint of step 10"), std::string::npos)
       << st["reason"];
   EXPECT_TRUE(left.empty()) << left.front();
-}
-
-std::vector<json> MetricsLines(const std::string& dir) {
-  std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
-  std::string line;
-  std::vector<json> out;
-  while (std::getline(lines, line)) out.push_back(json::parse(line));
-  return out;
 }
 
 // A line's train_loss is the token-weighted mean of every step's loss since the line before

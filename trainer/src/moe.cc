@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "isoflop/trainer/model.h"
+#include "isoflop/trainer/step_values.h"
 
 namespace isoflop::trainer {
 
@@ -37,9 +38,29 @@ std::vector<torch::nn::Linear> MoeImpl::OutputProjections() const {
   return out;
 }
 
-void MoeImpl::ResetStepStats() {
-  stats_ = StepStats{};
-  stats_.load.assign(config_.n_experts, 0.0);
+void MoeImpl::ResetStepStats() { stats_ = torch::Tensor(); }
+
+torch::Tensor MoeImpl::step_stats_tensor() const {
+  if (stats_.defined()) return stats_;
+  return torch::zeros({config_.n_experts + 6},
+                      torch::TensorOptions().dtype(torch::kDouble).device(router->weight.device()));
+}
+
+void MoeImpl::set_step_stats_tensor(torch::Tensor sums) { stats_ = std::move(sums); }
+
+MoeImpl::StepStats MoeImpl::step_stats() const {
+  const torch::Tensor host = step_stats_tensor().to(torch::kCPU);
+  const double* v = host.data_ptr<double>();
+  const int64_t E = config_.n_experts;
+  StepStats st;
+  st.load.assign(v, v + E);
+  st.assignments = std::llround(v[E]);
+  st.dropped = std::llround(v[E + 1]);
+  st.tokens = std::llround(v[E + 2]);
+  st.entropy_sum = v[E + 3];
+  st.aux_sum = v[E + 4];
+  st.z_sum = v[E + 5];
+  return st;
 }
 
 torch::Tensor MoeImpl::forward(const torch::Tensor& x) {
@@ -76,7 +97,10 @@ torch::Tensor MoeImpl::forward(const torch::Tensor& x) {
   const auto weight_of = weights.t().reshape({A});           // (A)
   // Grouped by expert, assignment order kept within a group: unique keys, so any sort agrees.
   const auto order = (expert_of * A + torch::arange(A, opts)).argsort();  // (A)
-  const auto counts = torch::bincount(expert_of, {}, E);                  // (E) int64
+  // (E) int64. Not bincount: on CUDA it reads the ids' range back to the host to size its
+  // output.
+  const auto counts =
+      torch::zeros({E}, opts).scatter_add_(0, expert_of, torch::ones_like(expert_of));
 
   // Balancing losses (weighted) and the router entropy, from every assignment before drops.
   const auto f = counts.to(torch::kFloat) / static_cast<double>(A);  // (E)
@@ -85,69 +109,101 @@ torch::Tensor MoeImpl::forward(const torch::Tensor& x) {
   z_loss_ = config_.z_loss_weight * torch::logsumexp(logits, -1).pow(2).mean();
   const auto entropy = -(probs * torch::log(probs.clamp_min(1e-30))).sum();
 
-  // One transfer to the host: the group sizes the dispatch needs, and the statistics.
-  const auto host =
-      torch::cat({counts.to(torch::kDouble), entropy.detach().to(torch::kDouble).view({1}),
-                  aux_loss_.detach().to(torch::kDouble).view({1}),
-                  z_loss_.detach().to(torch::kDouble).view({1})})
-          .to(torch::kCPU);
-  const double* h = host.data_ptr<double>();
   // Switch Transformer's expert capacity (Fedus et al. 2022, eq. 3) per forward pass.
   const int64_t capacity =
       config_.capacity_factor > 0
-          ? static_cast<int64_t>(std::ceil(config_.capacity_factor * static_cast<double>(A) / E))
+          ? std::min(A, static_cast<int64_t>(
+                            std::ceil(config_.capacity_factor * static_cast<double>(A) / E)))
           : A;
+  const bool padded = dispatch_ == Dispatch::kPadded ||
+                      (dispatch_ == Dispatch::kAuto && x.is_cuda() && capacity < A);
 
   // Dispatch: gather the assignments' rows in expert order, run each expert on its contiguous
   // rows (the first `capacity` of its group), scatter back weighted with one index_add_.
   const auto sorted_token = token_of.index_select(0, order);    // (A)
   const auto sorted_weight = weight_of.index_select(0, order);  // (A)
-  const auto sorted_x = xf.index_select(0, sorted_token);       // (A, C)
-  std::vector<torch::Tensor> outputs, rows;
-  int64_t start = 0, dropped = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t n = static_cast<int64_t>(h[e]);
-    const int64_t kept = std::min(n, capacity);
-    dropped += n - kept;
-    if (kept > 0) {
-      auto* expert = experts_[e]->as<MlpImpl>();
-      const auto y = expert->forward(sorted_x.narrow(0, start, kept));  // (kept, C)
-      outputs.push_back(y * sorted_weight.narrow(0, start, kept).unsqueeze(1));
-      rows.push_back(sorted_token.narrow(0, start, kept));
-    }
-    start += n;
-  }
-  torch::Tensor out;  // (N, C)
-  if (outputs.empty()) {
-    out = torch::zeros({N, C}, xf.options());
+  torch::Tensor out;                                            // (N, C)
+  if (padded) {
+    out = DispatchPadded(xf, counts, sorted_token, sorted_weight, capacity).to(x.scalar_type());
   } else {
-    const auto y = torch::cat(outputs);
-    out = torch::zeros({N, C}, y.options()).index_add_(0, torch::cat(rows), y).to(x.scalar_type());
+    // The group sizes shape the experts' inputs: the one read of this layer's forward.
+    torch::Tensor host;
+    {
+      SyncAllowed sizes;
+      host = counts.to(torch::kCPU);
+    }
+    const int64_t* h = host.data_ptr<int64_t>();
+    const auto sorted_x = xf.index_select(0, sorted_token);  // (A, C)
+    std::vector<torch::Tensor> outputs, rows;
+    int64_t start = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t kept = std::min(h[e], capacity);
+      if (kept > 0) {
+        auto* expert = experts_[e]->as<MlpImpl>();
+        const auto y = expert->forward(sorted_x.narrow(0, start, kept));  // (kept, C)
+        outputs.push_back(y * sorted_weight.narrow(0, start, kept).unsqueeze(1));
+        rows.push_back(sorted_token.narrow(0, start, kept));
+      }
+      start += h[e];
+    }
+    if (outputs.empty()) {
+      out = torch::zeros({N, C}, xf.options());
+    } else {
+      const auto y = torch::cat(outputs);
+      out =
+          torch::zeros({N, C}, y.options()).index_add_(0, torch::cat(rows), y).to(x.scalar_type());
+    }
   }
   if (shared_) out = out + shared_->as<MlpImpl>()->forward(xf);
 
   if (is_training() && torch::GradMode::is_enabled()) {
-    for (int64_t e = 0; e < E; ++e) stats_.load[e] += h[e];
-    stats_.assignments += A;
-    stats_.dropped += dropped;
-    stats_.tokens += N;
-    stats_.entropy_sum += h[E];
-    stats_.aux_sum += h[E + 1] * static_cast<double>(N);
-    stats_.z_sum += h[E + 2] * static_cast<double>(N);
+    torch::NoGradGuard no_grad;
+    const auto d = torch::TensorOptions().dtype(torch::kDouble).device(x.device());
+    const torch::Tensor dropped = (counts - capacity).clamp_min(0).sum().to(torch::kDouble);
+    const torch::Tensor step = torch::cat(
+        {counts.to(torch::kDouble), torch::full({1}, static_cast<double>(A), d), dropped.view({1}),
+         torch::full({1}, static_cast<double>(N), d), entropy.to(torch::kDouble).view({1}),
+         (aux_loss_.to(torch::kDouble) * static_cast<double>(N)).view({1}),
+         (z_loss_.to(torch::kDouble) * static_cast<double>(N)).view({1})});
+    stats_ = stats_.defined() ? stats_ + step : step;
   }
   return out.view({B, T, C});
 }
 
-void MoeImpl::UpdateSelectionBias() {
-  if (config_.bias_update_rate <= 0 || stats_.assignments == 0) return;
-  const double mean = static_cast<double>(stats_.assignments) / config_.n_experts;
-  std::vector<float> delta(config_.n_experts);
-  for (int e = 0; e < config_.n_experts; ++e) {
-    const double gap = mean - stats_.load[e];  // > 0: underloaded, raise its bias
-    delta[e] = static_cast<float>(config_.bias_update_rate * ((gap > 0) - (gap < 0)));
+torch::Tensor MoeImpl::DispatchPadded(const torch::Tensor& xf, const torch::Tensor& counts,
+                                      const torch::Tensor& sorted_token,
+                                      const torch::Tensor& sorted_weight, int64_t capacity) {
+  const int64_t N = xf.size(0), C = xf.size(1), E = config_.n_experts, A = sorted_token.size(0);
+  // Slot (e, r) holds expert e's r-th assignment in sorted order when r < counts[e]; an empty
+  // slot reads row N of the input, a row of zeros, and adds to row N of the output, which is
+  // dropped (so its weight, some other assignment's, gets no gradient from it).
+  const auto opts = counts.options();
+  const auto starts = counts.cumsum(0) - counts;  // (E) each group's first sorted index
+  const auto r = torch::arange(capacity, opts);   // (cap)
+  const auto empty = (r.unsqueeze(0) >= counts.unsqueeze(1)).reshape({E * capacity});
+  const auto index =
+      (starts.unsqueeze(1) + r.unsqueeze(0)).clamp_max(A - 1).reshape({E * capacity});
+  const auto slot_token = sorted_token.index_select(0, index).masked_fill(empty, N);
+  const auto slot_weight = sorted_weight.index_select(0, index);
+  const auto padded_x = torch::cat({xf, torch::zeros({1, C}, xf.options())});
+  const auto slots = padded_x.index_select(0, slot_token);  // (E·cap, C)
+  std::vector<torch::Tensor> outputs;
+  for (int64_t e = 0; e < E; ++e) {
+    auto* expert = experts_[e]->as<MlpImpl>();
+    outputs.push_back(expert->forward(slots.narrow(0, e * capacity, capacity)));
   }
+  const auto y = torch::cat(outputs) * slot_weight.unsqueeze(1);  // (E·cap, C)
+  return torch::zeros({N + 1, C}, y.options()).index_add_(0, slot_token, y).narrow(0, 0, N);
+}
+
+void MoeImpl::UpdateSelectionBias() {
+  if (config_.bias_update_rate <= 0 || !stats_.defined()) return;
   torch::NoGradGuard no_grad;
-  selection_bias_.add_(torch::tensor(delta).to(selection_bias_.device()));
+  const int64_t E = config_.n_experts;
+  // Nothing routed: the loads and their mean are 0, every sign is 0 and the bias stays.
+  const auto mean = stats_.narrow(0, E, 1) / static_cast<double>(E);
+  const auto gap = mean - stats_.narrow(0, 0, E);  // > 0: underloaded, raise its bias
+  selection_bias_.add_((torch::sign(gap) * config_.bias_update_rate).to(torch::kFloat));
 }
 
 std::vector<std::pair<std::string, double>> MoeStepMetrics(const std::vector<MoeImpl*>& layers) {

@@ -88,4 +88,22 @@ SyncCheck::~SyncCheck() {
 #endif
 }
 
+SyncAllowed::SyncAllowed() {
+#ifdef ISOFLOP_HAVE_CUDA
+  auto& state = c10::cuda::warning_state();
+  const auto mode = state.get_sync_debug_mode();
+  if (mode == c10::cuda::SyncDebugMode::L_DISABLED) return;
+  previous_ = static_cast<int>(mode);
+  state.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+#endif
+}
+
+SyncAllowed::~SyncAllowed() {
+#ifdef ISOFLOP_HAVE_CUDA
+  if (previous_ >= 0)
+    c10::cuda::warning_state().set_sync_debug_mode(
+        static_cast<c10::cuda::SyncDebugMode>(previous_));
+#endif
+}
+
 }  // namespace isoflop::trainer

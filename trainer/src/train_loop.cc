@@ -259,29 +259,16 @@ void Trainer::StartGradientReducer() {
 void Trainer::ReduceMoeStepStats() {
   const auto layers = model_->moe_layers();
   if (layers.empty()) return;
-  // One message: per layer the loads (E), then assignments, dropped, tokens and the three sums.
-  // Counts stay exact in doubles (below 2^53).
-  std::vector<double> flat;
-  for (const MoeImpl* m : layers) {
-    const auto& st = m->step_stats();
-    flat.insert(flat.end(), st.load.begin(), st.load.end());
-    flat.insert(flat.end(), {double(st.assignments), double(st.dropped), double(st.tokens),
-                             st.entropy_sum, st.aux_sum, st.z_sum});
-  }
-  std::vector<torch::Tensor> t = {
-      torch::tensor(flat, torch::TensorOptions().dtype(torch::kDouble)).to(device_)};
+  // One message: every layer's stats tensor, end to end, summed on the device.
+  std::vector<torch::Tensor> parts;
+  for (const MoeImpl* m : layers) parts.push_back(m->step_stats_tensor());
+  std::vector<torch::Tensor> t = {torch::cat(parts)};
   group_->AllReduceSum(t);
-  const torch::Tensor sum = t[0].to(torch::kCPU);
-  const double* v = sum.data_ptr<double>();
-  for (MoeImpl* m : layers) {
-    auto& st = m->mutable_step_stats();
-    for (double& load : st.load) load = *v++;
-    st.assignments = std::llround(*v++);
-    st.dropped = std::llround(*v++);
-    st.tokens = std::llround(*v++);
-    st.entropy_sum = *v++;
-    st.aux_sum = *v++;
-    st.z_sum = *v++;
+  int64_t at = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int64_t n = parts[i].numel();
+    layers[i]->set_step_stats_tensor(t[0].narrow(0, at, n));
+    at += n;
   }
 }
 

@@ -38,7 +38,8 @@ class MoeImpl : public torch::nn::Module {
   const torch::Tensor& aux_loss() const { return aux_loss_; }
   const torch::Tensor& z_loss() const { return z_loss_; }
 
-  // What the training forwards since the last ResetStepStats routed. Plain numbers.
+  // What the training forwards since the last ResetStepStats routed. They accumulate on the
+  // module's device (no read in the step); this copy to the host is for logging.
   struct StepStats {
     std::vector<double> load;  // (E) assignments per expert, before capacity drops
     int64_t assignments = 0;   // A summed over the forwards
@@ -47,16 +48,29 @@ class MoeImpl : public torch::nn::Module {
     double entropy_sum = 0;         // Σ over tokens of the routing distribution's entropy (nats)
     double aux_sum = 0, z_sum = 0;  // Σ over forwards of tokens · aux_loss() (resp. z_loss())
   };
-  const StepStats& step_stats() const { return stats_; }
-  // Data parallel: the trainer sums every rank's stats into it, so the selection bias and the
-  // logged loads follow the whole step's routing, identically on every replica.
-  StepStats& mutable_step_stats() { return stats_; }
+  StepStats step_stats() const;
+  // The same as one double tensor on the device, (E + 6): the loads, then assignments, dropped,
+  // tokens, entropy_sum, aux_sum, z_sum (counts stay exact in doubles below 2^53); zeros before
+  // any training forward. Data parallel: the trainer sums every rank's and sets the sum, so the
+  // selection bias and the logged loads follow the whole step's routing on every replica.
+  torch::Tensor step_stats_tensor() const;
+  void set_step_stats_tensor(torch::Tensor sums);
   void ResetStepStats();
 
+  // How the routed assignments reach their experts. kGrouped: each expert runs on exactly its
+  // own (kept) rows, whose number the host must read from the device, once per forward.
+  // kPadded: with a capacity, each expert runs on `capacity` rows, the empty ones zeros whose
+  // outputs are dropped, so no shape depends on the routing and nothing is read: the step queues
+  // without waiting for the device (more rows computed: up to capacity_factor x the assignments).
+  // kAuto: padded on CUDA when a capacity is set below the assignments, else grouped. Both
+  // compute the same outputs and gradients (tested).
+  enum class Dispatch { kAuto, kGrouped, kPadded };
+  void set_dispatch(Dispatch d) { dispatch_ = d; }
+
   // DeepSeek-V3 (2024, section 2.1.2) auxiliary-loss-free balancing, called after each
-  // optimizer step: bias_i += bias_update_rate · sign(mean load - load_i) from step_stats().
-  // The bias is added to the scores for choosing experts only, never to the combine weights.
-  // A no-op when bias_update_rate is 0 or nothing was routed.
+  // optimizer step: bias_i += bias_update_rate · sign(mean load - load_i) from the step's
+  // stats, on the device. The bias is added to the scores for choosing experts only, never to
+  // the combine weights. A no-op when bias_update_rate is 0 or nothing was routed.
   void UpdateSelectionBias();
   // (E) fp32, a registered buffer: saved and restored with the module (checkpoints).
   const torch::Tensor& selection_bias() const { return selection_bias_; }
@@ -73,7 +87,14 @@ class MoeImpl : public torch::nn::Module {
   std::shared_ptr<torch::nn::Module> shared_;  // one MlpImpl of n_shared·expert_d_ff, or null
   torch::Tensor selection_bias_;               // (E)
   torch::Tensor aux_loss_, z_loss_;
-  StepStats stats_;
+  torch::Tensor stats_;  // (E + 6) double, see step_stats_tensor(); undefined until a forward
+  Dispatch dispatch_ = Dispatch::kAuto;
+
+  // The padded dispatch: the K·N assignments sorted by expert (sorted_token, sorted_weight)
+  // into E blocks of `capacity` rows; returns (N, C) in the experts' dtype.
+  torch::Tensor DispatchPadded(const torch::Tensor& xf, const torch::Tensor& counts,
+                               const torch::Tensor& sorted_token,
+                               const torch::Tensor& sorted_weight, int64_t capacity);
 };
 TORCH_MODULE(Moe);
 

@@ -54,4 +54,17 @@ class SyncCheck {
   int previous_ = -1;  // the mode to restore; -1 when this guard changed nothing
 };
 
+// Inside a SyncCheck, a read the step cannot do without (a dropless MoE layer's expert sizes):
+// for the span of its scope synchronising calls are allowed again. A no-op where no check is on.
+class SyncAllowed {
+ public:
+  SyncAllowed();
+  ~SyncAllowed();
+  SyncAllowed(const SyncAllowed&) = delete;
+  SyncAllowed& operator=(const SyncAllowed&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 }  // namespace isoflop::trainer
