@@ -370,11 +370,26 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
     }
     const auto& params = o.fit->record.params;
     auto param = [&](const char* k) { return params.count(k) ? params.at(k) : NAN; };
+    // "0.713 [0.285, 1.02]" where the bootstrap gave the exponent an interval.
+    auto exponent = [&](const char* k, const char* ci) {
+      std::string out = Fmt("%.3f", param(k));
+      const auto it = o.fit->record.ci.find(ci);
+      if (it != o.fit->record.ci.end() && std::isfinite(it->second.lo) &&
+          std::isfinite(it->second.hi))
+        out += " [" + Fmt("%.3f", it->second.lo) + ", " + Fmt("%.3f", it->second.hi) + "]";
+      return out;
+    };
     std::cout << "  fit #" << o.fit->id << " "
               << (o.method == "isoflop" ? "isoFLOP profiles (Approach 2)"
                                         : "training-curve envelope (Approach 1)")
-              << ": N_opt ~ C^" << Fmt("%.3f", param("n_opt_a")) << ", D_opt ~ C^"
-              << Fmt("%.3f", param("d_opt_b")) << "\n";
+              << ": N_opt ~ C^" << exponent("n_opt_a", "a") << ", D_opt ~ C^"
+              << exponent("d_opt_b", "b") << "\n";
+    for (const char* key : {"isoflop", "envelope"}) {
+      const auto m = o.fit->record.result.find(key);
+      if (m == o.fit->record.result.end() || !m->is_object()) continue;
+      for (const auto& w : m->value("warnings", nlohmann::json::array()))
+        if (w.is_string()) std::cout << "    warning: " << w.get<std::string>() << "\n";
+    }
   }
   if (report.fixed_entropy) {
     std::cout << "\nfit #" << report.fixed_entropy->id << " with E held at the true entropy "

@@ -625,7 +625,8 @@ class Report:
                     env.get("params", {}), var)
                 if pl:
                     ax.plot(c_grid, pl[0] * c_grid ** pl[1], color=st["color"], ls=":", lw=1.8,
-                            label=f"envelope power law: ∝ C^{pl[1]:.3f}")
+                            label=f"envelope power law: ∝ C^{pl[1]:.3f}"
+                                  + _ci_text(env.get("ci", {}), "a" if var == "n" else "b"))
             # Bootstrap intervals at chosen budgets ("N_opt@1e+21") as error bars.
             par = self.fits.get("parametric")
             if par:

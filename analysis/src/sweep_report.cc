@@ -259,11 +259,14 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
   }
   report.main.record = std::move(rec);
 
-  // Approach 2 (isoFLOP parabolas) and Approach 1 (training-curve envelope) beside it.
+  // Approach 2 (isoFLOP parabolas) and Approach 1 (training-curve envelope) beside it, with
+  // the sweep's bootstrap for their exponents' intervals.
   for (const char* method : {"isoflop", "envelope"}) {
     fit::FitConfig fc;
     fc.method = method;
     fc.convention = req.config.convention;
+    fc.bootstrap = req.config.bootstrap;
+    fc.bootstrap.derived_at_compute.clear();
     FitOutcome o;
     o.method = method;
     Result<fit::FitRecord> r = fit::RunFit(data.obs, data.curves, fc);

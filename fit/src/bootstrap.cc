@@ -3,10 +3,12 @@
 #include "isoflop/fit/bootstrap.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -54,6 +56,52 @@ void Exponents(const ScalingLaw& law, double* a, double* b) {
   }
   *a = std::log(hi->n / lo->n) / std::log(100.0);
   *b = std::log(hi->d / lo->d) / std::log(100.0);
+}
+
+// The power-law bootstrap of an isoFLOP or envelope fit: resample i runs fit_one(rng_i), which
+// returns the resample's {a, b, k_n, k_d} (N_opt's exponent, D_opt's, their constants) or
+// nullopt when its fit failed. Sets *into's intervals, counts and, when some failed, a warning
+// naming `why`; returns the intervals as "a", "b", "k_n", "k_d".
+template <typename Fit, typename FitOne>
+std::map<std::string, Interval> PowerLawBootstrap(const BootstrapOptions& bootstrap,
+                                                  const FitOne& fit_one, const std::string& why,
+                                                  Fit* into) {
+  const int resamples = bootstrap.resamples;
+  std::vector<std::optional<std::array<double, 4>>> results(resamples);
+  ParallelFor(resamples, Threads(bootstrap.num_threads), [&](int i) {
+    std::mt19937_64 rng(bootstrap.seed + static_cast<uint64_t>(i));
+    results[i] = fit_one(rng);
+  });
+  std::array<std::vector<double>, 4> q;
+  int failed = 0;
+  for (const auto& r : results) {
+    if (!r) {
+      ++failed;
+      continue;
+    }
+    for (int k = 0; k < 4; ++k) q[k].push_back((*r)[k]);
+  }
+  std::map<std::string, Interval> out;
+  out["a"] = into->n_opt.a_ci = PercentileInterval(q[0], bootstrap.level);
+  out["b"] = into->d_opt.a_ci = PercentileInterval(q[1], bootstrap.level);
+  out["k_n"] = into->n_opt.k_ci = PercentileInterval(q[2], bootstrap.level);
+  out["k_d"] = into->d_opt.k_ci = PercentileInterval(q[3], bootstrap.level);
+  into->bootstrap_resamples = resamples;
+  into->bootstrap_failed = failed;
+  if (failed > 0) {
+    into->warnings.push_back(std::to_string(failed) + " of " + std::to_string(resamples) +
+                             " bootstrap resamples " + why + " and were left out" +
+                             (failed == resamples ? ": no intervals"
+                                                  : "; the intervals come from the other " +
+                                                        std::to_string(resamples - failed) +
+                                                        " and understate the uncertainty"));
+  }
+  return out;
+}
+
+template <typename Fit>
+std::array<double, 4> PowerLawQuantities(const Fit& f) {
+  return {f.n_opt.a, f.d_opt.a, f.n_opt.k, f.d_opt.k};
 }
 
 }  // namespace
@@ -165,10 +213,7 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
   ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
   const BudgetGroups grouping = GroupBudgets(obs, options.budget_rel_tol, options.flops);
   const auto& groups = grouping.groups;
-  std::vector<std::array<double, 4>> results(bootstrap.resamples);
-  std::vector<char> ok(bootstrap.resamples, 0);
-  ParallelFor(bootstrap.resamples, Threads(bootstrap.num_threads), [&](int i) {
-    std::mt19937_64 rng(bootstrap.seed + static_cast<uint64_t>(i));
+  const auto fit_one = [&](std::mt19937_64& rng) -> std::optional<std::array<double, 4>> {
     std::vector<Observation> sample;
     for (size_t gi = 0; gi < groups.size(); ++gi) {  // stratified: each budget keeps its size
       const auto& g = groups[gi];
@@ -183,47 +228,48 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
       }
     }
     auto f = FitIsoflop(sample, options);
-    if (!f.ok()) return;
-    results[i] = {f->n_opt.a, f->d_opt.a, f->n_opt.k, f->d_opt.k};
-    ok[i] = 1;
-  });
-  std::vector<double> a, b, kn, kd;
-  int failed = 0;
-  for (int i = 0; i < bootstrap.resamples; ++i) {
-    if (!ok[i]) {
-      ++failed;
-      continue;
-    }
-    a.push_back(results[i][0]);
-    b.push_back(results[i][1]);
-    kn.push_back(results[i][2]);
-    kd.push_back(results[i][3]);
+    if (!f.ok()) return std::nullopt;
+    return PowerLawQuantities(*f);
+  };
+  IsoflopFit scratch;
+  // A resample fails where a budget drew too few distinct sizes for a minimum: the intervals
+  // are those of the resamples that had one, narrower than the truth.
+  return PowerLawBootstrap(bootstrap, fit_one, "had fewer than two budgets with a minimum",
+                           fit ? fit : &scratch);
+}
+
+Result<std::map<std::string, Interval>> BootstrapEnvelope(const std::vector<Curve>& curves,
+                                                          const EnvelopeOptions& options,
+                                                          const BootstrapOptions& bootstrap,
+                                                          EnvelopeFit* fit) {
+  ISOFLOP_RETURN_IF_ERROR(bootstrap.Validate());
+  ISOFLOP_RETURN_IF_ERROR(ValidateCurves(curves));
+  // Budgets: curves sorted by where they end, a new group wherever the next ends 5% later.
+  std::vector<std::pair<double, size_t>> ends;
+  for (size_t i = 0; i < curves.size(); ++i) {
+    double end = 0;
+    for (const auto& [c, loss] : curves[i].points) end = std::max(end, c);
+    ends.emplace_back(end, i);
   }
-  std::map<std::string, Interval> out;
-  out["a"] = PercentileInterval(a, bootstrap.level);
-  out["b"] = PercentileInterval(b, bootstrap.level);
-  out["k_n"] = PercentileInterval(kn, bootstrap.level);
-  out["k_d"] = PercentileInterval(kd, bootstrap.level);
-  if (fit) {
-    fit->n_opt.a_ci = out["a"];
-    fit->d_opt.a_ci = out["b"];
-    fit->n_opt.k_ci = out["k_n"];
-    fit->d_opt.k_ci = out["k_d"];
-    fit->bootstrap_resamples = bootstrap.resamples;
-    fit->bootstrap_failed = failed;
-    if (failed > 0) {
-      // A resample fails where a budget drew too few distinct sizes for a minimum: the
-      // intervals are those of the resamples that had one, narrower than the truth.
-      fit->warnings.push_back(
-          std::to_string(failed) + " of " + std::to_string(bootstrap.resamples) +
-          " bootstrap resamples had fewer than two budgets with a minimum and were left out" +
-          (failed == bootstrap.resamples ? ": no intervals"
-                                         : "; the intervals come from the other " +
-                                               std::to_string(bootstrap.resamples - failed) +
-                                               " and understate the uncertainty"));
-    }
+  std::sort(ends.begin(), ends.end());
+  std::vector<std::vector<size_t>> groups;
+  for (size_t k = 0; k < ends.size(); ++k) {
+    if (k == 0 || ends[k].first > 1.05 * ends[k - 1].first) groups.emplace_back();
+    groups.back().push_back(ends[k].second);
   }
-  return out;
+  const auto fit_one = [&](std::mt19937_64& rng) -> std::optional<std::array<double, 4>> {
+    std::vector<Curve> sample;
+    for (const auto& g : groups) {
+      std::uniform_int_distribution<size_t> pick(0, g.size() - 1);
+      for (size_t k = 0; k < g.size(); ++k) sample.push_back(curves[g[pick(rng)]]);
+    }
+    auto f = FitEnvelope(sample, options);
+    if (!f.ok()) return std::nullopt;
+    return PowerLawQuantities(*f);
+  };
+  EnvelopeFit scratch;
+  return PowerLawBootstrap(bootstrap, fit_one, "had one model size win the whole envelope",
+                           fit ? fit : &scratch);
 }
 
 namespace {

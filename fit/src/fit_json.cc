@@ -203,6 +203,17 @@ Status FromJson(const json& j, ParametricFit* v) {
   return ReadVector(j, "optima_objectives", &v->optima_objectives);
 }
 
+namespace {
+// A power-law fit's optional {"bootstrap": {"resamples", "failed"}}; 0 and 0 without it.
+Status ReadBootstrapCounts(const json& j, int* resamples, int* failed) {
+  *resamples = *failed = 0;
+  if (!j.contains("bootstrap")) return Status::Ok();
+  const json& b = j.at("bootstrap");
+  ISOFLOP_RETURN_IF_ERROR(GetInt(b, "resamples", resamples).WithPrefix("bootstrap"));
+  return GetInt(b, "failed", failed).WithPrefix("bootstrap");
+}
+}  // namespace
+
 json ToJson(const IsoflopFit& v) {
   json budgets = json::array();
   for (const BudgetProfile& b : v.budgets) {
@@ -264,13 +275,7 @@ Status FromJson(const json& j, IsoflopFit* v) {
   // Fits stored before these keys existed: a parabola estimator, grouping unknown, no
   // bootstrap counts.
   if (j.contains("estimator")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "estimator", &v->estimator));
-  v->bootstrap_resamples = v->bootstrap_failed = 0;
-  if (j.contains("bootstrap")) {
-    const json& b = j.at("bootstrap");
-    ISOFLOP_RETURN_IF_ERROR(
-        GetInt(b, "resamples", &v->bootstrap_resamples).WithPrefix("bootstrap"));
-    ISOFLOP_RETURN_IF_ERROR(GetInt(b, "failed", &v->bootstrap_failed).WithPrefix("bootstrap"));
-  }
+  ISOFLOP_RETURN_IF_ERROR(ReadBootstrapCounts(j, &v->bootstrap_resamples, &v->bootstrap_failed));
   if (j.contains("grouping")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "grouping", &v->grouping));
   if (j.contains("warnings")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "warnings", &v->warnings));
   return GetInt(j, "n_points", &v->n_points);
@@ -284,10 +289,14 @@ json ToJson(const EnvelopeFit& v) {
                    {"n", Num(p.n)},
                    {"d", Num(p.d)},
                    {"curve", p.curve}});
-  return {{"points", pts},
-          {"n_opt", ToJson(v.n_opt)},
-          {"d_opt", ToJson(v.d_opt)},
-          {"n_curves", v.n_curves}};
+  json out = {{"points", pts},
+              {"n_opt", ToJson(v.n_opt)},
+              {"d_opt", ToJson(v.d_opt)},
+              {"n_curves", v.n_curves},
+              {"warnings", v.warnings}};
+  if (v.bootstrap_resamples > 0)
+    out["bootstrap"] = {{"resamples", v.bootstrap_resamples}, {"failed", v.bootstrap_failed}};
+  return out;
 }
 Status FromJson(const json& j, EnvelopeFit* v) {
   if (!j.contains("points") || !j.at("points").is_array())
@@ -304,6 +313,9 @@ Status FromJson(const json& j, EnvelopeFit* v) {
   }
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("n_opt", json()), &v->n_opt).WithPrefix("n_opt"));
   ISOFLOP_RETURN_IF_ERROR(FromJson(j.value("d_opt", json()), &v->d_opt).WithPrefix("d_opt"));
+  // Fits stored before envelope bootstraps: no counts, no warnings.
+  ISOFLOP_RETURN_IF_ERROR(ReadBootstrapCounts(j, &v->bootstrap_resamples, &v->bootstrap_failed));
+  if (j.contains("warnings")) ISOFLOP_RETURN_IF_ERROR(GetAs(j, "warnings", &v->warnings));
   return GetInt(j, "n_curves", &v->n_curves);
 }
 

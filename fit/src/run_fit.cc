@@ -29,6 +29,26 @@ void PutPowerLaws(const PowerLaw& n, const PowerLaw& d, FitRecord* r) {
   r->params["d_opt_b"] = d.a;
 }
 
+// After a bootstrap of N_opt = k·C^a and D_opt: the estimates outside their own intervals into
+// r's result, and a warning for an exponent whose interval holds zero (the budgets do not
+// determine how the optimum scales).
+void PutPowerLawIntervals(const PowerLaw& n, const PowerLaw& d, std::vector<std::string>* warnings,
+                          FitRecord* r) {
+  r->result["excludes_point"] =
+      ToJson(PointsOutsideIntervals({{"a", n.a}, {"b", d.a}, {"k_n", n.k}, {"k_d", d.k}}, r->ci));
+  for (const char* name : {"a", "b"}) {
+    const auto it = r->ci.find(name);
+    if (it != r->ci.end() && it->second.lo < 0 && it->second.hi > 0) {
+      char buf[240];
+      std::snprintf(buf, sizeof buf,
+                    "the interval of the exponent %s [%.3g, %.3g] crosses zero: these budgets "
+                    "do not determine how the optimum scales",
+                    name, it->second.lo, it->second.hi);
+      warnings->push_back(buf);
+    }
+  }
+}
+
 Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitConfig& cfg) {
   ISOFLOP_ASSIGN_OR_RETURN(ParametricFit fit, FitParametric(obs, cfg.parametric));
   FitRecord r;
@@ -126,21 +146,7 @@ Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<
     ISOFLOP_ASSIGN_OR_RETURN(IsoflopFit fit, FitIsoflop(obs, cfg.isoflop));
     if (cfg.bootstrap.resamples > 0) {
       ISOFLOP_ASSIGN_OR_RETURN(r.ci, BootstrapIsoflop(obs, cfg.isoflop, cfg.bootstrap, &fit));
-      r.result["excludes_point"] = ToJson(PointsOutsideIntervals(
-          {{"a", fit.n_opt.a}, {"b", fit.d_opt.a}, {"k_n", fit.n_opt.k}, {"k_d", fit.d_opt.k}},
-          r.ci));
-      // An exponent whose interval holds zero is not determined by these budgets.
-      for (const char* name : {"a", "b"}) {
-        const auto it = r.ci.find(name);
-        if (it != r.ci.end() && it->second.lo < 0 && it->second.hi > 0) {
-          char buf[240];
-          std::snprintf(buf, sizeof buf,
-                        "the interval of the exponent %s [%.3g, %.3g] crosses zero: these budgets "
-                        "do not determine how the optimum scales",
-                        name, it->second.lo, it->second.hi);
-          fit.warnings.push_back(buf);
-        }
-      }
+      PutPowerLawIntervals(fit.n_opt, fit.d_opt, &fit.warnings, &r);
     }
     r.method = "isoflop";
     r.n_points = fit.n_points;
@@ -148,6 +154,10 @@ Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<
     r.result["isoflop"] = ToJson(fit);
   } else {
     ISOFLOP_ASSIGN_OR_RETURN(EnvelopeFit fit, FitEnvelope(curves, cfg.envelope));
+    if (cfg.bootstrap.resamples > 0) {
+      ISOFLOP_ASSIGN_OR_RETURN(r.ci, BootstrapEnvelope(curves, cfg.envelope, cfg.bootstrap, &fit));
+      PutPowerLawIntervals(fit.n_opt, fit.d_opt, &fit.warnings, &r);
+    }
     r.method = "envelope";
     r.n_points = fit.n_curves;
     PutPowerLaws(fit.n_opt, fit.d_opt, &r);

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
+#include <random>
+
 #include "isoflop/fit/fit_record.h"
 #include "test_data.h"
 
@@ -229,6 +233,102 @@ TEST(BootstrapTest, IsoflopCountsTheResamplesWhoseFitFailed) {
   ASSERT_TRUE(BootstrapIsoflop(wide, iso, b, &*wide_fit).ok());
   EXPECT_EQ(wide_fit->bootstrap_failed, 0);
   EXPECT_TRUE(wide_fit->warnings.empty()) << wide_fit->warnings.front();
+}
+
+// Training curves of L = 2 + 400/N^0.3 + 400/D^0.3 (N_opt ∝ C^0.5) along D = C/6N, for the
+// given budgets and sizes per budget (multiples of sqrt(C/6)), each shifted by `offset(i)`.
+std::vector<Curve> LawCurves(const std::vector<double>& budgets, const std::vector<double>& sizes,
+                             const std::function<double(int)>& offset) {
+  std::vector<Curve> curves;
+  for (double budget : budgets) {
+    for (double m : sizes) {
+      Curve c;
+      c.n = m * std::sqrt(budget / 6);
+      const double d_end = budget / (6 * c.n);
+      const double shift = offset(static_cast<int>(curves.size()));
+      for (int i = 1; i <= 50; ++i) {
+        const double d = d_end * i / 50.0;
+        c.points.emplace_back(6 * c.n * d,
+                              2 + 400 / std::pow(c.n, 0.3) + 400 / std::pow(d, 0.3) + shift);
+      }
+      curves.push_back(std::move(c));
+    }
+  }
+  return curves;
+}
+
+// Four budgets of five sizes, each curve shifted by a little noise: the interval of the
+// envelope's exponent holds its estimate and the truth and is not a point; a seed repeats it.
+TEST(BootstrapTest, EnvelopePowerLawIntervals) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> z(0, 0.003);
+  const auto curves =
+      LawCurves({1e16, 4e16, 1.6e17, 6.4e17}, {0.25, 0.5, 1, 2, 4}, [&](int) { return z(rng); });
+  EnvelopeOptions env;
+  auto fit = FitEnvelope(curves, env);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  BootstrapOptions b;
+  b.resamples = 200;
+  auto ci = BootstrapEnvelope(curves, env, b, &*fit);
+  ASSERT_TRUE(ci.ok()) << ci.status().message();
+  EXPECT_LT(ci->at("a").lo, fit->n_opt.a);
+  EXPECT_GT(ci->at("a").hi, fit->n_opt.a);
+  EXPECT_GT(ci->at("a").hi - ci->at("a").lo, 0.01);
+  EXPECT_DOUBLE_EQ(fit->n_opt.a_ci.lo, ci->at("a").lo);
+  EXPECT_DOUBLE_EQ(fit->d_opt.a_ci.hi, ci->at("b").hi);
+  EXPECT_EQ(fit->bootstrap_resamples, 200);
+  auto again = BootstrapEnvelope(curves, env, b, nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->at("a").lo, ci->at("a").lo);
+  EXPECT_EQ(again->at("a").hi, ci->at("a").hi);
+  // The truth, N_opt ∝ C^0.5, inside too (measured: 0.541 [0.315, 0.607]; the envelope's N
+  // takes the 20 sizes' values only, so its exponents are coarse).
+  EXPECT_LT(ci->at("a").lo, 0.5);
+  EXPECT_GT(ci->at("a").hi, 0.5);
+}
+
+// Resamples are drawn within budgets: with one run per budget every resample is the data
+// itself, so each interval is its point (drawing from all runs at once would lose budgets).
+TEST(BootstrapTest, EnvelopeResamplesKeepEveryBudgetsRunCount) {
+  auto curves = LawCurves({1e16, 4e16, 1.6e17}, {1}, [](int) { return 0.0; });
+  // Budgets 4x apart, one size each: the largest model wins wherever its curve reaches.
+  EnvelopeOptions env;
+  auto fit = FitEnvelope(curves, env);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  BootstrapOptions b;
+  b.resamples = 50;
+  auto ci = BootstrapEnvelope(curves, env, b, &*fit);
+  ASSERT_TRUE(ci.ok());
+  EXPECT_EQ(fit->bootstrap_failed, 0);
+  EXPECT_DOUBLE_EQ(ci->at("a").lo, fit->n_opt.a);
+  EXPECT_DOUBLE_EQ(ci->at("a").hi, fit->n_opt.a);
+}
+
+// One budget, two sizes whose curves cross: a resample that draws the same run twice has one
+// size winning everywhere and no power law (probability 1/2). Those are counted, warned about,
+// and kept through the fit's JSON.
+TEST(BootstrapTest, EnvelopeCountsTheResamplesWhoseFitFailed) {
+  const auto curves = LawCurves({1e17}, {0.2, 3}, [](int) { return 0.0; });
+  EnvelopeOptions env;
+  auto fit = FitEnvelope(curves, env);
+  ASSERT_TRUE(fit.ok()) << fit.status().message();
+  BootstrapOptions b;
+  b.resamples = 1000;
+  ASSERT_TRUE(BootstrapEnvelope(curves, env, b, &*fit).ok());
+  // 500 expected, binomial sd 15.8: within 4 sd.
+  EXPECT_GE(fit->bootstrap_failed, 437);
+  EXPECT_LE(fit->bootstrap_failed, 563);
+  ASSERT_EQ(fit->warnings.size(), 1u);
+  EXPECT_NE(fit->warnings[0].find(std::to_string(fit->bootstrap_failed) +
+                                  " of 1000 bootstrap resamples had one model size win"),
+            std::string::npos)
+      << fit->warnings[0];
+  EnvelopeFit back;
+  ASSERT_TRUE(FromJson(ToJson(*fit), &back).ok());
+  EXPECT_EQ(back.bootstrap_resamples, 1000);
+  EXPECT_EQ(back.bootstrap_failed, fit->bootstrap_failed);
+  EXPECT_EQ(back.warnings, fit->warnings);
+  EXPECT_DOUBLE_EQ(back.n_opt.a_ci.lo, fit->n_opt.a_ci.lo);
 }
 
 TEST(BootstrapTest, ExtrapolationCheckPredictsTheLargestBudget) {

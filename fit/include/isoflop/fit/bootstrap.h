@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "isoflop/common/status.h"
+#include "isoflop/fit/envelope.h"
 #include "isoflop/fit/isoflop_profile.h"
 #include "isoflop/fit/observation.h"
 #include "isoflop/fit/parametric.h"
@@ -73,6 +74,16 @@ Result<std::map<std::string, Interval>> BootstrapIsoflop(const std::vector<Obser
                                                          const IsoflopOptions& options,
                                                          const BootstrapOptions& bootstrap,
                                                          IsoflopFit* fit);
+
+// Bootstraps the training-curve envelope by resampling runs: within each budget (the curves
+// ending within 5% of the same FLOPs) as many curves as it has, with replacement, so every
+// resample spans the same FLOP levels. Fills `fit`'s power-law intervals and counts (a resample
+// whose envelope one size wins throughout is left out, counted and warned about) and returns
+// the named intervals ("a", "b", "k_n", "k_d").
+Result<std::map<std::string, Interval>> BootstrapEnvelope(const std::vector<Curve>& curves,
+                                                          const EnvelopeOptions& options,
+                                                          const BootstrapOptions& bootstrap,
+                                                          EnvelopeFit* fit);
 
 struct ExtrapolationCheck {
   double held_out_c = 0;  // the held-out budget (recorded, else geometric-mean C)

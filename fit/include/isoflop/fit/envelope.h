@@ -2,6 +2,7 @@
 // loss any run's curve reaches, and the model size that reaches it; then N_opt = k·C^a.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "isoflop/common/status.h"
@@ -29,8 +30,10 @@ struct EnvelopePoint {
 
 struct EnvelopeFit {
   std::vector<EnvelopePoint> points;  // ascending c
-  PowerLaw n_opt, d_opt;
+  PowerLaw n_opt, d_opt;              // with intervals after BootstrapEnvelope
   int n_curves = 0;
+  int bootstrap_resamples = 0, bootstrap_failed = 0;
+  std::vector<std::string> warnings;  // failed resamples, exponent intervals crossing zero
 };
 
 // Each curve is interpolated linearly in (log C, loss) within its own FLOP range only.

@@ -63,7 +63,9 @@ class MoeImpl : public torch::nn::Module {
   // outputs are dropped, so no shape depends on the routing and nothing is read: the step queues
   // without waiting for the device (more rows computed: up to capacity_factor x the assignments).
   // kAuto: padded on CUDA when a capacity is set below the assignments, else grouped. Both
-  // compute the same outputs and gradients (tested).
+  // compute the same outputs and gradients (tested), with one exception: an expert no token
+  // reached in a step has a zero gradient when padded (AdamW then decays it) and none when
+  // grouped (AdamW leaves it alone). Either way every step treats it alike, resumed or not.
   enum class Dispatch { kAuto, kGrouped, kPadded };
   void set_dispatch(Dispatch d) { dispatch_ = d; }
 
