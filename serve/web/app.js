@@ -4,6 +4,7 @@
 'use strict';
 
 const POLL_MS = 3000;
+const POWER_LAW_CI = { n_opt_a: 'a', d_opt_b: 'b', n_opt_k: 'k_n', d_opt_k: 'k_d' };
 const state = {
   kind: null, name: null, revision: null, cells: [], sort: { key: 'budget', dir: 1 },
   charts: {}, refreshes: 0, timer: null,
@@ -148,7 +149,11 @@ function drawFits(fits) {
       ds.push({ label: 'isoFLOP minima', data: opt, pointRadius: 5, pointStyle: 'rectRot',
         borderColor: '#d95f02', backgroundColor: '#d95f02' });
       const pl = iso[`${key}_opt`];
-      if (pl) ds.push({ label: `isoFLOP power law C^${fmt(pl.a, 3)}`, data: xy(pl.c, pl.value), showLine: true,
+      // The exponent's bootstrap interval, from the stored fit the curves evaluate.
+      const stored = (fits.fits || []).find(f => f.id === iso.fit_id);
+      const aci = stored && stored.ci && stored.ci[key === 'n' ? 'a' : 'b'];
+      const band = aci && isFinite(aci.lo) ? ` [${fmt(aci.lo, 3)}, ${fmt(aci.hi, 3)}]` : '';
+      if (pl) ds.push({ label: `isoFLOP power law C^${fmt(pl.a, 3)}${band}`, data: xy(pl.c, pl.value), showLine: true,
         pointRadius: 0, borderDash: [6, 3], borderColor: '#d95f02', backgroundColor: '#d95f02' });
     }
     draw(id, ds, 'compute C (FLOPs)', title);
@@ -167,7 +172,8 @@ function drawFits(fits) {
   tbody.replaceChildren(...fits.fits.map(f => {
     const tr = document.createElement('tr');
     const params = Object.entries(f.params || {}).filter(([, v]) => typeof v === 'number').map(([k, v]) => {
-      const ci = f.ci && f.ci[k];
+      // An isoFLOP or envelope fit names its intervals after the power laws' quantities.
+      const ci = f.ci && (f.ci[k] || f.ci[POWER_LAW_CI[k]]);
       // A held parameter (--fix, or E at the data's entropy) is the same in every draw.
       const held = ci && ci.lo === v && ci.hi === v;
       if (held) return `${k}=${fmt(v, 4)} (held)`;

@@ -240,6 +240,12 @@ async function main() {
             !fitRows.some(t => /E=1\.820 \[/.test(t)),
         `fits table: the held E reads "(held)": ${
             fitRows.find(t => t.includes('E=1.820')) || 'no row'}`);
+    // The isoFLOP fit's exponents carry their bootstrap intervals, in the table and the legend.
+    const isoRow = fitRows.find(t => /isoflop/.test(t)) || 'no row';
+    check(/n_opt_a=\S+ \[\S+, \S+\]/.test(isoRow), `fits table: the isoFLOP exponent's interval: ${isoRow}`);
+    const legend = await page.evaluate(() => window.isoflop.charts['chart-nopt'].data.datasets
+      .map(d => d.label).find(l => l.startsWith('isoFLOP power law')) || 'none');
+    check(/C\^\S+ \[\S+, \S+\]$/.test(legend), `N_opt chart: ${legend}`);
     await page.screenshot({ path: path.join(a.artifacts, 'serve-observations.png'), fullPage: true });
 
     check(foreign.length === 0, `no request left the server: ${foreign.join(' ')}`);
