@@ -35,8 +35,7 @@ function isoflop(bin, db, argv, cwd) {
 
 async function main() {
   const a = args();
-  const {startServer, launchChromium} =
-      require(path.join(a.source, 'scripts', 'lib', 'serve-page.js'));
+  const { startServer, launchChromium } = require(path.join(a.source, 'scripts', 'lib', 'serve-page.js'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'isoflop_browser_'));
   const db = path.join(dir, 's.db');
   const tiny = path.join(a.source, 'tests', 'sweep', 'testdata', 'tiny.yaml');
@@ -48,13 +47,8 @@ async function main() {
     isoflop(a.isoflop, db, ['fit', '--sweep', 'tiny', '--bootstrap', '40'], dir);
     isoflop(a.isoflop, db, ['import', chin, '--name', 'chinchilla'], dir);
     // A fit with E held (stored first: the newest parametric fit, which answers, is the next).
-    isoflop(
-        a.isoflop, db,
-        [
-          'fit', '--observations', 'chinchilla', '--exclude-top-loss', '5', '--fix', 'E=1.82',
-          '--bootstrap', '20'
-        ],
-        dir);
+    isoflop(a.isoflop, db, ['fit', '--observations', 'chinchilla', '--exclude-top-loss', '5', '--fix', 'E=1.82',
+      '--bootstrap', '20'], dir);
     isoflop(a.isoflop, db, ['fit', '--observations', 'chinchilla', '--exclude-top-loss', '5', '--bootstrap', '40', '--method', 'all'], dir);
     const cells = JSON.parse(isoflop(a.isoflop, db, ['sweep', 'status', 'tiny', '--format', 'json'], dir));
 
@@ -85,23 +79,17 @@ async function main() {
 
     // On arrival the optimal box answers at the newest fit's largest report budget (tiny.yaml's
     // 8e9: `isoflop fit --sweep` gives its intervals there), as `isoflop optimal`.
-    const wantDefault = JSON.parse(isoflop(
-        a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '8e9', '--format', 'json'],
-        dir))[0];
-    await page.waitForFunction(
-        () => document.body.dataset.optimal === '8e9' &&
-            document.getElementById('optimal-n').textContent !== '–',
-        null, {timeout: 10000});
+    const wantDefault = JSON.parse(isoflop(a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '8e9',
+      '--format', 'json'], dir))[0];
+    await page.waitForFunction(() => document.body.dataset.optimal === '8e9' &&
+      document.getElementById('optimal-n').textContent !== '–', null, { timeout: 10000 });
     const gotDefault = await page.evaluate(() => ({
-                                             c: document.getElementById('optimal-c').value,
-                                             n: document.getElementById('optimal-n').textContent,
-                                             ci: document.getElementById('optimal-n-ci').textContent
-                                           }));
-    check(
-        gotDefault.c === '8e9' && gotDefault.n === Number(wantDefault.n_opt).toPrecision(4) &&
-            gotDefault.ci.startsWith('['),
-        `optimal box answers at the report budget on arrival: C ${gotDefault.c}, N ${
-            gotDefault.n} ${gotDefault.ci} = isoflop optimal ${wantDefault.n_opt}`);
+      c: document.getElementById('optimal-c').value,
+      n: document.getElementById('optimal-n').textContent,
+      ci: document.getElementById('optimal-n-ci').textContent,
+    }));
+    check(gotDefault.c === '8e9' && gotDefault.n === Number(wantDefault.n_opt).toPrecision(4) && gotDefault.ci.startsWith('['),
+      `optimal box answers at the report budget on arrival: C ${gotDefault.c}, N ${gotDefault.n} ${gotDefault.ci} = isoflop optimal ${wantDefault.n_opt}`);
 
     // The cell table lists every cell of `isoflop sweep status`, in its state colour.
     const rows = await page.$$eval('#cells tbody tr', trs => trs.map(tr => ({ cell: tr.dataset.cell, cls: tr.className })));
@@ -121,18 +109,12 @@ async function main() {
     check(points === cells.length, `isoFLOP profiles: ${points} final losses (want ${cells.length})`);
 
     // No axis labels two of its ticks alike (1e9 and 1.2e9 both read "1e9" before).
-    const dupes = await page.evaluate(
-        () => Object.entries(window.isoflop.charts)
-                  .flatMap(([id, c]) => Object.entries(c.scales).map(([axis, sc]) => {
-                    const labels = sc.ticks.map(t => String(t.label)).filter(l => l !== '');
-                    return new Set(labels).size === labels.length ?
-                        null :
-                        `${id}.${axis}: ${labels.join(' ')}`;
-                  }))
-                  .filter(Boolean));
-    check(
-        dupes.length === 0,
-        `tick labels are distinct on every axis: ${dupes.join(' | ') || 'yes'}`);
+    const dupes = await page.evaluate(() => Object.entries(window.isoflop.charts).flatMap(([id, c]) =>
+      Object.entries(c.scales).map(([axis, sc]) => {
+        const labels = sc.ticks.map(t => String(t.label)).filter(l => l !== '');
+        return new Set(labels).size === labels.length ? null : `${id}.${axis}: ${labels.join(' ')}`;
+      })).filter(Boolean));
+    check(dupes.length === 0, `tick labels are distinct on every axis: ${dupes.join(' | ') || 'yes'}`);
 
     // Sorting: by N descending after two clicks.
     await page.click('#cells th[data-key="n_total"]');
@@ -142,15 +124,12 @@ async function main() {
     await page.click('#cells th[data-key="budget"]');
 
     // The optimal box shows `isoflop optimal`'s N and D (the page prints 4 significant digits).
-    const want = JSON.parse(isoflop(
-        a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '3e9', '--format', 'json'],
-        dir))[0];
+    const want = JSON.parse(isoflop(a.isoflop, db, ['optimal', '--sweep', 'tiny', '--compute', '3e9',
+      '--format', 'json'], dir))[0];
     await page.fill('#optimal-c', '3e9');
     await page.click('#optimal-go');
-    await page.waitForFunction(
-        () => document.body.dataset.optimal === '3e9' &&
-            document.getElementById('optimal-n').textContent !== '–',
-        null, {timeout: 10000});
+    await page.waitForFunction(() => document.body.dataset.optimal === '3e9' &&
+      document.getElementById('optimal-n').textContent !== '–', null, { timeout: 10000 });
     const got = await page.evaluate(() => ({ n: document.getElementById('optimal-n').textContent, d: document.getElementById('optimal-d').textContent }));
     check(got.n === Number(want.n_opt).toPrecision(4), `optimal N ${got.n} = isoflop optimal ${want.n_opt}`);
     check(got.d === Number(want.d_opt).toPrecision(4), `optimal D ${got.d} = isoflop optimal ${want.d_opt}`);
@@ -235,11 +214,8 @@ async function main() {
       `observations: optimal N ${gotObs.n}, D ${gotObs.d} = isoflop optimal ${wantObs.n_opt}, ${wantObs.d_opt}`);
     // The fits table: a held parameter says so instead of an interval of one value.
     const fitRows = await page.$$eval('#fits tbody tr', trs => trs.map(tr => tr.textContent));
-    check(
-        fitRows.some(t => t.includes('E=1.820 (held)')) &&
-            !fitRows.some(t => /E=1\.820 \[/.test(t)),
-        `fits table: the held E reads "(held)": ${
-            fitRows.find(t => t.includes('E=1.820')) || 'no row'}`);
+    check(fitRows.some(t => t.includes('E=1.820 (held)')) && !fitRows.some(t => /E=1\.820 \[/.test(t)),
+      `fits table: the held E reads "(held)": ${fitRows.find(t => t.includes('E=1.820')) || 'no row'}`);
     // The isoFLOP fit's exponents carry their bootstrap intervals, in the table and the legend.
     const isoRow = fitRows.find(t => /isoflop/.test(t)) || 'no row';
     check(/n_opt_a=\S+ \[\S+, \S+\]/.test(isoRow), `fits table: the isoFLOP exponent's interval: ${isoRow}`);
