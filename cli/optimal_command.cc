@@ -182,19 +182,22 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   double fitted_e = NAN;
   if (law.law.form == "chinchilla" && !law.law.params.empty()) fitted_e = law.law.params[0];
   Table t;
-  t.columns = {{"query", ""},    {"compute", "%.4g"}, {"n_opt", "%.4g"},
-               {"n_lo", "%.4g"}, {"n_hi", "%.4g"},    {"d_opt", "%.4g"},
-               {"d_lo", "%.4g"}, {"d_hi", "%.4g"},    {"tokens_per_param", "%.2f"},
+  // Sizes to 4 significant digits, trailing zeros kept ("1.420e+05" beside "7.072e+04"): a
+  // column of estimates and bounds reads alike.
+  const char* sig4 = "%#.4g";
+  t.columns = {{"query", ""},  {"compute", "%.4g"}, {"n_opt", sig4},
+               {"n_lo", sig4}, {"n_hi", sig4},      {"d_opt", sig4},
+               {"d_lo", sig4}, {"d_hi", sig4},      {"tokens_per_param", "%.2f"},
                {"loss", "%.4f"}, {"loss_lo", "%.4f"}, {"loss_hi", "%.4f"}};
   const bool inference = args.inference_tokens > 0;
   if (inference)
     t.columns.insert(t.columns.end(),
-                     {{"n_inference", "%.4g"}, {"d_inference", "%.4g"}, {"total_flops", "%.4g"}});
+                     {{"n_inference", sig4}, {"d_inference", sig4}, {"total_flops", "%.4g"}});
   // An MoE fit: n_opt is active parameters; the model to build holds every expert.
   if (moe)
-    t.columns.insert(t.columns.end(), {{"n_total", "%.4g"},
-                                       {"n_total_lo", "%.4g"},
-                                       {"n_total_hi", "%.4g"},
+    t.columns.insert(t.columns.end(), {{"n_total", sig4},
+                                       {"n_total_lo", sig4},
+                                       {"n_total_hi", sig4},
                                        {"train_state_gib", "%.4g"},
                                        {"serve_gib", "%.4g"}});
   std::vector<std::string> warnings;
