@@ -330,6 +330,7 @@ class SweepSession {
       }
     }
     ISOFLOP_ASSIGN_OR_RETURN(r.id, db_.UpsertRun(r));
+    if (!stored) ISOFLOP_RETURN_IF_ERROR(TakeFinishedFolder(cell, &r));
     if (stored && StateOf(r) == CellState::kRunning && !r.job_id.empty() &&
         executor_.Adopt({cell.key, r.run_dir, cell.memory.total, cell.est_seconds}, r.job_id)) {
       // Its job still belongs to the scheduler (a detached or killed manager's SLURM job): it
@@ -378,6 +379,41 @@ class SweepSession {
     }
     records_[cell.key] = r;
     if (run) jobs_.push_back({cell.key, r.run_dir, cell.memory.total, cell.est_seconds});
+    return Status::Ok();
+  }
+
+  // A cell this store has no record of whose folder holds its run, ended: the store was lost,
+  // or another store runs over the same run root. When the folder's run.json is the one this
+  // cell would write (its threads and device aside) and its status.json says finished or
+  // diverged, its metrics are ingested and its verdict taken: it is not trained again.
+  Status TakeFinishedFolder(const Cell& cell, store::RunRecord* r) {
+    Result<std::optional<RunStatusFile>> sf = ReadRunStatus(r->run_dir);
+    if (!sf.ok() || !*sf || ((*sf)->state != "finished" && (*sf)->state != "diverged"))
+      return Status::Ok();
+    std::ifstream in(r->run_dir + "/run.json");
+    const nlohmann::json have = nlohmann::json::parse(in, nullptr, false);
+    if (!have.is_object() || !have.contains("train") || !have["train"].is_object())
+      return Status::Ok();
+    const nlohmann::json& train = have["train"];
+    if (!train.contains("threads") || !train["threads"].is_number_integer() ||
+        !train.contains("device") || !train["device"].is_string())
+      return Status::Ok();
+    Result<std::string> want =
+        RunJson(cell, cfg_.name + "/" + cell.key, train["threads"].get<int>(), train["device"]);
+    if (!want.ok() || nlohmann::json::parse(*want, nullptr, false) != have) return Status::Ok();
+    r->status = "running";  // what the folder's verdict now settles
+    ISOFLOP_RETURN_IF_ERROR(Ingest(r).status());
+    if (Result<RunInfo> ri = ReadRunInfo(r->run_dir); ri.ok()) {
+      if (ri->data_entropy_nats) r->data_entropy = ri->data_entropy_nats;
+      r->host = ri->host;
+      r->devices = ri->device;
+    }
+    ApplyRecoveredVerdict(*sf, r);
+    r->attempts = std::max(r->attempts, 1);
+    r->finished_at = store::NowIso8601();
+    ISOFLOP_RETURN_IF_ERROR(db_.UpsertRun(*r).status());
+    display_.Event("found  " + cell.key + "  " + r->status +
+                   " in its folder, not in this store: " + "ingested, not run again");
     return Status::Ok();
   }
 

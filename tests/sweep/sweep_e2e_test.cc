@@ -320,6 +320,40 @@ TEST(SweepE2ETest, SigkillMidSweepThenRerunGivesExactlyTheUninterruptedRows) {
   for (const auto& run : Runs(dir + "/s.db", "tiny")) EXPECT_EQ(run.status, "finished");
 }
 
+// A store without the sweep over a run root that holds its runs (the store lost, or a second
+// store): each folder with its cell's finished run is ingested, rows, verdict and entropy, and
+// trained no more; a folder whose run.json is not its cell's (one edited by hand) is launched
+// again, resumes from its checkpoint, and ends with the same rows.
+TEST(SweepE2ETest, AStoreWithoutTheCellsTakesTheirFinishedFoldersAndTrainsNothing) {
+  const std::string dir = TempDir("sweep_take");
+  auto first = testing::RunCommand(SweepRun(dir + "/a.db", kTiny, {"--no-fit"}), {}, dir);
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  const auto expected = MetricRows(dir + "/a.db", "tiny");
+  const auto runs = Runs(dir + "/a.db", "tiny");
+  ASSERT_EQ(runs.size(), 6u);
+  const std::string edited = runs[0].run_dir + "/run.json";
+  nlohmann::json run_json = nlohmann::json::parse(Slurp(edited));
+  run_json["train"]["lr"] = 0.5;
+  std::ofstream(edited) << run_json.dump();
+
+  auto second = testing::RunCommand(SweepRun(dir + "/b.db", kTiny, {"--no-fit"}), {}, dir);
+  ASSERT_EQ(second.exit_code, 0) << second.out << second.err;
+  size_t found = 0;
+  for (size_t at = second.out.find("found  "); at != std::string::npos;
+       at = second.out.find("found  ", at + 1))
+    ++found;
+  EXPECT_EQ(found, 5u) << second.out;
+  EXPECT_EQ(second.out.find("found  " + runs[0].cell_key), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("5 already done, 1 to run"), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("(1 launches this time)"), std::string::npos) << second.out;
+  EXPECT_EQ(MetricRows(dir + "/b.db", "tiny"), expected);
+  for (const auto& run : Runs(dir + "/b.db", "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key;
+    EXPECT_EQ(run.attempts, 1) << run.cell_key;
+    EXPECT_TRUE(run.final_val_loss && run.data_entropy) << run.cell_key;
+  }
+}
+
 // A worker killed after it wrote "finished" (a crash or SIGKILL at teardown; the hook kills it
 // once its status.json exists) leaves a finished cell, not a crashed one that would be retried.
 TEST(SweepE2ETest, WorkerKilledAfterItsFinishedVerdictLeavesTheCellFinished) {
