@@ -67,43 +67,47 @@ int SyncCheck::RequestedMode() {
   return 0;
 }
 
-SyncCheck::SyncCheck(bool on_cuda) {
-#ifdef ISOFLOP_HAVE_CUDA
-  const int mode = on_cuda ? RequestedMode() : 0;
-  if (mode == 0) return;
-  auto& state = c10::cuda::warning_state();
-  previous_ = static_cast<int>(state.get_sync_debug_mode());
-  state.set_sync_debug_mode(mode == 2 ? c10::cuda::SyncDebugMode::L_ERROR
-                                      : c10::cuda::SyncDebugMode::L_WARN);
-#else
-  (void)on_cuda;
-#endif
-}
+namespace detail {
 
-SyncCheck::~SyncCheck() {
+SyncModeScope::~SyncModeScope() {
 #ifdef ISOFLOP_HAVE_CUDA
   if (previous_ >= 0)
     c10::cuda::warning_state().set_sync_debug_mode(
         static_cast<c10::cuda::SyncDebugMode>(previous_));
 #endif
+}
+
+void SyncModeScope::Set(int mode) {
+#ifdef ISOFLOP_HAVE_CUDA
+  static_assert(static_cast<int>(c10::cuda::SyncDebugMode::L_DISABLED) == 0 &&
+                    static_cast<int>(c10::cuda::SyncDebugMode::L_WARN) == 1 &&
+                    static_cast<int>(c10::cuda::SyncDebugMode::L_ERROR) == 2,
+                "modes are numbered as ISOFLOP_SYNC_CHECK's");
+  auto& state = c10::cuda::warning_state();
+  if (previous_ < 0) previous_ = static_cast<int>(state.get_sync_debug_mode());
+  state.set_sync_debug_mode(static_cast<c10::cuda::SyncDebugMode>(mode));
+#else
+  (void)mode;
+#endif
+}
+
+int SyncModeScope::Current() {
+#ifdef ISOFLOP_HAVE_CUDA
+  return static_cast<int>(c10::cuda::warning_state().get_sync_debug_mode());
+#else
+  return 0;
+#endif
+}
+
+}  // namespace detail
+
+SyncCheck::SyncCheck(bool on_cuda) {
+  const int mode = on_cuda ? RequestedMode() : 0;
+  if (mode != 0) scope_.Set(mode);
 }
 
 SyncAllowed::SyncAllowed() {
-#ifdef ISOFLOP_HAVE_CUDA
-  auto& state = c10::cuda::warning_state();
-  const auto mode = state.get_sync_debug_mode();
-  if (mode == c10::cuda::SyncDebugMode::L_DISABLED) return;
-  previous_ = static_cast<int>(mode);
-  state.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
-#endif
-}
-
-SyncAllowed::~SyncAllowed() {
-#ifdef ISOFLOP_HAVE_CUDA
-  if (previous_ >= 0)
-    c10::cuda::warning_state().set_sync_debug_mode(
-        static_cast<c10::cuda::SyncDebugMode>(previous_));
-#endif
+  if (detail::SyncModeScope::Current() != 0) scope_.Set(0);
 }
 
 }  // namespace isoflop::trainer

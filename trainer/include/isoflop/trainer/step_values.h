@@ -37,6 +37,23 @@ class StepValues {
 // max_norm <= 0 measures without clipping.
 torch::Tensor ClipGradNorm(const std::vector<torch::Tensor>& parameters, double max_norm);
 
+namespace detail {
+// c10's sync debug mode (0 off, 1 warn, 2 error, as c10::cuda::SyncDebugMode), set for a scope
+// and restored at its end if Set changed it. A no-op in builds without CUDA.
+class SyncModeScope {
+ public:
+  SyncModeScope() = default;
+  ~SyncModeScope();
+  SyncModeScope(const SyncModeScope&) = delete;
+  SyncModeScope& operator=(const SyncModeScope&) = delete;
+  void Set(int mode);
+  static int Current();
+
+ private:
+  int previous_ = -1;  // the mode to restore; -1 while Set has not been called
+};
+}  // namespace detail
+
 // For the span of its scope, makes a synchronising CUDA call (`.item()`, a blocking copy to the
 // host) warn or throw, as torch.cuda.set_sync_debug_mode: ISOFLOP_SYNC_CHECK=warn or error.
 // Catches the calls LibTorch routes through its check (not every possible sync). A no-op
@@ -44,14 +61,11 @@ torch::Tensor ClipGradNorm(const std::vector<torch::Tensor>& parameters, double 
 class SyncCheck {
  public:
   explicit SyncCheck(bool on_cuda);
-  ~SyncCheck();
-  SyncCheck(const SyncCheck&) = delete;
-  SyncCheck& operator=(const SyncCheck&) = delete;
   // The mode ISOFLOP_SYNC_CHECK asks for: 0 off, 1 warn, 2 error (anything else: off).
   static int RequestedMode();
 
  private:
-  int previous_ = -1;  // the mode to restore; -1 when this guard changed nothing
+  detail::SyncModeScope scope_;
 };
 
 // Inside a SyncCheck, a read the step cannot do without (a dropless MoE layer's expert sizes):
@@ -59,12 +73,9 @@ class SyncCheck {
 class SyncAllowed {
  public:
   SyncAllowed();
-  ~SyncAllowed();
-  SyncAllowed(const SyncAllowed&) = delete;
-  SyncAllowed& operator=(const SyncAllowed&) = delete;
 
  private:
-  int previous_ = -1;
+  detail::SyncModeScope scope_;
 };
 
 }  // namespace isoflop::trainer
