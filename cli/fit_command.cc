@@ -219,13 +219,8 @@ void PrintRecord(const fit::FitRecord& r, int64_t id, Format format, double floo
     }
     Print(std::cout, f, format);
   }
-  if (auto env = r.result.find("envelope"); env != r.result.end() && env->is_object()) {
-    for (const auto& w : env->value("warnings", nlohmann::json::array()))
-      if (w.is_string()) std::cout << "warning: " << w.get<std::string>() << "\n";
-  }
+  for (const std::string& w : PowerLawWarnings(r)) std::cout << "warning: " << w << "\n";
   if (auto iso = r.result.find("isoflop"); iso != r.result.end() && iso->is_object()) {
-    for (const auto& w : iso->value("warnings", nlohmann::json::array()))
-      if (w.is_string()) std::cout << "warning: " << w.get<std::string>() << "\n";
     const nlohmann::json budgets = iso->value("budgets", nlohmann::json::array());
     for (const auto& b : budgets) {
       if (!b.is_object()) continue;

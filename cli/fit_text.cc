@@ -47,6 +47,17 @@ std::string IntervalWarning(const std::string& name, double value, double lo, do
   return buf;
 }
 
+std::vector<std::string> PowerLawWarnings(const fit::FitRecord& rec) {
+  std::vector<std::string> out;
+  for (const char* key : {"isoflop", "envelope"}) {
+    const auto m = rec.result.find(key);
+    if (m == rec.result.end() || !m->is_object()) continue;
+    for (const auto& w : m->value("warnings", nlohmann::json::array()))
+      if (w.is_string()) out.push_back(w.get<std::string>());
+  }
+  return out;
+}
+
 std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec) {
   std::vector<std::string> out;
   // Refits left out of every interval: the intervals are those of the others.

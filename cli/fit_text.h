@@ -21,6 +21,11 @@ std::string ExtrapolationSummary(const fit::FitRecord& rec);
 // estimate 0.389 ..."). Empty when there is none (or no bootstrap).
 std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec);
 
+// The warnings an isoFLOP or envelope fit stored with its result (fragmented budgets, exponent
+// intervals crossing zero, failed bootstrap resamples), without the "warning: " prefix. Empty
+// for other methods.
+std::vector<std::string> PowerLawWarnings(const fit::FitRecord& rec);
+
 // Warnings for predicted losses below what any model can reach: below the law's own fitted E,
 // or below a known floor (the data's entropy, or a lower bound the user gave) named `floor_name`.
 // `losses` maps a label ("loss@1e+21", "C=1e21") to a predicted loss. Empty when all are fine.

@@ -384,12 +384,8 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
                                         : "training-curve envelope (Approach 1)")
               << ": N_opt ~ C^" << exponent("n_opt_a", "a") << ", D_opt ~ C^"
               << exponent("d_opt_b", "b") << "\n";
-    for (const char* key : {"isoflop", "envelope"}) {
-      const auto m = o.fit->record.result.find(key);
-      if (m == o.fit->record.result.end() || !m->is_object()) continue;
-      for (const auto& w : m->value("warnings", nlohmann::json::array()))
-        if (w.is_string()) std::cout << "    warning: " << w.get<std::string>() << "\n";
-    }
+    for (const std::string& w : PowerLawWarnings(o.fit->record))
+      std::cout << "    warning: " << w << "\n";
   }
   if (report.fixed_entropy) {
     std::cout << "\nfit #" << report.fixed_entropy->id << " with E held at the true entropy "
