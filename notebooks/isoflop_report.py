@@ -378,6 +378,18 @@ class Report:
         cur = self.cpp.get("parametric") or {}
         return cur.get("parametric") if isinstance(cur, dict) else None
 
+    def _parametric_and_curves(self, name: str) -> tuple[Law, dict] | None:
+        """The parametric law and its C++-evaluated curves, or None once figure `name` is
+        skipped for want of either."""
+        law = self.parametric_law()
+        if law is None:
+            return self._skip(name, self._need_fit("parametric"))
+        cpp = self._cpp_parametric()
+        if cpp is None:
+            return self._skip(name, "no evaluated curves of the parametric fit (run through "
+                              "`isoflop plot`, which computes them)")
+        return law, cpp
+
     def summary(self) -> str:
         """A few lines on what was loaded (printed by the notebook)."""
         lines = [f"store: {os.path.abspath(self.db)}",
@@ -707,13 +719,10 @@ class Report:
     def loss_contours(self):
         """Iso-loss contours of the parametric law over (C, N), the frontier, the data."""
         name = "loss_contours"
-        law = self.parametric_law()
-        if law is None:
-            return self._skip(name, self._need_fit("parametric"))
-        cpp = self._cpp_parametric()
-        if cpp is None:
-            return self._skip(name, "no evaluated curves of the parametric fit (run through "
-                              "`isoflop plot`, which computes them)")
+        found = self._parametric_and_curves(name)
+        if found is None:
+            return None
+        law, cpp = found
         c_obs, n_obs = self.obs["c"].to_numpy(), self.obs["n"].to_numpy()
         surf = cpp["surface"]
         c_axis, n_axis = np.asarray(surf["c"], float), np.asarray(surf["n"], float)
@@ -826,13 +835,10 @@ class Report:
     def residuals(self):
         """log L - log L_hat of the parametric fit against N, D and C."""
         name = "residuals"
-        law = self.parametric_law()
-        if law is None:
-            return self._skip(name, self._need_fit("parametric"))
-        cpp = self._cpp_parametric()
-        if cpp is None:
-            return self._skip(name, "no evaluated curves of the parametric fit (run through "
-                              "`isoflop plot`, which computes them)")
+        found = self._parametric_and_curves(name)
+        if found is None:
+            return None
+        law, cpp = found
         # Each point's residual as the C++ analysis evaluated it, found by its (N, D, loss).
         obs = self.obs
         residual = {_point_key(p["n"], p["d"], p["loss"]): p["log_residual"]

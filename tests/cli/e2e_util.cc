@@ -114,4 +114,16 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector
   return r;
 }
 
+FifoWriter::FifoWriter(std::string path)
+    : path_(std::move(path)), thread_([this] {
+        const int fd = ::open(path_.c_str(), O_WRONLY);
+        if (fd >= 0) ::close(fd);
+      }) {}
+
+FifoWriter::~FifoWriter() {
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
+  thread_.join();
+  if (fd >= 0) ::close(fd);
+}
+
 }  // namespace isoflop::testing

@@ -39,6 +39,22 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& cwd,
 // Waits for `pid`: its exit code, or 128 + signal when a signal killed it.
 int WaitExit(pid_t pid);
 
+// Opens the FIFO at `path` for writing and closes it again, from a thread: code that opens the
+// FIFO to read it gets end of file instead of blocking forever (so an unchecked reader fails the
+// test instead of hanging it). The destructor is the reader of last resort that lets the thread
+// end.
+class FifoWriter {
+ public:
+  explicit FifoWriter(std::string path);
+  ~FifoWriter();
+  FifoWriter(const FifoWriter&) = delete;
+  FifoWriter& operator=(const FifoWriter&) = delete;
+
+ private:
+  std::string path_;
+  std::thread thread_;
+};
+
 // Polls `pred` every 20 ms until it holds or `seconds` pass; its last value.
 template <typename F>
 bool WaitFor(F pred, double seconds) {

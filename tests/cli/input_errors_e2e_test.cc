@@ -3,7 +3,6 @@
 // headers, FIFOs, stored fits with mistyped fields, a 25k-character sweep name) each end in a
 // one-line message naming the option, field or file and a plain exit code, never a crash, a
 // hang or a silently stored nonsense value.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,7 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-#include <thread>
 
 #include "e2e_util.h"
 #include "isoflop/store/store.h"
@@ -29,27 +27,6 @@ const std::string kChinchilla =
 const std::string kLaw = "E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28";
 
 void WriteFile(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-// Opens a FIFO for writing and closes it again, from a thread: a process that opens the FIFO to
-// read it gets end of file instead of blocking forever (so an unchecked reader fails the test
-// instead of hanging it). The destructor is the reader of last resort that lets the thread end.
-class FifoWriter {
- public:
-  explicit FifoWriter(std::string path)
-      : path_(std::move(path)), thread_([this] {
-          const int fd = ::open(path_.c_str(), O_WRONLY);
-          if (fd >= 0) ::close(fd);
-        }) {}
-  ~FifoWriter() {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
-    thread_.join();
-    if (fd >= 0) ::close(fd);
-  }
-
- private:
-  std::string path_;
-  std::thread thread_;
-};
 
 struct ErrorCase {
   std::string label;

@@ -1,6 +1,5 @@
 // Tests of the observations CSV reader: recognised headers, D from C, and errors that name
 // the file, line and column.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <thread>
 
+#include "e2e_util.h"
 #include "isoflop/store/observations_csv.h"
 
 namespace isoflop::store {
@@ -164,27 +163,6 @@ TEST(ObservationsCsv, FlopsPerParamTokenMustBePositiveAndFinite) {
   fs::remove(path);
 }
 
-// Opens a FIFO for writing and closes it again, from a thread: a reader that opens the FIFO
-// gets end of file instead of blocking forever (so an unchecked reader fails the test instead
-// of hanging it). The destructor is the reader of last resort that lets the thread finish.
-class FifoWriter {
- public:
-  explicit FifoWriter(std::string path)
-      : path_(std::move(path)), thread_([this] {
-          const int fd = ::open(path_.c_str(), O_WRONLY);
-          if (fd >= 0) ::close(fd);
-        }) {}
-  ~FifoWriter() {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
-    thread_.join();
-    if (fd >= 0) ::close(fd);
-  }
-
- private:
-  std::string path_;
-  std::thread thread_;
-};
-
 TEST(ObservationsCsv, NotARegularFileIsRefusedBeforeOpening) {
   const fs::path dir =
       fs::temp_directory_path() / ("isoflop_csv_fifo_" + std::to_string(::getpid()));
@@ -192,7 +170,7 @@ TEST(ObservationsCsv, NotARegularFileIsRefusedBeforeOpening) {
   const std::string fifo = (dir / "points.csv").string();
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   Result<std::vector<Observation>> r = [&] {
-    FifoWriter writer(fifo);
+    testing::FifoWriter writer(fifo);
     return ReadObservationsCsv(fifo);
   }();
   ASSERT_FALSE(r.ok());

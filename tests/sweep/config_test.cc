@@ -2,13 +2,13 @@
 // overrides, defaults and hashing.
 #include "isoflop/sweep/config.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <thread>
+
+#include "e2e_util.h"
 
 namespace isoflop::sweep {
 namespace {
@@ -221,27 +221,6 @@ TEST(SweepConfigTest, DuplicateKeysInASetValueAreNamed) {
             "--set train={lr: 1e-3, lr: 2e-3}: train.lr: duplicate key; keep one of them");
 }
 
-// Opens a FIFO for writing and closes it again, from a thread: code that opens the FIFO to
-// read it gets end of file instead of blocking forever (so the test fails, not hangs). The
-// destructor is the reader of last resort that lets the thread finish.
-class FifoWriter {
- public:
-  explicit FifoWriter(std::string path)
-      : path_(std::move(path)), thread_([this] {
-          const int fd = ::open(path_.c_str(), O_WRONLY);
-          if (fd >= 0) ::close(fd);
-        }) {}
-  ~FifoWriter() {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK);
-    thread_.join();
-    if (fd >= 0) ::close(fd);
-  }
-
- private:
-  std::string path_;
-  std::thread thread_;
-};
-
 TEST(SweepConfigTest, ASweepFileMustBeARegularFile) {
   const std::string dir = ::testing::TempDir() + "/config_fifo_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
@@ -249,7 +228,7 @@ TEST(SweepConfigTest, ASweepFileMustBeARegularFile) {
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   // Opening a FIFO for reading blocks until a writer comes: the check must come first.
   Result<SweepConfig> r = [&] {
-    FifoWriter writer(fifo);
+    testing::FifoWriter writer(fifo);
     return LoadSweepConfig(fifo);
   }();
   ASSERT_FALSE(r.ok());

@@ -148,6 +148,28 @@ std::string JobOf(const std::string& db, const std::string& sweep, const std::st
   return "";
 }
 
+// Submits the sweep in `file` detached with one budget, holds one of its trainers mid-run
+// (SIGSTOP), scancels that array task and lets the trainer go on (SIGCONT) into SLURM's SIGTERM:
+// the task's job id ("12_3"), with its run folder in *run_dir; "" after a test failure.
+std::string SubmitAndScancelOneTask(const std::string& dir, const std::string& root,
+                                    const std::string& file, std::string* run_dir) {
+  auto submit = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit",
+                                                   "--no-plot", "--set", "budgets=[2e9]"}),
+                           {}, dir);
+  EXPECT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  EXPECT_NE(submit.out.find("running on SLURM; `isoflop sweep sync tiny`"), std::string::npos)
+      << submit.out;
+  const pid_t trainer = HoldATrainer(root + "/tiny", run_dir);
+  EXPECT_GT(trainer, 0) << "no trainer with a checkpoint under " << root;
+  if (trainer <= 0) return "";
+  const std::string job = JobOf(dir + "/s.db", "tiny", *run_dir);
+  EXPECT_FALSE(job.empty()) << "the store has no SLURM job for " << *run_dir;
+  auto cancel = RunCommand({"/usr/bin/scancel", job});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
+  kill(trainer, SIGCONT);
+  return cancel.exit_code == 0 ? job : "";
+}
+
 // Whether `pid` has `sig` pending (the kernel's per-thread or shared pending set).
 bool SignalPending(pid_t pid, int sig) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -305,19 +327,8 @@ TEST_F(SlurmE2ETest, ScancelledJobIsRecordedCancelledAndRetryFinishesIt) {
   const std::string dir = TempDir("slurm_cancel");
   const std::string root = dir + "/runs";
   const std::string file = SlurmSweep(dir, root);
-  auto submit = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit",
-                                                   "--no-plot", "--set", "budgets=[2e9]"}),
-                           {}, dir);
-  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
-  EXPECT_NE(submit.out.find("running on SLURM; `isoflop sweep sync tiny`"), std::string::npos)
-      << submit.out;
   std::string run_dir;
-  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
-  ASSERT_GT(trainer, 0);
-  const std::string job = JobOf(dir + "/s.db", "tiny", run_dir);
-  auto cancel = RunCommand({"/usr/bin/scancel", job});
-  EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
-  kill(trainer, SIGCONT);
+  ASSERT_NE(SubmitAndScancelOneTask(dir, root, file, &run_dir), "");
   auto sync = RunCommand(Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--watch", "--no-fit",
                                                  "--no-plot"}),
                          {}, dir);
@@ -800,17 +811,9 @@ TEST_F(SlurmAccountingE2ETest, JobsTheControllerForgotAreJudgedBySacct) {
   const std::string dir = TempDir("slurm_acct");
   const std::string root = dir + "/runs";
   const std::string file = SlurmSweep(dir, root);
-  auto submit = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--detach", "--no-fit",
-                                                   "--no-plot", "--set", "budgets=[2e9]"}),
-                           {}, dir);
-  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
   std::string run_dir;
-  const pid_t trainer = HoldATrainer(root + "/tiny", &run_dir);
-  ASSERT_GT(trainer, 0);
-  const std::string job = JobOf(dir + "/s.db", "tiny", run_dir);
-  ASSERT_FALSE(job.empty());
-  ASSERT_EQ(RunCommand({"/usr/bin/scancel", job}).exit_code, 0);
-  kill(trainer, SIGCONT);
+  const std::string job = SubmitAndScancelOneTask(dir, root, file, &run_dir);
+  ASSERT_NE(job, "");
   const auto queued = [&] {
     return RunCommand({"/usr/bin/squeue", "--noheader", "-r", "--states=all", "--name",
                        "isoflop-tiny", "-o", "%i %T"})
