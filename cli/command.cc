@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <vector>
 
@@ -18,6 +19,25 @@ std::vector<RegisteredCommand>& Registry() {
 bool RegisterCommand(const std::string& name, int order, CommandAdder adder) {
   Registry().push_back({name, order, std::move(adder)});
   return true;
+}
+
+CLI::Validator OneOf(std::vector<std::string> choices) {
+  std::string expected;
+  for (size_t i = 0; i < choices.size(); ++i)
+    expected += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+  return CLI::Validator(
+      [choices, expected](std::string& v) -> std::string {
+        if (std::find(choices.begin(), choices.end(), v) != choices.end()) return "";
+        return "expected " + expected + ", not '" + v + "'";
+      },
+      "", "one of");
+}
+
+bool FlagsOk(Context& ctx, Status checked) {
+  if (checked.ok()) return true;
+  ctx.status = std::move(checked);
+  ctx.usage_error = true;
+  return false;
 }
 
 Result<std::string> FindTrainBinary(const Context& ctx) {

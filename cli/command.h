@@ -42,6 +42,16 @@ Result<std::string> FindTrainBinary(const Context& ctx);
 // when the binary is missing, IoError when exec fails.
 Status ExecTrain(const Context& ctx, const std::vector<std::string>& args);
 
+// A CLI11 check that takes one of `choices` and refuses anything else while the command line is
+// parsed ("--format: expected table, csv or json, not 'xml'"), so a bad value is a usage error
+// (exit code 2), as an unknown flag is.
+CLI::Validator OneOf(std::vector<std::string> choices);
+
+// For a command's own checks of its flags (those CLI11 cannot express, such as "one of these
+// is required"): stores a failed `checked` in ctx as a usage error (exit code 2) and returns
+// false; true when the flags are fine and the command may go on.
+bool FlagsOk(Context& ctx, Status checked);
+
 // Adds --n-column, --d-column, --c-column, --loss-column, --g-column and
 // --flops-per-param-token (the CSV reader's column choices) to `cmd`; `needs`, when given, is
 // the option they require (fit's --csv). Used by `import` and `fit --csv`.

@@ -15,13 +15,18 @@ struct CurvesArgs {
   std::string sweep, observations;
 };
 
-Status RunCurves(const Context& ctx, const CurvesArgs& args) {
+// Exactly one source, and a fit id >= 1.
+Status CheckFlags(const CurvesArgs& args) {
   const int given = (args.fit_id != 0) + !args.sweep.empty() + !args.observations.empty();
   if (given != 1) {
     return Status::InvalidArgument(
         "give exactly one of --fit ID, --sweep NAME or --observations NAME");
   }
   if (args.fit_id < 0) return Status::InvalidArgument("--fit: expected a fit id >= 1");
+  return Status::Ok();
+}
+
+Status RunCurves(const Context& ctx, const CurvesArgs& args) {
   store::OpenOptions ro;
   ro.read_only = true;
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path, ro));
@@ -61,7 +66,9 @@ void AddCurvesCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--sweep", args->sweep, "The newest fit of each method of this sweep");
   cmd->add_option("--observations", args->observations,
                   "The newest fit of each method of this observation set");
-  cmd->callback([&ctx, args] { ctx.status = RunCurves(ctx, *args); });
+  cmd->callback([&ctx, args] {
+    if (FlagsOk(ctx, CheckFlags(*args))) ctx.status = RunCurves(ctx, *args);
+  });
 }
 
 }  // namespace

@@ -41,7 +41,9 @@ void AddDbCommand(CLI::App& app, Context& ctx) {
   db->require_subcommand(1);
   CLI::App* info = db->add_subcommand("info", "Path, schema version and row counts");
   auto format = std::make_shared<std::string>("table");
-  info->add_option("--format", *format, "table | csv | json")->capture_default_str();
+  info->add_option("--format", *format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   info->callback([&ctx, format] { ctx.status = RunDbInfo(ctx, *format); });
 }
 

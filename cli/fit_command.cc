@@ -497,10 +497,12 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--method", args->method,
                   "parametric | isoflop | envelope | all (all: with --format json, one object "
                   "keyed by method; a failed method is {\"error\": ...} and the exit status 1)")
+      ->check(OneOf({"parametric", "isoflop", "envelope", "all"}))
       ->capture_default_str();
   cmd->add_option("--form", args->form,
                   "chinchilla | kaplan | moe (parametric; moe needs each observation's "
                   "granularity G: `isoflop import --g-column`)")
+      ->check(OneOf({"chinchilla", "kaplan", "moe"}))
       ->capture_default_str();
   cmd->add_option("--bootstrap", args->bootstrap, "Bootstrap resamples for intervals (0 = none)")
       ->capture_default_str();
@@ -547,17 +549,22 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--isoflop-estimator", args->isoflop_estimator,
                   "isoFLOP optimum per budget: parabola (Hoffmann et al. 2022, Approach 2) | "
                   "argmin (the budget's lowest-loss run, as in CS336)")
+      ->check(OneOf({"parabola", "argmin"}))
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
   cmd->add_flag("--no-store", args->no_store, "Print the fit without storing it");
-  cmd->add_option("--format", args->format, "table | json")->capture_default_str();
+  cmd->add_option("--format", args->format, "table | json")
+      ->check(OneOf({"table", "json"}))
+      ->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunFitCommand(ctx, *args); });
 }
 
 void AddFitsCommand(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<FitsArgs>();
   CLI::App* cmd = app.add_subcommand("fits", "List stored fits");
-  cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
+  cmd->add_option("--format", args->format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunFits(ctx, *args); });
 }
 

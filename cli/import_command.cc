@@ -86,7 +86,9 @@ Status RunListObservations(const Context& ctx, const std::string& format_name) {
 void AddObservationsCommand(CLI::App& app, Context& ctx) {
   auto format = std::make_shared<std::string>("table");
   CLI::App* cmd = app.add_subcommand("observations", "List imported observation sets");
-  cmd->add_option("--format", *format, "table | csv | json")->capture_default_str();
+  cmd->add_option("--format", *format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   cmd->callback([&ctx, format] { ctx.status = RunListObservations(ctx, *format); });
 }
 

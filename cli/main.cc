@@ -12,6 +12,34 @@
 
 namespace {
 
+// "unknown command 'X'" for a word where `app` (or a command that needs a subcommand, such as
+// `sweep`) expects one of its subcommands: CLI11 alone says "A subcommand is required". Empty
+// when every such word names a command.
+std::string UnknownCommand(CLI::App& app, int argc, char** argv) {
+  CLI::App* at = &app;
+  std::string path = "isoflop";
+  for (int i = 1; i < argc && at->get_require_subcommand_min() > 0; ++i) {
+    const std::string a = argv[i];
+    if (a == "--db") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    const auto named = at->get_subcommands([&a](CLI::App* c) { return c->check_name(a); });
+    CLI::App* sub = named.empty() ? nullptr : named.front();
+    if (!sub) {
+      std::string names;
+      for (const CLI::App* c : at->get_subcommands([](CLI::App*) { return true; }))
+        names += (names.empty() ? "" : ", ") + c->get_name();
+      return "unknown command '" + a + "' for " + path + " (expected one of " + names + "; see `" +
+             path + " --help`)";
+    }
+    at = sub;
+    path += " " + a;
+  }
+  return "";
+}
+
 int Run(int argc, char** argv) {
   using isoflop::cli::Context;
   Context ctx;
@@ -54,6 +82,10 @@ int Run(int argc, char** argv) {
     break;
   }
 
+  if (const std::string unknown = UnknownCommand(app, argc, argv); !unknown.empty()) {
+    std::cerr << "isoflop: error: " << unknown << "\n";
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

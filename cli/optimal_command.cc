@@ -152,8 +152,9 @@ Status ValidateArgs(const OptimalArgs& args) {
   return Status::Ok();
 }
 
-Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
-  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
+// The queries the flags ask for; InvalidArgument (a usage error) for a flag out of range, an
+// unreadable budget list, or no query at all.
+Result<std::vector<fit::Query>> Queries(const OptimalArgs& args) {
   ISOFLOP_RETURN_IF_ERROR(ValidateArgs(args));
   ISOFLOP_ASSIGN_OR_RETURN(std::vector<double> budgets, Budgets(args));
   std::vector<fit::Query> queries;
@@ -165,6 +166,13 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   if (args.loss > 0) queries.push_back({Kind::kLoss, args.loss, 0});
   if (queries.empty())
     return Status::InvalidArgument("give --compute, --compute-range, --params or --loss");
+  return queries;
+}
+
+Status RunOptimal(const Context& ctx, const OptimalArgs& args,
+                  const std::vector<fit::Query>& queries) {
+  using Kind = fit::Query::Kind;
+  ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
   double floor = NAN;
   std::string floor_name;
   std::optional<analysis::MoeSizing> moe;
@@ -182,9 +190,9 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args) {
   double fitted_e = NAN;
   if (law.law.form == "chinchilla" && !law.law.params.empty()) fitted_e = law.law.params[0];
   Table t;
-  // Sizes to 4 significant digits, trailing zeros kept ("1.420e+05" beside "7.072e+04"): a
-  // column of estimates and bounds reads alike.
-  const char* sig4 = "%#.4g";
+  // Sizes to 4 significant digits with an exponent, trailing zeros kept ("1.420e+05" beside
+  // "7.072e+04", "2.825e+03" rather than "2825."): a column of estimates and bounds reads alike.
+  const char* sig4 = "%.3e";
   t.columns = {{"query", ""},  {"compute", "%.4g"}, {"n_opt", sig4},
                {"n_lo", sig4}, {"n_hi", sig4},      {"d_opt", sig4},
                {"d_lo", sig4}, {"d_hi", sig4},      {"tokens_per_param", "%.2f"},
@@ -301,10 +309,13 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--loss-floor", args->loss_floor,
                   "A known lower bound of the loss (the data's entropy): warn when a predicted "
                   "loss is below it (default: the one stored with the fit, if any)");
-  cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
+  cmd->add_option("--format", args->format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   cmd->callback([&ctx, args, fit_opt] {
     args->fit_given = fit_opt->count() > 0;
-    ctx.status = RunOptimal(ctx, *args);
+    Result<std::vector<fit::Query>> queries = Queries(*args);
+    if (FlagsOk(ctx, queries.status())) ctx.status = RunOptimal(ctx, *args, *queries);
   });
 }
 

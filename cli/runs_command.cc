@@ -209,8 +209,12 @@ void AddRunsCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--sweep", args->sweep, "Only runs of this sweep");
   cmd->add_option("--status", args->status,
                   "Only runs in this state: planned, running, finished, failed, diverged, "
-                  "preempted or cancelled");
-  cmd->add_option("--format", args->format, "table | csv | json")->capture_default_str();
+                  "preempted or cancelled")
+      ->check(OneOf(
+          {"planned", "running", "finished", "failed", "diverged", "preempted", "cancelled"}));
+  cmd->add_option("--format", args->format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunRuns(ctx, *args); });
 }
 
@@ -225,8 +229,12 @@ void AddExportCommand(CLI::App& app, Context& ctx) {
       ->excludes(sweep);
   cmd->add_option("--status", args->status,
                   "Only runs in this state (planned, running, finished, failed, diverged, "
-                  "preempted, cancelled)");
-  cmd->add_option("--format", args->format, "csv | json | table")->capture_default_str();
+                  "preempted, cancelled)")
+      ->check(OneOf(
+          {"planned", "running", "finished", "failed", "diverged", "preempted", "cancelled"}));
+  cmd->add_option("--format", args->format, "csv | json | table")
+      ->check(OneOf({"csv", "json", "table"}))
+      ->capture_default_str();
   cmd->callback([&ctx, args] { ctx.status = RunExport(ctx, *args); });
 }
 

@@ -48,7 +48,9 @@ void AddServeCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--host", args->host,
                   "Address to listen on; anything but loopback lets others read the store")
       ->capture_default_str();
-  cmd->add_option("--port", args->port, "TCP port (0 = any free port)")->capture_default_str();
+  cmd->add_option("--port", args->port, "TCP port (0 = any free port)")
+      ->check(CLI::Range(0, 65535).name(""))
+      ->capture_default_str();
   cmd->add_flag("--open", args->open, "Open the page in the default browser (xdg-open)");
   cmd->callback([&ctx, args] { ctx.status = RunServe(ctx, *args); });
 }

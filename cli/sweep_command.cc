@@ -830,7 +830,13 @@ Status CancelCommand(const Context& ctx, const std::string& name) {
   ISOFLOP_ASSIGN_OR_RETURN(
       sweep::CancelOutcome c,
       sweep::CancelSweep(*db, name, live.ok() ? *live : std::map<std::string, std::string>()));
-  if (c.manager_pid > 0) {
+  if (!c.ended.empty()) {
+    std::cout << "sweep " << name << " is " << c.ended << ": nothing to cancel"
+              << (c.ended == "failed"
+                      ? " (`isoflop sweep retry " + name + "` runs its failed cells again)"
+                      : "")
+              << "\n";
+  } else if (c.manager_pid > 0) {
     std::cout << "asked the running manager (pid " << c.manager_pid << ") to stop sweep " << name
               << "; its runs stop at a checkpoint\n";
   } else {
@@ -854,7 +860,9 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
       "plan", "Show the cells a sweep file expands to, with N, D, C, memory and time estimates");
   p->add_option("file", plan->file, "Sweep file (.yaml)")->required();
   p->add_option("--set", plan->sets, "Override a key: --set train.lr=1e-3 (repeatable)");
-  p->add_option("--format", plan->format, "table | csv | json")->capture_default_str();
+  p->add_option("--format", plan->format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   p->add_flag("--no-probe", plan->no_probe,
               "Estimate time from the throughput model instead of probing isoflop-train (on CPU "
               "the probe trains a few shapes for a second each)");
@@ -900,7 +908,9 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
   CLI::App* s =
       sweep->add_subcommand("status", "Cells of a sweep and their state (all sweeps without NAME)");
   s->add_option("name", status->first, "Sweep name");
-  s->add_option("--format", status->second, "table | csv | json")->capture_default_str();
+  s->add_option("--format", status->second, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   s->callback([&ctx, status] { ctx.status = SweepStatus(ctx, status->first, status->second); });
 
   auto retry = std::make_shared<RunArgs>();
@@ -925,7 +935,9 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
 void AddSweepsCommand(CLI::App& app, Context& ctx) {
   auto format = std::make_shared<std::string>("table");
   CLI::App* cmd = app.add_subcommand("sweeps", "List sweeps with their cell counts");
-  cmd->add_option("--format", *format, "table | csv | json")->capture_default_str();
+  cmd->add_option("--format", *format, "table | csv | json")
+      ->check(OneOf({"table", "csv", "json"}))
+      ->capture_default_str();
   cmd->callback([&ctx, format] { ctx.status = ListSweeps(ctx, *format); });
 }
 

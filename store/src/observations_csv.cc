@@ -324,20 +324,20 @@ Result<std::vector<Observation>> FromTable(const std::string& path, const RawTab
                                        FormatNumber(o.c) + ", N " + FormatNumber(o.n) + ")");
       }
     }
-    // An empty G cell means "not recorded" (what `isoflop export` writes for a point without
-    // G), so exported sets import again; anything else must be a positive finite number.
-    const bool g_empty = g_col >= 0 && static_cast<size_t>(g_col) < fields.size() &&
-                         fields[static_cast<size_t>(g_col)].empty();
-    if (g_col >= 0 && !g_empty) {
-      double g = 0;
-      ISOFLOP_RETURN_IF_ERROR(value(g_col, &g));
-      o.g = g;
-    }
-    if (budget_col >= 0) {
-      double b = 0;
-      ISOFLOP_RETURN_IF_ERROR(value(budget_col, &b));
-      o.budget = b;
-    }
+    // An empty G or budget cell means "not recorded" (what `isoflop export` writes for a point
+    // without one), so exported sets import again; anything else must be a positive finite
+    // number.
+    auto recorded = [&](int col, std::optional<double>* v) -> Status {
+      if (col < 0 ||
+          (static_cast<size_t>(col) < fields.size() && fields[static_cast<size_t>(col)].empty()))
+        return Status::Ok();
+      double x = 0;
+      ISOFLOP_RETURN_IF_ERROR(value(col, &x));
+      *v = x;
+      return Status::Ok();
+    };
+    ISOFLOP_RETURN_IF_ERROR(recorded(g_col, &o.g));
+    ISOFLOP_RETURN_IF_ERROR(recorded(budget_col, &o.budget));
     out.push_back(o);
     kept.push_back(&row);
   }

@@ -893,6 +893,7 @@ Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_nam
   // cancelled sweep whose tasks still run (`sweep sync` submits nothing for it and names them,
   // a second cancel stops them), never tasks killed under a sweep that still reads "running",
   // which the next sync would resume.
+  std::vector<store::RunRecord*> to_cancel;
   for (auto& r : runs) {
     if (Terminal(r.status) || r.status == "failed") continue;
     if (r.status == "running") {
@@ -900,9 +901,20 @@ Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_nam
       Result<std::optional<RunStatusFile>> st = ReadRunStatus(r.run_dir);
       if (st.ok() && *st && ((*st)->state == "finished" || (*st)->state == "diverged")) continue;
     }
-    r.status = "cancelled";
-    r.reason = "cancelled by `isoflop sweep cancel`";
-    ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
+    to_cancel.push_back(&r);
+  }
+  // A sweep that ended (every cell finished, diverged or failed) has nothing to stop: it keeps
+  // its status, so `isoflop sweeps` does not call a finished sweep cancelled.
+  if (to_cancel.empty() && slurm_jobs.empty() &&
+      (sweep->status == "finished" || sweep->status == "failed")) {
+    ISOFLOP_RETURN_IF_ERROR(txn.Commit());
+    out.ended = sweep->status;
+    return out;
+  }
+  for (store::RunRecord* r : to_cancel) {
+    r->status = "cancelled";
+    r->reason = "cancelled by `isoflop sweep cancel`";
+    ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(*r).status());
   }
   ISOFLOP_RETURN_IF_ERROR(db.SetSweepStatus(sweep->id, "cancelled"));
   ISOFLOP_RETURN_IF_ERROR(txn.Commit());

@@ -71,6 +71,27 @@ TEST_F(CliTest, ImportChinchillaThenExportMatchesTheSource) {
     EXPECT_EQ(rows[i][5], "");  // the Chinchilla data have no MoE granularity
   }
 
+  // The export imports again as the same set, its empty budget cells read as "none".
+  std::ofstream(dir_ + "/exported.csv") << exp.out;
+  const std::string db2 = dir_ + "/again.db";
+  auto again = RunCommand(
+      {Binary("isoflop"), "--db", db2, "import", dir_ + "/exported.csv", "--name", "chinchilla"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("imported 245 observations"), std::string::npos) << again.out;
+  auto exp2 = RunCommand({Binary("isoflop"), "--db", db2, "export", "--observations", "chinchilla",
+                          "--format", "csv"});
+  ASSERT_EQ(exp2.exit_code, 0) << exp2.err;
+  auto rows2 = ParseCsv(exp2.out);
+  ASSERT_EQ(rows2.size(), rows.size());
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_EQ(rows2[i][0], rows[i][0]) << "row " << i;  // n, d, c, loss at full precision
+    EXPECT_EQ(rows2[i][1], rows[i][1]) << "row " << i;
+    EXPECT_EQ(rows2[i][2], rows[i][2]) << "row " << i;
+    EXPECT_EQ(rows2[i][3], rows[i][3]) << "row " << i;
+    EXPECT_EQ(rows2[i][5], "") << "row " << i;
+    EXPECT_EQ(rows2[i][6], "") << "row " << i;
+  }
+
   auto json = Isoflop({"export", "--observations", "chinchilla", "--format", "json"});
   ASSERT_EQ(json.exit_code, 0);
   EXPECT_NE(json.out.find("\"loss\": 5.005581996196243"), std::string::npos);

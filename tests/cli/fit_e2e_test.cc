@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
@@ -194,7 +195,7 @@ TEST_F(FitCliTest, CurvesOfAFitAreOneJsonDocumentAgreeingWithOptimal) {
   EXPECT_EQ(s["parametric"]["fit_id"], id);
   EXPECT_TRUE(s["envelope"].is_null());
   auto bad = Isoflop({"curves"});
-  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.exit_code, 2);  // a usage error
   EXPECT_NE(bad.err.find("give exactly one of --fit ID, --sweep NAME or --observations NAME"),
             std::string::npos)
       << bad.err;
@@ -255,6 +256,31 @@ TEST_F(FitCliTest, HoffmannRoundedLawAtChinchillaBudget) {
   const double n = g * std::pow(5.88e23 / 6, 0.28 / 0.62);
   EXPECT_NEAR(o[0]["n_opt"].get<double>() / n, 1.0, 1e-9);
   EXPECT_NEAR(o[0]["d_opt"].get<double>() / (5.88e23 / (6 * n)), 1.0, 1e-9);
+}
+
+// The table prints every size to 4 significant digits with an exponent, small or large: a size
+// near 5e3 reads "5.xyze+03", never "5xyz." (what %#.4g gives), so a column reads alike.
+TEST_F(FitCliTest, OptimalTablePrintsSizesToFourDigitsWithAnExponent) {
+  auto r = Isoflop({"optimal", "--given", "E=1.69,A=406.4,B=410.7,alpha=0.34,beta=0.28",
+                    "--compute", "5e8,5.88e23"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::getline(lines, line);
+  ASSERT_EQ(line.rfind("query", 0), 0u) << r.out;
+  std::getline(lines, line);  // the rule under the header
+  int rows = 0;
+  for (; std::getline(lines, line); ++rows) {
+    std::istringstream cells(line);
+    std::vector<std::string> c{std::istream_iterator<std::string>(cells), {}};
+    ASSERT_GE(c.size(), 8u) << line;
+    for (size_t i = 2; i < 8; ++i)  // n_opt n_lo n_hi d_opt d_lo d_hi ("-": no bootstrap)
+      if (i == 2 || i == 5 || c[i] != "-")
+        EXPECT_TRUE(std::regex_match(c[i], std::regex(R"([1-9]\.[0-9]{3}e[+-][0-9]{2})")))
+            << "column " << i << ": " << c[i] << " in\n"
+            << r.out;
+  }
+  EXPECT_EQ(rows, 2) << r.out;
 }
 
 TEST_F(FitCliTest, BadFitInputsAreClearErrors) {

@@ -61,31 +61,31 @@ TEST_F(InputErrorsTest, OptimalOptionsAreCheckedAndBounded) {
       // 1e8 budgets allocated gigabytes and died of std::bad_alloc.
       {"huge count",
        {"optimal", "--compute-range", "1e12:1e15:100000000", "--given", kLaw},
-       1,
+       2,
        "isoflop: error: --compute-range: COUNT '100000000' must be a whole number of "
        "budgets from 1 to 10000\n"},
       {"fractional count",
        {"optimal", "--compute-range", "1e12:1e15:2.5", "--given", kLaw},
-       1,
+       2,
        "isoflop: error: --compute-range: COUNT '2.5' must be a whole number of budgets from "
        "1 to 10000\n"},
       {"descending range",
        {"optimal", "--compute-range", "1e15:1e12:3", "--given", kLaw},
-       1,
+       2,
        "isoflop: error: --compute-range: HI 1e12 is below LO 1e15; expected LO:HI:COUNT "
        "with LO <= HI\n"},
       {"negative inference tokens",
        {"optimal", "--compute", "1e21", "--inference-tokens", "-1", "--given", kLaw},
-       1,
+       2,
        "isoflop: error: --inference-tokens: expected a number of tokens >= 0 (0 = no "
        "inference), got -1\n"},
       {"negative fit id",
        {"optimal", "--compute", "1e21", "--fit", "-1"},
-       1,
+       2,
        "isoflop: error: --fit: expected a stored fit id >= 1 (see `isoflop fits`), got -1\n"},
       {"fit id zero",
        {"optimal", "--compute", "1e21", "--fit", "0"},
-       1,
+       2,
        "isoflop: error: --fit: expected a stored fit id >= 1 (see `isoflop fits`), got 0\n"},
   });
   // The largest count still answers, one row per budget.
@@ -93,6 +93,50 @@ TEST_F(InputErrorsTest, OptimalOptionsAreCheckedAndBounded) {
       {"optimal", "--compute-range", "1e19:1e23:10000", "--given", kLaw, "--format", "csv"});
   ASSERT_EQ(most.exit_code, 0) << most.err;
   EXPECT_EQ(std::count(most.out.begin(), most.out.end(), '\n'), 10001);
+}
+
+// A command line that cannot mean anything is a usage error (exit 2), found before any work:
+// an unknown command, a flag value outside its choices or range, a query or source not given.
+TEST_F(InputErrorsTest, UsageErrorsExitTwo) {
+  const std::string more = "Run with --help for more information.\n";
+  ExpectErrors({
+      {"unknown command",
+       {"fitt"},
+       2,
+       "isoflop: error: unknown command 'fitt' for isoflop (expected one of sweep, sweeps, "
+       "train, runs, fit, fits, optimal, import, observations, export, curves, plot, serve, db; "
+       "see `isoflop --help`)\n"},
+      {"unknown sweep command",
+       {"sweep", "stat"},
+       2,
+       "isoflop: error: unknown command 'stat' for isoflop sweep (expected one of plan, run, "
+       "sync, status, retry, cancel; see `isoflop sweep --help`)\n"},
+      {"unknown method",
+       {"fit", "--observations", "x", "--method", "parabolic"},
+       2,
+       "--method: expected parametric, isoflop, envelope or all, not 'parabolic'\n" + more},
+      {"fit has no csv format",
+       {"fit", "--observations", "x", "--format", "csv"},
+       2,
+       "--format: expected table or json, not 'csv'\n" + more},
+      {"unknown form",
+       {"fit", "--form", "hoffmann"},
+       2,
+       "--form: expected chinchilla, kaplan or moe, not 'hoffmann'\n" + more},
+      {"port out of range",
+       {"serve", "--port", "70000"},
+       2,
+       "--port: Value 70000 not in range 0 to 65535\n" + more},
+      {"no query",
+       {"optimal", "--fit", "1"},
+       2,
+       "isoflop: error: give --compute, --compute-range, --params or --loss\n"},
+      {"no source",
+       {"curves"},
+       2,
+       "isoflop: error: give exactly one of --fit ID, --sweep NAME or --observations NAME\n"},
+  });
+  EXPECT_FALSE(fs::exists(db_));  // nothing was opened, let alone created
 }
 
 TEST_F(InputErrorsTest, NamesAndNumbersThatWouldBeStoredWrongAreRefused) {
@@ -132,14 +176,14 @@ TEST_F(InputErrorsTest, NamesAndNumbersThatWouldBeStoredWrongAreRefused) {
       // A typo listed nothing, like an empty sweep.
       {"unknown run state",
        {"runs", "--status", "bogus"},
-       1,
-       "isoflop: error: --status: 'bogus' is not a run state (expected one of planned "
-       "running finished failed diverged preempted cancelled)\n"},
+       2,
+       "--status: expected planned, running, finished, failed, diverged, preempted or "
+       "cancelled, not 'bogus'\nRun with --help for more information.\n"},
       {"unknown run state on export",
        {"export", "--status", "finshed"},
-       1,
-       "isoflop: error: --status: 'finshed' is not a run state (expected one of planned "
-       "running finished failed diverged preempted cancelled)\n"},
+       2,
+       "--status: expected planned, running, finished, failed, diverged, preempted or "
+       "cancelled, not 'finshed'\nRun with --help for more information.\n"},
   });
   CommandResult sets = Isoflop({"observations", "--format", "csv"});
   ASSERT_EQ(sets.exit_code, 0) << sets.err;

@@ -234,6 +234,14 @@ TEST(ObservationsCsv, BudgetColumnWhereAndExperimentLabels) {
   auto own = ReadObservations(WriteTemp("own.csv", "n,d,c,loss\n1,2,12,3\n2,1,13,3\n"));
   ASSERT_TRUE(own.ok());
   EXPECT_FALSE((*own)[0].budget.has_value());
+  // An empty budget cell (what `isoflop export` writes for a point without one) is "not
+  // recorded", as an empty G is; a column of them does not make C the budget.
+  auto blank = ReadObservations(WriteTemp(
+      "bblank.csv", "n,d,c,loss,line,g,budget\n1,2,10,3,2,,\n2,1,10,3,3,,20\n4,1,10,3,4,,\n"));
+  ASSERT_TRUE(blank.ok()) << blank.status().message();
+  EXPECT_FALSE((*blank)[0].budget.has_value());
+  EXPECT_EQ((*blank)[1].budget, 20);
+  EXPECT_FALSE((*blank)[2].budget.has_value());
 }
 
 TEST(ObservationsCsv, JsonArrayAndJsonLinesReadLikeCsv) {

@@ -619,6 +619,14 @@ TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
       << retry.out;
   for (const auto& run : Runs(db, "tiny")) EXPECT_EQ(run.status, "finished") << run.cell_key;
   MetricRows(db, "tiny");  // asserts no duplicate steps
+  // A finished sweep has nothing to cancel: it stays finished.
+  auto late =
+      testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "cancel", "tiny"}, {}, dir);
+  EXPECT_EQ(late.exit_code, 0) << late.out << late.err;
+  EXPECT_EQ(late.out, "sweep tiny is finished: nothing to cancel\n");
+  auto sweeps = testing::RunCommand({Binary("isoflop"), "--db", db, "sweeps", "--format", "csv"});
+  EXPECT_NE(sweeps.out.find("\ntiny,finished,6,6,"), std::string::npos) << sweeps.out;
+  for (const auto& run : Runs(db, "tiny")) EXPECT_EQ(run.status, "finished") << run.cell_key;
 }
 
 // `sweep cancel` asks a live manager to stop, and the manager dies before it sees the flag (held

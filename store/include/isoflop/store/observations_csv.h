@@ -31,9 +31,9 @@ struct CsvColumns {
   double flops_per_param_token = 6.0;
 };
 
-// Returns every data row as an Observation (n, d, c, loss, line, g when the file has a G
-// column and the row's G cell is not empty; a non-empty G must be a positive finite number;
-// budget as described above, a positive finite number on every row when present).
+// Returns every data row as an Observation (n, d, c, loss, line; g and budget when the file
+// has that column and the row's cell is not empty, as described above: an empty cell is "not
+// recorded", what `isoflop export` writes; a non-empty one must be a positive finite number).
 // Errors name the file, the line and the
 // column: NotFound (missing file), InvalidArgument (no usable header, a missing or non-numeric
 // or non-positive value, neither D nor C present, a G or budget column given by name but

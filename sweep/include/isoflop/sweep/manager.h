@@ -74,6 +74,7 @@ Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool fai
 struct CancelOutcome {
   int manager_pid = 0;                  // the live manager asked to stop; 0: none was running
   std::vector<std::string> scancelled;  // SLURM tasks cancelled here ("123_4"), in order
+  std::string ended;  // "finished" or "failed": the sweep had ended, nothing was changed
 };
 
 // Cancels a sweep: when a live manager holds its lease, sets the lease's cancel flag (the
@@ -83,7 +84,9 @@ struct CancelOutcome {
 // every task in `live_jobs` (run folder -> "slurm:ID", Executor::LiveJobs: tasks the queue holds
 // for the sweep, including an array a killed manager never recorded). Either way the cancel is
 // in the store before anything else happens, so it stands if this or the manager dies next
-// (`sweep sync` submits nothing for a cancelled sweep). NotFound for an unknown sweep.
+// (`sweep sync` submits nothing for a cancelled sweep). A sweep that had ended (finished or
+// failed, no cell left to stop, no task queued) is left as it was (`ended` says which).
+// NotFound for an unknown sweep.
 Result<CancelOutcome> CancelSweep(store::Store& db, const std::string& sweep_name,
                                   const std::map<std::string, std::string>& live_jobs = {});
 
