@@ -53,6 +53,13 @@ Status RunCurves(const Context& ctx, const CurvesArgs& args) {
   source.kind =
       args.sweep.empty() ? analysis::Source::Kind::kObservations : analysis::Source::Kind::kSweep;
   source.name = args.sweep.empty() ? args.observations : args.sweep;
+  // An unknown name is an error, not an empty document (a typo would look like "no fits yet").
+  if (source.kind == analysis::Source::Kind::kSweep) {
+    ISOFLOP_ASSIGN_OR_RETURN(auto sweep, db->GetSweep(source.name));
+    if (!sweep) return Status::NotFound("no sweep named '" + source.name + "' in " + ctx.db_path);
+  } else {
+    ISOFLOP_RETURN_IF_ERROR(db->GetObservations(source.name).status());
+  }
   ISOFLOP_ASSIGN_OR_RETURN(nlohmann::json curves, analysis::SourceCurves(*db, source));
   std::cout << curves.dump() << "\n";
   return Status::Ok();

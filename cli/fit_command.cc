@@ -1,16 +1,20 @@
 // `isoflop fit` (read observations from a sweep, an imported set or a CSV; run the fit library;
 // store the fit) and `isoflop fits` (list stored fits).
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "command.h"
 #include "fit_text.h"
 #include "isoflop/analysis/dataset.h"
 #include "isoflop/analysis/moe_sizing.h"
+#include "isoflop/fit/form.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/observations_csv.h"
 #include "isoflop/store/store.h"
@@ -53,8 +57,10 @@ Result<std::vector<double>> DefaultDerivedBudgets(const std::string& sweep_name,
   return std::vector<double>{1e19, 1e21, 1e23};
 }
 
-// Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options.
-Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions* opt) {
+// Parses "--fix E=1.7" (fixed value) and "--fix beta=alpha" (tie) into the options. A value
+// that is neither a number nor a parameter of the form is named as such (not as a bad tie).
+Status ParseFixes(const std::vector<std::string>& fixes, const std::string& form_name,
+                  fit::ParametricOptions* opt) {
   for (const std::string& f : fixes) {
     const auto eq = f.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == f.size())
@@ -62,10 +68,20 @@ Status ParseFixes(const std::vector<std::string>& fixes, fit::ParametricOptions*
     const std::string name = f.substr(0, eq), value = f.substr(eq + 1);
     char* end = nullptr;
     const double v = std::strtod(value.c_str(), &end);
-    if (end == value.c_str() + value.size())
+    if (end == value.c_str() + value.size()) {
       opt->fixed[name] = v;
-    else
-      opt->ties.emplace_back(value, name);
+      continue;
+    }
+    if (Result<const fit::Form*> form = fit::GetForm(form_name);
+        form.ok() && (*form)->IndexOf(value) < 0) {
+      std::string names;
+      for (const fit::ParamSpec& p : (*form)->params())
+        names += (names.empty() ? "" : ", ") + p.name;
+      return Status::InvalidArgument("--fix '" + f + "': '" + value +
+                                     "' is neither a number nor a parameter of the " + form_name +
+                                     " form (" + names + ")");
+    }
+    opt->ties.emplace_back(value, name);
   }
   return Status::Ok();
 }
@@ -247,7 +263,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   cfg.parametric.num_threads = args.threads;
   cfg.parametric.loss = args.loss;
   cfg.parametric.huber_delta = args.huber_delta;
-  ISOFLOP_RETURN_IF_ERROR(ParseFixes(args.fix, &cfg.parametric));
+  ISOFLOP_RETURN_IF_ERROR(ParseFixes(args.fix, args.form, &cfg.parametric));
   if (!(args.loss_floor >= 0) || !std::isfinite(args.loss_floor))
     return Status::InvalidArgument("--loss-floor: expected a loss >= 0 (0 = none), got " +
                                    Human(args.loss_floor, 6));
@@ -318,6 +334,32 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
   }
   const std::vector<fit::Observation>& obs = data.obs;
   const std::vector<fit::Curve>& curves = data.curves;
+  // A loss no model goes below (a --fix of the irreducible term, or --loss-floor) above every
+  // observed loss contradicts the data: refused. Above some: those points cannot be reached.
+  std::vector<std::pair<std::string, double>> floors;
+  const char* irreducible = args.form == "moe" ? "c" : args.form == "chinchilla" ? "E" : nullptr;
+  if (args.method == "parametric" || args.method == "all") {
+    if (auto it = irreducible ? cfg.parametric.fixed.find(irreducible) : cfg.parametric.fixed.end();
+        it != cfg.parametric.fixed.end())
+      floors.emplace_back("--fix " + it->first + "=" + Human(it->second, 6), it->second);
+    if (args.loss_floor > 0)
+      floors.emplace_back("--loss-floor " + Human(args.loss_floor, 6), args.loss_floor);
+  }
+  for (const auto& [said, floor] : floors) {
+    if (obs.empty()) break;
+    size_t below = 0;
+    double max_loss = obs[0].loss;
+    for (const fit::Observation& o : obs) {
+      below += o.loss < floor;
+      max_loss = std::max(max_loss, o.loss);
+    }
+    if (below == obs.size())
+      return Status::InvalidArgument(said + ": every observed loss is below it (the highest is " +
+                                     Human(max_loss, 6) + "): no law with that floor fits them");
+    if (below > 0)
+      std::cerr << "warning: " << said << ": " << below << " of " << obs.size()
+                << " observed losses are below it; the law cannot reach them\n";
+  }
 
   std::vector<std::string> methods = {args.method};
   if (args.method == "all") {

@@ -49,7 +49,7 @@ std::string IntervalWarning(const std::string& name, double value, double lo, do
 
 std::vector<std::string> PowerLawWarnings(const fit::FitRecord& rec) {
   std::vector<std::string> out;
-  for (const char* key : {"isoflop", "envelope"}) {
+  for (const char* key : {"parametric", "isoflop", "envelope"}) {
     const auto m = rec.result.find(key);
     if (m == rec.result.end() || !m->is_object()) continue;
     for (const auto& w : m->value("warnings", nlohmann::json::array()))

@@ -21,9 +21,9 @@ std::string ExtrapolationSummary(const fit::FitRecord& rec);
 // estimate 0.389 ..."). Empty when there is none (or no bootstrap).
 std::vector<std::string> IntervalWarnings(const fit::FitRecord& rec);
 
-// The warnings an isoFLOP or envelope fit stored with its result (fragmented budgets, exponent
-// intervals crossing zero, failed bootstrap resamples), without the "warning: " prefix. Empty
-// for other methods.
+// The warnings a fit stored with its result (parametric: an exponent fitted at or below zero;
+// isoFLOP and envelope: fragmented budgets, exponent intervals crossing zero, failed bootstrap
+// resamples), without the "warning: " prefix.
 std::vector<std::string> PowerLawWarnings(const fit::FitRecord& rec);
 
 // Warnings for predicted losses below what any model can reach: below the law's own fitted E,

@@ -34,21 +34,26 @@ Status RunImport(const Context& ctx, const ImportArgs& args) {
   std::cout << "imported " << points.size() << " observations from " << args.file << " as set '"
             << args.name << "' (id " << id << ") into " << db->path() << "; loss " << min_loss
             << " .. " << max_loss;
-  if (points[0].g) {  // the reader gives every row a G or none
-    double min_g = *points[0].g, max_g = *points[0].g;
-    for (const auto& p : points) {
-      min_g = std::min(min_g, *p.g);
-      max_g = std::max(max_g, *p.g);
-    }
-    std::cout << "; granularity G " << min_g << " .. " << max_g;
+  // G and the budget are per row: a row's empty cell records none.
+  auto rows_without = [&](size_t with) {
+    return with == points.size() ? std::string()
+                                 : " (none on " + std::to_string(points.size() - with) + " of " +
+                                       std::to_string(points.size()) + " rows)";
+  };
+  std::set<double> gs, budgets;
+  size_t with_g = 0, with_budget = 0;
+  for (const auto& p : points) {
+    if (p.g) gs.insert(*p.g), ++with_g;
+    if (p.budget) budgets.insert(*p.budget), ++with_budget;
   }
-  if (points[0].budget) {  // the reader gives every row a budget or none
-    std::set<double> budgets;
-    for (const auto& p : points) budgets.insert(*p.budget);
-    std::cout << "; " << budgets.size() << " isoFLOP budgets recorded";
+  if (!gs.empty())
+    std::cout << "; granularity G " << *gs.begin() << " .. " << *gs.rbegin()
+              << rows_without(with_g);
+  if (!budgets.empty()) {
+    std::cout << "; " << budgets.size() << " isoFLOP budgets recorded" << rows_without(with_budget);
   } else {
-    std::cout << "; no budget column (the isoFLOP fit will cluster C = 6ND; name one with "
-                 "--budget-column)";
+    std::cout << "; no isoFLOP budgets recorded (the isoFLOP fit will cluster C = 6ND; a "
+                 "budget column holds them: --budget-column)";
   }
   std::cout << "\n";
   return Status::Ok();

@@ -73,19 +73,29 @@ double StoredFloor(const nlohmann::json& options, std::string* name) {
   return NAN;
 }
 
+// The law of --given E=..,A=..,B=..,alpha=..,beta=..: each parameter once, nothing else.
+Result<fit::ScalingLaw> GivenLaw(const std::string& given) {
+  std::map<std::string, double> named;
+  for (const auto& kv : Split(given, ',')) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos)
+      return Status::InvalidArgument("--given: '" + kv + "' is not NAME=VALUE");
+    const std::string key = kv.substr(0, eq);
+    if (key != "E" && key != "A" && key != "B" && key != "alpha" && key != "beta") {
+      return Status::InvalidArgument("--given: '" + key +
+                                     "' is not a parameter of the law (E, A, B, alpha, beta)");
+    }
+    if (named.count(key)) return Status::InvalidArgument("--given: " + key + " given twice");
+    ISOFLOP_ASSIGN_OR_RETURN(named[key], ParseNumber(kv.substr(eq + 1), "--given " + key));
+  }
+  return fit::ChinchillaLaw(named);
+}
+
 Result<fit::RecordLaw> LoadLaw(const Context& ctx, const OptimalArgs& args, double* floor,
                                std::string* floor_name,
                                std::optional<analysis::MoeSizing>* sizing) {
   if (!args.given.empty()) {
-    std::map<std::string, double> named;
-    for (const auto& kv : Split(args.given, ',')) {
-      const auto eq = kv.find('=');
-      if (eq == std::string::npos)
-        return Status::InvalidArgument("--given: '" + kv + "' is not NAME=VALUE");
-      ISOFLOP_ASSIGN_OR_RETURN(named[kv.substr(0, eq)],
-                               ParseNumber(kv.substr(eq + 1), "--given " + kv.substr(0, eq)));
-    }
-    ISOFLOP_ASSIGN_OR_RETURN(fit::ScalingLaw law, fit::ChinchillaLaw(named));
+    ISOFLOP_ASSIGN_OR_RETURN(fit::ScalingLaw law, GivenLaw(args.given));
     return fit::RecordLaw{law, {}, 0.95};
   }
   store::OpenOptions opts;
@@ -153,9 +163,10 @@ Status ValidateArgs(const OptimalArgs& args) {
 }
 
 // The queries the flags ask for; InvalidArgument (a usage error) for a flag out of range, an
-// unreadable budget list, or no query at all.
+// unreadable budget list or --given law, or no query at all.
 Result<std::vector<fit::Query>> Queries(const OptimalArgs& args) {
   ISOFLOP_RETURN_IF_ERROR(ValidateArgs(args));
+  if (!args.given.empty()) ISOFLOP_RETURN_IF_ERROR(GivenLaw(args.given).status());
   ISOFLOP_ASSIGN_OR_RETURN(std::vector<double> budgets, Budgets(args));
   std::vector<fit::Query> queries;
   using Kind = fit::Query::Kind;

@@ -876,7 +876,9 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
       "resume from their checkpoints.");
   r->add_option("file", run->file, "Sweep file (.yaml)")->required();
   r->add_option("--set", run->sets, "Override a key: --set train.lr=1e-3 (repeatable)");
-  r->add_option("--max-parallel", run->max_parallel, "Most runs at once (overrides the file)");
+  r->add_option("--max-parallel", run->max_parallel,
+                "Most runs at once, 0 = as many as devices allow (overrides the file)")
+      ->check(CLI::Range(0, 4096).name(""));
   r->add_flag("--no-fit", run->no_fit, "Do not fit at the end");
   r->add_flag("--no-plot", run->no_plot, "Do not draw plots at the end");
   r->add_flag("--no-probe", run->no_probe,
@@ -918,7 +920,9 @@ void AddSweepCommand(CLI::App& app, Context& ctx) {
       "retry", "Run a stored sweep's failed, diverged and cancelled cells again");
   rt->add_option("name", retry->name, "Sweep name")->required();
   rt->add_flag("--failed", retry->failed_only, "Only failed cells (not diverged or cancelled)");
-  rt->add_option("--max-parallel", retry->max_parallel, "Most runs at once");
+  rt->add_option("--max-parallel", retry->max_parallel,
+                 "Most runs at once, 0 = as many as devices allow")
+      ->check(CLI::Range(0, 4096).name(""));
   rt->add_flag("--no-fit", retry->no_fit, "Do not fit at the end");
   rt->add_flag("--no-plot", retry->no_plot, "Do not draw plots at the end");
   rt->add_flag("--no-probe", retry->no_probe,

@@ -5,7 +5,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -103,6 +105,13 @@ pid_t LockHolder(const std::string& path) {
   }
   ::close(fd);
   return pid;
+}
+
+bool IsPlainName(const std::string& s) {
+  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) != 0; };
+  if (s.empty() || !word(s[0])) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [&](char ch) { return word(ch) || ch == '.' || ch == '_' || ch == '-'; });
 }
 
 }  // namespace isoflop

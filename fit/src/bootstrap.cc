@@ -44,6 +44,10 @@ std::string AtC(const char* name, double c) {
 // eq. 4), else the log-log slope between 1e20 and 1e22 FLOPs.
 void Exponents(const ScalingLaw& law, double* a, double* b) {
   if (law.form == "chinchilla") {
+    if (!(law.params[3] > 0) || !(law.params[4] > 0)) {  // no optimum to scale (ComputeOptimal)
+      *a = *b = NAN;
+      return;
+    }
     const double s = law.params[3] + law.params[4];
     *a = law.params[4] / s;
     *b = law.params[3] / s;

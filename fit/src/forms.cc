@@ -3,6 +3,7 @@
 // (vectorised exp/log); the fit calls this ~10^5 times, so it is the hot loop.
 #include <Eigen/Dense>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "isoflop/fit/form.h"
@@ -51,9 +52,9 @@ struct ChinchillaForm final : Form {
 
   std::string name_ = "chinchilla";
   std::vector<ParamSpec> specs_ = {
-      {"E", true, Range(-1, 1, 0.5)},    {"A", true, Range(0, 25, 5)},
-      {"B", true, Range(0, 25, 5)},      {"alpha", false, Range(0, 2, 0.5)},
-      {"beta", false, Range(0, 2, 0.5)},
+      {"E", true, Range(-1, 1, 0.5)},         {"A", true, Range(0, 25, 5)},
+      {"B", true, Range(0, 25, 5)},           {"alpha", false, Range(0, 2, 0.5), "N"},
+      {"beta", false, Range(0, 2, 0.5), "D"},
   };
 };
 
@@ -91,8 +92,8 @@ struct KaplanForm final : Form {
   std::vector<ParamSpec> specs_ = {
       {"Nc", true, {25, 30, 35}},
       {"Dc", true, {20, 25, 30}},
-      {"alpha_N", false, {0.05, 0.1, 0.3, 0.6}},
-      {"alpha_D", false, {0.05, 0.1, 0.3, 0.6}},
+      {"alpha_N", false, {0.05, 0.1, 0.3, 0.6}, "N"},
+      {"alpha_D", false, {0.05, 0.1, 0.3, 0.6}, "D"},
   };
 };
 
@@ -132,9 +133,13 @@ struct MoeForm final : Form {
 
   std::string name_ = "moe";
   std::vector<ParamSpec> specs_ = {
-      {"c", true, {-0.5, 0.5}},      {"g", true, {0, 10}},           {"a", true, {0, 10}},
-      {"b", true, {0, 10, 20}},      {"alpha", false, {0.25, 0.75}}, {"beta", false, {0.25, 0.75}},
-      {"gamma", false, {0.25, 1.0}},
+      {"c", true, {-0.5, 0.5}},
+      {"g", true, {0, 10}},
+      {"a", true, {0, 10}},
+      {"b", true, {0, 10, 20}},
+      {"alpha", false, {0.25, 0.75}, "N"},
+      {"beta", false, {0.25, 0.75}, "D"},
+      {"gamma", false, {0.25, 1.0}, "G"},
   };
 };
 
@@ -143,6 +148,14 @@ const KaplanForm kKaplan;
 const MoeForm kMoe;
 
 }  // namespace
+
+std::string NotFallingSentence(const ParamSpec& spec, double reported) {
+  if (spec.log_scale || reported > 0) return "";
+  char text[200];
+  std::snprintf(text, sizeof text, "%s = %.4g <= 0: the loss does not fall with %s",
+                spec.name.c_str(), reported, spec.axis.c_str());
+  return text;
+}
 
 int Form::IndexOf(const std::string& reported_name) const {
   for (int i = 0; i < NumParams(); ++i)

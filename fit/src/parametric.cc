@@ -243,6 +243,12 @@ Status ParametricOptions::Validate() const {
     if (!std::isfinite(value) || (f->params()[j].log_scale && value < 0))
       return Status::InvalidArgument("fixed value of '" + name + "' must be finite" +
                                      (f->params()[j].log_scale ? " and >= 0" : ""));
+    // At 0 an exponent's term is a constant that the others absorb (E + A, or g + a: not
+    // identified); below 0 the loss grows along its axis.
+    if (!f->params()[j].log_scale && !(value > 0))
+      return Status::InvalidArgument("fixed value of '" + name + "' must be > 0: it is the " +
+                                     "exponent with which the loss falls with " +
+                                     f->params()[j].axis);
   }
   for (const auto& [lead, follow] : ties) {
     const int a = f->IndexOf(lead), b = f->IndexOf(follow);

@@ -119,6 +119,15 @@ Result<Allocation> ChinchillaClosedForm(const ScalingLaw& law, double c) {
 Result<Allocation> ComputeOptimal(const ScalingLaw& law, double c, bool numeric_only) {
   ISOFLOP_RETURN_IF_ERROR(CheckLaw(law));
   if (!(c > 0) || !std::isfinite(c)) return Status::InvalidArgument("compute budget must be > 0");
+  // The golden-section search would return an end of its interval, the closed form a NaN.
+  ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(law.form));
+  for (int j = 0; j < form->NumParams(); ++j) {
+    const ParamSpec& spec = form->params()[j];
+    if (spec.axis != "N" && spec.axis != "D") continue;
+    if (std::string s = NotFallingSentence(spec, law.params[j]); !s.empty())
+      return Status::FailedPrecondition("the law's " + s +
+                                        ", so no compute budget has an optimal split of N and D");
+  }
   if (!numeric_only && law.form == "chinchilla" && law.flops.IsLinear())
     return ChinchillaClosedForm(law, c);
   // N from 1 to the size that leaves one token: loss along the isoFLOP curve, in log N.

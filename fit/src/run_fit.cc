@@ -58,6 +58,21 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
   r.n_points = fit.n_points;
   for (size_t i = 0; i < fit.params.size(); ++i) r.params[fit.param_names[i]] = fit.params[i];
   r.result["parametric"] = ToJson(fit);
+  // An exponent fitted at or below zero: the data do not show the loss falling along that axis
+  // (too narrow a range, or noise), and the allocation it implies would be meaningless.
+  nlohmann::json warnings = nlohmann::json::array();
+  ISOFLOP_ASSIGN_OR_RETURN(const Form* form, GetForm(fit.form));
+  for (int j = 0; j < form->NumParams(); ++j) {
+    const std::string s = NotFallingSentence(form->params()[j], fit.params[j]);
+    if (s.empty()) continue;
+    warnings.push_back(s + " in these observations" +
+                       (form->params()[j].axis == "G"
+                            ? std::string(": this fit says granularity does not help")
+                            : std::string(": no compute-optimal N and D follow from this fit "
+                                          "(runs over a wider range of sizes and token counts, "
+                                          "or --fix the exponent)")));
+  }
+  if (!warnings.empty()) r.result["parametric"]["warnings"] = warnings;
 
   ScalingLaw law;
   law.form = fit.form;

@@ -270,6 +270,16 @@ Result<std::vector<Observation>> FromTable(const std::string& path, const RawTab
   for (const RawTable::Row& row : table.rows) {
     ++index;
     const std::vector<std::string>& fields = row.fields;
+    // More values than columns: which value belongs to which column is a guess (a thousands
+    // separator, "1,234", splits one number in two). Empty extras (a trailing comma) are harmless.
+    for (size_t i = header.size(); i < fields.size(); ++i) {
+      if (!fields[i].empty()) {
+        return Status::InvalidArgument(row.where + ": " + std::to_string(fields.size()) +
+                                       " values, but the header has " +
+                                       std::to_string(header.size()) +
+                                       " columns (a thousands separator? quote such a number)");
+      }
+    }
     auto cell = [&](int col) {
       return static_cast<size_t>(col) < fields.size() ? fields[static_cast<size_t>(col)]
                                                       : std::string();

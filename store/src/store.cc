@@ -13,6 +13,7 @@
 #include <map>
 #include <utility>
 
+#include "isoflop/common/files.h"
 #include "statement.h"
 
 namespace isoflop::store {
@@ -1000,6 +1001,12 @@ Result<std::optional<FitRecord>> Store::LatestFit(const std::string& source_kind
 
 Result<int64_t> Store::ImportObservations(const std::string& name, const std::string& source_file,
                                           const std::vector<Observation>& points, bool replace) {
+  // The name is a folder (`isoflop plot`'s plots/NAME) and a dashboard URL segment.
+  if (!IsPlainName(name) || name.size() > 255) {
+    return Status::InvalidArgument("observation set name '" + name +
+                                   "': expected up to 255 letters, digits, '.', '_' or '-', "
+                                   "starting with a letter or digit");
+  }
   int64_t set_id = 0;
   Status st = InTransaction([&]() -> Status {
     ISOFLOP_ASSIGN_OR_RETURN(StmtRef find,

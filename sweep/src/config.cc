@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "isoflop/common/files.h"
 #include "isoflop/trainer/run_config.h"
 
 namespace isoflop::sweep {
@@ -1262,15 +1263,6 @@ Status ParseReport(const Parser& p, const YAML::Node& n, SweepConfig* c) {
 
 // ---- names, duplicate keys ----------------------------------------------------------------
 
-// [A-Za-z0-9][A-Za-z0-9._-]*, checked by a loop: std::regex_match recurses once per character
-// and overflows the stack on a long name (25k characters crashed it).
-bool IsSweepName(const std::string& s) {
-  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) != 0; };
-  if (s.empty() || !word(s[0])) return false;
-  return std::all_of(s.begin(), s.end(),
-                     [&](char ch) { return word(ch) || ch == '.' || ch == '_' || ch == '-'; });
-}
-
 // yaml-cpp keeps the first of two equal keys in a mapping and drops the second without a word;
 // a file with `lr:` twice would train with the value its author did not mean. Walks every
 // mapping (each node once: aliases share nodes) and names the second occurrence.
@@ -1403,7 +1395,15 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
                                      const std::string& cwd) {
   YAML::Node root;
   try {
-    root = YAML::Load(text);
+    // One sweep per file: a second document (after `---`) was silently ignored.
+    const std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    if (docs.size() > 1) {
+      const YAML::Mark m = docs[1].Mark();
+      return Status::InvalidArgument(
+          file_path + (m.line >= 0 ? ":" + std::to_string(m.line + 1) : std::string()) +
+          ": a second YAML document (after ---): a sweep file holds one sweep");
+    }
+    if (!docs.empty()) root = docs[0];
   } catch (const YAML::ParserException& e) {
     return Status::InvalidArgument(file_path + ":" + std::to_string(e.mark.line + 1) + ":" +
                                    std::to_string(e.mark.column + 1) + ": " + e.msg);
@@ -1443,7 +1443,7 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
                      "expected at most " + std::to_string(kMaxSweepNameBytes) +
                          " bytes (it names the run folder), got " + std::to_string(c.name.size()));
     }
-    if (!IsSweepName(c.name)) {
+    if (!IsPlainName(c.name)) {
       return p.Error(name, "name",
                      "expected letters, digits, '.', '_' or '-' (it names the run folder), got '" +
                          c.name + "'");

@@ -355,8 +355,15 @@ class SweepSession {
       // Rows written after the last ingestion (e.g. the manager was SIGKILLed) come in now.
       ISOFLOP_RETURN_IF_ERROR(Ingest(&r).status());
       if (StateOf(r) == CellState::kRunning) {
-        ISOFLOP_ASSIGN_OR_RETURN(auto st, ReadRunStatus(r.run_dir));
-        ApplyRecoveredVerdict(st, &r);
+        // The trainer writes status.json whole (rename) or not at all: one that does not parse
+        // was damaged since, and says nothing. The cell resumes from its checkpoint, as without
+        // one, rather than stopping the sweep (and every later sync) at this folder.
+        Result<std::optional<RunStatusFile>> st = ReadRunStatus(r.run_dir);
+        if (!st.ok()) {
+          display_.Event("note   " + cell.key + ": " + st.status().message() +
+                         "; taken as no verdict: it resumes from its checkpoint");
+        }
+        ApplyRecoveredVerdict(st.ok() ? *st : std::nullopt, &r);
         ISOFLOP_RETURN_IF_ERROR(db_.UpsertRun(r).status());
       }
     }

@@ -122,6 +122,21 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
   plan.gpu = env.gpu;
   plan.device_memory_bytes = env.device_memory_bytes;
   std::set<std::string> keys;
+  // The grid multiplies: five axes of 10 values are 100,000 combinations per size and budget.
+  // Past kMaxCells the plan is refused before it is built (20 million cells took gigabytes).
+  double cells = static_cast<double>(c.budgets.size()) * c.ladder.size() * c.seeds.size();
+  std::string axes_said;
+  for (const auto& ax : c.parameters) {
+    cells *= static_cast<double>(ax.values.size());
+    axes_said += " x " + std::to_string(ax.values.size()) + " (" + ax.path + ")";
+  }
+  if (cells > kMaxCells) {
+    return Status::InvalidArgument(
+        c.file_path + ": the sweep is up to " + Fmt("%.4g", cells) + " cells (" +
+        std::to_string(c.budgets.size()) + " budgets x " + std::to_string(c.ladder.size()) +
+        " sizes x " + std::to_string(c.seeds.size()) + " seeds" + axes_said + "), more than " +
+        std::to_string(kMaxCells) + ": fewer values per parameter axis, or several sweeps");
+  }
   const auto grid = AxisGrid(c.parameters);
   MemoryOptions mem_opts;
   mem_opts.mixed_precision = c.executor.mixed_precision.value_or(env.gpu);

@@ -194,6 +194,12 @@ TEST_F(FitCliTest, CurvesOfAFitAreOneJsonDocumentAgreeingWithOptimal) {
   const auto s = nlohmann::json::parse(by_source.out);
   EXPECT_EQ(s["parametric"]["fit_id"], id);
   EXPECT_TRUE(s["envelope"].is_null());
+  for (const char* source : {"--sweep", "--observations"}) {
+    auto unknown = Isoflop({"curves", source, "nope"});
+    EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
+    EXPECT_EQ(unknown.out, "");
+    EXPECT_NE(unknown.err.find("named 'nope'"), std::string::npos) << unknown.err;
+  }
   auto bad = Isoflop({"curves"});
   EXPECT_EQ(bad.exit_code, 2);  // a usage error
   EXPECT_NE(bad.err.find("give exactly one of --fit ID, --sweep NAME or --observations NAME"),
@@ -626,6 +632,16 @@ TEST_F(FitCliTest, IsoflopGroupsByTheImportedBudgetColumn) {
   auto again = Isoflop({"import", *dir_ + "/exported.csv", "--name", "budgets_again"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.out.find("8 isoFLOP budgets recorded"), std::string::npos) << again.out;
+  // G and budget cells may be empty row by row; the summary counts what was recorded.
+  const std::string partial = *dir_ + "/partial.csv";
+  std::ofstream(partial) << "n,d,loss,g,budget\n1e6,1e7,3.1,2,6e13\n2e6,5e6,3.0,,\n"
+                            "4e6,2.5e6,3.05,4,\n";
+  auto part = Isoflop({"import", partial, "--name", "partial"});
+  ASSERT_EQ(part.exit_code, 0) << part.err;
+  EXPECT_NE(part.out.find("; granularity G 2 .. 4 (none on 1 of 3 rows); 1 isoFLOP budgets "
+                          "recorded (none on 2 of 3 rows)\n"),
+            std::string::npos)
+      << part.out;
 
   // The same runs without a budget: 6ND clustered, and the table says so.
   auto plain = Isoflop({"fit", "--csv", without, "--method", "isoflop", "--no-store"});
@@ -804,6 +820,40 @@ TEST_F(FitCliTest, PredictedLossBelowAKnownFloorIsWarnedAbout) {
       Isoflop({"optimal", "--fit", std::to_string(id), "--compute", "1e21", "--loss-floor", "2.0"});
   ASSERT_EQ(lower.exit_code, 0) << lower.err;
   EXPECT_EQ(lower.err.find("warning"), std::string::npos) << lower.err;
+}
+
+// A floor above every observed loss contradicts the data, and an exponent held at or below
+// zero is no scaling law: both are refused before fitting. A floor above some losses is warned.
+TEST_F(FitCliTest, FloorsAboveEveryLossAndExponentsHeldAtZeroAreRefused) {
+  for (const std::vector<std::string>& flag :
+       std::vector<std::vector<std::string>>{{"--fix", "E=50"}, {"--loss-floor", "50"}}) {
+    std::vector<std::string> args = {"fit", "--observations", "chin"};
+    args.insert(args.end(), flag.begin(), flag.end());
+    auto r = Isoflop(args);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(flag[0] + (flag[0] == "--fix" ? " E=50" : " 50") +
+                         ": every observed loss is below it (the highest is "),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  auto some = Isoflop({"fit", "--observations", "chin", "--fix", "E=2.2", "--no-store"});
+  ASSERT_EQ(some.exit_code, 0) << some.err;
+  EXPECT_NE(some.err.find("warning: --fix E=2.2: "), std::string::npos) << some.err;
+  EXPECT_NE(some.err.find(" observed losses are below it; the law cannot reach them"),
+            std::string::npos)
+      << some.err;
+  auto word = Isoflop({"fit", "--observations", "chin", "--fix", "E=abc"});
+  EXPECT_EQ(word.exit_code, 1) << word.err;
+  EXPECT_EQ(word.err,
+            "isoflop: error: --fix 'E=abc': 'abc' is neither a number nor a parameter "
+            "of the chinchilla form (E, A, B, alpha, beta)\n");
+  auto zero = Isoflop({"fit", "--observations", "chin", "--fix", "alpha=0"});
+  EXPECT_EQ(zero.exit_code, 1) << zero.err;
+  EXPECT_NE(zero.err.find("fixed value of 'alpha' must be > 0: it is the exponent with which the "
+                          "loss falls with N"),
+            std::string::npos)
+      << zero.err;
 }
 
 // Issue 14: with --loss-floor above the free fit's E, the answer leads with the fit whose E

@@ -105,6 +105,35 @@ TEST(FitJsonTest, IsoflopExponentIntervalCrossingZeroIsFlagged) {
   EXPECT_TRUE(flagged) << rec->result["isoflop"]["warnings"].dump();
 }
 
+// Losses that rise with N: the fit's alpha comes out below zero, the record warns, and no
+// compute-optimal quantity is derived from it.
+TEST(FitJsonTest, ParametricExponentFittedBelowZeroIsFlagged) {
+  std::vector<Observation> obs;
+  for (double n : {1e7, 3e7, 1e8, 3e8, 1e9}) {
+    for (double d : {1e9, 3e9, 1e10, 3e10, 1e11}) {
+      Observation o;
+      o.n = n, o.d = d, o.c = 6 * n * d;
+      o.loss = 1.7 + 0.12 * std::pow(n, 0.05) + 400 / std::pow(d, 0.3);
+      obs.push_back(o);
+    }
+  }
+  FitConfig cfg;
+  cfg.bootstrap.derived_at_compute = {1e21};
+  auto rec = RunFit(obs, {}, cfg);
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  ASSERT_LT(rec->params.at("alpha"), 0);
+  const nlohmann::json& warnings = rec->result["parametric"]["warnings"];
+  ASSERT_EQ(warnings.size(), 1u) << warnings.dump();
+  const std::string w = warnings[0].get<std::string>();
+  EXPECT_EQ(w.rfind("alpha = -", 0), 0u) << w;
+  EXPECT_NE(w.find(" <= 0: the loss does not fall with N in these observations: no "
+                   "compute-optimal N and D follow from this fit"),
+            std::string::npos)
+      << w;
+  EXPECT_FALSE(rec->result["derived"].contains("N_opt@1e+21")) << rec->result["derived"].dump();
+  EXPECT_FALSE(rec->result["derived"].contains("a")) << rec->result["derived"].dump();
+}
+
 // A leave-one-budget-out scoring that cannot run (one budget) is noted, not a failed fit.
 TEST(FitJsonTest, CrossValidationThatCannotRunIsNoted) {
   std::vector<Observation> obs;

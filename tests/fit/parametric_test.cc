@@ -259,6 +259,10 @@ TEST(ParametricTest, BadInputIsRejectedWithAClearMessage) {
        }),
        "nothing to fit"},
       {"bad delta", Few(10), With([](auto& o) { o.huber_delta = 0; }), "huber_delta"},
+      {"exponent fixed at 0", Few(10), With([](auto& o) { o.fixed["alpha"] = 0; }),
+       "fixed value of 'alpha' must be > 0: it is the exponent with which the loss falls with N"},
+      {"exponent fixed below 0", Few(10), With([](auto& o) { o.fixed["beta"] = -0.3; }),
+       "fixed value of 'beta' must be > 0"},
   };
   for (const auto& c : cases) {
     auto fit = FitParametric(c.obs, c.options);

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
 
 namespace isoflop::fit {
 namespace {
@@ -39,6 +42,24 @@ TEST(QueryTest, HoffmannRoundedLawAtChinchillaBudget) {
   EXPECT_NEAR(a->d, std::pow(5.88e23 / 6, 0.34 / s) / g, 1e-6 * a->d);
   EXPECT_GT(a->n, 2e10);
   EXPECT_LT(a->n, 5e10);
+}
+
+// A law whose loss rises with N (an exponent fitted below zero) has no optimal split: the
+// closed form would give NaN and the search an end of its interval. Both refuse, naming it.
+TEST(QueryTest, AnExponentAtOrBelowZeroHasNoOptimum) {
+  for (const auto& [index, value, said] : std::vector<std::tuple<int, double, std::string>>{
+           {3, -0.05, "alpha = -0.05 <= 0"}, {4, 0.0, "beta = 0 <= 0"}}) {
+    ScalingLaw law = Hoffmann();
+    law.params[index] = value;
+    for (bool numeric : {false, true}) {
+      auto a = ComputeOptimal(law, 1e21, numeric);
+      ASSERT_FALSE(a.ok()) << said;
+      EXPECT_EQ(a.status().code(), Status::Code::kFailedPrecondition);
+      EXPECT_EQ(a.status().message(), "the law's " + said + ": the loss does not fall with " +
+                                          (index == 3 ? "N" : "D") +
+                                          ", so no compute budget has an optimal split of N and D");
+    }
+  }
 }
 
 TEST(QueryTest, FlopsConventionIsHonoured) {

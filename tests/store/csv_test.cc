@@ -96,6 +96,8 @@ TEST(ObservationsCsv, BadInputNamesFileLineAndColumn) {
       {"nod", "n,loss\n1,2\n", "no recognised D (tokens) or C (compute) column"},
       {"negative", "n,d,loss\n1e6,-5,3\n", ":2: column 'd': -5 must be a positive"},
       {"short", "n,d,loss\n1e6,5\n", ":2: column 'loss': missing value"},
+      {"long", "n,d,loss\n1e6,5,3\n1,234e6,5,3.1\n",
+       ":3: 4 values, but the header has 3 columns (a thousands separator? quote such a number)"},
       {"empty", "", ":1: empty file"},
       {"nodata", "n,d,loss\n", "no data rows"},
       {"nan", "n,d,loss\n1e6,5,nan\n", "must be a positive finite number"},
@@ -242,6 +244,10 @@ TEST(ObservationsCsv, BudgetColumnWhereAndExperimentLabels) {
   EXPECT_FALSE((*blank)[0].budget.has_value());
   EXPECT_EQ((*blank)[1].budget, 20);
   EXPECT_FALSE((*blank)[2].budget.has_value());
+  // A trailing comma (an empty value past the last column) is harmless.
+  auto trailing = ReadObservations(WriteTemp("trail.csv", "n,d,loss\n1,2,3,\n2,1,3,\n"));
+  ASSERT_TRUE(trailing.ok()) << trailing.status().message();
+  EXPECT_EQ((*trailing)[1].n, 2);
 }
 
 TEST(ObservationsCsv, JsonArrayAndJsonLinesReadLikeCsv) {

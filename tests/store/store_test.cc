@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -309,14 +310,28 @@ TEST_F(StoreTest, ObservationsAreAllOrNothingAndNamed) {
   EXPECT_NE(again.status().message().find("already exists"), std::string::npos);
   pts.push_back({4e8, 5e8, 1.2e18, 2.9, 4, std::nullopt, std::nullopt});
   ASSERT_TRUE(db->ImportObservations("paper", "p.csv", pts, true).ok());
+  // A name is a plots/ folder and a dashboard URL segment: nothing else is stored.
+  for (const std::string& bad : std::vector<std::string>{"", " ", "../x", "a/b", "two\nlines",
+                                                         "-flag", std::string(256, 'a')}) {
+    auto named = db->ImportObservations(bad, "p.csv", pts, false);
+    ASSERT_FALSE(named.ok()) << bad;
+    EXPECT_EQ(named.status().message(),
+              "observation set name '" + bad +
+                  "': expected up to 255 letters, digits, '.', '_' or '-', starting with a "
+                  "letter or digit");
+  }
+  ASSERT_TRUE(db->ImportObservations(std::string(255, 'a'), "p.csv", pts, false).ok());
   auto got = db->GetObservations("paper");
   ASSERT_TRUE(got.ok());
   ASSERT_EQ(got->size(), 3u);
   EXPECT_EQ((*got)[2].n, 4e8);
   EXPECT_EQ((*got)[2].line, 4);
   auto sets = *db->ListObservationSets();
-  ASSERT_EQ(sets.size(), 1u);
-  EXPECT_EQ(sets[0].n_points, 3);
+  ASSERT_EQ(sets.size(), 2u);  // paper, and the set of the longest name
+  const auto paper =
+      std::find_if(sets.begin(), sets.end(), [](const auto& s) { return s.name == "paper"; });
+  ASSERT_NE(paper, sets.end());
+  EXPECT_EQ(paper->n_points, 3);
   auto missing = db->GetObservations("nope");
   EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
 }

@@ -161,6 +161,9 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        replace("{n_layer: 1, d_model: 16, n_head: 2}", "{n_layer: 1, d_model: 16, n_layer: 2}"),
        "s.yaml:9:33: model.ladder[0].n_layer: duplicate key (first given at line 9); keep one "
        "of them"},
+      // yaml-cpp's Load reads the first document only: a second one was silently ignored.
+      {"second document", base + "---\nname: u\n",
+       "s.yaml:15: a second YAML document (after ---): a sweep file holds one sweep"},
       // Token counts above 2^53 are not exact, and overflowed int64 after the planner.
       {"budget beyond 2^53 tokens", replace("[1e9, 4e9]", "[1e9, 1e30]"),
        "s.yaml:11:16: budgets[1]: 1e+30 FLOPs gives every ladder size more than 2^53 tokens (D "

@@ -118,6 +118,30 @@ TEST(PlannerTest, WarnsAboutShortRunsAndMemory) {
 // The trainer's own validation (trainer/run_config.h) runs on every cell at plan time: a cell
 // it would refuse with "bad config" (exit 2, never retried) is an error at the sweep file's
 // line instead. Each of these was accepted by `sweep plan` and then failed every run.
+// A grid past kMaxCells is refused before it is built, naming what multiplies; one at the
+// limit plans (here: 2 budgets x 4 sizes x 2 seeds x 5 x 5 x 5 = 2,000 cells at most, 1,000 of
+// them selected).
+TEST(PlannerTest, AGridOfMoreThanTheMostCellsIsRefusedBeforeItIsBuilt) {
+  const std::string axes =
+      "parameters:\n"
+      "  train.weight_decay: {min: 0, max: 0.1, count: 1000}\n"
+      "  train.beta1: {min: 0.8, max: 0.9, count: 1000}\n";
+  Result<SweepConfig> c = ParseSweepConfig(std::string(kSweep) + axes, "p.yaml", {}, "/a");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().message(),
+            "p.yaml: the sweep is up to 1.6e+07 cells (2 budgets x 4 sizes x 2 seeds x 1000 "
+            "(train.weight_decay) x 1000 (train.beta1)), more than 100000: fewer values per "
+            "parameter axis, or several sweeps");
+  const std::string small =
+      "parameters:\n"
+      "  train.weight_decay: {min: 0, max: 0.1, count: 5}\n"
+      "  train.beta1: {min: 0.8, max: 0.9, count: 5}\n"
+      "  train.grad_clip: {min: 0.5, max: 1.5, count: 5}\n";
+  EXPECT_EQ(MustPlan(std::string(kSweep) + small).cells.size(), 2u * 4 * 2 * 125);
+}
+
 TEST(PlannerTest, CellsTheTrainerWouldRefuseAreErrorsAtTheirLine) {
   struct Case {
     std::string edit_from, edit_to, expect;

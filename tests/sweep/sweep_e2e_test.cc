@@ -723,6 +723,37 @@ TEST(SweepE2ETest, DelayedOrphanOfAKilledManagerLosesNoMetricRows) {
   for (const auto& run : Runs(db, "tiny")) ExpectEveryRow(db, run);
 }
 
+// A cell the store says is running (its manager died) whose status.json was damaged since (here:
+// emptied) does not stop the sweep: the re-run notes it, resumes the cell from its checkpoint
+// and ends with every row once, as `sweep sync` would.
+TEST(SweepE2ETest, ADamagedStatusFileOfARunningCellResumesIt) {
+  const std::string dir = TempDir("sweep_bad_status");
+  const std::string db = dir + "/s.db";
+  const std::vector<std::string> one_budget = {"--no-fit", "--set", "budgets=[2e9]"};
+  auto first = testing::RunCommand(SweepRun(db, kTiny, one_budget), {}, dir);
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  store::RunRecord cell = Runs(db, "tiny").front();
+  {
+    auto s = store::Store::Open(db);
+    ASSERT_TRUE(s.ok());
+    cell.status = "running";  // as a manager SIGKILLed mid-run leaves it
+    ASSERT_TRUE((*s)->UpsertRun(cell).ok());
+  }
+  std::ofstream(cell.run_dir + "/status.json", std::ios::trunc);
+  auto again = testing::RunCommand(SweepRun(db, kTiny, one_budget), {}, dir);
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("note   " + cell.cell_key + ": " + cell.run_dir + "/status.json: "),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("taken as no verdict: it resumes from its checkpoint"),
+            std::string::npos)
+      << again.out;
+  for (const auto& run : Runs(db, "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    ExpectEveryRow(db, run);
+  }
+}
+
 // One manager per sweep, whatever the working directory: a second `sweep run` of the same
 // sweep and store from another folder is refused while the first lives (held stopped here), and
 // once the first is dead (SIGKILL) its stale lease is taken over: the interrupted cells resume

@@ -69,6 +69,29 @@ TEST(RunProtocolTest, MetricsLineRoundTrips) {
   EXPECT_FALSE(MetricsLine::Parse("not json").ok());
 }
 
+// A loss below zero or a negative count is damage to the file: refused, named, never ingested.
+TEST(RunProtocolTest, NegativeLossesAndCountsAreCorrupt) {
+  const std::vector<std::pair<std::string, std::string>> metrics = {
+      {R"({"step": 3, "tokens": 96, "train_loss": -0.5})",
+       "\"train_loss\": expected a value >= 0, got -0.5"},
+      {R"({"step": 3, "tokens": 96, "val_loss": -2})",
+       "\"val_loss\": expected a value >= 0, got -2"},
+      {R"({"step": -3, "tokens": 96})", "\"step\": expected a value >= 0, got -3"},
+      {R"({"step": 3, "tokens": -96})", "\"tokens\": expected a value >= 0, got -96"}};
+  for (const auto& [line, said] : metrics) {
+    Result<MetricsLine> m = MetricsLine::Parse(line);
+    ASSERT_FALSE(m.ok()) << line;
+    EXPECT_EQ(m.status().code(), Status::Code::kCorrupt);
+    EXPECT_EQ(m.status().message(), said);
+  }
+  EXPECT_TRUE(MetricsLine::Parse(R"({"step": 0, "tokens": 0, "train_loss": 0})").ok());
+  Result<StatusFile> s = StatusFile::Parse(R"({"state": "finished", "final_val_loss": -1.25})");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(), "\"final_val_loss\": expected a value >= 0, got -1.25");
+  EXPECT_FALSE(StatusFile::Parse(R"({"state": "preempted", "step": -1})").ok());
+  EXPECT_TRUE(StatusFile::Parse(R"({"state": "diverged", "final_val_loss": null})").ok());
+}
+
 TEST(RunProtocolTest, InfoFileRoundTrips) {
   InfoFile i;
   i.n_total = 12345;

@@ -610,6 +610,62 @@ TEST_F(BinaryTest, TrainLossIsTheIntervalMeanAndACheckpointKeepsTheOpenInterval)
   EXPECT_DOUBLE_EQ(again.back()["val_loss"].get<double>(), last["val_loss"].get<double>());
 }
 
+// A damaged newest checkpoint (weights cut short, or a state.json that is not its folder's) is
+// passed over for the one before it, with one line saying so, and the run ends exactly as the
+// undamaged one. A folder none of whose checkpoints loads (here: another model's) fails in one
+// line naming each, with no C++ backtrace, and trains nothing.
+TEST_F(BinaryTest, ADamagedCheckpointResumesFromTheOneBefore) {
+  const std::string ref = MakeRun("ref", TinyRun());
+  ASSERT_EQ(RunDir(ref), 0) << Slurp(ref + "/stderr.log");
+  const std::vector<json> ref_lines = MetricsLines(ref);
+  const auto ref_ckpt = ListCheckpoints(ref + "/ckpt");
+  ASSERT_GE(ref_ckpt.size(), 2u);
+  for (const std::string damage : {"weights", "state"}) {
+    const std::string dir = MakeRun(damage, TinyRun());
+    ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+    const auto ckpt = ListCheckpoints(dir + "/ckpt");
+    ASSERT_EQ(ckpt.size(), ref_ckpt.size());
+    const std::string newest = ckpt.back().path;
+    std::string expect;
+    if (damage == "weights") {
+      std::ofstream(newest + "/model.pt", std::ios::trunc) << "cut";
+      expect = newest + ": cannot load the checkpoint: ";
+    } else {
+      json state = json::parse(Slurp(newest + "/state.json"));
+      state["step"] = 99999;
+      std::ofstream(newest + "/state.json", std::ios::trunc) << state.dump();
+      expect = newest + "/state.json: step 99999 and tokens ";
+    }
+    fs::remove(dir + "/status.json");
+    ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+    const std::string log = Slurp(dir + "/stderr.log");
+    EXPECT_NE(log.find("isoflop-train: " + expect), std::string::npos) << log;
+    EXPECT_NE(log.find("; trying the one before it\n"), std::string::npos) << log;
+    EXPECT_EQ(log.find("frame #"), std::string::npos) << log;
+    const std::vector<json> lines = MetricsLines(dir);
+    ASSERT_EQ(lines.size(), ref_lines.size()) << damage;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      EXPECT_EQ(lines[i]["step"], ref_lines[i]["step"]) << damage;
+      EXPECT_EQ(lines[i]["train_loss"], ref_lines[i]["train_loss"]) << damage << " line " << i;
+      EXPECT_EQ(lines[i]["val_loss"], ref_lines[i]["val_loss"]) << damage << " line " << i;
+    }
+    EXPECT_EQ(Status(dir)["final_val_loss"], Status(ref)["final_val_loss"]) << damage;
+    // Training past the damaged step wrote that checkpoint again, whole.
+    EXPECT_EQ(Slurp(newest + "/model.pt"), Slurp(ref_ckpt.back().path + "/model.pt")) << damage;
+  }
+  json other = TinyRun();
+  other["model"]["d_model"] = 16;
+  const std::string dir = MakeRun("other_model", other);
+  fs::copy(ref + "/ckpt", dir + "/ckpt", fs::copy_options::recursive);
+  EXPECT_EQ(RunDir(dir), 1);
+  const std::string reason = Status(dir)["reason"];
+  EXPECT_EQ(reason.rfind("no checkpoint of " + dir + " loads (", 0), 0u) << reason;
+  EXPECT_NE(reason.find("/model.pt: parameter "), std::string::npos) << reason;
+  EXPECT_NE(reason.find(": a checkpoint of another model"), std::string::npos) << reason;
+  EXPECT_EQ(reason.find("frame #"), std::string::npos) << reason;
+  EXPECT_EQ(Slurp(dir + "/metrics.jsonl"), "");
+}
+
 // SIGKILL mid-run, then resume: the final validation loss is the uninterrupted run's (1e-6
 // relative). The selection bias is part of that state: the same run without it ends elsewhere,
 // so a resume that lost the bias could not match. Every metrics line carries the router
@@ -673,6 +729,12 @@ TEST_F(BinaryTest, BadMoeConfigExits2NamingTheField) {
       {{"--n-experts", "-2"}, "field 'model.moe.n_experts'"},
       {{"--n-experts", "4", "--router", "relu"}, "field 'model.moe.router'"},
       {{"--top-k", "2"}, "--top-k needs --n-experts"},
+      // Data flags the source does not read were ignored: a run trained on synthetic data.
+      {{"--data-path", "corpus.txt"}, "--data-path: --data synthetic reads no files"},
+      {{"--data", "text", "--data-path", "a.txt", "--val-path", "b.txt"},
+       "--val-path: only --data bin and llmc read a validation file"},
+      {{"--data", "bin", "--data-path", "a.bin", "--data-path", "b.bin", "--val-path", "v.bin"},
+       "--data-path: --data bin reads one train.bin and one val.bin"},
   };
   for (size_t i = 0; i < flags.size(); ++i) {
     const std::string out = root_ + "/flags" + std::to_string(i);
@@ -683,6 +745,37 @@ TEST_F(BinaryTest, BadMoeConfigExits2NamingTheField) {
     EXPECT_NE(Slurp(log).find(flags[i].second), std::string::npos) << Slurp(log);
     EXPECT_FALSE(fs::exists(out));
   }
+}
+
+// A non-finite number is refused, not turned into the default: JSON writes NaN and inf as null,
+// which run.json used to read as "not given" (--lr nan trained at the default 0.003). A pool of
+// more threads than any machine has (100,000 took gigabytes and minutes, deaf to SIGTERM) is
+// refused too.
+TEST_F(BinaryTest, NonFiniteNumbersAndThreadPoolsBeyondAnyMachineExit2) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> flags = {
+      {{"--lr", "nan"},
+       "field 'train.lr': expected a finite number, got null (what JSON makes of NaN or inf)"},
+      {{"--weight-decay", "inf"}, "field 'train.weight_decay': expected a finite number"},
+      {{"--tokens", "nan"}, "field 'train.tokens': expected an integer, got null"},
+      {{"--threads", "100000"}, "field 'train.threads': must be 0 (all cores) to 1024"},
+  };
+  for (size_t i = 0; i < flags.size(); ++i) {
+    const std::string out = root_ + "/flags" + std::to_string(i);
+    std::vector<std::string> args = {"--out", out, "--batch-tokens", "256"};
+    if (flags[i].first[0] != "--tokens") args.insert(args.end(), {"--tokens", "2e3"});
+    args.insert(args.end(), flags[i].first.begin(), flags[i].first.end());
+    const std::string log = out + ".log";
+    EXPECT_EQ(Wait(Start(args, log)), kExitBadConfig) << Slurp(log);
+    EXPECT_NE(Slurp(log).find(flags[i].second), std::string::npos) << Slurp(log);
+    EXPECT_FALSE(fs::exists(out));
+  }
+  json run = TinyRun();
+  run["train"]["lr"] = nullptr;  // a run.json written from a NaN
+  const std::string dir = MakeRun("null_lr", run);
+  EXPECT_EQ(RunDir(dir), kExitBadConfig);
+  EXPECT_NE(Slurp(dir + "/stderr.log").find("field 'train.lr': expected a finite number"),
+            std::string::npos)
+      << Slurp(dir + "/stderr.log");
 }
 
 // The standalone MoE flags land in run.json's model.moe and the run finishes.

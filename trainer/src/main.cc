@@ -342,6 +342,23 @@ static int Main(int argc, char** argv) {
       }
     }
   }
+  // A data flag the chosen source does not read is a mistake, not something to ignore.
+  const auto refuse_data_flag = [&](const char* flag, const char* why) {
+    std::fprintf(stderr, "isoflop-train: %s: %s\n", flag, why);
+    return kExitBadConfig;
+  };
+  if (f.data == "synthetic" && !f.data_paths.empty())
+    return refuse_data_flag("--data-path",
+                            "--data synthetic reads no files (give --data text, "
+                            "bin or llmc)");
+  if ((f.data == "synthetic" || f.data == "text") && !f.val_paths.empty())
+    return refuse_data_flag("--val-path",
+                            "only --data bin and llmc read a validation file (text "
+                            "holds out val_fraction of its files)");
+  if (f.data == "bin" && (f.data_paths.size() > 1 || f.val_paths.size() > 1))
+    return refuse_data_flag(f.data_paths.size() > 1 ? "--data-path" : "--val-path",
+                            "--data bin reads one train.bin and one val.bin (several shards: "
+                            "--data llmc)");
   if (run_dir.empty() && out_dir.empty()) {
     std::fprintf(stderr, "isoflop-train: give --run-dir DIR, or --out DIR with model flags\n%s",
                  app.help().c_str());

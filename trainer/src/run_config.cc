@@ -24,9 +24,11 @@ class ObjectReader {
   Status Error(const std::string& key, const std::string& what) const {
     return Status::InvalidArgument("field '" + Field(key) + "': " + what);
   }
+  // Whether the object holds `key`. A null is held, and meets each reader's type error: it is
+  // what a NaN or an infinity becomes in JSON, never "use the default".
   bool Has(const std::string& key) {
     used_.insert(key);
-    return obj_.contains(key) && !obj_.at(key).is_null();
+    return obj_.contains(key);
   }
 
   Status Int(const std::string& key, int64_t* out, bool required = false) {
@@ -64,6 +66,8 @@ class ObjectReader {
   Status Double(const std::string& key, double* out) {
     if (!Has(key)) return Status::Ok();
     const json& v = obj_.at(key);
+    if (v.is_null())
+      return Error(key, "expected a finite number, got null (what JSON makes of NaN or inf)");
     if (!v.is_number()) return Error(key, std::string("expected a number, got ") + v.type_name());
     *out = v.get<double>();
     if (!std::isfinite(*out)) return Error(key, "must be finite");
@@ -355,8 +359,8 @@ Status RunConfig::Validate() const {
       CheckField(t.log_interval_steps >= 1, "train.log_interval_steps", "must be >= 1"));
   ISOFLOP_RETURN_IF_ERROR(
       CheckField(t.ckpt_interval_steps >= 1, "train.ckpt_interval_steps", "must be >= 1"));
-  ISOFLOP_RETURN_IF_ERROR(
-      CheckField(t.threads >= 0, "train.threads", "must be >= 0 (0 = all cores)"));
+  ISOFLOP_RETURN_IF_ERROR(CheckField(t.threads >= 0 && t.threads <= kMaxThreads, "train.threads",
+                                     "must be 0 (all cores) to " + std::to_string(kMaxThreads)));
   // The recomputing backward (model.cc BlockCheckpoint) would lose the router losses of the
   // forward it replays and count the expert loads twice.
   ISOFLOP_RETURN_IF_ERROR(CheckField(!(model.moe && t.activation_checkpointing),

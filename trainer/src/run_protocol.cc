@@ -2,6 +2,7 @@
 #include "isoflop/trainer/run_protocol.h"
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 namespace isoflop::trainer {
@@ -28,6 +29,15 @@ std::optional<int64_t> OptInt(const json& j, const char* key) {
 std::string OptString(const json& j, const char* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// Cross-entropy is >= 0 and counts are >= 0: anything else in these files is damage, not a
+// result, and must not reach a fit. Ok, or Corrupt naming the key and the value.
+Status CheckNotNegative(const std::optional<double>& v, const char* key) {
+  if (!v || *v >= 0) return Status::Ok();
+  char text[40];
+  std::snprintf(text, sizeof text, "%.6g", *v);
+  return Status::Corrupt(std::string("\"") + key + "\": expected a value >= 0, got " + text);
 }
 
 json ParseObject(const std::string& text) {
@@ -104,6 +114,9 @@ Result<StatusFile> StatusFile::Parse(const std::string& text) {
   s.final_val_loss = OptNumber(j, "final_val_loss");
   if (auto code = OptInt(j, "exit_code")) s.exit_code = static_cast<int>(*code);
   s.wall_s = OptNumber(j, "wall_s");
+  ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(s.final_val_loss, "final_val_loss"));
+  if (s.step) ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(*s.step), "step"));
+  if (s.tokens) ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(*s.tokens), "tokens"));
   return s;
 }
 
@@ -178,6 +191,10 @@ Result<MetricsLine> MetricsLine::Parse(const std::string& line) {
     for (const auto& [k, v] : e->items())
       if (v.is_number()) m.extra.emplace_back(k, v.get<double>());
   }
+  ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(m.step), "step"));
+  ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(m.tokens), "tokens"));
+  ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(m.train_loss, "train_loss"));
+  ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(m.val_loss, "val_loss"));
   return m;
 }
 

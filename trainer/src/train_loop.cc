@@ -45,6 +45,25 @@ double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// "[4, 16]".
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// A LibTorch error's message without the C++ backtrace c10::Error appends (frame #0 ...), on one
+// line: what a status.json reason and a person need.
+std::string TorchMessage(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  std::string m = c10 ? c10->what_without_backtrace() : e.what();
+  if (const size_t frames = m.find("\nException raised from"); frames != std::string::npos)
+    m.resize(frames);
+  std::replace(m.begin(), m.end(), '\n', ' ');
+  while (!m.empty() && m.back() == ' ') m.pop_back();
+  return m;
+}
+
 int ResolveThreads(int requested) {
   if (requested > 0) return requested;
   const unsigned n = std::thread::hardware_concurrency();
@@ -77,6 +96,10 @@ class Trainer {
   bool AgreedStop();
   Status Setup();
   Status Resume();
+  // Loads one checkpoint (weights, optimizer, data RNG, progress); Corrupt, naming the file,
+  // when it does not load or its state.json does not belong to its folder and this run.
+  Status LoadCheckpoint(const CheckpointDir& c);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> built_shapes_;  // parameter shapes
   // Data parallel: every rank resumed from the same step (each lists the checkpoints itself; a
   // stale listing of a shared folder on one node would train from different states).
   Status AgreeOnResumedStep();
@@ -272,54 +295,94 @@ void Trainer::ReduceMoeStepStats() {
   }
 }
 
+Status Trainer::LoadCheckpoint(const CheckpointDir& c) {
+  // torch::load takes a tensor of any shape: a checkpoint of another model would load and fail
+  // at the first forward pass. The shapes are the model's as built, before any load reshaped it.
+  if (built_shapes_.empty())
+    for (const auto& p : model_->named_parameters())
+      built_shapes_.emplace_back(p.key(), p.value().sizes().vec());
+  try {
+    torch::load(model_, c.path + "/model.pt", device_);
+    torch::load(*optimizer_, c.path + "/optimizer.pt", device_);
+  } catch (const std::exception& e) {
+    return Status::Corrupt(c.path + ": cannot load the checkpoint: " + TorchMessage(e));
+  }
+  const auto loaded = model_->named_parameters();
+  for (const auto& [name, shape] : built_shapes_) {
+    const torch::Tensor* t = loaded.find(name);
+    if (!t || t->sizes().vec() != shape) {
+      return Status::Corrupt(c.path + "/model.pt: parameter " + name + " has shape " +
+                             (t ? ShapeString(t->sizes().vec()) : std::string("(none)")) +
+                             ", this run's model " + ShapeString(shape) +
+                             ": a checkpoint of another model");
+    }
+  }
+  std::ifstream in(c.path + "/state.json");
+  const auto j = json::parse(in, nullptr, false);
+  const auto field = [&](const char* key) -> const json* {
+    auto it = j.is_object() ? j.find(key) : j.end();
+    return it == j.end() ? nullptr : &*it;
+  };
+  const json *step = field("step"), *tokens = field("tokens"), *wall = field("wall_s"),
+             *rng = field("rng");
+  if (!step || !step->is_number_integer() || !tokens || !tokens->is_number_integer() || !wall ||
+      !wall->is_number() || !rng || !rng->is_string()) {
+    return Status::Corrupt(c.path +
+                           "/state.json: expected integer \"step\" and \"tokens\", number "
+                           "\"wall_s\" and string \"rng\"");
+  }
+  // The step is the folder's, and a run of B-token steps has trained min(step B, D) tokens.
+  const int64_t at = step->get<int64_t>(), done = tokens->get<int64_t>();
+  const int64_t expect =
+      at < 0 || at > train_.tokens ? -1 : std::min(train_.tokens, at * train_.batch_tokens);
+  if (at != c.step || done != expect) {
+    return Status::Corrupt(c.path + "/state.json: step " + std::to_string(at) + " and tokens " +
+                           std::to_string(done) + " do not belong to this folder (step " +
+                           std::to_string(c.step) + " of " + std::to_string(train_.batch_tokens) +
+                           "-token steps)");
+  }
+  // The open logging interval (absent from checkpoints written before it was kept: the first
+  // line after such a resume averages only the steps since).
+  const json *loss_sum = field("interval_loss_sum"), *loss_tokens = field("interval_loss_tokens");
+  if ((loss_sum != nullptr) != (loss_tokens != nullptr) ||
+      (loss_sum && (!loss_sum->is_number() || !loss_tokens->is_number_integer() ||
+                    loss_tokens->get<int64_t>() < 0))) {
+    return Status::Corrupt(c.path +
+                           "/state.json: \"interval_loss_sum\" (a number) and "
+                           "\"interval_loss_tokens\" (an integer >= 0) go together");
+  }
+  ISOFLOP_RETURN_IF_ERROR(
+      data_rng_.FromString(rng->get<std::string>()).WithPrefix(c.path + "/state.json"));
+  progress_.step = at;
+  progress_.tokens = done;
+  progress_.wall_s = wall->get<double>();
+  interval_loss_sum_ = loss_sum ? loss_sum->get<double>() : 0;
+  interval_loss_tokens_ = loss_sum ? loss_tokens->get<int64_t>() : 0;
+  return Status::Ok();
+}
+
 Status Trainer::Resume() {
-  const std::string ckpt_dir = dir_ + "/ckpt";
-  const auto checkpoints = ListCheckpoints(ckpt_dir);
-  if (!checkpoints.empty()) {
-    const CheckpointDir& c = checkpoints.back();
-    try {
-      torch::load(model_, c.path + "/model.pt", device_);
-      torch::load(*optimizer_, c.path + "/optimizer.pt", device_);
-    } catch (const std::exception& e) {
-      return Status::Corrupt(c.path + ": cannot load checkpoint: " + e.what());
+  // The newest checkpoint that loads. Each is complete when committed (DONE), so one that does
+  // not load was damaged afterwards (a disk, a person): the one before it still resumes the run,
+  // and the damaged one is overwritten when training reaches its step again.
+  const auto checkpoints = ListCheckpoints(dir_ + "/ckpt");
+  std::string damaged;
+  for (auto c = checkpoints.rbegin(); c != checkpoints.rend(); ++c) {
+    const Status st = LoadCheckpoint(*c);
+    if (st.ok()) break;
+    if (lead())
+      std::fprintf(stderr, "isoflop-train: %s%s\n", st.message().c_str(),
+                   std::next(c) == checkpoints.rend() ? "" : "; trying the one before it");
+    damaged += (damaged.empty() ? "" : "; ") + st.message();
+    if (std::next(c) == checkpoints.rend()) {
+      // The model may hold part of a checkpoint now: no fresh start from it.
+      return Status::Corrupt("no checkpoint of " + dir_ + " loads (" + damaged +
+                             "); remove its ckpt folder to train it again from the start");
     }
-    std::ifstream in(c.path + "/state.json");
-    const auto j = json::parse(in, nullptr, false);
-    const auto field = [&](const char* key) -> const json* {
-      auto it = j.is_object() ? j.find(key) : j.end();
-      return it == j.end() ? nullptr : &*it;
-    };
-    const json *step = field("step"), *tokens = field("tokens"), *wall = field("wall_s"),
-               *rng = field("rng");
-    if (!step || !step->is_number_integer() || !tokens || !tokens->is_number_integer() || !wall ||
-        !wall->is_number() || !rng || !rng->is_string()) {
-      return Status::Corrupt(c.path +
-                             "/state.json: expected integer \"step\" and \"tokens\", number "
-                             "\"wall_s\" and string \"rng\"");
-    }
-    progress_.step = step->get<int64_t>();
-    progress_.tokens = tokens->get<int64_t>();
-    progress_.wall_s = wall->get<double>();
-    ISOFLOP_RETURN_IF_ERROR(data_rng_.FromString(rng->get<std::string>()));
-    // The open logging interval (absent from checkpoints written before it was kept: the first
-    // line after such a resume averages only the steps since).
-    const json *loss_sum = field("interval_loss_sum"), *loss_tokens = field("interval_loss_tokens");
-    if ((loss_sum != nullptr) != (loss_tokens != nullptr) ||
-        (loss_sum && (!loss_sum->is_number() || !loss_tokens->is_number_integer() ||
-                      loss_tokens->get<int64_t>() < 0))) {
-      return Status::Corrupt(c.path +
-                             "/state.json: \"interval_loss_sum\" (a number) and "
-                             "\"interval_loss_tokens\" (an integer >= 0) go together");
-    }
-    if (loss_sum) {
-      interval_loss_sum_ = loss_sum->get<double>();
-      interval_loss_tokens_ = loss_tokens->get<int64_t>();
-    }
-    if (options_.progress) {
-      std::fprintf(stderr, "isoflop-train: resuming %s from step %lld (%lld tokens)\n",
-                   dir_.c_str(), static_cast<long long>(progress_.step),
-                   static_cast<long long>(progress_.tokens));
-    }
+  }
+  if (!checkpoints.empty() && options_.progress) {
+    std::fprintf(stderr, "isoflop-train: resuming %s from step %lld (%lld tokens)\n", dir_.c_str(),
+                 static_cast<long long>(progress_.step), static_cast<long long>(progress_.tokens));
   }
   if (!lead()) return Status::Ok();  // only rank 0 writes the run directory
   // Lines past the checkpoint will be written again (same values on CPU).
@@ -732,8 +795,9 @@ RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
   } catch (const std::exception& e) {
     const std::string what = e.what();
     const bool oom = what.find("out of memory") != std::string::npos;
-    const std::string reason =
-        oom ? "out of memory: " + what.substr(0, 300) : "LibTorch error: " + what.substr(0, 500);
+    const std::string message = TorchMessage(e);
+    const std::string reason = oom ? "out of memory: " + message.substr(0, 300)
+                                   : "LibTorch error: " + message.substr(0, 500);
     RunOutcome out{"failed", reason, oom ? kExitOutOfMemory : kExitFailed};
     StatusFile status;
     status.state = out.state;

@@ -44,6 +44,11 @@ class FileLock {
   int fd_;
 };
 
+// Whether `s` is [A-Za-z0-9][A-Za-z0-9._-]*: safe as one folder name, in a URL path and on a
+// command line. Sweep and observation-set names must be. A loop, not std::regex_match, which
+// recurses once per character and overflowed the stack on a 25k-character name.
+bool IsPlainName(const std::string& s);
+
 // The pid written in a lock file that some live process holds, or 0 when nobody holds it (or
 // the file does not exist). Does not take the lock.
 pid_t LockHolder(const std::string& path);

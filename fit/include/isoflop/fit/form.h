@@ -24,7 +24,13 @@ struct ParamSpec {
   std::string name;          // reported name, e.g. "E", "alpha" (also the JSON key)
   bool log_scale;            // true: internal value is log(reported)
   std::vector<double> grid;  // default start values, internal units (grid = product of axes)
+  std::string axis;          // an exponent: "N", "D" or "G", the quantity loss falls with
 };
+
+// "alpha = -0.0312 <= 0: the loss does not fall with N" for an exponent at or below zero, else
+// "" (coefficients: always ""). With such an exponent of N or D no budget has a
+// compute-optimal split, and with one of G the granularity does not help.
+std::string NotFallingSentence(const ParamSpec& spec, double reported);
 
 // A scaling-law form. Implementations are stateless and thread-safe (const methods only).
 class Form {

@@ -64,8 +64,13 @@ struct PlanEnvironment {
   int threads_per_run = 2;         // CPU threads one run gets
 };
 
+// The most cells one sweep may plan (budgets x sizes x seeds x every parameter axis's values,
+// counted before sizes are selected per budget).
+inline constexpr int kMaxCells = 100000;
+
 // Expands `config` into cells. InvalidArgument when a cell cannot be built (the message names
-// the budget and shape); an empty selection is a warning, not an error.
+// the budget and shape) or the grid could exceed kMaxCells; an empty selection is a warning, not
+// an error.
 Result<Plan> PlanSweep(const SweepConfig& config, const PlanEnvironment& env);
 
 // The run.json text for `cell` as the manager writes it: config plus name, threads, device,

@@ -44,6 +44,10 @@ struct DataConfig {
 };
 
 // Optimisation options. Units are tokens and optimizer steps. Plain value.
+// The most CPU threads a run may ask for: more makes no sense on any machine, and a pool of
+// 100,000 threads took gigabytes and minutes to start, deaf to SIGTERM all the while.
+inline constexpr int kMaxThreads = 1024;
+
 struct TrainConfig {
   int64_t tokens = 0;           // exact training budget D (required)
   int64_t batch_tokens = 1024;  // tokens per optimizer step; a multiple of seq_len
@@ -61,7 +65,7 @@ struct TrainConfig {
   int64_t eval_tokens = 65536;   // size of the fixed held-out set
   int log_interval_steps = 10;
   int ckpt_interval_steps = 200;          // and at every signal-driven stop
-  int threads = 0;                        // CPU threads; 0 = all cores
+  int threads = 0;                        // CPU threads; 0 = all cores; at most kMaxThreads
   std::string device = "auto";            // auto | cpu | cuda
   bool activation_checkpointing = false;  // recompute block activations in backward (memory)
 };
