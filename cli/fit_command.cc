@@ -86,6 +86,15 @@ Status ParseFixes(const std::vector<std::string>& fixes, const std::string& form
   return Status::Ok();
 }
 
+// options_json "fix": each held parameter's value, each tied one's leader ({"E": 1.7,
+// "beta": "alpha"}), the shape `sweep run` stores too.
+nlohmann::json FixJson(const fit::ParametricOptions& p) {
+  nlohmann::json fix = nlohmann::json::object();
+  for (const auto& [name, value] : p.fixed) fix[name] = value;
+  for (const auto& [lead, follow] : p.ties) fix[follow] = lead;
+  return fix;
+}
+
 // The moe form (Krajewski et al. 2024) fits how loss falls with granularity G: without a G for
 // every observation, or with one G for all, its γ and g are not identified. Returns
 // FailedPrecondition saying how to supply G, else Ok. `source` names the data in messages.
@@ -380,7 +389,7 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
       nlohmann::json options = {{"bootstrap", args.bootstrap},
                                 {"seed", args.seed},
                                 {"exclude_top_loss", args.exclude_top_loss},
-                                {"fix", args.fix},
+                                {"fix", FixJson(cfg.parametric)},
                                 {"loss", args.loss}};
       if (args.loss_floor > 0) options["loss_floor"] = args.loss_floor;
       options.update(expert_options);
@@ -414,12 +423,10 @@ Status RunFitCommand(const Context& ctx, const FitArgs& args) {
       if (h.ok()) {
         held = std::move(*h);
         if (!args.no_store) {
-          std::vector<std::string> fix = args.fix;
-          fix.push_back("E=" + Human(args.loss_floor, 6));
           nlohmann::json options = {{"bootstrap", args.bootstrap},
                                     {"seed", args.seed},
                                     {"exclude_top_loss", args.exclude_top_loss},
-                                    {"fix", fix},
+                                    {"fix", FixJson(hc.parametric)},
                                     {"loss", args.loss},
                                     {"loss_floor", args.loss_floor}};
           ISOFLOP_ASSIGN_OR_RETURN(held_id, analysis::StoreFit(*db, source, *held, options));
@@ -494,7 +501,8 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
                {"n_points", ""}, {"loss", ""},       {"objective", "%.6g"},
                {"fixed", ""},    {"params", ""}};
   for (const auto& f : fits) {
-    // Parameters held fixed or tied (--fix, or E at the data's entropy in `sweep run`).
+    // Parameters held fixed or tied (--fix, or E at the data's entropy in `sweep run`): an
+    // object of values and leaders; fits stored before it hold "NAME=VALUE" strings.
     std::string fixed;
     auto o = nlohmann::json::parse(f.options_json, nullptr, false);
     if (o.is_object() && o.contains("fix")) {
@@ -502,7 +510,9 @@ Status RunFits(const Context& ctx, const FitsArgs& args) {
       if (fix.is_object()) {
         for (const auto& [k, v] : fix.items())
           fixed += (fixed.empty() ? "" : " ") + k + "=" +
-                   (v.is_number() ? Human(v.get<double>(), 5) : v.dump());
+                   (v.is_number()   ? Human(v.get<double>(), 5)
+                    : v.is_string() ? v.get<std::string>()
+                                    : v.dump());
       } else if (fix.is_array()) {
         for (const auto& v : fix)
           if (v.is_string()) fixed += (fixed.empty() ? "" : " ") + v.get<std::string>();

@@ -274,6 +274,11 @@ Status RunOptimal(const Context& ctx, const OptimalArgs& args,
                                      a.ci))
       warnings.push_back(std::string(name) + " " + Human(budget_query ? q.value : a.point.c) +
                          ": " + IntervalWarning(e.name, e.value, e.lo, e.hi));
+    // Far beyond the fitted range nothing checks the law (its extrapolation check holds out
+    // one budget inside it): said, not refused.
+    if (const std::string far = fit::FarComputeWarning(law, a.point.c); !far.empty())
+      warnings.push_back("warning: " + std::string(name) + " " +
+                         Human(budget_query ? q.value : a.point.c) + ": " + far);
     for (const std::string& w : LossFloorWarnings(
              {{std::string(name) + " " + Human(budget_query ? q.value : a.point.c), a.point.loss}},
              fitted_e, floor, floor_name))

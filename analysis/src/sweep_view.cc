@@ -200,6 +200,7 @@ json OptimalView::ToJson() const {
   j["c"] = answer.query.value;  // the budget asked for, as `isoflop optimal` echoes it
   j["fit_id"] = fit_id;
   j["form"] = form;
+  if (!warning.empty()) j["warning"] = warning;
   return j;
 }
 
@@ -223,6 +224,7 @@ Result<OptimalView> OptimalAt(store::Store& db, const std::string& source_kind,
   OptimalView v;
   v.fit_id = stored->id;
   v.form = stored->record.form;
+  v.warning = fit::FarComputeWarning(*law, a.point.c);
   v.answer = std::move(a);
   return v;
 }

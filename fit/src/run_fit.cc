@@ -58,6 +58,18 @@ Result<FitRecord> RunParametric(const std::vector<Observation>& obs, const FitCo
   r.n_points = fit.n_points;
   for (size_t i = 0; i < fit.params.size(); ++i) r.params[fit.param_names[i]] = fit.params[i];
   r.result["parametric"] = ToJson(fit);
+  // What the law was fitted on, so a query far outside it can say so.
+  {
+    auto span = [&](auto value) {
+      double lo = HUGE_VAL, hi = -HUGE_VAL;
+      for (const Observation& o : obs) lo = std::min(lo, value(o)), hi = std::max(hi, value(o));
+      return nlohmann::json::array({lo, hi});
+    };
+    r.result["observed"] = {
+        {"n", span([](const Observation& o) { return o.n; })},
+        {"d", span([](const Observation& o) { return o.d; })},
+        {"c", span([&](const Observation& o) { return cfg.flops.Flops(o.n, o.d); })}};
+  }
   // An exponent fitted at or below zero: the data do not show the loss falling along that axis
   // (too narrow a range, or noise), and the allocation it implies would be meaningless.
   nlohmann::json warnings = nlohmann::json::array();
@@ -184,6 +196,21 @@ Result<FitRecord> RunFit(const std::vector<Observation>& all, const std::vector<
   return r;
 }
 
+std::string FarComputeWarning(const RecordLaw& law, double c) {
+  if (!(law.observed_c_hi > 0) || !(law.observed_c_lo > 0) || !std::isfinite(c) || !(c > 0))
+    return "";
+  const bool above = c > kFarCompute * law.observed_c_hi;
+  if (!above && !(c < law.observed_c_lo / kFarCompute)) return "";
+  char text[300];
+  std::snprintf(text, sizeof text,
+                "the optimum's C = %.3g is %.3gx %s C of the fit's observations (%.3g): that far "
+                "out, nothing has checked the law",
+                c, above ? c / law.observed_c_hi : law.observed_c_lo / c,
+                above ? "above the largest" : "below the smallest",
+                above ? law.observed_c_hi : law.observed_c_lo);
+  return text;
+}
+
 Result<RecordLaw> LawFromRecord(const FitRecord& record) {
   if (record.method != "parametric")
     return Status::FailedPrecondition("fit is a '" + record.method +
@@ -199,6 +226,13 @@ Result<RecordLaw> LawFromRecord(const FitRecord& record) {
     out.law.params.push_back(it->second);
   }
   ISOFLOP_ASSIGN_OR_RETURN(out.law.flops, FlopsConvention::FromName(record.flops_convention));
+  if (auto o = record.result.find("observed"); o != record.result.end() && o->is_object()) {
+    if (auto c = o->find("c"); c != o->end() && c->is_array() && c->size() == 2 &&
+                               (*c)[0].is_number() && (*c)[1].is_number()) {
+      out.observed_c_lo = (*c)[0].get<double>();
+      out.observed_c_hi = (*c)[1].get<double>();
+    }
+  }
   if (record.result.contains("bootstrap")) {
     ParametricBootstrap boot;
     ISOFLOP_RETURN_IF_ERROR(FromJson(record.result.at("bootstrap"), &boot));

@@ -374,7 +374,8 @@ async function answerOptimal() {
     el('optimal-n-ci').textContent = ci('n');
     el('optimal-d-ci').textContent = ci('d');
     el('optimal-loss-ci').textContent = ci('loss');
-    note.textContent = `fit ${a.fit_id} (${a.form})` + (a.ci_draws_used ? `, ${a.ci_draws_used} bootstrap draws` : '');
+    note.textContent = `fit ${a.fit_id} (${a.form})` + (a.ci_draws_used ? `, ${a.ci_draws_used} bootstrap draws` : '') +
+      (a.warning ? `; ${a.warning}` : '');
   } catch (e) {
     if (seq !== state.optimalSeq) return;
     for (const id of ['optimal-n', 'optimal-d', 'optimal-tpp', 'optimal-loss']) el(id).textContent = '–';

@@ -367,6 +367,27 @@ Result<std::vector<Observation>> FromTable(const std::string& path, const RawTab
     if (2 * distinct <= out.size())
       for (auto& o : out) o.budget = o.c;
   }
+  // C and k·N·D differ by tens of percent between FLOP counts (attention, embeddings, a nominal
+  // budget); by 10x or more, a column is in other units (D in billions, C in PF-days): the
+  // parametric fit reads N and D, the isoFLOP fit groups by C, and they would disagree.
+  if (notes && d_col >= 0 && c_col >= 0) {
+    size_t off = 0, at = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const double ratio = out[i].c / (k * out[i].n * out[i].d);
+      if (ratio >= 0.1 && ratio <= 10) continue;
+      if (off++ == 0) at = i;
+    }
+    if (off > 0) {
+      const Observation* first = &out[at];
+      notes->push_back(
+          kept[at]->where + ": C = " + FormatNumber(first->c) + " is " +
+          FormatNumber(first->c / (k * first->n * first->d)) + "x " + FormatNumber(k) +
+          "·N·D = " + FormatNumber(k * first->n * first->d) +
+          (off > 1 ? " (and " + std::to_string(off - 1) + " more rows 10x or more apart)" : "") +
+          ": are columns '" + header[n_col] + "', '" + header[d_col] + "' and '" + header[c_col] +
+          "' in the same units? (the parametric fit reads N and D, the isoFLOP fit groups by C)");
+    }
+  }
   // A text column with a few repeated values (2 to 10, each row's value one of them) is most
   // likely an experiment label: the file mixes experiments that should be fitted apart.
   if (notes) {

@@ -22,7 +22,8 @@ std::string Fmt(const char* fmt, double v) {
 }
 
 // Ladder indices trained at budget C.
-std::vector<size_t> SelectSizes(const SweepConfig& c, double budget) {
+// `note` receives why the sizes are not the ones asked for ("" when they are).
+std::vector<size_t> SelectSizes(const SweepConfig& c, double budget, std::string* note) {
   std::vector<size_t> out;
   const auto& ladder = c.ladder;
   if (c.sizes.mode == SizeSelection::Mode::kWindow) {
@@ -46,8 +47,28 @@ std::vector<size_t> SelectSizes(const SweepConfig& c, double budget) {
     if (err < best_err) best_err = err, best = i;
   }
   const int k = std::min<int>(c.sizes.points_per_budget, ladder.size());
-  int start = static_cast<int>(best) + c.sizes.shift - (k - 1) / 2;
-  start = std::clamp(start, 0, static_cast<int>(ladder.size()) - k);
+  const int wanted = static_cast<int>(best) + c.sizes.shift - (k - 1) / 2;
+  const int start = std::clamp(wanted, 0, static_cast<int>(ladder.size()) - k);
+  if (k < c.sizes.points_per_budget) {
+    *note = "sizes.points_per_budget " + std::to_string(c.sizes.points_per_budget) +
+            " is more than the ladder's " + std::to_string(ladder.size()) +
+            " sizes: every size trains";
+  } else {
+    // N* beyond an end of the ladder: no size on that side of it trains, so the minimum the
+    // isoFLOP fit looks for may lie beyond the ladder.
+    double lo = HUGE_VAL, hi = 0;
+    for (const auto& s : ladder) {
+      lo = std::min(lo, double(accounting::ActiveParams(s)));
+      hi = std::max(hi, double(accounting::ActiveParams(s)));
+    }
+    if (guess < lo || guess > hi) {
+      const bool low = guess < lo;
+      *note = "N* = sqrt(C / 6g) = " + Fmt("%.3g", guess) + " is " +
+              (low ? "below the ladder's smallest" : "above the ladder's largest") + " size (" +
+              Fmt("%.3g", low ? lo : hi) + "): no size " + (low ? "below" : "above") +
+              " it trains, so the isoFLOP minimum may lie beyond the ladder: extend model.ladder";
+    }
+  }
   for (int i = 0; i < k; ++i) out.push_back(start + i);
   return out;
 }
@@ -152,7 +173,10 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
     std::vector<std::string> dropped;  // sizes whose run would be shorter than one batch
     double smallest_step_flops = HUGE_VAL;
     int planned = 0;
-    const std::vector<size_t> sizes = SelectSizes(c, budget);
+    std::string size_note;
+    const std::vector<size_t> sizes = SelectSizes(c, budget, &size_note);
+    if (!size_note.empty())
+      plan.warnings.push_back("budget " + Fmt("%.3g", budget) + ": " + size_note);
     if (sizes.empty()) {
       plan.warnings.push_back(
           "budget " + Fmt("%.3g", budget) +

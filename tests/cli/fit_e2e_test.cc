@@ -822,6 +822,29 @@ TEST_F(FitCliTest, PredictedLossBelowAKnownFloorIsWarnedAbout) {
   EXPECT_EQ(lower.err.find("warning"), std::string::npos) << lower.err;
 }
 
+// A query whose optimum lies far outside the C the law was fitted on (the Chinchilla points span
+// 6ND = 1.40e18 .. 1.30e22) answers with a warning that says how far; inside, no warning.
+TEST_F(FitCliTest, OptimaFarOutsideTheFittedComputeAreWarnedAbout) {
+  auto fit = Isoflop({"fit", "--observations", "chin", "--exclude-top-loss", "5"});
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  auto near = Isoflop({"optimal", "--observations", "chin", "--compute", "5.88e23"});
+  ASSERT_EQ(near.exit_code, 0) << near.err;
+  EXPECT_EQ(near.err.find("nothing has checked the law"), std::string::npos) << near.err;
+  auto far =
+      Isoflop({"optimal", "--observations", "chin", "--compute", "1e26,1e14", "--format", "json"});
+  ASSERT_EQ(far.exit_code, 0) << far.err;
+  EXPECT_EQ(nlohmann::json::parse(far.out).size(), 2u);
+  EXPECT_NE(far.err.find("warning: compute 1e+26: the optimum's C = 1e+26 is 7.72e+03x above the "
+                         "largest C of the fit's observations (1.3e+22): that far out, nothing "
+                         "has checked the law"),
+            std::string::npos)
+      << far.err;
+  EXPECT_NE(far.err.find("warning: compute 1e+14: the optimum's C = 1e+14 is 1.4e+04x below the "
+                         "smallest C of the fit's observations (1.4e+18)"),
+            std::string::npos)
+      << far.err;
+}
+
 // A floor above every observed loss contradicts the data, and an exponent held at or below
 // zero is no scaling law: both are refused before fitting. A floor above some losses is warned.
 TEST_F(FitCliTest, FloorsAboveEveryLossAndExponentsHeldAtZeroAreRefused) {
@@ -843,6 +866,12 @@ TEST_F(FitCliTest, FloorsAboveEveryLossAndExponentsHeldAtZeroAreRefused) {
   EXPECT_NE(some.err.find(" observed losses are below it; the law cannot reach them"),
             std::string::npos)
       << some.err;
+  // Held and tied parameters are stored as one object (the shape `sweep run` stores) and listed.
+  auto held = Isoflop({"fit", "--observations", "chin", "--fix", "E=1.8", "--fix", "beta=alpha"});
+  ASSERT_EQ(held.exit_code, 0) << held.err;
+  auto fits = Isoflop({"fits", "--format", "json"});
+  ASSERT_EQ(fits.exit_code, 0) << fits.err;
+  EXPECT_EQ(nlohmann::json::parse(fits.out).back()["fixed"], "E=1.8 beta=alpha") << fits.out;
   auto word = Isoflop({"fit", "--observations", "chin", "--fix", "E=abc"});
   EXPECT_EQ(word.exit_code, 1) << word.err;
   EXPECT_EQ(word.err,

@@ -139,6 +139,16 @@ async function main() {
     await page.screenshot({ path: shot, fullPage: true });
     check(fs.statSync(shot).size > 20000, `screenshot saved: ${shot}`);
 
+    // A budget far beyond the fitted compute (tiny.yaml's runs reach about 8e9 FLOPs) is
+    // answered with `isoflop optimal`'s warning beside it.
+    await page.fill('#optimal-c', '1e15');
+    await page.click('#optimal-go');
+    await page.waitForFunction(() => document.body.dataset.optimal === '1e15' &&
+      document.getElementById('optimal-n').textContent !== '–', null, { timeout: 10000 });
+    const farNote = await page.textContent('#optimal-note');
+    check(/above the largest C of the fit's observations .*nothing has checked the law/.test(farNote),
+      `a far budget is answered with the warning: ${farNote}`);
+
     // A bad budget is the server's error, shown in the box.
     await page.fill('#optimal-c', 'lots');
     await page.click('#optimal-go');

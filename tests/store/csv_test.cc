@@ -185,6 +185,28 @@ TEST(ObservationsCsv, NotARegularFileIsRefusedBeforeOpening) {
   fs::remove_all(dir);
 }
 
+// C 10x or more from 6·N·D is a units mistake (D in billions here), not another FLOP count:
+// said, with the first such row. Tens of percent apart (a nominal budget) is not.
+TEST(ObservationsCsv, ComputeFarFromSixNDIsWarnedAbout) {
+  auto path = WriteTemp("units.csv",
+                        "n,d,c,loss\n"
+                        "1e8,2e9,1.3e18,3.1\n"  // 1.08x 6ND: fine
+                        "1e8,2,1.2e18,3.0\n"    // D in billions: 1e9x
+                        "2e8,4,4.8e18,2.9\n");
+  std::vector<std::string> notes;
+  auto got = ReadObservations(path, {}, &notes);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0], path +
+                          ":3: C = 1.2e+18 is 1e+09x 6·N·D = 1.2e+09 (and 1 more rows 10x or more "
+                          "apart): are columns 'n', 'd' and 'c' in the same units? (the "
+                          "parametric fit reads N and D, the isoFLOP fit groups by C)");
+  auto fine = WriteTemp("fine.csv", "n,d,c,loss\n1e8,2e9,1.3e18,3.1\n2e8,2e9,2e18,3.0\n");
+  notes.clear();
+  ASSERT_TRUE(ReadObservations(fine, {}, &notes).ok());
+  EXPECT_TRUE(notes.empty()) << notes[0];
+}
+
 // Issue 14: a budget column, --where to take one experiment out of a file, a warning when a
 // text column looks like an experiment label, and JSON input (an array or JSON lines).
 TEST(ObservationsCsv, BudgetColumnWhereAndExperimentLabels) {

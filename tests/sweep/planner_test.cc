@@ -93,6 +93,29 @@ TEST(PlannerTest, WindowAndPointsSelectSizes) {
   bool warned = false;
   for (const auto& wr : few.warnings) warned |= wr.find("cannot bracket") != std::string::npos;
   EXPECT_TRUE(warned);
+  // A window that runs off the ladder, or asks for more sizes than it has, is said, per budget.
+  auto said = [](const Plan& plan, const std::string& part) {
+    std::string all;
+    for (const auto& wr : plan.warnings) all += wr + "\n";
+    return all.find(part) != std::string::npos ? std::string() : all;
+  };
+  Plan many = MustPlan(one_seed + "sizes: {points_per_budget: 9}\n");
+  EXPECT_EQ(many.cells.size(), 8u);  // every size at both budgets
+  EXPECT_EQ(said(many,
+                 "budget 1e+09: sizes.points_per_budget 9 is more than the ladder's 4 "
+                 "sizes: every size trains"),
+            "");
+  // N* = sqrt(1e9 / 120) = 2887 is below the smallest size; at 4e9 (5774) it is inside.
+  Plan edge = MustPlan(one_seed + "sizes: {points_per_budget: 2}\n");
+  EXPECT_EQ(said(edge,
+                 "budget 1e+09: N* = sqrt(C / 6g) = 2.89e+03 is below the ladder's "
+                 "smallest size ("),
+            "");
+  EXPECT_EQ(said(edge,
+                 "): no size below it trains, so the isoFLOP minimum may lie beyond the "
+                 "ladder: extend model.ladder"),
+            "");
+  EXPECT_NE(said(edge, "budget 4e+09: N*"), "");
 }
 
 TEST(PlannerTest, WarnsAboutShortRunsAndMemory) {

@@ -205,7 +205,17 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000}, "extra": 1})",
                 "'extra': unknown key"},
         BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000},)",
-                "not valid JSON"}));
+                "not valid JSON"},
+        // nlohmann keeps the last of two equal keys: the second would have won silently.
+        BadCase{R"({"data": {"source": "synthetic"}, "train": {"tokens": 100000, "lr": 1e-3,
+                   "lr": 3e-3}})",
+                "field 'train.lr': given twice; keep one of them"},
+        BadCase{R"({"model": {"family": "moe", "moe": {"top_k": 1, "top_k": 2}},
+                   "data": {"source": "synthetic"}, "train": {"tokens": 100000}})",
+                "field 'model.moe.top_k': given twice"},
+        BadCase{R"({"seed": 1, "data": {"source": "synthetic"}, "train": {"tokens": 100000},
+                   "seed": 2})",
+                "field 'seed': given twice"}));
 
 }  // namespace
 }  // namespace isoflop::trainer

@@ -319,17 +319,27 @@ TEST_F(BinaryTest, BadRunJsonExits2NamingFileAndField) {
 
 TEST_F(BinaryTest, StandaloneOutWritesRunJsonAndRuns) {
   const std::string dir = root_ + "/standalone";
-  const pid_t pid = Start(
-      {"--out",     dir,  "--n-layer",      "1",        "--d-model", "32",  "--n-head",      "2",
-       "--seq-len", "32", "--batch-tokens", "256",      "--tokens",  "2e3", "--eval-tokens", "512",
-       "--threads", "1",  "--data",         "synthetic"},
-      root_ + "/standalone.log");
+  const pid_t pid =
+      Start({"--out",        dir,         "--n-layer",     "1",   "--d-model",       "32",
+             "--n-head",     "2",         "--seq-len",     "32",  "--batch-tokens",  "256",
+             "--tokens",     "2e3",       "--eval-tokens", "512", "--threads",       "1",
+             "--data",       "synthetic", "--schedule",    "wsd", "--warmup-tokens", "5e2",
+             "--decay-frac", "0.25",      "--beta1",       "0.8", "--beta2",         "0.99",
+             "--eps",        "1e-6"},
+            root_ + "/standalone.log");
   ASSERT_EQ(Wait(pid), 0) << Slurp(root_ + "/standalone.log");
   const std::string log = Slurp(root_ + "/standalone.log");
   EXPECT_NE(log.find("tok/s"), std::string::npos);
   EXPECT_NE(log.find("ETA"), std::string::npos);
   const json run = json::parse(Slurp(dir + "/run.json"));
   EXPECT_EQ(run["train"]["tokens"], 2000);
+  // Every optimizer and schedule field has its flag.
+  EXPECT_EQ(run["train"]["schedule"], "wsd");
+  EXPECT_EQ(run["train"]["warmup_tokens"], 500);
+  EXPECT_EQ(run["train"]["decay_frac"], 0.25);
+  EXPECT_EQ(run["train"]["beta1"], 0.8);
+  EXPECT_EQ(run["train"]["beta2"], 0.99);
+  EXPECT_EQ(run["train"]["eps"], 1e-6);
   EXPECT_EQ(Status(dir)["state"], "finished");
   EXPECT_FALSE(run["data"].contains("language"));  // markov: the run.json it always had
 
@@ -735,6 +745,9 @@ TEST_F(BinaryTest, BadMoeConfigExits2NamingTheField) {
        "--val-path: only --data bin and llmc read a validation file"},
       {{"--data", "bin", "--data-path", "a.bin", "--data-path", "b.bin", "--val-path", "v.bin"},
        "--data-path: --data bin reads one train.bin and one val.bin"},
+      {{"--data", "bin", "--data-path", "a.bin"}, "--val-path: --data bin needs its val.bin"},
+      {{"--data", "llmc", "--val-path", "v.bin"},
+       "--data-path: --data llmc needs its train shards"},
   };
   for (size_t i = 0; i < flags.size(); ++i) {
     const std::string out = root_ + "/flags" + std::to_string(i);

@@ -50,6 +50,7 @@ struct StandaloneFlags {
   double skill_zipf = 0;            // skills: 0 = the protocol's default
   std::vector<std::string> data_paths, val_paths;
   double tokens = 0;  // a double so that 2e6 is accepted; the parser checks it is whole
+  double warmup_tokens = 0;  // likewise
 };
 
 std::string BuildRunJson(const StandaloneFlags& f) {
@@ -67,6 +68,7 @@ std::string BuildRunJson(const StandaloneFlags& f) {
   }
   j["train"]["schedule"] = f.schedule;
   j["train"]["tokens"] = f.tokens;
+  j["train"]["warmup_tokens"] = f.warmup_tokens;
   nlohmann::json data = {{"source", f.data}};
   if (f.data == "synthetic") {
     data["vocab"] = f.run.model.vocab_size;
@@ -312,6 +314,15 @@ static int Main(int argc, char** argv) {
   app.add_option("--schedule", f.schedule, "cosine | wsd | constant")->group(g);
   app.add_option("--warmup-frac", f.run.train.warmup_frac, "Warmup fraction of the budget")
       ->group(g);
+  app.add_option("--warmup-tokens", f.warmup_tokens,
+                 "Warmup in tokens (overrides --warmup-frac when > 0)")
+      ->group(g);
+  app.add_option("--decay-frac", f.run.train.decay_frac,
+                 "wsd: final fraction of the steps spent decaying to --min-lr")
+      ->group(g);
+  app.add_option("--beta1", f.run.train.beta1, "AdamW beta1")->group(g);
+  app.add_option("--beta2", f.run.train.beta2, "AdamW beta2")->group(g);
+  app.add_option("--eps", f.run.train.eps, "AdamW epsilon")->group(g);
   app.add_option("--weight-decay", f.run.train.weight_decay, "AdamW weight decay (matrices)")
       ->group(g);
   app.add_option("--grad-clip", f.run.train.grad_clip, "Gradient norm clip (0 = off)")->group(g);
@@ -355,6 +366,15 @@ static int Main(int argc, char** argv) {
     return refuse_data_flag("--val-path",
                             "only --data bin and llmc read a validation file (text "
                             "holds out val_fraction of its files)");
+  if ((f.data == "text" || f.data == "bin" || f.data == "llmc") && f.data_paths.empty())
+    return refuse_data_flag("--data-path", f.data == "text" ? "--data text needs its files"
+                                           : f.data == "bin"
+                                               ? "--data bin needs its train.bin"
+                                               : "--data llmc needs its train shards");
+  if ((f.data == "bin" || f.data == "llmc") && f.val_paths.empty())
+    return refuse_data_flag("--val-path", f.data == "bin" ? "--data bin needs its val.bin"
+                                                          : "--data llmc needs its validation "
+                                                            "shards");
   if (f.data == "bin" && (f.data_paths.size() > 1 || f.val_paths.size() > 1))
     return refuse_data_flag(f.data_paths.size() > 1 ? "--data-path" : "--val-path",
                             "--data bin reads one train.bin and one val.bin (several shards: "

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <vector>
 
 namespace isoflop::trainer {
 
@@ -389,12 +390,42 @@ Status RunConfig::Validate() const {
 
 Result<RunConfig> ParseRunConfig(const std::string& json_text) {
   json j;
+  // nlohmann keeps the last of two equal keys: a hand-edited run.json that gives train.lr twice
+  // would train at whichever came last. The first repeated key is named as a field.
+  std::string duplicate;
+  std::vector<std::set<std::string>> keys;  // of each open object
+  std::vector<std::string> where;           // the key each open object is the value of
+  std::string pending;                      // the last key read
+  const json::parser_callback_t watch = [&](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        where.push_back(keys.empty() ? std::string() : pending);
+        keys.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        if (!keys.empty()) keys.pop_back(), where.pop_back();
+        break;
+      case json::parse_event_t::key:
+        pending = parsed.is_string() ? parsed.get<std::string>() : std::string();
+        if (!keys.empty() && !keys.back().insert(pending).second && duplicate.empty()) {
+          for (const std::string& w : where)
+            if (!w.empty()) duplicate += w + ".";
+          duplicate += pending;
+        }
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
   try {
-    j = json::parse(json_text, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+    j = json::parse(json_text, watch, /*allow_exceptions=*/true, /*ignore_comments=*/true);
   } catch (const json::exception& e) {
     // parse_error, and out_of_range for numbers such as 1e400 that no double holds.
     return Status::InvalidArgument(std::string("not valid JSON: ") + e.what());
   }
+  if (!duplicate.empty())
+    return Status::InvalidArgument("field '" + duplicate + "': given twice; keep one of them");
   if (!j.is_object()) return Status::InvalidArgument("expected a JSON object at the top level");
   RunConfig c;
   ObjectReader r(j, "");

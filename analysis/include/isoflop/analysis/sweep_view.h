@@ -73,10 +73,12 @@ Result<RunSeries> LoadRunSeries(store::Store& db, int64_t run_id, int max_points
 // InvalidArgument for c not a positive finite number; NotFound when the source has no
 // parametric fit; the query's errors otherwise.
 struct OptimalView {
-  // ToJson: AnswerJson (sweep_report.h) with c = the budget asked for, fit_id and form.
+  // ToJson: AnswerJson (sweep_report.h) with c = the budget asked for, fit_id and form, and
+  // "warning" when there is one.
   int64_t fit_id = 0;
   std::string form;
   fit::Answer answer;
+  std::string warning;  // fit::FarComputeWarning: the optimum far outside the fitted compute
   nlohmann::json ToJson() const;
 };
 Result<OptimalView> OptimalAt(store::Store& db, const std::string& source_kind,

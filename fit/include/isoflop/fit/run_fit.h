@@ -59,7 +59,17 @@ struct RecordLaw {
   ScalingLaw law;
   std::vector<std::vector<double>> draws;
   double ci_level = 0.95;
+  // The compute C = flops(N, D) (the law's convention) of the fit's smallest and largest
+  // observation, from result "observed"; 0 when not recorded (a given law, fits stored before).
+  double observed_c_lo = 0, observed_c_hi = 0;
 };
+// How far outside the fitted compute an optimum at compute `c` lies, for people: "the optimum's
+// C = 1e+26 is 7.72e+03x above the largest C of the fit's observations (1.3e+22): that far out,
+// nothing has checked the law" when more than kFarCompute times above the largest or below the
+// smallest observed C; "" inside that, or when the law records no range.
+constexpr double kFarCompute = 1000;
+std::string FarComputeWarning(const RecordLaw& law, double c);
+
 // FailedPrecondition when the record is not a parametric fit; InvalidArgument when a parameter
 // or the FLOPs convention cannot be read.
 Result<RecordLaw> LawFromRecord(const FitRecord& record);
