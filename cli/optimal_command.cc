@@ -24,6 +24,7 @@ struct OptimalArgs {
   double granularity = 0;  // moe form: the G to answer at; 0 = 1 (said so)
   int64_t fit_id = 0;
   bool fit_given = false;  // --fit was on the command line
+  bool params_given = false, loss_given = false;  // likewise --params, --loss (0 = not asked)
 };
 
 // Most budgets one command answers: a table for people or a curve for a program; one more
@@ -149,8 +150,15 @@ Status ValidateArgs(const OptimalArgs& args) {
   };
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.inference_tokens, "--inference-tokens",
                                        "a number of tokens >= 0 (0 = no inference)"));
-  ISOFLOP_RETURN_IF_ERROR(non_negative(args.params, "--params", "a number of parameters > 0"));
-  ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss, "--loss", "a loss > 0"));
+  // 0 stands for "not asked" in the struct; on the command line it is a question with no answer.
+  auto positive = [&](double v, bool given, const char* flag, const char* what) -> Status {
+    if (given && v == 0)
+      return Status::InvalidArgument(std::string(flag) + ": expected " + what + ", got 0");
+    return non_negative(v, flag, what);
+  };
+  ISOFLOP_RETURN_IF_ERROR(
+      positive(args.params, args.params_given, "--params", "a number of parameters > 0"));
+  ISOFLOP_RETURN_IF_ERROR(positive(args.loss, args.loss_given, "--loss", "a loss > 0"));
   ISOFLOP_RETURN_IF_ERROR(non_negative(args.loss_floor, "--loss-floor", "a loss >= 0 (0 = none)"));
   ISOFLOP_RETURN_IF_ERROR(
       non_negative(args.granularity, "--granularity", "a granularity G > 0 (moe form)"));
@@ -306,8 +314,10 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
       "optimal", "Compute-optimal N and D (with bootstrap intervals) from a stored fit");
   cmd->add_option("--compute", args->compute, "Budget(s) in FLOPs, comma-separated: 1e21,1e22");
   cmd->add_option("--compute-range", args->compute_range, "LO:HI:COUNT log-spaced budgets");
-  cmd->add_option("--params", args->params, "Best D (and budget) for a model of N parameters");
-  cmd->add_option("--loss", args->loss, "Least compute (and N, D) reaching this loss");
+  auto* params_opt =
+      cmd->add_option("--params", args->params, "Best D (and budget) for a model of N parameters");
+  auto* loss_opt =
+      cmd->add_option("--loss", args->loss, "Least compute (and N, D) reaching this loss");
   cmd->add_option("--granularity", args->granularity,
                   "moe form: answer at this MoE granularity G (default 1)");
   cmd->add_option("--inference-tokens", args->inference_tokens,
@@ -328,8 +338,10 @@ void AddOptimalCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--format", args->format, "table | csv | json")
       ->check(OneOf({"table", "csv", "json"}))
       ->capture_default_str();
-  cmd->callback([&ctx, args, fit_opt] {
+  cmd->callback([&ctx, args, fit_opt, params_opt, loss_opt] {
     args->fit_given = fit_opt->count() > 0;
+    args->params_given = params_opt->count() > 0;
+    args->loss_given = loss_opt->count() > 0;
     Result<std::vector<fit::Query>> queries = Queries(*args);
     if (FlagsOk(ctx, queries.status())) ctx.status = RunOptimal(ctx, *args, *queries);
   });

@@ -362,6 +362,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
                  ">= 100x); the fit with E held at the entropy is the one to extrapolate\n";
   }
   for (const std::string& w : IntervalWarnings(rec)) std::cout << "  " << w << "\n";
+  for (const std::string& w : PowerLawWarnings(rec)) std::cout << "  warning: " << w << "\n";
   if (const std::string x = ExtrapolationSummary(rec); !x.empty()) std::cout << "  " << x << "\n";
   for (const analysis::FitOutcome& o : report.others) {
     if (!o.fit) {
@@ -428,6 +429,7 @@ Status FitAndReport(store::Store& db, const sweep::SweepConfig& cfg, const sweep
       if (a.fixed_entropy)
         std::cout << "    (E held at the entropy: " << brief(*a.fixed_entropy) << ")\n";
     }
+    if (!a.far.empty()) std::cout << "    warning: " << a.far << "\n";
     // No model reaches a loss below the data's entropy.
     if (data.entropy && a.answer->point.loss < *data.entropy)
       std::cout << "    warning: the free fit predicts loss " << Fmt("%.4f", a.answer->point.loss)

@@ -273,7 +273,10 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
     if (!r.ok()) {
       o.error = r.status().message();
     } else {
-      const json opts = {{"from", req.options.value("from", "sweep run")}};
+      // How it was run, as `isoflop fit` records it (the bootstrap behind its intervals).
+      const json opts = {{"from", req.options.value("from", "sweep run")},
+                         {"bootstrap", fc.bootstrap.resamples},
+                         {"seed", fc.bootstrap.seed}};
       Result<int64_t> id = StoreFit(db, source, *r, opts);
       if (!id.ok()) {
         o.error = "not stored: " + id.status().message();
@@ -291,6 +294,7 @@ Result<SweepReport> FitSweep(store::Store& db, const SweepFitRequest& req) {
         fit::AnswerQuery(law.law, {fit::Query::Kind::kCompute, c}, law.draws, law.ci_level);
     if (ans.ok()) {
       a.answer = *ans;
+      a.far = fit::FarComputeWarning(law, ans->point.c);
     } else {
       a.error = ans.status().message();
     }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <initializer_list>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -155,10 +156,16 @@ Status AddJsonRow(const nlohmann::json& obj, const std::string& where, RawTable*
                                    std::string(obj.type_name()));
   RawTable::Row row;
   row.where = where;
+  std::map<size_t, std::string> given;  // column -> the key that filled it, in this object
   for (const auto& [key, value] : obj.items()) {
     size_t col = 0;
     while (col < t->header.size() && Lower(t->header[col]) != Lower(key)) ++col;
     if (col == t->header.size()) t->header.push_back(key);
+    // Columns are matched without case, as CSV headers are: "loss" and "Loss" are one column,
+    // and the second must not silently replace the first.
+    if (auto [it, fresh] = given.emplace(col, key); !fresh)
+      return Status::InvalidArgument(where + ": keys '" + it->second + "' and '" + key +
+                                     "' name the same column (case is ignored); keep one");
     if (row.fields.size() < t->header.size()) row.fields.resize(t->header.size());
     row.fields[col] = value.is_string() ? value.get<std::string>()
                       : value.is_null() ? std::string()

@@ -132,7 +132,10 @@ class Parser {
 
   Result<bool> Bool(const YAML::Node& n, const std::string& path) const {
     if (n.IsScalar()) {
-      const std::string s = n.Scalar();
+      // YAML 1.1's spellings, any case (True, TRUE, Yes, OFF...), as PyYAML reads them.
+      std::string s = n.Scalar();
+      std::transform(s.begin(), s.end(), s.begin(),
+                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
       if (s == "true" || s == "yes" || s == "on") return true;
       if (s == "false" || s == "no" || s == "off") return false;
     }

@@ -79,6 +79,14 @@ TEST_F(InputErrorsTest, OptimalOptionsAreCheckedAndBounded) {
        2,
        "isoflop: error: --inference-tokens: expected a number of tokens >= 0 (0 = no "
        "inference), got -1\n"},
+      {"zero params",  // 0 was taken for "not asked": "give --compute, ..."
+       {"optimal", "--params", "0", "--given", kLaw},
+       2,
+       "isoflop: error: --params: expected a number of parameters > 0, got 0\n"},
+      {"zero loss",
+       {"optimal", "--loss", "0", "--given", kLaw},
+       2,
+       "isoflop: error: --loss: expected a loss > 0, got 0\n"},
       {"negative fit id",
        {"optimal", "--compute", "1e21", "--fit", "-1"},
        2,

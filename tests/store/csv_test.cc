@@ -311,6 +311,10 @@ TEST(ObservationsCsv, JsonArrayAndJsonLinesReadLikeCsv) {
   auto p5 = WriteTemp("bad5.json", "[{\"n\": 1");
   EXPECT_NE(ReadObservations(p5).status().message().find(p5 + ": not valid JSON"),
             std::string::npos);
+  // Keys are columns without case: a second spelling of one must not replace the first.
+  auto p6 = WriteTemp("bad6.jsonl", "{\"n\": 1e7, \"d\": 1e9, \"Loss\": 3.1, \"loss\": 2.9}\n");
+  EXPECT_EQ(ReadObservations(p6).status().message(),
+            p6 + ":1: keys 'Loss' and 'loss' name the same column (case is ignored); keep one");
 }
 
 }  // namespace

@@ -215,6 +215,17 @@ TEST(SweepConfigTest, BoundsAcceptTheirLimits) {
   EXPECT_EQ(limits->train["grad_clip"], 0.0);
   // The same key in two different mappings is not a duplicate.
   EXPECT_TRUE(Parse(base + "executor: {max_retries: 2}\nfit: {bootstrap: 2}\n").ok());
+  // YAML 1.1's booleans in any case, as PyYAML writes and reads them.
+  for (const char* yes : {"True", "TRUE", "Yes", "ON", "false", "No", "Off"}) {
+    Result<SweepConfig> b =
+        with("  pos: alibi", std::string("  pos: alibi\n  tie_embeddings: ") + yes);
+    EXPECT_TRUE(b.ok()) << yes << ": " << b.status().message();
+  }
+  Result<SweepConfig> maybe = with("  pos: alibi", "  pos: alibi\n  tie_embeddings: maybe");
+  ASSERT_FALSE(maybe.ok());
+  EXPECT_NE(maybe.status().message().find("model.tie_embeddings: expected true or false, got"),
+            std::string::npos)
+      << maybe.status().message();
 }
 
 TEST(SweepConfigTest, DuplicateKeysInASetValueAreNamed) {

@@ -165,6 +165,12 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
       EXPECT_GE(e, entropy);
       EXPECT_NE(r.out.find("    (E held at the entropy: N = "), std::string::npos) << r.out;
     }
+    // The envelope fit beside it records its bootstrap as `isoflop fit` does (tiny.yaml: none).
+    auto iso = (*s)->LatestFit("sweep", "tiny", "envelope");
+    ASSERT_TRUE(iso.ok() && iso->has_value());
+    const auto iso_options = nlohmann::json::parse((*iso)->options_json);
+    EXPECT_EQ(iso_options.value("from", ""), "sweep run") << iso_options.dump();
+    EXPECT_EQ(iso_options.value("bootstrap", -1), 0) << iso_options.dump();
   }
   // Re-running launches nothing, fits again and (plotting on this time) draws the figures.
   auto again = testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "run", kTiny}, {}, dir);
@@ -253,6 +259,12 @@ print(json.dumps({"points": [{"c": p[0], "n": p[1], "loss": p[2]} for p in pts],
     EXPECT_TRUE(j["result"]["derived"].contains("N_opt@8e+09")) << j["result"]["derived"].dump();
     EXPECT_FALSE(j["result"]["derived"].contains("N_opt@1e+21"));
   }
+  // A report budget far beyond the runs' compute (about 2e9 FLOPs) is answered with a warning.
+  auto far = testing::RunCommand(SweepRun(db, kTiny, {"--set", "report.budgets=[1e13]"}), {}, dir);
+  ASSERT_EQ(far.exit_code, 0) << far.out << far.err;
+  EXPECT_NE(far.out.find("    warning: the optimum's C = 1e+13 is "), std::string::npos) << far.out;
+  EXPECT_NE(far.out.find("x above the largest C of the fit's observations ("), std::string::npos)
+      << far.out;
   // A changed file keeps matching cells and shows the difference.
   auto changed =
       testing::RunCommand(SweepRun(db, kTiny, {"--set", "budgets=[1e9]", "--no-fit"}), {}, dir);

@@ -37,6 +37,7 @@ struct BudgetAnswer {
   double c = 0;
   std::optional<fit::Answer> answer;
   std::string error;
+  std::string far;  // fit::FarComputeWarning: C far outside the runs' compute ("" = none)
   std::optional<fit::Answer> fixed_entropy;
   // Expert-count laws of MoE runs only: what the MoE at this budget is worth in dense
   // parameters and compute, against the dense runs' law (absent without dense runs).
