@@ -822,9 +822,17 @@ TEST_F(SlurmAccountingE2ETest, JobsTheControllerForgotAreJudgedBySacct) {
   WaitFor([&] { return queued().empty(); }, 180);
   ASSERT_EQ(queued(), "") << "the controller still lists the tasks";
   const std::string array = job.substr(0, job.find('_'));
-  auto sacct = RunCommand(
-      {"/usr/bin/sacct", "--noheader", "-X", "--parsable2", "-o", "JobID,State", "-j", array});
-  EXPECT_NE(sacct.out.find(job + "|CANCELLED"), std::string::npos) << sacct.out;
+  // slurmdbd records a task's end a moment after the controller drops it (asynchronously: a
+  // task cancelled half a second after it started was missing from sacct once, 2026-12-07),
+  // and the manager waits for that verdict as well; so does this check, polling (no sleep).
+  const auto accounted = [&] {
+    return RunCommand({"/usr/bin/sacct", "--noheader", "-X", "--parsable2", "-o", "JobID,State",
+                       "-j", array})
+        .out;
+  };
+  WaitFor([&] { return accounted().find(job + "|CANCELLED") != std::string::npos; }, 60);
+  const std::string sacct = accounted();
+  EXPECT_NE(sacct.find(job + "|CANCELLED"), std::string::npos) << sacct;
   auto sync = RunCommand(
       Isoflop(dir + "/s.db", {"sweep", "sync", "tiny", "--watch", "--no-fit", "--no-plot"}), {},
       dir);
