@@ -333,7 +333,7 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           missing.insert(path);
         } else if (!std::filesystem::is_regular_file(st)) {
           // The trainer maps its data files: a FIFO would block every run, a folder fail it.
-          return Status::InvalidArgument("data." + std::string(k) + ": " + path +
+          return Status::InvalidArgument(FieldWhere(c, "data." + std::string(k)) + ": " + path +
                                          ": not a regular file (data files are mapped whole)");
         }
       }

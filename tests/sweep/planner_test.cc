@@ -283,8 +283,13 @@ TEST(PlannerTest, DataFilesMustBeRegularFiles) {
   Result<Plan> p = PlanSweep(*c, PlanEnvironment{});
   ASSERT_FALSE(p.ok());
   const std::string here = (std::filesystem::path(dir) / "here").lexically_normal().string();
-  EXPECT_EQ(p.status().message(),
-            "data.train: " + here + ": not a regular file (data files are mapped whole)");
+  // Named where the sweep file gives it: "data: {source: bin, train: here, ..." is line 2.
+  const std::string tail =
+      ": data.train: " + here + ": not a regular file (data files are mapped whole)";
+  const std::string msg = p.status().message();
+  EXPECT_EQ(msg.rfind("p.yaml:2:", 0), 0u) << msg;
+  ASSERT_GE(msg.size(), tail.size()) << msg;
+  EXPECT_EQ(msg.substr(msg.size() - tail.size()), tail) << msg;
   std::filesystem::remove_all(dir + "/here");
   std::ofstream(dir + "/here") << "tokens";
   Plan ok = MustPlan(text, dir);
