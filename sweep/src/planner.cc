@@ -55,12 +55,9 @@ std::vector<size_t> SelectSizes(const SweepConfig& c, double budget, std::string
             " sizes: every size trains";
   } else {
     // N* beyond an end of the ladder: no size on that side of it trains, so the minimum the
-    // isoFLOP fit looks for may lie beyond the ladder.
-    double lo = HUGE_VAL, hi = 0;
-    for (const auto& s : ladder) {
-      lo = std::min(lo, double(accounting::ActiveParams(s)));
-      hi = std::max(hi, double(accounting::ActiveParams(s)));
-    }
+    // isoFLOP fit looks for may lie beyond the ladder (ParseSweepConfig sorts it by N_active).
+    const double lo = double(accounting::ActiveParams(ladder.front()));
+    const double hi = double(accounting::ActiveParams(ladder.back()));
     if (guess < lo || guess > hi) {
       const bool low = guess < lo;
       *note = "N* = sqrt(C / 6g) = " + Fmt("%.3g", guess) + " is " +
