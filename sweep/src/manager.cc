@@ -409,7 +409,15 @@ class SweepSession {
         RunJson(cell, cfg_.name + "/" + cell.key, train["threads"].get<int>(), train["device"]);
     if (!want.ok() || nlohmann::json::parse(*want, nullptr, false) != have) return Status::Ok();
     r->status = "running";  // what the folder's verdict now settles
-    ISOFLOP_RETURN_IF_ERROR(Ingest(r).status());
+    ISOFLOP_ASSIGN_OR_RETURN(IngestProgress p, Ingest(r));
+    if ((*sf)->state == "finished" && (*sf)->step && p.step != *(*sf)->step) {
+      // A finished run's last line is its final step's: the file lost lines since.
+      display_.Event(
+          "warn   " + cell.key + "  its metrics.jsonl " +
+          (p.step == 0 ? std::string("has no line") : "ends at step " + std::to_string(p.step)) +
+          ", not at its final step " + std::to_string(*(*sf)->step) +
+          ": its curve is incomplete (its final loss is status.json's)");
+    }
     if (Result<RunInfo> ri = ReadRunInfo(r->run_dir); ri.ok()) {
       if (ri->data_entropy_nats) r->data_entropy = ri->data_entropy_nats;
       r->host = ri->host;

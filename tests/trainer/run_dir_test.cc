@@ -2,6 +2,7 @@
 #include "isoflop/trainer/run_dir.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -40,7 +41,34 @@ TEST_F(RunDirTest, TruncateMetricsKeepsLinesUpToStepAndDropsTornTail) {
   EXPECT_EQ(Slurp(p), "{\"step\": 10}\n{\"step\": 20}\n");
   ASSERT_TRUE(TruncateMetrics(p, 0).ok());
   EXPECT_EQ(Slurp(p), "");
-  EXPECT_TRUE(TruncateMetrics(dir_ + "/absent.jsonl", 5).ok());
+  auto absent = TruncateMetrics(dir_ + "/absent.jsonl", 5);
+  ASSERT_TRUE(absent.ok());
+  EXPECT_EQ(absent->last_step, 0);
+}
+
+// A damaged line before the cut goes, named; the good lines after it stay (a reader skips it
+// the same way), and so does a file with nothing to drop, untouched (the same inode).
+TEST_F(RunDirTest, TruncateMetricsDropsADamagedLineAndKeepsTheLinesAfterIt) {
+  const std::string p = dir_ + "/metrics.jsonl";
+  std::ofstream(p) << "{\"step\": 10}\n\x01garbage\n{\"step\": 20}\n{\"step\": 15}\n"
+                   << "{\"step\": 30}\n{\"step\": 40}\n";
+  auto kept = TruncateMetrics(p, 30);
+  ASSERT_TRUE(kept.ok()) << kept.status().message();
+  EXPECT_EQ(Slurp(p), "{\"step\": 10}\n{\"step\": 20}\n{\"step\": 30}\n");
+  EXPECT_EQ(kept->last_step, 30);
+  ASSERT_EQ(kept->dropped.size(), 2u);
+  EXPECT_EQ(kept->dropped[0].rfind("line 2 (byte 13): ", 0), 0u) << kept->dropped[0];
+  EXPECT_NE(kept->dropped[1].find("line 4 (byte 35): step 15"), std::string::npos)
+      << kept->dropped[1];
+
+  struct stat before {
+  }, after{};
+  ASSERT_EQ(::stat(p.c_str(), &before), 0);
+  auto again = TruncateMetrics(p, 30);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->dropped.empty());
+  ASSERT_EQ(::stat(p.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino) << "rewritten although nothing was dropped";
 }
 
 TEST_F(RunDirTest, CheckpointsCommitWithDoneAndKeepTwo) {

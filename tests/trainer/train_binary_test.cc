@@ -676,6 +676,53 @@ TEST_F(BinaryTest, ADamagedCheckpointResumesFromTheOneBefore) {
   EXPECT_EQ(Slurp(dir + "/metrics.jsonl"), "");
 }
 
+// A metrics.jsonl damaged after the lines were written: on resume a line that is not a
+// metrics object is dropped, named, and the good lines after it are kept (they used to go with
+// it, up to the checkpoint); a file that lost the lines before the checkpoint is said to have a
+// gap. Neither stops the run.
+TEST_F(BinaryTest, ResumeDropsADamagedMetricsLineAndNamesLostOnes) {
+  const std::string ref = MakeRun("ref", TinyRun());
+  ASSERT_EQ(RunDir(ref), 0) << Slurp(ref + "/stderr.log");
+  const std::vector<json> ref_lines = MetricsLines(ref);
+  ASSERT_GE(ref_lines.size(), 3u);
+
+  const std::string dir = MakeRun("garbage", TinyRun());
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  std::string text = Slurp(dir + "/metrics.jsonl");
+  const size_t first_end = text.find('\n') + 1;
+  text.insert(first_end, "{\"step\": \"x\"}\n");
+  std::ofstream(dir + "/metrics.jsonl", std::ios::trunc) << text;
+  fs::remove(dir + "/status.json");
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  std::string log = Slurp(dir + "/stderr.log");
+  EXPECT_NE(log.find(dir + "/metrics.jsonl: line 2 (byte " + std::to_string(first_end) +
+                     "): expected a JSON object with an integer \"step\"; line dropped\n"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("the lines it lacks are lost"), std::string::npos) << log;
+  const std::vector<json> lines = MetricsLines(dir);
+  ASSERT_EQ(lines.size(), ref_lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["step"], ref_lines[i]["step"]) << "line " << i;
+    EXPECT_EQ(lines[i]["train_loss"], ref_lines[i]["train_loss"]) << "line " << i;
+  }
+
+  fs::remove(dir + "/metrics.jsonl");
+  fs::remove(dir + "/status.json");
+  ASSERT_EQ(RunDir(dir), 0) << Slurp(dir + "/stderr.log");
+  log = Slurp(dir + "/stderr.log");
+  const int64_t ckpt = ListCheckpoints(dir + "/ckpt").back().step;
+  EXPECT_NE(log.find(dir + "/metrics.jsonl has no line, but the run had logged up to step "),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find(" when it wrote its checkpoint at step " + std::to_string(ckpt) +
+                     ": the lines it lacks are lost"),
+            std::string::npos)
+      << log;
+  EXPECT_LT(MetricsLines(dir).size(), ref_lines.size());
+  EXPECT_EQ(Status(dir)["state"], "finished");
+}
+
 // SIGKILL mid-run, then resume: the final validation loss is the uninterrupted run's (1e-6
 // relative). The selection bias is part of that state: the same run without it ends elsewhere,
 // so a resume that lost the bias could not match. Every metrics line carries the router

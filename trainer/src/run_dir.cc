@@ -10,8 +10,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "isoflop/trainer/run_protocol.h"
 
 namespace isoflop::trainer {
 
@@ -49,26 +50,42 @@ Status MetricsLog::Sync() {
   return Status::Ok();
 }
 
-Status TruncateMetrics(const std::string& path, int64_t max_step) {
+Result<MetricsKept> TruncateMetrics(const std::string& path, int64_t max_step) {
+  MetricsKept kept;
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::Ok();
+  if (!in) return kept;
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
-  size_t keep = 0, pos = 0;
+  std::string out;
+  size_t pos = 0;
+  int64_t line_no = 0;
   while (pos < text.size()) {
     const size_t nl = text.find('\n', pos);
     if (nl == std::string::npos) break;  // torn last line
-    const auto j = nlohmann::json::parse(text.substr(pos, nl - pos), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
-        !j["step"].is_number_integer() || j["step"].get<int64_t>() > max_step) {
-      break;
-    }
+    const std::string line = text.substr(pos, nl - pos);
+    const std::string where =
+        "line " + std::to_string(++line_no) + " (byte " + std::to_string(pos) + ")";
     pos = nl + 1;
-    keep = pos;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    Result<MetricsLine> m = MetricsLine::Parse(line);
+    if (!m.ok()) {
+      kept.dropped.push_back(where + ": " + m.status().message());
+      continue;
+    }
+    if (m->step > max_step) break;
+    if (m->step <= kept.last_step) {
+      kept.dropped.push_back(where + ": step " + std::to_string(m->step) +
+                             " does not follow the step before it, " +
+                             std::to_string(kept.last_step));
+      continue;
+    }
+    kept.last_step = m->step;
+    out += line;
+    out += '\n';
   }
-  if (keep == text.size()) return Status::Ok();
-  return WriteFileAtomic(path, text.substr(0, keep));
+  if (out.size() != text.size()) ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic(path, out));
+  return kept;
 }
 
 std::vector<CheckpointDir> ListCheckpoints(const std::string& ckpt_dir) {

@@ -386,8 +386,26 @@ Status Trainer::Resume() {
   }
   if (!lead()) return Status::Ok();  // only rank 0 writes the run directory
   // Lines past the checkpoint will be written again (same values on CPU).
-  ISOFLOP_RETURN_IF_ERROR(TruncateMetrics(dir_ + "/metrics.jsonl", progress_.step));
-  return metrics_.Open(dir_ + "/metrics.jsonl");
+  const std::string path = dir_ + "/metrics.jsonl";
+  ISOFLOP_ASSIGN_OR_RETURN(MetricsKept kept, TruncateMetrics(path, progress_.step));
+  for (const std::string& d : kept.dropped)
+    std::fprintf(stderr, "isoflop-train: %s: %s; line dropped\n", path.c_str(), d.c_str());
+  // The last line logged at or before the checkpoint's step (every log and eval interval logs;
+  // metrics are synced before a checkpoint is written, so a crash cannot lose one).
+  const int64_t s = progress_.step, li = train_.log_interval_steps, ei = train_.eval_interval_steps;
+  const int64_t logged = std::max(s / li * li, s / ei * ei);
+  if (kept.last_step < logged) {
+    const std::string have =
+        kept.last_step == 0 ? "has no line" : "ends at step " + std::to_string(kept.last_step);
+    std::fprintf(stderr,
+                 "isoflop-train: %s %s, but the run had logged up to step %lld when it wrote its "
+                 "checkpoint at step %lld: the lines it lacks are lost (removed or damaged "
+                 "since), and its curve has a gap; remove %s/ckpt to train it again from the "
+                 "start\n",
+                 path.c_str(), have.c_str(), static_cast<long long>(logged),
+                 static_cast<long long>(s), dir_.c_str());
+  }
+  return metrics_.Open(path);
 }
 
 Status Trainer::WriteInfo() const {

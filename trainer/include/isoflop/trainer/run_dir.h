@@ -40,9 +40,19 @@ class MetricsLog {
   std::string path_;
 };
 
-// Keeps the lines of a metrics log whose "step" <= max_step, up to the first line that is torn,
-// unparseable or past max_step (the resume rule of the protocol). A missing file is fine.
-Status TruncateMetrics(const std::string& path, int64_t max_step);
+// What TruncateMetrics kept of a metrics log, and the complete lines it left out before the cut.
+struct MetricsKept {
+  int64_t last_step = 0;  // the step of the last line kept; 0 when none
+  // "line L (byte B): why" for each complete line before the cut that is not a metrics object
+  // (a disk fault, another writer) or does not follow the step before it: dropped, and the good
+  // lines after it kept, as a reader of the file skips them.
+  std::vector<std::string> dropped;
+};
+
+// Keeps the lines of a metrics log whose "step" <= max_step, in order, up to the first that is
+// past max_step or torn (the resume rule of the protocol); the file is rewritten (a new inode)
+// only when something goes. A missing file is fine (nothing kept).
+Result<MetricsKept> TruncateMetrics(const std::string& path, int64_t max_step);
 
 // A complete checkpoint: ckpt/step-<8 digits>/ with a DONE file.
 struct CheckpointDir {
