@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "command.h"
+#include "isoflop/common/help.h"
 #include "isoflop/common/version.h"
 #include "registry.h"
 
@@ -51,6 +52,7 @@ int Run(int argc, char** argv) {
       "fits L(N,D) = E + A/N^alpha + B/D^beta and says how big a model to train on how much\n"
       "data for a compute budget.",
       "isoflop"};
+  isoflop::UseHelpFormatter(app);
   app.set_version_flag("--version", std::string("isoflop ") + ISOFLOP_VERSION);
   app.require_subcommand(1);
   app.fallthrough();

@@ -2,9 +2,12 @@
 // export it back, db info, listing formats, and one-line errors with the right exit codes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "e2e_util.h"
 
@@ -160,6 +163,59 @@ TEST_F(CliTest, UsageErrorsExitWithTwoAndHelpWithZero) {
   auto version = RunCommand({Binary("isoflop"), "--version"});
   EXPECT_EQ(version.exit_code, 0);
   EXPECT_EQ(version.out.rfind("isoflop ", 0), 0u) << version.out;
+}
+
+// The names a help text lists under "Subcommands:".
+std::vector<std::string> SubcommandsOf(const std::string& help) {
+  std::vector<std::string> names;
+  std::istringstream in(help.substr(std::min(help.size(), help.find("\nSubcommands:\n"))));
+  std::string line;
+  std::getline(in, line);
+  std::getline(in, line);
+  while (std::getline(in, line) && line.rfind("  ", 0) == 0) {
+    if (line[2] != ' ') names.push_back(line.substr(2, line.find(' ', 2) - 2));
+  }
+  return names;
+}
+
+// Every command's help fits 100 columns (a line runs over only where one word is longer than
+// its column), says which options need or exclude which in words after the description, and
+// shows types without their validators' text.
+TEST_F(CliTest, EveryHelpFitsAHundredColumns) {
+  std::vector<std::vector<std::string>> commands = {{}};
+  const std::string top = RunCommand({Binary("isoflop"), "--help"}).out;
+  for (const std::string& c : SubcommandsOf(top)) {
+    commands.push_back({c});
+    const std::string sub = RunCommand({Binary("isoflop"), c, "--help"}).out;
+    for (const std::string& cc : SubcommandsOf(sub)) commands.push_back({c, cc});
+  }
+  ASSERT_GE(commands.size(), 20u) << top;
+  for (const auto& command : commands) {
+    std::vector<std::string> args = {Binary("isoflop")};
+    args.insert(args.end(), command.begin(), command.end());
+    args.push_back("--help");
+    auto help = RunCommand(args);
+    std::string what;
+    for (const auto& a : args) what += a + " ";
+    ASSERT_EQ(help.exit_code, 0) << what << help.err;
+    std::istringstream in(help.out);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.size() > 100) {
+        const size_t last_space = line.find_last_of(' ');
+        EXPECT_TRUE(last_space != std::string::npos && line.find_first_not_of(' ') >= last_space)
+            << what << "\n"
+            << line;
+      }
+      EXPECT_EQ(line.find("Needs:"), std::string::npos) << what << "\n" << line;
+      EXPECT_EQ(line.find("Excludes:"), std::string::npos) << what << "\n" << line;
+      EXPECT_EQ(line.find(":NONNEGATIVE"), std::string::npos) << what << "\n" << line;
+    }
+  }
+  const std::string fit = RunCommand({Binary("isoflop"), "fit", "--help"}).out;
+  EXPECT_NE(fit.find("  --n-column TEXT             Column holding N (parameters) (with --csv)\n"),
+            std::string::npos)
+      << fit;
 }
 
 TEST_F(CliTest, EnvironmentSelectsTheStore) {

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "isoflop/common/files.h"
+#include "isoflop/common/help.h"
 #include "isoflop/common/process.h"
 #include "isoflop/common/subprocess.h"
 #include "isoflop/trainer/run_config.h"
@@ -245,6 +246,7 @@ static int Main(int argc, char** argv) {
       "isoflop-train: one LibTorch training run over a run directory (docs/run-protocol.md).\n"
       "Exit codes: 0 finished, 1 failed, 2 bad config, 3 diverged, 4 busy (another worker owns\n"
       "the run directory), 5 out of memory, 128+signal preempted."};
+  isoflop::UseHelpFormatter(app);
   std::string run_dir, out_dir;
   bool quiet = false;
   StandaloneFlags f;
