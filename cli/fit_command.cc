@@ -545,6 +545,7 @@ void AddFitCommand(CLI::App& app, Context& ctx) {
   cmd->add_option("--observations", args->observations, "Fit this imported observation set");
   CLI::Option* csv = cmd->add_option(
       "--csv", args->csv, "Fit the observations in this CSV or JSON file (N, D or C, loss)");
+  csv->type_name("FILE");
   AddCsvColumnOptions(cmd, &args->csv_columns, csv);
   cmd->add_option("--method", args->method,
                   "parametric | isoflop | envelope | all (all: with --format json, one object "

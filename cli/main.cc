@@ -58,7 +58,8 @@ int Run(int argc, char** argv) {
   app.fallthrough();
   const char* env_db = std::getenv("ISOFLOP_DB");
   ctx.db_path = env_db && *env_db ? env_db : "isoflop.db";
-  app.add_option("--db", ctx.db_path, "SQLite store file (default ./isoflop.db, or $ISOFLOP_DB)");
+  app.add_option("--db", ctx.db_path, "SQLite store file (default ./isoflop.db, or $ISOFLOP_DB)")
+      ->type_name("FILE");
 
   auto& commands = isoflop::cli::Registry();
   std::stable_sort(commands.begin(), commands.end(), [](const auto& a, const auto& b) {

@@ -376,7 +376,8 @@ void AddPlotCommand(CLI::App& app, Context& ctx) {
                   "Plot this imported observation set instead")
       ->excludes(sweep);
   cmd->add_option("--out", args->options.out_dir,
-                  "Folder for the figures and report.html (default ./plots/<name>)");
+                  "Folder for the figures and report.html (default ./plots/<name>)")
+      ->type_name("DIR");
   cmd->add_option("--format", args->options.formats, "Figure formats: png, svg, pdf")
       ->delimiter(',')
       ->capture_default_str();

@@ -250,9 +250,11 @@ static int Main(int argc, char** argv) {
   std::string run_dir, out_dir;
   bool quiet = false;
   StandaloneFlags f;
-  auto* run_opt = app.add_option("--run-dir", run_dir, "Run directory holding run.json");
+  auto* run_opt =
+      app.add_option("--run-dir", run_dir, "Run directory holding run.json")->type_name("DIR");
   auto* out_opt =
       app.add_option("--out", out_dir, "Standalone: write DIR/run.json from flags, then run it")
+          ->type_name("DIR")
           ->excludes(run_opt);
   app.add_flag("--quiet", quiet, "No progress lines on stderr");
   int nproc = 1;
@@ -298,8 +300,11 @@ static int Main(int argc, char** argv) {
   for (CLI::Option* o : moe_opts) o->group(gm);
   app.add_option("--data", f.data, "synthetic | text | bin | llmc")->group(g);
   app.add_option("--data-path", f.data_paths, "text: files; bin: train.bin; llmc: train shards")
+      ->type_name("FILE")
       ->group(g);
-  app.add_option("--val-path", f.val_paths, "bin: val.bin; llmc: validation shards")->group(g);
+  app.add_option("--val-path", f.val_paths, "bin: val.bin; llmc: validation shards")
+      ->type_name("FILE")
+      ->group(g);
   app.add_option("--build-seed", f.run.data.build_seed, "synthetic: the language's seed")->group(g);
   app.add_option("--synthetic-language", f.language,
                  "synthetic: markov (order-2 mixture) | skills (Zipf-distributed skills whose "
