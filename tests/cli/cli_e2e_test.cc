@@ -180,7 +180,7 @@ std::vector<std::string> SubcommandsOf(const std::string& help) {
 
 // Every command's help fits 100 columns (a line runs over only where one word is longer than
 // its column), says which options need or exclude which in words after the description, and
-// shows types without their validators' text.
+// shows types without their validators' text; a positional is named in capitals (FILE).
 TEST_F(CliTest, EveryHelpFitsAHundredColumns) {
   std::vector<std::vector<std::string>> commands = {{}};
   const std::string top = RunCommand({Binary("isoflop"), "--help"}).out;
@@ -212,6 +212,10 @@ TEST_F(CliTest, EveryHelpFitsAHundredColumns) {
       EXPECT_EQ(line.find(":NONNEGATIVE"), std::string::npos) << what << "\n" << line;
     }
   }
+  const std::string plan = RunCommand({Binary("isoflop"), "sweep", "plan", "--help"}).out;
+  EXPECT_NE(plan.find("Usage: isoflop sweep plan [OPTIONS] FILE\n"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("\n  FILE REQUIRED               Sweep file (.yaml)\n"), std::string::npos)
+      << plan;
   const std::string fit = RunCommand({Binary("isoflop"), "fit", "--help"}).out;
   EXPECT_NE(fit.find("  --n-column TEXT             Column holding N (parameters) (with --csv)\n"),
             std::string::npos)

@@ -1,12 +1,14 @@
 // The --help layout of isoflop's programs: CLI11's, with each description word-wrapped to fit
 // 100 columns beside its option, an option's "needs"/"excludes" said at the end of its
 // description instead of inside the option column, and a validator's text (INT:NONNEGATIVE,
-// INT:INT in [1 - 1024]) left out of the type name (a value out of range is refused with it).
+// INT:INT in [1 - 1024]) left out of the type name (a value out of range is refused with it);
+// positionals named in capitals (FILE, NAME).
 // Header-only: the trainer builds without the CLI's library.
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -91,9 +93,23 @@ class HelpFormatter : public CLI::Formatter {
     return Row(sub->get_display_name(true), sub->get_description());
   }
 
+  // A positional is named in capitals (FILE, NAME), in its row and the usage line, and its name
+  // stands for its type.
+  std::string make_option_name(const CLI::Option* opt, bool is_positional) const override {
+    std::string name = CLI::Formatter::make_option_name(opt, is_positional);
+    if (is_positional)
+      for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return name;
+  }
+
   std::string make_option_opts(const CLI::Option* opt) const override {
     if (!opt->get_option_text().empty()) return " " + opt->get_option_text();
     std::string out;
+    if (opt->get_positional() && !opt->nonpositional()) {
+      if (opt->get_expected_max() == CLI::detail::expected_max_vector_size) out += " ...";
+      if (opt->get_required()) out += " REQUIRED";
+      return out;
+    }
     if (opt->get_type_size() != 0) {
       const std::string type = opt->get_type_name().substr(0, opt->get_type_name().find(':'));
       if (!type.empty()) out += " " + type;
