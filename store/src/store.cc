@@ -218,6 +218,16 @@ Store::~Store() {
   sqlite3_close(db_);
 }
 
+// SQLite's "database is locked" says nothing of what to do. The lock is another process's write
+// transaction, held past the busy timeout: a live writer holds it for milliseconds, so one held
+// this long belongs to a process that is stopped (Ctrl-Z, SIGSTOP, a debugger) or hung.
+static std::string LockedMessage(const std::string& path, int waited_ms) {
+  char waited[32];
+  std::snprintf(waited, sizeof(waited), "%g s", waited_ms / 1000.0);
+  return path + ": database is locked: another process has held its write lock for over " + waited +
+         " (a stopped or hung isoflop? `fuser " + path + "` names it); try again once it lets go";
+}
+
 Status Store::Error(const std::string& what) {
   int code = sqlite3_errcode(db_);
   std::string msg = path_ + ": " + what + ": " + sqlite3_errmsg(db_);
@@ -225,6 +235,7 @@ Status Store::Error(const std::string& what) {
     return Status::Corrupt(path_ + ": not a readable isoflop database (" + sqlite3_errmsg(db_) +
                            "); move it aside or pass another --db");
   }
+  if (code == SQLITE_BUSY) return Status::IoError(LockedMessage(path_, busy_timeout_ms_));
   return Status::IoError(msg);
 }
 
@@ -234,7 +245,9 @@ Status Store::Exec(const std::string& sql) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
     int code = sqlite3_errcode(db_);
-    if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) return Error("reading");
+    if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT || code == SQLITE_BUSY) {
+      return Error("reading");
+    }
     return Status::IoError(path_ + ": " + msg);
   }
   return Status::Ok();
@@ -319,6 +332,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const OpenOp
   }
   std::unique_ptr<Store> store(new Store(db, path));
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  store->busy_timeout_ms_ = options.busy_timeout_ms;
   sqlite3_extended_result_codes(db, 0);
   // The first read of the header tells a corrupt or foreign file apart.
   ISOFLOP_RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys = ON"));
@@ -350,7 +364,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const OpenOp
   }
   if (!read_only) {
     ISOFLOP_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode = WAL"));
-    ISOFLOP_RETURN_IF_ERROR(store->Migrate());
+    // Only an old schema takes the write lock (Migrate reads the version again under it, so two
+    // processes upgrading at once upgrade once): opening a current store never waits on a writer.
+    if (version < kSchemaVersion) ISOFLOP_RETURN_IF_ERROR(store->Migrate());
   } else if (version < kSchemaVersion) {
     return Status::FailedPrecondition(
         path + ": database schema version " + std::to_string(version) +

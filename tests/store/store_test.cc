@@ -4,6 +4,7 @@
 #include "isoflop/store/store.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -486,6 +487,55 @@ TEST_F(StoreTest, ReaderAndWriterInTwoProcesses) {
   }
   EXPECT_EQ(*reader->CountMetrics(run), kBatches * kBatch);
   EXPECT_GT(reads, 1);
+}
+
+// A write lock held past the busy timeout (its holder stopped: here a child sits in a write
+// transaction) does not keep the store from opening, and fails a write with an error that says
+// what holds it up and what to do, not SQLite's bare "database is locked"; once the holder is
+// gone the same write goes through.
+TEST_F(StoreTest, AWriteLockHeldTooLongIsNamedAsSuch) {
+  { OpenOrDie(path_); }
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(ready[0]);
+    auto r = Store::Open(path_);
+    if (!r.ok()) ::_exit(10);
+    auto db = std::move(r).value();
+    auto tx = db->Begin();
+    if (!tx.ok()) ::_exit(11);
+    if (::write(ready[1], "x", 1) != 1) ::_exit(12);
+    ::pause();
+    ::_exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{pid};
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  OpenOptions quick;
+  quick.busy_timeout_ms = 200;
+  auto db = OpenOrDie(path_, quick);
+  auto id = db->UpsertSweep({0, "s", "", "", "", "", "", ""});
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().message(),
+            path_ +
+                ": database is locked: another process has held its write lock for over 0.2 s "
+                "(a stopped or hung isoflop? `fuser " +
+                path_ + "` names it); try again once it lets go");
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  reap.pid = 0;
+  EXPECT_TRUE(db->UpsertSweep({0, "s", "", "", "", "", "", ""}).ok());
 }
 
 // A store in a folder nobody may write (a read-only mount: root ignores permission bits, so a

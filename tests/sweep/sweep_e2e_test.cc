@@ -56,6 +56,27 @@ char ProcState(pid_t pid) {
   return close == std::string::npos || close + 2 >= stat.size() ? 0 : stat[close + 2];
 }
 
+// Stops `pid` (SIGSTOP) at a moment it holds no write transaction on the store at `db`, and
+// says whether it managed to. A manager stopped inside one would make every other writer wait
+// out its busy timeout and fail ("database is locked"), which is not what the tests that stop a
+// manager are about; where the stop lands is checked, not hoped for: stopped, the lock is tried
+// without waiting, and a manager caught holding it is let go a moment and stopped again.
+bool StopOutsideAWriteTransaction(pid_t pid, const std::string& db) {
+  store::OpenOptions no_wait;
+  no_wait.busy_timeout_ms = 0;
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    if (kill(pid, SIGSTOP) != 0) return false;
+    if (!WaitFor([&] { return ProcState(pid) == 'T'; }, 10)) return false;
+    {
+      auto s = store::Store::Open(db, no_wait);
+      if (s.ok() && (*s)->Begin().ok()) return true;  // the transaction rolls back unused
+    }
+    kill(pid, SIGCONT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  return false;
+}
+
 // No process works in `runs_dir` any more: none has a folder of it on its command line. (Not
 // "every folder has a status.json": a worker stopped while it was still starting leaves without
 // touching its folder, by design.)
@@ -655,8 +676,9 @@ TEST(SweepE2ETest, CancelStopsAtACheckpointAndRetryFinishes) {
 }
 
 // `sweep cancel` asks a live manager to stop, and the manager dies before it sees the flag (held
-// with SIGSTOP from before the cancel until its SIGKILL). The cancel still stands: `sweep sync`
-// runs nothing, and `sweep retry` then finishes every cell with each step stored once.
+// with SIGSTOP, outside a write transaction, from before the cancel until its SIGKILL). The cancel
+// still stands: `sweep sync` runs nothing, and `sweep retry` then finishes every cell with each
+// step stored once.
 TEST(SweepE2ETest, CancelStandsWhenItsManagerDiesBeforeSeeingIt) {
   const std::string dir = TempDir("sweep_cancel_dies");
   const std::string db = dir + "/s.db";
@@ -664,7 +686,7 @@ TEST(SweepE2ETest, CancelStandsWhenItsManagerDiesBeforeSeeingIt) {
   pid_t manager = SpawnLogged(SweepRun(db, kTiny, {"--no-fit"}), dir, dir + "/log1");
   ASSERT_TRUE(WaitFor([&] { return !RunningWithCheckpoint(runs).empty(); }, 60))
       << Slurp(dir + "/log1");
-  ASSERT_EQ(kill(manager, SIGSTOP), 0);
+  ASSERT_TRUE(StopOutsideAWriteTransaction(manager, db));
   auto cancel =
       testing::RunCommand({Binary("isoflop"), "--db", db, "sweep", "cancel", "tiny"}, {}, dir);
   EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
@@ -792,7 +814,7 @@ TEST(SweepE2ETest, OneManagerPerSweepFromAnyDirectoryAndStaleLeaseTakeover) {
   std::string interrupted;
   ASSERT_TRUE(WaitFor([&] { return !(interrupted = RunningWithCheckpoint(runs)).empty(); }, 60))
       << Slurp(dir1 + "/log1");
-  kill(manager, SIGSTOP);
+  ASSERT_TRUE(StopOutsideAWriteTransaction(manager, db));
   auto second = testing::RunCommand(SweepRun(db, kTiny, {"--no-fit"}), {}, dir2);
   EXPECT_EQ(second.exit_code, 1) << second.out << second.err;
   EXPECT_NE(second.err.find("sweep 'tiny' is being run by another `isoflop sweep run` (pid " +

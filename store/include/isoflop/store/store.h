@@ -277,6 +277,7 @@ class Store {
   std::string path_;
   bool in_transaction_ = false;
   bool read_only_ = false;
+  int busy_timeout_ms_ = 0;  // how long a statement waited for the write lock before failing
   struct Cache;
   std::unique_ptr<Cache> cache_;
 };
