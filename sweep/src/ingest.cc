@@ -35,43 +35,33 @@ struct ClosedOnExit {
 Result<std::vector<store::MetricRow>> ParseMetricsLines(const std::string& text, int64_t* consumed,
                                                         std::vector<SkippedLine>* skipped) {
   std::vector<store::MetricRow> rows;
-  size_t pos = 0;
-  int line_no = 0;
-  *consumed = 0;
-  while (pos < text.size()) {
-    const size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) break;  // torn last line: not ours yet
-    ++line_no;
-    const std::string line = text.substr(pos, nl - pos);
-    pos = nl + 1;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
-      *consumed = static_cast<int64_t>(pos);
-      continue;
+  Status error;
+  *consumed = trainer::ForEachMetricsLine(text, [&](trainer::MetricsLineAt& line) {
+    if (!line.parsed.ok() && skipped != nullptr) {
+      skipped->push_back({line.offset, line.parsed.status().message()});
+      return true;
     }
-    Result<trainer::MetricsLine> m = trainer::MetricsLine::Parse(line);
-    if (!m.ok() && skipped != nullptr) {
-      skipped->push_back({static_cast<int64_t>(pos - line.size() - 1), m.status().message()});
-      *consumed = static_cast<int64_t>(pos);
-      continue;
+    if (!line.parsed.ok()) {
+      error = Status::Corrupt("metrics.jsonl line " + std::to_string(line.line_no) + ": " +
+                              line.parsed.status().message());
+      return false;
     }
-    if (!m.ok()) {
-      return Status::Corrupt("metrics.jsonl line " + std::to_string(line_no) + ": " +
-                             m.status().message());
-    }
+    trainer::MetricsLine& m = *line.parsed;
     store::MetricRow r;
-    r.step = m->step;
-    r.tokens = m->tokens;
-    r.flops = m->flops;
-    r.train_loss = m->train_loss;
-    r.val_loss = m->val_loss;
-    r.lr = m->lr;
-    r.grad_norm = m->grad_norm;
-    r.tokens_per_s = m->tokens_per_s;
-    r.wall_s = m->wall_s;
-    r.extra = std::move(m->extra);
+    r.step = m.step;
+    r.tokens = m.tokens;
+    r.flops = m.flops;
+    r.train_loss = m.train_loss;
+    r.val_loss = m.val_loss;
+    r.lr = m.lr;
+    r.grad_norm = m.grad_norm;
+    r.tokens_per_s = m.tokens_per_s;
+    r.wall_s = m.wall_s;
+    r.extra = std::move(m.extra);
     rows.push_back(std::move(r));
-    *consumed = static_cast<int64_t>(pos);
-  }
+    return true;
+  });
+  if (!error.ok()) return error;
   return rows;
 }
 

@@ -92,6 +92,57 @@ TEST(RunProtocolTest, NegativeLossesAndCountsAreCorrupt) {
   EXPECT_TRUE(StatusFile::Parse(R"({"state": "diverged", "final_val_loss": null})").ok());
 }
 
+// The one walk over metrics.jsonl text: complete non-blank lines in order, each parsed, with
+// its line number (blank lines counted) and byte span; a torn last line is never handed over;
+// the return is the byte after the last line passed, so a reader that stops resumes there.
+TEST(RunProtocolTest, ForEachMetricsLineHandsOverCompleteLinesWithWhereTheyAre) {
+  const std::string a = R"({"step": 1, "tokens": 32})";
+  const std::string bad = "{\"step\": 2, \"tok";
+  const std::string c = R"({"step": 3, "tokens": 96})";
+  const std::string text = a + "\n\n" + bad + "\n" + c + "\n" + R"({"step": 4, "to)";
+  struct Seen {
+    int64_t line_no, offset, end;
+    std::string text;
+    bool ok;
+    int64_t step;
+  };
+  std::vector<Seen> seen;
+  const int64_t passed = ForEachMetricsLine(text, [&](MetricsLineAt& line) {
+    seen.push_back({line.line_no, line.offset, line.end, line.text, line.parsed.ok(),
+                    line.parsed.ok() ? line.parsed->step : -1});
+    return true;
+  });
+  ASSERT_EQ(seen.size(), 3u);
+  const int64_t a_end = static_cast<int64_t>(a.size()) + 1;
+  const int64_t bad_at = a_end + 1, c_at = bad_at + static_cast<int64_t>(bad.size()) + 1;
+  EXPECT_EQ(seen[0].line_no, 1);
+  EXPECT_EQ(seen[0].offset, 0);
+  EXPECT_EQ(seen[0].end, a_end);
+  EXPECT_EQ(seen[0].text, a);
+  EXPECT_TRUE(seen[0].ok);
+  EXPECT_EQ(seen[0].step, 1);
+  EXPECT_EQ(seen[1].line_no, 3);
+  EXPECT_EQ(seen[1].offset, bad_at);
+  EXPECT_FALSE(seen[1].ok);
+  EXPECT_EQ(seen[2].line_no, 4);
+  EXPECT_EQ(seen[2].offset, c_at);
+  EXPECT_EQ(seen[2].step, 3);
+  const int64_t c_end = c_at + static_cast<int64_t>(c.size()) + 1;
+  EXPECT_EQ(seen[2].end, c_end);
+  EXPECT_EQ(passed, c_end) << "the torn last line is not passed";
+  EXPECT_EQ(text.substr(passed), R"({"step": 4, "to)");
+  // Stopping at a line leaves it unpassed: the return is where it starts.
+  int visits = 0;
+  EXPECT_EQ(ForEachMetricsLine(text,
+                               [&](MetricsLineAt& line) {
+                                 ++visits;
+                                 return line.parsed.ok();
+                               }),
+            bad_at);
+  EXPECT_EQ(visits, 2);
+  EXPECT_EQ(ForEachMetricsLine("", [](MetricsLineAt&) { return true; }), 0);
+}
+
 TEST(RunProtocolTest, InfoFileRoundTrips) {
   InfoFile i;
   i.n_total = 12345;

@@ -58,32 +58,26 @@ Result<MetricsKept> TruncateMetrics(const std::string& path, int64_t max_step) {
   ss << in.rdbuf();
   const std::string text = ss.str();
   std::string out;
-  size_t pos = 0;
-  int64_t line_no = 0;
-  while (pos < text.size()) {
-    const size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) break;  // torn last line
-    const std::string line = text.substr(pos, nl - pos);
+  ForEachMetricsLine(text, [&](MetricsLineAt& line) {
     const std::string where =
-        "line " + std::to_string(++line_no) + " (byte " + std::to_string(pos) + ")";
-    pos = nl + 1;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    Result<MetricsLine> m = MetricsLine::Parse(line);
-    if (!m.ok()) {
-      kept.dropped.push_back(where + ": " + m.status().message());
-      continue;
+        "line " + std::to_string(line.line_no) + " (byte " + std::to_string(line.offset) + ")";
+    if (!line.parsed.ok()) {
+      kept.dropped.push_back(where + ": " + line.parsed.status().message());
+      return true;
     }
-    if (m->step > max_step) break;
-    if (m->step <= kept.last_step) {
-      kept.dropped.push_back(where + ": step " + std::to_string(m->step) +
+    const int64_t step = line.parsed->step;
+    if (step > max_step) return false;
+    if (step <= kept.last_step) {
+      kept.dropped.push_back(where + ": step " + std::to_string(step) +
                              " does not follow the step before it, " +
                              std::to_string(kept.last_step));
-      continue;
+      return true;
     }
-    kept.last_step = m->step;
-    out += line;
+    kept.last_step = step;
+    out += line.text;
     out += '\n';
-  }
+    return true;
+  });
   if (out.size() != text.size()) ISOFLOP_RETURN_IF_ERROR(WriteFileAtomic(path, out));
   return kept;
 }

@@ -198,4 +198,26 @@ Result<MetricsLine> MetricsLine::Parse(const std::string& line) {
   return m;
 }
 
+int64_t ForEachMetricsLine(const std::string& text,
+                           const std::function<bool(MetricsLineAt&)>& visit) {
+  size_t pos = 0;
+  int64_t passed = 0, line_no = 0;
+  while (pos < text.size()) {
+    const size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) break;  // torn last line
+    MetricsLineAt at;
+    at.line_no = ++line_no;
+    at.offset = static_cast<int64_t>(pos);
+    at.end = static_cast<int64_t>(nl + 1);
+    at.text = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (at.text.find_first_not_of(" \t\r") != std::string::npos) {
+      at.parsed = MetricsLine::Parse(at.text);
+      if (!visit(at)) break;
+    }
+    passed = at.end;
+  }
+  return passed;
+}
+
 }  // namespace isoflop::trainer

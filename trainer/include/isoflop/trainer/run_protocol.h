@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -85,5 +86,22 @@ struct MetricsLine {
   // an integer "step".
   static Result<MetricsLine> Parse(const std::string& line);
 };
+
+// One complete line of metrics.jsonl text, as ForEachMetricsLine hands it over.
+struct MetricsLineAt {
+  int64_t line_no = 0;  // 1-based; blank lines count
+  int64_t offset = 0;   // the byte the line starts at
+  int64_t end = 0;      // the byte after its newline
+  std::string text;     // without the newline
+  Result<MetricsLine> parsed = Status::Internal("not parsed");
+};
+
+// The one reading of metrics.jsonl text, for the trainer's resume truncation and the manager's
+// ingestion: each complete (newline-ended) line that is not blank, in order, parsed, goes to
+// `visit`, which returns false to stop there. A torn last line (no newline: still being written)
+// is never handed over. Returns the byte after the last line passed: handed over with `visit`
+// returning true, or blank; the text before it need not be read again.
+int64_t ForEachMetricsLine(const std::string& text,
+                           const std::function<bool(MetricsLineAt&)>& visit);
 
 }  // namespace isoflop::trainer
