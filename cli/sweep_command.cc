@@ -17,6 +17,7 @@
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
 #include "isoflop/sweep/config.h"
+#include "isoflop/sweep/data_check.h"
 #include "isoflop/sweep/local_executor.h"
 #include "isoflop/sweep/manager.h"
 #include "isoflop/sweep/planner.h"
@@ -159,9 +160,30 @@ struct PlanArgs {
   bool no_probe = false;
 };
 
+// True when people read `out` on a terminal that redraws.
+bool LiveTerminal(int fd) {
+  return isatty(fd) && std::getenv("TERM") && std::string(std::getenv("TERM")) != "dumb";
+}
+
 Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
   ISOFLOP_ASSIGN_OR_RETURN(Format format, ParseFormat(args.format));
   ISOFLOP_ASSIGN_OR_RETURN(Loaded l, LoadAndPlan(args.file, args.sets));
+  {
+    // The data files as `sweep run` will check them; a store that exists lends the scans it
+    // remembers (read only: planning writes nothing).
+    std::unique_ptr<store::Store> cache;
+    if (fs::exists(ctx.db_path)) {
+      store::OpenOptions ro;
+      ro.read_only = true;
+      ro.create_if_missing = false;
+      if (auto db = store::Store::Open(ctx.db_path, ro); db.ok()) cache = std::move(*db);
+    }
+    sweep::DataCheckOptions dc;
+    dc.cache = cache.get();
+    dc.out = &std::cerr;
+    dc.live = LiveTerminal(STDERR_FILENO);
+    ISOFLOP_RETURN_IF_ERROR(sweep::CheckPlanData(l.config, l.plan, {}, dc).status());
+  }
   const std::vector<std::string> notes =
       ProbeEstimates(ctx, l.config, &l.plan, &l.resources, !args.no_probe);
   const sweep::Plan& plan = l.plan;
@@ -523,16 +545,26 @@ Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& pl
   for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
   ISOFLOP_ASSIGN_OR_RETURN(std::string train, FindTrainBinary(ctx));
   ISOFLOP_ASSIGN_OR_RETURN(auto db, store::Store::Open(ctx.db_path));
+  std::set<std::string> finished;
+  {
+    store::RunFilter f;
+    f.sweep_name = cfg.name;
+    ISOFLOP_ASSIGN_OR_RETURN(std::vector<store::RunRecord> runs, db->ListRuns(f));
+    for (const auto& r : runs)
+      if (r.status == "finished") finished.insert(r.cell_key);
+  }
+  const bool live = LiveTerminal(STDOUT_FILENO);
+  {
+    // Before any launch: a vocabulary too small for the data fails here once, not in every run.
+    sweep::DataCheckOptions dc;
+    dc.cache = db.get();
+    dc.out = &std::cout;
+    dc.live = live;
+    ISOFLOP_RETURN_IF_ERROR(sweep::CheckPlanData(cfg, plan, finished, dc).status());
+  }
   if (!slurm && cfg.executor.cpus_per_run == sweep::ExecutorConfig::kAutoCpusPerRun && !res.gpu) {
     // `auto` needs the layout measured, and the measurement gives the ETA its estimates; not
     // worth seconds when every cell is already finished.
-    std::set<std::string> finished;
-    store::RunFilter f;
-    f.sweep_name = cfg.name;
-    if (auto runs = db->ListRuns(f); runs.ok()) {
-      for (const auto& r : *runs)
-        if (r.status == "finished") finished.insert(r.cell_key);
-    }
     const bool work = std::any_of(plan.cells.begin(), plan.cells.end(),
                                   [&](const sweep::Cell& c) { return !finished.count(c.key); });
     if (work) {
@@ -543,8 +575,7 @@ Status Execute(const Context& ctx, sweep::SweepConfig cfg, const std::string& pl
   sweep::ManagerOptions mo;
   mo.train_binary = train;
   mo.out = &std::cout;
-  mo.live =
-      isatty(STDOUT_FILENO) && std::getenv("TERM") && std::string(std::getenv("TERM")) != "dumb";
+  mo.live = live;
   ISOFLOP_ASSIGN_OR_RETURN(sweep::SweepOutcome o,
                            slurm ? RunOnSlurm(*db, cfg, plan, mo, args.detach)
                                  : sweep::RunSweep(*db, cfg, plan, res, mo));

@@ -170,13 +170,30 @@ constexpr const char* kSchemaV8 = R"sql(
 ALTER TABLE runs ADD COLUMN ingest_file TEXT NOT NULL DEFAULT '';
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4,
-                                   kSchemaV5, kSchemaV6, kSchemaV7, kSchemaV8};
+// Version 9: what a scan of each token file a sweep reads found (its largest id, and where),
+// so the manager refuses a vocabulary too small for the data before launching any run, and
+// scans a file of billions of tokens once, not at every run, retry and sync.
+constexpr const char* kSchemaV9 = R"sql(
+CREATE TABLE token_files (
+  path TEXT NOT NULL,
+  format TEXT NOT NULL,
+  identity TEXT NOT NULL,
+  tokens INTEGER NOT NULL,
+  max_id INTEGER NOT NULL,
+  max_at INTEGER NOT NULL,
+  scan_seconds REAL NOT NULL,
+  scanned_at TEXT NOT NULL,
+  PRIMARY KEY (path, format)
+) WITHOUT ROWID;
+)sql";
+
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5,
+                                   kSchemaV6, kSchemaV7, kSchemaV8, kSchemaV9};
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 const char* const kOurTables[] = {
-    "sweeps",           "runs",         "metrics",       "fits",
-    "observation_sets", "observations", "metric_extras", "sweep_leases"};
+    "sweeps",       "runs",          "metrics",      "fits",       "observation_sets",
+    "observations", "metric_extras", "sweep_leases", "token_files"};
 
 }  // namespace
 
@@ -524,6 +541,45 @@ SweepLease ReadLease(const Statement& q) {
   return l;
 }
 }  // namespace
+
+Result<std::optional<TokenFileRecord>> Store::GetTokenFile(const std::string& path,
+                                                           const std::string& format) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q, Prepare("SELECT identity, tokens, max_id, max_at, scan_seconds, scanned_at FROM "
+                         "token_files WHERE path = ?1 AND format = ?2"));
+  q->Bind(1, path);
+  q->Bind(2, format);
+  const int rc = q->Step();
+  if (rc == SQLITE_DONE) return std::optional<TokenFileRecord>();
+  if (rc != SQLITE_ROW) return Error("reading the scan of " + path);
+  TokenFileRecord r;
+  r.path = path;
+  r.format = format;
+  r.identity = q->Text(0);
+  r.tokens = q->Int(1);
+  r.max_id = q->Int(2);
+  r.max_at = q->Int(3);
+  r.scan_seconds = q->Double(4);
+  r.scanned_at = q->Text(5);
+  return std::optional<TokenFileRecord>(std::move(r));
+}
+
+Status Store::PutTokenFile(const TokenFileRecord& r) {
+  ISOFLOP_ASSIGN_OR_RETURN(
+      StmtRef q,
+      Prepare("INSERT OR REPLACE INTO token_files (path, format, identity, tokens, max_id, "
+              "max_at, scan_seconds, scanned_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+  q->Bind(1, r.path);
+  q->Bind(2, r.format);
+  q->Bind(3, r.identity);
+  q->Bind(4, r.tokens);
+  q->Bind(5, r.max_id);
+  q->Bind(6, r.max_at);
+  q->Bind(7, r.scan_seconds);
+  q->Bind(8, r.scanned_at.empty() ? NowIso8601() : r.scanned_at);
+  if (q->Step() != SQLITE_DONE) return Error("recording the scan of " + r.path);
+  return Status::Ok();
+}
 
 Result<std::optional<SweepLease>> Store::GetLease(int64_t sweep_id) {
   ISOFLOP_ASSIGN_OR_RETURN(StmtRef q, Prepare(std::string("SELECT ") + kLeaseColumns +

@@ -1499,6 +1499,15 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
   return c;
 }
 
+std::string FieldWhere(const SweepConfig& c, const std::string& field) {
+  if (auto it = c.field_where.find(field); it != c.field_where.end()) return it->second;
+  const std::string section = field.substr(0, field.find('.'));
+  if (auto it = c.field_where.find(section); it != c.field_where.end()) {
+    return it->second.substr(0, it->second.rfind(": ")) + ": " + field;
+  }
+  return c.file_path + ": " + field;
+}
+
 Result<SweepConfig> LoadSweepConfig(const std::string& path,
                                     const std::vector<std::string>& overrides) {
   std::error_code ec;

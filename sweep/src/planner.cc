@@ -77,16 +77,6 @@ double RuleBase(const TrainRule& r, const accounting::Shape& s) {
   return double(accounting::NonEmbeddingParams(s));
 }
 
-// Where a field the trainer refuses was set: the field, else its section, else the file.
-std::string FieldWhere(const SweepConfig& c, const std::string& field) {
-  if (auto it = c.field_where.find(field); it != c.field_where.end()) return it->second;
-  const std::string section = field.substr(0, field.find('.'));
-  if (auto it = c.field_where.find(section); it != c.field_where.end()) {
-    return it->second.substr(0, it->second.rfind(": ")) + ": " + field;
-  }
-  return c.file_path + ": " + field;
-}
-
 // The trainer's own check of a cell's run.json (trainer/run_config.h, the one definition), as
 // a sweep-file error: "FILE:LINE:COL: data.vocab: must be in 2..512 (cell ...)".
 Status ValidateCell(const SweepConfig& c, const Cell& cell, const std::string& tag) {

@@ -245,6 +245,57 @@ TEST_F(InputErrorsTest, AFifoIsNotADataFile) {
   }
 }
 
+// A token id the model cannot embed is found before anything launches, by `sweep plan` and by
+// `sweep run`, named where the sweep file sets the data file, with the id and its position:
+// not by every run failing in turn.
+TEST_F(InputErrorsTest, ATokenIdBeyondTheVocabularyStopsTheSweepBeforeAnyRun) {
+  auto write_bin = [](const std::string& path, int n, int at, uint16_t big) {
+    std::ofstream f(path, std::ios::binary);
+    for (int i = 0; i < n; ++i) {
+      const uint16_t v = i == at ? big : static_cast<uint16_t>(i % 100);
+      f.put(static_cast<char>(v & 0xff)).put(static_cast<char>(v >> 8));
+    }
+  };
+  write_bin(dir_ + "/train.bin", 20000, 12345, 300);
+  write_bin(dir_ + "/val.bin", 2000, -1, 0);
+  const std::string yaml = dir_ + "/sweep.yaml";
+  WriteFile(yaml,
+            "name: vocab\n"
+            "data: {source: bin, train: train.bin, val: val.bin}\n"
+            "model:\n  vocab_size: 300\n  seq_len: 16\n"
+            "  ladder:\n    - {n_layer: 1, d_model: 16, n_head: 2}\n"
+            "budgets: [1e8]\ntrain: {batch_tokens: 64}\nexecutor: {cpus_per_run: 1}\n");
+  const std::string train = (fs::path(dir_) / "train.bin").lexically_normal().string();
+  const std::string expected_head = "isoflop: error: " + yaml + ":2:";
+  const std::string expected_body = ": data.train: " + train +
+                                    ": token id 300 at token 12345 is >= model.vocab_size 300; "
+                                    "raise model.vocab_size to the tokenizer's vocabulary (the "
+                                    "trainer would refuse cell ";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"sweep", "plan", yaml, "--no-probe"},
+        std::vector<std::string>{"sweep", "run", yaml, "--no-probe", "--no-plot"}}) {
+    CommandResult r = Isoflop(args);
+    EXPECT_EQ(r.exit_code, 1) << args[1] << "\n" << r.out << r.err;
+    EXPECT_EQ(r.err.rfind(expected_head, 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(expected_body), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // Nothing ran: no run folder, no run in the store; the store remembers the scan.
+  EXPECT_FALSE(fs::exists(dir_ + "/runs")) << "a run folder was made";
+  auto db = store::Store::Open(db_);
+  ASSERT_TRUE(db.ok()) << db.status().message();
+  EXPECT_TRUE((*db)->ListRuns()->empty());
+  auto scan = (*db)->GetTokenFile(train, "bin");
+  ASSERT_TRUE(scan.ok() && scan->has_value());
+  EXPECT_EQ((*scan)->max_id, 300);
+  EXPECT_EQ((*scan)->max_at, 12345);
+  db->reset();
+  // One id more and the plan stands (from the remembered scan).
+  CommandResult ok =
+      Isoflop({"sweep", "plan", yaml, "--no-probe", "--set", "model.vocab_size=301"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
 // A stored fit is data another version or a hand edit may have left incomplete: a missing or
 // mistyped field is an error naming the fit, not a crash (a json::type_error used to abort).
 TEST_F(InputErrorsTest, StoredFitsWithMissingOrMistypedFieldsAreErrors) {

@@ -391,6 +391,22 @@ TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
                                      {{1e8, 1e9, 6e17, 3.0, 2, std::nullopt, 1e18}}, false)
                   .ok());
   EXPECT_EQ((*db->GetObservations("with_budget"))[0].budget, 1e18);
+  // Migration 9: token-file scans are remembered, by path and format.
+  TokenFileRecord scan;
+  scan.path = "/data/train.bin";
+  scan.format = "bin";
+  scan.identity = "2049:17:1000:5:6";
+  scan.tokens = 500;
+  scan.max_id = 50256;
+  scan.max_at = 3;
+  ASSERT_TRUE(db->PutTokenFile(scan).ok());
+  auto got = db->GetTokenFile("/data/train.bin", "bin");
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().message();
+  EXPECT_EQ((*got)->identity, scan.identity);
+  EXPECT_EQ((*got)->max_id, 50256);
+  EXPECT_EQ((*got)->max_at, 3);
+  EXPECT_FALSE((*got)->scanned_at.empty());
+  EXPECT_FALSE(db->GetTokenFile("/data/train.bin", "llmc")->has_value());
   db.reset();
   // Reopening does not migrate again.
   auto again = OpenOrDie(path_);

@@ -181,6 +181,52 @@ TEST_F(DataTest, BadBinFiles) {
   EXPECT_NE(st.message().find("big.bin: token id 40000"), std::string::npos) << st.message();
 }
 
+// The manager's pre-launch scan: the largest id and the first index holding it, across the
+// 64 MiB chunks it reads (a larger maximum in a later chunk wins, an equal one does not), with
+// progress after each chunk; headers and bad sizes as OpenTokenSource reports them.
+TEST_F(DataTest, SummarizeFindsTheLargestIdFirstWhereItIs) {
+  const int64_t n = (int64_t{40} << 20);  // 80 MiB of uint16: two chunks
+  std::vector<uint16_t> t(n, 5);
+  t[1000] = 60000;                     // chunk 1's maximum
+  t[(int64_t{33} << 20) + 7] = 65535;  // chunk 2: larger, so the file's
+  t[(int64_t{39} << 20)] = 65535;      // the same id again: not the first
+  ASSERT_TRUE(WriteBinTokens(Path("big.bin"), t).ok());
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  auto s = SummarizeTokenFile(Path("big.bin"), DataSource::kBin, [&](int64_t done, int64_t total) {
+    calls.push_back({done, total});
+  });
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->tokens, n);
+  EXPECT_EQ(s->max_id, 65535u);
+  EXPECT_EQ(s->max_at, (int64_t{33} << 20) + 7);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], std::make_pair(int64_t{64} << 20, 2 * n));
+  EXPECT_EQ(calls[1], std::make_pair(2 * n, 2 * n));
+
+  std::vector<uint32_t> wide(3000, 1);
+  wide[2500] = 100000;
+  ASSERT_TRUE(WriteLlmcShard(Path("v7.bin"), wide, 7).ok());
+  s = SummarizeTokenFile(Path("v7.bin"), DataSource::kLlmc);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->tokens, 3000);
+  EXPECT_EQ(s->max_id, 100000u);
+  EXPECT_EQ(s->max_at, 2500);  // counted from the first token, not the header
+  ASSERT_TRUE(WriteLlmcShard(Path("empty.bin"), {}, 1).ok());
+  s = SummarizeTokenFile(Path("empty.bin"), DataSource::kLlmc);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->tokens, 0);
+  EXPECT_EQ(s->max_at, -1);
+
+  std::ofstream(Path("odd.bin"), std::ios::binary) << "abc";
+  s = SummarizeTokenFile(Path("odd.bin"), DataSource::kBin);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("odd.bin: size 3 is odd"), std::string::npos);
+  s = SummarizeTokenFile(Path("odd.bin"), DataSource::kLlmc);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("shorter than the 1024-byte llm.c header"),
+            std::string::npos);
+}
+
 TEST(Synthetic, DeterministicFromBuildSeed) {
   DataConfig c;
   auto a = SyntheticLanguage::Build(c), b = SyntheticLanguage::Build(c);

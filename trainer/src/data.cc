@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -75,17 +76,17 @@ class SegmentSampler {
   Status Init(std::vector<Segment> segments, int max_len, int vocab, const std::string& what) {
     segments_ = std::move(segments);
     vocab_ = vocab;
+    std::vector<int64_t> tokens;
     int64_t cum = 0;
     for (const Segment& s : segments_) {
-      cum += std::max<int64_t>(0, s.n_tokens - max_len + 1);
+      tokens.push_back(s.n_tokens);
+      cum += WindowStarts({s.n_tokens}, max_len);
       cum_starts_.push_back(cum);
     }
-    if (cum == 0) {
-      std::string files;
-      for (const Segment& s : segments_) files += (files.empty() ? "" : ", ") + s.file->path();
-      return Status::InvalidArgument(what + " (" + files + ") holds no window of " +
-                                     std::to_string(max_len) +
-                                     " tokens: give more data or a shorter seq_len");
+    if (WindowStarts(tokens, max_len) == 0) {
+      std::vector<std::string> files;
+      for (const Segment& s : segments_) files.push_back(s.file->path());
+      return NoWindow(what, files, max_len);
     }
     max_len_ = max_len;
     return Status::Ok();
@@ -105,12 +106,8 @@ class SegmentSampler {
       uint32_t v = p[0];
       if (s.width >= 2) v |= uint32_t{p[1]} << 8;
       if (s.width == 4) v |= (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
-      if (static_cast<int64_t>(v) >= vocab_) {
-        return Status::Corrupt(s.file->path() + ": token id " + std::to_string(v) + " at token " +
-                               std::to_string(start + t) + " is >= model.vocab_size " +
-                               std::to_string(vocab_) +
-                               "; raise model.vocab_size to the tokenizer's vocabulary");
-      }
+      if (static_cast<int64_t>(v) >= vocab_)
+        return TokenIdTooLarge(s.file->path(), v, start + t, vocab_);
       out[t] = v;
     }
     return Status::Ok();
@@ -195,6 +192,38 @@ Result<Segment> LlmcSegment(const MappedFile& f) {
   return Segment{&f, f.data() + header_bytes, count, width};
 }
 
+// Checks a nanoGPT .bin file's size; returns its token segment.
+Result<Segment> BinSegment(const MappedFile& f) {
+  if (f.size() % 2 != 0) {
+    return Status::Corrupt(f.path() + ": size " + std::to_string(f.size()) +
+                           " is odd; a nanoGPT .bin holds uint16 tokens (2 bytes each)");
+  }
+  return Segment{&f, f.data(), static_cast<int64_t>(f.size() / 2), 2};
+}
+
+// The largest of `n` tokens of sizeof(T) bytes, and the first index holding `v`. The files are
+// little-endian, as is every host this builds for.
+static_assert(std::endian::native == std::endian::little);
+template <typename T>
+uint32_t MaxToken(const uint8_t* base, int64_t n) {
+  T m = 0;
+  for (int64_t i = 0; i < n; ++i) {  // a max reduction: vectorised
+    T v;
+    std::memcpy(&v, base + i * sizeof(T), sizeof(T));
+    m = v > m ? v : m;
+  }
+  return m;
+}
+template <typename T>
+int64_t FirstToken(const uint8_t* base, int64_t n, uint32_t id) {
+  for (int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, base + i * sizeof(T), sizeof(T));
+    if (v == id) return i;
+  }
+  return -1;
+}
+
 Result<std::unique_ptr<TokenSource>> OpenFiles(const DataConfig& c, int max_len, int vocab) {
   auto src = std::make_unique<FileSource>();
   auto open = [&](const std::string& path) -> Result<const MappedFile*> {
@@ -208,7 +237,7 @@ Result<std::unique_ptr<TokenSource>> OpenFiles(const DataConfig& c, int max_len,
       for (const std::string& path : c.paths) {
         ISOFLOP_ASSIGN_OR_RETURN(const MappedFile* f, open(path));
         const int64_t n = static_cast<int64_t>(f->size());
-        const int64_t n_val = static_cast<int64_t>(std::ceil(c.val_fraction * n));
+        const int64_t n_val = TextValTokens(n, c.val_fraction);
         train.push_back(Segment{f, f->data(), n - n_val, 1});
         val.push_back(Segment{f, f->data() + (n - n_val), n_val, 1});
       }
@@ -216,11 +245,8 @@ Result<std::unique_ptr<TokenSource>> OpenFiles(const DataConfig& c, int max_len,
     case DataSource::kBin:
       for (const auto& [path, out] : {std::pair{c.train_bin, &train}, std::pair{c.val_bin, &val}}) {
         ISOFLOP_ASSIGN_OR_RETURN(const MappedFile* f, open(path));
-        if (f->size() % 2 != 0) {
-          return Status::Corrupt(path + ": size " + std::to_string(f->size()) +
-                                 " is odd; a nanoGPT .bin holds uint16 tokens (2 bytes each)");
-        }
-        out->push_back(Segment{f, f->data(), static_cast<int64_t>(f->size() / 2), 2});
+        ISOFLOP_ASSIGN_OR_RETURN(Segment s, BinSegment(*f));
+        out->push_back(s);
       }
       break;
     case DataSource::kLlmc:
@@ -266,6 +292,61 @@ Result<std::unique_ptr<TokenSource>> OpenTokenSource(const DataConfig& c, int ma
     return std::unique_ptr<TokenSource>(std::make_unique<SyntheticSource>(std::move(lang)));
   }
   return OpenFiles(c, max_len, vocab_size);
+}
+
+Result<TokenFileSummary> SummarizeTokenFile(const std::string& path, DataSource source,
+                                            const std::function<void(int64_t, int64_t)>& progress) {
+  if (source != DataSource::kBin && source != DataSource::kLlmc) {
+    return Status::InvalidArgument("SummarizeTokenFile reads .bin files and llm.c shards only");
+  }
+  ISOFLOP_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> f, MappedFile::Open(path));
+  ISOFLOP_ASSIGN_OR_RETURN(Segment seg,
+                           source == DataSource::kBin ? BinSegment(*f) : LlmcSegment(*f));
+  if (f->size() > 0) ::madvise(const_cast<uint8_t*>(f->data()), f->size(), MADV_SEQUENTIAL);
+  TokenFileSummary out;
+  out.tokens = seg.n_tokens;
+  // Chunks of 64 MiB: progress between them, and where the maximum first is found in the
+  // chunk that raised it (a second pass over that chunk only).
+  const int64_t chunk = (int64_t{64} << 20) / seg.width;
+  const int64_t header = seg.base - f->data();
+  for (int64_t at = 0; at < seg.n_tokens; at += chunk) {
+    const int64_t n = std::min(chunk, seg.n_tokens - at);
+    const uint8_t* p = seg.base + at * seg.width;
+    const uint32_t m = seg.width == 2 ? MaxToken<uint16_t>(p, n) : MaxToken<uint32_t>(p, n);
+    if (out.max_at < 0 || m > out.max_id) {
+      out.max_id = m;
+      out.max_at = at + (seg.width == 2 ? FirstToken<uint16_t>(p, n, m)
+                                        : FirstToken<uint32_t>(p, n, m));
+    }
+    if (progress) progress(header + (at + n) * seg.width, static_cast<int64_t>(f->size()));
+  }
+  if (progress && seg.n_tokens == 0) progress(f->size(), f->size());
+  return out;
+}
+
+Status TokenIdTooLarge(const std::string& path, uint32_t id, int64_t at, int vocab_size) {
+  return Status::Corrupt(path + ": token id " + std::to_string(id) + " at token " +
+                         std::to_string(at) + " is >= model.vocab_size " +
+                         std::to_string(vocab_size) +
+                         "; raise model.vocab_size to the tokenizer's vocabulary");
+}
+
+int64_t TextValTokens(int64_t bytes, double val_fraction) {
+  return static_cast<int64_t>(std::ceil(val_fraction * bytes));
+}
+
+int64_t WindowStarts(const std::vector<int64_t>& file_tokens, int max_len) {
+  int64_t starts = 0;
+  for (int64_t n : file_tokens) starts += std::max<int64_t>(0, n - max_len + 1);
+  return starts;
+}
+
+Status NoWindow(const std::string& what, const std::vector<std::string>& files, int max_len) {
+  std::string list;
+  for (const std::string& f : files) list += (list.empty() ? "" : ", ") + f;
+  return Status::InvalidArgument(what + " (" + list + ") holds no window of " +
+                                 std::to_string(max_len) +
+                                 " tokens: give more data or a shorter seq_len");
 }
 
 Status WriteLlmcShard(const std::string& path, const std::vector<uint32_t>& tokens, int version) {

@@ -19,7 +19,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 8;
+inline constexpr int kSchemaVersion = 9;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -50,6 +50,19 @@ struct SweepLease {
   std::string started_at;         // ISO-8601 UTC
   double heartbeat_unix = 0;      // seconds since the epoch of the last renewal
   bool cancel_requested = false;  // `isoflop sweep cancel` asked the holder to stop
+};
+
+// What a scan of a token file found (trainer/data.h SummarizeTokenFile), kept so that a sweep
+// reading a file of billions of tokens scans it once, not at every `sweep run`. Plain value.
+struct TokenFileRecord {
+  std::string path;          // absolute
+  std::string format;        // "bin" or "llmc"
+  std::string identity;      // the file when scanned: "device:inode:size:mtime_ns:ctime_ns"
+  int64_t tokens = 0;        // tokens in the file
+  int64_t max_id = 0;        // the largest token id
+  int64_t max_at = -1;       // the first token index holding it; -1 for an empty file
+  double scan_seconds = 0;   // how long the scan took
+  std::string scanned_at{};  // ISO-8601 UTC
 };
 
 // One sweep cell = one training run. Every parameter-count and FLOP convention is stored.
@@ -207,6 +220,11 @@ class Store {
   Result<std::optional<SweepLease>> RenewLease(const SweepLease& mine, double now_unix);
   Status ReleaseLease(const SweepLease& mine);
   Result<bool> RequestCancel(int64_t sweep_id);
+
+  // Token-file scans, by (path, format). The caller compares the identity with the file's.
+  Result<std::optional<TokenFileRecord>> GetTokenFile(const std::string& path,
+                                                      const std::string& format);
+  Status PutTokenFile(const TokenFileRecord& record);  // inserts or replaces
 
   // Runs. UpsertRun inserts or updates by (sweep_id, cell_key) and returns the id.
   Result<int64_t> UpsertRun(const RunRecord& run);

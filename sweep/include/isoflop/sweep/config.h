@@ -157,6 +157,10 @@ Result<SweepConfig> ParseSweepConfig(const std::string& text, const std::string&
 Result<SweepConfig> LoadSweepConfig(const std::string& path,
                                     const std::vector<std::string>& overrides = {});
 
+// Where a run.json field was set, for an error about it: "FILE:LINE:COL: data.train" from
+// field_where, else its section's place with the field named, else "FILE: data.train".
+std::string FieldWhere(const SweepConfig& config, const std::string& field);
+
 // Lowercase hex SHA-256 of `bytes` (FIPS 180-4); the same on every machine.
 std::string Sha256Hex(const std::string& bytes);
 
