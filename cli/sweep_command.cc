@@ -14,6 +14,7 @@
 #include "command.h"
 #include "fit_text.h"
 #include "isoflop/analysis/sweep_report.h"
+#include "isoflop/common/format.h"
 #include "isoflop/fit/run_fit.h"
 #include "isoflop/store/store.h"
 #include "isoflop/sweep/config.h"
@@ -32,17 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string Fmt(const char* fmt, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), fmt, v);
-  return buf;
-}
-
-std::string Bytes(double b) {
-  if (b >= double(1LL << 30)) return Fmt("%.1f GiB", b / double(1LL << 30));
-  return Fmt("%.0f MiB", b / double(1 << 20));
-}
 
 std::string Seconds(double s) {
   if (s >= 3600) return Fmt("%.1fh", s / 3600);

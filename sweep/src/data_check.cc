@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "isoflop/common/format.h"
 #include "isoflop/trainer/data.h"
 #include "isoflop/trainer/run_config.h"
 
@@ -20,17 +21,6 @@ namespace {
 
 using nlohmann::json;
 using trainer::DataSource;
-
-std::string Fmt(const char* fmt, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), fmt, v);
-  return buf;
-}
-
-std::string Size(double bytes) {
-  if (bytes >= double(1LL << 30)) return Fmt("%.1f GiB", bytes / double(1LL << 30));
-  return Fmt("%.0f MiB", bytes / double(1 << 20));
-}
 
 // One token file as a split holds it: how many tokens, and its largest id (none for text,
 // whose byte values are below the 256 that model.vocab_size must reach).
@@ -139,7 +129,7 @@ class Checker {
                                       const std::string& format, int64_t bytes,
                                       const std::string& field) {
     const bool show = o_.out && bytes >= o_.progress_bytes;
-    const std::string what = "checking the token ids of " + path + " (" + Size(bytes) + ")";
+    const std::string what = "checking the token ids of " + path + " (" + Bytes(bytes) + ")";
     if (show) *o_.out << what << (o_.live ? "" : "\n") << std::flush;
     int last_percent = -1;
     auto progress = [&](int64_t done, int64_t total) {

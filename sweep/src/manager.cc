@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "isoflop/common/files.h"
+#include "isoflop/common/format.h"
 #include "isoflop/common/process.h"
 #include "isoflop/sweep/ingest.h"
 #include "isoflop/sweep/lease.h"
@@ -31,12 +32,6 @@ namespace isoflop::sweep {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string Fmt(const char* fmt, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), fmt, v);
-  return buf;
-}
 
 // Waits until process `pid` (recorded with start id `start`) is gone, for at most `seconds`.
 bool WaitGone(pid_t pid, const std::string& start, double seconds) {

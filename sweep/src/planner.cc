@@ -8,18 +8,13 @@
 #include <filesystem>
 #include <set>
 
+#include "isoflop/common/format.h"
 #include "isoflop/trainer/run_config.h"
 
 namespace isoflop::sweep {
 namespace {
 
 using nlohmann::json;
-
-std::string Fmt(const char* fmt, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), fmt, v);
-  return buf;
-}
 
 // Ladder indices trained at budget C.
 // `note` receives why the sizes are not the ones asked for ("" when they are).

@@ -76,14 +76,12 @@ class SegmentSampler {
   Status Init(std::vector<Segment> segments, int max_len, int vocab, const std::string& what) {
     segments_ = std::move(segments);
     vocab_ = vocab;
-    std::vector<int64_t> tokens;
     int64_t cum = 0;
     for (const Segment& s : segments_) {
-      tokens.push_back(s.n_tokens);
       cum += WindowStarts({s.n_tokens}, max_len);
       cum_starts_.push_back(cum);
     }
-    if (WindowStarts(tokens, max_len) == 0) {
+    if (cum == 0) {
       std::vector<std::string> files;
       for (const Segment& s : segments_) files.push_back(s.file->path());
       return NoWindow(what, files, max_len);

@@ -30,7 +30,7 @@ struct DataCheckOptions {
 
 // What a check did. Plain value.
 struct DataCheckReport {
-  int files = 0;    // distinct token files the checked cells read and this machine sees
+  int files = 0;    // distinct .bin files and shards the checked cells read and this host sees
   int scanned = 0;  // of them, read whole this time (the others came from the store)
   int64_t bytes_scanned = 0;
   double scan_seconds = 0;
