@@ -188,7 +188,7 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
                {"flops/tok_chin", "%.3g"},
                {"tokens", ""},
                {"c_6nd", "%.3g"},
-               {"tok/param", "%.1f"},
+               {"tok/param", "%.4g"},
                {"steps", ""},
                {"seed", ""},
                {"memory", ""},

@@ -46,12 +46,19 @@ throughput() {
   local run=$1 layers=$2 d=$3 heads=$4 name=$5
   say "== throughput $name: $layers layers x $d, $heads heads, vocab 50304, seq 1024, bf16 autocast"
   local r="$run/r-$name"
+  # The process's device memory as nvidia-smi sees it (context included), sampled twice a
+  # second, beside the estimate (info.json) and the allocator's peak (status.json).
+  (while sleep 0.5; do
+     nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null
+   done) >"$out/smi_$name.log" &
+  local sampler=$!
   timeout 240 $bin/isoflop-train --out "$r" --quiet --device cuda --data bin \
     --data-path "$run/data/train.bin" --val-path "$run/data/val.bin" \
     --n-layer "$layers" --d-model "$d" --n-head "$heads" --vocab-size 50304 --seq-len 1024 \
     --batch-tokens 131072 --micro-batch 32 --tokens 26214400 --eval-interval 100000 \
     --eval-tokens 65536 --log-interval 10 --ckpt-interval 100000 >"$out/gpu_run_$name.log" 2>&1
   local run_rc=$?
+  kill $sampler 2>/dev/null
   say "isoflop-train exit $run_rc"
   mkdir -p "$out/run-$name"
   cp "$r/info.json" "$r/status.json" "$r/metrics.jsonl" "$out/run-$name/" 2>/dev/null
@@ -59,9 +66,9 @@ throughput() {
     tail -n 20 "$out/gpu_run_$name.log" | tee -a "$summary"
     return 1
   fi
-  python3 - "$r" "$layers" "$d" <<'PY' | tee -a "$summary"
+  python3 - "$r" "$layers" "$d" "$out/smi_$name.log" <<'PY' | tee -a "$summary"
 import json, sys
-d, layers, d_model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+d, layers, d_model, smi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 info = json.load(open(f"{d}/info.json"))
 rows = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if l.endswith("\n")]
 tps = sorted(r["tokens_per_s"] for r in rows[2:] if r.get("tokens_per_s"))  # skip warm-up lines
@@ -82,6 +89,13 @@ st = json.load(open(f"{d}/status.json"))
 print(f"  state {st.get('state')} step {st.get('step')}; train_loss first/last "
       f"{rows[0]['train_loss']:.3f}/{rows[-1]['train_loss']:.3f}; final val_loss "
       f"{st.get('final_val_loss')}")
+used = [float(l.split(",")[1]) for l in open(smi) if l.count(",") == 1 and l.split(",")[1].strip().isdigit()]
+gib = lambda b: f"{b / 2**30:.2f} GiB" if b else "n/a"
+est, peak = info.get("memory_estimate_bytes"), st.get("peak_memory_bytes")
+smi_peak = max(used) * 2**20 if used else None
+print(f"  memory: estimate {gib(est)}; measured {st.get('peak_memory_of')} peak {gib(peak)}, "
+      f"nvidia-smi process peak {gib(smi_peak)} (context included)"
+      + (f": estimate / nvidia-smi {est / smi_peak:.2f}" if est and smi_peak else ""))
 PY
   timeout 120 python3 bench/trainer/gpu_reference.py --device cuda --layers "$layers" \
     --d-model "$d" --heads "$heads" --vocab 50304 --seq 1024 --micro-batch 32 --accum 4 \

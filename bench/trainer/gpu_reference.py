@@ -86,6 +86,9 @@ def main():
     tps = step_tokens / times[len(times) // 2]
     print(f"pytorch {torch.__version__} {a.device}: {a.layers}x{a.d_model} N {n:,} "
           f"tokens/s {tps:,.0f}  model TFLOP/s (6N) {6 * n * tps / 1e12:.1f}  last loss {loss_v:.3f}")
+    if dev.type == "cuda":  # the figure isoflop-train's status.json reports as cuda_reserved
+        print(f"pytorch memory: peak reserved {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB, "
+              f"peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

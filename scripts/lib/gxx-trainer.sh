@@ -10,8 +10,8 @@
 # was built; a test file that fails to compile costs only the test binary. Every compiler
 # message goes to LOG.
 
-GXX_TRAINER_SOURCES=(trainer/src/accounting.cc trainer/src/run_config.cc trainer/src/schedule.cc
-  trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc trainer/src/run_protocol.cc
+GXX_TRAINER_SOURCES=(trainer/src/accounting.cc trainer/src/memory.cc trainer/src/run_config.cc
+  trainer/src/schedule.cc trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc trainer/src/run_protocol.cc
   common/src/files.cc common/src/process.cc common/src/subprocess.cc trainer/src/model.cc
   trainer/src/moe.cc trainer/src/train_loop.cc trainer/src/distributed.cc
   trainer/src/step_values.cc)

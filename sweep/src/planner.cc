@@ -242,7 +242,10 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           const int64_t wt = train["warmup_tokens"].get<int64_t>();
           cell.warmup_tokens =
               wt > 0 ? wt : std::llround(train["warmup_frac"].get<double>() * cell.tokens);
-          mem_opts.micro_batch = train["micro_batch"].get<int>();
+          // Per rank: each data-parallel rank holds a whole replica and its share of the step.
+          mem_opts.micro_batch =
+              accounting::ForwardBatch(train["micro_batch"].get<int>(), batch_tokens, shape.seq_len,
+                                       c.executor.ranks_per_run);
           cell.memory = EstimateMemory(shape, mem_opts);
           const double flops = cell.flops_per_token_6n * double(cell.tokens);
           cell.est_seconds =

@@ -310,6 +310,7 @@ TEST(MemoryEstimateTest, HugeBatchesSaturateInsteadOfGoingNegative) {
   s.seq_len = 1 << 20;
   MemoryOptions o;
   o.micro_batch = static_cast<int>(kMaxMicroBatch);
+  o.gpu = true;  // (on CPU tensors this large are mapped, not heaped: no slack to saturate)
   const MemoryEstimate m = EstimateMemory(s, o);
   for (int64_t part : {m.weights, m.gradients, m.optimizer, m.activations, m.attention, m.logits,
                        m.overhead, m.total}) {
@@ -349,28 +350,45 @@ TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
   const MemoryEstimate m = EstimateMemory(s, o);
   const int64_t n = accounting::TotalParams(s);
   EXPECT_EQ(m.weights + m.gradients + m.optimizer, 16 * n);  // fp32 AdamW: 4 + 4 + 8 bytes
-  // Attention matrix, not fused: 2 (scores, probs) x B x heads x T x T x 4 bytes x layers.
-  EXPECT_EQ(m.attention, int64_t{2} * 8 * 12 * 1024 * 1024 * 4 * 12);
+  // Attention probabilities, not fused: B x heads x T x T x 4 bytes, for each of the 12 layers
+  // and two more while backward works through one.
+  EXPECT_EQ(m.attention, int64_t{8} * 12 * 1024 * 1024 * 4 * (12 + 2));
+  // Logits, log-softmax and their two gradients, fp32.
+  EXPECT_EQ(m.logits, int64_t{8} * 1024 * 50304 * 16);
+  EXPECT_EQ(m.runtime, kHostRuntimeBytes);
   EXPECT_EQ(m.total, m.weights + m.gradients + m.optimizer + m.activations + m.attention +
-                         m.logits + m.overhead + m.cuda_context);
-  // GPT-2 small at batch 8 x 1024 in fp32 lands in the known 10-20 GiB range.
-  EXPECT_GT(m.total, int64_t{8} << 30);
-  EXPECT_LT(m.total, int64_t{24} << 30);
+                         m.logits + m.overhead + m.runtime);
+  // GPT-2 small at batch 8 x 1024 in fp32 lands in the known 10-25 GiB range.
+  EXPECT_GT(m.total, int64_t{10} << 30);
+  EXPECT_LT(m.total, int64_t{25} << 30);
 
   MemoryOptions fused = o;
   fused.fused_attention = true;
   EXPECT_EQ(EstimateMemory(s, fused).attention, 0);
+  EXPECT_LT(EstimateMemory(s, fused).activations, m.activations);  // no transposed copies
   MemoryOptions ckpt = o;
   ckpt.activation_checkpointing = true;
   EXPECT_LT(EstimateMemory(s, ckpt).activations * 4, m.activations);
   MemoryOptions mixed = o;
   mixed.mixed_precision = true;
   const MemoryEstimate mm = EstimateMemory(s, mixed);
-  EXPECT_EQ(mm.weights + mm.gradients + mm.optimizer, 16 * n);  // 2+2 + 4 master + 8 Adam
-  EXPECT_EQ(mm.activations * 2, m.activations);
+  // Autocast: fp32 weights and gradients, AdamW's moments, and a bf16 copy of each weight.
+  EXPECT_EQ(mm.weights + mm.gradients + mm.optimizer, 18 * n);
+  EXPECT_LT(mm.activations, m.activations);
+  EXPECT_GT(mm.activations * 2, m.activations);  // the residual stream and norms stay fp32
   MemoryOptions twice = o;
   twice.micro_batch = 16;
   EXPECT_EQ(EstimateMemory(s, twice).activations, 2 * m.activations);
+}
+
+// A forward pass holds micro_batch sequences, fewer when a step (or a rank's share) has fewer.
+TEST(MemoryEstimateTest, ForwardBatchIsTheRanksShareOfTheStepAtMost) {
+  EXPECT_EQ(accounting::ForwardBatch(16, 1024, 64, 1), 16);
+  EXPECT_EQ(accounting::ForwardBatch(32, 1024, 64, 1), 16);  // a step of 16 sequences
+  EXPECT_EQ(accounting::ForwardBatch(16, 1024, 64, 2), 8);   // each of 2 ranks takes 8
+  EXPECT_EQ(accounting::ForwardBatch(16, 1000, 64, 3), 6);   // 16 sequences (one short) / 3
+  EXPECT_EQ(accounting::ForwardBatch(4, 1 << 20, 1024, 8), 4);
+  EXPECT_EQ(accounting::ForwardBatch(16, 64, 64, 4), 1);  // a rank with no whole sequence
 }
 
 // Unset, the precision and attention assumptions follow the plan's device (the trainer uses
@@ -380,7 +398,9 @@ TEST(PlannerTest, MemoryAssumptionsFollowTheDevice) {
   ASSERT_TRUE(c.ok()) << c.status().message();
   const Cell any = MustPlan(kSweep).cells.front();  // a copy: the plan is a temporary
   MemoryOptions o;
-  o.micro_batch = c->train["micro_batch"].get<int>();
+  o.micro_batch =
+      accounting::ForwardBatch(c->train["micro_batch"].get<int>(),
+                               c->train["batch_tokens"].get<int64_t>(), any.shape.seq_len, 1);
   auto total_on = [&](bool gpu, const SweepConfig& config) {
     PlanEnvironment env;
     env.gpu = gpu;
@@ -392,7 +412,7 @@ TEST(PlannerTest, MemoryAssumptionsFollowTheDevice) {
   MemoryOptions gpu = o;
   gpu.mixed_precision = gpu.fused_attention = gpu.gpu = true;
   const MemoryEstimate on_gpu = EstimateMemory(any.shape, gpu);
-  EXPECT_EQ(on_gpu.cuda_context, kCudaContextBytes);  // every GPU process pays its context
+  EXPECT_EQ(on_gpu.runtime, kCudaContextBytes);  // every GPU process pays its context
   EXPECT_EQ(total_on(true, *c), on_gpu.total);
   SweepConfig fp32 = *c;
   fp32.executor.mixed_precision = false;
@@ -400,7 +420,7 @@ TEST(PlannerTest, MemoryAssumptionsFollowTheDevice) {
   MemoryOptions fp32_gpu = o;
   fp32_gpu.gpu = true;
   EXPECT_EQ(total_on(true, fp32), EstimateMemory(any.shape, fp32_gpu).total);
-  EXPECT_EQ(EstimateMemory(any.shape, o).cuda_context, 0);
+  EXPECT_EQ(EstimateMemory(any.shape, o).runtime, kHostRuntimeBytes);
 }
 
 TEST(PlannerTest, CommittedGpuLadderPlans) {

@@ -89,13 +89,17 @@ const char* ExitClassName(ExitClass c) {
 }
 
 std::string StatusFile::ToJson() const {
-  const json j = {{"state", state},
-                  {"reason", reason},
-                  {"step", step ? json(*step) : json(nullptr)},
-                  {"tokens", tokens ? json(*tokens) : json(nullptr)},
-                  {"final_val_loss", NumberOrNull(final_val_loss)},
-                  {"exit_code", exit_code ? json(*exit_code) : json(nullptr)},
-                  {"wall_s", NumberOrNull(wall_s)}};
+  json j = {{"state", state},
+            {"reason", reason},
+            {"step", step ? json(*step) : json(nullptr)},
+            {"tokens", tokens ? json(*tokens) : json(nullptr)},
+            {"final_val_loss", NumberOrNull(final_val_loss)},
+            {"exit_code", exit_code ? json(*exit_code) : json(nullptr)},
+            {"wall_s", NumberOrNull(wall_s)}};
+  if (peak_memory_bytes) {
+    j["peak_memory_bytes"] = *peak_memory_bytes;
+    j["peak_memory_of"] = peak_memory_of;
+  }
   return j.dump() + "\n";
 }
 
@@ -114,6 +118,8 @@ Result<StatusFile> StatusFile::Parse(const std::string& text) {
   s.final_val_loss = OptNumber(j, "final_val_loss");
   if (auto code = OptInt(j, "exit_code")) s.exit_code = static_cast<int>(*code);
   s.wall_s = OptNumber(j, "wall_s");
+  s.peak_memory_bytes = OptInt(j, "peak_memory_bytes");
+  s.peak_memory_of = OptString(j, "peak_memory_of");
   ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(s.final_val_loss, "final_val_loss"));
   if (s.step) ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(*s.step), "step"));
   if (s.tokens) ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(*s.tokens), "tokens"));
@@ -134,6 +140,7 @@ std::string InfoFile::ToJson() const {
             {"torch_version", torch_version}};
   if (n_active) j["n_active"] = *n_active;
   if (n_active_non_embedding) j["n_active_non_embedding"] = *n_active_non_embedding;
+  if (memory_estimate_bytes) j["memory_estimate_bytes"] = *memory_estimate_bytes;
   return j.dump() + "\n";
 }
 
@@ -154,6 +161,7 @@ Result<InfoFile> InfoFile::Parse(const std::string& text) {
   info.torch_version = OptString(j, "torch_version");
   info.threads = static_cast<int>(OptInt(j, "threads").value_or(0));
   info.data_entropy_nats = OptNumber(j, "data_entropy_nats");
+  info.memory_estimate_bytes = OptInt(j, "memory_estimate_bytes");
   return info;
 }
 

@@ -4,6 +4,7 @@
 // random. Shape legend: B batch (sequences), T time, V vocabulary.
 #include "isoflop/trainer/train_loop.h"
 
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -23,10 +24,15 @@
 #include "isoflop/common/process.h"
 #include "isoflop/trainer/data.h"
 #include "isoflop/trainer/distributed.h"
+#include "isoflop/trainer/memory.h"
 #include "isoflop/trainer/model.h"
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/schedule.h"
 #include "isoflop/trainer/step_values.h"
+
+#ifdef ISOFLOP_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace isoflop::trainer {
 
@@ -64,6 +70,23 @@ std::string TorchMessage(const std::exception& e) {
   return m;
 }
 
+// This process's peak memory where a run on `device` keeps its tensors, and what was measured
+// (StatusFile): the caching allocator's peak reserved bytes on a GPU, the peak resident set on
+// CPU.
+std::pair<int64_t, std::string> PeakMemory(const torch::Device& device) {
+#ifdef ISOFLOP_HAVE_CUDA
+  if (device.is_cuda()) {
+    // [0]: StatType::AGGREGATE (its namespace moved between LibTorch 1.13 and 2.x).
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return {stats.reserved_bytes[0].peak, "cuda_reserved"};
+  }
+#endif
+  (void)device;
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return {static_cast<int64_t>(usage.ru_maxrss) * 1024, "host_rss"};  // Linux: kilobytes
+}
+
 int ResolveThreads(int requested) {
   if (requested > 0) return requested;
   const unsigned n = std::thread::hardware_concurrency();
@@ -89,6 +112,7 @@ class Trainer {
         shape_(config.model) {}
 
   RunOutcome Run();
+  const torch::Device& device() const { return device_; }
 
  private:
   bool lead() const { return group_->rank() == 0; }  // the one rank that writes files
@@ -424,6 +448,14 @@ Status Trainer::WriteInfo() const {
   info.host = HostName();
   info.data_entropy_nats = data_->EntropyNats();
   info.torch_version = TORCH_VERSION;
+  accounting::MemoryOptions memory;
+  memory.micro_batch = accounting::ForwardBatch(train_.micro_batch, train_.batch_tokens,
+                                                shape_.seq_len, group_->size());
+  memory.mixed_precision = autocast_;
+  memory.activation_checkpointing = train_.activation_checkpointing;
+  memory.fused_attention = TORCH_VERSION_MAJOR >= 2;  // AttentionImpl::kAuto
+  memory.gpu = device_.is_cuda();
+  info.memory_estimate_bytes = accounting::EstimateMemory(shape_, memory).total;
   return WriteFileAtomic(dir_ + "/info.json", info.ToJson());
 }
 
@@ -640,6 +672,7 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
   status.final_val_loss = last_val_loss_;
   status.exit_code = exit_code;
   status.wall_s = WallSeconds();
+  std::tie(status.peak_memory_bytes, status.peak_memory_of) = PeakMemory(device_);
   // Every metrics line is on disk before the verdict that says the run is over.
   if (Status synced = metrics_.Sync(); !synced.ok())
     std::fprintf(stderr, "isoflop-train: %s\n", synced.message().c_str());
@@ -821,6 +854,7 @@ RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
     status.state = out.state;
     status.reason = out.reason;
     status.exit_code = out.exit_code;
+    std::tie(status.peak_memory_bytes, status.peak_memory_of) = PeakMemory(trainer.device());
     const Result<RankInfo> rank = RankFromEnvironment();
     if (!rank.ok() || rank->rank == 0) (void)WriteFileAtomic(run_dir + "/status.json", status.ToJson());
     std::fprintf(stderr, "isoflop-train: failed: %s\n", reason.c_str());

@@ -50,6 +50,12 @@ struct StatusFile {
   std::optional<double> final_val_loss;
   std::optional<int> exit_code;  // absent in files of very old trainers
   std::optional<double> wall_s;
+  // The worker process's peak memory (rank 0's under data parallel; this attempt's, if the run
+  // resumed): `peak_memory_of` says what was measured, "host_rss" (the peak resident set,
+  // getrusage) on CPU or "cuda_reserved" (the caching allocator's peak reserved bytes on the
+  // run's GPU: the CUDA context is not in it). Absent in files of older trainers.
+  std::optional<int64_t> peak_memory_bytes;
+  std::string peak_memory_of;
 
   std::string ToJson() const;  // one line, with the trailing newline
   // Corrupt when `text` is not an object with a string "state" in the states above.
@@ -66,6 +72,10 @@ struct InfoFile {
   std::string device, precision, host, torch_version;
   int threads = 0;
   std::optional<double> data_entropy_nats;  // synthetic data only: the exact entropy rate
+  // The planner's memory estimate (accounting/memory.h) for this run's shape, micro-batch,
+  // precision, attention and device, as the scheduler packs it; status.json's peak is the
+  // measured counterpart. Absent in files of older trainers.
+  std::optional<int64_t> memory_estimate_bytes;
 
   std::string ToJson() const;
   // Corrupt when `text` is not a JSON object; missing fields keep their defaults.
