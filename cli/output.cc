@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "isoflop/common/format.h"
+
 namespace isoflop::cli {
 
 Result<Format> ParseFormat(const std::string& s) {
@@ -13,6 +15,11 @@ Result<Format> ParseFormat(const std::string& s) {
   if (s == "csv") return Format::kCsv;
   if (s == "json") return Format::kJson;
   return Status::InvalidArgument("--format: '" + s + "' is not one of table, csv, json");
+}
+
+nlohmann::json BytesCell(int64_t bytes, Format format) {
+  if (bytes <= 0) return nlohmann::json();
+  return format == Format::kTable ? nlohmann::json(Bytes(double(bytes))) : nlohmann::json(bytes);
 }
 
 std::string Human(double v, int digits) {

@@ -31,6 +31,10 @@ struct Table {
 // Writes `table` in `format`. Text tables right-align numbers and left-align text.
 void Print(std::ostream& out, const Table& table, Format format);
 
+// A size in bytes as a cell: "1.5 GiB" in a text table, the number in CSV and JSON; null when
+// not known (0 or less).
+nlohmann::json BytesCell(int64_t bytes, Format format);
+
 // "1.23e+21"-style compact number for people (%.3g with an exponent when large or small).
 std::string Human(double v, int digits = 3);
 

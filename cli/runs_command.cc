@@ -72,7 +72,9 @@ Status RunRuns(const Context& ctx, const RunsArgs& args) {
                {"tokens_per_param", "%.1f"},
                {"progress", "%.0f%%"},
                {"val_loss", "%.4f"},
-               {"attempts", ""}};
+               {"attempts", ""},
+               {"memory", ""},
+               {"peak_memory", ""}};
   for (const auto& r : runs) {
     std::string shape = std::to_string(r.n_layer) + "x" + std::to_string(r.d_model) + "h" +
                         std::to_string(r.n_head);
@@ -82,7 +84,8 @@ Status RunRuns(const Context& ctx, const RunsArgs& args) {
         {r.id, names[r.sweep_id], r.cell_key, r.status, r.budget_flops, shape, r.n_total,
          r.target_tokens,
          r.n_total > 0 ? nlohmann::json(double(r.target_tokens) / r.n_total) : nlohmann::json(),
-         progress, Opt(r.final_val_loss), r.attempts});
+         progress, Opt(r.final_val_loss), r.attempts, BytesCell(r.memory_estimate, format),
+         BytesCell(r.peak_memory, format)});
   }
   Print(std::cout, t, format);
   return Status::Ok();
@@ -150,6 +153,11 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
     t.columns.push_back({c, ""});
   t.columns.push_back({"expansion_rate", "%.6g"});
   for (const char* m : kRouterMetrics) t.columns.push_back({std::string("final_") + m, "%.6g"});
+  // Memory in bytes: the estimate the scheduler packed the run by, the peak its worker measured
+  // and what that peak is (host_rss or cuda_reserved); empty before either is known.
+  for (const char* c : {"memory_estimate_bytes", "peak_memory_bytes", "peak_memory_of"})
+    t.columns.push_back({c, ""});
+  auto positive = [](int64_t v) { return v > 0 ? nlohmann::json(v) : nlohmann::json(); };
   for (const auto& r : runs) {
     double d = static_cast<double>(r.target_tokens);
     std::vector<nlohmann::json> moe(4 + 1 + std::size(kRouterMetrics));
@@ -198,6 +206,10 @@ Status RunExport(const Context& ctx, const ExportArgs& args) {
                       r.reason,
                       r.run_dir});
     t.rows.back().insert(t.rows.back().end(), moe.begin(), moe.end());
+    t.rows.back().insert(
+        t.rows.back().end(),
+        {positive(r.memory_estimate), positive(r.peak_memory),
+         r.peak_memory_of.empty() ? nlohmann::json() : nlohmann::json(r.peak_memory_of)});
   }
   Print(std::cout, t, format);
   return Status::Ok();

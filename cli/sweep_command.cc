@@ -774,9 +774,9 @@ Status SweepStatus(const Context& ctx, const std::string& name, const std::strin
                                             : a.n_total < b.n_total;
   });
   Table t;
-  t.columns = {{"cell", ""},     {"budget", "%.3g"}, {"shape", ""},          {"n_total", ""},
-               {"tokens", ""},   {"status", ""},     {"progress", "%.0f%%"}, {"val_loss", "%.4f"},
-               {"attempts", ""}, {"reason", ""}};
+  t.columns = {{"cell", ""},     {"budget", "%.3g"},  {"shape", ""},          {"n_total", ""},
+               {"tokens", ""},   {"status", ""},      {"progress", "%.0f%%"}, {"val_loss", "%.4f"},
+               {"attempts", ""}, {"peak_memory", ""}, {"reason", ""}};
   // A running cell without a job: its array was submitted by a manager killed before it
   // recorded the ids. The queue still knows the task (shown here; `sweep sync` adopts it).
   if (std::any_of(runs.begin(), runs.end(),
@@ -803,12 +803,17 @@ Status SweepStatus(const Context& ctx, const std::string& name, const std::strin
   std::map<std::string, int> counts;
   for (const auto& r : runs) {
     counts[r.status]++;
-    std::vector<json> row = {r.cell_key, r.budget_flops,
+    std::vector<json> row = {r.cell_key,
+                             r.budget_flops,
                              std::to_string(r.n_layer) + "x" + std::to_string(r.d_model) + "h" +
                                  std::to_string(r.n_head),
-                             r.n_total, r.target_tokens, r.status,
+                             r.n_total,
+                             r.target_tokens,
+                             r.status,
                              r.target_tokens > 0 ? 100.0 * r.tokens_done / r.target_tokens : 0.0,
-                             r.final_val_loss ? json(*r.final_val_loss) : json(), r.attempts};
+                             r.final_val_loss ? json(*r.final_val_loss) : json(),
+                             r.attempts,
+                             BytesCell(r.peak_memory, format)};
     if (!slurm_ids.empty()) {
       const bool has = r.job_id.rfind("slurm:", 0) == 0;
       row.push_back(has ? json(r.job_id.substr(6)) : json());

@@ -187,13 +187,16 @@ CREATE TABLE token_files (
 ) WITHOUT ROWID;
 )sql";
 
-const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5,
-                                   kSchemaV6, kSchemaV7, kSchemaV8, kSchemaV9};
-static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
+// Version 10: each run's memory, as estimated for the scheduler and as its worker measured it.
+constexpr const char* kSchemaV10 = R"sql(
+ALTER TABLE runs ADD COLUMN memory_estimate INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN peak_memory INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN peak_memory_of TEXT NOT NULL DEFAULT '';
+)sql";
 
-const char* const kOurTables[] = {
-    "sweeps",       "runs",          "metrics",      "fits",       "observation_sets",
-    "observations", "metric_extras", "sweep_leases", "token_files"};
+const char* const kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5,
+                                   kSchemaV6, kSchemaV7, kSchemaV8, kSchemaV9, kSchemaV10};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
 }  // namespace
 
@@ -661,7 +664,8 @@ constexpr const char* kRunColumns =
     "target_flops, seed, config_json, run_dir, attempts, exit_code, reason, host, devices, "
     "job_id, final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
     "created_at, started_at, finished_at, worker_pid, worker_start, granularity, "
-    "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json, ingest_file";
+    "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json, ingest_file, "
+    "memory_estimate, peak_memory, peak_memory_of";
 
 RunRecord ReadRun(const Statement& q) {
   RunRecord r;
@@ -714,6 +718,9 @@ RunRecord ReadRun(const Statement& q) {
   r.expansion_rate = q.Double(c++);
   r.moe_json = q.Text(c++);
   r.ingest_file = q.Text(c++);
+  r.memory_estimate = q.Int(c++);
+  r.peak_memory = q.Int(c++);
+  r.peak_memory_of = q.Text(c++);
   return r;
 }
 }  // namespace
@@ -728,10 +735,12 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "config_json, run_dir, attempts, exit_code, reason, host, devices, job_id, "
               "final_val_loss, final_train_loss, tokens_done, ingest_offset, data_entropy, "
               "created_at, started_at, finished_at, worker_pid, worker_start, granularity, "
-              "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json, ingest_file) "
+              "n_shared_experts, expert_d_ff, router, expansion_rate, moe_json, ingest_file, "
+              "memory_estimate, peak_memory, peak_memory_of) "
               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
               "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, "
-              "?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47) "
+              "?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48, "
+              "?49, ?50) "
               "ON CONFLICT(sweep_id, cell_key) DO UPDATE SET status = excluded.status, "
               "family = excluded.family, n_layer = excluded.n_layer, "
               "d_model = excluded.d_model, n_head = excluded.n_head, d_ff = excluded.d_ff, "
@@ -754,7 +763,9 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
               "worker_start = excluded.worker_start, granularity = excluded.granularity, "
               "n_shared_experts = excluded.n_shared_experts, expert_d_ff = excluded.expert_d_ff, "
               "router = excluded.router, expansion_rate = excluded.expansion_rate, "
-              "moe_json = excluded.moe_json, ingest_file = excluded.ingest_file RETURNING id"));
+              "moe_json = excluded.moe_json, ingest_file = excluded.ingest_file, "
+              "memory_estimate = excluded.memory_estimate, peak_memory = excluded.peak_memory, "
+              "peak_memory_of = excluded.peak_memory_of RETURNING id"));
   int c = 1;
   q->Bind(c++, r.sweep_id);
   q->Bind(c++, r.cell_key);
@@ -803,6 +814,9 @@ Result<int64_t> Store::UpsertRun(const RunRecord& r) {
   q->Bind(c++, r.expansion_rate);
   q->Bind(c++, r.moe_json);
   q->Bind(c++, r.ingest_file);
+  q->Bind(c++, r.memory_estimate);
+  q->Bind(c++, r.peak_memory);
+  q->Bind(c++, r.peak_memory_of);
   if (q->Step() != SQLITE_ROW) return Error("writing run '" + r.cell_key + "'");
   int64_t id = q->Int(0);
   q->Step();

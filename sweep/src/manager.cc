@@ -114,7 +114,15 @@ Status StopFolderHolder(const store::RunRecord& r, double grace_s, ProgressDispl
 // What a dead manager's running cell became, from the verdict its worker wrote (status.json):
 // finished, diverged and failed stand; preempted or no verdict (the worker was killed) means
 // resume from the checkpoint, and that killed attempt does not use up a retry.
+// The peak memory a worker measured (its status.json), onto its run's record.
+void RecordPeakMemory(const std::optional<RunStatusFile>& st, store::RunRecord* r) {
+  if (!st || !st->peak_memory_bytes) return;
+  r->peak_memory = *st->peak_memory_bytes;
+  r->peak_memory_of = st->peak_memory_of;
+}
+
 void ApplyRecoveredVerdict(const std::optional<RunStatusFile>& st, store::RunRecord* r) {
+  RecordPeakMemory(st, r);
   const std::string state = st ? st->state : "";
   if (st && st->exit_code) r->exit_code = st->exit_code;
   if (state == "finished") {
@@ -379,6 +387,7 @@ class SweepSession {
       case CellState::kRunning:
         break;
     }
+    if (run) r.memory_estimate = cell.memory.total;  // stored with the launch
     records_[cell.key] = r;
     if (run) jobs_.push_back({cell.key, r.run_dir, cell.memory.total, cell.est_seconds});
     return Status::Ok();
@@ -499,6 +508,20 @@ class SweepSession {
                    (r.attempts > 1 ? "  (attempt " + std::to_string(r.attempts) + ")" : ""));
   }
 
+  // A worker that needed more memory than the scheduler packed it by (on a GPU, its reserved
+  // peak plus the context the estimate assumes): runs packed beside it could run out.
+  void WarnAboveEstimate(const store::RunRecord& r) {
+    if (r.memory_estimate <= 0 || r.peak_memory <= 0) return;
+    const int64_t peak =
+        r.peak_memory + (r.peak_memory_of == "cuda_reserved" ? sweep::kCudaContextBytes : 0);
+    if (peak <= r.memory_estimate * 1.1) return;
+    const bool gpu = r.peak_memory_of == "cuda_reserved";
+    display_.Event("warn   " + r.cell_key + "  its peak memory, " + Bytes(peak) + " (" +
+                   r.peak_memory_of + (gpu ? " + context" : "") + "), is above its estimate " +
+                   Bytes(r.memory_estimate) + ", which the scheduler packs runs by" +
+                   (gpu ? ": lower executor.device_memory_gib to pack fewer runs per GPU" : ""));
+  }
+
   // running -> finished | diverged | failed | preempted. Returns whether to launch it again.
   bool OnExit(const Job& job, const ExitInfo& info) {
     store::RunRecord& r = records_[job.key];
@@ -513,6 +536,8 @@ class SweepSession {
     }
     Result<std::optional<RunStatusFile>> sf = ReadRunStatus(r.run_dir);
     std::optional<RunStatusFile> st = sf.ok() ? *sf : std::nullopt;
+    RecordPeakMemory(st, &r);
+    WarnAboveEstimate(r);
     std::string reason = st ? st->reason : "";
     std::string cls;
     if (!info.node.empty()) r.host = info.node;

@@ -407,6 +407,18 @@ TEST_F(StoreTest, MigratesSchemaVersion1Fixture) {
   EXPECT_EQ((*got)->max_at, 3);
   EXPECT_FALSE((*got)->scanned_at.empty());
   EXPECT_FALSE(db->GetTokenFile("/data/train.bin", "llmc")->has_value());
+  // Migration 10: the old run has no memory figures; new ones round-trip.
+  EXPECT_EQ(run->memory_estimate, 0);
+  EXPECT_EQ(run->peak_memory, 0);
+  EXPECT_EQ(run->peak_memory_of, "");
+  run->memory_estimate = int64_t{5} << 30;
+  run->peak_memory = int64_t{4} << 30;
+  run->peak_memory_of = "cuda_reserved";
+  ASSERT_TRUE(db->UpsertRun(*run).ok());
+  auto with_memory = *db->GetRun(1);
+  EXPECT_EQ(with_memory->memory_estimate, int64_t{5} << 30);
+  EXPECT_EQ(with_memory->peak_memory, int64_t{4} << 30);
+  EXPECT_EQ(with_memory->peak_memory_of, "cuda_reserved");
   db.reset();
   // Reopening does not migrate again.
   auto again = OpenOrDie(path_);

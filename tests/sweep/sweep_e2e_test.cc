@@ -155,6 +155,7 @@ TEST(SweepE2ETest, RunsFitsStoresAndSkipsFinishedCellsOnRerun) {
   auto r = testing::RunCommand(SweepRun(db, kTiny), {}, dir);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("for budget C = 8e+09 FLOPs: train N = "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("its peak memory"), std::string::npos) << r.out;  // within the estimate
   EXPECT_NE(r.out.find("true data entropy"), std::string::npos) << r.out;
   for (const auto& run : Runs(db, "tiny")) {
     EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
@@ -319,8 +320,53 @@ print(json.dumps({"points": [{"c": p[0], "n": p[1], "loss": p[2]} for p in pts],
     EXPECT_NE(exported.out.substr(0, exported.out.find('\n')).find(column), std::string::npos)
         << column;
   }
+  // Each run's memory: the estimate it was scheduled by beside the peak its worker measured.
+  auto as_json = testing::RunCommand(
+      {Binary("isoflop"), "--db", db, "export", "--sweep", "tiny", "--format", "json"}, {}, dir);
+  ASSERT_EQ(as_json.exit_code, 0) << as_json.err;
+  const nlohmann::json rows = nlohmann::json::parse(as_json.out);
+  ASSERT_EQ(rows.size(), 6u);
+  for (const auto& row : rows) {
+    ASSERT_TRUE(row["memory_estimate_bytes"].is_number_integer()) << row.dump();
+    ASSERT_TRUE(row["peak_memory_bytes"].is_number_integer()) << row.dump();
+    EXPECT_EQ(row["peak_memory_of"], "host_rss");
+    const double ratio =
+        row["memory_estimate_bytes"].get<double>() / row["peak_memory_bytes"].get<double>();
+    EXPECT_GT(ratio, 0.95) << row.dump();
+    EXPECT_LT(ratio, 1.25) << row.dump();
+  }
+  EXPECT_NE(status.out.find("peak_memory"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find(" MiB"), std::string::npos) << status.out;
   auto list = testing::RunCommand({Binary("isoflop"), "--db", db, "sweeps"}, {}, dir);
   EXPECT_NE(list.out.find("tiny"), std::string::npos) << list.out;
+}
+
+// A run that needs more memory than the scheduler packed it by is named as it ends. Here the
+// estimate is told to assume bf16 activations and fused attention (executor.mixed_precision and
+// fused_attention), which the CPU trainer does not use: its explicit attention's probabilities
+// alone exceed the estimate's slack.
+TEST(SweepE2ETest, APeakAboveItsEstimateIsWarnedOfAndStored) {
+  const std::string dir = TempDir("sweep_peak");
+  const std::string db = dir + "/s.db";
+  auto r = testing::RunCommand(
+      SweepRun(db, kTiny,
+               {"--no-fit", "--set", "budgets=[2e9]", "--set", "model.seq_len=256", "--set",
+                "train.batch_tokens=4096", "--set", "train.micro_batch=16", "--set",
+                "executor.mixed_precision=true", "--set", "executor.fused_attention=true"}),
+      {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  size_t warnings = 0;
+  for (size_t at = r.out.find("its peak memory, "); at != std::string::npos;
+       at = r.out.find("its peak memory, ", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 3u) << r.out;
+  EXPECT_NE(r.out.find(" MiB (host_rss), is above its estimate "), std::string::npos) << r.out;
+  const auto runs = Runs(db, "tiny");
+  ASSERT_EQ(runs.size(), 3u);
+  for (const auto& run : runs) {
+    EXPECT_GT(run.peak_memory, run.memory_estimate * 1.1) << run.cell_key;
+    EXPECT_EQ(run.peak_memory_of, "host_rss");
+  }
 }
 
 TEST(SweepE2ETest, SigkillMidSweepThenRerunGivesExactlyTheUninterruptedRows) {

@@ -19,7 +19,7 @@ namespace isoflop::store {
 class Statement;
 
 // The schema version this binary writes. A file with a larger user_version is refused.
-inline constexpr int kSchemaVersion = 9;
+inline constexpr int kSchemaVersion = 10;
 
 struct OpenOptions {
   bool create_if_missing = true;  // false: NotFound when the file does not exist
@@ -107,6 +107,11 @@ struct RunRecord {
   std::string ingest_file;  // that file's "device:inode" ("" before anything was ingested)
   std::optional<double> data_entropy;  // nats/token when the data source knows it
   std::string created_at, started_at, finished_at;
+  // Memory: the plan's estimate the scheduler packed the run by (bytes, 0 before its first
+  // launch) and the peak its last worker measured (status.json: 0 and "" until one reported;
+  // peak_memory_of "host_rss" or "cuda_reserved", docs/run-protocol.md).
+  int64_t memory_estimate = 0, peak_memory = 0;
+  std::string peak_memory_of{};
 };
 
 struct MetricRow {
