@@ -84,6 +84,11 @@ json CellView::ToJson() const {
           {"final_val_loss", Opt(r.final_val_loss)},
           {"final_train_loss", Opt(r.final_train_loss)},
           {"attempts", r.attempts},
+          // Bytes; null until known: the estimate the scheduler packed the run by, and the peak
+          // its worker measured (peak_memory_of: host_rss or cuda_reserved).
+          {"memory_estimate", r.memory_estimate > 0 ? json(r.memory_estimate) : json()},
+          {"peak_memory", r.peak_memory > 0 ? json(r.peak_memory) : json()},
+          {"peak_memory_of", r.peak_memory_of},
           {"started_at", r.started_at},
           {"finished_at", r.finished_at}};
 }

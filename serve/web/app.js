@@ -13,6 +13,9 @@ const state = {
 window.isoflop = state;  // for the browser test and for curious users in the console
 
 // ---- formatting -------------------------------------------------------------------------
+// "1.5 GiB" from 1 GiB up, else "233 MiB" (as the command line writes sizes).
+const fmtBytes = b => (b === null || b === undefined) ? '–'
+  : b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${Math.round(b / 2 ** 20)} MiB`;
 const fmt = (v, p = 4) => (v === null || v === undefined || !isFinite(v)) ? '–' : Number(v).toPrecision(p);
 const fmtInt = v => (v === null || v === undefined) ? '–' : Number(v).toLocaleString('en-US');
 function fmtEta(s) {
@@ -234,6 +237,8 @@ function renderCells() {
     td.append(bar, ` ${Math.round(100 * c.progress)}%`);
     add(c.tokens_per_s ? fmt(c.tokens_per_s, 3) : '–', 'num');
     add(c.status === 'running' ? fmtEta(c.eta_s) : '–', 'num');
+    add(fmtBytes(c.peak_memory), 'num memory',
+      `estimate ${fmtBytes(c.memory_estimate)}` + (c.peak_memory_of ? `; peak: ${c.peak_memory_of}` : ''));
     add(fmt(c.final_val_loss ?? c.latest_loss, 4), 'num');
     add(c.reason || '', 'reason');
     return tr;

@@ -97,6 +97,13 @@ async function main() {
     const keys = new Set(cells.map(c => c.cell));
     check(rows.every(r => keys.has(r.cell)) && new Set(rows.map(r => r.cell)).size === keys.size, 'every cell listed once');
     check(rows.every(r => r.cls === 'state-finished'), 'every row has the finished state class');
+    // Each cell's measured peak memory, as `isoflop sweep status` has it, its estimate on hover.
+    const memory = await page.$$eval('#cells tbody tr', trs => trs.map(tr => ({
+      cell: tr.dataset.cell, text: tr.querySelector('td.memory').textContent, title: tr.querySelector('td.memory').title })));
+    const peakOf = new Map(cells.map(c => [c.cell, c.peak_memory]));
+    check(memory.every(m => peakOf.get(m.cell) > 0 && m.text === `${Math.round(peakOf.get(m.cell) / 2 ** 20)} MiB` &&
+      /^estimate \d+ MiB; peak: host_rss$/.test(m.title)),
+      `memory column: ${memory.map(m => `${m.text} (${m.title})`).join(', ')}`);
 
     // The curves charts have one series per run, each with points.
     for (const id of ['chart-tokens', 'chart-flops']) {
