@@ -169,9 +169,11 @@ std::string LocalExecutor::Refusal(const Job& j) const {
                     j.memory_bytes / double(1LL << 30), largest / double(1LL << 30));
       return buf;
     }
-  } else if (resources_.host_memory_bytes > 0 && j.memory_bytes > resources_.host_memory_bytes) {
-    std::snprintf(buf, sizeof(buf), "out of memory: needs about %.1f GiB, this host has %.1f GiB",
-                  j.memory_bytes / double(1LL << 30),
+  } else if (resources_.host_memory_bytes > 0 &&
+             j.memory_bytes * ranks > resources_.host_memory_bytes) {
+    std::snprintf(buf, sizeof(buf), "out of memory: needs about %.1f GiB%s, this host has %.1f GiB",
+                  j.memory_bytes * ranks / double(1LL << 30),
+                  ranks > 1 ? (" (" + std::to_string(ranks) + " ranks)").c_str() : "",
                   resources_.host_memory_bytes / double(1LL << 30));
     return buf;
   }
@@ -186,6 +188,11 @@ std::optional<Placement> LocalExecutor::Place(const Job& job) {
   pl.ranks = resources_.ranks_per_run;
   if (!resources_.gpu) {
     if (cpu_slots_used_ + pl.ranks > resources_.cpu_slots) return std::nullopt;
+    // Runs side by side share the host's memory: each rank is a process of the run's estimate
+    // (Refusal has turned away a run that cannot fit even alone).
+    if (resources_.host_memory_bytes > 0 &&
+        host_memory_used_ + job.memory_bytes * pl.ranks > resources_.host_memory_bytes)
+      return std::nullopt;
     pl.device = "cpu";
     return pl;
   }
@@ -217,7 +224,10 @@ Result<LaunchedJob> LocalExecutor::Launch(const Job& job, const Placement& pl) {
   ISOFLOP_ASSIGN_OR_RETURN(pid_t pid,
                            StartTrainer(train_binary_, job.run_dir, pl.devices, pl.ranks));
   for (int s : slots) gpu_used_[s] += job.memory_bytes;
-  if (!resources_.gpu) cpu_slots_used_ += pl.ranks;
+  if (!resources_.gpu) {
+    cpu_slots_used_ += pl.ranks;
+    host_memory_used_ += job.memory_bytes * pl.ranks;
+  }
   active_.push_back({job, std::move(slots), pid, pl.ranks});
   LaunchedJob launched;
   launched.id = "local:" + std::to_string(pid);
@@ -238,7 +248,10 @@ std::vector<JobExit> LocalExecutor::Poll() {
     Active done = active_[i];
     active_.erase(active_.begin() + i);
     for (int s : done.gpu_slots) gpu_used_[s] -= done.job.memory_bytes;
-    if (!resources_.gpu) cpu_slots_used_ -= done.ranks;
+    if (!resources_.gpu) {
+      cpu_slots_used_ -= done.ranks;
+      host_memory_used_ -= done.job.memory_bytes * done.ranks;
+    }
     JobExit e;
     e.job = done.job;
     e.id = "local:" + std::to_string(done.pid);

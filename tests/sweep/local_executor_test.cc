@@ -273,6 +273,38 @@ TEST_F(ExecutorTest, CpuSlotsAreNeverExceededAndFailuresCanRetry) {
   for (const auto& j : jobs) EXPECT_EQ(Read(j).devices, "") << "a CPU run sees no GPU";
 }
 
+// CPU runs side by side share the host's memory: with 1 GiB, runs of 400 MiB go two at a time
+// though four slots are free, and a two-rank run of 600 MiB (1.2 GiB) is refused.
+TEST_F(ExecutorTest, CpuRunsArePackedByTheHostsMemory) {
+  Resources res;
+  res.gpu = false;
+  res.cpu_slots = 4;
+  res.threads_per_run = 1;
+  res.host_memory_bytes = kGiB;
+  std::vector<Job> jobs;
+  for (int i = 0; i < 4; ++i) jobs.push_back(MakeJob("m" + std::to_string(i), 400 << 20, 1));
+  int running = 0, max_concurrent = 0;
+  JobCallbacks cb;
+  cb.on_start = [&](const Job&, const Placement&, const LaunchedJob&) {
+    max_concurrent = std::max(max_concurrent, ++running);
+  };
+  cb.on_exit = [&](const Job&, const ExitInfo& e) {
+    --running;
+    EXPECT_EQ(e.exit_code, 0);
+    return false;
+  };
+  LocalExecutor ex(worker_, res);
+  bool interrupted = false;
+  ASSERT_TRUE(RunJobs(ex, jobs, cb, 0, 0.02, &interrupted).ok());
+  EXPECT_EQ(max_concurrent, 2);
+  EXPECT_EQ(ex.Refusal(MakeJob("alone", 600 << 20, 1)), "");
+  res.ranks_per_run = 2;
+  res.cpu_slots = 4;
+  LocalExecutor two(worker_, res);
+  EXPECT_EQ(two.Refusal(MakeJob("ranks", 600 << 20, 1)),
+            "out of memory: needs about 1.2 GiB (2 ranks), this host has 1.0 GiB");
+}
+
 // Device detection reads `nvidia-smi --query-gpu=index,memory.total --format=csv,noheader,
 // nounits`; a script standing in for it on PATH prints what a 3-GPU host prints.
 TEST_F(ExecutorTest, DetectsGpusThroughNvidiaSmiAndHonoursRestrictions) {

@@ -31,7 +31,7 @@ struct Resources {
   int threads_per_run = 1;      // train.threads each run (each rank) gets
   int ranks_per_run = 1;        // data-parallel ranks per run: CPU slots or GPUs each run takes
   int max_parallel = 0;         // 0 = no limit beyond devices/slots
-  int64_t host_memory_bytes = 0;
+  int64_t host_memory_bytes = 0;  // CPU runs are packed within it; 0 = unknown, not checked
 };
 
 // Detects GPUs (nvidia-smi, narrowed by $CUDA_VISIBLE_DEVICES and executor.gpus) unless
@@ -52,7 +52,8 @@ Result<pid_t> StartTrainer(const std::string& train_binary, const std::string& r
 
 // This machine's CPU slots or GPUs as an Executor: each job is an `isoflop-train` child
 // process (StartTrainer); GPU jobs are packed by their memory estimate onto the device with the
-// least free memory that holds them (best fit). Not thread-safe.
+// least free memory that holds them (best fit), CPU jobs into free slots while their estimates
+// (one per rank) fit the host's memory together. Not thread-safe.
 class LocalExecutor : public Executor {
  public:
   LocalExecutor(std::string train_binary, Resources resources)
@@ -82,7 +83,8 @@ class LocalExecutor : public Executor {
   Resources resources_;
   std::vector<int64_t> gpu_used_;
   std::vector<Active> active_;
-  int cpu_slots_used_ = 0;  // ranks of the running CPU jobs
+  int cpu_slots_used_ = 0;        // ranks of the running CPU jobs
+  int64_t host_memory_used_ = 0;  // their memory estimates, one per rank
 };
 
 }  // namespace isoflop::sweep
