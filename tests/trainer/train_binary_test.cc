@@ -411,7 +411,7 @@ TEST_F(BinaryTest, ActivationCheckpointingKeepsTheLoss) {
 // against the peak resident set status.json measures, on CPU, over the parts the estimate
 // models: RoPE/ALiBi/learned positions, RMSNorm/LayerNorm, SwiGLU/GELU, activation
 // checkpointing, a large vocabulary (whose logits glibc maps rather than heaps), MoE layers and
-// a data-parallel rank. Measured here: 1.01-1.08x the peak. The runtime baseline is Debian's
+// a data-parallel rank. Measured here: 1.00-1.10x the peak. The runtime baseline is Debian's
 // LibTorch 1.13's; elsewhere (a pip LibTorch 2.x) the ratios are printed, not checked.
 TEST_F(BinaryTest, MemoryEstimateBoundsTheMeasuredPeakResidentSet) {
   {
@@ -463,7 +463,8 @@ TEST_F(BinaryTest, MemoryEstimateBoundsTheMeasuredPeakResidentSet) {
                     {"vocab_size", 512},
                     {"seq_len", c.seq_len}};
     run["data"] = {{"source", "synthetic"}, {"language", "skills"}, {"vocab", 512}};
-    run["train"].update({{"tokens", 2 * batch},
+    // 8 steps: glibc's heap holes grow over the first steps and level off by about the 10th.
+    run["train"].update({{"tokens", 8 * batch},
                          {"batch_tokens", batch},
                          {"micro_batch", c.micro_batch},
                          {"eval_tokens", batch},
