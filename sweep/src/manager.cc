@@ -111,16 +111,18 @@ Status StopFolderHolder(const store::RunRecord& r, double grace_s, ProgressDispl
                                     ", which cannot be stopped; the folder stays untouched");
 }
 
-// What a dead manager's running cell became, from the verdict its worker wrote (status.json):
-// finished, diverged and failed stand; preempted or no verdict (the worker was killed) means
-// resume from the checkpoint, and that killed attempt does not use up a retry.
-// The peak memory a worker measured (its status.json), onto its run's record.
+// The peak memory a worker measured (its status.json), onto its run's record: the largest of
+// the run's attempts (a resumed worker measures its own lifetime only).
 void RecordPeakMemory(const std::optional<RunStatusFile>& st, store::RunRecord* r) {
   if (!st || !st->peak_memory_bytes) return;
+  if (r->peak_memory_of == st->peak_memory_of && r->peak_memory >= *st->peak_memory_bytes) return;
   r->peak_memory = *st->peak_memory_bytes;
   r->peak_memory_of = st->peak_memory_of;
 }
 
+// What a dead manager's running cell became, from the verdict its worker wrote (status.json):
+// finished, diverged and failed stand; preempted or no verdict (the worker was killed) means
+// resume from the checkpoint, and that killed attempt does not use up a retry.
 void ApplyRecoveredVerdict(const std::optional<RunStatusFile>& st, store::RunRecord* r) {
   RecordPeakMemory(st, r);
   const std::string state = st ? st->state : "";
@@ -884,6 +886,8 @@ Result<int> ResetCells(store::Store& db, const std::string& sweep_name, bool fai
     r.status = "planned";
     r.attempts = 0;
     r.reason.clear();
+    r.peak_memory = 0;  // measured afresh
+    r.peak_memory_of.clear();
     ISOFLOP_RETURN_IF_ERROR(db.UpsertRun(r).status());
     ++n;
   }

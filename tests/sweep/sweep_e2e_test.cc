@@ -847,6 +847,48 @@ TEST(SweepE2ETest, ADamagedStatusFileOfARunningCellResumesIt) {
   }
 }
 
+// A run's peak memory is the largest of its attempts': a worker resumed after its manager died
+// measures only its own lifetime, so the peak the earlier attempt wrote into status.json (here a
+// made-up 64 GiB, as if that attempt had been the hungry one) stays on the record.
+TEST(SweepE2ETest, TheStoredPeakMemoryIsTheLargestOfARunsAttempts) {
+  const std::string dir = TempDir("sweep_peak_attempts");
+  const std::string db = dir + "/s.db";
+  const std::vector<std::string> one_budget = {"--no-fit", "--set", "budgets=[2e9]"};
+  auto first = testing::RunCommand(SweepRun(db, kTiny, one_budget), {}, dir);
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  store::RunRecord cell = Runs(db, "tiny").front();
+  ASSERT_GT(cell.peak_memory, 0);
+  ASSERT_LT(cell.peak_memory, int64_t{8} << 30);
+  {
+    auto s = store::Store::Open(db);
+    ASSERT_TRUE(s.ok());
+    cell.status = "running";  // as a manager SIGKILLed mid-run leaves it
+    ASSERT_TRUE((*s)->UpsertRun(cell).ok());
+  }
+  const int64_t earlier = int64_t{64} << 30;
+  std::ofstream(cell.run_dir + "/status.json", std::ios::trunc)
+      << nlohmann::json{{"state", "preempted"},
+                        {"reason", "signal 15"},
+                        {"exit_code", 143},
+                        {"peak_memory_bytes", earlier},
+                        {"peak_memory_of", "host_rss"}}
+             .dump()
+      << "\n";
+  auto again = testing::RunCommand(SweepRun(db, kTiny, one_budget), {}, dir);
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  for (const auto& run : Runs(db, "tiny")) {
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+    ExpectEveryRow(db, run);
+    if (run.cell_key != cell.cell_key) continue;
+    EXPECT_EQ(run.peak_memory, earlier);
+    EXPECT_EQ(run.peak_memory_of, "host_rss");
+    // It was resumed, and the resumed worker wrote its own, smaller peak.
+    const auto st = nlohmann::json::parse(Slurp(run.run_dir + "/status.json"));
+    EXPECT_EQ(st["state"], "finished");
+    EXPECT_LT(st["peak_memory_bytes"].get<int64_t>(), earlier);
+  }
+}
+
 // One manager per sweep, whatever the working directory: a second `sweep run` of the same
 // sweep and store from another folder is refused while the first lives (held stopped here), and
 // once the first is dead (SIGKILL) its stale lease is taken over: the interrupted cells resume

@@ -2,7 +2,8 @@
 // this process: the summed gradients equal the sum of each rank's own, buckets start while
 // backward is still running, ranks whose graphs differ (a parameter only one rank uses, one no
 // rank uses) neither deadlock nor change the optimizer's view, micro-batches accumulate, and
-// a second step starts clean. Part of the WHOLE binary trainer_model_test.
+// a second step starts clean; ValueOfEachRank hands every rank each rank's value. Part of the
+// WHOLE binary trainer_model_test.
 #include "isoflop/trainer/distributed.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -135,6 +136,20 @@ void ExpectSummed(const RankResult r[2]) {
           << "rank " << k << " param " << i;
     }
   }
+}
+
+TEST(ProcessGroupTest, EveryRankGetsEachRanksValue) {
+  ISOFLOP_REQUIRE_GLOO();
+  std::vector<double> seen[2];
+  RankResult out[2];
+  RunTwoRanks(
+      [&](ProcessGroup& group, int rank, RankResult&) {
+        // Integers past float precision, as peak memory in bytes is.
+        seen[rank] = ValueOfEachRank(group, rank == 0 ? 123456789012.0 : 7.0, torch::kCPU);
+      },
+      out);
+  for (const auto& s : seen) EXPECT_EQ(s, (std::vector<double>{123456789012.0, 7.0}));
+  EXPECT_EQ(ValueOfEachRank(*SingleProcessGroup(), 5.0, torch::kCPU), std::vector<double>{5.0});
 }
 
 TEST(GradientReducerTest, OverlappedBucketsSumEveryRanksGradients) {

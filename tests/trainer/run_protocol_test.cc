@@ -18,6 +18,9 @@ TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
   s.final_val_loss = NAN;  // no evaluation yet: written as null
   s.exit_code = 143;
   s.wall_s = 2.5;
+  s.peak_memory_bytes = 300 << 20;
+  s.peak_memory_of = "host_rss";
+  s.peak_memory_by_rank = {280 << 20, 300 << 20};
   const std::string text = s.ToJson();
   EXPECT_NE(text.find("\"final_val_loss\":null"), std::string::npos) << text;
   Result<StatusFile> back = StatusFile::Parse(text);
@@ -29,6 +32,15 @@ TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
   EXPECT_FALSE(back->final_val_loss.has_value());
   EXPECT_EQ(back->exit_code, 143);
   EXPECT_DOUBLE_EQ(*back->wall_s, 2.5);
+  EXPECT_EQ(back->peak_memory_bytes, 300 << 20);
+  EXPECT_EQ(back->peak_memory_of, "host_rss");
+  EXPECT_EQ(back->peak_memory_by_rank, (std::vector<int64_t>{280 << 20, 300 << 20}));
+  for (const char* bad : {R"({"state": "finished", "peak_memory_by_rank": [1, -2]})",
+                          R"({"state": "finished", "peak_memory_by_rank": [1.5]})"}) {
+    Result<StatusFile> b = StatusFile::Parse(bad);
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_NE(b.status().message().find("peak_memory_by_rank"), std::string::npos);
+  }
   for (const char* bad : {"", "[]", R"({"state": "running"})", R"({"reason": "x"})", "{"}) {
     EXPECT_FALSE(StatusFile::Parse(bad).ok()) << bad;
   }
@@ -40,6 +52,9 @@ TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
   ASSERT_TRUE(e.ok());
   EXPECT_FALSE(e->step.has_value());
   EXPECT_FALSE(e->tokens.has_value());
+  EXPECT_FALSE(e->peak_memory_bytes.has_value());
+  EXPECT_TRUE(e->peak_memory_by_rank.empty());
+  EXPECT_EQ(early.ToJson().find("peak_memory"), std::string::npos);
 }
 
 TEST(RunProtocolTest, MetricsLineRoundTrips) {

@@ -486,6 +486,19 @@ TEST_F(BinaryTest, MemoryEstimateBoundsTheMeasuredPeakResidentSet) {
     ASSERT_EQ(status["peak_memory_of"], "host_rss") << status.dump();
     const double estimate = info["memory_estimate_bytes"].get<double>();
     const double peak = status["peak_memory_bytes"].get<double>();
+    if (c.ranks > 1) {
+      // The largest of every rank's peak (LibTorch's own resident set alone is over 100 MiB).
+      const json& by_rank = status["peak_memory_by_rank"];
+      ASSERT_TRUE(by_rank.is_array() && by_rank.size() == size_t(c.ranks)) << status.dump();
+      double largest = 0;
+      for (const json& v : by_rank) {
+        EXPECT_GT(v.get<double>(), 100.0 * (1 << 20)) << status.dump();
+        largest = std::max(largest, v.get<double>());
+      }
+      EXPECT_EQ(peak, largest) << status.dump();
+    } else {
+      EXPECT_FALSE(status.contains("peak_memory_by_rank")) << status.dump();
+    }
     std::printf("  %-26s estimate %6.0f MiB, peak RSS %6.0f MiB: %.2fx\n", c.name,
                 estimate / (1 << 20), peak / (1 << 20), estimate / peak);
     if (info["torch_version"].get<std::string>().rfind("1.13", 0) != 0) continue;

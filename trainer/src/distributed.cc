@@ -255,6 +255,18 @@ Result<std::unique_ptr<ProcessGroup>> JoinProcessGroup(const RankInfo& info,
   }
 }
 
+std::vector<double> ValueOfEachRank(ProcessGroup& group, double value,
+                                    const torch::Device& device) {
+  const int n = group.size();
+  if (n == 1) return {value};
+  torch::Tensor slots = torch::zeros({n}, torch::kDouble);
+  slots[group.rank()] = value;
+  std::vector<torch::Tensor> t = {slots.to(device)};
+  group.AllReduceSum(t);
+  const torch::Tensor sums = t[0].cpu().contiguous();
+  return std::vector<double>(sums.data_ptr<double>(), sums.data_ptr<double>() + n);
+}
+
 GradientReducer::GradientReducer(ProcessGroup& group, std::vector<torch::Tensor> params,
                                  int64_t bucket_bytes, int64_t first_bucket_bytes)
     : group_(group), params_(std::move(params)) {

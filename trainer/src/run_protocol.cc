@@ -100,6 +100,7 @@ std::string StatusFile::ToJson() const {
     j["peak_memory_bytes"] = *peak_memory_bytes;
     j["peak_memory_of"] = peak_memory_of;
   }
+  if (!peak_memory_by_rank.empty()) j["peak_memory_by_rank"] = peak_memory_by_rank;
   return j.dump() + "\n";
 }
 
@@ -120,6 +121,14 @@ Result<StatusFile> StatusFile::Parse(const std::string& text) {
   s.wall_s = OptNumber(j, "wall_s");
   s.peak_memory_bytes = OptInt(j, "peak_memory_bytes");
   s.peak_memory_of = OptString(j, "peak_memory_of");
+  if (auto it = j.find("peak_memory_by_rank"); it != j.end() && it->is_array()) {
+    for (const json& v : *it) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0)
+        return Status::Corrupt("peak_memory_by_rank: expected non-negative integers, got " +
+                               it->dump());
+      s.peak_memory_by_rank.push_back(v.get<int64_t>());
+    }
+  }
   ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(s.final_val_loss, "final_val_loss"));
   if (s.step) ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(*s.step), "step"));
   if (s.tokens) ISOFLOP_RETURN_IF_ERROR(CheckNotNegative(double(*s.tokens), "tokens"));

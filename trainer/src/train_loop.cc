@@ -149,6 +149,9 @@ class Trainer {
   // non-finite loss or norm ends the run as diverged, with the progress before that step.
   std::optional<RunOutcome> ReadStep(PendingStep& p, double* loss, double* grad_norm);
   double Evaluate();
+  // Data parallel: every rank's peak memory so far, onto rank_peaks_ (a collective, at the
+  // steps where every rank evaluates, checkpoints or stops).
+  void GatherPeakMemory();
   Status SaveCheckpoint();
   Status LogMetrics(double train_loss, double val_loss, double lr, double grad_norm,
                     double tokens_per_s, std::vector<std::pair<std::string, double>> extra);
@@ -172,6 +175,7 @@ class Trainer {
   MetricsLog metrics_;
   Progress progress_;
   double last_val_loss_ = NAN;
+  std::vector<int64_t> rank_peaks_;  // data parallel: each rank's peak memory, last gathered
   // A metrics line's train_loss is the token-weighted mean loss of the steps since the line
   // before, not its own step's: one step's loss is batch noise (on the quickstart its spread is
   // several times the gap between neighbouring model sizes, which the envelope ranks). A
@@ -200,18 +204,14 @@ bool Trainer::AgreedStop() {
 Status Trainer::AgreeOnResumedStep() {
   const int n = group_->size();
   if (n == 1) return Status::Ok();
-  // Each rank's step at its own slot: after the sum every rank has them all.
-  std::vector<torch::Tensor> t = {torch::zeros({n}, torch::kDouble)};
-  t[0][group_->rank()] = static_cast<double>(progress_.step);
-  t[0] = t[0].to(device_);
-  group_->AllReduceSum(t);
-  const torch::Tensor steps = t[0].cpu();
+  const std::vector<double> steps =
+      ValueOfEachRank(*group_, static_cast<double>(progress_.step), device_);
   for (int r = 1; r < n; ++r) {
-    if (steps[r].item<double>() != steps[0].item<double>()) {
+    if (steps[r] != steps[0]) {
       return Status::FailedPrecondition(
           "the ranks resumed from different checkpoints: rank 0 from step " +
-          std::to_string(std::llround(steps[0].item<double>())) + ", rank " + std::to_string(r) +
-          " from step " + std::to_string(std::llround(steps[r].item<double>())) +
+          std::to_string(std::llround(steps[0])) + ", rank " + std::to_string(r) + " from step " +
+          std::to_string(std::llround(steps[r])) +
           " (every rank must see the same run folder: a shared filesystem's stale listing?)");
     }
   }
@@ -602,6 +602,12 @@ double Trainer::Evaluate() {
   return cpu[0].item<double>() / cpu[1].item<double>();
 }
 
+void Trainer::GatherPeakMemory() {
+  const std::vector<double> peaks =
+      ValueOfEachRank(*group_, static_cast<double>(PeakMemory(device_).first), device_);
+  rank_peaks_.assign(peaks.begin(), peaks.end());
+}
+
 Status Trainer::SaveCheckpoint() {
   if (!lead()) return Status::Ok();  // every replica holds the same state: rank 0 saves it
   const std::string ckpt_dir = dir_ + "/ckpt";
@@ -673,6 +679,13 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
   status.exit_code = exit_code;
   status.wall_s = WallSeconds();
   std::tie(status.peak_memory_bytes, status.peak_memory_of) = PeakMemory(device_);
+  if (!rank_peaks_.empty()) {
+    // Rank 0's as of now, the others' as of the last gathering.
+    status.peak_memory_by_rank = rank_peaks_;
+    status.peak_memory_by_rank[0] = *status.peak_memory_bytes;
+    status.peak_memory_bytes =
+        *std::max_element(status.peak_memory_by_rank.begin(), status.peak_memory_by_rank.end());
+  }
   // Every metrics line is on disk before the verdict that says the run is over.
   if (Status synced = metrics_.Sync(); !synced.ok())
     std::fprintf(stderr, "isoflop-train: %s\n", synced.message().c_str());
@@ -796,6 +809,7 @@ RunOutcome Trainer::Run() {
       interval_start = Clock::now();
       interval_tokens = 0;
     }
+    if (group_->size() > 1 && (eval || ckpt || stopping)) GatherPeakMemory();
     if (ckpt || stopping) {
       if (Status st = SaveCheckpoint(); !st.ok())
         return Finish("failed", st.message(), kExitFailed);

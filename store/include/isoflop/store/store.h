@@ -108,8 +108,9 @@ struct RunRecord {
   std::optional<double> data_entropy;  // nats/token when the data source knows it
   std::string created_at, started_at, finished_at;
   // Memory: the plan's estimate the scheduler packed the run by (bytes, 0 before its first
-  // launch) and the peak its last worker measured (status.json: 0 and "" until one reported;
-  // peak_memory_of "host_rss" or "cuda_reserved", docs/run-protocol.md).
+  // launch) and the largest peak its workers measured, over its attempts and ranks
+  // (status.json; 0 and "" until one reported; peak_memory_of "host_rss" or "cuda_reserved",
+  // docs/run-protocol.md).
   int64_t memory_estimate = 0, peak_memory = 0;
   std::string peak_memory_of{};
 };

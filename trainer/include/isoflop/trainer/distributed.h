@@ -78,6 +78,11 @@ Result<std::unique_ptr<ProcessGroup>> JoinProcessGroup(const RankInfo& info,
                                                        const std::string& device,
                                                        std::chrono::milliseconds timeout);
 
+// Every rank's `value`, indexed by rank, on every rank: each rank puts its own at its slot of a
+// zeroed vector on `device` and the group sums it (one collective; exact for integers up to
+// 2^53). Every rank must call it at the same point. Throws like AllReduceSum.
+std::vector<double> ValueOfEachRank(ProcessGroup& group, double value, const torch::Device& device);
+
 // Sums a replica's gradients over the group in flat buckets, each started as soon as its last
 // gradient of the step is final, so communication overlaps the rest of the backward pass (as
 // PyTorch's DistributedDataParallel does). Buckets follow the reverse of parameter order, the

@@ -50,12 +50,16 @@ struct StatusFile {
   std::optional<double> final_val_loss;
   std::optional<int> exit_code;  // absent in files of very old trainers
   std::optional<double> wall_s;
-  // The worker process's peak memory (rank 0's under data parallel; this attempt's, if the run
-  // resumed): `peak_memory_of` says what was measured, "host_rss" (the peak resident set,
-  // getrusage) on CPU or "cuda_reserved" (the caching allocator's peak reserved bytes on the
-  // run's GPU: the CUDA context is not in it). Absent in files of older trainers.
+  // The worker process's peak memory (this attempt's, if the run resumed): `peak_memory_of`
+  // says what was measured, "host_rss" (the peak resident set, getrusage) on CPU or
+  // "cuda_reserved" (the caching allocator's peak reserved bytes on the run's GPU: the CUDA
+  // context is not in it). Absent in files of older trainers. Under data parallel it is the
+  // largest of `peak_memory_by_rank`, each rank's peak by rank: rank 0's at exit, the others'
+  // as of the last step where every rank evaluated, checkpointed or stopped (empty for one
+  // process, and when no such step came).
   std::optional<int64_t> peak_memory_bytes;
   std::string peak_memory_of;
+  std::vector<int64_t> peak_memory_by_rank;
 
   std::string ToJson() const;  // one line, with the trailing newline
   // Corrupt when `text` is not an object with a string "state" in the states above.
