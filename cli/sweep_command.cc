@@ -138,6 +138,29 @@ std::vector<std::string> ProbeEstimates(const Context& ctx, const sweep::SweepCo
                   (interpolated > 0 ? "; " + std::to_string(interpolated) +
                                           " other shape(s) interpolated in log N"
                                     : ""));
+  // The probe's trainers measured their peak memory too: how the estimates compare.
+  int probed = 0;
+  int64_t lo = 0, hi = 0;
+  double ratio_lo = 0, ratio_hi = 0;
+  for (const auto& s : r->shapes) {
+    if (!s.probed || s.peak_memory_bytes <= 0) continue;
+    const double ratio = double(s.memory_estimate) / double(s.peak_memory_bytes);
+    lo = probed ? std::min(lo, s.peak_memory_bytes) : s.peak_memory_bytes;
+    hi = probed ? std::max(hi, s.peak_memory_bytes) : s.peak_memory_bytes;
+    ratio_lo = probed ? std::min(ratio_lo, ratio) : ratio;
+    ratio_hi = probed ? std::max(ratio_hi, ratio) : ratio;
+    ++probed;
+  }
+  if (probed > 0) {
+    auto range = [](const std::string& a, const std::string& b) {
+      return a == b ? a : a + " to " + b;
+    };
+    lines.push_back(
+        "memory probed on " + std::to_string(probed) + " shape(s): peak RSS " +
+        range(Bytes(double(lo)), Bytes(double(hi))) + " (probe_peak), estimate / peak " +
+        range(Fmt("%.2f", ratio_lo) + "x", Fmt("%.2f", ratio_hi) + "x") +
+        "; a probe trains a few dozen steps, a long run's heap may grow a little beyond it");
+  }
   for (const auto& n : r->notes) lines.push_back("probe: " + n);
   return lines;
 }
@@ -192,6 +215,7 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
                {"steps", ""},
                {"seed", ""},
                {"memory", ""},
+               {"probe_peak", ""},
                {"est_time", ""},
                {"est_by", ""}};
   // MoE: active parameters per token beside the total (what C = 6 N D counts).
@@ -214,6 +238,7 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
         c.steps,
         c.seed,
         format == Format::kTable ? json(Bytes(c.memory.total)) : json(c.memory.total),
+        BytesCell(c.probed_peak_memory, format),
         format == Format::kTable ? json(Seconds(c.est_seconds)) : json(c.est_seconds),
         sweep::ToString(c.est_source)};
     if (moe) row.insert(row.begin() + 4, c.n_active);

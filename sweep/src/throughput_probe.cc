@@ -378,6 +378,8 @@ Result<std::vector<ProbeFigure>> MeasureThroughput(const std::vector<Cell>& cell
     if (auto rows = ParseMetricsLines(metrics, &consumed); rows.ok() && !rows->empty())
       trained = rows->back().tokens;
     f.overhead_s = std::max(0.0, c.elapsed - double(trained) / f.tokens_per_s);
+    if (auto st = ReadRunStatus(c.dir); st.ok() && *st && (*st)->peak_memory_bytes)
+      f.peak_memory_bytes = *(*st)->peak_memory_bytes;
     out.push_back(f);
   }
   return out;
@@ -435,6 +437,7 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
       for (const ProbeFigure& f : *many) {
         total += f.tokens_per_s;
         mean.overhead_s += f.overhead_s / runs;
+        mean.peak_memory_bytes = std::max(mean.peak_memory_bytes, f.peak_memory_bytes);
       }
       mean.tokens_per_s = total / runs;
       report.layout_figures.push_back({std::max(1, cores / runs), runs, total});
@@ -502,8 +505,14 @@ Result<ProbeReport> ProbePlan(Plan* plan, Resources* resources, bool choose_layo
       Cell& c = plan->cells[ci];
       c.est_seconds = CellSeconds(c, rate, g_overhead);
       c.est_source = probed ? Cell::EstimateSource::kProbed : Cell::EstimateSource::kInterpolated;
+      // (A cell whose estimate differs from the probed one's, by an axis outside the shape
+      // such as activation checkpointing, was not measured.)
+      c.probed_peak_memory =
+          probed && c.memory.total == first_cell(g).memory.total ? it->second.peak_memory_bytes : 0;
     }
-    report.shapes.push_back({first_cell(g).ShapeString(), groups[g].n_total, rate, probed});
+    report.shapes.push_back({first_cell(g).ShapeString(), groups[g].n_total, rate, probed,
+                             probed ? it->second.peak_memory_bytes : 0,
+                             first_cell(g).memory.total});
   }
   for (const Cell& c : plan->cells) plan->total_est_seconds += c.est_seconds;
   report.threads_per_run = res.threads_per_run;

@@ -1,5 +1,6 @@
 // The throughput probe through the real isoflop-train: a tiny shape measures a positive tokens/s
-// and leaves no folder behind; `isoflop sweep plan` marks its estimates probed, decides
+// and a peak memory near the estimate, and leaves no folder behind; `isoflop sweep plan` marks
+// its estimates probed and shows the probed memory, decides
 // `cpus_per_run: auto` from a measurement, and falls back to the model with a note when the
 // binary is missing.
 #include <gtest/gtest.h>
@@ -41,6 +42,10 @@ TEST(ThroughputProbeE2ETest, RealTrainerGivesPositiveTokensPerSecond) {
   EXPECT_GT((*r)[0].tokens_per_s, 0);
   EXPECT_GT((*r)[0].measured_tokens, 0);
   EXPECT_GE((*r)[0].overhead_s, 0);
+  // Its trainer's own peak resident set (status.json), beside the plan's estimate for it.
+  const double peak = double((*r)[0].peak_memory_bytes);
+  EXPECT_GT(peak, 0.75 * plan.cells[0].memory.total);
+  EXPECT_LT(peak, 1.25 * plan.cells[0].memory.total);
   EXPECT_TRUE(fs::is_empty(o.scratch_dir));  // the temporary run folder is gone
 }
 
@@ -82,8 +87,14 @@ TEST(ThroughputProbeE2ETest, PlanMarksEstimatesProbed) {
     // tiny.yaml has three shapes, all within max_shapes: every estimate is a measurement.
     EXPECT_EQ(row["est_by"], "probed") << row.dump();
     EXPECT_GT(row["est_time"].get<double>(), 0) << row.dump();
+    // The probe's measured peak beside the estimate, in bytes.
+    ASSERT_TRUE(row["probe_peak"].is_number_integer()) << row.dump();
+    const double ratio = row["memory"].get<double>() / row["probe_peak"].get<double>();
+    EXPECT_GT(ratio, 0.8) << row.dump();
+    EXPECT_LT(ratio, 1.3) << row.dump();
   }
   EXPECT_NE(out.err.find("est_time probed in "), std::string::npos) << out.err;
+  EXPECT_NE(out.err.find("memory probed on 3 shape(s): peak RSS "), std::string::npos) << out.err;
   EXPECT_NE(out.err.find("2 run(s) x 1 thread(s)"), std::string::npos) << out.err;
 
   // --no-probe: the model, said so.
@@ -93,6 +104,7 @@ TEST(ThroughputProbeE2ETest, PlanMarksEstimatesProbed) {
   EXPECT_NE(off.out.find("est_time from the throughput model, not measured: --no-probe"),
             std::string::npos)
       << off.out;
+  EXPECT_EQ(off.out.find("memory probed"), std::string::npos) << off.out;
 }
 
 TEST(ThroughputProbeE2ETest, AutoCpusPerRunIsDecidedByMeasurement) {

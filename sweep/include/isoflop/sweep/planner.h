@@ -39,6 +39,9 @@ struct Cell {
   // of this cell's shape, or probes of other shapes interpolated in log N (ProbePlan).
   enum class EstimateSource { kModel, kProbed, kInterpolated };
   EstimateSource est_source = EstimateSource::kModel;
+  // The peak memory a throughput probe of this cell's shape measured (host RSS, bytes; the
+  // measured counterpart of `memory`); 0 when its shape was not probed.
+  int64_t probed_peak_memory = 0;
 
   // Tokens per active parameter (what a token costs; for a dense model per parameter).
   double tokens_per_param() const { return n_active > 0 ? double(tokens) / n_active : 0; }

@@ -41,6 +41,7 @@ struct ProbeFigure {
   double overhead_s = 0;        // process wall time not explained by training at that speed:
                                 // LibTorch start-up, data building, warm-up, final eval, exit
   int64_t measured_tokens = 0;  // tokens the tokens/s figure rests on
+  int64_t peak_memory_bytes = 0;  // the run's peak resident set (its status.json); 0: none written
 };
 
 // Runs the resolved run config (Cell::config) of every cell of `cells` at the same time as an
@@ -97,6 +98,8 @@ struct ProbeReport {
     int64_t n_total = 0;
     double tokens_per_s = 0;
     bool probed = false;  // false: interpolated in log N
+    int64_t peak_memory_bytes = 0;  // probed only: the probe's peak resident set
+    int64_t memory_estimate = 0;    // the plan's estimate for the shape
   };
   std::vector<ShapeFigure> shapes;           // by n_total
   std::vector<LayoutFigure> layout_figures;  // when the layout was measured
@@ -108,10 +111,11 @@ struct ProbeReport {
 
 // Probes the plan's CPU runs and replaces each cell's est_seconds with
 // overhead + (tokens + evaluation tokens / 3) / tokens_per_s, marking est_source probed or
-// interpolated, and recomputes plan->total_est_seconds. Distinct shapes are those with distinct
-// model, batch_tokens, micro_batch and data source; at most opts.max_shapes of them (spread over
-// log N) are probed, `resources->cpu_slots` at a time with resources->threads_per_run threads
-// each (padded with copies so the contention is the sweep's), the rest interpolated.
+// interpolated, sets the measured peak memory (probed_peak_memory) of each probed cell whose
+// estimate is the probed one's, and recomputes plan->total_est_seconds. Distinct shapes are those
+// with distinct model, batch_tokens, micro_batch and data source; at most opts.max_shapes of them
+// (spread over log N) are probed, `resources->cpu_slots` at a time with resources->threads_per_run
+// threads each (padded with copies so the contention is the sweep's), the rest interpolated.
 // `choose_layout` (cpus_per_run: auto): first measures one run on every core against
 // concurrent one-thread runs on the costliest shape, applies ChooseCpuLayout and updates
 // resources->threads_per_run and cpu_slots. Errors: FailedPrecondition on GPU resources (the
