@@ -96,6 +96,11 @@ smi_peak = max(used) * 2**20 if used else None
 print(f"  memory: estimate {gib(est)}; measured {st.get('peak_memory_of')} peak {gib(peak)}, "
       f"nvidia-smi process peak {gib(smi_peak)} (context included)"
       + (f": estimate / nvidia-smi {est / smi_peak:.2f}" if est and smi_peak else ""))
+# The estimate's tensor terms against the caching allocator's peak allocated bytes: the
+# activation model alone, without the context and the allocator's rounding.
+est_t, peak_t = info.get("memory_estimate_tensor_bytes"), st.get("peak_tensor_bytes")
+print(f"  tensors: estimate {gib(est_t)}; allocator's peak allocated {gib(peak_t)}"
+      + (f": {est_t / peak_t:.2f}x" if est_t and peak_t else ""))
 PY
   timeout 120 python3 bench/trainer/gpu_reference.py --device cuda --layers "$layers" \
     --d-model "$d" --heads "$heads" --vocab 50304 --seq 1024 --micro-batch 32 --accum 4 \

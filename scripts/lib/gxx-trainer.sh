@@ -14,9 +14,9 @@ GXX_TRAINER_SOURCES=(trainer/src/accounting.cc trainer/src/memory.cc trainer/src
   trainer/src/schedule.cc trainer/src/synthetic.cc trainer/src/data.cc trainer/src/run_dir.cc trainer/src/run_protocol.cc
   common/src/files.cc common/src/process.cc common/src/subprocess.cc trainer/src/model.cc
   trainer/src/moe.cc trainer/src/train_loop.cc trainer/src/distributed.cc
-  trainer/src/step_values.cc)
+  trainer/src/step_values.cc trainer/src/tensor_bytes.cc)
 GXX_TRAINER_TESTS=(tests/trainer/model_test.cc tests/trainer/moe_test.cc
-  tests/trainer/distributed_test.cc tests/trainer/step_values_test.cc
+  tests/trainer/distributed_test.cc tests/trainer/step_values_test.cc tests/trainer/tensor_bytes_test.cc
   tests/trainer/train_binary_test.cc)
 
 gxx_build_trainer() {

@@ -243,9 +243,13 @@ Result<Plan> PlanSweep(const SweepConfig& c, const PlanEnvironment& env) {
           cell.warmup_tokens =
               wt > 0 ? wt : std::llround(train["warmup_frac"].get<double>() * cell.tokens);
           // Per rank: each data-parallel rank holds a whole replica and its share of the step.
+          const int micro_batch = train["micro_batch"].get<int>();
+          const int ranks = c.executor.ranks_per_run;
           mem_opts.micro_batch =
-              accounting::ForwardBatch(train["micro_batch"].get<int>(), batch_tokens, shape.seq_len,
-                                       c.executor.ranks_per_run);
+              accounting::ForwardBatch(micro_batch, batch_tokens, shape.seq_len, ranks);
+          mem_opts.micro_batches =
+              accounting::ForwardPasses(micro_batch, batch_tokens, shape.seq_len, ranks);
+          mem_opts.ranks = ranks;
           cell.memory = EstimateMemory(shape, mem_opts);
           const double flops = cell.flops_per_token_6n * double(cell.tokens);
           cell.est_seconds =

@@ -310,6 +310,7 @@ TEST(MemoryEstimateTest, HugeBatchesSaturateInsteadOfGoingNegative) {
   s.seq_len = 1 << 20;
   MemoryOptions o;
   o.micro_batch = static_cast<int>(kMaxMicroBatch);
+  o.micro_batches = 2;  // accumulating: the gradients are live at the peak too
   o.gpu = true;  // (on CPU tensors this large are mapped, not heaped: no slack to saturate)
   const MemoryEstimate m = EstimateMemory(s, o);
   for (int64_t part : {m.weights, m.gradients, m.optimizer, m.activations, m.attention, m.logits,
@@ -349,10 +350,26 @@ TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
   o.micro_batch = 8;
   const MemoryEstimate m = EstimateMemory(s, o);
   const int64_t n = accounting::TotalParams(s);
-  EXPECT_EQ(m.weights + m.gradients + m.optimizer, 16 * n);  // fp32 AdamW: 4 + 4 + 8 bytes
+  // fp32 weights and AdamW's moments (4 + 8 bytes); one forward pass per step: the gradients
+  // come as the activations go, and are not live at the peak.
+  EXPECT_EQ(m.weights + m.optimizer, 12 * n);
+  EXPECT_EQ(m.gradients, 0);
+  MemoryOptions accumulating = o;
+  accumulating.micro_batches = 4;
+  EXPECT_EQ(EstimateMemory(s, accumulating).gradients, 4 * n);
+  MemoryOptions ranks = o;
+  ranks.ranks = 2;  // the reducer's flat buckets
+  EXPECT_EQ(EstimateMemory(s, ranks).gradients, 4 * n);
   // Attention probabilities, not fused: B x heads x T x T x 4 bytes, for each of the 12 layers
-  // and two more while backward works through one.
-  EXPECT_EQ(m.attention, int64_t{8} * 12 * 1024 * 1024 * 4 * (12 + 2));
+  // (the two more while backward works through one are fewer bytes than the logits' chain,
+  // gone by then).
+  EXPECT_EQ(m.attention, int64_t{8} * 12 * 1024 * 1024 * 4 * 12);
+  accounting::Shape long_context = s;  // at 8k tokens and a small vocabulary they are not
+  long_context.seq_len = 8192;
+  long_context.vocab_size = 512;
+  const int64_t probs = int64_t{8} * 12 * 8192 * 8192 * 4;
+  const int64_t logits_freed = int64_t{8} * 8192 * 512 * 12;
+  EXPECT_EQ(EstimateMemory(long_context, o).attention, probs * 12 + 2 * probs - logits_freed);
   // Logits, log-softmax and their two gradients, fp32.
   EXPECT_EQ(m.logits, int64_t{8} * 1024 * 50304 * 16);
   EXPECT_EQ(m.runtime, kHostRuntimeBytes);
@@ -365,15 +382,19 @@ TEST(MemoryEstimateTest, PartsAddUpAndRespondToOptions) {
   MemoryOptions fused = o;
   fused.fused_attention = true;
   EXPECT_EQ(EstimateMemory(s, fused).attention, 0);
-  EXPECT_LT(EstimateMemory(s, fused).activations, m.activations);  // no transposed copies
+  // The fused kernel saves q, k and v as views of the whole qkv output, and rotated q and k,
+  // where explicit attention saves contiguous copies of the three: more activations, but no
+  // (T, T) matrices.
+  EXPECT_GT(EstimateMemory(s, fused).activations, m.activations);
+  EXPECT_LT(EstimateMemory(s, fused).total, m.total);
   MemoryOptions ckpt = o;
   ckpt.activation_checkpointing = true;
   EXPECT_LT(EstimateMemory(s, ckpt).activations * 4, m.activations);
   MemoryOptions mixed = o;
   mixed.mixed_precision = true;
   const MemoryEstimate mm = EstimateMemory(s, mixed);
-  // Autocast: fp32 weights and gradients, AdamW's moments, and a bf16 copy of each weight.
-  EXPECT_EQ(mm.weights + mm.gradients + mm.optimizer, 18 * n);
+  // Autocast: fp32 weights, AdamW's moments, and a bf16 copy of each weight.
+  EXPECT_EQ(mm.weights + mm.gradients + mm.optimizer, 14 * n);
   EXPECT_LT(mm.activations, m.activations);
   EXPECT_GT(mm.activations * 2, m.activations);  // the residual stream and norms stay fp32
   MemoryOptions twice = o;

@@ -48,20 +48,27 @@ MemoryEstimate EstimateMemory(const Shape& s, const MemoryOptions& o) {
       in_heap += other.in_heap * times;
     }
   };
-  // A norm: its input and output, RMSNorm's normalised input too, and under autocast the bf16
-  // copy of the output that the next matmul reads.
+  // A norm: what it saves besides its output, and its output (which the next matmul saves):
+  // LayerNorm its input (and per-token statistics), RMSNorm (model.cc's, in fp32) its input and
+  // two intermediate (B, T, C) terms, as counted at LibTorch's allocator (tensor_bytes.h). Under
+  // autocast the next matmul saves a bf16 copy of the output.
   auto add_norm = [&](Kept& k) {
-    k.Add(d * f * (s.norm == Norm::kRmsNorm ? 3 : 2), tokens * d * f);
+    k.Add(d * f * (s.norm == Norm::kRmsNorm ? 4 : 2), tokens * d * f);
     if (mixed) k.Add(d * a, tokens * d * a);
   };
-  // Attention after its norm: q, k, v (one tensor), then explicit attention's matmuls keep
-  // contiguous copies of q (or rotated q), rotated k and its transpose, and v; the fused kernel
-  // keeps rotated q and k and its output. Both keep the head-merged output the projection reads.
+  // Attention after its norm. Explicit attention: its matmuls reshape q, k^T and v into
+  // contiguous copies and save those (rotated or not; q, k and v themselves, views of the qkv
+  // output, are then free). The fused kernel saves q, k and v as they come: views that keep
+  // the whole qkv output, rotated q and k, and its output. Both keep the head-merged output the
+  // projection reads.
   Kept attention_block;
   add_norm(attention_block);
-  attention_block.Add(3 * d * a, tokens * 3 * d * a);
-  const double copies = (o.fused_attention ? (rope ? 2 : 0) + 1 : (rope ? 2 : 1) + 2) + 1;
-  attention_block.Add(copies * d * a, tokens * d * a);
+  if (o.fused_attention) {
+    attention_block.Add(3 * d * a, tokens * 3 * d * a);
+    attention_block.Add(((rope ? 2 : 0) + 1 + 1) * d * a, tokens * d * a);
+  } else {
+    attention_block.Add((3 + 1) * d * a, tokens * d * a);
+  }
   add_norm(attention_block);  // the MLP's
   // An MLP's saved inside: SwiGLU its two inputs, the activation and the product; GELU its
   // input and output.
@@ -85,41 +92,76 @@ MemoryEstimate EstimateMemory(const Shape& s, const MemoryOptions& o) {
     if (shared > 0) moe_block.Add(shared * ff * a * mlp_units, tokens * ff * a);
   }
   const double dense_blocks = L - moe_blocks;
-  Kept kept;
-  if (o.activation_checkpointing) {
-    // Each block's input, plus one block's saved tensors while it is recomputed and the
-    // gradients flowing through it (of its output and input, each branch and each norm).
-    kept.Add(L * d * f, tokens * d * f);
-    kept.Add(moe_blocks > 0 && moe_block.bytes > dense_block.bytes ? moe_block : dense_block, 1);
-    kept.Add(6 * d * f, tokens * d * f);
-  } else {
-    kept.Add(dense_block, dense_blocks);
-    kept.Add(moe_block, moe_blocks);
-  }
-  add_norm(kept);  // the final norm
-  const double activations = tokens * kept.bytes;
   // Explicit attention keeps each layer's fp32 probabilities (B, H, T, T); backward through a
-  // layer holds two more (their gradient and the softmax's).
-  double attention = 0;
+  // layer makes two more (their gradient and the softmax's).
   const double probs = B * H * T * T * f;
-  if (!o.fused_attention) attention = probs * ((o.activation_checkpointing ? 1 : L) + 2);
-  // At backward's first steps: the logits (kept by the loss loop; bf16 under autocast), the
-  // fp32 log-softmax the loss saved, its gradient and the logits' fp32 gradient (and under
-  // autocast that gradient's bf16 copy; the fp32 copy of the logits the loss read is gone).
-  const double logits = tokens * V * (mixed ? 2 + 4 + 4 + 4 + 2 : 4 + 4 + 4 + 4);
+  const double kept_probs = o.fused_attention ? 0 : probs;
+  const double backward_probs = o.fused_attention ? 0 : 2 * probs;
+  // The logits (bf16 under autocast, then the fp32 copy the loss reads) and the fp32
+  // log-softmax the loss saves; at backward's start, the log-softmax's gradient and the
+  // logits' (fp32, and under autocast its bf16 copy). The logits stay referenced until the
+  // step's backward is done.
+  const double logits_chain = tokens * V * (mixed ? 2 + 4 + 4 + 4 + 2 : 4 + 4 + 4 + 4);
+  const double logits_held = tokens * V * (mixed ? 2 : 4);
 
-  const double tensors = weights + gradients + optimizer + activations + attention + logits;
+  // What the whole forward pass keeps without checkpointing.
+  Kept plain;
+  plain.Add(dense_block, dense_blocks);
+  plain.Add(moe_block, moe_blocks);
+  add_norm(plain);  // the final norm
+  // The peak of a forward-backward pass is at backward's start (everything saved, the logits'
+  // chain complete) or, when attention's matrices outweigh the logits, at the last layer's
+  // attention backward (the logits' chain down to the logits themselves).
+  Kept kept = plain;
+  double activations, attention, logits = logits_chain;
+  if (o.activation_checkpointing) {
+    // Each block's input is kept; backward recomputes one block at a time, holding its saved
+    // tensors, the gradients flowing through it (of its output and its input) and the
+    // attention backward's matrices, once the logits' chain is done.
+    const Kept& block =
+        moe_blocks > 0 && moe_block.bytes > dense_block.bytes ? moe_block : dense_block;
+    Kept start, replay;
+    start.Add(L * d * f, tokens * d * f);
+    add_norm(start);  // the final norm
+    replay.Add(L * d * f, tokens * d * f);
+    replay.Add(block, 1);
+    replay.Add(2 * d * f, tokens * d * f);
+    const double at_start = tokens * start.bytes + logits_chain;
+    const double at_replay = tokens * replay.bytes + kept_probs + backward_probs + logits_held;
+    const bool replay_peaks = at_replay > at_start;
+    kept = replay_peaks ? replay : start;
+    activations = tokens * kept.bytes;
+    attention = replay_peaks ? kept_probs + backward_probs : 0;
+    if (replay_peaks) logits = logits_held;
+  } else {
+    activations = tokens * kept.bytes;
+    attention = kept_probs * L + std::max(0.0, backward_probs - (logits_chain - logits_held));
+  }
+
+  // Gradients are live at that peak when a step accumulates several forward passes (the
+  // earlier ones' gradients); else they come as the activations go, and only a step whose
+  // gradients outweigh its activations peaks at backward's end (every gradient, the logits
+  // still held). Data parallel: the reducer's flat buckets hold a copy of every gradient.
+  const double at_peak = activations + attention + logits;
+  double grads = o.micro_batches > 1 ? gradients : std::max(0.0, gradients + logits_held - at_peak);
+  if (o.ranks > 1) grads += gradients;
+
+  const double tensors = weights + grads + optimizer + activations + attention + logits;
   double overhead;
   if (o.gpu) {
     overhead = std::max(std::floor(tensors * 0.10), double(int64_t{64} << 20));
   } else {
-    const double in_heap = tokens * kept.in_heap +
+    // The holes follow the step's passing allocations, which under checkpointing are the
+    // plain run's (every block's inside is made again, in forward and in its replay): measured,
+    // a checkpointed run's slack is the fraction of the plain run's heap-held bytes that a plain
+    // run's is.
+    const double in_heap = tokens * plain.in_heap +
                            (probs <= kGlibcMmapThresholdMax ? attention : 0) +
                            (tokens * V * f <= kGlibcMmapThresholdMax ? logits : 0);
     overhead = std::floor(in_heap * kCpuAllocatorSlack);
   }
   m.weights = Bytes(weights);
-  m.gradients = Bytes(gradients);
+  m.gradients = Bytes(grads);
   m.optimizer = Bytes(optimizer);
   m.activations = Bytes(activations);
   m.attention = Bytes(attention);
@@ -134,6 +176,13 @@ int ForwardBatch(int micro_batch, int64_t batch_tokens, int seq_len, int ranks) 
   const int64_t sequences = (batch_tokens + seq_len - 1) / std::max(seq_len, 1);
   const int64_t per_rank = (sequences + ranks - 1) / std::max(ranks, 1);
   return static_cast<int>(std::clamp<int64_t>(per_rank, 1, std::max(micro_batch, 1)));
+}
+
+int ForwardPasses(int micro_batch, int64_t batch_tokens, int seq_len, int ranks) {
+  const int64_t sequences = (batch_tokens + seq_len - 1) / std::max(seq_len, 1);
+  const int64_t per_rank = (sequences + ranks - 1) / std::max(ranks, 1);
+  const int64_t batch = ForwardBatch(micro_batch, batch_tokens, seq_len, ranks);
+  return static_cast<int>(std::max<int64_t>(1, (per_rank + batch - 1) / batch));
 }
 
 }  // namespace isoflop::accounting

@@ -101,6 +101,7 @@ std::string StatusFile::ToJson() const {
     j["peak_memory_of"] = peak_memory_of;
   }
   if (!peak_memory_by_rank.empty()) j["peak_memory_by_rank"] = peak_memory_by_rank;
+  if (peak_tensor_bytes) j["peak_tensor_bytes"] = *peak_tensor_bytes;
   return j.dump() + "\n";
 }
 
@@ -121,6 +122,7 @@ Result<StatusFile> StatusFile::Parse(const std::string& text) {
   s.wall_s = OptNumber(j, "wall_s");
   s.peak_memory_bytes = OptInt(j, "peak_memory_bytes");
   s.peak_memory_of = OptString(j, "peak_memory_of");
+  s.peak_tensor_bytes = OptInt(j, "peak_tensor_bytes");
   if (auto it = j.find("peak_memory_by_rank"); it != j.end() && it->is_array()) {
     for (const json& v : *it) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0)
@@ -150,6 +152,8 @@ std::string InfoFile::ToJson() const {
   if (n_active) j["n_active"] = *n_active;
   if (n_active_non_embedding) j["n_active_non_embedding"] = *n_active_non_embedding;
   if (memory_estimate_bytes) j["memory_estimate_bytes"] = *memory_estimate_bytes;
+  if (memory_estimate_tensor_bytes)
+    j["memory_estimate_tensor_bytes"] = *memory_estimate_tensor_bytes;
   return j.dump() + "\n";
 }
 
@@ -171,6 +175,7 @@ Result<InfoFile> InfoFile::Parse(const std::string& text) {
   info.threads = static_cast<int>(OptInt(j, "threads").value_or(0));
   info.data_entropy_nats = OptNumber(j, "data_entropy_nats");
   info.memory_estimate_bytes = OptInt(j, "memory_estimate_bytes");
+  info.memory_estimate_tensor_bytes = OptInt(j, "memory_estimate_tensor_bytes");
   return info;
 }
 

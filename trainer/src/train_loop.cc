@@ -29,6 +29,7 @@
 #include "isoflop/trainer/run_dir.h"
 #include "isoflop/trainer/schedule.h"
 #include "isoflop/trainer/step_values.h"
+#include "isoflop/trainer/tensor_bytes.h"
 
 #ifdef ISOFLOP_HAVE_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -73,6 +74,19 @@ std::string TorchMessage(const std::exception& e) {
 // This process's peak memory where a run on `device` keeps its tensors, and what was measured
 // (StatusFile): the caching allocator's peak reserved bytes on a GPU, the peak resident set on
 // CPU.
+// The most bytes held in tensors at once: CPU tensors as counted (tensor_bytes.h), or the
+// caching allocator's peak allocated bytes on the run's GPU.
+int64_t PeakTensorBytes(const torch::Device& device) {
+#ifdef ISOFLOP_HAVE_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[0].peak;
+  }
+#endif
+  (void)device;
+  return CpuTensorBytesPeak();
+}
+
 std::pair<int64_t, std::string> PeakMemory(const torch::Device& device) {
 #ifdef ISOFLOP_HAVE_CUDA
   if (device.is_cuda()) {
@@ -176,6 +190,7 @@ class Trainer {
   Progress progress_;
   double last_val_loss_ = NAN;
   std::vector<int64_t> rank_peaks_;  // data parallel: each rank's peak memory, last gathered
+  int64_t rank_tensor_peak_ = 0;     // and the largest rank's peak of bytes in tensors
   // A metrics line's train_loss is the token-weighted mean loss of the steps since the line
   // before, not its own step's: one step's loss is batch noise (on the quickstart its spread is
   // several times the gap between neighbouring model sizes, which the envelope ranks). A
@@ -232,6 +247,8 @@ Status Trainer::Setup() {
     device_ = torch::Device(torch::kCUDA, visible > 1 ? rank.local_rank % visible : 0);
     autocast_ = true;
   }
+  // On CPU the bytes in tensors are counted from here on (the GPU's allocator counts its own).
+  if (!device_.is_cuda()) CountCpuTensorBytes();
   if (rank.world_size > 1) {
     double timeout_s = 60;
     if (const char* t = std::getenv("ISOFLOP_DIST_TIMEOUT_S"); t && std::atof(t) > 0)
@@ -451,11 +468,16 @@ Status Trainer::WriteInfo() const {
   accounting::MemoryOptions memory;
   memory.micro_batch = accounting::ForwardBatch(train_.micro_batch, train_.batch_tokens,
                                                 shape_.seq_len, group_->size());
+  memory.micro_batches = accounting::ForwardPasses(train_.micro_batch, train_.batch_tokens,
+                                                   shape_.seq_len, group_->size());
+  memory.ranks = group_->size();
   memory.mixed_precision = autocast_;
   memory.activation_checkpointing = train_.activation_checkpointing;
   memory.fused_attention = TORCH_VERSION_MAJOR >= 2;  // AttentionImpl::kAuto
   memory.gpu = device_.is_cuda();
-  info.memory_estimate_bytes = accounting::EstimateMemory(shape_, memory).total;
+  const accounting::MemoryEstimate estimate = accounting::EstimateMemory(shape_, memory);
+  info.memory_estimate_bytes = estimate.total;
+  info.memory_estimate_tensor_bytes = estimate.total - estimate.overhead - estimate.runtime;
   return WriteFileAtomic(dir_ + "/info.json", info.ToJson());
 }
 
@@ -606,6 +628,9 @@ void Trainer::GatherPeakMemory() {
   const std::vector<double> peaks =
       ValueOfEachRank(*group_, static_cast<double>(PeakMemory(device_).first), device_);
   rank_peaks_.assign(peaks.begin(), peaks.end());
+  const std::vector<double> tensors =
+      ValueOfEachRank(*group_, static_cast<double>(PeakTensorBytes(device_)), device_);
+  rank_tensor_peak_ = static_cast<int64_t>(*std::max_element(tensors.begin(), tensors.end()));
 }
 
 Status Trainer::SaveCheckpoint() {
@@ -679,6 +704,7 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
   status.exit_code = exit_code;
   status.wall_s = WallSeconds();
   std::tie(status.peak_memory_bytes, status.peak_memory_of) = PeakMemory(device_);
+  status.peak_tensor_bytes = std::max(PeakTensorBytes(device_), rank_tensor_peak_);
   if (!rank_peaks_.empty()) {
     // Rank 0's as of now, the others' as of the last gathering.
     status.peak_memory_by_rank = rank_peaks_;

@@ -60,6 +60,10 @@ struct StatusFile {
   std::optional<int64_t> peak_memory_bytes;
   std::string peak_memory_of;
   std::vector<int64_t> peak_memory_by_rank;
+  // The most bytes held in tensors at once (the largest over the ranks under data parallel): on
+  // CPU counted at LibTorch's CPU allocator (tensor_bytes.h), on a GPU the caching allocator's
+  // peak allocated bytes. Absent in files of older trainers.
+  std::optional<int64_t> peak_tensor_bytes;
 
   std::string ToJson() const;  // one line, with the trailing newline
   // Corrupt when `text` is not an object with a string "state" in the states above.
@@ -80,6 +84,10 @@ struct InfoFile {
   // precision, attention and device, as the scheduler packs it; status.json's peak is the
   // measured counterpart. Absent in files of older trainers.
   std::optional<int64_t> memory_estimate_bytes;
+  // Its tensor terms alone (weights, gradients, optimizer, activations, attention, logits:
+  // without the allocator's slack and the runtime), the counterpart of status.json's
+  // peak_tensor_bytes. Absent in files of older trainers.
+  std::optional<int64_t> memory_estimate_tensor_bytes;
 
   std::string ToJson() const;
   // Corrupt when `text` is not a JSON object; missing fields keep their defaults.
