@@ -11,6 +11,7 @@ here=$(dirname "$0")
 for round in 1 2; do
   echo "== round $round"
   "$build/bin/trainer_bench" "$threads" "$steps"
+  "$build/bin/trainer_bench" "$threads" "$steps" count  # with isoflop-train's tensor counter
   /usr/bin/python3 "$here/torch_reference.py" "$threads" "$steps"
 done
 out=$(mktemp -d)

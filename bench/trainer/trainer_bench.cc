@@ -1,16 +1,20 @@
 // Training throughput of isoflop's model and loop (the same steps as train_loop.cc: windows
 // from the synthetic source, forward, sum-reduced cross entropy, backward, clip, AdamW step)
 // for three sizes, and model FLOPs utilisation against a measured fp32 matmul peak.
-// Prints one line per size; bench/trainer/run_bench.sh puts it beside torch_reference.py.
+// Prints one line per size; bench/trainer/run.sh puts it beside torch_reference.py. A third
+// argument `count` installs the CPU tensor-byte counter isoflop-train runs with
+// (tensor_bytes.h) first, to measure what it costs.
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "isoflop/trainer/accounting.h"
 #include "isoflop/trainer/model.h"
 #include "isoflop/trainer/synthetic.h"
+#include "isoflop/trainer/tensor_bytes.h"
 
 using namespace isoflop;
 using Clock = std::chrono::steady_clock;
@@ -39,6 +43,8 @@ double MatmulPeak(int n) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int steps = argc > 2 ? std::atoi(argv[2]) : 60;
+  const bool count = argc > 3 && std::string(argv[3]) == "count";
+  if (count) trainer::CountCpuTensorBytes();
   torch::set_num_threads(threads);
   const double peak = MatmulPeak(1024);
   std::printf("threads %d  matmul peak %.1f GFLOP/s (fp32 1024^3)\n", threads, peak / 1e9);
@@ -87,7 +93,8 @@ int main(int argc, char** argv) {
     }
     const double tps = steps * B * T / seconds;
     const double flops = accounting::FlopsPerToken6NAttention(s);
-    std::printf("cpp  %-6s N=%-8lld tokens/s %9.0f  model GFLOP/s %6.2f  MFU %5.2f%%\n", z.name,
+    std::printf("%-9s %-6s N=%-8lld tokens/s %9.0f  model GFLOP/s %6.2f  MFU %5.2f%%\n",
+                count ? "cpp+count" : "cpp", z.name,
                 static_cast<long long>(accounting::TotalParams(s)), tps, tps * flops / 1e9,
                 100 * tps * flops / peak);
   }
