@@ -71,9 +71,6 @@ std::string TorchMessage(const std::exception& e) {
   return m;
 }
 
-// This process's peak memory where a run on `device` keeps its tensors, and what was measured
-// (StatusFile): the caching allocator's peak reserved bytes on a GPU, the peak resident set on
-// CPU.
 // The most bytes held in tensors at once: CPU tensors as counted (tensor_bytes.h), or the
 // caching allocator's peak allocated bytes on the run's GPU.
 int64_t PeakTensorBytes(const torch::Device& device) {
@@ -87,6 +84,9 @@ int64_t PeakTensorBytes(const torch::Device& device) {
   return CpuTensorBytesPeak();
 }
 
+// This process's peak memory where a run on `device` keeps its tensors, and what was measured
+// (StatusFile): the caching allocator's peak reserved bytes on a GPU, the peak resident set on
+// CPU.
 std::pair<int64_t, std::string> PeakMemory(const torch::Device& device) {
 #ifdef ISOFLOP_HAVE_CUDA
   if (device.is_cuda()) {
