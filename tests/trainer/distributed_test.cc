@@ -141,14 +141,18 @@ void ExpectSummed(const RankResult r[2]) {
 TEST(ProcessGroupTest, EveryRankGetsEachRanksValue) {
   ISOFLOP_REQUIRE_GLOO();
   std::vector<double> seen[2];
+  std::vector<std::vector<double>> several[2];
   RankResult out[2];
   RunTwoRanks(
       [&](ProcessGroup& group, int rank, RankResult&) {
         // Integers past float precision, as peak memory in bytes is.
         seen[rank] = ValueOfEachRank(group, rank == 0 ? 123456789012.0 : 7.0, torch::kCPU);
+        several[rank] = ValuesOfEachRank(group, {rank + 1.0, -(rank + 10.0), 0.5}, torch::kCPU);
       },
       out);
   for (const auto& s : seen) EXPECT_EQ(s, (std::vector<double>{123456789012.0, 7.0}));
+  const std::vector<std::vector<double>> each = {{1.0, -10.0, 0.5}, {2.0, -11.0, 0.5}};
+  for (const auto& s : several) EXPECT_EQ(s, each);
   EXPECT_EQ(ValueOfEachRank(*SingleProcessGroup(), 5.0, torch::kCPU), std::vector<double>{5.0});
 }
 

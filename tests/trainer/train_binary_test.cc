@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -674,6 +675,40 @@ TEST_F(BinaryTest, FullDiskWhileCheckpointingFailsCleanly) {
   EXPECT_NE(st["reason"].get<std::string>().find("checkpoint of step 10"), std::string::npos)
       << st["reason"];
   EXPECT_TRUE(left.empty()) << left.front();
+}
+
+// An allocation that fails (here under an address-space limit; on a full host the same) ends
+// the run as out of memory, exit 5, which the sweep does not retry, with its status written:
+// the progress so far and the peaks measured.
+TEST_F(BinaryTest, FailedAllocationIsOutOfMemoryExit5) {
+  json run = TinyRun();
+  run["train"]["micro_batch"] = 65536;     // one micro-batch of 2M tokens: logits alone 256 MiB,
+  run["train"]["batch_tokens"] = 2097152;  // the whole step's activations many GiB
+  run["train"]["tokens"] = 2 * 2097152;
+  const std::string dir = MakeRun("oom", run);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open((root_ + "/oom.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    const rlimit limit{3ull << 30, 3ull << 30};  // LibTorch itself needs well under 1 GiB
+    ::setrlimit(RLIMIT_AS, &limit);
+    ::execl(kTrain.c_str(), kTrain.c_str(), "--run-dir", dir.c_str(), "--quiet", nullptr);
+    ::_exit(127);
+  }
+  const int rc = Wait(pid);
+  const std::string err = Slurp(root_ + "/oom.log");
+  EXPECT_EQ(rc, kExitOutOfMemory) << err;
+  const json st = json::parse(Slurp(dir + "/status.json"), nullptr, false);
+  ASSERT_TRUE(st.is_object()) << err;
+  EXPECT_EQ(st["state"], "failed");
+  EXPECT_EQ(st["exit_code"], kExitOutOfMemory);
+  const std::string reason = st["reason"];
+  EXPECT_EQ(reason.rfind("out of memory: DefaultCPUAllocator: ", 0), 0u) << reason;
+  EXPECT_EQ(st["step"], 0);
+  EXPECT_EQ(st["tokens"], 0);
+  EXPECT_GT(st["peak_tensor_bytes"].get<int64_t>(), 0);
+  EXPECT_GT(st["peak_memory_bytes"].get<int64_t>(), 0);
+  EXPECT_NE(err.find("out of memory"), std::string::npos) << err;
 }
 
 // A line's train_loss is the token-weighted mean of every step's loss since the line before

@@ -257,14 +257,27 @@ Result<std::unique_ptr<ProcessGroup>> JoinProcessGroup(const RankInfo& info,
 
 std::vector<double> ValueOfEachRank(ProcessGroup& group, double value,
                                     const torch::Device& device) {
+  std::vector<double> out;
+  for (const std::vector<double>& of_rank : ValuesOfEachRank(group, {value}, device))
+    out.push_back(of_rank[0]);
+  return out;
+}
+
+std::vector<std::vector<double>> ValuesOfEachRank(ProcessGroup& group,
+                                                  const std::vector<double>& values,
+                                                  const torch::Device& device) {
   const int n = group.size();
-  if (n == 1) return {value};
-  torch::Tensor slots = torch::zeros({n}, torch::kDouble);
-  slots[group.rank()] = value;
+  const int64_t k = static_cast<int64_t>(values.size());
+  if (n == 1) return {values};
+  torch::Tensor slots = torch::zeros({n, k}, torch::kDouble);
+  for (int64_t i = 0; i < k; ++i) slots[group.rank()][i] = values[i];
   std::vector<torch::Tensor> t = {slots.to(device)};
   group.AllReduceSum(t);
   const torch::Tensor sums = t[0].cpu().contiguous();
-  return std::vector<double>(sums.data_ptr<double>(), sums.data_ptr<double>() + n);
+  const double* p = sums.data_ptr<double>();
+  std::vector<std::vector<double>> out(n);
+  for (int r = 0; r < n; ++r) out[r].assign(p + r * k, p + (r + 1) * k);
+  return out;
 }
 
 GradientReducer::GradientReducer(ProcessGroup& group, std::vector<torch::Tensor> params,

@@ -68,6 +68,13 @@ std::string TorchMessage(const std::exception& e) {
     m.resize(frames);
   std::replace(m.begin(), m.end(), '\n', ' ');
   while (!m.empty() && m.back() == ' ') m.pop_back();
+  // c10's TORCH_ENFORCE prefix, "[enforce fail at alloc_cpu.cpp:75] err == 0. ", says where in
+  // LibTorch, not what: the rest does.
+  if (m.rfind("[enforce fail at ", 0) == 0) {
+    if (const size_t end = m.find("] "); end != std::string::npos) {
+      if (const size_t cond = m.find(". ", end); cond != std::string::npos) m.erase(0, cond + 2);
+    }
+  }
   return m;
 }
 
@@ -126,7 +133,10 @@ class Trainer {
         shape_(config.model) {}
 
   RunOutcome Run();
-  const torch::Device& device() const { return device_; }
+  // The verdict on an exception out of Run (LibTorch throws): failed, or out of memory when an
+  // allocation failed, with the progress made and the peaks measured so far. Only the rank
+  // that writes files writes status.json.
+  RunOutcome Fail(const std::exception& e);
 
  private:
   bool lead() const { return group_->rank() == 0; }  // the one rank that writes files
@@ -625,12 +635,17 @@ double Trainer::Evaluate() {
 }
 
 void Trainer::GatherPeakMemory() {
-  const std::vector<double> peaks =
-      ValueOfEachRank(*group_, static_cast<double>(PeakMemory(device_).first), device_);
-  rank_peaks_.assign(peaks.begin(), peaks.end());
-  const std::vector<double> tensors =
-      ValueOfEachRank(*group_, static_cast<double>(PeakTensorBytes(device_)), device_);
-  rank_tensor_peak_ = static_cast<int64_t>(*std::max_element(tensors.begin(), tensors.end()));
+  const std::vector<std::vector<double>> peaks =
+      ValuesOfEachRank(*group_,
+                       {static_cast<double>(PeakMemory(device_).first),
+                        static_cast<double>(PeakTensorBytes(device_))},
+                       device_);
+  rank_peaks_.clear();
+  rank_tensor_peak_ = 0;
+  for (const std::vector<double>& of_rank : peaks) {
+    rank_peaks_.push_back(static_cast<int64_t>(of_rank[0]));
+    rank_tensor_peak_ = std::max(rank_tensor_peak_, static_cast<int64_t>(of_rank[1]));
+  }
 }
 
 Status Trainer::SaveCheckpoint() {
@@ -724,6 +739,35 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
                  last_val_loss_);
   }
   return out;
+}
+
+bool IsOutOfMemory(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) return true;
+  const std::string what = e.what();
+  // CUDA: "CUDA out of memory"; CPU: c10's DefaultCPUAllocator, "can't allocate memory" (1.13)
+  // or "not enough memory" (2.x), both ending in malloc's ENOMEM.
+  for (const char* sign : {"out of memory", "DefaultCPUAllocator: can't allocate memory",
+                           "DefaultCPUAllocator: not enough memory", "Cannot allocate memory"}) {
+    if (what.find(sign) != std::string::npos) return true;
+  }
+  return false;
+}
+
+RunOutcome Trainer::Fail(const std::exception& e) {
+  const bool oom = IsOutOfMemory(e);
+  const std::string message = TorchMessage(e);
+  const std::string reason = oom ? "out of memory: " + message.substr(0, 300)
+                                 : "LibTorch error: " + message.substr(0, 500);
+  const int code = oom ? kExitOutOfMemory : kExitFailed;
+  if (group_->size() == 1) {
+    // Before the ranks have met, the environment says which rank this process is.
+    const Result<RankInfo> rank = RankFromEnvironment();
+    if (rank.ok() && rank->rank != 0) {
+      std::fprintf(stderr, "isoflop-train: rank %d: failed: %s\n", rank->rank, reason.c_str());
+      return {"failed", reason, code};
+    }
+  }
+  return Finish("failed", reason, code);
 }
 
 RunOutcome Trainer::Run() {
@@ -884,21 +928,7 @@ RunOutcome RunTraining(const std::string& run_dir, const RunConfig& config,
   try {
     return trainer.Run();
   } catch (const std::exception& e) {
-    const std::string what = e.what();
-    const bool oom = what.find("out of memory") != std::string::npos;
-    const std::string message = TorchMessage(e);
-    const std::string reason = oom ? "out of memory: " + message.substr(0, 300)
-                                   : "LibTorch error: " + message.substr(0, 500);
-    RunOutcome out{"failed", reason, oom ? kExitOutOfMemory : kExitFailed};
-    StatusFile status;
-    status.state = out.state;
-    status.reason = out.reason;
-    status.exit_code = out.exit_code;
-    std::tie(status.peak_memory_bytes, status.peak_memory_of) = PeakMemory(trainer.device());
-    const Result<RankInfo> rank = RankFromEnvironment();
-    if (!rank.ok() || rank->rank == 0) (void)WriteFileAtomic(run_dir + "/status.json", status.ToJson());
-    std::fprintf(stderr, "isoflop-train: failed: %s\n", reason.c_str());
-    return out;
+    return trainer.Fail(e);
   }
 }
 

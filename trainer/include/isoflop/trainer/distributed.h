@@ -83,6 +83,12 @@ Result<std::unique_ptr<ProcessGroup>> JoinProcessGroup(const RankInfo& info,
 // 2^53). Every rank must call it at the same point. Throws like AllReduceSum.
 std::vector<double> ValueOfEachRank(ProcessGroup& group, double value, const torch::Device& device);
 
+// The same for several values at once, in one collective: result[r][i] is rank r's values[i].
+// Every rank passes as many values.
+std::vector<std::vector<double>> ValuesOfEachRank(ProcessGroup& group,
+                                                  const std::vector<double>& values,
+                                                  const torch::Device& device);
+
 // Sums a replica's gradients over the group in flat buckets, each started as soon as its last
 // gradient of the step is final, so communication overlaps the rest of the backward pass (as
 // PyTorch's DistributedDataParallel does). Buckets follow the reverse of parameter order, the
