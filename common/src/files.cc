@@ -49,23 +49,57 @@ Status FsyncPath(const std::string& path) {
   return Status::Ok();
 }
 
-Status WriteFileAtomic(const std::string& path, const std::string& content) {
+Result<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(const std::string& path) {
   // Unique per process and call: two threads, or a stale temp file of a dead process with a
   // reused pid, never share a name.
   static std::atomic<unsigned> counter{0};
-  const std::string tmp =
-      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("create", tmp);
-  Status st = WriteAll(fd, content, tmp);
-  if (st.ok() && ::fsync(fd) != 0) st = Errno("fsync", tmp);
-  if (::close(fd) != 0 && st.ok()) st = Errno("close", tmp);
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Errno("rename", tmp);
+  return std::unique_ptr<AtomicFileWriter>(new AtomicFileWriter(path, std::move(tmp), fd));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::Write(const void* data, size_t n) {
+  if (fd_ < 0 || !error_.ok()) return;
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      error_ = Errno("write", tmp_);
+      return;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    written_ += w;
+  }
+}
+
+Status AtomicFileWriter::Commit() {
+  if (fd_ < 0) return Status::Internal(path_ + ": committed twice");
+  Status st = error_;
+  if (st.ok() && ::fsync(fd_) != 0) st = Errno("fsync", tmp_);
+  if (::close(fd_) != 0 && st.ok()) st = Errno("close", tmp_);
+  fd_ = -1;
+  if (st.ok() && ::rename(tmp_.c_str(), path_.c_str()) != 0) st = Errno("rename", tmp_);
   if (!st.ok()) {
-    ::unlink(tmp.c_str());
+    ::unlink(tmp_.c_str());
     return st;
   }
-  return FsyncPath(ParentOf(path));
+  return FsyncPath(ParentOf(path_));
+}
+
+Status WriteFileAtomic(const std::string& path, const std::string& content) {
+  ISOFLOP_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> writer,
+                           AtomicFileWriter::Create(path));
+  writer->Write(content.data(), content.size());
+  return writer->Commit();
 }
 
 Result<std::unique_ptr<FileLock>> FileLock::TryAcquire(const std::string& path) {

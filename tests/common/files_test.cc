@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +51,62 @@ TEST_F(FilesTest, AtomicWriteReplacesAndLeavesNoTemporary) {
   for (const auto& e : fs::directory_iterator(dir_)) {
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
   }
+}
+
+// A file written in pieces appears whole at Commit and not before; a writer dropped
+// uncommitted leaves the old file; a failed write (here past RLIMIT_FSIZE, as a full disk
+// fails) is kept, later pieces are dropped, and Commit reports it, naming the file, without
+// touching the old one. Nothing of the temporary file stays behind in any case.
+TEST_F(FilesTest, StreamedWriterPublishesWholeOrNothing) {
+  const std::string p = (dir_ / "model.pt").string();
+  ASSERT_TRUE(WriteFileAtomic(p, "old").ok());
+  auto no_temporary = [&] {
+    for (const auto& e : fs::directory_iterator(dir_))
+      EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  };
+  {
+    auto w = AtomicFileWriter::Create(p);
+    ASSERT_TRUE(w.ok()) << w.status().message();
+    (*w)->Write("piece one, ", 11);
+    (*w)->Write("piece two", 9);
+    EXPECT_EQ((*w)->bytes_written(), 20);
+    EXPECT_EQ(Slurp(p), "old");
+    ASSERT_TRUE((*w)->Commit().ok());
+    EXPECT_FALSE((*w)->Commit().ok());  // once only
+  }
+  EXPECT_EQ(Slurp(p), "piece one, piece two");
+  no_temporary();
+  {
+    auto w = AtomicFileWriter::Create(p);
+    ASSERT_TRUE(w.ok());
+    (*w)->Write("abandoned", 9);
+  }
+  EXPECT_EQ(Slurp(p), "piece one, piece two");
+  no_temporary();
+  {
+    auto w = AtomicFileWriter::Create(p);
+    ASSERT_TRUE(w.ok());
+    const std::string big(8192, 'x');
+    void (*previous)(int) = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    rlimit small = old;
+    small.rlim_cur = 4096;
+    ::setrlimit(RLIMIT_FSIZE, &small);
+    (*w)->Write(big.data(), big.size());
+    (*w)->Write("after", 5);
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    ::signal(SIGXFSZ, previous);
+    EXPECT_EQ((*w)->bytes_written(), 4096);
+    const Status st = (*w)->Commit();
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("model.pt.tmp-"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("write failed (File too large)"), std::string::npos)
+        << st.message();
+  }
+  EXPECT_EQ(Slurp(p), "piece one, piece two");
+  no_temporary();
+  EXPECT_FALSE(AtomicFileWriter::Create((dir_ / "no" / "such" / "folder").string()).ok());
 }
 
 TEST_F(FilesTest, LockIsExclusiveAcrossProcessesAndDiesWithItsHolder) {

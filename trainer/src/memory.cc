@@ -16,6 +16,43 @@ int64_t Bytes(double b) {
   return b >= kMax ? static_cast<int64_t>(kMax) : static_cast<int64_t>(b);
 }
 
+// The fp32 gradient bytes of the parameters small enough (at most glibc's largest mmap
+// threshold) for their gradients to live in the heap: each matrix and vector as model.cc
+// registers it, the embeddings and every expert its own.
+double GradientBytesInHeap(const Shape& s) {
+  double heap = 0;
+  auto tensor = [&](double elements, double times = 1) {
+    if (elements * 4 <= kGlibcMmapThresholdMax) heap += elements * 4 * times;
+  };
+  const double d = s.d_model, V = s.vocab_size;
+  tensor(V * d);
+  if (!s.tie_embeddings) tensor(V * d);
+  if (s.pos == PosEmbedding::kLearned) tensor(double(s.seq_len) * d);
+  const double matrices = s.mlp == Mlp::kSwiGlu ? 3 : 2;
+  // Norm weights and biases: vectors of d (or of d_ff), always in the heap; counted as the
+  // rest of the parameters below.
+  double counted = V * d * (s.tie_embeddings ? 1 : 2) +
+                   (s.pos == PosEmbedding::kLearned ? double(s.seq_len) * d : 0);
+  auto block_matrix = [&](double elements, double times) {
+    tensor(elements, times);
+    counted += elements * times;
+  };
+  const int moe_blocks = MoeBlockCount(s);
+  const double dense_blocks = s.n_layer - moe_blocks;
+  block_matrix(3 * d * d, s.n_layer);  // qkv
+  block_matrix(d * d, s.n_layer);      // attention's projection
+  block_matrix(EffectiveDff(s) * d, matrices * dense_blocks);
+  if (s.moe) {
+    const double ff_e = EffectiveExpertDff(s);
+    block_matrix(s.moe->n_experts * d, moe_blocks);  // the router
+    block_matrix(ff_e * d, matrices * s.moe->n_experts * moe_blocks);
+    if (s.moe->n_shared_experts > 0)
+      block_matrix(s.moe->n_shared_experts * ff_e * d, matrices * moe_blocks);
+  }
+  heap += std::max(0.0, static_cast<double>(TotalParams(s)) - counted) * 4;
+  return heap;
+}
+
 }  // namespace
 
 MemoryEstimate EstimateMemory(const Shape& s, const MemoryOptions& o) {
@@ -155,9 +192,12 @@ MemoryEstimate EstimateMemory(const Shape& s, const MemoryOptions& o) {
     // plain run's (every block's inside is made again, in forward and in its replay): measured,
     // a checkpointed run's slack is the fraction of the plain run's heap-held bytes that a plain
     // run's is.
-    const double in_heap = tokens * plain.in_heap +
-                           (probs <= kGlibcMmapThresholdMax ? attention : 0) +
-                           (tokens * V * f <= kGlibcMmapThresholdMax ? logits : 0);
+    // Each step's gradients are made and freed as its activations are (set_to_none), among
+    // them: measured on runs whose training state dominates (13M to 76M parameters), their
+    // holes are the same fraction of the gradients held in the heap.
+    const double in_heap =
+        tokens * plain.in_heap + (probs <= kGlibcMmapThresholdMax ? attention : 0) +
+        (tokens * V * f <= kGlibcMmapThresholdMax ? logits : 0) + GradientBytesInHeap(s);
     overhead = std::floor(in_heap * kCpuAllocatorSlack);
   }
   m.weights = Bytes(weights);

@@ -19,6 +19,34 @@ namespace isoflop {
 // left on device"). Thread-safe.
 Status WriteFileAtomic(const std::string& path, const std::string& content);
 
+// The same for a file written in pieces (a checkpoint streamed out of torch::save, never held
+// whole in memory): the pieces go to the temporary file as they come, Commit() publishes it as
+// WriteFileAtomic does, and a writer destroyed uncommitted removes it. Write never fails: the
+// first error is kept, later pieces are dropped, and Commit reports it (a serialiser that
+// throws on a short write from a destructor would abort the process). Thread-compatible.
+class AtomicFileWriter {
+ public:
+  // IoError when the temporary file cannot be created.
+  static Result<std::unique_ptr<AtomicFileWriter>> Create(const std::string& path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void Write(const void* data, size_t n);
+  int64_t bytes_written() const { return written_; }
+  // fsync, close, rename over the path, fsync of the folder; or the first error, the temporary
+  // file removed and the path untouched. Once only.
+  Status Commit();
+
+ private:
+  AtomicFileWriter(std::string path, std::string tmp, int fd)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  std::string path_, tmp_;
+  int fd_;
+  int64_t written_ = 0;
+  Status error_;
+};
+
 // Writes all of `s` to descriptor `fd` (retrying short writes and EINTR). IoError names `path`
 // (what fd is, for the message) and errno's text.
 Status WriteAll(int fd, const std::string& s, const std::string& path);
