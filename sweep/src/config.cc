@@ -1033,14 +1033,16 @@ Status ParseSlurmKey(const Parser& p, const std::string& key, const YAML::Node& 
     ISOFLOP_ASSIGN_OR_RETURN(s->gres, OneLine(p, v, kp));
   } else if (key == "mem") {
     ISOFLOP_ASSIGN_OR_RETURN(s->mem, OneLine(p, v, kp));
-    // sbatch's --mem: a whole number of MiB, or of K, M, G or T (0: all of the node's memory).
+    // sbatch's --mem: a whole number of MiB, or of K, M, G or T (0: all of the node's memory);
+    // or auto: each run asks for its own memory estimate (slurm_executor.h).
     const size_t digits = s->mem.find_first_not_of("0123456789");
-    if (digits == 0 || (digits != std::string::npos &&
-                        (digits + 1 != s->mem.size() ||
-                         std::string("KMGTkmgt").find(s->mem[digits]) == std::string::npos))) {
+    if (s->mem != ExecutorConfig::Slurm::kAutoMem &&
+        (digits == 0 || (digits != std::string::npos &&
+                         (digits + 1 != s->mem.size() ||
+                          std::string("KMGTkmgt").find(s->mem[digits]) == std::string::npos)))) {
       return p.Error(v, kp,
                      "expected a whole number with an optional unit K, M, G or T, as sbatch "
-                     "--mem takes (e.g. 64G), got '" +
+                     "--mem takes (e.g. 64G), or auto, got '" +
                          s->mem + "'");
     }
   } else if (key == "time") {
@@ -1190,6 +1192,12 @@ Status ParseExecutor(const Parser& p, const YAML::Node& n, SweepConfig* c) {
     if (e.device == "auto") e.device = "cpu";  // gpus_per_run > 0 made it cuda above
     // device cuda alone: one GPU per rank.
     if (e.device == "cuda" && e.slurm.gpus_per_run == 0) e.slurm.gpus_per_run = e.ranks_per_run;
+    if (e.slurm.mem == ExecutorConfig::Slurm::kAutoMem && e.slurm.gpus_per_run > 0) {
+      return p.Error(n["mem"], "executor.mem",
+                     "auto asks for a CPU run's memory estimate; a GPU run's estimate is of its "
+                     "GPU memory, not of the host memory SLURM limits: give a size (e.g. 64G) "
+                     "or leave mem out for the cluster's default");
+    }
     if (!e.slurm.time.empty() && e.slurm.signal_grace_s >= SlurmTimeSeconds(e.slurm.time)) {
       const YAML::Node at = n["signal_grace"].IsDefined() ? n["signal_grace"] : n["time"];
       return p.Error(at, "executor.signal_grace",

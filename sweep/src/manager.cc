@@ -575,9 +575,15 @@ class SweepSession {
       } else if (sched == "OUT_OF_MEMORY") {
         cls = "out of memory";
         r.exit_code = trainer::kExitOutOfMemory;
+        const std::string& mem = cfg_.executor.slurm.mem;
         reason = "SLURM killed the job at its memory limit (executor.mem" +
-                 (cfg_.executor.slurm.mem.empty() ? std::string(" is the cluster's default")
-                                                  : " = " + cfg_.executor.slurm.mem) +
+                 (mem.empty() ? std::string(" is the cluster's default")
+                  : mem == ExecutorConfig::Slurm::kAutoMem
+                      ? " = auto: " +
+                            std::to_string(
+                                AutoMemoryPerCpuMiB(job.memory_bytes, cfg_.executor.cpus_per_run)) +
+                            " MiB per CPU, 1.25x this run's estimate"
+                      : " = " + mem) +
                  ")";
       } else if (sched == "TIMEOUT") {
         cls = "time limit";

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "isoflop/common/files.h"
 #include "isoflop/common/subprocess.h"
@@ -244,6 +246,13 @@ std::optional<int64_t> SlurmMemoryBytes(const std::string& mem) {
   return static_cast<int64_t>(v * scale);
 }
 
+int64_t AutoMemoryPerCpuMiB(int64_t estimate_bytes, int threads) {
+  const double mib = 1.25 * static_cast<double>(std::max<int64_t>(estimate_bytes, 0)) / (1 << 20);
+  const int64_t per_rank = std::max<int64_t>(256, static_cast<int64_t>(std::ceil(mib / 256)) * 256);
+  const int64_t cpus = std::max(1, threads);
+  return (per_rank + cpus - 1) / cpus;
+}
+
 std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
                         const std::string& train_binary) {
   const ExecutorConfig::Slurm& s = e.slurm;
@@ -276,7 +285,11 @@ std::string BatchScript(const ArraySpec& spec, const ExecutorConfig& e,
   if (!s.qos.empty()) directive("--qos", s.qos);
   if (!s.time.empty()) directive("--time", s.time);
   if (!s.constraint.empty()) directive("--constraint", s.constraint);
-  if (!s.mem.empty()) directive("--mem", s.mem);
+  if (spec.mem_per_cpu_mib > 0) {
+    directive("--mem-per-cpu", std::to_string(spec.mem_per_cpu_mib) + "M");
+  } else if (!s.mem.empty() && s.mem != ExecutorConfig::Slurm::kAutoMem) {
+    directive("--mem", s.mem);
+  }
   for (const std::string& a : s.sbatch_args) o << "#SBATCH " << SbatchQuote(a) << "\n";
   o << "\nset -u\n"
     << "cells=" << ShellQuote(cells) << "\n"
@@ -424,14 +437,23 @@ int SlurmExecutor::Parallelism() const {
 
 std::string SlurmExecutor::Refusal(const Job& job) const {
   const std::optional<int64_t> mem = SlurmMemoryBytes(config_.slurm.mem);
-  if (mem && job.memory_bytes > *mem && config_.slurm.gpus_per_run == 0) {
-    char buf[200];
+  if (!mem || config_.slurm.gpus_per_run > 0) return "";
+  // --mem is per node, and the ranks of a data-parallel run may all land on one.
+  const int ranks = std::max(1, config_.ranks_per_run);
+  if (job.memory_bytes * ranks <= *mem) return "";
+  char buf[300];
+  if (ranks > 1) {
+    std::snprintf(buf, sizeof(buf),
+                  "out of memory: needs about %.1f GiB for each of its %d ranks, which may share "
+                  "a node; executor.mem asks SLURM for %.1f GiB per node (mem: auto asks per "
+                  "CPU)",
+                  job.memory_bytes / double(1LL << 30), ranks, *mem / double(1LL << 30));
+  } else {
     std::snprintf(buf, sizeof(buf),
                   "out of memory: needs about %.1f GiB, executor.mem asks SLURM for %.1f GiB",
                   job.memory_bytes / double(1LL << 30), *mem / double(1LL << 30));
-    return buf;
   }
-  return "";
+  return buf;
 }
 
 std::optional<Placement> SlurmExecutor::Place(const Job&) {
@@ -451,9 +473,17 @@ std::vector<Result<LaunchedJob>> SlurmExecutor::LaunchBatch(
     const std::vector<std::pair<Job, Placement>>& jobs) {
   std::vector<Result<LaunchedJob>> out(jobs.size(), Status::Internal("not submitted"));
   // One array per resource shape, split at max_array_size.
-  std::map<std::pair<std::string, int>, std::vector<size_t>> groups;
-  for (size_t i = 0; i < jobs.size(); ++i)
-    groups[{jobs[i].second.device, jobs[i].second.threads}].push_back(i);
+  // mem: auto asks each CPU run for its own estimate, so runs of different sizes go to
+  // different arrays (the request is rounded to 256 MiB per rank, which keeps them few).
+  const bool auto_mem = config_.slurm.mem == ExecutorConfig::Slurm::kAutoMem;
+  std::map<std::tuple<std::string, int, int64_t>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Placement& pl = jobs[i].second;
+    const int64_t mem = auto_mem && pl.device != "cuda"
+                            ? AutoMemoryPerCpuMiB(jobs[i].first.memory_bytes, pl.threads)
+                            : 0;
+    groups[{pl.device, pl.threads, mem}].push_back(i);
+  }
   const size_t chunk = std::max(1, config_.slurm.max_array_size);
   for (const auto& [shape, all] : groups) {
     for (size_t from = 0; from < all.size(); from += chunk) {
@@ -463,8 +493,9 @@ std::vector<Result<LaunchedJob>> SlurmExecutor::LaunchBatch(
       spec.name = "isoflop-" + sweep_name_;
       spec.script_dir = script_dir_;
       spec.tag = TimeTag() + "-" + std::to_string(getpid()) + "-" + std::to_string(++submissions_);
-      spec.threads = shape.second;
-      spec.gpu = shape.first == "cuda";
+      spec.threads = std::get<1>(shape);
+      spec.mem_per_cpu_mib = std::get<2>(shape);
+      spec.gpu = std::get<0>(shape) == "cuda";
       spec.max_parallel = config_.max_parallel;
       std::string cell_list;
       for (size_t i : idx) {
@@ -486,8 +517,16 @@ std::vector<Result<LaunchedJob>> SlurmExecutor::LaunchBatch(
       const Ran r = RunClient({"sbatch", "--parsable", base + ".sh"}, script_dir_);
       const std::string id = Trim(r.out.substr(0, r.out.find(';')));
       if (r.exit_code != 0 || id.empty() || id.find_first_not_of("0123456789") != std::string::npos) {
+        std::string said = Trim(r.out);  // one line in a reason: sbatch may print several
+        for (size_t at; (at = said.find('\n')) != std::string::npos;) said.replace(at, 1, "; ");
+        std::string asked;
+        if (spec.mem_per_cpu_mib > 0) {
+          asked = " (it asked --mem-per-cpu=" + std::to_string(spec.mem_per_cpu_mib) + "M for " +
+                  std::to_string(spec.threads) +
+                  " CPU(s) a rank: mem auto, 1.25x the run's memory estimate)";
+        }
         fail(Status::IoError("sbatch " + base + ".sh failed (exit code " +
-                             std::to_string(r.exit_code) + "): " + Trim(r.out)));
+                             std::to_string(r.exit_code) + "): " + said + asked));
         continue;
       }
       std::ofstream(script_dir_ + "/submissions.log", std::ios::app)

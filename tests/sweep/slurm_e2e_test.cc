@@ -286,6 +286,78 @@ TEST_F(SlurmE2ETest, DataParallelCellsRunAsTwoSrunTasks) {
   }
 }
 
+// mem: auto: each job asks SLURM for its run's estimate per CPU (the tiny runs, about 180 MiB,
+// ask 256M), and the runs train as without it. A cell whose estimate no node has is turned away
+// by sbatch itself, which shows SLURM read the request: the run fails naming sbatch's reason.
+TEST_F(SlurmE2ETest, AutoMemoryAsksEachRunsEstimatePerCpu) {
+  const std::string dir = TempDir("slurm_mem");
+  const std::string root = dir + "/root";
+  const std::string file = SlurmSweep(dir, root, "  mem: auto\n  max_retries: 0\n");
+  auto r = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot",
+                                              "--set", "budgets=[1e9]"}),
+                      {}, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  for (const auto& run : Runs(dir + "/s.db", "tiny"))
+    EXPECT_EQ(run.status, "finished") << run.cell_key << " " << run.reason;
+  ExpectSameRows(MetricRows(dir + "/s.db", "tiny"), *reference_);
+  int scripts = 0;
+  for (const auto& e : fs::directory_iterator(root + "/tiny/slurm")) {
+    if (e.path().extension() != ".sh") continue;
+    ++scripts;
+    const std::string script = Slurp(e.path());
+    EXPECT_NE(script.find("#SBATCH --mem-per-cpu=\"256M\"\n"), std::string::npos) << script;
+    EXPECT_EQ(script.find("--mem="), std::string::npos) << script;
+  }
+  EXPECT_EQ(scripts, 1) << "three runs asking the same: one array";
+
+  // A run estimated at about twice this host's memory (the test node's RealMemory is 90% of
+  // it), sized from MemTotal so no host could take it: only the smallest model has a whole
+  // batch in its budget, one step of it, and nothing may train.
+  int64_t mem_kib = 0;
+  {
+    std::ifstream meminfo("/proc/meminfo");
+    for (std::string key; meminfo >> key;) {
+      if (key == "MemTotal:") {
+        meminfo >> mem_kib;
+        break;
+      }
+    }
+  }
+  ASSERT_GT(mem_kib, 0);
+  const int64_t sequences = std::min<int64_t>(mem_kib * 1024 / 40000, 1 << 20);
+  const int64_t batch = sequences * 32;
+  const std::vector<std::string> sets = {
+      "--set", "budgets=[" + std::to_string(6.0 * 3888 * batch * 1.5) + "]",
+      "--set", "train.batch_tokens=" + std::to_string(batch),
+      "--set", "train.micro_batch=" + std::to_string(sequences)};
+  const std::string huge = dir + "/huge";
+  fs::create_directories(huge);
+  const std::string big = SlurmSweep(huge, huge + "/root", "  mem: auto\n  max_retries: 0\n");
+  std::vector<std::string> plan_args = {"sweep", "plan", big, "--no-probe", "--format", "json"};
+  plan_args.insert(plan_args.end(), sets.begin(), sets.end());
+  auto plan = RunCommand(Isoflop(huge + "/s.db", plan_args), {}, huge);
+  ASSERT_EQ(plan.exit_code, 0) << plan.out << plan.err;
+  const nlohmann::json cells = nlohmann::json::parse(plan.out);
+  ASSERT_EQ(cells.size(), 1u) << plan.out;
+  ASSERT_GT(cells[0]["memory"].get<double>(), 1.6 * mem_kib * 1024) << plan.out;
+  std::vector<std::string> run_args = {"sweep", "run", big, "--no-fit", "--no-plot"};
+  run_args.insert(run_args.end(), sets.begin(), sets.end());
+  auto failed = RunCommand(Isoflop(huge + "/s.db", run_args), {}, huge);
+  EXPECT_NE(failed.exit_code, 0) << failed.out;
+  const auto runs = Runs(huge + "/s.db", "tiny");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].status, "failed");
+  // sbatch's words: "Batch job submission failed: Requested node configuration is not
+  // available" (or, on other versions, "Memory specification can not be satisfied").
+  EXPECT_NE(runs[0].reason.find("sbatch"), std::string::npos) << runs[0].reason;
+  EXPECT_TRUE(runs[0].reason.find("node configuration is not available") != std::string::npos ||
+              runs[0].reason.find("Memory specification") != std::string::npos)
+      << runs[0].reason;
+  EXPECT_NE(runs[0].reason.find("(it asked --mem-per-cpu="), std::string::npos) << runs[0].reason;
+  EXPECT_FALSE(fs::exists(runs[0].run_dir + "/metrics.jsonl")) << "it trained";
+  std::printf("  refused: %s\n", runs[0].reason.c_str());
+}
+
 TEST_F(SlurmE2ETest, RequeuedJobResumesFromItsCheckpointWithEveryStepOnce) {
   const std::string dir = TempDir("slurm_requeue");
   const std::string root = dir + "/runs";

@@ -100,6 +100,18 @@ TEST(SlurmParseTest, MemorySizes) {
   EXPECT_EQ(SlurmMemoryBytes("2T"), int64_t(2) << 40);
   EXPECT_FALSE(SlurmMemoryBytes("lots").has_value());
   EXPECT_FALSE(SlurmMemoryBytes("").has_value());
+  EXPECT_FALSE(SlurmMemoryBytes("auto").has_value());
+}
+
+// mem: auto asks 1.25x the estimate per rank, rounded up to 256 MiB (at least 256), per CPU.
+TEST(SlurmParseTest, AutoMemoryIsAQuarterAboveTheEstimatePerCpu) {
+  EXPECT_EQ(AutoMemoryPerCpuMiB(180LL << 20, 1), 256);  // 225 MiB -> 256
+  EXPECT_EQ(AutoMemoryPerCpuMiB(0, 1), 256);
+  EXPECT_EQ(AutoMemoryPerCpuMiB(1LL << 30, 1), 1280);        // exactly 1.25 GiB
+  EXPECT_EQ(AutoMemoryPerCpuMiB((1LL << 30) + 1, 1), 1536);  // just over: the next 256
+  EXPECT_EQ(AutoMemoryPerCpuMiB(1LL << 30, 4), 320);         // 1280 over 4 CPUs
+  EXPECT_EQ(AutoMemoryPerCpuMiB(1LL << 30, 3), 427);         // 1280 / 3, rounded up
+  EXPECT_EQ(AutoMemoryPerCpuMiB(40LL << 30, 8), 6400);
 }
 
 const char* kSweep = R"(name: t
@@ -174,6 +186,12 @@ TEST(SlurmConfigTest, ErrorsNameTheLineAndField) {
       {"  cpus_per_run: auto\n", "s.yaml:15:17: executor.cpus_per_run: auto is for the local"},
       {"  gpus: [0]\n", "s.yaml:15:9: executor.gpus: SLURM chooses the GPUs"},
       {"  partition: \"a\\nb\"\n", "s.yaml:15:14: executor.partition: must be one line"},
+      {"  mem: lots\n",
+       "s.yaml:15:8: executor.mem: expected a whole number with an optional unit K, M, G or T, "
+       "as sbatch --mem takes (e.g. 64G), or auto, got 'lots'"},
+      {"  mem: auto\n  gpus_per_run: 1\n",
+       "s.yaml:15:8: executor.mem: auto asks for a CPU run's memory estimate; a GPU run's "
+       "estimate is of its GPU memory"},
   };
   for (const Case& c : cases) {
     Result<SweepConfig> r = Parse(c.lines);
@@ -232,6 +250,19 @@ TEST(SlurmScriptTest, BatchScriptQuotesEveryValueAndParses) {
         "#SBATCH --ntasks=\"1\"\n"}) {
     EXPECT_NE(s.find(line), std::string::npos) << line << "\n---\n" << s;
   }
+  EXPECT_EQ(s.find("--mem"), std::string::npos) << s;
+  // mem: auto: the array's own request per CPU, never --mem; a size: --mem as given.
+  Result<SweepConfig> automatic = Parse("  mem: auto\n");
+  ASSERT_TRUE(automatic.ok()) << automatic.status().message();
+  spec.mem_per_cpu_mib = 320;
+  const std::string a = BatchScript(spec, automatic->executor, "/bin/isoflop-train");
+  EXPECT_NE(a.find("#SBATCH --mem-per-cpu=\"320M\"\n"), std::string::npos) << a;
+  EXPECT_EQ(a.find("--mem="), std::string::npos) << a;
+  Result<SweepConfig> sized = Parse("  mem: 64G\n");
+  ASSERT_TRUE(sized.ok()) << sized.status().message();
+  spec.mem_per_cpu_mib = 0;
+  const std::string m = BatchScript(spec, sized->executor, "/bin/isoflop-train");
+  EXPECT_NE(m.find("#SBATCH --mem=\"64G\"\n"), std::string::npos) << m;
   const std::string path = testing::TempDir() + "/batch.sh";
   std::ofstream(path) << s;
   Result<ChildResult> syntax = RunChild({"/bin/bash", "-n", path});

@@ -91,6 +91,8 @@ struct ExecutorConfig {
     std::vector<std::string> argv;  // or a command whose arguments are quoted one by one
   };
   struct Slurm {
+    // `mem` as sbatch's --mem takes it, or kAutoMem: each CPU run asks for its own estimate.
+    static constexpr const char* kAutoMem = "auto";
     std::string partition, account, qos, time, constraint, gres, mem;
     // GPUs each run takes, one data-parallel rank per GPU (ranks_per_run follows it); read by
     // the local executor too, despite living here. 0: no GPU asked for.
