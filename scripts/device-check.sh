@@ -101,6 +101,11 @@ print(f"  memory: estimate {gib(est)}; measured {st.get('peak_memory_of')} peak 
 est_t, peak_t = info.get("memory_estimate_tensor_bytes"), st.get("peak_tensor_bytes")
 print(f"  tensors: estimate {gib(est_t)}; allocator's peak allocated {gib(peak_t)}"
       + (f": {est_t / peak_t:.2f}x" if est_t and peak_t else ""))
+# The host side, which SLURM's --mem limits (no estimate of it yet: this calibrates one).
+n_params = info["n_total"]
+host = st.get("peak_host_memory_bytes")
+print(f"  host: peak resident set {gib(host)}"
+      + (f", {host / n_params:.1f} bytes/parameter" if host else ""))
 PY
   timeout 120 python3 bench/trainer/gpu_reference.py --device cuda --layers "$layers" \
     --d-model "$d" --heads "$heads" --vocab 50304 --seq 1024 --micro-batch 32 --accum 4 \

@@ -21,6 +21,7 @@ TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
   s.peak_memory_bytes = 300 << 20;
   s.peak_memory_of = "host_rss";
   s.peak_memory_by_rank = {280 << 20, 300 << 20};
+  s.peak_host_memory_bytes = int64_t{5} << 32;  // past 32 bits
   const std::string text = s.ToJson();
   EXPECT_NE(text.find("\"final_val_loss\":null"), std::string::npos) << text;
   Result<StatusFile> back = StatusFile::Parse(text);
@@ -35,6 +36,7 @@ TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
   EXPECT_EQ(back->peak_memory_bytes, 300 << 20);
   EXPECT_EQ(back->peak_memory_of, "host_rss");
   EXPECT_EQ(back->peak_memory_by_rank, (std::vector<int64_t>{280 << 20, 300 << 20}));
+  EXPECT_EQ(back->peak_host_memory_bytes, int64_t{5} << 32);
   for (const char* bad : {R"({"state": "finished", "peak_memory_by_rank": [1, -2]})",
                           R"({"state": "finished", "peak_memory_by_rank": [1.5]})"}) {
     Result<StatusFile> b = StatusFile::Parse(bad);
@@ -53,6 +55,7 @@ TEST(RunProtocolTest, StatusFileRoundTripsAndRejectsUnknownStates) {
   EXPECT_FALSE(e->step.has_value());
   EXPECT_FALSE(e->tokens.has_value());
   EXPECT_FALSE(e->peak_memory_bytes.has_value());
+  EXPECT_FALSE(e->peak_host_memory_bytes.has_value());
   EXPECT_TRUE(e->peak_memory_by_rank.empty());
   EXPECT_EQ(early.ToJson().find("peak_memory"), std::string::npos);
 }

@@ -508,6 +508,8 @@ TEST_F(BinaryTest, MemoryEstimateBoundsTheMeasuredPeakResidentSet) {
     } else {
       EXPECT_FALSE(status.contains("peak_memory_by_rank")) << status.dump();
     }
+    // On CPU the host's peak is the run's peak (the largest rank's under data parallel).
+    EXPECT_EQ(status["peak_host_memory_bytes"], status["peak_memory_bytes"]) << status.dump();
     // The estimate's tensor terms against the bytes counted in tensors at their peak.
     ASSERT_TRUE(info.contains("memory_estimate_tensor_bytes")) << info.dump();
     ASSERT_TRUE(status.contains("peak_tensor_bytes")) << status.dump();
@@ -553,6 +555,11 @@ TEST_F(BinaryTest, CudaDeviceTrainsInBf16OrRefusesClearly) {
   const json info = json::parse(Slurp(dir + "/info.json"));
   EXPECT_EQ(info["device"], "cuda");
   EXPECT_EQ(info["precision"], "bf16-autocast");
+  // The GPU's peak, and apart from it the host's (LibTorch's CUDA libraries alone are hundreds
+  // of MiB resident).
+  EXPECT_EQ(st["peak_memory_of"], "cuda_reserved");
+  EXPECT_GT(st["peak_memory_bytes"].get<int64_t>(), 0);
+  EXPECT_GT(st["peak_host_memory_bytes"].get<int64_t>(), int64_t{100} << 20);
   std::istringstream lines(Slurp(dir + "/metrics.jsonl"));
   std::string line;
   std::vector<double> val;

@@ -102,6 +102,7 @@ std::string StatusFile::ToJson() const {
   }
   if (!peak_memory_by_rank.empty()) j["peak_memory_by_rank"] = peak_memory_by_rank;
   if (peak_tensor_bytes) j["peak_tensor_bytes"] = *peak_tensor_bytes;
+  if (peak_host_memory_bytes) j["peak_host_memory_bytes"] = *peak_host_memory_bytes;
   return j.dump() + "\n";
 }
 
@@ -123,6 +124,7 @@ Result<StatusFile> StatusFile::Parse(const std::string& text) {
   s.peak_memory_bytes = OptInt(j, "peak_memory_bytes");
   s.peak_memory_of = OptString(j, "peak_memory_of");
   s.peak_tensor_bytes = OptInt(j, "peak_tensor_bytes");
+  s.peak_host_memory_bytes = OptInt(j, "peak_host_memory_bytes");
   if (auto it = j.find("peak_memory_by_rank"); it != j.end() && it->is_array()) {
     for (const json& v : *it) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0)

@@ -91,6 +91,13 @@ int64_t PeakTensorBytes(const torch::Device& device) {
   return CpuTensorBytesPeak();
 }
 
+// This process's peak resident set in host memory (getrusage; Linux counts kilobytes).
+int64_t PeakHostMemory() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
 // This process's peak memory where a run on `device` keeps its tensors, and what was measured
 // (StatusFile): the caching allocator's peak reserved bytes on a GPU, the peak resident set on
 // CPU.
@@ -103,9 +110,7 @@ std::pair<int64_t, std::string> PeakMemory(const torch::Device& device) {
   }
 #endif
   (void)device;
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return {static_cast<int64_t>(usage.ru_maxrss) * 1024, "host_rss"};  // Linux: kilobytes
+  return {PeakHostMemory(), "host_rss"};
 }
 
 int ResolveThreads(int requested) {
@@ -200,7 +205,8 @@ class Trainer {
   Progress progress_;
   double last_val_loss_ = NAN;
   std::vector<int64_t> rank_peaks_;  // data parallel: each rank's peak memory, last gathered
-  int64_t rank_tensor_peak_ = 0;     // and the largest rank's peak of bytes in tensors
+  int64_t rank_tensor_peak_ = 0;     // and the largest rank's peak of bytes in tensors,
+  int64_t rank_host_peak_ = 0;       // and of its resident set
   // A metrics line's train_loss is the token-weighted mean loss of the steps since the line
   // before, not its own step's: one step's loss is batch noise (on the quickstart its spread is
   // several times the gap between neighbouring model sizes, which the envelope ranks). A
@@ -635,16 +641,18 @@ double Trainer::Evaluate() {
 }
 
 void Trainer::GatherPeakMemory() {
-  const std::vector<std::vector<double>> peaks =
-      ValuesOfEachRank(*group_,
-                       {static_cast<double>(PeakMemory(device_).first),
-                        static_cast<double>(PeakTensorBytes(device_))},
-                       device_);
+  const std::vector<std::vector<double>> peaks = ValuesOfEachRank(
+      *group_,
+      {static_cast<double>(PeakMemory(device_).first),
+       static_cast<double>(PeakTensorBytes(device_)), static_cast<double>(PeakHostMemory())},
+      device_);
   rank_peaks_.clear();
   rank_tensor_peak_ = 0;
+  rank_host_peak_ = 0;
   for (const std::vector<double>& of_rank : peaks) {
     rank_peaks_.push_back(static_cast<int64_t>(of_rank[0]));
     rank_tensor_peak_ = std::max(rank_tensor_peak_, static_cast<int64_t>(of_rank[1]));
+    rank_host_peak_ = std::max(rank_host_peak_, static_cast<int64_t>(of_rank[2]));
   }
 }
 
@@ -731,6 +739,7 @@ RunOutcome Trainer::Finish(std::string state, std::string reason, int exit_code)
   status.wall_s = WallSeconds();
   std::tie(status.peak_memory_bytes, status.peak_memory_of) = PeakMemory(device_);
   status.peak_tensor_bytes = std::max(PeakTensorBytes(device_), rank_tensor_peak_);
+  status.peak_host_memory_bytes = std::max(PeakHostMemory(), rank_host_peak_);
   if (!rank_peaks_.empty()) {
     // Rank 0's as of now, the others' as of the last gathering.
     status.peak_memory_by_rank = rank_peaks_;

@@ -64,6 +64,11 @@ struct StatusFile {
   // CPU counted at LibTorch's CPU allocator (tensor_bytes.h), on a GPU the caching allocator's
   // peak allocated bytes. Absent in files of older trainers.
   std::optional<int64_t> peak_tensor_bytes;
+  // The worker's peak resident set in host memory on any device (the largest rank's): on CPU
+  // the same figure as peak_memory_bytes; on a GPU what the host side (libraries, pinned
+  // batches, the checkpoint's host copies) took, which SLURM's --mem limits. Absent in files
+  // of older trainers.
+  std::optional<int64_t> peak_host_memory_bytes;
 
   std::string ToJson() const;  // one line, with the trailing newline
   // Corrupt when `text` is not an object with a string "state" in the states above.
