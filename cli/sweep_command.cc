@@ -276,6 +276,17 @@ Status RunPlanCommand(const Context& ctx, const PlanArgs& args) {
             << Bytes(max_mem) << ", estimated time " << Seconds(plan.total_est_seconds)
             << " serial, ~" << Seconds(plan.total_est_seconds / slots) << " on " << where
             << "\nruns in " << l.config.output_dir << "\n";
+  if (slurm && ex.slurm.mem == sweep::ExecutorConfig::Slurm::kAutoMem && !plan.cells.empty()) {
+    int64_t lo = INT64_MAX, hi = 0;
+    for (const auto& c : plan.cells) {
+      const int64_t mib = sweep::AutoMemoryPerCpuMiB(c.memory.total, ex.cpus_per_run);
+      lo = std::min(lo, mib);
+      hi = std::max(hi, mib);
+    }
+    std::cout << "memory: mem auto asks SLURM for --mem-per-cpu " << lo << "M"
+              << (hi > lo ? " to " + std::to_string(hi) + "M" : std::string()) << " ("
+              << ex.cpus_per_run << " CPU(s) a rank; 1.25x each run's estimate)\n";
+  }
   for (const auto& n : notes) std::cout << n << "\n";
   for (const auto& w : plan.warnings) std::cout << "warning: " << w << "\n";
   return Status::Ok();

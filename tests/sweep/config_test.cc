@@ -142,7 +142,7 @@ TEST(SweepConfigTest, ErrorsNameFileLineColumnAndKey) {
        "data has none to hold E at"},
       {"slurm mem not a size", base + "executor: {kind: slurm, mem: 64GB}\n",
        "s.yaml:14:30: executor.mem: expected a whole number with an optional unit K, M, G or T, "
-       "as sbatch --mem takes (e.g. 64G), got '64GB'"},
+       "as sbatch --mem takes (e.g. 64G), or auto, got '64GB'"},
       {"vocab mismatch", replace("source: synthetic", "source: synthetic\n  vocab: 48"),
        "s.yaml:4:10: data.vocab: must equal model.vocab_size (32)"},
       // A name is a folder name; std::regex recursed once per character and overflowed the

@@ -293,6 +293,12 @@ TEST_F(SlurmE2ETest, AutoMemoryAsksEachRunsEstimatePerCpu) {
   const std::string dir = TempDir("slurm_mem");
   const std::string root = dir + "/root";
   const std::string file = SlurmSweep(dir, root, "  mem: auto\n  max_retries: 0\n");
+  auto shown = RunCommand(Isoflop(dir + "/s.db", {"sweep", "plan", file, "--no-probe"}), {}, dir);
+  ASSERT_EQ(shown.exit_code, 0) << shown.out << shown.err;
+  EXPECT_NE(shown.out.find("memory: mem auto asks SLURM for --mem-per-cpu 256M (1 CPU(s) a "
+                           "rank; 1.25x each run's estimate)"),
+            std::string::npos)
+      << shown.out;
   auto r = RunCommand(Isoflop(dir + "/s.db", {"sweep", "run", file, "--no-fit", "--no-plot",
                                               "--set", "budgets=[1e9]"}),
                       {}, dir);
